@@ -1,0 +1,56 @@
+#include "core/checkpoint.hpp"
+
+#include "core/error.hpp"
+#include "core/layout.hpp"
+
+namespace upcycle {
+
+Checkpoint::Checkpoint(std::filesystem::path path, ModelConfig config, std::vector<TensorInfo> tensors,
+                       std::vector<std::filesystem::path> side_files)
+    : path_(std::move(path)), config_(std::move(config)), tensors_(std::move(tensors)),
+      side_files_(std::move(side_files)) {
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    bool fresh = index_.emplace(tensors_[i].name, i).second;
+    require(fresh, path_, "tensor '" + tensors_[i].name + "'", "appears twice");
+  }
+}
+
+const TensorInfo* Checkpoint::find(std::string_view name) const {
+  auto it = index_.find(std::string(name));
+  return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+
+uint64_t Checkpoint::parameter_count() const {
+  uint64_t n = 0;
+  for (const auto& t : tensors_) n += *shape_elements(t.shape);
+  return n;
+}
+
+uint64_t Checkpoint::stored_bytes() const {
+  uint64_t n = 0;
+  for (const auto& t : tensors_) n += *dtype_bytes(t.stored_dtype(), *shape_elements(t.shape));
+  return n;
+}
+
+ComputedCheckpoint::ComputedCheckpoint(ModelConfig config, std::vector<TensorInfo> tensors, Loader loader,
+                                       std::vector<std::filesystem::path> side_files)
+    : Checkpoint("<computed>", std::move(config), std::move(tensors), std::move(side_files)),
+      loader_(std::move(loader)) {}
+
+Tensor ComputedCheckpoint::load(const std::string& name) const {
+  const TensorInfo* info = find(name);
+  require(info != nullptr, path(), "tensor '" + name + "'", "not in this checkpoint");
+  return loader_(*info);
+}
+
+void check_tensors_match_config(const Checkpoint& ckpt) {
+  const Scheme scheme = detect_scheme(ckpt.config(), ckpt.tensors());
+  for (const ExpectedTensor& want : expected_tensors(ckpt.config(), scheme)) {
+    const TensorInfo* have = ckpt.find(want.name);
+    require(have != nullptr, ckpt.path(), "tensor '" + want.name + "'", "required by the config but missing");
+    require(have->shape == want.shape, ckpt.path(), "tensor '" + want.name + "'",
+            "shape " + shape_string(have->shape) + " but the config implies " + shape_string(want.shape));
+  }
+}
+
+}  // namespace upcycle

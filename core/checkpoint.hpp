@@ -1,0 +1,81 @@
+// A checkpoint: a model config plus named tensors read lazily, one at a time. Readers of every
+// format, and stages that compute tensors (merges, assembly), present this one interface, and
+// the writers take it, so a conversion streams tensor by tensor.
+#pragma once
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "core/config.hpp"
+#include "core/tensor.hpp"
+
+namespace upcycle {
+
+struct TensorInfo {
+  std::string name;  // the Hugging Face name
+  DType dtype;       // what load() returns (GGUF's quantized types load as f32)
+  Shape shape;
+  std::optional<DType> stored = std::nullopt;  // the type in the file when it differs from dtype
+
+  DType stored_dtype() const { return stored.value_or(dtype); }
+};
+
+class Checkpoint {
+ public:
+  virtual ~Checkpoint() = default;
+
+  const std::filesystem::path& path() const { return path_; }
+  const ModelConfig& config() const { return config_; }
+  // In a stable order: the file's order for readers, the canonical order for computed ones.
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const TensorInfo* find(std::string_view name) const;
+  // Loads one tensor; InputError naming the file and tensor when it is absent or unreadable.
+  virtual Tensor load(const std::string& name) const = 0;
+  virtual std::string_view format() const = 0;  // "safetensors", "hdf5", "gguf", "computed"
+
+  // Files that travel with the weights (tokenizer.json, tokenizer.model, generation_config.json,
+  // chat templates): writers of model folders copy them.
+  const std::vector<std::filesystem::path>& side_files() const { return side_files_; }
+
+  uint64_t parameter_count() const;
+  uint64_t stored_bytes() const;  // bytes of tensor data as stored
+
+ protected:
+  Checkpoint(std::filesystem::path path, ModelConfig config, std::vector<TensorInfo> tensors,
+             std::vector<std::filesystem::path> side_files = {});
+
+ private:
+  std::filesystem::path path_;
+  ModelConfig config_;
+  std::vector<TensorInfo> tensors_;
+  std::unordered_map<std::string, size_t> index_;
+  std::vector<std::filesystem::path> side_files_;
+};
+
+// A checkpoint whose tensors are computed on demand (merges, assembled MoE, converted dtypes).
+class ComputedCheckpoint : public Checkpoint {
+ public:
+  using Loader = std::function<Tensor(const TensorInfo&)>;
+  ComputedCheckpoint(ModelConfig config, std::vector<TensorInfo> tensors, Loader loader,
+                     std::vector<std::filesystem::path> side_files = {});
+  Tensor load(const std::string& name) const override;
+  std::string_view format() const override { return "computed"; }
+
+ private:
+  Loader loader_;
+};
+
+// Opens any supported checkpoint: a Hugging Face folder (single or sharded safetensors), an
+// HDF5 file (.h5), or a GGUF file (.gguf). Validates the config and that every tensor the config
+// requires is present with the shape it implies.
+std::unique_ptr<Checkpoint> open_checkpoint(const std::filesystem::path& path);
+
+// Throws InputError when a tensor the config requires is missing or misshapen.
+void check_tensors_match_config(const Checkpoint& ckpt);
+
+}  // namespace upcycle

@@ -1,0 +1,194 @@
+#include "core/config.hpp"
+
+#include <fstream>
+#include <limits>
+
+#include "core/error.hpp"
+
+namespace upcycle {
+
+using json = nlohmann::ordered_json;
+
+namespace {
+
+// Sane upper bounds: anything larger is a corrupt or hostile file, not a model.
+constexpr int64_t kMaxVocab = int64_t(1) << 23;
+constexpr int64_t kMaxHidden = int64_t(1) << 17;
+constexpr int64_t kMaxIntermediate = int64_t(1) << 20;
+constexpr int64_t kMaxLayers = 4096;
+constexpr int64_t kMaxHeads = 4096;
+constexpr int64_t kMaxHeadDim = 4096;
+constexpr int64_t kMaxExperts = 4096;
+constexpr int64_t kMaxPositions = int64_t(1) << 26;
+
+// A field that may be absent (or null, which Hugging Face writes for "unset").
+const json* field(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+int64_t get_int(const json& j, const char* key, std::optional<int64_t> fallback,
+                const std::filesystem::path& src) {
+  const json* v = field(j, key);
+  if (!v) {
+    require(fallback.has_value(), src, std::string("field '") + key + "' is missing");
+    return *fallback;
+  }
+  require(v->is_number_integer(), src, std::string("field '") + key + "' must be an integer, found " +
+                                          std::string(v->type_name()));
+  return v->get<int64_t>();
+}
+
+double get_double(const json& j, const char* key, double fallback, const std::filesystem::path& src) {
+  const json* v = field(j, key);
+  if (!v) return fallback;
+  require(v->is_number(), src, std::string("field '") + key + "' must be a number, found " +
+                                  std::string(v->type_name()));
+  return v->get<double>();
+}
+
+bool get_bool(const json& j, const char* key, bool fallback, const std::filesystem::path& src) {
+  const json* v = field(j, key);
+  if (!v) return fallback;
+  require(v->is_boolean(), src, std::string("field '") + key + "' must be true or false, found " +
+                                   std::string(v->type_name()));
+  return v->get<bool>();
+}
+
+void check_range(int64_t value, int64_t lo, int64_t hi, const char* name, const std::filesystem::path& src) {
+  require(value >= lo && value <= hi, src,
+          std::string("field '") + name + "' = " + std::to_string(value) + " is out of range [" +
+              std::to_string(lo) + ", " + std::to_string(hi) + "]");
+}
+
+bool known_type(const std::string& t) {
+  return t == "llama" || t == "mistral" || t == "qwen2" || t == "mixtral" || t == "qwen2_moe";
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const json& j, const std::filesystem::path& src) {
+  require(j.is_object(), src, "config must be a JSON object");
+  const json* mt = field(j, "model_type");
+  require(mt && mt->is_string(), src, "field 'model_type' is missing or not a string");
+  ModelConfig c;
+  c.raw = j;
+  c.model_type = mt->get<std::string>();
+  require(known_type(c.model_type), src,
+          "model_type '" + c.model_type + "' is not supported (llama, mistral, qwen2, mixtral, qwen2_moe)");
+
+  c.vocab_size = get_int(j, "vocab_size", std::nullopt, src);
+  c.hidden_size = get_int(j, "hidden_size", std::nullopt, src);
+  c.intermediate_size = get_int(j, "intermediate_size", std::nullopt, src);
+  c.num_hidden_layers = get_int(j, "num_hidden_layers", std::nullopt, src);
+  c.num_attention_heads = get_int(j, "num_attention_heads", std::nullopt, src);
+  c.num_key_value_heads = get_int(j, "num_key_value_heads", c.num_attention_heads, src);
+  check_range(c.num_attention_heads, 1, kMaxHeads, "num_attention_heads", src);
+  c.head_dim = get_int(j, "head_dim", c.hidden_size / c.num_attention_heads, src);
+  c.max_position_embeddings = get_int(j, "max_position_embeddings", 2048, src);
+  c.rms_norm_eps = get_double(j, "rms_norm_eps", 1e-6, src);
+  c.rope_theta = get_double(j, "rope_theta", 10000.0, src);
+  if (const json* rs = field(j, "rope_scaling")) {
+    require(rs->is_object(), src, "field 'rope_scaling' must be an object or null");
+    c.rope_scaling = *rs;
+  }
+  c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", false, src);
+  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen2_moe";
+  c.attention_bias = qwen || get_bool(j, "attention_bias", false, src);
+  require(!get_bool(j, "mlp_bias", false, src), src, "field 'mlp_bias' = true is not supported");
+
+  // Sliding window: mistral uses it whenever set; qwen2 only with use_sliding_window.
+  if (c.model_type == "mistral" || c.model_type == "mixtral" ||
+      (qwen && get_bool(j, "use_sliding_window", false, src))) {
+    if (field(j, "sliding_window")) c.sliding_window = get_int(j, "sliding_window", std::nullopt, src);
+    else if (c.model_type == "mistral" && !j.contains("sliding_window")) c.sliding_window = 4096;  // transformers' default
+  }
+
+  if (c.model_type == "mixtral") {
+    c.num_local_experts = get_int(j, "num_local_experts", 8, src);
+    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", 2, src);
+    c.router_aux_loss_coef = get_double(j, "router_aux_loss_coef", 0.001, src);  // transformers' default
+  } else if (c.model_type == "qwen2_moe") {
+    c.num_local_experts = get_int(j, "num_experts", 60, src);
+    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", 4, src);
+    c.router_aux_loss_coef = get_double(j, "router_aux_loss_coef", 0.001, src);
+    c.moe_intermediate_size = get_int(j, "moe_intermediate_size", std::nullopt, src);
+    c.shared_expert_intermediate_size = get_int(j, "shared_expert_intermediate_size", 0, src);
+  }
+  c.validate(src);
+  return c;
+}
+
+void ModelConfig::validate(const std::filesystem::path& src) const {
+  check_range(vocab_size, 1, kMaxVocab, "vocab_size", src);
+  check_range(hidden_size, 1, kMaxHidden, "hidden_size", src);
+  check_range(intermediate_size, 1, kMaxIntermediate, "intermediate_size", src);
+  check_range(num_hidden_layers, 1, kMaxLayers, "num_hidden_layers", src);
+  check_range(num_attention_heads, 1, kMaxHeads, "num_attention_heads", src);
+  check_range(num_key_value_heads, 1, num_attention_heads, "num_key_value_heads", src);
+  check_range(head_dim, 1, kMaxHeadDim, "head_dim", src);
+  check_range(max_position_embeddings, 1, kMaxPositions, "max_position_embeddings", src);
+  require(num_attention_heads % num_key_value_heads == 0, src,
+          "num_key_value_heads (" + std::to_string(num_key_value_heads) + ") must divide num_attention_heads (" +
+              std::to_string(num_attention_heads) + ")");
+  if (!raw.contains("head_dim") || raw["head_dim"].is_null())
+    require(hidden_size % num_attention_heads == 0, src,
+            "num_attention_heads (" + std::to_string(num_attention_heads) + ") must divide hidden_size (" +
+                std::to_string(hidden_size) + ") when head_dim is not given");
+  require(head_dim % 2 == 0, src, "head_dim (" + std::to_string(head_dim) + ") must be even for rotary embeddings");
+  require(rms_norm_eps > 0 && rms_norm_eps < 1, src, "field 'rms_norm_eps' must lie in (0, 1)");
+  require(rope_theta > 0 && rope_theta < 1e12, src, "field 'rope_theta' must lie in (0, 1e12)");
+  if (sliding_window) check_range(*sliding_window, 1, kMaxPositions, "sliding_window", src);
+  if (is_moe() || model_type == "mixtral" || model_type == "qwen2_moe") {
+    check_range(num_local_experts, 1, kMaxExperts, "num_local_experts", src);
+    check_range(num_experts_per_tok, 1, num_local_experts, "num_experts_per_tok", src);
+    require(router_aux_loss_coef >= 0 && router_aux_loss_coef < 1e3, src,
+            "field 'router_aux_loss_coef' must lie in [0, 1000)");
+  }
+  if (model_type == "qwen2_moe") {
+    check_range(moe_intermediate_size, 1, kMaxIntermediate, "moe_intermediate_size", src);
+    check_range(shared_expert_intermediate_size, 0, kMaxIntermediate, "shared_expert_intermediate_size", src);
+  }
+}
+
+ModelConfig ModelConfig::load(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  require(bool(in), path, "cannot open config");
+  json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  require(!j.is_discarded(), path, "not valid JSON");
+  return from_json(j, path);
+}
+
+json ModelConfig::to_json() const {
+  json j = raw.is_object() ? raw : json::object();
+  j["model_type"] = model_type;
+  j["vocab_size"] = vocab_size;
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_attention_heads"] = num_attention_heads;
+  j["num_key_value_heads"] = num_key_value_heads;
+  if (j.contains("head_dim") || head_dim * num_attention_heads != hidden_size) j["head_dim"] = head_dim;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["rms_norm_eps"] = rms_norm_eps;
+  j["rope_theta"] = rope_theta;
+  if (!rope_scaling.is_null()) j["rope_scaling"] = rope_scaling;
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  if (model_type != "qwen2" && model_type != "qwen2_moe" && (attention_bias || j.contains("attention_bias")))
+    j["attention_bias"] = attention_bias;
+  if (sliding_window) j["sliding_window"] = *sliding_window;
+  if (model_type == "mixtral") {
+    j["num_local_experts"] = num_local_experts;
+    j["num_experts_per_tok"] = num_experts_per_tok;
+    j["router_aux_loss_coef"] = router_aux_loss_coef;
+  } else if (model_type == "qwen2_moe") {
+    j["num_experts"] = num_local_experts;
+    j["num_experts_per_tok"] = num_experts_per_tok;
+    j["router_aux_loss_coef"] = router_aux_loss_coef;
+    j["moe_intermediate_size"] = moe_intermediate_size;
+    j["shared_expert_intermediate_size"] = shared_expert_intermediate_size;
+  }
+  return j;
+}
+
+}  // namespace upcycle

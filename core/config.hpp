@@ -1,0 +1,56 @@
+// A model's Hugging Face config.json: the fields the tool computes with, validated, plus the
+// whole original object so that fields we do not know are written back unchanged.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace upcycle {
+
+struct ModelConfig {
+  std::string model_type;  // llama, mistral, qwen2, mixtral; qwen2_moe on read
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;  // dense FFN width; each expert's width for mixtral
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;  // hidden_size / num_attention_heads unless the config gives it
+  int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  nlohmann::ordered_json rope_scaling;  // null when absent; llama3 scaling etc.
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // q/k/v (and for llama o) biases; always on for qwen2
+  std::optional<int64_t> sliding_window;  // mistral / qwen2 when enabled
+
+  // Mixture of experts (0 experts: dense).
+  int64_t num_local_experts = 0;
+  int64_t num_experts_per_tok = 0;
+  double router_aux_loss_coef = 0.01;
+  // qwen2_moe only
+  int64_t moe_intermediate_size = 0;
+  int64_t shared_expert_intermediate_size = 0;
+
+  nlohmann::ordered_json raw;  // the object as read (or as built), key order kept
+
+  // Parses and validates; errors name `source` and the field.
+  static ModelConfig from_json(const nlohmann::ordered_json& j, const std::filesystem::path& source);
+  static ModelConfig load(const std::filesystem::path& config_json);
+  // Our fields written over `raw`, so unknown fields pass through unchanged.
+  nlohmann::ordered_json to_json() const;
+  void validate(const std::filesystem::path& source) const;
+
+  bool is_moe() const { return num_local_experts > 0; }
+  int64_t q_dim() const { return num_attention_heads * head_dim; }
+  int64_t kv_dim() const { return num_key_value_heads * head_dim; }
+  // Width of one routed expert's FFN.
+  int64_t expert_intermediate_size() const {
+    return model_type == "qwen2_moe" ? moe_intermediate_size : intermediate_size;
+  }
+};
+
+}  // namespace upcycle

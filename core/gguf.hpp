@@ -1,0 +1,54 @@
+// GGUF v2/v3 files (llama.cpp): metadata and tensors. GgufFile is the raw file (a tokenizer-only
+// GGUF opens fine); open_gguf() presents a llama-family model as a Checkpoint with Hugging Face
+// names and layout (q/k row permutation undone, quantized tensors dequantized to f32).
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/checkpoint.hpp"
+#include "core/mapped_file.hpp"
+
+namespace upcycle {
+
+struct GgufTensor {
+  std::string name;  // GGUF's own name: "blk.0.attn_q.weight"
+  DType dtype;       // GGUF's type, which may be quantized
+  Shape shape;       // row major, slowest first (GGUF lists dims fastest first: reversed here)
+  uint64_t offset;   // absolute, in the file
+  uint64_t nbytes;
+};
+
+class GgufFile {
+ public:
+  // Validates magic, version (2 or 3), counts against the file size, every key/value and
+  // string length, tensor types, dims (overflow checked) and data ranges (inside the file,
+  // aligned, not overlapping). Throws InputError naming the file (and key or tensor).
+  static GgufFile open(const std::filesystem::path& path);
+
+  const std::filesystem::path& path() const { return file_->path(); }
+  uint32_t version() const { return version_; }
+  // Every key/value: numbers, strings, booleans, arrays as JSON values.
+  const nlohmann::json& metadata() const { return metadata_; }
+  const std::vector<GgufTensor>& tensors() const { return tensors_; }
+  Tensor load_raw(const GgufTensor& t) const;  // as stored (maybe quantized), memory mapped
+
+  std::string architecture() const;  // general.architecture, "" when absent
+
+ private:
+  std::shared_ptr<const ReadOnlyFile> file_;
+  uint32_t version_ = 0;
+  nlohmann::json metadata_;
+  std::vector<GgufTensor> tensors_;
+};
+
+// The config a GGUF model implies (llama and qwen2 architectures); InputError otherwise.
+ModelConfig config_from_gguf(const GgufFile& file);
+
+std::unique_ptr<Checkpoint> open_gguf(const std::filesystem::path& path);
+
+}  // namespace upcycle

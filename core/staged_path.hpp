@@ -1,0 +1,26 @@
+// Outputs appear complete or not at all: a writer works under a temporary name beside the final
+// one and renames when done. An abandoned stage (error, exception) removes its temporary.
+#pragma once
+#include <filesystem>
+
+namespace upcycle {
+
+class StagedPath {
+ public:
+  // Fails (InputError) when `final_path` exists and overwrite is false, or its folder is missing.
+  StagedPath(std::filesystem::path final_path, bool overwrite);
+  ~StagedPath();
+  StagedPath(const StagedPath&) = delete;
+  StagedPath& operator=(const StagedPath&) = delete;
+
+  const std::filesystem::path& temp() const { return temp_; }
+  const std::filesystem::path& final_path() const { return final_; }
+  // Renames the temporary to the final name (replacing an old output when overwrite was given).
+  void commit();
+
+ private:
+  std::filesystem::path final_, temp_;
+  bool overwrite_, committed_ = false;
+};
+
+}  // namespace upcycle

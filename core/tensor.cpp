@@ -1,0 +1,114 @@
+#include "core/tensor.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+#include "core/quant.hpp"
+
+namespace upcycle {
+
+std::optional<uint64_t> shape_elements(const Shape& shape) {
+  uint64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0 || __builtin_mul_overflow(n, uint64_t(d), &n)) return std::nullopt;
+  }
+  return n;
+}
+
+std::string shape_string(const Shape& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+namespace {
+// (elements, bytes) of a shape in a dtype; std::invalid_argument when it cannot be stored.
+std::pair<uint64_t, uint64_t> sizes(DType dtype, const Shape& shape) {
+  auto n = shape_elements(shape);
+  if (!n) throw std::invalid_argument("tensor shape " + shape_string(shape) + " is invalid");
+  auto b = dtype_bytes(dtype, *n);
+  if (!b) throw std::invalid_argument("tensor shape " + shape_string(shape) + " does not fit dtype " +
+                                      std::string(dtype_name(dtype)));
+  return {*n, *b};
+}
+
+template <class T>
+bool matches(DType d) {
+  if constexpr (std::is_same_v<T, float>) return d == DType::F32;
+  else if constexpr (std::is_same_v<T, double>) return d == DType::F64;
+  else if constexpr (std::is_same_v<T, uint16_t>) return d == DType::F16 || d == DType::BF16;
+  else return false;
+}
+}  // namespace
+
+Tensor Tensor::zeros(DType dtype, Shape shape) {
+  auto [n, b] = sizes(dtype, shape);
+  std::shared_ptr<std::byte[]> buf(new std::byte[b]());
+  return Tensor(dtype, std::move(shape), n, b, std::shared_ptr<const std::byte>(buf, buf.get()), true);
+}
+
+Tensor Tensor::from_f32(Shape shape, std::vector<float> values) {
+  Tensor t = zeros(DType::F32, std::move(shape));
+  if (values.size() != t.numel())
+    throw std::invalid_argument("from_f32: " + std::to_string(values.size()) + " values for shape " +
+                                shape_string(t.shape()));
+  std::memcpy(t.mutable_bytes().data(), values.data(), t.nbytes());
+  return t;
+}
+
+Tensor Tensor::view(DType dtype, Shape shape, std::shared_ptr<const std::byte> data) {
+  auto [n, b] = sizes(dtype, shape);
+  return Tensor(dtype, std::move(shape), n, b, std::move(data), false);
+}
+
+std::span<std::byte> Tensor::mutable_bytes() {
+  if (!owned_) throw std::logic_error("tensor is a read-only view");
+  return {const_cast<std::byte*>(data_.get()), size_t(nbytes_)};
+}
+
+template <class T>
+std::span<const T> Tensor::span() const {
+  if (!matches<T>(dtype_)) throw std::logic_error("tensor span: element type does not match dtype");
+  return {reinterpret_cast<const T*>(data_.get()), size_t(numel_)};
+}
+
+template <class T>
+std::span<T> Tensor::mutable_span() {
+  if (!matches<T>(dtype_)) throw std::logic_error("tensor span: element type does not match dtype");
+  return {reinterpret_cast<T*>(mutable_bytes().data()), size_t(numel_)};
+}
+
+template std::span<const float> Tensor::span<float>() const;
+template std::span<const double> Tensor::span<double>() const;
+template std::span<const uint16_t> Tensor::span<uint16_t>() const;
+template std::span<float> Tensor::mutable_span<float>();
+template std::span<double> Tensor::mutable_span<double>();
+template std::span<uint16_t> Tensor::mutable_span<uint16_t>();
+
+Tensor Tensor::to(DType dtype) const {
+  if (dtype == dtype_) return *this;
+  Tensor out = zeros(dtype, shape_);
+  if (is_quantized(dtype_)) {
+    if (dtype != DType::F32) throw std::logic_error("quantized tensors convert to f32 only");
+    dequantize(dtype_, data_.get(), nbytes_, out.mutable_span<float>().data(), numel_);
+  } else {
+    convert(dtype_, data_.get(), dtype, out.mutable_bytes().data(), numel_);
+  }
+  return out;
+}
+
+std::vector<float> Tensor::to_f32_vector() const {
+  Tensor f = to(DType::F32);
+  auto s = f.span<float>();
+  return {s.begin(), s.end()};
+}
+
+Tensor Tensor::reshaped(Shape shape) const {
+  auto n = shape_elements(shape);
+  if (!n || *n != numel_) throw std::invalid_argument("reshape to " + shape_string(shape) + " changes the size");
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  return t;
+}
+
+}  // namespace upcycle

@@ -1,0 +1,48 @@
+// The one table of tensor names: each tensor's role in the model and its name in each format
+// (the way llama.cpp keeps per-architecture name tables). No other code spells a tensor name.
+#pragma once
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace upcycle {
+
+enum class Role {
+  TokenEmbedding,  // [V, H]
+  AttnNorm,        // [H]
+  Q, K, V, O,      // [nH*D, H], [nKV*D, H], [nKV*D, H], [H, nH*D]
+  QBias, KBias, VBias,  // qwen2: [nH*D], [nKV*D], [nKV*D]
+  FfnNorm,              // [H] (post_attention_layernorm)
+  Gate, Up, Down,       // dense FFN: [I, H], [I, H], [H, I]
+  Router,               // [E, H]
+  ExpertGate, ExpertUp, ExpertDown,  // one expert: [I, H], [I, H], [H, I] (w1, w3, w2)
+  ExpertsGateUp, ExpertsDown,        // fused (transformers v5; GGUF): [E, 2I, H], [E, H, I]
+  SharedGate, SharedUp, SharedDown, SharedRouter,  // qwen2_moe's shared expert
+  FinalNorm,  // [H]
+  LmHead,     // [V, H]
+};
+
+// Name schemes. HF is Llama/Mistral/Qwen2 and Mixtral's default per-expert layout; HFFused is
+// transformers v5's fused experts; Qwen2Moe names experts gate/up/down_proj under mlp.
+enum class Scheme { HF, HFFused, Qwen2Moe, GGUF };
+
+struct TensorId {
+  Role role;
+  int layer = -1;   // -1 for tensors outside the layers
+  int expert = -1;  // -1 unless one expert's tensor
+  bool operator==(const TensorId&) const = default;
+};
+
+// The name of a tensor in a scheme; std::invalid_argument when the scheme has no such role.
+std::string tensor_name(const TensorId& id, Scheme scheme);
+bool has_name(Role role, Scheme scheme);
+// The role of a name in a scheme, or nullopt for a name the table does not know.
+std::optional<TensorId> parse_tensor_name(std::string_view name, Scheme scheme);
+
+// The order writers use: embeddings first, then layer by layer (roles in table order, experts
+// in index order), then the final norm and the head, then names the table does not know.
+// Returns a permutation of indices into `names`.
+std::vector<size_t> canonical_order(const std::vector<std::string>& names);
+
+}  // namespace upcycle

@@ -1,0 +1,112 @@
+#include "tests/common/fixtures.hpp"
+
+#include <unistd.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "core/layout.hpp"
+
+namespace upcycle::test {
+
+ScratchDir::ScratchDir() {
+  static std::atomic<int> counter{0};
+  path_ = fs::temp_directory_path() /
+          ("upcycle-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+  fs::remove_all(path_);
+  fs::create_directories(path_);
+}
+
+ScratchDir::~ScratchDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+ModelConfig tiny_config(const std::string& model_type, bool tied) {
+  nlohmann::ordered_json j = {
+      {"architectures", {model_type == "mixtral" ? "MixtralForCausalLM" : "LlamaForCausalLM"}},
+      {"model_type", model_type},
+      {"vocab_size", 40},
+      {"hidden_size", 16},
+      {"intermediate_size", 24},
+      {"num_hidden_layers", 2},
+      {"num_attention_heads", 4},
+      {"num_key_value_heads", 2},
+      {"max_position_embeddings", 64},
+      {"rms_norm_eps", 1e-5},
+      {"rope_theta", 10000.0},
+      {"tie_word_embeddings", tied},
+      {"bos_token_id", 1},
+      {"an_unknown_field", {{"kept", true}}},
+  };
+  if (model_type == "mixtral") {
+    j["num_local_experts"] = 4;
+    j["num_experts_per_tok"] = 2;
+    j["router_aux_loss_coef"] = 0.01;
+  }
+  return ModelConfig::from_json(j, "<tiny_config>");
+}
+
+std::vector<float> random_values(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed * 0x9e3779b97f4a7c15ull + 1);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  if (n > 0 && v[0] == 0.0f) v[0] = 0.5f;
+  return v;
+}
+
+std::unique_ptr<Checkpoint> random_checkpoint(const ModelConfig& config, uint64_t seed, DType dtype, Scheme scheme) {
+  std::vector<TensorInfo> infos;
+  for (const auto& e : expected_tensors(config, scheme)) infos.push_back({e.name, dtype, e.shape});
+  auto loader = [seed, dtype](const TensorInfo& info) {
+    uint64_t h = seed;
+    for (char c : info.name) h = h * 131 + uint8_t(c);
+    Tensor t = Tensor::from_f32(info.shape, random_values(*shape_elements(info.shape), h));
+    return t.to(dtype);
+  };
+  return std::make_unique<ComputedCheckpoint>(config, std::move(infos), loader);
+}
+
+void write_file(const fs::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+RunResult run_upcycle(const std::string& args) {
+  ScratchDir dir;
+  std::string cmd = std::string("'") + UPCYCLE_BINARY + "' " + args + " >'" + (dir / "out").string() + "' 2>'" +
+                    (dir / "err").string() + "'";
+  int status = std::system(cmd.c_str());
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return {code, read_file(dir / "out"), read_file(dir / "err")};
+}
+
+std::optional<fs::path> smollm2_gguf() {
+  if (const char* env = std::getenv("UPCYCLE_SMOLLM2_GGUF"); env && fs::exists(env)) return fs::path(env);
+  const char* cache = std::getenv("UPCYCLE_CACHE");
+  const char* home = std::getenv("HOME");
+  fs::path base = cache ? fs::path(cache) : fs::path(home ? home : "/tmp") / ".cache" / "upcycle";
+  fs::path p = base / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (fs::exists(p)) return p;
+  return std::nullopt;
+}
+
+bool same_tensor(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.shape() == b.shape() && a.nbytes() == b.nbytes() &&
+         std::memcmp(a.bytes().data(), b.bytes().data(), a.nbytes()) == 0;
+}
+
+}  // namespace upcycle::test

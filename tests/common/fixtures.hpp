@@ -1,0 +1,59 @@
+// What the test suites share: a scratch folder per test, small model configs, seeded random
+// tensors, raw file writing, and running the `upcycle` binary.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/checkpoint.hpp"
+#include "core/tensor_names.hpp"
+
+namespace upcycle::test {
+
+namespace fs = std::filesystem;
+
+// A fresh, empty folder under the system temp dir, removed when the object goes.
+class ScratchDir {
+ public:
+  ScratchDir();
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const fs::path& path() const { return path_; }
+  fs::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  fs::path path_;
+};
+
+// A tiny config of a model type ("llama", "qwen2", "mistral", "mixtral"): 2 layers, hidden 16,
+// 4 heads, 2 kv heads, intermediate 24, vocab 40; mixtral adds 4 experts top-2.
+ModelConfig tiny_config(const std::string& model_type = "llama", bool tied = false);
+
+// Seeded values in [-1, 1) that are never all zero.
+std::vector<float> random_values(size_t n, uint64_t seed);
+
+// A computed checkpoint of every tensor the config implies, random values, stored as `dtype`.
+std::unique_ptr<Checkpoint> random_checkpoint(const ModelConfig& config, uint64_t seed, DType dtype = DType::F32,
+                                              Scheme scheme = Scheme::HF);
+
+void write_file(const fs::path& path, const std::string& bytes);
+std::string read_file(const fs::path& path);
+
+// Runs `upcycle ARGS` (a shell-quoted string); returns exit code, stdout and stderr.
+struct RunResult {
+  int code;
+  std::string out, err;
+};
+RunResult run_upcycle(const std::string& args);
+
+// The real SmolLM2-135M-Instruct GGUF when scripts/fetch-smollm2.sh has fetched it
+// ($UPCYCLE_SMOLLM2_GGUF, or the default cache), else nullopt: tests then skip with a message.
+std::optional<fs::path> smollm2_gguf();
+
+// Bitwise equality of two tensors' dtype, shape and bytes.
+bool same_tensor(const Tensor& a, const Tensor& b);
+
+}  // namespace upcycle::test

@@ -1,0 +1,157 @@
+// dtype conversions, tensor type, config parsing and validation, the name table, staged outputs.
+#include <doctest/doctest.h>
+
+#include <bit>
+#include <cmath>
+
+#include "core/config.hpp"
+#include "core/dtype.hpp"
+#include "core/error.hpp"
+#include "core/layout.hpp"
+#include "core/staged_path.hpp"
+#include "core/tensor.hpp"
+#include "core/tensor_names.hpp"
+#include "tests/common/fixtures.hpp"
+
+using namespace upcycle;
+using json = nlohmann::ordered_json;
+
+TEST_CASE("bf16 and f16 conversions round to nearest even and keep specials") {
+  CHECK(f32_to_bf16(1.0f) == 0x3f80);
+  CHECK(bf16_to_f32(0x3f80) == 1.0f);
+  // 1 + 2^-8 lies exactly between two bf16 values: ties go to the even one (1.0).
+  CHECK(f32_to_bf16(1.00390625f) == 0x3f80);
+  CHECK(f32_to_bf16(1.01171875f) == 0x3f82);  // 1 + 3*2^-8: tie, rounds up to even
+  CHECK(std::isnan(bf16_to_f32(f32_to_bf16(NAN))));
+  CHECK(f32_to_f16(1.0f) == 0x3c00);
+  CHECK(f32_to_f16(65504.0f) == 0x7bff);
+  CHECK(f32_to_f16(65520.0f) == 0x7c00);  // rounds to infinity
+  CHECK(f32_to_f16(-2.0f) == 0xc000);
+  CHECK(f16_to_f32(0x0001) == std::ldexp(1.0f, -24));  // smallest subnormal
+  CHECK(f32_to_f16(std::ldexp(1.0f, -24)) == 0x0001);
+  CHECK(f32_to_f16(std::ldexp(1.0f, -25)) == 0x0000);  // tie to even (zero)
+  CHECK(std::isnan(f16_to_f32(f32_to_f16(NAN))));
+  // Every f16 value survives f16 -> f32 -> f16.
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue;  // NaN payloads
+    REQUIRE(f32_to_f16(f16_to_f32(uint16_t(h))) == h);
+  }
+}
+
+TEST_CASE("tensor conversions and sizes") {
+  Tensor t = Tensor::from_f32({2, 3}, {1, -2, 3.5f, 0.25f, -0.125f, 7});
+  CHECK(t.nbytes() == 24);
+  Tensor b = t.to(DType::BF16);
+  CHECK(b.nbytes() == 12);
+  CHECK(b.to_f32_vector() == t.to_f32_vector());  // all exactly representable
+  CHECK(t.to(DType::F32).bytes().data() == t.bytes().data());  // same dtype shares bytes
+  CHECK_THROWS_AS(Tensor::zeros(DType::F32, {-1, 2}), std::invalid_argument);
+  CHECK_THROWS_AS(Tensor::zeros(DType::Q8_0, {33}), std::invalid_argument);  // not whole blocks
+  CHECK_FALSE(shape_elements({int64_t(1) << 40, int64_t(1) << 40}).has_value());
+  CHECK_FALSE(dtype_bytes(DType::F32, uint64_t(1) << 63).has_value());
+}
+
+TEST_CASE("config: parsing, defaults, validation and unknown fields carried through") {
+  ModelConfig c = test::tiny_config("llama");
+  CHECK(c.head_dim == 4);
+  CHECK(c.to_json()["an_unknown_field"]["kept"] == true);
+  ModelConfig back = ModelConfig::from_json(c.to_json(), "x");
+  CHECK(back.to_json() == c.to_json());
+
+  auto bad = [](const std::function<void(json&)>& edit, const char* needle) {
+    json j = test::tiny_config("llama").to_json();
+    edit(j);
+    try {
+      ModelConfig::from_json(j, "cfg.json");
+      FAIL("accepted a bad config: " << needle);
+    } catch (const InputError& e) {
+      CHECK_MESSAGE(std::string(e.what()).find(needle) != std::string::npos, std::string(e.what()));
+      CHECK(std::string(e.what()).rfind("cfg.json: ", 0) == 0);
+    }
+  };
+  bad([](json& j) { j["hidden_size"] = -16; }, "hidden_size");
+  bad([](json& j) { j["hidden_size"] = "16"; }, "must be an integer");
+  bad([](json& j) { j["num_key_value_heads"] = 3; }, "num_key_value_heads");
+  bad([](json& j) { j["num_attention_heads"] = 5; j["num_key_value_heads"] = 1; }, "must divide hidden_size");
+  bad([](json& j) { j["vocab_size"] = int64_t(1) << 40; }, "vocab_size");
+  bad([](json& j) { j["model_type"] = "gpt_neox"; }, "not supported");
+  bad([](json& j) { j.erase("num_hidden_layers"); }, "num_hidden_layers' is missing");
+  bad([](json& j) { j["rms_norm_eps"] = 0; }, "rms_norm_eps");
+  bad([](json& j) { j["model_type"] = "mixtral"; j["num_experts_per_tok"] = 9; j["num_local_experts"] = 4; },
+      "num_experts_per_tok");
+
+  json j = test::tiny_config("llama").to_json();
+  j["head_dim"] = 8;  // explicit head_dim lifts the divisibility rule
+  j["num_attention_heads"] = 3;
+  j["num_key_value_heads"] = 1;
+  CHECK(ModelConfig::from_json(j, "x").q_dim() == 24);
+
+  ModelConfig q = test::tiny_config("qwen2");
+  CHECK(q.attention_bias);
+  ModelConfig m = test::tiny_config("mixtral");
+  CHECK(m.is_moe());
+  CHECK(m.num_local_experts == 4);
+}
+
+TEST_CASE("name table: every name parses back to its role, in every scheme") {
+  for (Scheme s : {Scheme::HF, Scheme::HFFused, Scheme::Qwen2Moe, Scheme::GGUF}) {
+    for (int r = 0; r <= int(Role::LmHead); ++r) {
+      Role role = Role(r);
+      if (!has_name(role, s)) continue;
+      TensorId id{role, 3, -1};
+      if (role == Role::TokenEmbedding || role == Role::FinalNorm || role == Role::LmHead) id.layer = -1;
+      if (role == Role::ExpertGate || role == Role::ExpertUp || role == Role::ExpertDown) id.expert = 11;
+      std::string name = tensor_name(id, s);
+      auto back = parse_tensor_name(name, s);
+      REQUIRE_MESSAGE(back.has_value(), name);
+      CHECK(*back == id);
+    }
+  }
+  CHECK(tensor_name({Role::ExpertGate, 2, 5}, Scheme::HF) == "model.layers.2.block_sparse_moe.experts.5.w1.weight");
+  CHECK(tensor_name({Role::Q, 0}, Scheme::GGUF) == "blk.0.attn_q.weight");
+  CHECK_FALSE(parse_tensor_name("model.layers.01.mlp.up_proj.weight", Scheme::HF).has_value());
+  CHECK_FALSE(parse_tensor_name("model.layers.x.mlp.up_proj.weight", Scheme::HF).has_value());
+  CHECK_FALSE(has_name(Role::ExpertGate, Scheme::HFFused));
+
+  std::vector<std::string> names = {"lm_head.weight", "model.layers.10.mlp.up_proj.weight", "model.norm.weight",
+                                    "model.layers.2.input_layernorm.weight", "model.embed_tokens.weight", "zzz"};
+  std::vector<std::string> sorted;
+  for (size_t i : canonical_order(names)) sorted.push_back(names[i]);
+  CHECK(sorted == std::vector<std::string>{"model.embed_tokens.weight", "model.layers.2.input_layernorm.weight",
+                                           "model.layers.10.mlp.up_proj.weight", "model.norm.weight",
+                                           "lm_head.weight", "zzz"});
+}
+
+TEST_CASE("layout: the tensors a config implies") {
+  auto dense = expected_tensors(test::tiny_config("llama", /*tied=*/true));
+  CHECK(dense.size() == 1 + 2 * 9 + 1);  // embed, 9 per layer, final norm; tied: no head
+  auto moe = expected_tensors(test::tiny_config("mixtral"));
+  CHECK(moe.size() == 1 + 2 * (6 + 1 + 4 * 3) + 2);
+  auto fused = expected_tensors(test::tiny_config("mixtral"), Scheme::HFFused);
+  CHECK(fused.size() == 1 + 2 * (6 + 1 + 2) + 2);
+  auto qwen = expected_tensors(test::tiny_config("qwen2"));
+  CHECK(qwen.size() == 1 + 2 * 12 + 2);
+}
+
+TEST_CASE("staged outputs appear only when committed") {
+  test::ScratchDir dir;
+  {
+    StagedPath staged(dir / "out", false);
+    std::filesystem::create_directories(staged.temp());
+    test::write_file(staged.temp() / "a", "x");
+    CHECK_FALSE(std::filesystem::exists(dir / "out"));
+  }  // abandoned: removed
+  CHECK(std::filesystem::is_empty(dir.path()));
+  {
+    StagedPath staged(dir / "out", false);
+    std::filesystem::create_directories(staged.temp());
+    staged.commit();
+  }
+  CHECK(std::filesystem::is_directory(dir / "out"));
+  CHECK_THROWS_AS(StagedPath(dir / "out", false), InputError);
+  CHECK_THROWS_AS(StagedPath(dir / "missing" / "out", false), InputError);
+  StagedPath again(dir / "out", true);
+  test::write_file(again.temp(), "file replaces folder");
+  again.commit();
+  CHECK(test::read_file(dir / "out") == "file replaces folder");
+}

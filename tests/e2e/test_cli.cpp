@@ -1,0 +1,36 @@
+// The `upcycle` command as a user meets it: help, version, exit codes.
+#include <doctest/doctest.h>
+
+#include "tests/common/fixtures.hpp"
+
+using namespace upcycle::test;
+
+TEST_CASE("version and help") {
+  auto v = run_upcycle("--version");
+  CHECK(v.code == 0);
+  CHECK(v.out.find("backends: cpu") != std::string::npos);
+  CHECK(run_upcycle("--help").code == 0);
+  CHECK(run_upcycle("").code == 1);
+  for (const char* cmd : {"inspect", "export"}) {
+    auto h = run_upcycle(std::string(cmd) + " --help");
+    CHECK_MESSAGE(h.code == 0, cmd);
+    CHECK(h.out.find("Usage: upcycle ") != std::string::npos);
+  }
+}
+
+TEST_CASE("usage errors exit 1, bad input exits 2") {
+  CHECK(run_upcycle("frobnicate").code == 1);
+  CHECK(run_upcycle("inspect").code == 1);
+  CHECK(run_upcycle("inspect --no-such-option x").code == 1);
+  CHECK(run_upcycle("export a").code == 1);
+  ScratchDir dir;
+  auto r = run_upcycle("inspect '" + (dir / "nothing-here").string() + "'");
+  CHECK(r.code == 2);
+  CHECK(r.err.find("nothing-here") != std::string::npos);
+  write_file(dir / "junk.bin", "this is not a model");
+  r = run_upcycle("inspect '" + (dir / "junk.bin").string() + "'");
+  CHECK(r.code == 2);
+  CHECK(r.err.find("junk.bin") != std::string::npos);
+  CHECK(run_upcycle("export '" + (dir / "junk.bin").string() + "' '" + (dir / "o").string() + "' --dtype q4_0").code == 1);
+  CHECK(run_upcycle("export '" + (dir / "junk.bin").string() + "' '" + (dir / "o").string() + "' --shard-size 5XB").code == 1);
+}

@@ -1,0 +1,54 @@
+#include "upcycle/cli.hpp"
+
+#include <cctype>
+#include <cmath>
+#include <iostream>
+
+#include "core/error.hpp"
+
+namespace upcycle::cli {
+
+std::optional<po::variables_map> parse(Spec& spec, const std::vector<std::string>& args) {
+  spec.options.add_options()("help,h", "show this help");
+  po::options_description all;
+  all.add(spec.options).add(spec.hidden);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(spec.positional).run(), vm);
+    if (vm.count("help")) {
+      std::cout << "Usage: " << spec.usage << "\n\n" << spec.summary << "\n\n" << spec.options << "\n";
+      return std::nullopt;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw UsageError(e.what());
+  }
+  return vm;
+}
+
+uint64_t parse_size(const std::string& text, const std::string& option) {
+  size_t pos = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &pos);
+  } catch (const std::exception&) {
+    throw UsageError("--" + option + ": '" + text + "' is not a size (like 5GB, 500MB, 2GiB)");
+  }
+  std::string unit = text.substr(pos);
+  for (auto& ch : unit) ch = char(std::toupper(static_cast<unsigned char>(ch)));
+  double scale = unit == "" || unit == "B" ? 1
+                 : unit == "KB"            ? 1e3
+                 : unit == "MB"            ? 1e6
+                 : unit == "GB"            ? 1e9
+                 : unit == "TB"            ? 1e12
+                 : unit == "KIB"           ? 1024.0
+                 : unit == "MIB"           ? 1048576.0
+                 : unit == "GIB"           ? 1073741824.0
+                                           : -1;
+  double bytes = value * scale;
+  if (scale < 0 || !std::isfinite(bytes) || bytes < 1 || bytes > 1e15)
+    throw UsageError("--" + option + ": '" + text + "' is not a size between 1 B and 1 PB");
+  return uint64_t(bytes);
+}
+
+}  // namespace upcycle::cli

@@ -1,0 +1,13 @@
+// The subcommands of `upcycle`, one file each (cmd_NAME.cpp).
+#pragma once
+#include <string>
+#include <vector>
+
+namespace upcycle {
+
+using Args = std::vector<std::string>;
+
+int cmd_inspect(const Args& args);
+int cmd_export(const Args& args);
+
+}  // namespace upcycle

@@ -1,0 +1,71 @@
+// `upcycle COMMAND ...`: dispatch, and the one place errors become messages and exit codes
+// (usage 1, bad input 2).
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <new>
+
+#include <spdlog/spdlog.h>
+
+#include "core/error.hpp"
+#include "upcycle/commands.hpp"
+#include "upcycle/version.hpp"
+
+namespace {
+
+struct Entry {
+  const char* name;
+  int (*run)(const upcycle::Args&);
+  const char* summary;
+};
+
+const Entry kCommands[] = {
+    {"inspect", upcycle::cmd_inspect, "summarise a checkpoint (any format); --json for scripts"},
+    {"export", upcycle::cmd_export, "convert a checkpoint to a Hugging Face folder or HDF5"},
+};
+
+void print_help() {
+  std::printf(
+      "upcycle %s: dense checkpoints into Mixture-of-Experts models (UpIT)\n\n"
+      "Usage: upcycle COMMAND [OPTIONS]   (upcycle COMMAND --help for each)\n\nCommands:\n",
+      upcycle::kVersion);
+  for (const auto& c : kCommands) std::printf("  %-10s %s\n", c.name, c.summary);
+  std::printf("\nOptions:\n  --version  the version and the compiled backends\n  --help     this help\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+  if (const char* level = std::getenv("UPCYCLE_LOG")) spdlog::set_level(spdlog::level::from_str(level));
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    print_help();
+    return argc < 2 ? 1 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::printf("upcycle %s\nbackends: %s\n", upcycle::kVersion, upcycle::kBackends);
+    return 0;
+  }
+  const Entry* cmd = nullptr;
+  for (const auto& c : kCommands)
+    if (!std::strcmp(argv[1], c.name)) cmd = &c;
+  if (!cmd) {
+    std::fprintf(stderr, "upcycle: unknown command '%s' (see upcycle --help)\n", argv[1]);
+    return 1;
+  }
+  try {
+    return cmd->run(upcycle::Args(argv + 2, argv + argc));
+  } catch (const upcycle::UsageError& e) {
+    std::fprintf(stderr, "upcycle %s: %s\nTry 'upcycle %s --help'.\n", cmd->name, e.what(), cmd->name);
+    return 1;
+  } catch (const upcycle::InputError& e) {
+    std::fprintf(stderr, "upcycle %s: error: %s\n", cmd->name, e.what());
+    return 2;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "upcycle %s: error: out of memory\n", cmd->name);
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "upcycle %s: error: %s\n", cmd->name, e.what());
+    return 2;
+  }
+}
