@@ -20,9 +20,10 @@ struct SafetensorsEntry {
 
 class SafetensorsFile {
  public:
-  // Reads and validates the header: length against the file size, JSON types, known dtypes,
-  // shape products against byte ranges (overflow checked), ranges inside the data area and not
-  // overlapping. Throws InputError naming the file (and tensor).
+  // Reads and validates the header: length against the file size (and a 100 MB cap), JSON
+  // types, repeated keys, known dtypes, shape products against byte ranges (overflow checked),
+  // ranges inside the data area and not overlapping. Throws InputError naming the file (and
+  // tensor). Tensors need not be contiguous; an unaligned one loads as a copy.
   static SafetensorsFile open(const std::filesystem::path& path);
 
   const std::filesystem::path& path() const { return file_->path(); }
@@ -36,18 +37,25 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
+// What transformers writes into every file's __metadata__.
+inline const std::map<std::string, std::string> kSafetensorsPtMetadata = {{"format", "pt"}};
+
 // Writes one file: construct with every tensor's info (in the order they will come), then
 // write() each tensor in that order, then finish(). Writes to `path` directly: callers put it
-// under a StagedPath.
+// under a StagedPath. The header keeps the given order and packs the data back to back in it;
+// empty metadata leaves __metadata__ out. I/O failures throw InputError naming `path`; misuse
+// (a tensor unlike its info, too many or too few tensors) throws std::logic_error.
 class SafetensorsWriter {
  public:
   SafetensorsWriter(const std::filesystem::path& path, std::vector<TensorInfo> tensors,
-                    const std::map<std::string, std::string>& metadata = {});
+                    const std::map<std::string, std::string>& metadata = kSafetensorsPtMetadata);
   ~SafetensorsWriter();
   SafetensorsWriter(const SafetensorsWriter&) = delete;
   SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
 
-  void write(const Tensor& t);  // the next tensor; its dtype and shape must match its info
+  // The next tensor; its shape must match its info. Other plain float dtypes are converted to
+  // the info's dtype piece by piece (core/writer.hpp write_converted), so memory stays small.
+  void write(const Tensor& t);
   void finish();                // all written; flushes and closes
   uint64_t file_size() const { return total_; }
 
@@ -59,8 +67,25 @@ class SafetensorsWriter {
   int fd_ = -1;
 };
 
-// The size of the header a writer would emit for these tensors (for planning shards).
+// The size of a safetensors file planned tensor by tensor, counted from the same text the writer
+// emits, so shards can be filled to a byte limit without writing them.
+class SafetensorsSizer {
+ public:
+  explicit SafetensorsSizer(const std::map<std::string, std::string>& metadata = kSafetensorsPtMetadata);
+  void add(const TensorInfo& t);                       // packed after the tensors added so far
+  uint64_t file_size_with(const TensorInfo& t) const;  // the file size if t were added next
+  uint64_t header_bytes() const;                       // length field, JSON and padding
+  uint64_t file_size() const { return header_bytes() + data_bytes_; }
+
+ private:
+  uint64_t json_bytes_;  // the JSON text so far, without its closing brace or padding
+  uint64_t data_bytes_ = 0;
+  bool has_members_;  // whether the next member needs a comma before it
+};
+
+// The bytes before the tensor data (8-byte length, JSON, padding) a writer would emit for these
+// tensors in this order.
 uint64_t safetensors_header_bytes(const std::vector<TensorInfo>& tensors,
-                                  const std::map<std::string, std::string>& metadata = {});
+                                  const std::map<std::string, std::string>& metadata = kSafetensorsPtMetadata);
 
 }  // namespace upcycle

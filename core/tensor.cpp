@@ -52,7 +52,7 @@ Tensor Tensor::from_f32(Shape shape, std::vector<float> values) {
   if (values.size() != t.numel())
     throw std::invalid_argument("from_f32: " + std::to_string(values.size()) + " values for shape " +
                                 shape_string(t.shape()));
-  std::memcpy(t.mutable_bytes().data(), values.data(), t.nbytes());
+  if (!values.empty()) std::memcpy(t.mutable_bytes().data(), values.data(), t.nbytes());
   return t;
 }
 

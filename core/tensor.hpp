@@ -35,6 +35,8 @@ class Tensor {
   uint64_t numel() const { return numel_; }
   uint64_t nbytes() const { return nbytes_; }
   bool empty() const { return !data_ && numel_ == 0; }
+  // True for views of bytes owned elsewhere (memory maps of files).
+  bool is_view() const { return !owned_; }
 
   std::span<const std::byte> bytes() const { return {data_.get(), size_t(nbytes_)}; }
   // Writable bytes: only for tensors created owned (zeros, from_f32, to); throws on a view.

@@ -1,5 +1,14 @@
 #include "core/writer.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <vector>
+
+#include "core/quant.hpp"
+
 namespace upcycle {
 
 DType output_dtype(DType stored, const WriteOptions& opts) {
@@ -8,6 +17,44 @@ DType output_dtype(DType stored, const WriteOptions& opts) {
 }
 
 Tensor to_output(const Tensor& t, const WriteOptions& opts) { return t.to(output_dtype(t.dtype(), opts)); }
+
+namespace {
+// Drops the pages of [p, p + n) from this process's resident set. Only for read-only file
+// maps: the pages stay in the page cache and are read back if touched again.
+void release_pages(const std::byte* p, uint64_t n) {
+  static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+}  // namespace
+
+void write_converted(const Tensor& t, DType dtype, const ChunkSink& sink, uint64_t max_bytes) {
+  const DTypeInfo& in = dtype_info(t.dtype());
+  const uint64_t out_bytes = dtype_info(dtype).block_bytes;  // output types are plain: 1 element a block
+  // Whole input blocks per piece, sized by the larger of input and output bytes.
+  const uint64_t per_block = std::max<uint64_t>(in.block_bytes, in.block_elems * out_bytes);
+  const uint64_t blocks = std::max<uint64_t>(1, max_bytes / per_block);
+  const uint64_t total_blocks = t.numel() / in.block_elems;
+  std::vector<std::byte> buffer;
+  for (uint64_t b = 0; b < total_blocks; b += blocks) {
+    const uint64_t nb = std::min(blocks, total_blocks - b), elems = nb * in.block_elems;
+    const std::byte* src = t.bytes().data() + b * in.block_bytes;
+    if (dtype == t.dtype()) {
+      sink({src, nb * in.block_bytes}, b * in.block_elems);
+    } else {
+      buffer.resize(elems * out_bytes);
+      if (is_quantized(t.dtype())) {
+        if (dtype != DType::F32) throw std::logic_error("write_converted: quantized sources convert to f32");
+        dequantize(t.dtype(), src, nb * in.block_bytes, reinterpret_cast<float*>(buffer.data()), elems);
+      } else {
+        convert(t.dtype(), src, dtype, buffer.data(), elems);
+      }
+      sink(buffer, b * in.block_elems);
+    }
+    if (t.is_view()) release_pages(src, nb * in.block_bytes);
+  }
+}
 
 void write_checkpoint(const Checkpoint& in, const std::filesystem::path& out, const WriteOptions& opts) {
   if (out.extension() == ".h5") write_h5(in, out, opts);

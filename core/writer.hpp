@@ -3,7 +3,9 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
+#include <span>
 
 #include "core/checkpoint.hpp"
 
@@ -24,6 +26,13 @@ void write_checkpoint(const Checkpoint& in, const std::filesystem::path& out, co
 DType output_dtype(DType stored, const WriteOptions& opts);
 // The tensor converted to its output dtype (shares the bytes when nothing changes).
 Tensor to_output(const Tensor& t, const WriteOptions& opts);
+
+// Streams t converted to `dtype` in pieces of at most about max_bytes: sink(bytes, first_element)
+// is called for consecutive pieces in order. A file-mapped source has its pages dropped from
+// this process's memory behind each piece, so writing a tensor of any size keeps resident
+// memory near one piece (the export of a 7B model never holds a whole embedding).
+using ChunkSink = std::function<void(std::span<const std::byte> bytes, uint64_t first_element)>;
+void write_converted(const Tensor& t, DType dtype, const ChunkSink& sink, uint64_t max_bytes = 16u << 20);
 
 // Format writers (core/hf_folder.cpp, core/h5.cpp).
 void write_hf_folder(const Checkpoint& in, const std::filesystem::path& out, const WriteOptions& opts);

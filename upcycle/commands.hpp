@@ -9,5 +9,7 @@ using Args = std::vector<std::string>;
 
 int cmd_inspect(const Args& args);
 int cmd_export(const Args& args);
+int cmd_tokenize(const Args& args);
+int cmd_init(const Args& args);
 
 }  // namespace upcycle

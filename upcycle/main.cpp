@@ -22,6 +22,8 @@ struct Entry {
 const Entry kCommands[] = {
     {"inspect", upcycle::cmd_inspect, "summarise a checkpoint (any format); --json for scripts"},
     {"export", upcycle::cmd_export, "convert a checkpoint to a Hugging Face folder or HDF5"},
+    {"tokenize", upcycle::cmd_tokenize, "text to token ids and back (GGUF, tokenizer.json, tokenizer.model)"},
+    {"init", upcycle::cmd_init, "write a randomly initialised model of a given shape"},
 };
 
 void print_help() {

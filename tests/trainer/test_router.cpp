@@ -1,0 +1,78 @@
+// Top-k router: softmax, selection and renormalisation against the definitions; backward through
+// the renormalised weights and the softmax against central differences.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "tests/trainer/gradcheck.hpp"
+#include "tests/trainer/router_inputs.hpp"
+#include "trainer/ops/router.hpp"
+
+using namespace upcycle::ops;
+using namespace upcycle::test;
+
+TEST_CASE("router: softmax, top-k and renormalised weights, float against double") {
+  const int64_t N = 6, E = 5, k = 2;
+  const Vec logits = separated_logits(N, E, 1);
+  std::vector<int32_t> idx(N * k);
+  Vec w(N * k), probs(N * E);
+  router_forward(idx.data(), w.data(), probs.data(), logits.data(), N, E, k);
+  for (int64_t n = 0; n < N; ++n) {
+    const double* x = logits.data() + n * E;
+    double sum = 0;
+    for (int64_t e = 0; e < E; ++e) sum += std::exp(x[e]);
+    for (int64_t e = 0; e < E; ++e) CHECK(std::abs(probs[n * E + e] - std::exp(x[e]) / sum) < 1e-15);
+    std::vector<int32_t> by_prob(E);
+    std::iota(by_prob.begin(), by_prob.end(), 0);
+    std::sort(by_prob.begin(), by_prob.end(), [&](int32_t a, int32_t b) { return x[a] > x[b]; });
+    double kept = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      CHECK(idx[n * k + j] == by_prob[j]);
+      kept += std::exp(x[by_prob[j]]) / sum;
+    }
+    for (int64_t j = 0; j < k; ++j) CHECK(std::abs(w[n * k + j] - std::exp(x[by_prob[j]]) / sum / kept) < 1e-15);
+  }
+
+  const auto logits_f = as<float>(logits);
+  std::vector<int32_t> idx_f(N * k);
+  std::vector<float> w_f(N * k), probs_f(N * E);
+  router_forward(idx_f.data(), w_f.data(), probs_f.data(), logits_f.data(), N, E, k);
+  CHECK(idx_f == idx);
+  CHECK(relative_error(widen(w_f), w) < 1e-5);
+  CHECK(relative_error(widen(probs_f), probs) < 1e-5);
+
+  // Ties go to the lower index.
+  const double tied[4] = {1, 3, 3, 0};
+  int32_t tied_idx[2];
+  double tied_w[2], tied_p[4];
+  router_forward(tied_idx, tied_w, tied_p, tied, 1, 4, 2);
+  CHECK(tied_idx[0] == 1);
+  CHECK(tied_idx[1] == 2);
+}
+
+TEST_CASE("router: backward through the renormalised top-k weights against central differences") {
+  const int64_t N = 6, E = 5;
+  for (int64_t k : {1, 2, 3}) {
+    Vec logits = separated_logits(N, E, 2 + uint64_t(k));
+    const Vec R = random_vec(N * k, 10);
+    std::vector<int32_t> idx(N * k);
+    Vec w(N * k), probs(N * E);
+    auto loss = [&] {
+      router_forward(idx.data(), w.data(), probs.data(), logits.data(), N, E, k);
+      return dot(w, R);
+    };
+    loss();
+    GradBuffer d_logits(N * E, 11);
+    router_backward(d_logits.data(), R.data(), w.data(), idx.data(), N, E, k);
+    const Vec numeric = numeric_gradient(logits, loss);
+    if (k == 1) {
+      // One expert: its weight is always 1, so no logit has any gradient.
+      for (double g : numeric) CHECK(std::abs(g) < 1e-9);
+      CHECK(d_logits.added() == Vec(N * E, 0.0));
+    } else {
+      check_gradient("d_logits", d_logits.added(), numeric);
+    }
+  }
+}

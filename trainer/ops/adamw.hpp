@@ -1,0 +1,33 @@
+// The optimizer: AdamW on fp32 master weights (torch.optim.AdamW's update), and the global
+// gradient norm with clipping (torch.nn.utils.clip_grad_norm_).
+#pragma once
+#include <cstdint>
+#include <span>
+
+namespace upcycle::ops {
+
+struct AdamWConfig {
+  double lr = 1e-5;
+  double beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+// One step on a tensor of n elements, at step t >= 1 (the bias corrections' exponent):
+//   param ← param·(1 − lr·weight_decay)          only when `decay` (the caller's rule: weight
+//                                                   matrices decay, norms and biases usually not)
+//   m ← β1·m + (1 − β1)·g,   v ← β2·v + (1 − β2)·g²
+//   param ← param − lr · (m / (1 − β1^t)) / (sqrt(v / (1 − β2^t)) + eps)
+template <class T>
+void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWConfig& config, int64_t t, bool decay);
+
+// sqrt of the sum of squares over every element of every tensor, accumulated in double.
+template <class T>
+double global_norm(std::span<const std::span<const T>> tensors);
+
+// When the global norm exceeds max_norm, scales every gradient by max_norm / (norm + 1e-6), as
+// PyTorch does; returns the norm before clipping (the figure to log).
+template <class T>
+double clip_global_norm(std::span<const std::span<T>> grads, double max_norm);
+
+}  // namespace upcycle::ops

@@ -1,0 +1,118 @@
+#include "trainer/ops/rope.hpp"
+
+#include <cmath>
+#include <numbers>
+
+#include "trainer/ops/check.hpp"
+
+namespace upcycle::ops {
+
+namespace {
+
+// transformers' llama3 rule for one frequency (computed in double here, in fp32 there).
+double llama3_inv_freq(double f, const RopeScaling& s) {
+  const double wavelen = 2 * std::numbers::pi / f;
+  const double high_freq_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+  const double low_freq_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+  if (wavelen < high_freq_wavelen) return f;
+  if (wavelen > low_freq_wavelen) return f / s.factor;
+  const double smooth =
+      (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+  return (1 - smooth) * f / s.factor + smooth * f;
+}
+
+void check_positions(const int32_t* pos, int64_t N, int64_t max_positions) {
+  for (int64_t n = 0; n < N; ++n)
+    require_arg(pos[n] >= 0 && pos[n] < max_positions, "rope",
+                "position " + std::to_string(pos[n]) + " outside the table of " + std::to_string(max_positions));
+}
+
+}  // namespace
+
+std::vector<float> rope_inv_freq(int64_t head_dim, double theta, const RopeScaling& scaling) {
+  require_arg(head_dim > 0 && head_dim % 2 == 0, "rope", "head_dim must be even");
+  std::vector<float> inv_freq(size_t(head_dim / 2));
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    // theta ** (arange(0, D, 2).float() / D), each step in fp32 as torch does it.
+    const float exponent = float(2 * i) / float(head_dim);
+    const float base_pow = float(std::pow(double(float(theta)), double(exponent)));
+    const float f = 1.0f / base_pow;
+    switch (scaling.type) {
+      case RopeScaling::Type::Default:
+        inv_freq[size_t(i)] = f;
+        break;
+      case RopeScaling::Type::Linear:
+        inv_freq[size_t(i)] = f / float(scaling.factor);
+        break;
+      case RopeScaling::Type::Llama3:
+        inv_freq[size_t(i)] = float(llama3_inv_freq(f, scaling));
+        break;
+    }
+  }
+  return inv_freq;
+}
+
+template <class T>
+RopeTable<T>::RopeTable(int64_t head_dim_, int64_t max_positions_, double theta, const RopeScaling& scaling)
+    : head_dim(head_dim_), max_positions(max_positions_) {
+  const std::vector<float> inv_freq = rope_inv_freq(head_dim, theta, scaling);
+  const size_t half = inv_freq.size();
+  cos.resize(size_t(max_positions) * half);
+  sin.resize(cos.size());
+  for (int64_t p = 0; p < max_positions; ++p) {
+    for (size_t i = 0; i < half; ++i) {
+      const float angle = float(p) * inv_freq[i];
+      cos[size_t(p) * half + i] = T(std::cos(double(angle)));
+      sin[size_t(p) * half + i] = T(std::sin(double(angle)));
+    }
+  }
+}
+
+template <class T>
+void rope_forward(T* out, const T* in, const int32_t* pos, const RopeTable<T>& table, int64_t N, int64_t n_heads) {
+  check_positions(pos, N, table.max_positions);
+  const int64_t D = table.head_dim, half = D / 2;
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const T* c = table.cos.data() + pos[n] * half;
+    const T* s = table.sin.data() + pos[n] * half;
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const T* x = in + (n * n_heads + h) * D;
+      T* y = out + (n * n_heads + h) * D;
+      for (int64_t i = 0; i < half; ++i) {
+        const T x1 = x[i], x2 = x[i + half];
+        y[i] = x1 * c[i] - x2 * s[i];
+        y[i + half] = x2 * c[i] + x1 * s[i];
+      }
+    }
+  }
+}
+
+template <class T>
+void rope_backward(T* d_in, const T* d_out, const int32_t* pos, const RopeTable<T>& table, int64_t N, int64_t n_heads) {
+  check_positions(pos, N, table.max_positions);
+  const int64_t D = table.head_dim, half = D / 2;
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const T* c = table.cos.data() + pos[n] * half;
+    const T* s = table.sin.data() + pos[n] * half;
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const T* dy = d_out + (n * n_heads + h) * D;
+      T* dx = d_in + (n * n_heads + h) * D;
+      for (int64_t i = 0; i < half; ++i) {
+        const T dy1 = dy[i], dy2 = dy[i + half];
+        dx[i] += dy1 * c[i] + dy2 * s[i];
+        dx[i + half] += dy2 * c[i] - dy1 * s[i];
+      }
+    }
+  }
+}
+
+template struct RopeTable<float>;
+template struct RopeTable<double>;
+template void rope_forward(float*, const float*, const int32_t*, const RopeTable<float>&, int64_t, int64_t);
+template void rope_forward(double*, const double*, const int32_t*, const RopeTable<double>&, int64_t, int64_t);
+template void rope_backward(float*, const float*, const int32_t*, const RopeTable<float>&, int64_t, int64_t);
+template void rope_backward(double*, const double*, const int32_t*, const RopeTable<double>&, int64_t, int64_t);
+
+}  // namespace upcycle::ops

@@ -1,0 +1,66 @@
+#include "trainer/ops/router.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "trainer/ops/check.hpp"
+
+namespace upcycle::ops {
+
+namespace {
+
+template <class T>
+void softmax_row(T* p, const T* x, int64_t E) {
+  const T mx = *std::max_element(x, x + E);
+  double sum = 0;
+  for (int64_t e = 0; e < E; ++e) sum += std::exp(double(x[e] - mx));
+  for (int64_t e = 0; e < E; ++e) p[e] = T(std::exp(double(x[e] - mx)) / sum);
+}
+
+// k passes of "largest not yet taken": E is small (tens), and the strict > keeps the lower index
+// on a tie, as a stable sort would.
+template <class T>
+void top_k_row(int32_t* idx, const T* p, int64_t E, int64_t k) {
+  for (int64_t j = 0; j < k; ++j) {
+    int32_t best = -1;
+    for (int64_t e = 0; e < E; ++e) {
+      if (std::find(idx, idx + j, int32_t(e)) != idx + j) continue;
+      if (best < 0 || p[e] > p[best]) best = int32_t(e);
+    }
+    idx[j] = best;
+  }
+}
+
+}  // namespace
+
+template <class T>
+void router_forward(int32_t* idx, T* w, T* probs, const T* logits, int64_t N, int64_t E, int64_t k) {
+  require_arg(k >= 1 && k <= E, "router", "top_k must be in [1, experts]");
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    T* p = probs + n * E;
+    softmax_row(p, logits + n * E, E);
+    top_k_row(idx + n * k, p, E, k);
+    double kept = 0;
+    for (int64_t j = 0; j < k; ++j) kept += p[idx[n * k + j]];
+    for (int64_t j = 0; j < k; ++j) w[n * k + j] = T(p[idx[n * k + j]] / kept);
+  }
+}
+
+template <class T>
+void router_backward(T* d_logits, const T* d_w, const T* w, const int32_t* idx, int64_t N, int64_t E, int64_t k) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    double mean_dw = 0;  // Σ_j d_w·w: the gradient's component along the renormalisation
+    for (int64_t j = 0; j < k; ++j) mean_dw += double(d_w[n * k + j]) * double(w[n * k + j]);
+    for (int64_t j = 0; j < k; ++j)
+      d_logits[n * E + idx[n * k + j]] += T(double(w[n * k + j]) * (double(d_w[n * k + j]) - mean_dw));
+  }
+}
+
+template void router_forward(int32_t*, float*, float*, const float*, int64_t, int64_t, int64_t);
+template void router_forward(int32_t*, double*, double*, const double*, int64_t, int64_t, int64_t);
+template void router_backward(float*, const float*, const float*, const int32_t*, int64_t, int64_t, int64_t);
+template void router_backward(double*, const double*, const double*, const int32_t*, int64_t, int64_t, int64_t);
+
+}  // namespace upcycle::ops
