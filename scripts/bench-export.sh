@@ -78,7 +78,7 @@ trap cleanup EXIT
 
 
 free_bytes() { df -B1 --output=avail "$dir" | tail -n 1 | tr -d ' '; }
-tree_bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s }'; }
+tree_bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 
 # Runs a command under /usr/bin/time -v; sets elapsed (seconds) and rss_mb (peak resident, MB).
 timed() {
