@@ -21,6 +21,7 @@ class ReadOnlyFile {
 
   const std::filesystem::path& path() const { return path_; }
   uint64_t size() const { return size_; }
+  int fd() const { return fd_; }
 
   // Exactly dst.size() bytes at offset; InputError ("truncated") when the file ends first.
   void read(uint64_t offset, std::span<std::byte> dst) const;
@@ -28,6 +29,14 @@ class ReadOnlyFile {
   // Maps [offset, offset + length) read-only. The returned pointer is to the first byte of the
   // range and keeps the mapping alive. Checks the range against the file size.
   std::shared_ptr<const std::byte> map(uint64_t offset, uint64_t length) const;
+
+  // Copies [offset, offset + length) into the open file `out_fd` inside the kernel
+  // (copy_file_range), without passing the bytes through this process: at `out_offset`, or at
+  // the file's position (advancing it) when out_offset is negative. Returns false, having copied
+  // nothing, where the kernel cannot (another file system, an old kernel); throws InputError
+  // naming `out_path` on a write error.
+  bool copy_to(int out_fd, const std::filesystem::path& out_path, uint64_t offset, uint64_t length,
+               int64_t out_offset = -1) const;
 
  private:
   ReadOnlyFile(std::filesystem::path path, int fd, uint64_t size)

@@ -263,7 +263,8 @@ SafetensorsFile SafetensorsFile::open(const fs::path& path) {
 Tensor SafetensorsFile::load(const SafetensorsEntry& entry) const {
   const uint64_t element_bytes = dtype_info(entry.info.dtype).block_bytes;
   if (entry.offset % element_bytes == 0)
-    return Tensor::view(entry.info.dtype, entry.info.shape, file_->map(entry.offset, entry.nbytes));
+    return Tensor::view(entry.info.dtype, entry.info.shape, file_->map(entry.offset, entry.nbytes))
+        .with_file_span({file_, entry.offset});
   // Writers that do not pad leave tensors unaligned; typed access needs aligned elements.
   Tensor t = Tensor::zeros(entry.info.dtype, entry.info.shape);
   file_->read(entry.offset, t.mutable_bytes());
@@ -302,9 +303,13 @@ void SafetensorsWriter::write(const Tensor& t) {
     throw std::logic_error(path_.string() + ": tensor '" + want.name + "' is " + std::string(dtype_name(t.dtype())) +
                            " " + shape_string(t.shape()) + " but the header says " +
                            std::string(dtype_name(want.dtype)) + " " + shape_string(want.shape));
-  write_converted(t, want.dtype, [&](std::span<const std::byte> bytes, uint64_t) {
-    write_all(fd_, bytes.data(), bytes.size(), path_);
-  });
+  // Unchanged bytes from a file go file to file in the kernel, at the speed of a plain copy.
+  const bool copied = t.dtype() == want.dtype && t.file_span() &&
+                      t.file_span()->file->copy_to(fd_, path_, t.file_span()->offset, t.nbytes());
+  if (!copied)
+    write_converted(t, want.dtype, [&](std::span<const std::byte> bytes, uint64_t) {
+      write_all(fd_, bytes.data(), bytes.size(), path_);
+    });
   ++next_;
 }
 

@@ -61,6 +61,13 @@ Tensor Tensor::view(DType dtype, Shape shape, std::shared_ptr<const std::byte> d
   return Tensor(dtype, std::move(shape), n, b, std::move(data), false);
 }
 
+Tensor Tensor::with_file_span(FileSpan span) const {
+  if (owned_) throw std::logic_error("with_file_span: only views lie in files");
+  Tensor t = *this;
+  t.file_span_ = std::move(span);
+  return t;
+}
+
 std::span<std::byte> Tensor::mutable_bytes() {
   if (!owned_) throw std::logic_error("tensor is a read-only view");
   return {const_cast<std::byte*>(data_.get()), size_t(nbytes_)};

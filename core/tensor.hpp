@@ -8,10 +8,18 @@
 #include <vector>
 
 #include "core/dtype.hpp"
+#include "core/mapped_file.hpp"
 
 namespace upcycle {
 
 using Shape = std::vector<int64_t>;
+
+// Where a view's bytes lie in a file, when they are the file's bytes as they are: writers then
+// copy file to file inside the kernel instead of through this process's memory.
+struct FileSpan {
+  std::shared_ptr<const ReadOnlyFile> file;
+  uint64_t offset;
+};
 
 // Number of elements; nullopt when a dimension is negative or the product overflows.
 std::optional<uint64_t> shape_elements(const Shape& shape);
@@ -37,6 +45,10 @@ class Tensor {
   bool empty() const { return !data_ && numel_ == 0; }
   // True for views of bytes owned elsewhere (memory maps of files).
   bool is_view() const { return !owned_; }
+  // Set by readers on views that map a file's bytes unchanged; kept by reshaped() and to() of
+  // the same dtype, dropped by anything that makes new bytes.
+  const std::optional<FileSpan>& file_span() const { return file_span_; }
+  Tensor with_file_span(FileSpan span) const;
 
   std::span<const std::byte> bytes() const { return {data_.get(), size_t(nbytes_)}; }
   // Writable bytes: only for tensors created owned (zeros, from_f32, to); throws on a view.
@@ -66,6 +78,7 @@ class Tensor {
   uint64_t numel_ = 0, nbytes_ = 0;
   std::shared_ptr<const std::byte> data_;
   bool owned_ = false;
+  std::optional<FileSpan> file_span_;
 };
 
 }  // namespace upcycle

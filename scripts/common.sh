@@ -12,6 +12,9 @@ UPCYCLE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 upcycle_say() { printf '\n== %s\n' "$*" >&2; }
 
+# The comment block at the top of a script (its help text), without the '#'s.
+upcycle_help() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$1"; }
+
 # The build folder, absolute.
 upcycle_build_dir() {
   local dir=${UPCYCLE_BUILD_DIR:-build}

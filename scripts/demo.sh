@@ -8,13 +8,12 @@
 # UPCYCLE_SKIP_DEPS=1, UPCYCLE_CACHE).
 set -euo pipefail
 
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
-  exit 0
-fi
-
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+  upcycle_help "$0"
+  exit 0
+fi
 cd "$UPCYCLE_ROOT"
 start=$SECONDS
 

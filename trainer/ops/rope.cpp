@@ -68,8 +68,11 @@ RopeTable<T>::RopeTable(int64_t head_dim_, int64_t max_positions_, double theta,
   }
 }
 
-template <class T>
-void rope_forward(T* out, const T* in, const int32_t* pos, const RopeTable<T>& table, int64_t N, int64_t n_heads) {
+namespace {
+// Rotates each head's pairs (i, i + D/2) by the angle of its position: y = R(x) forward,
+// y += R^T(x) (the inverse rotation, accumulated) for the backward.
+template <bool Backward, class T>
+void rotate(T* y, const T* x, const int32_t* pos, const RopeTable<T>& table, int64_t N, int64_t n_heads) {
   check_positions(pos, N, table.max_positions);
   const int64_t D = table.head_dim, half = D / 2;
 #pragma omp parallel for schedule(static)
@@ -77,35 +80,31 @@ void rope_forward(T* out, const T* in, const int32_t* pos, const RopeTable<T>& t
     const T* c = table.cos.data() + pos[n] * half;
     const T* s = table.sin.data() + pos[n] * half;
     for (int64_t h = 0; h < n_heads; ++h) {
-      const T* x = in + (n * n_heads + h) * D;
-      T* y = out + (n * n_heads + h) * D;
+      const T* xh = x + (n * n_heads + h) * D;
+      T* yh = y + (n * n_heads + h) * D;
       for (int64_t i = 0; i < half; ++i) {
-        const T x1 = x[i], x2 = x[i + half];
-        y[i] = x1 * c[i] - x2 * s[i];
-        y[i + half] = x2 * c[i] + x1 * s[i];
+        const T x1 = xh[i], x2 = xh[i + half];
+        if constexpr (Backward) {
+          yh[i] += x1 * c[i] + x2 * s[i];
+          yh[i + half] += x2 * c[i] - x1 * s[i];
+        } else {
+          yh[i] = x1 * c[i] - x2 * s[i];
+          yh[i + half] = x2 * c[i] + x1 * s[i];
+        }
       }
     }
   }
 }
+}  // namespace
+
+template <class T>
+void rope_forward(T* out, const T* in, const int32_t* pos, const RopeTable<T>& table, int64_t N, int64_t n_heads) {
+  rotate<false>(out, in, pos, table, N, n_heads);
+}
 
 template <class T>
 void rope_backward(T* d_in, const T* d_out, const int32_t* pos, const RopeTable<T>& table, int64_t N, int64_t n_heads) {
-  check_positions(pos, N, table.max_positions);
-  const int64_t D = table.head_dim, half = D / 2;
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; ++n) {
-    const T* c = table.cos.data() + pos[n] * half;
-    const T* s = table.sin.data() + pos[n] * half;
-    for (int64_t h = 0; h < n_heads; ++h) {
-      const T* dy = d_out + (n * n_heads + h) * D;
-      T* dx = d_in + (n * n_heads + h) * D;
-      for (int64_t i = 0; i < half; ++i) {
-        const T dy1 = dy[i], dy2 = dy[i + half];
-        dx[i] += dy1 * c[i] + dy2 * s[i];
-        dx[i + half] += dy2 * c[i] - dy1 * s[i];
-      }
-    }
-  }
+  rotate<true>(d_in, d_out, pos, table, N, n_heads);
 }
 
 template struct RopeTable<float>;
