@@ -19,15 +19,17 @@ Format sniff(const fs::path& path) {
   if (fs::is_directory(path)) return Format::HfFolder;
   auto file = ReadOnlyFile::open(path);
   std::array<std::byte, 8> magic{};
-  if (file->size() < magic.size()) return Format::Unknown;
-  file->read(0, magic);
-  const auto* m = reinterpret_cast<const unsigned char*>(magic.data());
-  if (m[0] == 'G' && m[1] == 'G' && m[2] == 'U' && m[3] == 'F') return Format::Gguf;
-  static const unsigned char hdf5[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-  if (std::equal(m, m + 8, hdf5)) return Format::H5;
-  // HDF5 allows a user block before the signature; trust the extension then, and let the
-  // library judge.
+  if (file->size() >= magic.size()) {
+    file->read(0, magic);
+    const auto* m = reinterpret_cast<const unsigned char*>(magic.data());
+    if (m[0] == 'G' && m[1] == 'G' && m[2] == 'U' && m[3] == 'F') return Format::Gguf;
+    static const unsigned char hdf5[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    if (std::equal(m, m + 8, hdf5)) return Format::H5;
+  }
+  // Otherwise trust the extension (HDF5 allows a user block before its signature) and let the
+  // reader say what is wrong.
   if (path.extension() == ".h5" || path.extension() == ".hdf5") return Format::H5;
+  if (path.extension() == ".gguf") return Format::Gguf;
   return Format::Unknown;
 }
 }  // namespace

@@ -31,6 +31,10 @@ TEST_CASE("usage errors exit 1, bad input exits 2") {
   r = run_upcycle("inspect '" + (dir / "junk.bin").string() + "'");
   CHECK(r.code == 2);
   CHECK(r.err.find("junk.bin") != std::string::npos);
+  write_file(dir / "tiny.h5", "xx");  // too short for any magic: the extension decides the reader
+  r = run_upcycle("inspect '" + (dir / "tiny.h5").string() + "'");
+  CHECK(r.code == 2);
+  CHECK(r.err.find("tiny.h5: not an HDF5 file") != std::string::npos);
   CHECK(run_upcycle("export '" + (dir / "junk.bin").string() + "' '" + (dir / "o").string() + "' --dtype q4_0").code == 1);
   CHECK(run_upcycle("export '" + (dir / "junk.bin").string() + "' '" + (dir / "o").string() + "' --shard-size 5XB").code == 1);
 }
