@@ -26,6 +26,13 @@ std::optional<po::variables_map> parse(Spec& spec, const std::vector<std::string
   return vm;
 }
 
+DType parse_output_dtype(const std::string& text, const std::string& option) {
+  auto t = dtype_from_name(text);
+  if (!t || (*t != DType::F32 && *t != DType::BF16 && *t != DType::F16))
+    throw UsageError("--" + option + ": '" + text + "' is not one of f32, bf16, f16");
+  return *t;
+}
+
 uint64_t parse_size(const std::string& text, const std::string& option) {
   size_t pos = 0;
   double value = 0;

@@ -7,6 +7,8 @@
 
 #include <boost/program_options.hpp>
 
+#include "core/dtype.hpp"
+
 namespace upcycle::cli {
 
 namespace po = boost::program_options;
@@ -21,6 +23,9 @@ struct Spec {
 
 // Parses args; nullopt when --help was given (and printed). Throws UsageError otherwise.
 std::optional<po::variables_map> parse(Spec& spec, const std::vector<std::string>& args);
+
+// A storage dtype for outputs: f32, bf16 or f16; UsageError naming the option otherwise.
+DType parse_output_dtype(const std::string& text, const std::string& option);
 
 // A size like "5GB", "500MB", "2GiB", "123" (bytes); UsageError naming the option otherwise.
 uint64_t parse_size(const std::string& text, const std::string& option);

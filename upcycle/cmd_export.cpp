@@ -33,13 +33,7 @@ int cmd_export(const Args& args) {
   if (!vm) return 0;
 
   WriteOptions opts;
-  if (vm->count("dtype")) {
-    std::string name = (*vm)["dtype"].as<std::string>();
-    auto t = dtype_from_name(name);
-    if (!t || (*t != DType::F32 && *t != DType::BF16 && *t != DType::F16))
-      throw UsageError("--dtype: '" + name + "' is not one of f32, bf16, f16");
-    opts.dtype = t;
-  }
+  if (vm->count("dtype")) opts.dtype = cli::parse_output_dtype((*vm)["dtype"].as<std::string>(), "dtype");
   opts.shard_bytes = cli::parse_size((*vm)["shard-size"].as<std::string>(), "shard-size");
   opts.overwrite = vm->count("overwrite") > 0;
   opts.progress = vm->count("quiet") == 0;

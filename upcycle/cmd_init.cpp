@@ -50,9 +50,7 @@ int cmd_init(const Args& args) {
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;
 
-  auto dtype = dtype_from_name((*vm)["dtype"].as<std::string>());
-  if (!dtype || (*dtype != DType::F32 && *dtype != DType::BF16 && *dtype != DType::F16))
-    throw UsageError("--dtype: '" + (*vm)["dtype"].as<std::string>() + "' is not one of f32, bf16, f16");
+  const DType dtype = cli::parse_output_dtype((*vm)["dtype"].as<std::string>(), "dtype");
   if ((*vm)["std"].as<double>() < 0) throw UsageError("--std must not be negative");
   WriteOptions opts;
   opts.shard_bytes = cli::parse_size((*vm)["shard-size"].as<std::string>(), "shard-size");
@@ -60,7 +58,7 @@ int cmd_init(const Args& args) {
   opts.progress = vm->count("quiet") == 0;
 
   ModelConfig config = config_from_options(*vm);
-  auto model = random_init(config, (*vm)["seed"].as<uint64_t>(), *dtype, (*vm)["std"].as<double>());
+  auto model = random_init(config, (*vm)["seed"].as<uint64_t>(), dtype, (*vm)["std"].as<double>());
   const std::string out = (*vm)["out"].as<std::string>();
   write_checkpoint(*model, out, opts);
   spdlog::info("wrote a random {} model ({} parameters) to {}", config.model_type, model->parameter_count(), out);
