@@ -6,9 +6,9 @@
 namespace upcycle {
 
 Checkpoint::Checkpoint(std::filesystem::path path, ModelConfig config, std::vector<TensorInfo> tensors,
-                       std::vector<std::filesystem::path> side_files)
+                       std::vector<std::filesystem::path> side_files, std::vector<GeneratedFile> generated_files)
     : path_(std::move(path)), config_(std::move(config)), tensors_(std::move(tensors)),
-      side_files_(std::move(side_files)) {
+      side_files_(std::move(side_files)), generated_files_(std::move(generated_files)) {
   for (size_t i = 0; i < tensors_.size(); ++i) {
     bool fresh = index_.emplace(tensors_[i].name, i).second;
     require(fresh, path_, "tensor '" + tensors_[i].name + "'", "appears twice");
@@ -33,8 +33,10 @@ uint64_t Checkpoint::stored_bytes() const {
 }
 
 ComputedCheckpoint::ComputedCheckpoint(ModelConfig config, std::vector<TensorInfo> tensors, Loader loader,
-                                       std::vector<std::filesystem::path> side_files)
-    : Checkpoint("<computed>", std::move(config), std::move(tensors), std::move(side_files)),
+                                       std::vector<std::filesystem::path> side_files,
+                                       std::vector<GeneratedFile> generated_files)
+    : Checkpoint("<computed>", std::move(config), std::move(tensors), std::move(side_files),
+                 std::move(generated_files)),
       loader_(std::move(loader)) {}
 
 Tensor ComputedCheckpoint::load(const std::string& name) const {

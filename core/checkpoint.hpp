@@ -25,6 +25,14 @@ struct TensorInfo {
   DType stored_dtype() const { return stored.value_or(dtype); }
 };
 
+// A side file made on demand rather than copied: tokenizer files built from a GGUF's metadata.
+// contents() runs only when a writer writes the file; nullopt when it cannot be made after all
+// (the producer has logged why), so that only writing, not opening, warns.
+struct GeneratedFile {
+  std::string name;  // a plain file name
+  std::function<std::optional<std::string>()> contents;
+};
+
 class Checkpoint {
  public:
   virtual ~Checkpoint() = default;
@@ -41,13 +49,15 @@ class Checkpoint {
   // Files that travel with the weights (tokenizer.json, tokenizer.model, generation_config.json,
   // chat templates): writers of model folders copy them.
   const std::vector<std::filesystem::path>& side_files() const { return side_files_; }
+  // Side files to write that no file holds; a copied side file of the same name wins.
+  const std::vector<GeneratedFile>& generated_files() const { return generated_files_; }
 
   uint64_t parameter_count() const;
   uint64_t stored_bytes() const;  // bytes of tensor data as stored
 
  protected:
   Checkpoint(std::filesystem::path path, ModelConfig config, std::vector<TensorInfo> tensors,
-             std::vector<std::filesystem::path> side_files = {});
+             std::vector<std::filesystem::path> side_files = {}, std::vector<GeneratedFile> generated_files = {});
 
  private:
   std::filesystem::path path_;
@@ -55,6 +65,7 @@ class Checkpoint {
   std::vector<TensorInfo> tensors_;
   std::unordered_map<std::string, size_t> index_;
   std::vector<std::filesystem::path> side_files_;
+  std::vector<GeneratedFile> generated_files_;
 };
 
 // A checkpoint whose tensors are computed on demand (merges, assembled MoE, converted dtypes).
@@ -62,7 +73,8 @@ class ComputedCheckpoint : public Checkpoint {
  public:
   using Loader = std::function<Tensor(const TensorInfo&)>;
   ComputedCheckpoint(ModelConfig config, std::vector<TensorInfo> tensors, Loader loader,
-                     std::vector<std::filesystem::path> side_files = {});
+                     std::vector<std::filesystem::path> side_files = {},
+                     std::vector<GeneratedFile> generated_files = {});
   Tensor load(const std::string& name) const override;
   std::string_view format() const override { return "computed"; }
 

@@ -9,6 +9,7 @@
 #include "core/gguf.hpp"
 #include "core/quant.hpp"
 #include "core/tensor_names.hpp"
+#include "core/tokenizer_export.hpp"
 
 namespace upcycle {
 
@@ -219,7 +220,8 @@ class GgufCheckpoint final : public Checkpoint {
  public:
   GgufCheckpoint(GgufFile file, ModelConfig config, std::vector<TensorInfo> tensors,
                  std::unordered_map<std::string, Source> sources)
-      : Checkpoint(file.path(), std::move(config), std::move(tensors)), file_(std::move(file)),
+      : Checkpoint(file.path(), config, std::move(tensors), {}, hf_tokenizer_files(file, config)),
+        file_(std::move(file)),
         sources_(std::move(sources)) {}
 
   Tensor load(const std::string& name) const override {

@@ -311,6 +311,15 @@ void copy_side_files(const std::vector<fs::path>& files, const fs::path& dir) {
   }
 }
 
+// After the copies: a file already there (made by the writer, or copied) is kept.
+void write_generated_files(const std::vector<GeneratedFile>& files, const fs::path& dir) {
+  for (const GeneratedFile& file : files) {
+    std::error_code ec;
+    if (fs::exists(dir / file.name, ec)) continue;
+    if (auto text = file.contents()) write_text(dir / file.name, *text);
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<Checkpoint> open_hf_folder(const fs::path& dir) {
@@ -354,6 +363,7 @@ void write_hf_folder(const Checkpoint& in, const fs::path& out, const WriteOptio
     write_text(staged.temp() / kIndex, index_json(shards).dump(2) + "\n");
   }
   copy_side_files(in.side_files(), staged.temp());
+  write_generated_files(in.generated_files(), staged.temp());
   staged.commit();
   progress.finish();
 }

@@ -11,5 +11,6 @@ int cmd_inspect(const Args& args);
 int cmd_export(const Args& args);
 int cmd_tokenize(const Args& args);
 int cmd_init(const Args& args);
+int cmd_forward(const Args& args);
 
 }  // namespace upcycle

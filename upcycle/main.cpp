@@ -24,6 +24,7 @@ const Entry kCommands[] = {
     {"export", upcycle::cmd_export, "convert a checkpoint to a Hugging Face folder or HDF5"},
     {"tokenize", upcycle::cmd_tokenize, "text to token ids and back (GGUF, tokenizer.json, tokenizer.model)"},
     {"init", upcycle::cmd_init, "write a randomly initialised model of a given shape"},
+    {"forward", upcycle::cmd_forward, "the logits of a token sequence (f32, CPU) as raw float32"},
 };
 
 void print_help() {

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/checkpoint.hpp"
+#include "core/tokenizer.hpp"
 #include "tests/common/fixtures.hpp"
 
 using namespace upcycle;
@@ -35,6 +36,30 @@ void check_same_tensors(const Checkpoint& a, const Checkpoint& b) {
     Tensor tb = b.load(info.name);
     CHECK_MESSAGE(same_tensor(a.load(info.name).to(tb.dtype()), tb), info.name);
   }
+}
+
+// The folder's tokenizer.json encodes llama.cpp's test strings and a chat as the GGUF does, and
+// tokenizer_config.json carries SmolLM2's special tokens and chat template.
+void check_exported_tokenizer(const fs::path& gguf, const fs::path& folder) {
+  auto want = load_tokenizer(gguf), got = load_tokenizer(folder / "tokenizer.json");
+  REQUIRE(got->vocab_size() == want->vocab_size());
+  CHECK(got->bos_id() == want->bos_id());
+  CHECK(got->eos_id() == want->eos_id());
+  const std::string inp = read_file(fs::path(UPCYCLE_SOURCE_DIR) / ".." / "shared" / "tokenizers" /
+                                    "ggml-vocab-gpt-2.gguf.inp");
+  std::vector<std::string> strings = {"<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"};
+  const std::string separator = "\n__ggml_vocab_test__\n";
+  for (size_t pos = 0, next; (next = inp.find(separator, pos)) != std::string::npos; pos = next + separator.size())
+    strings.push_back(inp.substr(pos, next - pos));
+  for (const std::string& s : strings) CHECK_MESSAGE(got->encode(s) == want->encode(s), s);
+
+  auto config = nlohmann::json::parse(read_file(folder / "tokenizer_config.json"));
+  CHECK(config["bos_token"] == "<|im_start|>");
+  CHECK(config["eos_token"] == "<|im_end|>");
+  CHECK(config["chat_template"].get<std::string>().find("<|im_start|>") != std::string::npos);
+  CHECK(config["model_max_length"] == 8192);
+  auto generation = nlohmann::json::parse(read_file(folder / "generation_config.json"));
+  CHECK(generation["eos_token_id"] == *want->eos_id());
 }
 
 }  // namespace
@@ -145,4 +170,5 @@ TEST_CASE("SmolLM2-135M-Instruct GGUF: inspect, export to a Hugging Face folder,
   CHECK(back["dtype"] == "f32");
   auto a = open_checkpoint(*gguf), b = open_checkpoint(dir / "hf");
   check_same_tensors(*a, *b);
+  check_exported_tokenizer(*gguf, dir / "hf");
 }
