@@ -1,5 +1,7 @@
 #include "tests/common/fixtures.hpp"
 
+#include <doctest/doctest.h>
+
 #include <unistd.h>
 #include <sys/wait.h>
 
@@ -102,6 +104,21 @@ std::optional<fs::path> smollm2_gguf() {
   fs::path p = base / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf";
   if (fs::exists(p)) return p;
   return std::nullopt;
+}
+
+std::optional<fs::path> shared_tokenizers() {
+  fs::path dir = fs::path(UPCYCLE_SOURCE_DIR) / ".." / "shared" / "tokenizers";
+  if (fs::is_directory(dir)) return dir;
+  MESSAGE("skipped: no reference vocabularies at " << dir.string());
+  return std::nullopt;
+}
+
+std::vector<std::string> vocab_test_strings(const fs::path& inp) {
+  const std::string text = read_file(inp), separator = "\n__ggml_vocab_test__\n";
+  std::vector<std::string> strings;
+  for (size_t pos = 0, next; (next = text.find(separator, pos)) != std::string::npos; pos = next + separator.size())
+    strings.push_back(text.substr(pos, next - pos));
+  return strings;
 }
 
 bool same_tensor(const Tensor& a, const Tensor& b) {

@@ -53,6 +53,14 @@ RunResult run_upcycle(const std::string& args);
 // ($UPCYCLE_SMOLLM2_GGUF, or the default cache), else nullopt: tests then skip with a message.
 std::optional<fs::path> smollm2_gguf();
 
+// ../shared/tokenizers beside the project (real vocabularies with reference outputs), or
+// nullopt with a doctest MESSAGE saying the tests that need it skip.
+std::optional<fs::path> shared_tokenizers();
+
+// The strings of a llama.cpp vocabulary test file (NAME.gguf.inp): each followed by a line
+// "__ggml_vocab_test__".
+std::vector<std::string> vocab_test_strings(const fs::path& inp);
+
 // Bitwise equality of two tensors' dtype, shape and bytes.
 bool same_tensor(const Tensor& a, const Tensor& b);
 

@@ -98,10 +98,8 @@ void check_same_values(const Checkpoint& ckpt, const Checkpoint& model, float to
 }
 
 std::optional<fs::path> tokenizer_file(const char* name) {
-  fs::path p = fs::path(UPCYCLE_SOURCE_DIR) / ".." / "shared" / "tokenizers" / name;
-  if (fs::exists(p)) return p;
-  MESSAGE("skipped: " << p.string() << " is absent");
-  return std::nullopt;
+  auto dir = test::shared_tokenizers();
+  return dir ? std::optional<fs::path>(*dir / name) : std::nullopt;
 }
 
 }  // namespace

@@ -24,13 +24,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::optional<fs::path> vocab_folder() {
-  fs::path dir = fs::path(UPCYCLE_SOURCE_DIR) / ".." / "shared" / "tokenizers";
-  if (fs::is_directory(dir)) return dir;
-  MESSAGE("skipped: no reference vocabularies at " << dir.string());
-  return std::nullopt;
-}
-
 struct Case {
   std::string text;
   std::vector<TokenId> ids;
@@ -39,11 +32,8 @@ struct Case {
 // NAME.inp holds strings each followed by "\n__ggml_vocab_test__\n"; NAME.out the ids of each,
 // one line per string.
 std::vector<Case> test_vectors(const fs::path& gguf) {
-  const std::string inp = test::read_file(gguf.string() + ".inp");
-  const std::string separator = "\n__ggml_vocab_test__\n";
   std::vector<Case> cases;
-  for (size_t pos = 0, next; (next = inp.find(separator, pos)) != std::string::npos; pos = next + separator.size())
-    cases.push_back({inp.substr(pos, next - pos), {}});
+  for (std::string& s : test::vocab_test_strings(gguf.string() + ".inp")) cases.push_back({std::move(s), {}});
   std::istringstream out(test::read_file(gguf.string() + ".out"));
   std::string line;
   for (Case& c : cases) {
@@ -168,7 +158,7 @@ bool contains(const std::string& s, const std::string& part) { return s.find(par
 }  // namespace
 
 TEST_CASE("tokenizer: GPT-2 byte-level BPE from GGUF reproduces llama.cpp's test vectors") {
-  auto dir = vocab_folder();
+  auto dir = test::shared_tokenizers();
   if (!dir) return;
   fs::path gguf = *dir / "ggml-vocab-gpt-2.gguf";
   auto t = load_tokenizer(gguf);
@@ -181,7 +171,7 @@ TEST_CASE("tokenizer: GPT-2 byte-level BPE from GGUF reproduces llama.cpp's test
 }
 
 TEST_CASE("tokenizer: Llama-2 SentencePiece from GGUF reproduces llama.cpp's test vectors") {
-  auto dir = vocab_folder();
+  auto dir = test::shared_tokenizers();
   if (!dir) return;
   fs::path gguf = *dir / "ggml-vocab-llama-spm.gguf";
   auto t = load_tokenizer(gguf);
@@ -195,7 +185,7 @@ TEST_CASE("tokenizer: Llama-2 SentencePiece from GGUF reproduces llama.cpp's tes
 }
 
 TEST_CASE("tokenizer: random bytes and text round-trip through both GGUF tokenizers") {
-  auto dir = vocab_folder();
+  auto dir = test::shared_tokenizers();
   if (!dir) return;
   const std::vector<std::string> pieces = {"a", "Z", "7", " ", "  ", "\n", "\t", "'s", "'LL", "\xC3\xA9", "\xE4\xB8\xAD",
                                            "\xF0\x9F\x98\x80", "\xCC\x81", "\xC2\xA0", "!", "<s", "|>", "\xFF", "\xC3"};
@@ -227,7 +217,7 @@ TEST_CASE("tokenizer: the real SmolLM2 GGUF: digits alone, chat tokens whole (id
 }
 
 TEST_CASE("tokenizer: the sentencepiece library agrees on a tokenizer.model of the Llama-2 vocabulary") {
-  auto dir = vocab_folder();
+  auto dir = test::shared_tokenizers();
   if (!dir) return;
   fs::path gguf = *dir / "ggml-vocab-llama-spm.gguf";
   test::ScratchDir scratch;
@@ -299,7 +289,7 @@ TEST_CASE("tokenizer: NFC composes, reorders marks, keeps exclusions apart and b
 }
 
 TEST_CASE("tokenizer: tokenizer.json from the GPT-2 vocabulary equals the GGUF, in a folder with its config") {
-  auto dir = vocab_folder();
+  auto dir = test::shared_tokenizers();
   if (!dir) return;
   fs::path gguf = *dir / "ggml-vocab-gpt-2.gguf";
   const GgufFile file = GgufFile::open(gguf);

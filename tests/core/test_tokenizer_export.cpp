@@ -20,20 +20,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::optional<fs::path> vocab_folder() {
-  fs::path dir = fs::path(UPCYCLE_SOURCE_DIR) / ".." / "shared" / "tokenizers";
-  if (fs::is_directory(dir)) return dir;
-  MESSAGE("skipped: no reference vocabularies at " << dir.string());
-  return std::nullopt;
-}
-
 // llama.cpp's test strings for the GPT-2 vocabulary, plus text where the families split apart.
 std::vector<std::string> test_strings(const fs::path& dir) {
-  const std::string inp = test::read_file(dir / "ggml-vocab-gpt-2.gguf.inp");
-  const std::string separator = "\n__ggml_vocab_test__\n";
-  std::vector<std::string> strings;
-  for (size_t pos = 0, next; (next = inp.find(separator, pos)) != std::string::npos; pos = next + separator.size())
-    strings.push_back(inp.substr(pos, next - pos));
+  std::vector<std::string> strings = test::vocab_test_strings(dir / "ggml-vocab-gpt-2.gguf.inp");
   strings.insert(strings.end(), {"I'VE DON'T you'RE", "1 12 123 1234 12345", "a \n\n  b\r\n\tc \r\r\n  \n",
                                  "<|endoftext|>Hi<|endoftext|> x", "caf\xc3\xa9 e\xcc\x81 \xe4\xbd\xa0\xe5\xa5\xbd"});
   return strings;
@@ -81,7 +70,7 @@ fs::path gpt2_vocab_as(const fs::path& gpt2, const std::string& pre, const fs::p
 }  // namespace
 
 TEST_CASE("tokenizer export: the GPT-2 vocabulary's tokenizer.json encodes as the GGUF does") {
-  auto dir = vocab_folder();
+  auto dir = test::shared_tokenizers();
   if (!dir) return;
   const fs::path gguf = *dir / "ggml-vocab-gpt-2.gguf";
   test::ScratchDir out;
@@ -103,7 +92,7 @@ TEST_CASE("tokenizer export: the GPT-2 vocabulary's tokenizer.json encodes as th
 }
 
 TEST_CASE("tokenizer export: each pre-tokenizer family round-trips through tokenizer.json") {
-  auto dir = vocab_folder();
+  auto dir = test::shared_tokenizers();
   if (!dir) return;
   const auto strings = test_strings(*dir);
   for (const char* pre : {"gpt-2", "default", "smollm", "llama-bpe", "llama3", "qwen2"}) {
@@ -133,7 +122,7 @@ TEST_CASE("tokenizer export: SentencePiece and vocabularies without merges get n
   CHECK_FALSE(fs::exists(out / "hf" / "tokenizer_config.json"));
   CHECK(json::parse(test::read_file(out / "hf" / "generation_config.json"))["eos_token_id"] == 2);
 
-  auto dir = vocab_folder();
+  auto dir = test::shared_tokenizers();
   if (!dir) return;
   auto made = write_files(hf_tokenizer_files(GgufFile::open(*dir / "ggml-vocab-llama-spm.gguf"), test::tiny_config()),
                           out / "hf");

@@ -45,12 +45,9 @@ void check_exported_tokenizer(const fs::path& gguf, const fs::path& folder) {
   REQUIRE(got->vocab_size() == want->vocab_size());
   CHECK(got->bos_id() == want->bos_id());
   CHECK(got->eos_id() == want->eos_id());
-  const std::string inp = read_file(fs::path(UPCYCLE_SOURCE_DIR) / ".." / "shared" / "tokenizers" /
-                                    "ggml-vocab-gpt-2.gguf.inp");
   std::vector<std::string> strings = {"<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"};
-  const std::string separator = "\n__ggml_vocab_test__\n";
-  for (size_t pos = 0, next; (next = inp.find(separator, pos)) != std::string::npos; pos = next + separator.size())
-    strings.push_back(inp.substr(pos, next - pos));
+  if (auto dir = shared_tokenizers())
+    for (std::string& s : vocab_test_strings(*dir / "ggml-vocab-gpt-2.gguf.inp")) strings.push_back(std::move(s));
   for (const std::string& s : strings) CHECK_MESSAGE(got->encode(s) == want->encode(s), s);
 
   auto config = nlohmann::json::parse(read_file(folder / "tokenizer_config.json"));
