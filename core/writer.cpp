@@ -16,7 +16,6 @@ DType output_dtype(DType stored, const WriteOptions& opts) {
   return is_quantized(stored) ? DType::F32 : stored;
 }
 
-Tensor to_output(const Tensor& t, const WriteOptions& opts) { return t.to(output_dtype(t.dtype(), opts)); }
 
 namespace {
 // Drops the pages of [p, p + n) from this process's resident set. Only for read-only file

@@ -24,8 +24,6 @@ void write_checkpoint(const Checkpoint& in, const std::filesystem::path& out, co
 
 // The dtype a tensor is written in: opts.dtype, else its own (quantized types become f32).
 DType output_dtype(DType stored, const WriteOptions& opts);
-// The tensor converted to its output dtype (shares the bytes when nothing changes).
-Tensor to_output(const Tensor& t, const WriteOptions& opts);
 
 // Streams t converted to `dtype` in pieces of at most about max_bytes: sink(bytes, first_element)
 // is called for consecutive pieces in order. A file-mapped source has its pages dropped from
