@@ -5,9 +5,9 @@
 
 #include <stdexcept>
 
+#include "trainer/model_math.hpp"
 #include "trainer/ops/attention.hpp"
 #include "trainer/ops/embedding.hpp"
-#include "trainer/ops/matmul.hpp"
 #include "trainer/ops/rmsnorm.hpp"
 #include "trainer/ops/router.hpp"
 #include "trainer/ops/swiglu.hpp"
@@ -15,29 +15,6 @@
 namespace upcycle {
 
 namespace {
-
-const float* or_null(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
-
-// out[N,O] = in[N,I]·W[O,I]ᵀ + bias[O]
-std::vector<float> linear(const std::vector<float>& in, const std::vector<float>& W, const std::vector<float>& bias,
-                          int64_t N, int64_t I, int64_t O) {
-  std::vector<float> out(size_t(N * O));
-  ops::matmul_forward(out.data(), in.data(), W.data(), or_null(bias), N, I, O);
-  return out;
-}
-
-// a += b, elementwise
-void add_into(std::vector<float>& a, const std::vector<float>& b) {
-  for (size_t i = 0; i < a.size(); ++i) a[i] += b[i];
-}
-
-// out[N,C] = rmsnorm(in[N,C]) ⊙ weight, rstd[N]
-void rmsnorm(std::vector<float>& out, std::vector<float>& rstd, const std::vector<float>& in,
-             const std::vector<float>& weight, int64_t N, int64_t C, double eps) {
-  out.resize(size_t(N * C));
-  rstd.resize(size_t(N));
-  ops::rmsnorm_forward(out.data(), rstd.data(), in.data(), weight.data(), N, C, eps);
-}
 
 void check_batch(const Batch& b) {
   if (b.positions.size() != b.ids.size()) throw std::invalid_argument("forward: ids and positions differ in length");
@@ -57,27 +34,34 @@ Batch pack(const std::vector<std::vector<int32_t>>& sequences) {
   return b;
 }
 
-Model::Model(const Checkpoint& ckpt)
-    : config_(ckpt.config()),
-      weights_(load_weights(ckpt)),
-      rope_(config_.head_dim, config_.max_position_embeddings, config_.rope_theta,
-            rope_scaling(config_, ckpt.path())) {}
+template <class T>
+Transformer<T>::Transformer(const Checkpoint& ckpt) : Transformer(ckpt.config(), load_weights<T>(ckpt), ckpt.path()) {}
 
-std::vector<float> Model::forward(const Batch& batch) const {
-  Activations acts;
-  return forward(batch, acts);
+template <class T>
+Transformer<T>::Transformer(ModelConfig config, Weights<T> weights, const std::filesystem::path& source)
+    : config_(std::move(config)),
+      weights_(std::move(weights)),
+      rope_(config_.head_dim, config_.max_position_embeddings, config_.rope_theta, rope_scaling(config_, source)) {}
+
+template <class T>
+std::vector<T> Transformer<T>::forward(const Batch& batch) const {
+  Activations<T> acts;
+  forward_hidden(batch, acts);
+  const int64_t N = int64_t(batch.ids.size());
+  return linear(acts.final_out, head(), {}, N, config_.hidden_size, config_.vocab_size);  // [N,V]
 }
 
-std::vector<float> Model::forward(const Batch& batch, Activations& acts) const {
+template <class T>
+void Transformer<T>::forward_hidden(const Batch& batch, Activations<T>& acts) const {
   check_batch(batch);
   const ModelConfig& c = config_;
   const int64_t N = int64_t(batch.ids.size()), H = c.hidden_size, V = c.vocab_size;
-  std::vector<float> x(size_t(N * H));  // [N,H]
+  std::vector<T> x(size_t(N * H));  // [N,H]
   ops::embedding_forward(x.data(), weights_.embedding.data(), batch.ids.data(), N, H, V);
   acts.layers.resize(weights_.layers.size());
   for (size_t l = 0; l < weights_.layers.size(); ++l) {
-    const LayerWeights& w = weights_.layers[l];
-    LayerActivations& a = acts.layers[l];
+    const LayerWeights<T>& w = weights_.layers[l];
+    LayerActivations<T>& a = acts.layers[l];
     a.x = std::move(x);
     attention_block(w, a, batch);
     x = a.h;
@@ -85,12 +69,22 @@ std::vector<float> Model::forward(const Batch& batch, Activations& acts) const {
   }
   acts.x = std::move(x);
   rmsnorm(acts.final_out, acts.final_rstd, acts.x, weights_.final_norm, N, H, c.rms_norm_eps);
-  const auto& head = weights_.lm_head.empty() ? weights_.embedding : weights_.lm_head;
-  return linear(acts.final_out, head, {}, N, H, V);  // [N,V]
+}
+
+template <class T>
+ops::AttentionShape Transformer<T>::attention_shape(int64_t N) const {
+  ops::AttentionShape shape;
+  shape.tokens = N;
+  shape.heads = config_.num_attention_heads;
+  shape.kv_heads = config_.num_key_value_heads;
+  shape.head_dim = config_.head_dim;
+  shape.window = config_.sliding_window.value_or(0);
+  return shape;
 }
 
 // h = x + attention(rope(q), rope(k), v)·oᵀ with q, k, v projections of rmsnorm(x).
-void Model::attention_block(const LayerWeights& w, LayerActivations& a, const Batch& batch) const {
+template <class T>
+void Transformer<T>::attention_block(const LayerWeights<T>& w, LayerActivations<T>& a, const Batch& batch) const {
   const ModelConfig& c = config_;
   const int64_t N = int64_t(batch.ids.size()), H = c.hidden_size;
   rmsnorm(a.attn_in, a.attn_rstd, a.x, w.attn_norm, N, H, c.rms_norm_eps);
@@ -99,23 +93,17 @@ void Model::attention_block(const LayerWeights& w, LayerActivations& a, const Ba
   a.v = linear(a.attn_in, w.v, w.v_bias, N, H, c.kv_dim());  // [N,nKV·D]
   ops::rope_forward(a.q.data(), a.q.data(), batch.positions.data(), rope_, N, c.num_attention_heads);
   ops::rope_forward(a.k.data(), a.k.data(), batch.positions.data(), rope_, N, c.num_key_value_heads);
-
-  ops::AttentionShape shape;
-  shape.tokens = N;
-  shape.heads = c.num_attention_heads;
-  shape.kv_heads = c.num_key_value_heads;
-  shape.head_dim = c.head_dim;
-  shape.window = c.sliding_window.value_or(0);
   a.attn.resize(a.q.size());
   a.lse.resize(size_t(N * c.num_attention_heads));
   ops::attention_forward(a.attn.data(), a.lse.data(), a.q.data(), a.k.data(), a.v.data(), batch.cu_seqlens.data(),
-                         int64_t(batch.cu_seqlens.size()) - 1, shape);
+                         int64_t(batch.cu_seqlens.size()) - 1, attention_shape(N));
   a.h = a.x;
   add_into(a.h, linear(a.attn, w.o, {}, N, c.q_dim(), H));
 }
 
 // (silu(ffn_in·gateᵀ) ⊙ ffn_in·upᵀ)·downᵀ   [N,H], ffn_in = rmsnorm(h)
-std::vector<float> Model::dense_ffn(const LayerWeights& w, LayerActivations& a) const {
+template <class T>
+std::vector<T> Transformer<T>::dense_ffn(const LayerWeights<T>& w, LayerActivations<T>& a) const {
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, N = int64_t(a.h.size()) / H;
   rmsnorm(a.ffn_in, a.ffn_rstd, a.h, w.ffn_norm, N, H, c.rms_norm_eps);
@@ -127,7 +115,8 @@ std::vector<float> Model::dense_ffn(const LayerWeights& w, LayerActivations& a) 
 }
 
 // Σ_j w[n,j]·FFN_{idx[n,j]}(ffn_in[n]) with the top-k of softmax(ffn_in·routerᵀ), renormalised.
-std::vector<float> Model::moe_ffn(const LayerWeights& w, LayerActivations& a) const {
+template <class T>
+std::vector<T> Transformer<T>::moe_ffn(const LayerWeights<T>& w, LayerActivations<T>& a) const {
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, N = int64_t(a.h.size()) / H;
   const int64_t E = c.num_local_experts, k = c.num_experts_per_tok;
@@ -137,18 +126,19 @@ std::vector<float> Model::moe_ffn(const LayerWeights& w, LayerActivations& a) co
   a.idx.resize(size_t(N * k));
   a.w.resize(size_t(N * k));
   ops::router_forward(a.idx.data(), a.w.data(), a.probs.data(), a.router_logits.data(), N, E, k);
-
-  std::vector<const float*> gate, up, down;
-  for (int64_t e = 0; e < E; ++e) {
-    gate.push_back(w.expert_gate[size_t(e)].data());
-    up.push_back(w.expert_up[size_t(e)].data());
-    down.push_back(w.expert_down[size_t(e)].data());
-  }
-  const ops::MoeShape shape{N, H, c.expert_intermediate_size(), E, k};
-  std::vector<float> out(size_t(N * H));
-  ops::moe_forward(out.data(), a.moe, a.ffn_in.data(), a.idx.data(), a.w.data(),
-                   ops::ExpertWeights<float>{gate.data(), up.data(), down.data()}, shape);
+  std::vector<T> out(size_t(N * H));
+  const ExpertPointers<T> experts(w);
+  ops::moe_forward(out.data(), a.moe, a.ffn_in.data(), a.idx.data(), a.w.data(), experts.weights(), moe_shape(N));
   return out;
 }
+
+template <class T>
+ops::MoeShape Transformer<T>::moe_shape(int64_t N) const {
+  const ModelConfig& c = config_;
+  return {N, c.hidden_size, c.expert_intermediate_size(), c.num_local_experts, c.num_experts_per_tok};
+}
+
+template class Transformer<float>;
+template class Transformer<double>;
 
 }  // namespace upcycle

@@ -9,14 +9,16 @@ namespace upcycle {
 
 namespace {
 
-std::vector<float> to_f32(const Tensor& t) {
+template <class T>
+std::vector<T> values_of(const Tensor& t) {
   const Tensor f = t.to(DType::F32);
   const auto s = f.span<float>();
   return {s.begin(), s.end()};
 }
 
 // Matrix e of a stacked [E, R, C] tensor, rows [first, first + rows): [rows, C].
-std::vector<float> slice(const std::vector<float>& all, const Shape& shape, int64_t e, int64_t first, int64_t rows) {
+template <class T>
+std::vector<T> slice(const std::vector<T>& all, const Shape& shape, int64_t e, int64_t first, int64_t rows) {
   const int64_t C = shape[2];
   const auto begin = all.begin() + (e * shape[1] + first) * C;
   return {begin, begin + rows * C};
@@ -24,7 +26,8 @@ std::vector<float> slice(const std::vector<float>& all, const Shape& shape, int6
 
 // The fused experts split into per-expert matrices: gate_up [E, 2I, H] is w1 rows then w3 rows;
 // down [E, H, I].
-void place_fused(LayerWeights& l, Role role, const std::vector<float>& all, const Shape& shape) {
+template <class T>
+void place_fused(LayerWeights<T>& l, Role role, const std::vector<T>& all, const Shape& shape) {
   const int64_t E = shape[0];
   for (int64_t e = 0; e < E; ++e) {
     if (role == Role::ExpertsDown) {
@@ -38,7 +41,8 @@ void place_fused(LayerWeights& l, Role role, const std::vector<float>& all, cons
 }
 
 // The buffer of one tensor that a layer holds whole.
-std::vector<float>& layer_slot(LayerWeights& l, Role role) {
+template <class T>
+std::vector<T>& layer_slot(LayerWeights<T>& l, Role role) {
   switch (role) {
     case Role::AttnNorm: return l.attn_norm;
     case Role::Q: return l.q;
@@ -57,14 +61,15 @@ std::vector<float>& layer_slot(LayerWeights& l, Role role) {
   }
 }
 
-void place(Weights& w, const TensorId& id, std::vector<float> values, const Shape& shape) {
+template <class T>
+void place(Weights<T>& w, const TensorId& id, std::vector<T> values, const Shape& shape) {
   switch (id.role) {
     case Role::TokenEmbedding: w.embedding = std::move(values); return;
     case Role::FinalNorm: w.final_norm = std::move(values); return;
     case Role::LmHead: w.lm_head = std::move(values); return;
     default: break;
   }
-  LayerWeights& l = w.layers.at(size_t(id.layer));
+  LayerWeights<T>& l = w.layers.at(size_t(id.layer));
   switch (id.role) {
     case Role::ExpertGate: l.expert_gate.push_back(std::move(values)); return;
     case Role::ExpertUp: l.expert_up.push_back(std::move(values)); return;
@@ -77,11 +82,12 @@ void place(Weights& w, const TensorId& id, std::vector<float> values, const Shap
 
 }  // namespace
 
-Weights load_weights(const Checkpoint& ckpt) {
+template <class T>
+Weights<T> load_weights(const Checkpoint& ckpt) {
   const ModelConfig& c = ckpt.config();
   require(c.model_type != "qwen2_moe", ckpt.path(),
           "model_type qwen2_moe: the forward pass computes llama, mistral, qwen2 and mixtral");
-  Weights w;
+  Weights<T> w;
   w.layers.resize(size_t(c.num_hidden_layers));
   // expected_tensors lists experts in index order, so per-expert buffers arrive in order.
   for (const auto& e : expected_tensors(c, detect_scheme(c, ckpt.tensors()))) {
@@ -89,10 +95,13 @@ Weights load_weights(const Checkpoint& ckpt) {
     const Tensor t = ckpt.load(e.name);
     require(t.shape() == e.shape, ckpt.path(), e.name,
             "shape " + shape_string(t.shape()) + ", expected " + shape_string(e.shape));
-    place(w, e.id, to_f32(t), e.shape);
+    place(w, e.id, values_of<T>(t), e.shape);
   }
   return w;
 }
+
+template Weights<float> load_weights(const Checkpoint&);
+template Weights<double> load_weights(const Checkpoint&);
 
 ops::RopeScaling rope_scaling(const ModelConfig& config, const std::filesystem::path& source) {
   ops::RopeScaling s;

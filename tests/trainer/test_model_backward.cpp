@@ -1,0 +1,137 @@
+// Whole-model gradients against central differences in double: dense and MoE, biases, tied
+// embeddings, a sliding window, packed sequences, the router's auxiliary losses, frozen parts,
+// and micro-batches that add up to their packed batch.
+#include <doctest/doctest.h>
+
+#include "tests/common/fixtures.hpp"
+#include "tests/trainer/gradcheck.hpp"
+#include "trainer/ops/cross_entropy.hpp"
+#include "trainer/parameters.hpp"
+
+using namespace upcycle;
+using namespace upcycle::test;
+
+namespace {
+
+const std::vector<std::vector<int32_t>> kSequences = {{1, 7, 39, 3, 3, 12}, {0, 25, 18, 5, 30}};
+
+// Next-token targets of packed sequences, every third position ignored as a prompt would be.
+std::vector<int32_t> targets_of(const std::vector<std::vector<int32_t>>& seqs) {
+  std::vector<int32_t> t;
+  for (const auto& s : seqs)
+    for (size_t i = 0; i < s.size(); ++i)
+      t.push_back(i + 1 < s.size() && i % 3 != 1 ? s[i + 1] : ops::kIgnoreIndex);
+  return t;
+}
+
+ModelConfig with(const ModelConfig& base, const nlohmann::ordered_json& fields) {
+  auto j = base.to_json();
+  j.update(fields);
+  return ModelConfig::from_json(j, "<test>");
+}
+
+// Up to 12 elements of each tensor, spread over it, plus the first rows the batch's tokens use
+// for the embedding (most embedding rows get no gradient at all).
+std::vector<size_t> probes(const Parameter<double>& p, const ModelConfig& c) {
+  const size_t n = p.values->size();
+  std::vector<size_t> at;
+  for (size_t i = 0; i < std::min<size_t>(12, n); ++i) at.push_back(i * n / std::min<size_t>(12, n));
+  if (p.tensor.id.role == Role::TokenEmbedding)
+    for (size_t h = 0; h < size_t(c.hidden_size); h += 3) at.push_back(size_t(kSequences[0][1]) * size_t(c.hidden_size) + h);
+  return at;
+}
+
+// Checks every unfrozen tensor's gradient; frozen ones must get no buffer.
+void check_model_gradients(const ModelConfig& config, uint64_t seed, const LossOptions& opts = {},
+                           const PartSet& frozen = {}) {
+  Transformer<double> model(*random_checkpoint(config, seed));
+  // Weights in [-1/2, 1/2): logits of a moderate size keep the loss's rounding noise well below
+  // the gradients of the least used expert.
+  for (auto& p : parameters(model.weights(), config))
+    for (double& v : *p.values) v *= 0.5;
+  const Batch batch = pack(kSequences);
+  const std::vector<int32_t> targets = targets_of(kSequences);
+  Weights<double> grads = zeros_like(model.weights(), config, frozen);
+  model.loss_and_grad(batch, targets, grads, opts);
+  auto objective = [&] {
+    const LossReport r = model.loss(batch, targets, opts);
+    return r.ce() + r.aux + r.z;
+  };
+  auto ps = parameters(model.weights(), config);
+  auto gs = parameters(grads, config);
+  for (size_t i = 0; i < ps.size(); ++i) {
+    if (frozen[size_t(part_of(ps[i].tensor.id.role))]) {
+      CHECK_MESSAGE(gs[i].values->empty(), ps[i].tensor.name << " is frozen but has a gradient");
+      continue;
+    }
+    Vec analytic, numeric;
+    for (size_t at : probes(ps[i], config)) {
+      Vec x = {(*ps[i].values)[at]};
+      auto loss_at = [&] {
+        (*ps[i].values)[at] = x[0];
+        return objective();
+      };
+      numeric.push_back(numeric_gradient(x, loss_at)[0]);
+      (*ps[i].values)[at] = x[0];
+      analytic.push_back((*gs[i].values)[at]);
+    }
+    INFO(ps[i].tensor.name);
+    check_gradient(ps[i].tensor.name.c_str(), analytic, numeric, 1e-6);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("model backward: llama's gradients equal finite differences") {
+  check_model_gradients(tiny_config("llama"), 21);
+}
+
+TEST_CASE("model backward: qwen2 with biases and tied embeddings") {
+  check_model_gradients(tiny_config("qwen2", true), 22);
+}
+
+TEST_CASE("model backward: mistral with a sliding window of 3") {
+  check_model_gradients(with(tiny_config("mistral"), {{"sliding_window", 3}}), 23);
+}
+
+TEST_CASE("model backward: mixtral with the load-balancing and z losses") {
+  LossOptions opts;
+  opts.z_loss_coef = 0.01;
+  check_model_gradients(with(tiny_config("mixtral"), {{"router_aux_loss_coef", 0.1}}), 24, opts);
+}
+
+TEST_CASE("model backward: frozen parts get no gradient and the rest stay exact") {
+  check_model_gradients(tiny_config("mixtral"), 25, {}, parse_parts("attention,router,embeddings"));
+  check_model_gradients(tiny_config("llama"), 26, {}, parse_parts("experts,norms"));
+}
+
+TEST_CASE("model backward: two micro-batches over the step's token count give the packed batch's gradient") {
+  const ModelConfig config = tiny_config("llama");
+  Transformer<double> model(*random_checkpoint(config, 27));
+  Weights<double> whole = zeros_like(model.weights(), config), parts = zeros_like(model.weights(), config);
+  const LossReport all = model.loss_and_grad(pack(kSequences), targets_of(kSequences), whole);
+  LossOptions opts;
+  opts.normaliser = all.tokens;
+  for (const auto& s : kSequences) model.loss_and_grad(pack({s}), targets_of({s}), parts, opts);
+  auto a = parameters(parts, config);
+  auto b = parameters(whole, config);
+  for (size_t i = 0; i < a.size(); ++i) check_gradient(a[i].tensor.name.c_str(), widen(*a[i].values), widen(*b[i].values), 1e-12);
+}
+
+TEST_CASE("model backward: the float model's gradients follow the double model's") {
+  const ModelConfig config = tiny_config("mixtral");
+  const auto ckpt = random_checkpoint(config, 28);
+  Transformer<double> d(*ckpt);
+  Transformer<float> f(*ckpt);
+  Weights<double> gd = zeros_like(d.weights(), config);
+  Weights<float> gf = zeros_like(f.weights(), config);
+  const LossReport rd = d.loss_and_grad(pack(kSequences), targets_of(kSequences), gd);
+  const LossReport rf = f.loss_and_grad(pack(kSequences), targets_of(kSequences), gf);
+  CHECK(rf.ce() == doctest::Approx(rd.ce()).epsilon(1e-5));
+  CHECK(rf.tokens == rd.tokens);
+  REQUIRE(rf.expert_tokens.size() == 2);
+  CHECK(rf.expert_tokens == rd.expert_tokens);
+  auto a = parameters(gf, config);
+  auto b = parameters(gd, config);
+  for (size_t i = 0; i < a.size(); ++i) check_gradient(a[i].tensor.name.c_str(), widen(*a[i].values), *b[i].values, 1e-4);
+}
