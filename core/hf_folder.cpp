@@ -271,13 +271,6 @@ nlohmann::ordered_json output_config(const Checkpoint& in, const std::vector<Ten
   return config;
 }
 
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  require(!out.fail(), path, "cannot write");
-}
-
 void write_shard(const Checkpoint& in, const Shard& shard, const fs::path& path, Progress& progress) {
   SafetensorsWriter writer(path, shard.tensors);
   for (const TensorInfo& t : shard.tensors) {
@@ -316,7 +309,7 @@ void write_generated_files(const std::vector<GeneratedFile>& files, const fs::pa
   for (const GeneratedFile& file : files) {
     std::error_code ec;
     if (fs::exists(dir / file.name, ec)) continue;
-    if (auto text = file.contents()) write_text(dir / file.name, *text);
+    if (auto text = file.contents()) write_text_file(dir / file.name, *text);
   }
 }
 
@@ -353,14 +346,14 @@ void write_hf_folder(const Checkpoint& in, const fs::path& out, const WriteOptio
   fs::create_directory(staged.temp(), ec);
   if (ec) throw InputError(staged.temp(), "cannot create the output folder: " + ec.message());
 
-  write_text(staged.temp() / kConfig, output_config(in, tensors).dump(2) + "\n");
+  write_text_file(staged.temp() / kConfig, output_config(in, tensors).dump(2) + "\n");
   Progress progress("writing " + staged.final_path().filename().string(), data_bytes, "B", opts.progress);
   if (shards.size() == 1) {
     write_shard(in, shards[0], staged.temp() / kSingle, progress);
   } else {
     for (size_t i = 0; i < shards.size(); ++i)
       write_shard(in, shards[i], staged.temp() / shard_name(i, shards.size()), progress);
-    write_text(staged.temp() / kIndex, index_json(shards).dump(2) + "\n");
+    write_text_file(staged.temp() / kIndex, index_json(shards).dump(2) + "\n");
   }
   copy_side_files(in.side_files(), staged.temp());
   write_generated_files(in.generated_files(), staged.temp());

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <fstream>
 #include <system_error>
 
 #include "core/error.hpp"
@@ -44,6 +45,13 @@ void StagedPath::commit() {
     if (ec) throw InputError(final_, "cannot rename the finished output into place: " + ec.message());
   }
   committed_ = true;
+}
+
+void write_text_file(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  require(!out.fail(), path, "cannot write");
 }
 
 }  // namespace upcycle

@@ -2,6 +2,7 @@
 // one and renames when done. An abandoned stage (error, exception) removes its temporary.
 #pragma once
 #include <filesystem>
+#include <string>
 
 namespace upcycle {
 
@@ -22,5 +23,8 @@ class StagedPath {
   std::filesystem::path final_, temp_;
   bool overwrite_, committed_ = false;
 };
+
+// Writes `text` to `path` (replacing it); InputError naming the path on failure.
+void write_text_file(const std::filesystem::path& path, const std::string& text);
 
 }  // namespace upcycle

@@ -12,5 +12,6 @@ int cmd_export(const Args& args);
 int cmd_tokenize(const Args& args);
 int cmd_init(const Args& args);
 int cmd_forward(const Args& args);
+int cmd_tune(const Args& args);
 
 }  // namespace upcycle

@@ -5,6 +5,7 @@
 #include <iostream>
 #include <new>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
@@ -25,6 +26,7 @@ const Entry kCommands[] = {
     {"tokenize", upcycle::cmd_tokenize, "text to token ids and back (GGUF, tokenizer.json, tokenizer.model)"},
     {"init", upcycle::cmd_init, "write a randomly initialised model of a given shape"},
     {"forward", upcycle::cmd_forward, "the logits of a token sequence (f32, CPU) as raw float32"},
+    {"tune", upcycle::cmd_tune, "instruction-tune a dense or MoE model (AdamW, resumable checkpoints)"},
 };
 
 void print_help() {
@@ -39,6 +41,8 @@ void print_help() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Logs and progress on stderr: stdout carries results (--json, token ids) for scripts.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("upcycle"));
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
   if (const char* level = std::getenv("UPCYCLE_LOG")) spdlog::set_level(spdlog::level::from_str(level));
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {

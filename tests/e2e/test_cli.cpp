@@ -11,7 +11,7 @@ TEST_CASE("version and help") {
   CHECK(v.out.find("backends: cpu") != std::string::npos);
   CHECK(run_upcycle("--help").code == 0);
   CHECK(run_upcycle("").code == 1);
-  for (const char* cmd : {"inspect", "export", "init", "tokenize"}) {
+  for (const char* cmd : {"inspect", "export", "init", "tokenize", "forward", "tune"}) {
     auto h = run_upcycle(std::string(cmd) + " --help");
     CHECK_MESSAGE(h.code == 0, cmd);
     CHECK(h.out.find("Usage: upcycle ") != std::string::npos);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "trainer/ops/check.hpp"
+#include "trainer/ops/ordered_sum.hpp"
 
 namespace upcycle::ops {
 
@@ -27,9 +28,7 @@ template <class T>
 double global_norm(std::span<const std::span<const T>> tensors) {
   double sum = 0;
   for (const auto& x : tensors) {
-    const int64_t n = int64_t(x.size());
-#pragma omp parallel for schedule(static) reduction(+ : sum)
-    for (int64_t i = 0; i < n; ++i) sum += double(x[size_t(i)]) * double(x[size_t(i)]);
+    sum += ordered_sum(int64_t(x.size()), [&](int64_t i) { return double(x[size_t(i)]) * double(x[size_t(i)]); });
   }
   return std::sqrt(sum);
 }

@@ -6,6 +6,7 @@
 #include <Eigen/Core>
 
 #include "trainer/ops/check.hpp"
+#include "trainer/ops/ordered_sum.hpp"
 
 namespace upcycle::ops {
 
@@ -37,17 +38,13 @@ double logsumexp(const T* x, int64_t V) {
 template <class T>
 CrossEntropyLoss cross_entropy_forward(T* lse, const T* logits, const int32_t* targets, int64_t N, int64_t V) {
   check_targets(targets, N, V);
-  double sum = 0;
-  int64_t count = 0;
-#pragma omp parallel for schedule(static) reduction(+ : sum, count)
-  for (int64_t n = 0; n < N; ++n) {
+  const int64_t count = std::count_if(targets, targets + N, [](int32_t t) { return t != kIgnoreIndex; });
+  const double sum = ordered_sum(N, [&](int64_t n) {
     const T* x = logits + n * V;
     const double z = logsumexp(x, V);
     lse[n] = T(z);
-    if (targets[n] == kIgnoreIndex) continue;
-    sum += z - double(x[targets[n]]);
-    ++count;
-  }
+    return targets[n] == kIgnoreIndex ? 0.0 : z - double(x[targets[n]]);
+  }, 1);
   return {count ? sum / double(count) : 0.0, count};
 }
 

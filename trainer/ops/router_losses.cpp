@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "trainer/ops/check.hpp"
+#include "trainer/ops/ordered_sum.hpp"
 
 namespace upcycle::ops {
 
@@ -61,12 +62,10 @@ void load_balancing_loss_backward(T* d_logits, const T* probs, const int32_t* id
 template <class T>
 double router_z_loss_forward(const T* logits, int64_t N, int64_t E, double coef) {
   if (N == 0) return 0.0;
-  double sum = 0;
-#pragma omp parallel for schedule(static) reduction(+ : sum)
-  for (int64_t n = 0; n < N; ++n) {
+  const double sum = ordered_sum(N, [&](int64_t n) {
     const double z = logsumexp(logits + n * E, E);
-    sum += z * z;
-  }
+    return z * z;
+  });
   return coef * sum / double(N);
 }
 

@@ -1,0 +1,136 @@
+// `upcycle tune` end to end on tiny models: the loss falls, a stopped and resumed run equals a
+// straight one byte for byte, a NaN stops the run leaving earlier checkpoints intact, frozen
+// parts stay fixed, bad data and misuse are named.
+#include <doctest/doctest.h>
+
+#include <fstream>
+
+#include "core/writer.hpp"
+#include "tests/common/fixtures.hpp"
+#include "trainer/model.hpp"
+
+using namespace upcycle;
+using namespace upcycle::test;
+
+namespace {
+
+// A model folder with the tiny config of `type`, random weights scaled to a trainable size.
+fs::path tiny_model(const ScratchDir& dir, const std::string& type, uint64_t seed) {
+  WriteOptions opts;
+  opts.progress = false;
+  write_checkpoint(*random_checkpoint(tiny_config(type), seed), dir / type, opts);
+  return dir / type;
+}
+
+// n samples of arithmetic sequences over the 40-token vocabulary, the first 2 tokens a prompt.
+fs::path sequences(const ScratchDir& dir, int n, const std::string& name = "data.jsonl") {
+  std::ofstream out(dir / name);
+  for (int i = 0; i < n; ++i) {
+    std::string ids, labels;
+    const int len = 6 + i % 5;
+    for (int t = 0; t < len; ++t) {
+      const int id = (i * 7 + t * (1 + i % 3)) % 40;
+      ids += (t ? "," : "") + std::to_string(id);
+      labels += (t ? "," : "") + std::to_string(t < 2 ? -100 : id);
+    }
+    out << "{\"input_ids\":[" << ids << "],\"labels\":[" << labels << "]}\n";
+  }
+  return dir / name;
+}
+
+std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+
+std::vector<double> losses(const fs::path& metrics) {
+  std::vector<double> out;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("tune: a small model overfits a few sequences") {
+  ScratchDir dir;
+  const fs::path model = tiny_model(dir, "llama", 1), data = sequences(dir, 4);
+  const auto r = run_upcycle("tune --model " + q(model) + " --data " + q(data) + " --out " + q(dir / "run") +
+                             " --steps 150 --lr 1e-2 --warmup 5 --batch-tokens 64 --log-every 50");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const auto l = losses(dir / "run" / "metrics.jsonl");
+  REQUIRE(l.size() == 150);
+  MESSAGE("loss " << l.front() << " -> " << l.back());
+  CHECK(l.back() < 0.1 * l.front());
+  CHECK(l.back() < 0.3);
+  // The final checkpoint is a model every command reads.
+  CHECK(open_checkpoint(dir / "run" / "final")->config().model_type == "llama");
+}
+
+TEST_CASE("tune: N steps, stop, resume, N more equals 2N straight, byte for byte (MoE)") {
+  ScratchDir dir;
+  const fs::path model = tiny_model(dir, "mixtral", 2), data = sequences(dir, 24);
+  const std::string common = " --data " + q(data) +
+                             " --steps 12 --lr 3e-3 --warmup 3 --batch-tokens 40 --grad-accum 2 --clip 0.5"
+                             " --weight-decay 0.1 --z-loss-coef 0.001 --seed 9 --log-every 100";
+  REQUIRE(run_upcycle("tune --model " + q(model) + " --out " + q(dir / "a") + common).code == 0);
+  REQUIRE(run_upcycle("tune --model " + q(model) + " --out " + q(dir / "b") + common + " --stop-at 6").code == 0);
+  CHECK(!fs::exists(dir / "b" / "final"));
+  const auto r = run_upcycle("tune --resume " + q(dir / "b" / "step-000006") + " --out " + q(dir / "b") + common);
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  for (const char* file : {"model.safetensors", "optimizer.safetensors"})
+    CHECK_MESSAGE(read_file(dir / "a" / "final" / file) == read_file(dir / "b" / "final" / file), file);
+  CHECK(losses(dir / "a" / "metrics.jsonl") == losses(dir / "b" / "metrics.jsonl"));
+  // The older checkpoint gave its optimizer state up to the newer one.
+  CHECK(!fs::exists(dir / "b" / "step-000006" / "optimizer.safetensors"));
+  CHECK(fs::exists(dir / "b" / "step-000006" / "model.safetensors"));
+}
+
+TEST_CASE("tune: a NaN loss stops the run and the last checkpoint stays intact") {
+  ScratchDir dir;
+  const fs::path model = tiny_model(dir, "llama", 3), data = sequences(dir, 8);
+  const auto r = run_upcycle("tune --model " + q(model) + " --data " + q(data) + " --out " + q(dir / "run") +
+                             " --steps 5 --lr 1e30 --clip 0 --save-every 1 --batch-tokens 30");
+  CHECK(r.code == 2);
+  CHECK(r.err.find("step 2: the loss is NaN") != std::string::npos);
+  CHECK(r.err.find("step-000001") != std::string::npos);
+  CHECK(!fs::exists(dir / "run" / "step-000002"));
+  CHECK(!fs::exists(dir / "run" / "final"));
+  CHECK(open_checkpoint(dir / "run" / "step-000001")->config().model_type == "llama");
+}
+
+TEST_CASE("tune: frozen parts keep their bytes, the rest moves") {
+  ScratchDir dir;
+  const fs::path model = tiny_model(dir, "mixtral", 4), data = sequences(dir, 8);
+  REQUIRE(run_upcycle("tune --model " + q(model) + " --data " + q(data) + " --out " + q(dir / "run") +
+                      " --steps 3 --lr 1e-2 --freeze router,embeddings --batch-tokens 40")
+              .code == 0);
+  const auto before = open_checkpoint(model), after = open_checkpoint(dir / "run" / "final");
+  for (const auto& t : before->tensors()) {
+    const auto id = parse_tensor_name(t.name, Scheme::HF);
+    const bool frozen = id->role == Role::Router || id->role == Role::TokenEmbedding || id->role == Role::LmHead;
+    CHECK_MESSAGE(same_tensor(before->load(t.name), after->load(t.name)) == frozen, t.name);
+  }
+}
+
+TEST_CASE("tune: bad data and misuse are named") {
+  ScratchDir dir;
+  const fs::path model = tiny_model(dir, "llama", 5);
+  write_file(dir / "bad.jsonl", "{\"input_ids\":[1,2,3]}\n{\"input_ids\":[1,2,\n{\"input_ids\":[4,5],\"labels\":[1]}\n");
+  const std::string base = "tune --model " + q(model) + " --out " + q(dir / "run") + " --steps 1 --data ";
+  auto r = run_upcycle(base + q(dir / "bad.jsonl"));
+  CHECK(r.code == 2);
+  CHECK(r.err.find("bad.jsonl: line 2: bad JSON") != std::string::npos);
+  r = run_upcycle(base + q(dir / "bad.jsonl") + " --skip-bad");
+  CHECK_MESSAGE(r.code == 0, r.err);
+  CHECK(r.err.find("skipped 2 malformed lines") != std::string::npos);
+
+  write_file(dir / "oov.jsonl", "{\"input_ids\":[1,2,3]}\n{\"input_ids\":[1,40]}\n");
+  r = run_upcycle(base + q(dir / "oov.jsonl") + " --overwrite");
+  CHECK(r.code == 2);
+  CHECK(r.err.find("oov.jsonl: line 2: token 40 is outside the model's vocabulary of 40") != std::string::npos);
+
+  r = run_upcycle(base + q(sequences(dir, 3)));  // run/ already holds the --skip-bad run
+  CHECK(r.code == 2);
+  CHECK(r.err.find("already holds a run") != std::string::npos);
+  CHECK(run_upcycle(base + q(dir / "bad.jsonl") + " --freeze routers").code == 1);
+  CHECK(run_upcycle("tune --model " + q(model) + " --data x --out y").code == 1);  // no --steps
+  CHECK(run_upcycle("tune --model " + q(model) + " --data x --out y --steps 0").code == 1);
+}

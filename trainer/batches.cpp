@@ -1,0 +1,56 @@
+#include "trainer/batches.hpp"
+
+#include <algorithm>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+#include "core/random.hpp"
+#include "trainer/ops/cross_entropy.hpp"
+
+namespace upcycle {
+
+static_assert(kIgnoreLabel == ops::kIgnoreIndex);
+
+BatchSampler::BatchSampler(const TokenizedData& data, int64_t seq_len, int64_t batch_tokens, uint64_t seed)
+    : data_(data), seq_len_(seq_len), batch_tokens_(batch_tokens), seed_(seed) {
+  if (seq_len < 2 || batch_tokens < 1) throw std::invalid_argument("BatchSampler: seq_len >= 2 and batch_tokens >= 1");
+  if (data.samples.empty()) throw std::invalid_argument("BatchSampler: no samples");
+  shuffle();
+}
+
+// Fisher-Yates with the epoch's own stream.
+void BatchSampler::shuffle() {
+  order_.resize(data_.samples.size());
+  std::iota(order_.begin(), order_.end(), size_t(0));
+  Rng rng = Rng::stream(seed_, "data order, epoch " + std::to_string(cursor_.epoch));
+  for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng.below(i)]);
+}
+
+void BatchSampler::seek(const DataCursor& cursor) {
+  if (cursor.index < 0 || size_t(cursor.index) > data_.samples.size() || cursor.epoch < 0)
+    throw std::invalid_argument("BatchSampler: cursor outside the data");
+  cursor_ = cursor;
+  shuffle();
+}
+
+MicroBatch BatchSampler::next() {
+  if (size_t(cursor_.index) == order_.size()) seek({cursor_.epoch + 1, 0});
+  MicroBatch mb;
+  std::vector<std::vector<int32_t>> seqs;
+  int64_t tokens = 0;
+  while (size_t(cursor_.index) < order_.size()) {
+    const TokenizedSample& s = data_.samples[order_[size_t(cursor_.index)]];
+    const int64_t len = std::min<int64_t>(int64_t(s.ids.size()), seq_len_);
+    if (!seqs.empty() && tokens + len > batch_tokens_) break;
+    seqs.emplace_back(s.ids.begin(), s.ids.begin() + len);
+    for (int64_t t = 0; t < len; ++t) mb.targets.push_back(t + 1 < len ? s.labels[size_t(t + 1)] : kIgnoreLabel);
+    tokens += len;
+    ++cursor_.index;
+  }
+  mb.batch = pack(seqs);
+  mb.counted = std::count_if(mb.targets.begin(), mb.targets.end(), [](int32_t t) { return t != kIgnoreLabel; });
+  return mb;
+}
+
+}  // namespace upcycle

@@ -1,0 +1,48 @@
+// Batches of training data: the samples in a seeded order that changes every epoch, packed
+// into micro-batches of at most a number of tokens (sequences stay whole, masked from each
+// other by the attention, positions restarting), and the next-token targets.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/tokenized_data.hpp"
+#include "trainer/model.hpp"
+
+namespace upcycle {
+
+struct MicroBatch {
+  Batch batch;
+  std::vector<int32_t> targets;  // [N] target[t] = labels[t+1] within a sequence; its last is ignored
+  int64_t counted = 0;           // targets that count
+};
+
+// Where the sampler stands: the resume state.
+struct DataCursor {
+  int64_t epoch = 0;  // completed passes over the data
+  int64_t index = 0;  // samples of this epoch already taken
+  bool operator==(const DataCursor&) const = default;
+};
+
+class BatchSampler {
+ public:
+  // Samples longer than seq_len are cut to their first seq_len tokens. The order of epoch e is a
+  // permutation drawn from (seed, e) alone, so any cursor can be resumed without replaying.
+  BatchSampler(const TokenizedData& data, int64_t seq_len, int64_t batch_tokens, uint64_t seed);
+
+  // The next samples of the order, as many as fit in batch_tokens (always at least one); moves
+  // to the next epoch's order when this one runs out (a batch never straddles two epochs).
+  MicroBatch next();
+
+  const DataCursor& cursor() const { return cursor_; }
+  void seek(const DataCursor& cursor);
+
+ private:
+  void shuffle();
+  const TokenizedData& data_;
+  int64_t seq_len_, batch_tokens_;
+  uint64_t seed_;
+  DataCursor cursor_;
+  std::vector<size_t> order_;  // this epoch's permutation of the samples
+};
+
+}  // namespace upcycle

@@ -1,0 +1,89 @@
+#include "trainer/optimizer.hpp"
+
+#include <map>
+#include <span>
+
+#include "core/error.hpp"
+#include "core/safetensors.hpp"
+
+namespace upcycle {
+
+namespace {
+
+const char* const kSteps = "adamw_steps";
+
+template <class Fn>
+void for_each_trained(Weights<float>& w, const ModelConfig& c, Fn fn) {
+  for (auto& p : parameters(w, c))
+    if (!p.values->empty()) fn(p);
+}
+
+}  // namespace
+
+AdamW::AdamW(Weights<float>& weights, const ModelConfig& config, const ops::AdamWConfig& hyper,
+             const PartSet& frozen)
+    : weights_(weights),
+      config_(config),
+      hyper_(hyper),
+      m_(zeros_like(weights, config, frozen)),
+      v_(zeros_like(weights, config, frozen)) {}
+
+double AdamW::clip(Weights<float>& grads, double max_norm) const {
+  std::vector<std::span<float>> spans;
+  for_each_trained(grads, config_, [&](const Parameter<float>& p) { spans.emplace_back(*p.values); });
+  if (max_norm > 0) return ops::clip_global_norm<float>(spans, max_norm);
+  const std::vector<std::span<const float>> views(spans.begin(), spans.end());
+  return ops::global_norm<float>(views);
+}
+
+void AdamW::step(Weights<float>& grads, double lr) {
+  ++steps_;
+  ops::AdamWConfig hyper = hyper_;
+  hyper.lr = lr;
+  auto w = parameters(weights_, config_);
+  auto g = parameters(grads, config_);
+  auto m = parameters(m_, config_);
+  auto v = parameters(v_, config_);
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (m[i].values->empty()) continue;  // frozen
+    ops::adamw_step(w[i].values->data(), g[i].values->data(), m[i].values->data(), v[i].values->data(),
+                    int64_t(w[i].values->size()), hyper, steps_, decays(w[i].tensor.id.role));
+  }
+}
+
+void AdamW::save(const std::filesystem::path& file) {
+  std::vector<TensorInfo> infos;
+  std::vector<const std::vector<float>*> data;
+  for (auto [prefix, moments] : {std::pair{"exp_avg.", &m_}, std::pair{"exp_avg_sq.", &v_}})
+    for_each_trained(*moments, config_, [&](const Parameter<float>& p) {
+      infos.push_back({prefix + p.tensor.name, DType::F32, p.tensor.shape});
+      data.push_back(p.values);
+    });
+  SafetensorsWriter writer(file, infos, {{kSteps, std::to_string(steps_)}});
+  for (size_t i = 0; i < infos.size(); ++i) writer.write(Tensor::from_f32(infos[i].shape, *data[i]));
+  writer.finish();
+}
+
+void AdamW::load(const std::filesystem::path& file) {
+  const SafetensorsFile f = SafetensorsFile::open(file);
+  std::map<std::string, const SafetensorsEntry*> by_name;
+  for (const auto& e : f.entries()) by_name[e.info.name] = &e;
+  for (auto [prefix, moments] : {std::pair{"exp_avg.", &m_}, std::pair{"exp_avg_sq.", &v_}})
+    for_each_trained(*moments, config_, [&](const Parameter<float>& p) {
+      const std::string name = prefix + p.tensor.name;
+      auto it = by_name.find(name);
+      require(it != by_name.end(), file, "tensor '" + name + "'", "missing (was the run frozen differently?)");
+      const Tensor t = f.load(*it->second).to(DType::F32);
+      require(t.shape() == p.tensor.shape, file, "tensor '" + name + "'", "shape differs from the model's");
+      const auto s = t.span<float>();
+      p.values->assign(s.begin(), s.end());
+    });
+  auto steps = f.metadata().find(kSteps);
+  require(steps != f.metadata().end(), file, std::string("no '") + kSteps + "' in the metadata");
+  const std::string& text = steps->second;
+  require(!text.empty() && text.find_first_not_of("0123456789") == std::string::npos && text.size() < 16, file,
+          std::string("'") + kSteps + "' is not a step count: '" + text + "'");
+  steps_ = std::stoll(text);
+}
+
+}  // namespace upcycle

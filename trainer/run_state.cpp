@@ -1,0 +1,69 @@
+#include "trainer/run_state.hpp"
+
+#include <cstdio>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.hpp"
+#include "core/staged_path.hpp"
+#include "core/writer.hpp"
+
+namespace upcycle {
+
+namespace fs = std::filesystem;
+
+std::string step_folder_name(int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%06lld", static_cast<long long>(step));
+  return name;
+}
+
+void save_checkpoint(const fs::path& dir, const Checkpoint& weights, DType dtype, AdamW& optimizer,
+                     const RunState& state) {
+  StagedPath staged(dir, /*overwrite=*/true);
+  WriteOptions opts;
+  opts.dtype = dtype;
+  opts.progress = false;
+  write_checkpoint(weights, staged.temp(), opts);
+  optimizer.save(staged.temp() / kOptimizerFile);
+  const nlohmann::ordered_json j = {{"step", state.step},       {"epoch", state.cursor.epoch},
+                                    {"index", state.cursor.index}, {"seed", state.seed},
+                                    {"samples", state.samples}, {"steps", state.steps}};
+  write_text_file(staged.temp() / kTrainerStateFile, j.dump(2) + "\n");
+  staged.commit();
+}
+
+RunState load_run_state(const fs::path& dir) {
+  const fs::path file = dir / kTrainerStateFile;
+  std::ifstream in(file);
+  require(bool(in), file, "missing: not a checkpoint written by upcycle tune");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(file, std::string("bad JSON: ") + e.what());
+  }
+  auto number = [&](const char* key) {
+    require(j.is_object() && j.contains(key) && j[key].is_number_integer() && j[key].get<int64_t>() >= 0, file, key,
+            "missing, or not a non-negative integer");
+    return j[key].get<int64_t>();
+  };
+  RunState s;
+  s.step = number("step");
+  s.cursor = {number("epoch"), number("index")};
+  s.samples = number("samples");
+  s.steps = number("steps");
+  require(j["seed"].is_number_unsigned(), file, "seed", "not an unsigned integer");
+  s.seed = j["seed"].get<uint64_t>();
+  require(fs::exists(dir / kOptimizerFile), dir / kOptimizerFile,
+          "missing: only the latest checkpoint of a run keeps its optimizer state (--keep-states keeps all)");
+  return s;
+}
+
+void drop_optimizer_state(const fs::path& dir) {
+  std::error_code ec;
+  fs::remove(dir / kOptimizerFile, ec);
+}
+
+}  // namespace upcycle

@@ -1,0 +1,41 @@
+// What a training checkpoint holds besides the weights, and how checkpoints are laid out:
+// out/step-NNNNNN/ (or out/final/) is a Hugging Face model folder that every command reads, plus
+// optimizer.safetensors (AdamW's moments) and trainer_state.json (step, data position, seed), so
+// that a resumed run continues exactly. Each folder appears complete or not at all.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "core/checkpoint.hpp"
+#include "core/dtype.hpp"
+#include "trainer/batches.hpp"
+#include "trainer/optimizer.hpp"
+
+namespace upcycle {
+
+inline constexpr const char* kOptimizerFile = "optimizer.safetensors";
+inline constexpr const char* kTrainerStateFile = "trainer_state.json";
+
+struct RunState {
+  int64_t step = 0;    // optimizer steps done
+  DataCursor cursor;   // where the data order stands
+  uint64_t seed = 0;
+  int64_t samples = 0;  // the data's sample count, to notice other data on resume
+  int64_t steps = 0;    // the run's planned steps (its schedule's length)
+};
+
+std::string step_folder_name(int64_t step);  // "step-000042"
+
+// Writes weights (as `dtype`), the optimizer state and the run state into `dir` under a
+// temporary name, then renames it into place (replacing an older folder of that name).
+void save_checkpoint(const std::filesystem::path& dir, const Checkpoint& weights, DType dtype, AdamW& optimizer,
+                     const RunState& state);
+
+// InputError naming the file when the state is missing or malformed.
+RunState load_run_state(const std::filesystem::path& dir);
+
+// Removes optimizer.safetensors from `dir` (an older checkpoint once a newer one exists).
+void drop_optimizer_state(const std::filesystem::path& dir);
+
+}  // namespace upcycle

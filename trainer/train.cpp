@@ -1,0 +1,234 @@
+#include "trainer/train.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "core/error.hpp"
+#include "core/progress.hpp"
+#include "core/tokenized_data.hpp"
+#include "trainer/batches.hpp"
+#include "trainer/run_state.hpp"
+
+namespace upcycle {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kMetricsFile = "metrics.jsonl";
+constexpr const char* kFinalFolder = "final";
+
+// One optimizer step's figures, summed over its micro-batches.
+struct StepStats {
+  double ce_sum = 0, aux = 0, z = 0;
+  int64_t counted = 0, tokens = 0;
+  std::vector<std::vector<int64_t>> expert_tokens;  // [L][E]
+  double loss() const { return counted ? ce_sum / double(counted) : 0.0; }
+};
+
+void add_expert_tokens(std::vector<std::vector<int64_t>>& into, const std::vector<std::vector<int64_t>>& add) {
+  if (into.empty()) into.assign(add.size(), std::vector<int64_t>(add.empty() ? 0 : add[0].size(), 0));
+  for (size_t l = 0; l < add.size(); ++l)
+    for (size_t e = 0; e < add[l].size(); ++e) into[l][e] += add[l][e];
+}
+
+// The output folder: created if needed; a fresh run refuses one that holds a run unless told to
+// overwrite, so an earlier run's checkpoints are never mixed with this one's.
+void prepare_out(const TrainOptions& o) {
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  require(!ec, o.out, "cannot create the output folder: " + ec.message());
+  if (o.resume || o.overwrite) return;
+  for (const auto& entry : fs::directory_iterator(o.out, ec)) {
+    const std::string name = entry.path().filename().string();
+    require(name != kFinalFolder && name.rfind("step-", 0) != 0, o.out,
+            "already holds a run (" + name + "): --resume DIR continues it, --overwrite starts over");
+  }
+}
+
+// The metrics of a resumed run keep the lines up to its step; a fresh run starts the file anew.
+std::ofstream open_metrics(const fs::path& file, int64_t keep_up_to) {
+  std::string kept;
+  if (keep_up_to > 0) {
+    std::ifstream in(file);
+    for (std::string line; std::getline(in, line);) {
+      const auto j = nlohmann::json::parse(line, nullptr, false);
+      if (!j.is_discarded() && j.contains("step") && j["step"].is_number() && j["step"].get<int64_t>() <= keep_up_to)
+        kept += line + "\n";
+    }
+  }
+  std::ofstream out(file, std::ios::trunc);
+  require(bool(out), file, "cannot write");
+  out << kept;
+  return out;
+}
+
+nlohmann::json expert_load(const StepStats& s) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& counts : s.expert_tokens) {
+    int64_t total = 0;
+    for (int64_t c : counts) total += c;
+    nlohmann::json row = nlohmann::json::array();
+    for (int64_t c : counts) row.push_back(total ? double(c) / double(total) : 0.0);
+    layers.push_back(std::move(row));
+  }
+  return layers;
+}
+
+class Trainer {
+ public:
+  explicit Trainer(const TrainOptions& o);
+  TrainResult run();
+
+ private:
+  StepStats accumulate();
+  void log_step(int64_t step, const StepStats& s, double lr, double norm, double step_seconds);
+  void save(const std::string& folder);
+
+  const TrainOptions& o_;
+  TokenizedData data_;
+  std::unique_ptr<Checkpoint> source_;
+  ModelConfig config_;
+  RunState state_;
+  std::unique_ptr<Transformer<float>> model_;
+  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<BatchSampler> sampler_;
+  Weights<float> grads_;
+  std::ofstream metrics_;
+  fs::path last_saved_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  int64_t first_step_ = 1;
+};
+
+Trainer::Trainer(const TrainOptions& o) : o_(o) {
+  require(o.steps > 0, o.out, "the run needs a positive number of steps");
+  prepare_out(o);
+  data_ = read_tokenized_jsonl(o.data, o.skip_bad);
+  if (data_.skipped) spdlog::warn("{}: skipped {} malformed lines", o.data.string(), data_.skipped);
+  source_ = open_checkpoint(o.resume ? *o.resume : o.model);
+  config_ = source_->config();
+  if (o.aux_loss_coef) config_.router_aux_loss_coef = *o.aux_loss_coef;
+  check_vocabulary(data_, config_.vocab_size);
+
+  state_ = {0, {}, o.seed, int64_t(data_.samples.size()), o.steps};
+  if (o.resume) {
+    const RunState saved = load_run_state(*o.resume);
+    require(saved.samples == state_.samples, o.data,
+            "holds " + std::to_string(state_.samples) + " samples, the resumed run had " + std::to_string(saved.samples));
+    require(saved.seed == o.seed, *o.resume, "was trained with --seed " + std::to_string(saved.seed));
+    if (saved.steps != o.steps)
+      spdlog::warn("the resumed run planned {} steps, this one {}: the schedule differs from a straight run",
+                   saved.steps, o.steps);
+    state_.step = saved.step;
+    state_.cursor = saved.cursor;
+    last_saved_ = *o.resume;
+  }
+  model_ = std::make_unique<Transformer<float>>(config_, load_weights<float>(*source_), source_->path());
+  optimizer_ = std::make_unique<AdamW>(model_->weights(), config_, o.adam, o.frozen);
+  if (o.resume) {
+    optimizer_->load(*o.resume / kOptimizerFile);
+    require(optimizer_->steps() == state_.step, *o.resume / kOptimizerFile, "its step count differs from the state's");
+  }
+  sampler_ = std::make_unique<BatchSampler>(data_, o.seq_len, o.batch_tokens, o.seed);
+  sampler_->seek(state_.cursor);
+  grads_ = zeros_like(model_->weights(), config_, o.frozen);
+  metrics_ = open_metrics(o.out / kMetricsFile, state_.step);
+  first_step_ = state_.step + 1;
+
+  auto& w = model_->weights();
+  const int64_t total = count_elements(w, config_, [](Role) { return true; });
+  const int64_t trained = count_elements(w, config_, [&](Role r) { return !o.frozen[size_t(part_of(r))]; });
+  spdlog::info("{} {}: {} parameters, {} trained{}; {} samples, {} tokens per micro-batch x {}", config_.model_type,
+               source_->path().string(), total, trained,
+               o.frozen.any() ? " (frozen: " + parts_string(o.frozen) + ")" : "", data_.samples.size(),
+               o.batch_tokens, o.grad_accum);
+}
+
+StepStats Trainer::accumulate() {
+  std::vector<MicroBatch> micro;
+  StepStats s;
+  for (int64_t a = 0; a < o_.grad_accum; ++a) {
+    micro.push_back(sampler_->next());
+    s.counted += micro.back().counted;
+    s.tokens += int64_t(micro.back().targets.size());
+  }
+  LossOptions lo;
+  lo.z_loss_coef = o_.z_loss_coef;
+  lo.normaliser = std::max<int64_t>(1, s.counted);
+  lo.aux_scale = 1.0 / double(o_.grad_accum);
+  for (auto& p : parameters(grads_, config_)) std::fill(p.values->begin(), p.values->end(), 0.0f);
+  for (const MicroBatch& mb : micro) {
+    const LossReport r = model_->loss_and_grad(mb.batch, mb.targets, grads_, lo);
+    s.ce_sum += r.ce_sum;
+    s.aux += r.aux * lo.aux_scale;
+    s.z += r.z * lo.aux_scale;
+    add_expert_tokens(s.expert_tokens, r.expert_tokens);
+  }
+  return s;
+}
+
+void Trainer::log_step(int64_t step, const StepStats& s, double lr, double norm, double step_seconds) {
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  nlohmann::ordered_json j = {{"step", step},         {"loss", s.loss()},     {"aux_loss", s.aux},
+                              {"z_loss", s.z},        {"lr", lr},             {"grad_norm", norm},
+                              {"tokens", s.tokens},   {"counted", s.counted}, {"tokens_per_s", s.tokens / step_seconds},
+                              {"epoch", state_.cursor.epoch + double(state_.cursor.index) / double(data_.samples.size())},
+                              {"elapsed_s", elapsed}};
+  if (config_.is_moe()) j["expert_load"] = expert_load(s);
+  metrics_ << j.dump() << "\n" << std::flush;
+  const int64_t end = o_.stop_at ? std::min(o_.stop_at, o_.steps) : o_.steps;
+  if (step % o_.log_every != 0 && step != end) return;
+  const double per_step = elapsed / double(step - first_step_ + 1);
+  spdlog::info("step {}/{}  loss {:.4f}{}  lr {:.3g}  |g| {:.3g}  {:.0f} tok/s  ETA {}", step, o_.steps, s.loss(),
+               config_.is_moe() ? fmt::format("  aux {:.4f}", s.aux) : std::string(), lr, norm, s.tokens / step_seconds,
+               format_duration(per_step * double(end - step)));
+}
+
+void Trainer::save(const std::string& folder) {
+  const fs::path dir = o_.out / folder;
+  const auto view = as_checkpoint(model_->weights(), config_, source_.get());
+  save_checkpoint(dir, *view, o_.save_dtype, *optimizer_, state_);
+  if (!o_.keep_all_states && !last_saved_.empty() && fs::absolute(last_saved_) != fs::absolute(dir))
+    drop_optimizer_state(last_saved_);
+  last_saved_ = dir;
+  spdlog::info("saved {}", dir.string());
+}
+
+TrainResult Trainer::run() {
+  const int64_t end = o_.stop_at ? std::min(o_.stop_at, o_.steps) : o_.steps;
+  LrSchedule schedule = o_.schedule;
+  schedule.total = o_.steps;
+  TrainResult result{state_.step, 0, {}};
+  for (int64_t step = state_.step + 1; step <= end; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const StepStats s = accumulate();
+    const double norm = optimizer_->clip(grads_, o_.clip);
+    const double loss = s.loss() + s.aux + s.z;
+    if (!std::isfinite(loss) || !std::isfinite(norm))
+      throw std::runtime_error(fmt::format("step {}: the {} is {} (nothing of this step was saved{})", step,
+                                           std::isfinite(loss) ? "gradient norm" : "loss",
+                                           std::isnan(std::isfinite(loss) ? norm : loss) ? "NaN" : "infinite",
+                                           last_saved_.empty() ? "" : "; the last checkpoint is " + last_saved_.string()));
+    const double lr = schedule.at(step);
+    optimizer_->step(grads_, lr);
+    state_.step = step;
+    state_.cursor = sampler_->cursor();
+    log_step(step, s, lr, norm, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    result = {step, s.loss(), last_saved_};
+    if (o_.save_every > 0 && step % o_.save_every == 0 && step != end) save(step_folder_name(step));
+  }
+  if (state_.step == end && first_step_ <= end) save(end == o_.steps ? kFinalFolder : step_folder_name(end));
+  result.checkpoint = last_saved_;
+  return result;
+}
+
+}  // namespace
+
+TrainResult train(const TrainOptions& opts) { return Trainer(opts).run(); }
+
+}  // namespace upcycle

@@ -1,0 +1,52 @@
+// The training loop behind `upcycle tune`: AdamW on fp32 master weights over pre-tokenized data,
+// gradient accumulation, clipping, a learning-rate schedule, frozen parts, checkpoints that
+// resume exactly, a metrics JSONL and progress on the terminal.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+
+#include "core/dtype.hpp"
+#include "trainer/ops/adamw.hpp"
+#include "trainer/parameters.hpp"
+#include "trainer/schedule.hpp"
+
+namespace upcycle {
+
+struct TrainOptions {
+  std::filesystem::path model;   // the starting checkpoint (unused with resume)
+  std::filesystem::path data;    // pre-tokenized JSONL
+  std::filesystem::path out;     // run folder: step-NNNNNN/, final/, metrics.jsonl
+  std::optional<std::filesystem::path> resume;  // a step folder of an earlier run with this out
+
+  int64_t steps = 0;         // optimizer steps of the whole run (the schedule's length)
+  int64_t stop_at = 0;       // stop (with a checkpoint) after this step; 0: run to `steps`
+  int64_t seq_len = 2048;    // longer samples are cut
+  int64_t batch_tokens = 4096;  // tokens per micro-batch (whole samples; at least one)
+  int64_t grad_accum = 1;       // micro-batches per step
+  LrSchedule schedule;          // total is set from steps
+  ops::AdamWConfig adam;        // lr comes from the schedule
+  double clip = 1.0;            // global gradient norm; <= 0: none
+  double z_loss_coef = 0;
+  std::optional<double> aux_loss_coef;  // overrides the config's router_aux_loss_coef
+  PartSet frozen;
+  int64_t save_every = 0;            // 0: only the final (or stop) checkpoint
+  bool keep_all_states = false;      // optimizer state in every checkpoint, not just the latest
+  DType save_dtype = DType::F32;     // f32 resumes exactly; bf16/f16 halve the files
+  uint64_t seed = 0;
+  bool skip_bad = false;
+  bool overwrite = false;            // an existing out/final may be replaced
+  int64_t log_every = 1;
+};
+
+struct TrainResult {
+  int64_t steps = 0;       // the last step done
+  double last_loss = 0;
+  std::filesystem::path checkpoint;  // the last one written
+};
+
+// InputError for bad data or checkpoints; std::runtime_error naming the step when the loss or
+// the gradient is not finite (the checkpoints written before stay as they were).
+TrainResult train(const TrainOptions& opts);
+
+}  // namespace upcycle
