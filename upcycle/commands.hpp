@@ -13,5 +13,6 @@ int cmd_tokenize(const Args& args);
 int cmd_init(const Args& args);
 int cmd_forward(const Args& args);
 int cmd_tune(const Args& args);
+int cmd_bench(const Args& args);
 
 }  // namespace upcycle

@@ -26,6 +26,7 @@ const Entry kCommands[] = {
     {"tokenize", upcycle::cmd_tokenize, "text to token ids and back (GGUF, tokenizer.json, tokenizer.model)"},
     {"init", upcycle::cmd_init, "write a randomly initialised model of a given shape"},
     {"forward", upcycle::cmd_forward, "the logits of a token sequence (f32, CPU) as raw float32"},
+    {"bench", upcycle::cmd_bench, "sgemm ceiling, forward and training throughput (dense and MoE)"},
     {"tune", upcycle::cmd_tune, "instruction-tune a dense or MoE model (AdamW, resumable checkpoints)"},
 };
 

@@ -1,0 +1,162 @@
+// `upcycle bench`: the machine's matmul ceiling, then forward and training throughput of two
+// standard shapes measured in the same run: dense with SmolLM2-135M's shape and an MoE of the
+// same shape with 4 experts top-2. Ratios to the ceiling are the figures to compare.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <functional>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "core/error.hpp"
+#include "core/init.hpp"
+#include "core/random.hpp"
+#include "trainer/flops.hpp"
+#include "trainer/ops/matmul.hpp"
+#include "trainer/optimizer.hpp"
+#include "upcycle/cli.hpp"
+#include "upcycle/commands.hpp"
+#include "upcycle/presets.hpp"
+
+namespace upcycle {
+
+namespace {
+
+struct BenchOptions {
+  int64_t seq_len = 256, batch = 4, steps = 3, warmup = 1;
+};
+
+// Seconds per call of fn: `warmup` untimed calls, then the mean of `steps` timed ones.
+double seconds_per_call(const BenchOptions& o, const std::function<void()>& fn) {
+  for (int64_t i = 0; i < o.warmup; ++i) fn();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < o.steps; ++i) fn();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / double(o.steps);
+}
+
+// Best of three n×n×n products through the same matmul op the model uses (OpenBLAS sgemm).
+double sgemm_gflops(int64_t n) {
+  Rng rng(1);
+  std::vector<float> a(size_t(n * n)), b(size_t(n * n)), c(size_t(n * n));
+  for (auto* v : {&a, &b})
+    for (float& x : *v) x = float(rng.uniform() - 0.5);
+  double best = 1e30;
+  for (int i = 0; i < 4; ++i) {  // the first warms up
+    const auto t0 = std::chrono::steady_clock::now();
+    ops::matmul_forward<float>(c.data(), a.data(), b.data(), nullptr, n, n, n);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (i > 0) best = std::min(best, s);
+  }
+  return 2.0 * double(n) * double(n) * double(n) / best / 1e9;
+}
+
+struct ModelFigures {
+  double forward_tokens_per_s = 0, train_tokens_per_s = 0, train_gflops = 0;
+};
+
+ModelFigures bench_model(const std::string& label, const ModelConfig& c, const BenchOptions& o) {
+  spdlog::info("{}: {} layers, hidden {}, {} experts; {} x {} tokens per step", label, c.num_hidden_layers,
+               c.hidden_size, c.num_local_experts, o.batch, o.seq_len);
+  Transformer<float> model(*random_init(c, 1));
+  Rng rng(2);
+  std::vector<std::vector<int32_t>> seqs(size_t(o.batch));
+  std::vector<int32_t> targets;
+  for (auto& s : seqs) {
+    for (int64_t t = 0; t < o.seq_len; ++t) s.push_back(int32_t(rng.below(uint64_t(c.vocab_size))));
+    for (int64_t t = 0; t < o.seq_len; ++t) targets.push_back(t + 1 < o.seq_len ? s[size_t(t + 1)] : -100);
+  }
+  const Batch batch = pack(seqs);
+  const double tokens = double(o.batch * o.seq_len);
+
+  ModelFigures f;
+  f.forward_tokens_per_s = tokens / seconds_per_call(o, [&] { model.loss(batch, targets); });
+  spdlog::info("{}: forward {:.0f} tokens/s", label, f.forward_tokens_per_s);
+  Weights<float> grads = zeros_like(model.weights(), c);
+  AdamW optimizer(model.weights(), c, {}, {});
+  const double step_s = seconds_per_call(o, [&] {
+    for (auto& p : parameters(grads, c)) std::fill(p.values->begin(), p.values->end(), 0.0f);
+    model.loss_and_grad(batch, targets, grads);
+    optimizer.clip(grads, 1.0);
+    optimizer.step(grads, 1e-5);
+  });
+  f.train_tokens_per_s = tokens / step_s;
+  f.train_gflops = f.train_tokens_per_s * train_flops_per_token(c, o.seq_len) / 1e9;
+  spdlog::info("{}: training {:.0f} tokens/s, {:.1f} GFLOP/s ({:.2f} s per step)", label, f.train_tokens_per_s,
+               f.train_gflops, step_s);
+  return f;
+}
+
+ModelConfig bench_config(bool moe) {
+  auto j = *preset_config("smollm2-135m");
+  if (moe) {
+    j["model_type"] = "mixtral";
+    j["architectures"] = {"MixtralForCausalLM"};
+    j["num_local_experts"] = 4;
+    j["num_experts_per_tok"] = 2;
+  }
+  return ModelConfig::from_json(j, moe ? "bench moe" : "bench dense");
+}
+
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) / 1024.0;
+}
+
+}  // namespace
+
+int cmd_bench(const Args& args) {
+  cli::Spec spec;
+  spec.usage = "upcycle bench [--json] [--seq-len N --batch N --steps N --warmup N]";
+  spec.summary =
+      "Measures, in one run: the sgemm ceiling (an n^3 product through the model's matmul, all\n"
+      "cores), then forward and training steps (forward, backward, clipping, AdamW) of a dense model\n"
+      "with SmolLM2-135M's shape and an MoE of the same shape with 4 experts top-2, random weights.\n"
+      "GFLOP/s count 6 x active matmul parameters + causal attention per token (trainer/flops.hpp).";
+  spec.options.add_options()
+      ("json", "one JSON object on stdout")
+      ("seq-len", cli::po::value<int64_t>()->default_value(256), "tokens per sequence")
+      ("batch", cli::po::value<int64_t>()->default_value(4), "sequences per step")
+      ("steps", cli::po::value<int64_t>()->default_value(3), "timed steps")
+      ("warmup", cli::po::value<int64_t>()->default_value(1), "untimed steps first")
+      ("sgemm-size", cli::po::value<int64_t>()->default_value(2048), "n of the ceiling's n^3 product")
+      ("only", cli::po::value<std::string>(), "dense or moe");
+  auto vm = cli::parse(spec, args);
+  if (!vm) return 0;
+  BenchOptions o;
+  o.seq_len = (*vm)["seq-len"].as<int64_t>();
+  o.batch = (*vm)["batch"].as<int64_t>();
+  o.steps = (*vm)["steps"].as<int64_t>();
+  o.warmup = (*vm)["warmup"].as<int64_t>();
+  const int64_t n = (*vm)["sgemm-size"].as<int64_t>();
+  if (o.seq_len < 2 || o.batch < 1 || o.steps < 1 || o.warmup < 0 || n < 64 || n > 16384)
+    throw UsageError("--seq-len >= 2, --batch >= 1, --steps >= 1, --warmup >= 0, --sgemm-size in [64, 16384]");
+  const std::string only = vm->count("only") ? (*vm)["only"].as<std::string>() : "";
+  if (!only.empty() && only != "dense" && only != "moe") throw UsageError("--only: dense or moe");
+
+  nlohmann::ordered_json j;
+  j["sgemm_gflops"] = sgemm_gflops(n);
+  spdlog::info("sgemm {}^3: {:.1f} GFLOP/s", n, j["sgemm_gflops"].get<double>());
+  j["seq_len"] = o.seq_len;
+  j["batch"] = o.batch;
+  for (const bool moe : {false, true}) {
+    if (!only.empty() && (only == "moe") != moe) continue;
+    const std::string p = moe ? "moe_" : "";
+    const ModelFigures f = bench_model(moe ? "moe" : "dense", bench_config(moe), o);
+    j[p + "forward_tokens_per_s"] = f.forward_tokens_per_s;
+    j[p + "train_tokens_per_s"] = f.train_tokens_per_s;
+    j[p + "train_gflops"] = f.train_gflops;
+    j[p + "train_fraction_of_sgemm"] = f.train_gflops / j["sgemm_gflops"].get<double>();
+  }
+  j["peak_rss_mb"] = peak_rss_mb();
+  if (vm->count("json")) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  for (const auto& [key, value] : j.items()) std::printf("%-30s %s\n", key.c_str(), value.dump().c_str());
+  return 0;
+}
+
+}  // namespace upcycle
