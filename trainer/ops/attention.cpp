@@ -7,14 +7,15 @@
 
 #include <Eigen/Core>
 
+#include "trainer/ops/blas_threads.hpp"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::ops {
 
 namespace {
 
-// Tiles are small, so the products are Eigen's coefficient-based (lazyProduct) ones: they never
-// call OpenBLAS from inside the OpenMP region.
+// Each tile is copied into contiguous row-major buffers and multiplied as a GEMM (OpenBLAS,
+// through Eigen), single-threaded inside the OpenMP region (SingleThreadedBlas).
 template <class T>
 using Rows = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <class T>
@@ -78,20 +79,20 @@ void forward_head(T* out, T* lse, const T* q, const T* k, const T* v, int64_t a,
                   const AttentionShape& sh) {
   const int64_t D = sh.head_dim, B = sh.tile, g = h / (sh.heads / sh.kv_heads);
   const T scale = T(1 / std::sqrt(double(D)));
-  Rows<T> scores(B, B), acc(B, D);
+  Rows<T> scores(B, B), acc(B, D), Q, K, V;
   Column<T> m(B), l(B);
   for (int64_t q0 = a; q0 < b; q0 += B) {
     const int64_t q1 = std::min(b, q0 + B), nq = q1 - q0;
-    const auto Q = head_rows(q, sh.heads, h, D, q0, q1);
+    Q = head_rows(q, sh.heads, h, D, q0, q1);
     acc.setZero();
     m.setConstant(-std::numeric_limits<T>::infinity());
     l.setZero();
     for (int64_t k0 = first_key(q0, a, sh.window); k0 < q1; k0 += B) {
       const int64_t k1 = std::min(q1, k0 + B), nk = k1 - k0;
-      const auto K = head_rows(k, sh.kv_heads, g, D, k0, k1), V = head_rows(v, sh.kv_heads, g, D, k0, k1);
+      K = head_rows(k, sh.kv_heads, g, D, k0, k1);
+      V = head_rows(v, sh.kv_heads, g, D, k0, k1);
       auto S = scores.topLeftCorner(nq, nk);
-      S.noalias() = Q.lazyProduct(K.transpose());
-      S *= scale;  // apart: a scaled lazy product loses Eigen's vectorised path
+      S.noalias() = scale * (Q * K.transpose());
       for (int64_t r = 0; r < nq; ++r) {
         const Visible vis = visible_keys(q0 + r, k0, nk, a, sh.window);
         if (vis.empty()) {
@@ -105,7 +106,7 @@ void forward_head(T* out, T* lse, const T* q, const T* k, const T* v, int64_t a,
         acc.row(r) *= rescale;
         m[r] = m_new;
       }
-      acc.topRows(nq).noalias() += S.lazyProduct(V);
+      acc.topRows(nq).noalias() += S * V;
     }
     auto O = head_rows(out, sh.heads, h, D, q0, q1);
     for (int64_t r = 0; r < nq; ++r) {
@@ -122,7 +123,7 @@ void backward_kv_head(T* d_q, T* d_k, T* d_v, const T* d_out, const T* q, const 
                       const T* lse, int64_t a, int64_t b, int64_t g, const AttentionShape& sh) {
   const int64_t D = sh.head_dim, B = sh.tile, group = sh.heads / sh.kv_heads;
   const T scale = T(1 / std::sqrt(double(D)));
-  Rows<T> probs(B, B), d_scores(B, B), transposed(B, B);
+  Rows<T> probs(B, B), d_scores(B, B), K, V, Q, dO;
   Column<T> delta(b - a);
   for (int64_t h = g * group; h < (g + 1) * group; ++h) {
     // delta[i] = Σ_j P_ij dP_ij = d_out[i]·out[i], the softmax backward's row term.
@@ -133,31 +134,26 @@ void backward_kv_head(T* d_q, T* d_k, T* d_v, const T* d_out, const T* q, const 
     const T* lse_h = lse + h * sh.tokens;
     for (int64_t k0 = a; k0 < b; k0 += B) {
       const int64_t k1 = std::min(b, k0 + B), nk = k1 - k0;
-      const auto K = head_rows(k, sh.kv_heads, g, D, k0, k1), V = head_rows(v, sh.kv_heads, g, D, k0, k1);
+      K = head_rows(k, sh.kv_heads, g, D, k0, k1);
+      V = head_rows(v, sh.kv_heads, g, D, k0, k1);
       auto dK = head_rows(d_k, sh.kv_heads, g, D, k0, k1), dV = head_rows(d_v, sh.kv_heads, g, D, k0, k1);
       const int64_t q_end = sh.window ? std::min(b, k1 - 1 + sh.window) : b;
       for (int64_t q0 = k0; q0 < q_end; q0 += B) {
         const int64_t q1 = std::min(q_end, q0 + B), nq = q1 - q0;
-        const auto Q = head_rows(q, sh.heads, h, D, q0, q1), dO = head_rows(d_out, sh.heads, h, D, q0, q1);
+        Q = head_rows(q, sh.heads, h, D, q0, q1);
+        dO = head_rows(d_out, sh.heads, h, D, q0, q1);
         auto dQ = head_rows(d_q, sh.heads, h, D, q0, q1);
         auto P = probs.topLeftCorner(nq, nk);
         auto dS = d_scores.topLeftCorner(nq, nk);
-        P.noalias() = Q.lazyProduct(K.transpose());
-        P *= scale;
+        P.noalias() = scale * (Q * K.transpose());
         for (int64_t r = 0; r < nq; ++r)
           exp_visible(P.row(r), lse_h[q0 + r], visible_keys(q0 + r, k0, nk, a, sh.window));
-        // A transposed lhs makes Eigen's coefficient-wise product crawl (strided dot products);
-        // a contiguous transposed copy costs 1/D of the product.
-        auto Pt = transposed.topLeftCorner(nk, nq);
-        Pt = P.transpose();
-        dV.noalias() += Pt.lazyProduct(dO);
-        dS.noalias() = dO.lazyProduct(V.transpose());
+        dV.noalias() += P.transpose() * dO;
+        dS.noalias() = dO * V.transpose();
         // The gradient of the unscaled q·k, so the scale is paid once per tile.
         dS.array() = scale * P.array() * (dS.array().colwise() - delta.segment(q0 - a, nq));
-        dQ.noalias() += dS.lazyProduct(K);
-        auto dSt = transposed.topLeftCorner(nk, nq);
-        dSt = dS.transpose();
-        dK.noalias() += dSt.lazyProduct(Q);
+        dQ.noalias() += dS * K;
+        dK.noalias() += dS.transpose() * Q;
       }
     }
   }
@@ -169,6 +165,7 @@ template <class T>
 void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const int32_t* cu_seqlens, int64_t n_seqs,
                        const AttentionShape& shape) {
   check_shape(cu_seqlens, n_seqs, shape);
+  const SingleThreadedBlas single;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t task = 0; task < n_seqs * shape.heads; ++task) {
     const int64_t s = task / shape.heads, h = task % shape.heads;
@@ -180,6 +177,7 @@ template <class T>
 void attention_backward(T* d_q, T* d_k, T* d_v, const T* d_out, const T* q, const T* k, const T* v, const T* out,
                         const T* lse, const int32_t* cu_seqlens, int64_t n_seqs, const AttentionShape& shape) {
   check_shape(cu_seqlens, n_seqs, shape);
+  const SingleThreadedBlas single;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t task = 0; task < n_seqs * shape.kv_heads; ++task) {
     const int64_t s = task / shape.kv_heads, g = task % shape.kv_heads;

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Measure PyTorch / Hugging Face transformers throughput on the CPU.
+
+Builds two randomly initialised float32 models with the same shapes that
+upcycle trains, and times them with the default attention (sdpa):
+
+  dense  LlamaForCausalLM with SmolLM2-135M's shape (30 layers, d=576).
+  moe    MixtralForCausalLM with the same shape and 4 experts, top-2, with
+         the router load-balancing loss (coef 0.01) added to the loss.
+
+For each model it reports:
+  train tokens/s    forward + backward + clip_grad_norm_(1.0) + AdamW step
+  forward tokens/s  model(input_ids) under torch.no_grad()
+where tokens/s = batch * seq_len * steps / seconds, after --warmup untimed
+steps.  Peak RSS of the whole process is reported at the end.
+
+Run with a Python that has torch and transformers installed:
+  python3 scripts/bench-torch.py                  # readable table
+  python3 scripts/bench-torch.py --json --only moe
+Progress goes to stderr; with --json only one JSON object goes to stdout.
+Exits with code 77 when torch or transformers cannot be imported.
+"""
+import argparse
+import gc
+import json
+import os
+import resource
+import sys
+import time
+
+SHAPE = dict(
+    vocab_size=49152, hidden_size=576, intermediate_size=1536,
+    num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+    max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0,
+    tie_word_embeddings=True, use_cache=False,
+)
+MOE = dict(
+    num_local_experts=4, num_experts_per_tok=2, router_aux_loss_coef=0.01,
+    output_router_logits=True, sliding_window=None,
+)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--batch", type=int, default=4, help="sequences per step")
+    p.add_argument("--steps", type=int, default=3, help="timed steps")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--only", choices=("dense", "moe"))
+    return p.parse_args()
+
+
+def log(msg):
+    print(f"bench-torch: {msg}", file=sys.stderr, flush=True)
+
+
+def import_libs(threads):
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        log(f"needs torch and transformers ({e})")
+        sys.exit(77)
+    torch.set_num_threads(threads)
+    return torch, transformers
+
+
+def build_model(transformers, kind):
+    if kind == "dense":
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(**SHAPE))
+    return transformers.MixtralForCausalLM(transformers.MixtralConfig(**SHAPE, **MOE))
+
+
+def timed(step, warmup, steps):
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return time.perf_counter() - start
+
+
+def bench(torch, transformers, kind, args):
+    torch.manual_seed(0)
+    model = build_model(transformers, kind)
+    cfg = model.config
+    experts = f", experts={cfg._experts_implementation}" if kind == "moe" else ""
+    log(f"{kind}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, "
+        f"attn={cfg._attn_implementation}{experts}")
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq_len), generator=gen)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
+
+    def train_step():
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        log(f"{kind} train step: loss {out.loss.item():.4f}")
+
+    def forward_step():
+        with torch.no_grad():
+            model(input_ids=ids)
+
+    tokens = args.batch * args.seq_len * args.steps
+    model.train()
+    train_s = timed(train_step, args.warmup, args.steps)
+    model.eval()
+    forward_s = timed(forward_step, args.warmup, args.steps)
+    log(f"{kind}: train {train_s:.2f}s, forward {forward_s:.2f}s for {tokens} tokens")
+    return {
+        f"{kind}_train_tokens_per_s": round(tokens / train_s, 1),
+        f"{kind}_forward_tokens_per_s": round(tokens / forward_s, 1),
+    }
+
+
+def print_table(result):
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+
+
+def main():
+    args = parse_args()
+    torch, transformers = import_libs(args.threads)
+    result = {
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "threads": torch.get_num_threads(),
+        "seq_len": args.seq_len,
+        "batch": args.batch,
+    }
+    for kind in ("dense", "moe"):
+        if args.only in (None, kind):
+            result.update(bench(torch, transformers, kind, args))
+            gc.collect()
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_table(result)
+
+
+if __name__ == "__main__":
+    main()
