@@ -23,7 +23,7 @@ for arg in "$@"; do
   esac
 done
 
-packages=(cmake g++ make pkg-config libeigen3-dev libopenblas-dev libhdf5-dev
+packages=(cmake g++ make pkg-config libeigen3-dev libopenblas-dev libopenblas-openmp-dev libhdf5-dev
           libboost-program-options-dev libspdlog-dev doctest-dev nlohmann-json3-dev
           libsentencepiece-dev time)
 if ! command -v python3 >/dev/null 2>&1; then
