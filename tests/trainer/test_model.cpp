@@ -232,6 +232,17 @@ TEST_CASE("model: a bf16-stored checkpoint equals the reference on its rounded w
   check_against_reference(*random_checkpoint(tiny_config("llama"), 4, DType::BF16));
 }
 
+TEST_CASE("model: a sharded checkpoint equals the reference") {
+  ScratchDir dir;
+  WriteOptions opts;
+  opts.progress = false;
+  opts.shard_bytes = 4096;  // a shard per tensor or two
+  write_checkpoint(*random_checkpoint(tiny_config("llama"), 12), dir / "sharded", opts);
+  const auto ckpt = open_checkpoint(dir / "sharded");
+  REQUIRE(fs::exists(dir / "sharded" / "model.safetensors.index.json"));
+  check_against_reference(*ckpt);
+}
+
 TEST_CASE("model: a mixtral of copies of one dense FFN gives the dense model's logits") {
   const auto dense = random_checkpoint(tiny_config("llama"), 6);
   const auto moe = copied_experts(*dense);
