@@ -124,6 +124,12 @@ Trainer::Trainer(const TrainOptions& o) : o_(o) {
     if (saved.steps != o.steps)
       spdlog::warn("the resumed run planned {} steps, this one {}: the schedule differs from a straight run",
                    saved.steps, o.steps);
+    for (const auto& t : source_->tensors())
+      if (t.dtype != DType::F32) {
+        spdlog::warn("{} holds {} weights: the run resumes from rounded weights, not exactly", o.resume->string(),
+                     dtype_name(t.dtype));
+        break;
+      }
     state_.step = saved.step;
     state_.cursor = saved.cursor;
     last_saved_ = *o.resume;
