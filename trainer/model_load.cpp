@@ -4,6 +4,7 @@
 #include "core/error.hpp"
 #include "core/layout.hpp"
 #include "trainer/model.hpp"
+#include "trainer/parameters.hpp"
 
 namespace upcycle {
 
@@ -28,56 +29,24 @@ std::vector<T> slice(const std::vector<T>& all, const Shape& shape, int64_t e, i
 // down [E, H, I].
 template <class T>
 void place_fused(LayerWeights<T>& l, Role role, const std::vector<T>& all, const Shape& shape) {
-  const int64_t E = shape[0];
-  for (int64_t e = 0; e < E; ++e) {
+  for (size_t e = 0; e < size_t(shape[0]); ++e) {
     if (role == Role::ExpertsDown) {
-      l.expert_down.push_back(slice(all, shape, e, 0, shape[1]));
+      l.expert_down.at(e) = slice(all, shape, int64_t(e), 0, shape[1]);
       continue;
     }
     const int64_t I = shape[1] / 2;
-    l.expert_gate.push_back(slice(all, shape, e, 0, I));
-    l.expert_up.push_back(slice(all, shape, e, I, I));
+    l.expert_gate.at(e) = slice(all, shape, int64_t(e), 0, I);
+    l.expert_up.at(e) = slice(all, shape, int64_t(e), I, I);
   }
 }
 
-// The buffer of one tensor that a layer holds whole.
-template <class T>
-std::vector<T>& layer_slot(LayerWeights<T>& l, Role role) {
-  switch (role) {
-    case Role::AttnNorm: return l.attn_norm;
-    case Role::Q: return l.q;
-    case Role::K: return l.k;
-    case Role::V: return l.v;
-    case Role::O: return l.o;
-    case Role::QBias: return l.q_bias;
-    case Role::KBias: return l.k_bias;
-    case Role::VBias: return l.v_bias;
-    case Role::FfnNorm: return l.ffn_norm;
-    case Role::Gate: return l.gate;
-    case Role::Up: return l.up;
-    case Role::Down: return l.down;
-    case Role::Router: return l.router;
-    default: throw std::logic_error("layer_slot: role without a buffer of its own");
-  }
-}
-
+// A tensor's values into its buffer; fused experts split into the per-expert buffers.
 template <class T>
 void place(Weights<T>& w, const TensorId& id, std::vector<T> values, const Shape& shape) {
-  switch (id.role) {
-    case Role::TokenEmbedding: w.embedding = std::move(values); return;
-    case Role::FinalNorm: w.final_norm = std::move(values); return;
-    case Role::LmHead: w.lm_head = std::move(values); return;
-    default: break;
-  }
-  LayerWeights<T>& l = w.layers.at(size_t(id.layer));
-  switch (id.role) {
-    case Role::ExpertGate: l.expert_gate.push_back(std::move(values)); return;
-    case Role::ExpertUp: l.expert_up.push_back(std::move(values)); return;
-    case Role::ExpertDown: l.expert_down.push_back(std::move(values)); return;
-    case Role::ExpertsGateUp:
-    case Role::ExpertsDown: place_fused(l, id.role, values, shape); return;
-    default: layer_slot(l, id.role) = std::move(values);
-  }
+  if (id.role == Role::ExpertsGateUp || id.role == Role::ExpertsDown)
+    place_fused(w.layers.at(size_t(id.layer)), id.role, values, shape);
+  else
+    tensor_slot(w, id) = std::move(values);
 }
 
 }  // namespace
@@ -88,8 +57,7 @@ Weights<T> load_weights(const Checkpoint& ckpt) {
   require(c.model_type != "qwen2_moe", ckpt.path(),
           "model_type qwen2_moe: the forward pass computes llama, mistral, qwen2 and mixtral");
   Weights<T> w;
-  w.layers.resize(size_t(c.num_hidden_layers));
-  // expected_tensors lists experts in index order, so per-expert buffers arrive in order.
+  parameters(w, c);  // lays out the layers and the per-expert buffers
   for (const auto& e : expected_tensors(c, detect_scheme(c, ckpt.tensors()))) {
     require(ckpt.find(e.name) != nullptr, ckpt.path(), e.name, "missing");
     const Tensor t = ckpt.load(e.name);

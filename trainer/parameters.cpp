@@ -1,5 +1,6 @@
 #include "trainer/parameters.hpp"
 
+#include <algorithm>
 #include <map>
 #include <sstream>
 
@@ -9,8 +10,10 @@ namespace upcycle {
 
 namespace {
 
+}  // namespace
+
 template <class T>
-std::vector<T>& slot(Weights<T>& w, const TensorId& id) {
+std::vector<T>& tensor_slot(Weights<T>& w, const TensorId& id) {
   switch (id.role) {
     case Role::TokenEmbedding: return w.embedding;
     case Role::FinalNorm: return w.final_norm;
@@ -35,9 +38,11 @@ std::vector<T>& slot(Weights<T>& w, const TensorId& id) {
     case Role::ExpertGate: return l.expert_gate.at(size_t(id.expert));
     case Role::ExpertUp: return l.expert_up.at(size_t(id.expert));
     case Role::ExpertDown: return l.expert_down.at(size_t(id.expert));
-    default: throw std::logic_error("parameters: role the trainer does not hold");
+    default: throw std::logic_error("tensor_slot: role without a buffer of its own");
   }
 }
+
+namespace {
 
 const char* const kPartNames[] = {"embeddings", "attention", "norms", "router", "experts"};
 
@@ -51,7 +56,7 @@ std::vector<Parameter<T>> parameters(Weights<T>& w, const ModelConfig& config) {
     for (auto* experts : {&l.expert_gate, &l.expert_up, &l.expert_down}) experts->resize(size_t(config.num_local_experts));
   std::vector<Parameter<T>> out;
   for (auto& e : expected_tensors(config, Scheme::HF)) {
-    std::vector<T>* values = &slot(w, e.id);
+    std::vector<T>* values = &tensor_slot(w, e.id);
     out.push_back({std::move(e), values});
   }
   return out;
@@ -121,6 +126,11 @@ Weights<T> zeros_like(Weights<T>& w, const ModelConfig& config, const PartSet& f
 }
 
 template <class T>
+void zero_fill(Weights<T>& w, const ModelConfig& config) {
+  for (auto& p : parameters(w, config)) std::fill(p.values->begin(), p.values->end(), T(0));
+}
+
+template <class T>
 std::unique_ptr<Checkpoint> as_checkpoint(Weights<T>& w, const ModelConfig& config, const Checkpoint* like) {
   std::vector<TensorInfo> infos;
   std::map<std::string, const std::vector<T>*> by_name;
@@ -139,6 +149,10 @@ std::unique_ptr<Checkpoint> as_checkpoint(Weights<T>& w, const ModelConfig& conf
                                               std::move(generated));
 }
 
+template std::vector<float>& tensor_slot(Weights<float>&, const TensorId&);
+template std::vector<double>& tensor_slot(Weights<double>&, const TensorId&);
+template void zero_fill(Weights<float>&, const ModelConfig&);
+template void zero_fill(Weights<double>&, const ModelConfig&);
 template std::vector<Parameter<float>> parameters(Weights<float>&, const ModelConfig&);
 template std::vector<Parameter<double>> parameters(Weights<double>&, const ModelConfig&);
 template Weights<float> zeros_like(Weights<float>&, const ModelConfig&, const PartSet&);

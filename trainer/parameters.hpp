@@ -18,6 +18,11 @@ struct Parameter {
   std::vector<T>* values;  // empty where the structure holds nothing (a frozen gradient)
 };
 
+// The buffer of one tensor (per-expert roles included; fused expert roles have none). The
+// layers and per-expert buffers must exist: parameters() lays them out.
+template <class T>
+std::vector<T>& tensor_slot(Weights<T>& w, const TensorId& id);
+
 // Every tensor of `w` in canonical order. Per-expert buffers are created as needed, so this
 // also lays out an empty Weights for a config.
 template <class T>
@@ -39,6 +44,10 @@ bool decays(Role role);
 // Zeros shaped like `w`, except the tensors of frozen parts, left empty.
 template <class T>
 Weights<T> zeros_like(Weights<T>& w, const ModelConfig& config, const PartSet& frozen = {});
+
+// Sets every element of every (unfrozen) tensor to zero: a fresh gradient.
+template <class T>
+void zero_fill(Weights<T>& w, const ModelConfig& config);
 
 // The weights as a checkpoint of f32 tensors (Hugging Face names), computed tensor by tensor
 // when written; `w` must outlive it. Side files (tokenizer etc.) are carried from `like`.

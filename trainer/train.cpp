@@ -80,6 +80,14 @@ nlohmann::json expert_load(const StepStats& s) {
   return layers;
 }
 
+// Steps for o.epochs passes: epoch 0's micro-batches over the accumulation, rounded up.
+int64_t steps_for_epochs(const TokenizedData& data, const TrainOptions& o) {
+  BatchSampler sampler(data, o.seq_len, o.batch_tokens, o.seed);
+  int64_t micro = 0;
+  for (; sampler.cursor().epoch == 0 && size_t(sampler.cursor().index) < data.samples.size(); ++micro) sampler.next();
+  return int64_t(std::ceil(o.epochs * double(micro) / double(o.grad_accum)));
+}
+
 class Trainer {
  public:
   explicit Trainer(const TrainOptions& o);
@@ -103,27 +111,30 @@ class Trainer {
   fs::path last_saved_;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   int64_t first_step_ = 1;
+  int64_t end_ = 0;  // the last step of this invocation (--stop-at, else the run's last)
 };
 
 Trainer::Trainer(const TrainOptions& o) : o_(o) {
-  require(o.steps > 0, o.out, "the run needs a positive number of steps");
   prepare_out(o);
   data_ = read_tokenized_jsonl(o.data, o.skip_bad);
+  const int64_t steps = o.steps > 0 ? o.steps : steps_for_epochs(data_, o);
+  require(steps > 0, o.out, "the run needs a positive number of steps or epochs");
   if (data_.skipped) spdlog::warn("{}: skipped {} malformed lines", o.data.string(), data_.skipped);
   source_ = open_checkpoint(o.resume ? *o.resume : o.model);
   config_ = source_->config();
   if (o.aux_loss_coef) config_.router_aux_loss_coef = *o.aux_loss_coef;
   check_vocabulary(data_, config_.vocab_size);
 
-  state_ = {0, {}, o.seed, int64_t(data_.samples.size()), o.steps};
+  state_ = {0, {}, o.seed, int64_t(data_.samples.size()), steps};
+  end_ = o.stop_at ? std::min(o.stop_at, steps) : steps;
   if (o.resume) {
     const RunState saved = load_run_state(*o.resume);
     require(saved.samples == state_.samples, o.data,
             "holds " + std::to_string(state_.samples) + " samples, the resumed run had " + std::to_string(saved.samples));
     require(saved.seed == o.seed, *o.resume, "was trained with --seed " + std::to_string(saved.seed));
-    if (saved.steps != o.steps)
+    if (saved.steps != steps)
       spdlog::warn("the resumed run planned {} steps, this one {}: the schedule differs from a straight run",
-                   saved.steps, o.steps);
+                   saved.steps, steps);
     for (const auto& t : source_->tensors())
       if (t.dtype != DType::F32) {
         spdlog::warn("{} holds {} weights: the run resumes from rounded weights, not exactly", o.resume->string(),
@@ -167,7 +178,7 @@ StepStats Trainer::accumulate() {
   lo.z_loss_coef = o_.z_loss_coef;
   lo.normaliser = std::max<int64_t>(1, s.counted);
   lo.aux_scale = 1.0 / double(o_.grad_accum);
-  for (auto& p : parameters(grads_, config_)) std::fill(p.values->begin(), p.values->end(), 0.0f);
+  zero_fill(grads_, config_);
   for (const MicroBatch& mb : micro) {
     const LossReport r = model_->loss_and_grad(mb.batch, mb.targets, grads_, lo);
     s.ce_sum += r.ce_sum;
@@ -187,12 +198,11 @@ void Trainer::log_step(int64_t step, const StepStats& s, double lr, double norm,
                               {"elapsed_s", elapsed}};
   if (config_.is_moe()) j["expert_load"] = expert_load(s);
   metrics_ << j.dump() << "\n" << std::flush;
-  const int64_t end = o_.stop_at ? std::min(o_.stop_at, o_.steps) : o_.steps;
-  if (step % o_.log_every != 0 && step != end) return;
+  if (step % o_.log_every != 0 && step != end_) return;
   const double per_step = elapsed / double(step - first_step_ + 1);
-  spdlog::info("step {}/{}  loss {:.4f}{}  lr {:.3g}  |g| {:.3g}  {:.0f} tok/s  ETA {}", step, o_.steps, s.loss(),
+  spdlog::info("step {}/{}  loss {:.4f}{}  lr {:.3g}  |g| {:.3g}  {:.0f} tok/s  ETA {}", step, state_.steps, s.loss(),
                config_.is_moe() ? fmt::format("  aux {:.4f}", s.aux) : std::string(), lr, norm, s.tokens / step_seconds,
-               format_duration(per_step * double(end - step)));
+               format_duration(per_step * double(end_ - step)));
 }
 
 void Trainer::save(const std::string& folder) {
@@ -206,11 +216,10 @@ void Trainer::save(const std::string& folder) {
 }
 
 TrainResult Trainer::run() {
-  const int64_t end = o_.stop_at ? std::min(o_.stop_at, o_.steps) : o_.steps;
   LrSchedule schedule = o_.schedule;
-  schedule.total = o_.steps;
+  schedule.total = state_.steps;
   TrainResult result{state_.step, 0, {}};
-  for (int64_t step = state_.step + 1; step <= end; ++step) {
+  for (int64_t step = state_.step + 1; step <= end_; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const StepStats s = accumulate();
     const double norm = optimizer_->clip(grads_, o_.clip);
@@ -226,9 +235,9 @@ TrainResult Trainer::run() {
     state_.cursor = sampler_->cursor();
     log_step(step, s, lr, norm, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     result = {step, s.loss(), last_saved_};
-    if (o_.save_every > 0 && step % o_.save_every == 0 && step != end) save(step_folder_name(step));
+    if (o_.save_every > 0 && step % o_.save_every == 0 && step != end_) save(step_folder_name(step));
   }
-  if (state_.step == end && first_step_ <= end) save(end == o_.steps ? kFinalFolder : step_folder_name(end));
+  if (state_.step == end_ && first_step_ <= end_) save(end_ == state_.steps ? kFinalFolder : step_folder_name(end_));
   result.checkpoint = last_saved_;
   return result;
 }

@@ -19,7 +19,8 @@ struct TrainOptions {
   std::filesystem::path out;     // run folder: step-NNNNNN/, final/, metrics.jsonl
   std::optional<std::filesystem::path> resume;  // a step folder of an earlier run with this out
 
-  int64_t steps = 0;         // optimizer steps of the whole run (the schedule's length)
+  int64_t steps = 0;         // optimizer steps of the whole run (the schedule's length), or
+  double epochs = 0;         // with steps 0: passes over the data (epoch 0's micro-batches / grad_accum)
   int64_t stop_at = 0;       // stop (with a checkpoint) after this step; 0: run to `steps`
   int64_t seq_len = 2048;    // longer samples are cut
   int64_t batch_tokens = 4096;  // tokens per micro-batch (whole samples; at least one)

@@ -76,7 +76,7 @@ ModelFigures bench_model(const std::string& label, const ModelConfig& c, const B
   Weights<float> grads = zeros_like(model.weights(), c);
   AdamW optimizer(model.weights(), c, {}, {});
   const double step_s = seconds_per_call(o, [&] {
-    for (auto& p : parameters(grads, c)) std::fill(p.values->begin(), p.values->end(), 0.0f);
+    zero_fill(grads, c);
     model.loss_and_grad(batch, targets, grads);
     optimizer.clip(grads, 1.0);
     optimizer.step(grads, 1e-5);

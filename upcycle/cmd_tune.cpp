@@ -1,13 +1,7 @@
 // `upcycle tune`: instruction tuning of a dense or MoE model on pre-tokenized data.
-#include <algorithm>
-#include <cmath>
-
 #include <spdlog/spdlog.h>
 
-#include "core/checkpoint.hpp"
 #include "core/error.hpp"
-#include "core/tokenized_data.hpp"
-#include "trainer/batches.hpp"
 #include "trainer/train.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
@@ -21,19 +15,6 @@ T positive(const cli::po::variables_map& vm, const char* name) {
   const T v = vm[name].as<T>();
   if (!(v > 0)) throw UsageError(std::string("--") + name + " must be positive");
   return v;
-}
-
-// Steps for `epochs` passes: micro-batches of one pass (counted on epoch 0's order) over the
-// accumulation, rounded up.
-int64_t steps_for_epochs(const TrainOptions& o, double epochs) {
-  const TokenizedData data = read_tokenized_jsonl(o.data, o.skip_bad);
-  BatchSampler sampler(data, o.seq_len, o.batch_tokens, o.seed);
-  int64_t micro = 0;
-  while (sampler.cursor().epoch == 0 && size_t(sampler.cursor().index) < data.samples.size()) {
-    sampler.next();
-    ++micro;
-  }
-  return std::max<int64_t>(1, int64_t(std::ceil(epochs * double(micro) / double(o.grad_accum))));
 }
 
 TrainOptions options_from(const cli::po::variables_map& vm) {
@@ -72,7 +53,8 @@ TrainOptions options_from(const cli::po::variables_map& vm) {
   o.log_every = positive<int64_t>(vm, "log-every");
   o.stop_at = vm["stop-at"].as<int64_t>();
   if (vm.count("steps") == vm.count("epochs")) throw UsageError("give exactly one of --steps and --epochs");
-  o.steps = vm.count("steps") ? positive<int64_t>(vm, "steps") : steps_for_epochs(o, positive<double>(vm, "epochs"));
+  if (vm.count("steps")) o.steps = positive<int64_t>(vm, "steps");
+  else o.epochs = positive<double>(vm, "epochs");
   return o;
 }
 
