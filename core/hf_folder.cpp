@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/json_file.hpp"
 #include "core/progress.hpp"
 #include "core/safetensors.hpp"
 #include "core/staged_path.hpp"
@@ -41,20 +42,6 @@ bool is_file(const fs::path& path) {
 }
 
 // ---- reading ----
-
-json read_json(const fs::path& path, uint64_t max_bytes) {
-  auto file = ReadOnlyFile::open(path);
-  require(file->size() <= max_bytes, path,
-          "is " + std::to_string(file->size()) + " bytes, over the limit of " + std::to_string(max_bytes));
-  std::string text(file->size(), '\0');
-  file->read(0, std::as_writable_bytes(std::span(text)));
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    std::string why = e.what();  // "[json.exception.parse_error.101] parse error at ..."
-    throw InputError(path, "not valid JSON: " + why.substr(why.find(']') + 2));
-  }
-}
 
 // A weight_map entry must name a file in the folder: a plain name, so that no '/' or '..' can
 // lead elsewhere.
@@ -91,7 +78,7 @@ SafetensorsFile open_weights(const fs::path& dir, const std::string& name, const
 
 // tensor name -> shard file name, validated.
 std::map<std::string, std::string> read_weight_map(const fs::path& index) {
-  const json j = read_json(index, kMaxIndexBytes);
+  const json j = read_json_file(index, kMaxIndexBytes);
   require(j.is_object(), index, "not a JSON object");
   auto metadata = j.find("metadata");
   require(metadata == j.end() || metadata->is_object(), index, "metadata", "must be an object");

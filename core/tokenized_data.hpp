@@ -1,9 +1,10 @@
-// Pre-tokenized instruction data: JSONL, one object per line with `input_ids` and optional
-// `labels` aligned with them (the Hugging Face convention: -100 marks a position that does not
-// count, such as a prompt token; the model at position t is trained to predict label t+1).
+// Token ids with labels, the form every kind of instruction data ends in before training or
+// evaluation (the Hugging Face convention: -100 marks a position that does not count, such as a
+// prompt token; the model at position t is trained to predict label t+1).
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <string>
 #include <vector>
 
 namespace upcycle {
@@ -12,7 +13,8 @@ inline constexpr int32_t kIgnoreLabel = -100;
 
 struct TokenizedSample {
   std::vector<int32_t> ids;     // [T]
-  std::vector<int32_t> labels;  // [T]: ids where the line has no labels
+  std::vector<int32_t> labels;  // [T]
+  std::string task;             // the record's `task`, when it has one
   int64_t line = 0;             // 1-based line of the file, for messages
 };
 
@@ -22,10 +24,10 @@ struct TokenizedData {
   int64_t skipped = 0;  // malformed lines passed over with skip_bad
 };
 
-// InputError naming the file and line for a malformed line (bad JSON, a missing or empty
-// `input_ids`, a non-integer or negative id, `labels` of another length), unless skip_bad, which
-// skips and counts it. Blank lines are ignored. An empty file is an error.
-TokenizedData read_tokenized_jsonl(const std::filesystem::path& path, bool skip_bad = false);
+// Moves a seeded random `fraction` of the samples (at least one, and never all) out of `data`
+// into the returned set, both keeping file order; std::invalid_argument unless 0 < fraction < 1
+// and data has at least two samples.
+TokenizedData split_off(TokenizedData& data, double fraction, uint64_t seed);
 
 // InputError naming the sample's line when an id or label is >= vocab.
 void check_vocabulary(const TokenizedData& data, int64_t vocab);

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/json_file.hpp"
 #include "core/tokenizer_impl.hpp"
 
 namespace upcycle::tok {
@@ -24,18 +25,6 @@ constexpr std::string_view kLlama3Regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 constexpr std::string_view kQwen2Regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-
-json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  require(bool(in), path, "cannot be read");
-  std::ostringstream text;
-  text << in.rdbuf();
-  try {
-    return json::parse(text.str());
-  } catch (const json::parse_error& e) {
-    throw InputError(path, std::string("not valid JSON: ") + e.what());
-  }
-}
 
 // Typed access to members; errors name the file and the member's path ("model.vocab").
 class Doc {
@@ -222,7 +211,7 @@ std::optional<TokenId> config_token(const std::filesystem::path& config, const j
 void read_special_ids(Vocab& vocab) {
   std::filesystem::path config = vocab.path.parent_path() / "tokenizer_config.json";
   if (!std::filesystem::is_regular_file(config)) return;
-  json c = read_json(config);
+  json c = read_json_file(config);
   require(c.is_object(), config, "must be a JSON object");
   vocab.bos = config_token(config, c, "bos_token", vocab);
   vocab.eos = config_token(config, c, "eos_token", vocab);
@@ -231,7 +220,7 @@ void read_special_ids(Vocab& vocab) {
 }  // namespace
 
 std::unique_ptr<Tokenizer> open_tokenizer_json(const std::filesystem::path& path) {
-  json root = read_json(path);
+  json root = read_json_file(path);
   Doc doc(path);
   require(root.is_object(), path, "must be a JSON object (a Hugging Face tokenizer.json)");
   try {

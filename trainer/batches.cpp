@@ -34,23 +34,36 @@ void BatchSampler::seek(const DataCursor& cursor) {
   shuffle();
 }
 
-MicroBatch BatchSampler::next() {
-  if (size_t(cursor_.index) == order_.size()) seek({cursor_.epoch + 1, 0});
+MicroBatch make_micro_batch(const TokenizedData& data, std::span<const size_t> indices, int64_t seq_len) {
   MicroBatch mb;
   std::vector<std::vector<int32_t>> seqs;
-  int64_t tokens = 0;
-  while (size_t(cursor_.index) < order_.size()) {
-    const TokenizedSample& s = data_.samples[order_[size_t(cursor_.index)]];
-    const int64_t len = std::min<int64_t>(int64_t(s.ids.size()), seq_len_);
-    if (!seqs.empty() && tokens + len > batch_tokens_) break;
+  for (size_t i : indices) {
+    const TokenizedSample& s = data.samples[i];
+    const int64_t len = std::min<int64_t>(int64_t(s.ids.size()), seq_len);
     seqs.emplace_back(s.ids.begin(), s.ids.begin() + len);
     for (int64_t t = 0; t < len; ++t) mb.targets.push_back(t + 1 < len ? s.labels[size_t(t + 1)] : kIgnoreLabel);
-    tokens += len;
-    ++cursor_.index;
   }
   mb.batch = pack(seqs);
   mb.counted = std::count_if(mb.targets.begin(), mb.targets.end(), [](int32_t t) { return t != kIgnoreLabel; });
   return mb;
+}
+
+size_t samples_that_fit(const TokenizedData& data, std::span<const size_t> order, int64_t seq_len,
+                        int64_t batch_tokens) {
+  size_t n = 0;
+  for (int64_t tokens = 0; n < order.size(); ++n) {
+    tokens += std::min<int64_t>(int64_t(data.samples[order[n]].ids.size()), seq_len);
+    if (n > 0 && tokens > batch_tokens) break;
+  }
+  return n;
+}
+
+MicroBatch BatchSampler::next() {
+  if (size_t(cursor_.index) == order_.size()) seek({cursor_.epoch + 1, 0});
+  const auto rest = std::span<const size_t>(order_).subspan(size_t(cursor_.index));
+  const size_t n = samples_that_fit(data_, rest, seq_len_, batch_tokens_);
+  cursor_.index += int64_t(n);
+  return make_micro_batch(data_, rest.first(n), seq_len_);
 }
 
 }  // namespace upcycle

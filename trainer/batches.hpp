@@ -3,6 +3,7 @@
 // other by the attention, positions restarting), and the next-token targets.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "core/tokenized_data.hpp"
@@ -15,6 +16,13 @@ struct MicroBatch {
   std::vector<int32_t> targets;  // [N] target[t] = labels[t+1] within a sequence; its last is ignored
   int64_t counted = 0;           // targets that count
 };
+
+// The samples data[indices] packed into one micro-batch, each cut to its first seq_len tokens.
+MicroBatch make_micro_batch(const TokenizedData& data, std::span<const size_t> indices, int64_t seq_len);
+// How many of the samples data[order[0]], data[order[1]], ... go whole into one micro-batch of
+// batch_tokens (each cut to seq_len): at least one when order is not empty.
+size_t samples_that_fit(const TokenizedData& data, std::span<const size_t> order, int64_t seq_len,
+                        int64_t batch_tokens);
 
 // Where the sampler stands: the resume state.
 struct DataCursor {

@@ -105,6 +105,9 @@ class Transformer {
   const ModelConfig& config() const { return config_; }
   const Weights<T>& weights() const { return weights_; }
   Weights<T>& weights() { return weights_; }
+  // The LM head [V, H]: lm_head, or the embedding when tied.
+  const std::vector<T>& head() const { return weights_.lm_head.empty() ? weights_.embedding : weights_.lm_head; }
+  const ops::RopeTable<T>& rope() const { return rope_; }
 
   // logits [N, V]; std::invalid_argument when the batch's sizes disagree or an id or a
   // position is out of range.
@@ -138,7 +141,6 @@ class Transformer {
                     std::vector<T>& d_h, std::vector<T>& d_router_logits, LayerWeights<T>& g) const;
   void attention_backward(const LayerWeights<T>& w, const LayerActivations<T>& a, const Batch& batch,
                           const std::vector<T>& d_out, std::vector<T>& d_x, LayerWeights<T>& g) const;
-  const std::vector<T>& head() const { return weights_.lm_head.empty() ? weights_.embedding : weights_.lm_head; }
   ops::AttentionShape attention_shape(int64_t N) const;
   ops::MoeShape moe_shape(int64_t N) const;
 

@@ -10,8 +10,9 @@
 
 #include "core/error.hpp"
 #include "core/progress.hpp"
-#include "core/tokenized_data.hpp"
+#include "core/instruction_data.hpp"
 #include "trainer/batches.hpp"
+#include "trainer/evaluate.hpp"
 #include "trainer/run_state.hpp"
 
 namespace upcycle {
@@ -97,9 +98,12 @@ class Trainer {
   StepStats accumulate();
   void log_step(int64_t step, const StepStats& s, double lr, double norm, double step_seconds);
   void save(const std::string& folder);
+  TokenizedData read_data(const fs::path& file);
+  void validate(int64_t step);
 
   const TrainOptions& o_;
-  TokenizedData data_;
+  std::unique_ptr<ChatEncoder> encoder_;  // loaded for the first text record
+  TokenizedData data_, val_;
   std::unique_ptr<Checkpoint> source_;
   ModelConfig config_;
   RunState state_;
@@ -116,14 +120,16 @@ class Trainer {
 
 Trainer::Trainer(const TrainOptions& o) : o_(o) {
   prepare_out(o);
-  data_ = read_tokenized_jsonl(o.data, o.skip_bad);
+  data_ = read_data(o.data);
+  if (o.val_data) val_ = read_data(*o.val_data);
+  else if (o.val_fraction > 0) val_ = split_off(data_, o.val_fraction, o.seed);
   const int64_t steps = o.steps > 0 ? o.steps : steps_for_epochs(data_, o);
   require(steps > 0, o.out, "the run needs a positive number of steps or epochs");
-  if (data_.skipped) spdlog::warn("{}: skipped {} malformed lines", o.data.string(), data_.skipped);
   source_ = open_checkpoint(o.resume ? *o.resume : o.model);
   config_ = source_->config();
   if (o.aux_loss_coef) config_.router_aux_loss_coef = *o.aux_loss_coef;
   check_vocabulary(data_, config_.vocab_size);
+  check_vocabulary(val_, config_.vocab_size);
 
   state_ = {0, {}, o.seed, int64_t(data_.samples.size()), steps};
   end_ = o.stop_at ? std::min(o.stop_at, steps) : steps;
@@ -160,10 +166,26 @@ Trainer::Trainer(const TrainOptions& o) : o_(o) {
   auto& w = model_->weights();
   const int64_t total = count_elements(w, config_, [](Role) { return true; });
   const int64_t trained = count_elements(w, config_, [&](Role r) { return !o.frozen[size_t(part_of(r))]; });
-  spdlog::info("{} {}: {} parameters, {} trained{}; {} samples, {} tokens per micro-batch x {}", config_.model_type,
+  spdlog::info("{} {}: {} parameters, {} trained{}; {} samples{}, {} tokens per micro-batch x {}", config_.model_type,
                source_->path().string(), total, trained,
                o.frozen.any() ? " (frozen: " + parts_string(o.frozen) + ")" : "", data_.samples.size(),
-               o.batch_tokens, o.grad_accum);
+               val_.samples.empty() ? "" : fmt::format(" (+{} for validation)", val_.samples.size()), o.batch_tokens,
+               o.grad_accum);
+}
+
+TokenizedData Trainer::read_data(const fs::path& file) {
+  const fs::path text_source = o_.tokenizer ? *o_.tokenizer : o_.resume ? *o_.resume : o_.model;
+  auto encoder = [&]() -> const ChatEncoder& {
+    if (!encoder_) {
+      encoder_ = load_chat_encoder(text_source, o_.chat_template);
+      spdlog::info("text data: {} template, {} tokenizer of {}", chat_format_name(encoder_->chat_template().format),
+                   encoder_->tokenizer().description(), text_source.string());
+    }
+    return *encoder_;
+  };
+  TokenizedData data = read_instruction_data(file, encoder, o_.skip_bad);
+  if (data.skipped) spdlog::warn("{}: skipped {} malformed lines", file.string(), data.skipped);
+  return data;
 }
 
 StepStats Trainer::accumulate() {
@@ -205,6 +227,14 @@ void Trainer::log_step(int64_t step, const StepStats& s, double lr, double norm,
                format_duration(per_step * double(end_ - step)));
 }
 
+void Trainer::validate(int64_t step) {
+  const EvalLoss e = evaluate_loss(*model_, val_, o_.seq_len, o_.batch_tokens);
+  const nlohmann::ordered_json j = {
+      {"step", step}, {"val_loss", e.loss()}, {"val_ppl", e.ppl()}, {"val_tokens", e.tokens}};
+  metrics_ << j.dump() << "\n" << std::flush;
+  spdlog::info("step {}: validation loss {:.4f}, perplexity {:.3f} over {} tokens", step, e.loss(), e.ppl(), e.tokens);
+}
+
 void Trainer::save(const std::string& folder) {
   const fs::path dir = o_.out / folder;
   const auto view = as_checkpoint(model_->weights(), config_, source_.get());
@@ -235,6 +265,7 @@ TrainResult Trainer::run() {
     state_.cursor = sampler_->cursor();
     log_step(step, s, lr, norm, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     result = {step, s.loss(), last_saved_};
+    if (!val_.samples.empty() && ((o_.eval_every > 0 && step % o_.eval_every == 0) || step == end_)) validate(step);
     if (o_.save_every > 0 && step % o_.save_every == 0 && step != end_) save(step_folder_name(step));
   }
   if (state_.step == end_ && first_step_ <= end_) save(end_ == state_.steps ? kFinalFolder : step_folder_name(end_));

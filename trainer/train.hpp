@@ -1,10 +1,11 @@
-// The training loop behind `upcycle tune`: AdamW on fp32 master weights over pre-tokenized data,
+// The training loop behind `upcycle tune`: AdamW on fp32 master weights over instruction data,
 // gradient accumulation, clipping, a learning-rate schedule, frozen parts, checkpoints that
 // resume exactly, a metrics JSONL and progress on the terminal.
 #pragma once
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <string>
 
 #include "core/dtype.hpp"
 #include "trainer/ops/adamw.hpp"
@@ -15,9 +16,14 @@ namespace upcycle {
 
 struct TrainOptions {
   std::filesystem::path model;   // the starting checkpoint (unused with resume)
-  std::filesystem::path data;    // pre-tokenized JSONL
+  std::filesystem::path data;    // instruction JSONL: Alpaca, chat or pre-tokenized (core/instruction_data.hpp)
   std::filesystem::path out;     // run folder: step-NNNNNN/, final/, metrics.jsonl
   std::optional<std::filesystem::path> resume;  // a step folder of an earlier run with this out
+  std::optional<std::filesystem::path> tokenizer;  // for text data; default: the model's own
+  std::string chat_template = "auto";            // "auto" (the model's), chatml, llama2 or alpaca
+  std::optional<std::filesystem::path> val_data;  // validation set, or
+  double val_fraction = 0;                         // a seeded fraction of data held out (0: none)
+  int64_t eval_every = 0;                          // validation loss every N steps (and at the end)
 
   int64_t steps = 0;         // optimizer steps of the whole run (the schedule's length), or
   double epochs = 0;         // with steps 0: passes over the data (epoch 0's micro-batches / grad_accum)

@@ -1,4 +1,4 @@
-// `upcycle tune`: instruction tuning of a dense or MoE model on pre-tokenized data.
+// `upcycle tune`: instruction tuning of a dense or MoE model.
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
@@ -22,6 +22,13 @@ TrainOptions options_from(const cli::po::variables_map& vm) {
   o.data = vm["data"].as<std::string>();
   o.out = vm["out"].as<std::string>();
   if (vm.count("resume")) o.resume = vm["resume"].as<std::string>();
+  if (vm.count("tokenizer")) o.tokenizer = vm["tokenizer"].as<std::string>();
+  o.chat_template = vm["template"].as<std::string>();
+  if (vm.count("val-data")) o.val_data = vm["val-data"].as<std::string>();
+  o.val_fraction = vm["val-fraction"].as<double>();
+  if (o.val_fraction < 0 || o.val_fraction >= 1) throw UsageError("--val-fraction must lie in [0, 1)");
+  if (o.val_data && o.val_fraction > 0) throw UsageError("give --val-data or --val-fraction, not both");
+  o.eval_every = vm["eval-every"].as<int64_t>();
   if (vm.count("model")) o.model = vm["model"].as<std::string>();
   else if (!o.resume) throw UsageError("--model is required (unless --resume gives the checkpoint)");
   o.seq_len = positive<int64_t>(vm, "seq-len");
@@ -68,14 +75,24 @@ int cmd_tune(const Args& args) {
       "fp32 master weights (no weight decay on norms and biases), warmup then a cosine, linear or\n"
       "constant schedule, gradient clipping and accumulation, and for MoE models the load-balancing\n"
       "loss (coef from the config's router_aux_loss_coef) and an optional router z-loss.\n"
-      "Data: JSONL with `input_ids` and optional `labels` (-100: not trained on), one sample per line;\n"
-      "samples are packed whole into micro-batches of --batch-tokens, masked from each other.\n"
+      "Data: JSONL, one sample per line, in any of three forms: Alpaca {instruction, input, output},\n"
+      "chat {messages: [{role, content}, ...]}, or pre-tokenized {input_ids, labels} (-100: not\n"
+      "trained on). Text goes through the model's tokenizer and chat template (ChatML, Llama-2 or\n"
+      "Alpaca, recognised from its metadata, or --template), and the loss counts the replies only.\n"
+      "Samples are packed whole into micro-batches of --batch-tokens, masked from each other, in a\n"
+      "seeded order; --val-fraction holds out a seeded share for a validation loss.\n"
       "DIR gets metrics.jsonl (one line per step), step-NNNNNN/ every --save-every steps, and final/\n"
       "at the end: Hugging Face folders any command reads, with the optimizer and data state that\n"
       "--resume DIR/step-NNNNNN needs to continue exactly as a straight run would (f32 checkpoints).";
   spec.options.add_options()
       ("model", cli::po::value<std::string>(), "starting checkpoint (folder, .h5 or .gguf)")
-      ("data", cli::po::value<std::string>()->required(), "pre-tokenized JSONL")
+      ("data", cli::po::value<std::string>()->required(), "instruction JSONL (Alpaca, chat or pre-tokenized)")
+      ("tokenizer", cli::po::value<std::string>(), "tokenizer for text data (default: the model's)")
+      ("template", cli::po::value<std::string>()->default_value("auto"),
+       "chat template for text data: auto (the model's), chatml, llama2 or alpaca")
+      ("val-data", cli::po::value<std::string>(), "validation JSONL: its loss is logged to metrics.jsonl")
+      ("val-fraction", cli::po::value<double>()->default_value(0.0), "hold out this seeded share of --data instead")
+      ("eval-every", cli::po::value<int64_t>()->default_value(0), "validation loss every N steps (always at the end)")
       ("out", cli::po::value<std::string>()->required(), "run folder")
       ("steps", cli::po::value<int64_t>(), "optimizer steps (the schedule's length)")
       ("epochs", cli::po::value<double>(), "passes over the data, converted to steps")

@@ -39,6 +39,12 @@ std::vector<float> random_values(size_t n, uint64_t seed);
 std::unique_ptr<Checkpoint> random_checkpoint(const ModelConfig& config, uint64_t seed, DType dtype = DType::F32,
                                               Scheme scheme = Scheme::HF);
 
+// A byte-level tokenizer.json in dir: ids 0-255 the bytes, 256 "<|im_start|>", 257 "<|im_end|>"
+// (EOS), no merges; and a tokenizer_config.json with a ChatML chat template. For models of
+// vocab_size kChatVocab.
+inline constexpr int64_t kChatVocab = 258;
+void write_chat_tokenizer(const fs::path& dir);
+
 void write_file(const fs::path& path, const std::string& bytes);
 std::string read_file(const fs::path& path);
 

@@ -1,0 +1,25 @@
+// Loss over a data set: the token-weighted mean cross-entropy over the counted (label) tokens,
+// the samples taken in file order and packed into micro-batches as in training.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <functional>
+
+#include "core/tokenized_data.hpp"
+#include "trainer/model.hpp"
+
+namespace upcycle {
+
+struct EvalLoss {
+  double ce_sum = 0;
+  int64_t tokens = 0;  // counted tokens
+  int64_t samples = 0;
+  double loss() const { return tokens ? ce_sum / double(tokens) : 0.0; }
+  double ppl() const { return std::exp(loss()); }
+};
+
+// on_batch (may be empty) is told the samples done so far, for progress.
+EvalLoss evaluate_loss(const Model& model, const TokenizedData& data, int64_t seq_len, int64_t batch_tokens,
+                       const std::function<void(int64_t done)>& on_batch = {});
+
+}  // namespace upcycle
