@@ -44,6 +44,7 @@ MicroBatch make_micro_batch(const TokenizedData& data, std::span<const size_t> i
     for (int64_t t = 0; t < len; ++t) mb.targets.push_back(t + 1 < len ? s.labels[size_t(t + 1)] : kIgnoreLabel);
   }
   mb.batch = pack(seqs);
+  mb.samples.assign(indices.begin(), indices.end());
   mb.counted = std::count_if(mb.targets.begin(), mb.targets.end(), [](int32_t t) { return t != kIgnoreLabel; });
   return mb;
 }

@@ -15,6 +15,7 @@ struct MicroBatch {
   Batch batch;
   std::vector<int32_t> targets;  // [N] target[t] = labels[t+1] within a sequence; its last is ignored
   int64_t counted = 0;           // targets that count
+  std::vector<size_t> samples;   // the data's samples packed, in order
 };
 
 // The samples data[indices] packed into one micro-batch, each cut to its first seq_len tokens.

@@ -76,22 +76,36 @@ struct Activations {
   std::vector<T> x, final_rstd, final_out;  // [N, H] last residual, [N], [N, H] its rmsnorm
 };
 
-// The training objective of one batch: next-token cross-entropy plus, for MoE, the router's
-// load-balancing loss (coef = config's router_aux_loss_coef) and an optional z-loss.
+// The training objective of one batch: ce_coef × next-token cross-entropy plus, for MoE, the
+// router's load-balancing loss (coef = config's router_aux_loss_coef), an optional z-loss and
+// UpIT's optional router pre-optimisation BCE (ops::router_bce_loss).
 struct LossOptions {
   double z_loss_coef = 0;  // router z-loss coefficient; 0: off
+  bool load_balancing = true;  // the config's load-balancing loss; off in UpIT's router pre-optimisation
   // The cross-entropy is a sum over counted tokens divided by `normaliser` (0: this batch's own
   // count); with gradient accumulation it is the whole step's count, and aux_scale is
   // 1 / micro-batches so the step's gradient is that of the mean objective.
   int64_t normaliser = 0;
   double aux_scale = 1;
+  // UpIT's router pre-optimisation: per token (of the batch) the expert its sample was assigned to, -1 where none;
+  // adds router_bce_coef × router_bce_loss over every layer's router logits. Empty: off.
+  // All layers' rows go to the op at once (the same targets for every layer's router), so the
+  // BCE is a mean over layers, tokens and experts. std::invalid_argument for a dense model, a
+  // size other than the batch's tokens, or an expert outside [-1, E).
+  std::vector<int32_t> router_targets;
+  double router_bce_coef = 0;
+  // Scales the cross-entropy term (and its gradient); UpIT's pre-optimisation uses 0.5. Only the
+  // gradient is scaled: LossReport::ce_sum stays the plain sum, so reports of runs with different
+  // ce_coef remain comparable (the objective is ce_coef·ce() + aux + z + router_bce).
+  double ce_coef = 1;
 };
 
 struct LossReport {
-  double ce_sum = 0;   // Σ over counted tokens of −log p(target)
-  int64_t tokens = 0;  // counted tokens
-  double aux = 0;      // load-balancing loss (already times coef); 0 for dense
-  double z = 0;        // z-loss (already times its coef)
+  double ce_sum = 0;      // Σ over counted tokens of −log p(target), not scaled by ce_coef
+  int64_t tokens = 0;     // counted tokens
+  double aux = 0;         // load-balancing loss (already times coef); 0 for dense
+  double z = 0;           // z-loss (already times its coef)
+  double router_bce = 0;  // router pre-optimisation BCE (already times its coef); 0 when off
   std::vector<std::vector<int64_t>> expert_tokens;  // MoE: [L][E] slots routed to each expert
   double ce() const { return tokens ? ce_sum / double(tokens) : 0.0; }
 };
@@ -129,8 +143,11 @@ class Transformer {
   std::vector<T> moe_ffn(const LayerWeights<T>& w, LayerActivations<T>& a) const;
   // The head and the cross-entropy, chunk by chunk; with d_hidden, also their backward:
   // d_hidden [N, H] receives the gradient of final_out and d_head the head's.
+  // The gradient is that of ce_coef · ce_sum / normaliser.
   void head_loss(const std::vector<T>& hidden, const std::vector<int32_t>& targets, int64_t normaliser,
-                 LossReport& report, T* d_hidden, T* d_head) const;
+                 double ce_coef, LossReport& report, T* d_hidden, T* d_head) const;
+  // std::invalid_argument when opts asks for what the model or the batch cannot give.
+  void check_loss_options(const Batch& batch, const LossOptions& opts) const;
   // The router losses over every layer's rows at once (transformers' convention); with
   // d_logits (one [N, E] per layer), adds their gradients there.
   void router_losses(const Activations<T>& acts, const LossOptions& opts, LossReport& report,

@@ -1,7 +1,8 @@
 // The training objective and its backward: the LM head and cross-entropy in chunks of rows,
-// the router's auxiliary losses over all layers at once, then the layers in reverse, each op's
-// backward (trainer/ops) in the mirror order of the forward.
+// the router's auxiliary losses (and UpIT's pre-optimisation BCE) over all layers at once, then
+// the layers in reverse, each op's backward (trainer/ops) in the mirror order of the forward.
 #include <algorithm>
+#include <stdexcept>
 
 #include "trainer/model.hpp"
 #include "trainer/model_math.hpp"
@@ -28,10 +29,11 @@ int64_t counted(const std::vector<int32_t>& targets) {
 template <class T>
 LossReport Transformer<T>::loss(const Batch& batch, const std::vector<int32_t>& targets,
                                 const LossOptions& opts) const {
+  check_loss_options(batch, opts);
   Activations<T> acts;
   forward_hidden(batch, acts);
   LossReport report;
-  head_loss(acts.final_out, targets, opts.normaliser, report, nullptr, nullptr);
+  head_loss(acts.final_out, targets, opts.normaliser, opts.ce_coef, report, nullptr, nullptr);
   router_losses(acts, opts, report, nullptr);
   return report;
 }
@@ -41,12 +43,13 @@ LossReport Transformer<T>::loss_and_grad(const Batch& batch, const std::vector<i
                                          const LossOptions& opts) const {
   const ModelConfig& c = config_;
   const int64_t N = int64_t(batch.ids.size()), H = c.hidden_size;
+  check_loss_options(batch, opts);
   Activations<T> acts;
   forward_hidden(batch, acts);
   LossReport report;
   std::vector<T> d_final(size_t(N * H), T(0));  // [N,H]
   T* d_head = or_null(weights_.lm_head.empty() ? grads.embedding : grads.lm_head);
-  head_loss(acts.final_out, targets, opts.normaliser, report, d_final.data(), d_head);
+  head_loss(acts.final_out, targets, opts.normaliser, opts.ce_coef, report, d_final.data(), d_head);
 
   std::vector<std::vector<T>> d_router(weights_.layers.size());  // L × [N,E]
   if (c.is_moe())
@@ -61,8 +64,19 @@ LossReport Transformer<T>::loss_and_grad(const Batch& batch, const std::vector<i
 }
 
 template <class T>
+void Transformer<T>::check_loss_options(const Batch& batch, const LossOptions& opts) const {
+  if (opts.router_targets.empty()) return;
+  if (!config_.is_moe()) throw std::invalid_argument("loss: router targets given for a dense model");
+  if (opts.router_targets.size() != batch.ids.size())
+    throw std::invalid_argument("loss: router targets and tokens differ in number");
+  for (int32_t t : opts.router_targets)
+    if (t < -1 || t >= config_.num_local_experts)
+      throw std::invalid_argument("loss: router target outside [-1, experts)");
+}
+
+template <class T>
 void Transformer<T>::head_loss(const std::vector<T>& hidden, const std::vector<int32_t>& targets, int64_t normaliser,
-                               LossReport& report, T* d_hidden, T* d_head) const {
+                               double ce_coef, LossReport& report, T* d_hidden, T* d_head) const {
   const int64_t N = int64_t(targets.size()), H = config_.hidden_size, V = config_.vocab_size;
   if (int64_t(hidden.size()) != N * H) throw std::invalid_argument("loss: targets and tokens differ in number");
   const int64_t count = normaliser > 0 ? normaliser : counted(targets);
@@ -76,8 +90,8 @@ void Transformer<T>::head_loss(const std::vector<T>& hidden, const std::vector<i
     const ops::CrossEntropyLoss ce = ops::cross_entropy_forward(lse.data(), logits.data(), t, R, V);
     report.ce_sum += ce.mean * double(ce.count);
     report.tokens += ce.count;
-    if (!d_hidden || ce.count == 0) continue;
-    ops::cross_entropy_backward(logits.data(), logits.data(), lse.data(), t, R, V, count, 1.0);
+    if (!d_hidden || ce.count == 0 || ce_coef == 0) continue;
+    ops::cross_entropy_backward(logits.data(), logits.data(), lse.data(), t, R, V, count, ce_coef);
     ops::matmul_backward<T>(d_hidden + r0 * H, d_head, nullptr, logits.data(), x, head().data(), R, H, V);
   }
 }
@@ -99,14 +113,23 @@ void Transformer<T>::router_losses(const Activations<T>& acts, const LossOptions
     for (int32_t e : a.idx) ++tokens[size_t(e)];
   }
   const int64_t rows = int64_t(probs.size()) / E;
-  report.aux = ops::load_balancing_loss_forward(probs.data(), idx.data(), rows, E, k, c.router_aux_loss_coef);
+  // The router BCE's targets, the batch's repeated for every layer: [L·N].
+  std::vector<int32_t> bce_targets;
+  for (size_t l = 0; l < acts.layers.size() && !opts.router_targets.empty(); ++l)
+    bce_targets.insert(bce_targets.end(), opts.router_targets.begin(), opts.router_targets.end());
+  const double lb_coef = opts.load_balancing ? c.router_aux_loss_coef : 0.0;
+  report.aux = ops::load_balancing_loss_forward(probs.data(), idx.data(), rows, E, k, lb_coef);
   if (opts.z_loss_coef > 0) report.z = ops::router_z_loss_forward(logits.data(), rows, E, opts.z_loss_coef);
+  if (!bce_targets.empty())
+    report.router_bce = ops::router_bce_loss_forward(logits.data(), bce_targets.data(), rows, E, opts.router_bce_coef);
   if (!d_logits) return;
   std::vector<T> d(probs.size(), T(0));
-  ops::load_balancing_loss_backward(d.data(), probs.data(), idx.data(), rows, E, k, c.router_aux_loss_coef,
-                                    opts.aux_scale);
+  ops::load_balancing_loss_backward(d.data(), probs.data(), idx.data(), rows, E, k, lb_coef, opts.aux_scale);
   if (opts.z_loss_coef > 0)
     ops::router_z_loss_backward(d.data(), logits.data(), rows, E, opts.z_loss_coef, opts.aux_scale);
+  if (!bce_targets.empty())
+    ops::router_bce_loss_backward(d.data(), logits.data(), bce_targets.data(), rows, E, opts.router_bce_coef,
+                                  opts.aux_scale);
   const size_t per_layer = d.size() / acts.layers.size();
   for (size_t l = 0; l < acts.layers.size(); ++l)
     std::copy_n(d.begin() + ptrdiff_t(l * per_layer), per_layer, (*d_logits)[l].begin());

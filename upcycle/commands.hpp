@@ -15,6 +15,7 @@ int cmd_forward(const Args& args);
 int cmd_tune(const Args& args);
 int cmd_bench(const Args& args);
 int cmd_eval(const Args& args);
+int cmd_convert(const Args& args);
 int cmd_generate(const Args& args);
 
 }  // namespace upcycle

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/layout.hpp"
+#include "core/writer.hpp"
 #include "core/tokenizer_impl.hpp"
 
 namespace upcycle::test {
@@ -51,6 +52,17 @@ void write_chat_tokenizer(const fs::path& dir) {
       {"chat_template",
        "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n'}}{% endfor %}"}};
   write_file(dir / "tokenizer_config.json", config.dump());
+}
+
+fs::path write_chat_model(const fs::path& dir, const std::string& type, uint64_t seed) {
+  ModelConfig c = tiny_config(type);
+  c.vocab_size = kChatVocab;
+  c.max_position_embeddings = 256;
+  WriteOptions opts;
+  opts.progress = false;
+  write_checkpoint(*random_checkpoint(c, seed), dir / type, opts);
+  write_chat_tokenizer(dir / type);
+  return dir / type;
 }
 
 ModelConfig tiny_config(const std::string& model_type, bool tied) {

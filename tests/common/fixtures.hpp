@@ -44,6 +44,9 @@ std::unique_ptr<Checkpoint> random_checkpoint(const ModelConfig& config, uint64_
 // vocab_size kChatVocab.
 inline constexpr int64_t kChatVocab = 258;
 void write_chat_tokenizer(const fs::path& dir);
+// A model folder dir/type: the tiny config of `type` with the chat tokenizer's vocabulary and 256
+// positions, random weights from seed, and the chat tokenizer's files.
+fs::path write_chat_model(const fs::path& dir, const std::string& type, uint64_t seed);
 
 void write_file(const fs::path& path, const std::string& bytes);
 std::string read_file(const fs::path& path);

@@ -18,16 +18,8 @@ namespace {
 
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
-// A tiny model of the byte-level chat tokenizer's vocabulary, with its tokenizer files.
 fs::path chat_model(const ScratchDir& dir, const std::string& type, uint64_t seed) {
-  ModelConfig c = tiny_config(type);
-  c.vocab_size = kChatVocab;
-  c.max_position_embeddings = 256;
-  WriteOptions opts;
-  opts.progress = false;
-  write_checkpoint(*random_checkpoint(c, seed), dir / type, opts);
-  write_chat_tokenizer(dir / type);
-  return dir / type;
+  return write_chat_model(dir.path(), type, seed);
 }
 
 struct Pair {

@@ -1,7 +1,10 @@
 // Whole-model gradients against central differences in double: dense and MoE, biases, tied
-// embeddings, a sliding window, packed sequences, the router's auxiliary losses, frozen parts,
-// and micro-batches that add up to their packed batch.
+// embeddings, a sliding window, packed sequences, the router's auxiliary losses, UpIT's router
+// pre-optimisation loss, frozen parts, and micro-batches that add up to their packed batch.
 #include <doctest/doctest.h>
+
+#include <cmath>
+#include <stdexcept>
 
 #include "tests/common/fixtures.hpp"
 #include "tests/trainer/gradcheck.hpp"
@@ -22,6 +25,25 @@ std::vector<int32_t> targets_of(const std::vector<std::vector<int32_t>>& seqs) {
     for (size_t i = 0; i < s.size(); ++i)
       t.push_back(i + 1 < s.size() && i % 3 != 1 ? s[i + 1] : ops::kIgnoreIndex);
   return t;
+}
+
+// UpIT's router targets for kSequences: every token of a sample gets the expert the sample was
+// assigned to (sample 0: expert 1, sample 1: expert 3); sample 0's first token belongs to none.
+std::vector<int32_t> router_targets_of(const std::vector<std::vector<int32_t>>& seqs) {
+  const int32_t expert_of[] = {1, 3};
+  std::vector<int32_t> t;
+  for (size_t s = 0; s < seqs.size(); ++s)
+    for (size_t i = 0; i < seqs[s].size(); ++i) t.push_back(s == 0 && i == 0 ? -1 : expert_of[s % 2]);
+  return t;
+}
+
+// UpIT's pre-optimisation objective: 0.5 × LM loss + 0.5 × router BCE.
+LossOptions upit_options(const std::vector<std::vector<int32_t>>& seqs) {
+  LossOptions opts;
+  opts.router_targets = router_targets_of(seqs);
+  opts.router_bce_coef = 0.5;
+  opts.ce_coef = 0.5;
+  return opts;
 }
 
 ModelConfig with(const ModelConfig& base, const nlohmann::ordered_json& fields) {
@@ -55,7 +77,7 @@ void check_model_gradients(const ModelConfig& config, uint64_t seed, const LossO
   model.loss_and_grad(batch, targets, grads, opts);
   auto objective = [&] {
     const LossReport r = model.loss(batch, targets, opts);
-    return r.ce() + r.aux + r.z;
+    return opts.ce_coef * r.ce() + r.aux + r.z + r.router_bce;
   };
   auto ps = parameters(model.weights(), config);
   auto gs = parameters(grads, config);
@@ -100,6 +122,73 @@ TEST_CASE("model backward: mixtral with the load-balancing and z losses") {
   check_model_gradients(with(tiny_config("mixtral"), {{"router_aux_loss_coef", 0.1}}), 24, opts);
 }
 
+TEST_CASE("model backward: mixtral with UpIT's router pre-optimisation loss, everything unfrozen") {
+  check_model_gradients(with(tiny_config("mixtral"), {{"router_aux_loss_coef", 0.1}}), 29, upit_options(kSequences));
+}
+
+TEST_CASE("model backward: mixtral with UpIT's router pre-optimisation loss, only the router unfrozen") {
+  check_model_gradients(with(tiny_config("mixtral"), {{"router_aux_loss_coef", 0.1}}), 30, upit_options(kSequences),
+                        parse_parts("embeddings,attention,norms,experts"));
+}
+
+TEST_CASE("model backward: the router BCE's report, its scale and its argument checks") {
+  const ModelConfig config = tiny_config("mixtral");
+  Transformer<double> model(*random_checkpoint(config, 31));
+  const Batch batch = pack(kSequences);
+  const std::vector<int32_t> targets = targets_of(kSequences);
+  const LossOptions opts = upit_options(kSequences);
+  const LossReport plain = model.loss(batch, targets);
+  const LossReport upit = model.loss(batch, targets, opts);
+  CHECK(plain.router_bce == 0.0);
+  CHECK(upit.router_bce > 0);
+  // ce_coef scales the gradient only: the reported sum is the plain one.
+  CHECK(upit.ce_sum == plain.ce_sum);
+  CHECK(upit.tokens == plain.tokens);
+  CHECK(upit.aux == plain.aux);
+  Weights<double> grads = zeros_like(model.weights(), config);
+  const LossReport with_grad = model.loss_and_grad(batch, targets, grads, opts);
+  CHECK(with_grad.router_bce == upit.router_bce);
+  CHECK(with_grad.ce_sum == plain.ce_sum);
+
+  // Zero routers give zero logits in every layer, and each of the E terms of every counted
+  // token costs softplus(0) = log 2: a mean over layers (not a sum) is coef · log 2.
+  for (auto& layer : model.weights().layers) std::fill(layer.router.begin(), layer.router.end(), 0.0);
+  CHECK(model.loss(batch, targets, opts).router_bce == doctest::Approx(0.5 * std::log(2.0)).epsilon(1e-14));
+
+  // aux_scale scales the BCE's gradient like the other router losses'.
+  LossOptions bce_only = opts;
+  bce_only.ce_coef = 0;
+  const ModelConfig no_aux = with(config, {{"router_aux_loss_coef", 0.0}});
+  Transformer<double> m2(*random_checkpoint(no_aux, 32));
+  const PartSet all_but_router = parse_parts("embeddings,attention,norms,experts");
+  Weights<double> g1 = zeros_like(m2.weights(), no_aux, all_but_router);
+  Weights<double> g4 = zeros_like(m2.weights(), no_aux, all_but_router);
+  m2.loss_and_grad(batch, targets, g1, bce_only);
+  bce_only.aux_scale = 0.25;
+  m2.loss_and_grad(batch, targets, g4, bce_only);
+  for (size_t l = 0; l < g1.layers.size(); ++l) {
+    Vec quarter = g1.layers[l].router;
+    for (double& v : quarter) v *= 0.25;
+    check_gradient("router", g4.layers[l].router, quarter, 1e-14);
+  }
+
+  LossOptions bad = opts;
+  bad.router_targets.pop_back();
+  CHECK_THROWS_AS(model.loss(batch, targets, bad), std::invalid_argument);
+  CHECK_THROWS_AS(model.loss_and_grad(batch, targets, grads, bad), std::invalid_argument);
+  for (int32_t out_of_range : {-2, 4}) {
+    bad = opts;
+    bad.router_targets[3] = out_of_range;
+    CHECK_THROWS_AS(model.loss(batch, targets, bad), std::invalid_argument);
+    CHECK_THROWS_AS(model.loss_and_grad(batch, targets, grads, bad), std::invalid_argument);
+  }
+  const ModelConfig dense = tiny_config("llama");
+  Transformer<double> llama(*random_checkpoint(dense, 33));
+  Weights<double> dense_grads = zeros_like(llama.weights(), dense);
+  CHECK_THROWS_AS(llama.loss(batch, targets, opts), std::invalid_argument);
+  CHECK_THROWS_AS(llama.loss_and_grad(batch, targets, dense_grads, opts), std::invalid_argument);
+}
+
 TEST_CASE("model backward: frozen parts get no gradient and the rest stay exact") {
   check_model_gradients(tiny_config("mixtral"), 25, {}, parse_parts("attention,router,embeddings"));
   check_model_gradients(tiny_config("llama"), 26, {}, parse_parts("experts,norms"));
@@ -130,6 +219,25 @@ TEST_CASE("model backward: the float model's gradients follow the double model's
   CHECK(rf.ce() == doctest::Approx(rd.ce()).epsilon(1e-5));
   CHECK(rf.tokens == rd.tokens);
   REQUIRE(rf.expert_tokens.size() == 2);
+  CHECK(rf.expert_tokens == rd.expert_tokens);
+  auto a = parameters(gf, config);
+  auto b = parameters(gd, config);
+  for (size_t i = 0; i < a.size(); ++i) check_gradient(a[i].tensor.name.c_str(), widen(*a[i].values), *b[i].values, 1e-4);
+}
+
+TEST_CASE("model backward: the float model follows the double model under UpIT's pre-optimisation loss") {
+  const ModelConfig config = tiny_config("mixtral");
+  const auto ckpt = random_checkpoint(config, 34);
+  Transformer<double> d(*ckpt);
+  Transformer<float> f(*ckpt);
+  Weights<double> gd = zeros_like(d.weights(), config);
+  Weights<float> gf = zeros_like(f.weights(), config);
+  const LossOptions opts = upit_options(kSequences);
+  const LossReport rd = d.loss_and_grad(pack(kSequences), targets_of(kSequences), gd, opts);
+  const LossReport rf = f.loss_and_grad(pack(kSequences), targets_of(kSequences), gf, opts);
+  CHECK(rf.ce() == doctest::Approx(rd.ce()).epsilon(1e-5));
+  CHECK(rd.router_bce > 0);
+  CHECK(rf.router_bce == doctest::Approx(rd.router_bce).epsilon(1e-5));
   CHECK(rf.expert_tokens == rd.expert_tokens);
   auto a = parameters(gf, config);
   auto b = parameters(gd, config);

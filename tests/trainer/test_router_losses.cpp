@@ -1,8 +1,12 @@
-// Load-balancing and z-losses: values against transformers' formulas written out naively,
-// gradients on the router logits against central differences.
+// Load-balancing, z- and UpIT's router BCE losses: values against the formulas written out
+// naively, gradients on the router logits against central differences.
 #include <doctest/doctest.h>
+#include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <stdexcept>
 
 #include "tests/trainer/gradcheck.hpp"
 #include "tests/trainer/router_inputs.hpp"
@@ -40,6 +44,39 @@ Routed route(const Vec& logits, int64_t N, int64_t E, int64_t k) {
   router_forward(r.idx.data(), r.w.data(), r.probs.data(), logits.data(), N, E, k);
   return r;
 }
+
+// BCE of each expert's sigmoid against its binary label, written as the textbook formula:
+// −[y·log p + (1 − y)·log(1 − p)], averaged over counted tokens and experts.
+double naive_router_bce(const Vec& logits, const std::vector<int32_t>& targets, int64_t N, int64_t E, double coef) {
+  double sum = 0;
+  int64_t M = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    if (targets[n] < 0) continue;
+    ++M;
+    for (int64_t e = 0; e < E; ++e) {
+      const double p = 1.0 / (1.0 + std::exp(-logits[n * E + e]));
+      sum -= e == targets[n] ? std::log(p) : std::log(1.0 - p);
+    }
+  }
+  return M ? coef * sum / double(M * E) : 0.0;
+}
+
+// Each token's expert, every fourth one -1 (a token of no seed sample).
+std::vector<int32_t> bce_targets(int64_t N, int64_t E) {
+  std::vector<int32_t> t(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) t[size_t(n)] = n % 4 == 3 ? -1 : int32_t((n * 7 + n / 5) % E);
+  return t;
+}
+
+bool same_bits(const Vec& a, const Vec& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
+}
+
+// Restores the OpenMP thread count a test changed.
+struct ThreadCount {
+  int saved = omp_get_max_threads();
+  ~ThreadCount() { omp_set_num_threads(saved); }
+};
 
 }  // namespace
 
@@ -90,4 +127,87 @@ TEST_CASE("router z-loss: value and gradient") {
   router_z_loss_backward(d_logits.data(), logits.data(), N, E, coef, d_loss);
   check_gradient("d_logits", d_logits.added(),
                  numeric_gradient(logits, [&] { return d_loss * router_z_loss_forward(logits.data(), N, E, coef); }));
+}
+
+TEST_CASE("router_losses: UpIT's router BCE, value against the textbook formula and gradient") {
+  const int64_t N = 9, E = 4;
+  const double coef = 0.5, d_loss = 1.3;
+  Vec logits = random_vec(N * E, 5, 3.0);
+  const std::vector<int32_t> targets = bce_targets(N, E);
+  REQUIRE(std::count(targets.begin(), targets.end(), -1) == 2);
+  const double loss = router_bce_loss_forward(logits.data(), targets.data(), N, E, coef);
+  CHECK(loss > 0);
+  CHECK(loss == doctest::Approx(naive_router_bce(logits, targets, N, E, coef)).epsilon(1e-13));
+  const auto logits_f = as<float>(logits);
+  CHECK(router_bce_loss_forward(logits_f.data(), targets.data(), N, E, coef) == doctest::Approx(loss).epsilon(1e-5));
+
+  GradBuffer d_logits(N * E, 6);
+  router_bce_loss_backward(d_logits.data(), logits.data(), targets.data(), N, E, coef, d_loss);
+  const Vec added = d_logits.added();
+  check_gradient("d_logits", added, numeric_gradient(logits, [&] {
+                   return d_loss * router_bce_loss_forward(logits.data(), targets.data(), N, E, coef);
+                 }));
+  // Uncounted tokens get nothing at all.
+  for (int64_t n = 0; n < N; ++n)
+    if (targets[size_t(n)] < 0)
+      for (int64_t e = 0; e < E; ++e) CHECK(added[size_t(n * E + e)] == 0.0);
+
+  std::vector<float> d_f(size_t(N * E), 0.0f);
+  router_bce_loss_backward(d_f.data(), logits_f.data(), targets.data(), N, E, coef, d_loss);
+  check_gradient("float d_logits", widen(d_f), added, 1e-5);
+}
+
+TEST_CASE("router_losses: router BCE is stable for logits far beyond exp's range") {
+  // y = 1 on a logit of −800 costs 800, y = 0 on +800 costs 800: the mean over E = 2 is 800.
+  const std::vector<double> far = {-800, 800};
+  const std::vector<int32_t> target = {0};
+  CHECK(router_bce_loss_forward(far.data(), target.data(), 1, 2, 1.0) == doctest::Approx(800.0));
+  std::vector<double> d = {0, 0};
+  router_bce_loss_backward(d.data(), far.data(), target.data(), 1, 2, 1.0, 1.0);
+  CHECK(d[0] == doctest::Approx(-0.5));
+  CHECK(d[1] == doctest::Approx(0.5));
+  // Right on: the loss vanishes without becoming NaN.
+  const std::vector<double> right = {800, -800};
+  CHECK(router_bce_loss_forward(right.data(), target.data(), 1, 2, 1.0) == doctest::Approx(0.0));
+  const std::vector<float> right_f = {80, -80};
+  const double loss_f = router_bce_loss_forward(right_f.data(), target.data(), 1, 2, 1.0);
+  CHECK(std::isfinite(loss_f));
+  CHECK(loss_f < 1e-30);
+}
+
+TEST_CASE("router_losses: router BCE without counted tokens is 0 and adds nothing; bad targets throw") {
+  const int64_t N = 5, E = 3;
+  const Vec logits = random_vec(N * E, 7, 2.0);
+  const std::vector<int32_t> none(size_t(N), -1);
+  CHECK(router_bce_loss_forward(logits.data(), none.data(), N, E, 0.5) == 0.0);
+  GradBuffer d(N * E, 8);
+  router_bce_loss_backward(d.data(), logits.data(), none.data(), N, E, 0.5, 1.0);
+  CHECK(same_bits(d.value, d.start));
+  CHECK(router_bce_loss_forward(logits.data(), none.data(), 0, E, 0.5) == 0.0);
+
+  for (int32_t bad : {-2, int32_t(E), 100}) {
+    CAPTURE(bad);
+    std::vector<int32_t> t = {0, 1, bad, 2, -1};
+    CHECK_THROWS_AS(router_bce_loss_forward(logits.data(), t.data(), N, E, 0.5), std::invalid_argument);
+    CHECK_THROWS_AS(router_bce_loss_backward(d.data(), logits.data(), t.data(), N, E, 0.5, 1.0),
+                    std::invalid_argument);
+  }
+  CHECK(same_bits(d.value, d.start));  // a throwing backward wrote nothing
+}
+
+TEST_CASE("router_losses: router BCE gives the same bits with 1 and 2 threads") {
+  // Enough rows for several of ordered_sum's blocks, so the threads split the sum.
+  const int64_t N = 5000, E = 8;
+  const Vec logits = random_vec(N * E, 9, 4.0);
+  const std::vector<int32_t> targets = bce_targets(N, E);
+  ThreadCount restore;
+  Vec loss(2), grad[2];
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    loss[size_t(threads - 1)] = router_bce_loss_forward(logits.data(), targets.data(), N, E, 0.5);
+    grad[threads - 1].assign(size_t(N * E), 0.25);
+    router_bce_loss_backward(grad[threads - 1].data(), logits.data(), targets.data(), N, E, 0.5, 0.7);
+  }
+  CHECK(same_bits({loss[0]}, {loss[1]}));
+  CHECK(same_bits(grad[0], grad[1]));
 }

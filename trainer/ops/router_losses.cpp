@@ -30,6 +30,25 @@ double logsumexp(const T* x, int64_t E) {
   return mx + std::log(sum);
 }
 
+// M: the tokens with a target; throws on a target outside [-1, E).
+int64_t counted_targets(const int32_t* targets, int64_t N, int64_t E) {
+  int64_t M = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    require_arg(targets[n] >= -1 && targets[n] < E, "router BCE loss", "target outside [-1, E)");
+    M += targets[n] >= 0;
+  }
+  return M;
+}
+
+// log(1 + e^z) without overflow, and without losing the small values for very negative z.
+double softplus(double z) { return std::max(z, 0.0) + std::log1p(std::exp(-std::abs(z))); }
+
+double sigmoid(double z) {
+  if (z >= 0) return 1.0 / (1.0 + std::exp(-z));
+  const double e = std::exp(z);
+  return e / (1.0 + e);
+}
+
 }  // namespace
 
 template <class T>
@@ -81,6 +100,35 @@ void router_z_loss_backward(T* d_logits, const T* logits, int64_t N, int64_t E, 
   }
 }
 
+template <class T>
+double router_bce_loss_forward(const T* logits, const int32_t* targets, int64_t N, int64_t E, double coef) {
+  const int64_t M = counted_targets(targets, N, E);
+  if (M == 0) return 0.0;
+  const double sum = ordered_sum(N, [&](int64_t n) {
+    if (targets[n] < 0) return 0.0;
+    const T* z = logits + n * E;
+    double s = 0;
+    for (int64_t e = 0; e < E; ++e) s += softplus(double(z[e])) - (e == targets[n] ? double(z[e]) : 0.0);
+    return s;
+  });
+  return coef * sum / (double(M) * double(E));
+}
+
+template <class T>
+void router_bce_loss_backward(T* d_logits, const T* logits, const int32_t* targets, int64_t N, int64_t E, double coef,
+                              double d_loss) {
+  const int64_t M = counted_targets(targets, N, E);
+  if (M == 0) return;
+  const double scale = d_loss * coef / (double(M) * double(E));
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    if (targets[n] < 0) continue;
+    const T* z = logits + n * E;
+    for (int64_t e = 0; e < E; ++e)
+      d_logits[n * E + e] += T(scale * (sigmoid(double(z[e])) - (e == targets[n] ? 1.0 : 0.0)));
+  }
+}
+
 template double load_balancing_loss_forward(const float*, const int32_t*, int64_t, int64_t, int64_t, double);
 template double load_balancing_loss_forward(const double*, const int32_t*, int64_t, int64_t, int64_t, double);
 template void load_balancing_loss_backward(float*, const float*, const int32_t*, int64_t, int64_t, int64_t, double,
@@ -91,5 +139,9 @@ template double router_z_loss_forward(const float*, int64_t, int64_t, double);
 template double router_z_loss_forward(const double*, int64_t, int64_t, double);
 template void router_z_loss_backward(float*, const float*, int64_t, int64_t, double, double);
 template void router_z_loss_backward(double*, const double*, int64_t, int64_t, double, double);
+template double router_bce_loss_forward(const float*, const int32_t*, int64_t, int64_t, double);
+template double router_bce_loss_forward(const double*, const int32_t*, int64_t, int64_t, double);
+template void router_bce_loss_backward(float*, const float*, const int32_t*, int64_t, int64_t, double, double);
+template void router_bce_loss_backward(double*, const double*, const int32_t*, int64_t, int64_t, double, double);
 
 }  // namespace upcycle::ops

@@ -1,6 +1,6 @@
 // The router's auxiliary losses: Switch-style load balancing (as transformers' Mixtral
-// load_balancing_loss_func) and the router z-loss (ST-MoE). Both return the loss in double
-// and put their gradient on the router logits.
+// load_balancing_loss_func), the router z-loss (ST-MoE) and UpIT's router pre-optimisation
+// BCE. Each returns the loss in double and puts its gradient on the router logits.
 #pragma once
 #include <cstdint>
 
@@ -27,5 +27,22 @@ template <class T>
 double router_z_loss_forward(const T* logits, int64_t N, int64_t E, double coef);
 template <class T>
 void router_z_loss_backward(T* d_logits, const T* logits, int64_t N, int64_t E, double coef, double d_loss);
+
+// UpIT's router pre-optimisation (stage 3): every sample of the seed data was given to the
+// expert whose own dense model scores it best; the BCE pushes sigmoid(logit e) toward 1 on that
+// expert's tokens and toward 0 on every other expert's, each expert an independent binary label.
+// targets[N]: the expert each token's sample was assigned to, or -1 (not counted).
+// forward:  loss = coef · (1 / (M·E)) Σ_{n: targets[n] >= 0} Σ_e BCE(sigmoid(logits[n,e]), [e == targets[n]])
+//           with M the number of counted tokens (none counted: loss 0), each term computed
+//           stably from the logit as softplus(z) − y·z.
+// backward: d_logits[n,e] += d_loss · coef · (sigmoid(z) − y) / (M·E) on counted tokens.
+// For a whole model pass every layer's rows at once (N = layers·tokens, the token targets
+// repeated for each layer), as for the losses above: the mean is then over layers too, so the
+// loss's scale does not grow with depth. A target outside [-1, E): std::invalid_argument.
+template <class T>
+double router_bce_loss_forward(const T* logits, const int32_t* targets, int64_t N, int64_t E, double coef);
+template <class T>
+void router_bce_loss_backward(T* d_logits, const T* logits, const int32_t* targets, int64_t N, int64_t E, double coef,
+                              double d_loss);
 
 }  // namespace upcycle::ops

@@ -1,0 +1,88 @@
+#include "genetic/distance.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+namespace upcycle::genetic {
+
+std::optional<Distance> parse_distance(std::string_view name) {
+  if (name == "cosine") return Distance::Cosine;
+  if (name == "l2") return Distance::L2;
+  return std::nullopt;
+}
+
+const char* distance_name(Distance d) { return d == Distance::Cosine ? "cosine" : "l2"; }
+
+double delta_dot(std::span<const float> x, std::span<const float> y, std::span<const float> base) {
+  if (x.size() != y.size() || x.size() != base.size()) throw std::invalid_argument("delta_dot: lengths differ");
+  constexpr size_t kBlock = 1 << 14;
+  const size_t blocks = (x.size() + kBlock - 1) / kBlock;
+  std::vector<double> partial(blocks);
+#pragma omp parallel for schedule(static)
+  for (size_t b = 0; b < blocks; ++b) {
+    double s = 0;
+    for (size_t i = b * kBlock, end = std::min(x.size(), i + kBlock); i < end; ++i)
+      s += double(x[i] - base[i]) * double(y[i] - base[i]);
+    partial[b] = s;
+  }
+  double sum = 0;
+  for (double p : partial) sum += p;
+  return sum;
+}
+
+void Gram::resize(size_t n) {
+  for (auto& g : layers_) {
+    std::vector<double> next(n * n, 0.0);
+    for (size_t i = 0; i < std::min(n, n_); ++i)
+      for (size_t j = 0; j < std::min(n, n_); ++j) next[i * n + j] = g[i * n_ + j];
+    g = std::move(next);
+  }
+  n_ = n;
+}
+
+void Gram::add(int layer, size_t i, size_t j, double v) {
+  auto& g = layers_[size_t(layer)];
+  g[i * n_ + j] += v;
+  if (i != j) g[j * n_ + i] += v;
+}
+
+double Gram::distance(size_t i, size_t j, Distance d) const {
+  if (i == j) return 0;
+  double sum = 0;
+  for (int l = 0; l < int(layers_.size()); ++l) {
+    const double ii = get(l, i, i), jj = get(l, j, j), ij = get(l, i, j);
+    if (d == Distance::L2) {
+      sum += std::sqrt(std::max(0.0, ii + jj - 2 * ij));
+    } else if (ii <= 0 || jj <= 0) {
+      sum += (ii <= 0 && jj <= 0) ? 0.0 : 1.0;
+    } else {
+      sum += 1.0 - std::clamp(ij / std::sqrt(ii * jj), -1.0, 1.0);
+    }
+  }
+  return sum / double(layers_.size());
+}
+
+std::vector<std::vector<double>> Gram::matrix(Distance d) const {
+  std::vector<std::vector<double>> m(n_, std::vector<double>(n_, 0.0));
+  for (size_t i = 0; i < n_; ++i)
+    for (size_t j = 0; j < n_; ++j) m[i][j] = distance(i, j, d);
+  return m;
+}
+
+Diversity diversity(const std::vector<std::vector<double>>& dist) {
+  Diversity out;
+  double sum = 0, min = std::numeric_limits<double>::infinity();
+  size_t pairs = 0;
+  for (size_t i = 0; i < dist.size(); ++i)
+    for (size_t j = i + 1; j < dist.size(); ++j) {
+      sum += dist[i][j];
+      min = std::min(min, dist[i][j]);
+      ++pairs;
+    }
+  if (pairs) out = {sum / double(pairs), min};
+  return out;
+}
+
+}  // namespace upcycle::genetic

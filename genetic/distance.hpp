@@ -1,0 +1,45 @@
+// Distances between experts from their FFN deltas (expert − base): inner products summed over a
+// layer's gate, up and down tensors give that layer's distance; the experts' distance is the mean
+// over layers.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace upcycle::genetic {
+
+enum class Distance { Cosine, L2 };
+std::optional<Distance> parse_distance(std::string_view name);  // "cosine", "l2"
+const char* distance_name(Distance d);
+
+// Σ (x[i] − base[i])·(y[i] − base[i]) in double, in fixed blocks summed in order: the same bits
+// for any thread count.
+double delta_dot(std::span<const float> x, std::span<const float> y, std::span<const float> base);
+
+// Per layer, the inner products of the experts' deltas: symmetric [n, n] each.
+class Gram {
+ public:
+  explicit Gram(int layers) : layers_(size_t(layers)) {}
+  size_t size() const { return n_; }
+  void resize(size_t n);  // keeps the entries of the first min(n, size()) experts
+  double get(int layer, size_t i, size_t j) const { return layers_[size_t(layer)][i * n_ + j]; }
+  void add(int layer, size_t i, size_t j, double v);  // to (i, j) and, off the diagonal, (j, i)
+  // Mean over layers of 1 − cos (cosine; 0 when both deltas are 0, 1 when one is) or of ‖d_i − d_j‖ (L2).
+  double distance(size_t i, size_t j, Distance d) const;
+  std::vector<std::vector<double>> matrix(Distance d) const;
+
+ private:
+  std::vector<std::vector<double>> layers_;
+  size_t n_ = 0;
+};
+
+// Mean and minimum of the off-diagonal entries of a distance matrix (0 for fewer than 2 experts).
+struct Diversity {
+  double mean = 0, min = 0;
+  double score() const { return mean + min; }  // what the search maximises
+};
+Diversity diversity(const std::vector<std::vector<double>>& distances);
+
+}  // namespace upcycle::genetic

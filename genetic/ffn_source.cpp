@@ -1,0 +1,59 @@
+#include "genetic/ffn_source.hpp"
+
+#include "core/error.hpp"
+
+namespace upcycle::genetic {
+
+namespace {
+
+// The fields that fix every tensor's shape and meaning.
+void check_same_shape(const Checkpoint& a, const Checkpoint& b) {
+  const ModelConfig &x = a.config(), &y = b.config();
+  const bool same = x.model_type == y.model_type && x.vocab_size == y.vocab_size && x.hidden_size == y.hidden_size &&
+                    x.intermediate_size == y.intermediate_size && x.num_hidden_layers == y.num_hidden_layers &&
+                    x.num_attention_heads == y.num_attention_heads && x.num_key_value_heads == y.num_key_value_heads &&
+                    x.head_dim == y.head_dim && x.tie_word_embeddings == y.tie_word_embeddings;
+  require(same, b.path(),
+          "is not the same architecture and shape as " + a.path().string() + " (model type, vocabulary, hidden, " +
+              "intermediate, layers, heads and tied embeddings must all agree)");
+}
+
+}  // namespace
+
+FfnSource::FfnSource(std::vector<const Checkpoint*> checkpoints, const Checkpoint* base)
+    : checkpoints_(std::move(checkpoints)), base_(base) {
+  if (checkpoints_.empty()) throw std::invalid_argument("FfnSource: no checkpoints");
+  for (const Checkpoint* c : checkpoints_) {
+    require(!c->config().is_moe(), c->path(), "is already an MoE model: the checkpoints must be dense");
+    check_same_shape(*checkpoints_[0], *c);
+  }
+  if (base_) {
+    require(!base_->config().is_moe(), base_->path(), "is an MoE model: the base must be dense");
+    check_same_shape(*checkpoints_[0], *base_);
+  }
+}
+
+std::string FfnSource::key(int layer, Role role) { return tensor_name({role, layer}, Scheme::HF); }
+
+std::vector<float> FfnSource::load(size_t k, int layer, Role role) const { return load(k, key(layer, role)); }
+
+std::vector<float> FfnSource::base(int layer, Role role) const { return base(key(layer, role)); }
+
+std::vector<float> FfnSource::load(size_t k, const std::string& name) const {
+  return checkpoints_.at(k)->load(name).to_f32_vector();
+}
+
+std::vector<float> FfnSource::base(const std::string& name) const {
+  if (base_) return base_->load(name).to_f32_vector();
+  std::vector<double> sum;
+  for (size_t k = 0; k < size(); ++k) {
+    const std::vector<float> x = load(k, name);
+    if (sum.empty()) sum.assign(x.size(), 0.0);
+    for (size_t i = 0; i < x.size(); ++i) sum[i] += x[i];
+  }
+  std::vector<float> mean(sum.size());
+  for (size_t i = 0; i < sum.size(); ++i) mean[i] = float(sum[i] / double(size()));
+  return mean;
+}
+
+}  // namespace upcycle::genetic

@@ -1,0 +1,39 @@
+// The dense checkpoints an expert pool grows from: each one's FFN tensors (gate, up, down per
+// layer) as f32, and the base that deltas are taken from (the pre-tuning model when given, else
+// the element-wise mean of the checkpoints).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core/checkpoint.hpp"
+#include "core/tensor_names.hpp"
+
+namespace upcycle::genetic {
+
+inline constexpr Role kFfnRoles[] = {Role::Gate, Role::Up, Role::Down};
+
+class FfnSource {
+ public:
+  // InputError naming the odd one out when the checkpoints (and base) are not dense models of
+  // one architecture and shape, or fewer than one is given.
+  FfnSource(std::vector<const Checkpoint*> checkpoints, const Checkpoint* base);
+
+  size_t size() const { return checkpoints_.size(); }
+  int layers() const { return int(checkpoints_[0]->config().num_hidden_layers); }
+  bool has_base() const { return base_ != nullptr; }
+  const Checkpoint& checkpoint(size_t k) const { return *checkpoints_[k]; }
+
+  std::vector<float> load(size_t k, int layer, Role role) const;  // checkpoint k's tensor
+  std::vector<float> base(int layer, Role role) const;
+  // Any tensor by its Hugging Face name (the shared weights of an assembled MoE).
+  std::vector<float> load(size_t k, const std::string& name) const;
+  std::vector<float> base(const std::string& name) const;
+  // The tensor's name: the key of its random streams.
+  static std::string key(int layer, Role role);
+
+ private:
+  std::vector<const Checkpoint*> checkpoints_;
+  const Checkpoint* base_;
+};
+
+}  // namespace upcycle::genetic

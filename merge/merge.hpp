@@ -1,0 +1,60 @@
+// Merge operators, applied tensor by tensor: the same element of K input tensors (and of a base,
+// for the methods that work on deltas from it) goes into one output element.
+//   linear          out = Σ w_k x_k / Σ w_k                       (normalised weighted mean)
+//   task_arithmetic out = base + λ Σ w_k (x_k − base)
+//   ties            trim each delta d_k = x_k − base to its round(density·n) largest elements
+//                   by magnitude (elements tied at the threshold are kept in index order, so
+//                   exactly that many survive), elect each element's sign as that of Σ w_k d_k,
+//                   then the disjoint mean: base + λ Σ_{k agrees} w_k d_k / Σ_{k agrees} w_k,
+//                   where k agrees when d_k ≠ 0 has the elected sign (base where none agrees,
+//                   a zero sum Σ w_k d_k included, or the agreeing weights sum to 0)
+//   dare            drop each delta element with probability p, rescale survivors by 1/(1−p):
+//                   base + λ Σ w_k d̃_k, weights not normalised (UpIT's merge, with a + b = 1)
+//   dare_ties       DARE's masks and rescaling (no magnitude trim), then TIES's sign election
+//                   and disjoint mean
+//   slerp           two inputs, t = w_1 / (w_0 + w_1): spherical interpolation of the flattened
+//                   tensors, (1−t)x_0 + t x_1 when either is zero or |cos Ω| > 0.9995
+// Per element the arithmetic is fp32 (sums over inputs in input order); SLERP's dot products are
+// fp64. The output is bit-identical for any OpenMP thread count.
+// Randomness (DARE's masks) comes from the seed and the tensor's key alone, never from the
+// order or thread that merges it, so a fixed seed gives the same bits every time: input k's
+// element i is dropped when draw i of a counter-based splitmix64 stream keyed by
+// (seed, "<key>/input <k>") is below p.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace upcycle::merge {
+
+enum class Method { Linear, TaskArithmetic, Ties, Dare, DareTies, Slerp };
+
+// "linear", "task_arithmetic", "ties", "dare", "dare_ties", "slerp"; nullopt otherwise.
+std::optional<Method> parse_method(std::string_view name);
+const char* method_name(Method m);
+bool needs_base(Method m);  // task_arithmetic, ties, dare, dare_ties
+
+struct Options {
+  Method method = Method::Linear;
+  std::vector<double> weights;  // one per input (empty: all 1)
+  double density = 0.5;         // ties: the fraction of each delta kept by magnitude
+  double drop_rate = 0.5;       // dare, dare_ties: p
+  double lambda = 1.0;          // the delta methods: scale of the merged delta
+  uint64_t seed = 0;
+};
+
+// out[n] from inputs[k][n] (all the same length), base[n] for the delta methods (empty
+// otherwise; linear and slerp ignore it). `out` may be exactly one of the inputs or the base
+// (merging in place), not a shifted overlap. `key` names the tensor (and anything else that
+// should draw its own masks, such as an expert's index) for the random streams.
+// std::invalid_argument for no inputs, mismatched lengths, a missing base, slerp with other than
+// two inputs, weights of the wrong count, not finite or summing to 0 (linear, slerp), or the
+// options a method uses out of range (ties: density in (0, 1]; dare, dare_ties: drop_rate in
+// [0, 1); the delta methods: lambda finite).
+void merge_tensor(std::span<float> out, std::span<const std::span<const float>> inputs, std::span<const float> base,
+                  const Options& opts, std::string_view key);
+
+}  // namespace upcycle::merge

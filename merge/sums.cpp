@@ -1,0 +1,58 @@
+// linear, task arithmetic and DARE: weighted sums over the inputs, chunk by chunk.
+#include <bit>
+#include <cmath>
+#include <string>
+
+#include "core/random.hpp"
+#include "merge/kernels.hpp"
+
+namespace upcycle::merge::detail {
+
+DropMask::DropMask(uint64_t seed, std::string_view key, size_t k, double p)
+    : state_(Rng::stream(seed, std::string(key) + "/input " + std::to_string(k)).next()),
+      cut_(uint64_t(std::ceil(p * 0x1p32))) {}
+
+void DropMask::fill(size_t lo, size_t len, uint32_t* mask) const {
+  // One draw makes two elements' 32-bit uniforms. Integer masks, not floats 0/1 or bools:
+  // GCC turns a bool-to-float conversion into a branch, mispredicted half the time.
+  for (size_t j = 0; j < len; j += 2) {  // lo is even: chunks start at multiples of kChunk
+    const uint64_t z = Rng(state_ + (lo + j) / 2 * 0x9e3779b97f4a7c15ull).next();
+    mask[j] = -uint32_t((z & 0xffffffffu) >= cut_);
+    if (j + 1 < len) mask[j + 1] = -uint32_t((z >> 32) >= cut_);
+  }
+}
+
+void weighted_mean(std::span<float> out, Inputs inputs, std::span<const float> coef) {
+  for_chunks(out.size(), [&](size_t lo, size_t len) {
+    float acc[kChunk] = {};
+    for (size_t k = 0; k < inputs.size(); ++k) {
+      const float* x = inputs[k].data() + lo;
+      const float c = coef[k];
+      for (size_t i = 0; i < len; ++i) acc[i] += c * x[i];
+    }
+    std::copy_n(acc, len, out.data() + lo);
+  });
+}
+
+void delta_sum(std::span<float> out, Inputs inputs, std::span<const float> base, std::span<const float> coef,
+               std::span<const DropMask> masks) {
+  for_chunks(out.size(), [&](size_t lo, size_t len) {
+    float acc[kChunk] = {};
+    const float* b = base.data() + lo;
+    for (size_t k = 0; k < inputs.size(); ++k) {
+      const float* x = inputs[k].data() + lo;
+      const float c = coef[k];
+      if (masks.empty()) {
+        for (size_t i = 0; i < len; ++i) acc[i] += c * (x[i] - b[i]);
+      } else {
+        uint32_t keep[kChunk];
+        masks[k].fill(lo, len, keep);
+        for (size_t i = 0; i < len; ++i) acc[i] += std::bit_cast<float>(std::bit_cast<uint32_t>(c * (x[i] - b[i])) & keep[i]);
+      }
+    }
+    float* o = out.data() + lo;
+    for (size_t i = 0; i < len; ++i) o[i] = b[i] + acc[i];
+  });
+}
+
+}  // namespace upcycle::merge::detail

@@ -1,0 +1,28 @@
+// UpIT's seed assignment: every seed sample scored under every expert's own dense model (the
+// MoE's shared weights with that expert's FFN in every layer) by its loss on the counted
+// (response) tokens, and given to the expert with the lowest.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/tokenized_data.hpp"
+#include "trainer/model.hpp"
+
+namespace upcycle::router {
+
+struct Assignment {
+  std::vector<int32_t> expert;             // [S] the expert of each sample (lowest loss, lowest index on ties)
+  std::vector<std::vector<double>> loss;   // [S][E] mean loss per counted token
+  std::vector<int64_t> counts;             // [E] samples per expert
+};
+
+// The dense model of expert e of an MoE: its config as llama (or mistral) with the MoE's shared
+// weights and expert e's FFN as the dense FFN.
+Model expert_dense_model(const Model& moe, int expert);
+
+// Samples with no counted token get the loss +inf everywhere and go to expert 0.
+// `progress` (may be empty) is told each (expert, sample) done.
+Assignment assign_by_loss(const Model& moe, const TokenizedData& seed, int64_t seq_len,
+                          const std::function<void()>& progress = {});
+
+}  // namespace upcycle::router

@@ -1,0 +1,70 @@
+#include "router/preopt.hpp"
+
+#include <stdexcept>
+
+#include <spdlog/spdlog.h>
+
+#include "core/progress.hpp"
+#include "trainer/batches.hpp"
+#include "trainer/optimizer.hpp"
+
+namespace upcycle::router {
+
+namespace {
+
+// Micro-batches in one pass over the data.
+int64_t batches_per_epoch(const TokenizedData& data, const PreoptOptions& o) {
+  BatchSampler sampler(data, o.seq_len, o.batch_tokens, o.seed);
+  int64_t n = 0;
+  for (; sampler.cursor().epoch == 0 && size_t(sampler.cursor().index) < data.samples.size(); ++n) sampler.next();
+  return n;
+}
+
+// Each token's target: its sample's expert.
+std::vector<int32_t> token_targets(const MicroBatch& mb, const std::vector<int32_t>& assignment) {
+  std::vector<int32_t> t;
+  t.reserve(mb.batch.ids.size());
+  for (size_t i = 0; i < mb.samples.size(); ++i)
+    t.insert(t.end(), size_t(mb.batch.cu_seqlens[i + 1] - mb.batch.cu_seqlens[i]), assignment[mb.samples[i]]);
+  return t;
+}
+
+}  // namespace
+
+PreoptResult preoptimise_routers(Model& moe, const TokenizedData& seed, const std::vector<int32_t>& assignment,
+                                 const PreoptOptions& o) {
+  const ModelConfig& c = moe.config();
+  if (!c.is_moe()) throw std::invalid_argument("preoptimise_routers: not an MoE model");
+  if (assignment.size() != seed.samples.size()) throw std::invalid_argument("preoptimise_routers: one expert per sample");
+  if (o.epochs < 1) throw std::invalid_argument("preoptimise_routers: epochs >= 1");
+  PartSet frozen;
+  frozen.set();
+  frozen.reset(size_t(Part::Router));
+  Weights<float> grads = zeros_like(moe.weights(), c, frozen);
+  ops::AdamWConfig hyper;
+  hyper.weight_decay = 0;
+  AdamW adam(moe.weights(), c, hyper, frozen);
+  BatchSampler sampler(seed, o.seq_len, o.batch_tokens, o.seed);
+  PreoptResult r;
+  r.steps = o.epochs * batches_per_epoch(seed, o);
+  Progress progress("router pre-optimisation", uint64_t(r.steps), "steps", o.progress);
+  for (int64_t step = 0; step < r.steps; ++step) {
+    const MicroBatch mb = sampler.next();
+    LossOptions lo;
+    lo.ce_coef = o.lm_coef;
+    lo.router_bce_coef = o.bce_coef;
+    lo.router_targets = token_targets(mb, assignment);
+    lo.load_balancing = false;  // UpIT's objective here is the LM loss and the BCE alone
+    zero_fill(grads, c);
+    const LossReport rep = moe.loss_and_grad(mb.batch, mb.targets, grads, lo);
+    adam.clip(grads, 1.0);
+    adam.step(grads, o.lr);
+    if (step == 0) r.first_bce = rep.router_bce, r.first_ce = rep.ce();
+    r.last_bce = rep.router_bce, r.last_ce = rep.ce();
+    progress.advance(1);
+  }
+  progress.finish();
+  return r;
+}
+
+}  // namespace upcycle::router

@@ -1,0 +1,152 @@
+// `upcycle convert` end to end on tiny llama checkpoints: sparse upcycling computes the dense
+// model, UpIT keeps every checkpoint's FFN among its experts with mean shared weights, a seed
+// gives byte-identical files, and bad input is named.
+#include <doctest/doctest.h>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/writer.hpp"
+#include "tests/common/fixtures.hpp"
+#include "trainer/model.hpp"
+
+using namespace upcycle;
+using namespace upcycle::test;
+
+namespace {
+
+std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+
+fs::path dense(const ScratchDir& dir, const std::string& name, uint64_t seed, const std::string& type = "llama") {
+  WriteOptions opts;
+  opts.progress = false;
+  write_checkpoint(*random_checkpoint(tiny_config(type), seed), dir / name, opts);
+  return dir / name;
+}
+
+std::vector<float> tensor(const Checkpoint& c, const std::string& name) { return c.load(name).to_f32_vector(); }
+
+}  // namespace
+
+TEST_CASE("convert: sparse upcycling of one checkpoint computes the dense model's logits") {
+  ScratchDir dir;
+  const fs::path a = dense(dir, "a", 1);
+  const auto r = run_upcycle("convert --checkpoints " + q(a) + " --method sparse --experts 4 --top-k 2 --out " +
+                             q(dir / "moe"));
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const auto moe = open_checkpoint(dir / "moe");
+  CHECK(moe->config().model_type == "mixtral");
+  CHECK(moe->config().num_local_experts == 4);
+  CHECK(moe->config().num_experts_per_tok == 2);
+  CHECK(moe->config().raw["an_unknown_field"]["kept"] == true);  // every other field carried over
+  const std::vector<int32_t> ids = {1, 5, 9, 3, 30, 2, 17};
+  const auto want = Model(*open_checkpoint(a)).forward(pack({ids}));
+  const auto got = Model(*moe).forward(pack({ids}));
+  REQUIRE(got.size() == want.size());
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, double(std::abs(got[i] - want[i]))), scale = std::max(scale, double(std::abs(want[i])));
+  CHECK(worst <= 1e-5 * scale);
+}
+
+TEST_CASE("convert: UpIT keeps each checkpoint's FFN, means the shared weights, and a seed repeats byte for byte") {
+  ScratchDir dir;
+  const fs::path a = dense(dir, "a", 1), b = dense(dir, "b", 2), c = dense(dir, "c", 3);
+  const std::string args = "convert --checkpoints " + q(a) + " " + q(b) + " " + q(c) +
+                           " --experts 5 --top-k 2 --candidates 3 --router random --out ";
+  auto r = run_upcycle(args + q(dir / "x") + " --seed 4");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(r.err.find("expansion round 2/2") != std::string::npos);
+  REQUIRE(run_upcycle(args + q(dir / "y") + " --seed 4").code == 0);
+  for (const char* file : {"model.safetensors", "config.json", "upcycle_convert.json"})
+    CHECK_MESSAGE(read_file(dir / "x" / file) == read_file(dir / "y" / file), file);
+  REQUIRE(run_upcycle(args + q(dir / "z") + " --seed 5").code == 0);
+  CHECK(read_file(dir / "x" / "model.safetensors") != read_file(dir / "z" / "model.safetensors"));
+
+  const auto moe = open_checkpoint(dir / "x");
+  std::vector<std::unique_ptr<Checkpoint>> src;
+  for (const fs::path& p : {a, b, c}) src.push_back(open_checkpoint(p));
+  for (int l = 0; l < 2; ++l) {
+    for (int k = 0; k < 3; ++k)
+      for (auto [dense_role, expert_role] : {std::pair{Role::Gate, Role::ExpertGate}, {Role::Up, Role::ExpertUp},
+                                             {Role::Down, Role::ExpertDown}})
+        CHECK(tensor(*moe, tensor_name({expert_role, l, k}, Scheme::HF)) ==
+              tensor(*src[size_t(k)], tensor_name({dense_role, l}, Scheme::HF)));
+    const std::string q_name = tensor_name({Role::Q, l}, Scheme::HF);
+    const auto mean = tensor(*moe, q_name);
+    const auto qa = tensor(*src[0], q_name), qb = tensor(*src[1], q_name), qc = tensor(*src[2], q_name);
+    for (size_t i = 0; i < mean.size(); ++i) CHECK(mean[i] == doctest::Approx((qa[i] + qb[i] + qc[i]) / 3).epsilon(1e-6));
+  }
+  const auto report = nlohmann::json::parse(read_file(dir / "x" / "upcycle_convert.json"));
+  CHECK(report["pool"].size() == 5);
+  CHECK(report["distances_after"].size() == 5);
+  // The model runs.
+  CHECK(Model(*moe).forward(pack({{1, 2, 3}})).size() == 3 * 40);
+}
+
+TEST_CASE("convert: BTX, drop-upcycling and misuse") {
+  ScratchDir dir;
+  const fs::path a = dense(dir, "a", 1), b = dense(dir, "b", 2);
+  auto r = run_upcycle("convert --checkpoints " + q(a) + " " + q(b) + " --method btx --out " + q(dir / "btx"));
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(open_checkpoint(dir / "btx")->config().num_local_experts == 2);
+  r = run_upcycle("convert --checkpoints " + q(a) + " --method drop --experts 3 --out " + q(dir / "drop"));
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const auto drop = open_checkpoint(dir / "drop");
+  const auto e0 = tensor(*drop, tensor_name({Role::ExpertGate, 0, 0}, Scheme::HF));
+  const auto e1 = tensor(*drop, tensor_name({Role::ExpertGate, 0, 1}, Scheme::HF));
+  CHECK(e0 != e1);  // each expert re-draws its own neurons
+
+  r = run_upcycle("convert --checkpoints " + q(a) + " " + q(dense(dir, "m", 3, "mixtral")) + " --router random --out " + q(dir / "o"));
+  CHECK(r.code == 2);
+  CHECK(r.err.find("already an MoE model") != std::string::npos);
+  r = run_upcycle("convert --checkpoints " + q(dense(dir, "qw", 3, "qwen2")) + " --method sparse --out " + q(dir / "o"));
+  CHECK(r.code == 2);
+  CHECK(r.err.find("llama or mistral") != std::string::npos);
+  r = run_upcycle("convert --checkpoints " + q(a) + " --router hidden --out " + q(dir / "o"));
+  CHECK(r.code == 1);
+  r = run_upcycle("convert --checkpoints " + q(a) + " " + q(b) + " --method btx --experts 3 --out " + q(dir / "o"));
+  CHECK(r.code == 1);
+  CHECK(!fs::exists(dir / "o"));
+}
+
+TEST_CASE("convert: UpIT's router stage assigns seed samples by loss and pre-optimises the routers") {
+  ScratchDir dir;
+  std::vector<fs::path> ckpts;
+  for (int k = 0; k < 2; ++k) {
+    fs::create_directories(dir / std::to_string(k));
+    ckpts.push_back(write_chat_model(dir / std::to_string(k), "llama", uint64_t(10 + k)));
+  }
+  {
+    std::ofstream data(dir / "data.jsonl");
+    for (int i = 0; i < 40; ++i)
+      data << nlohmann::json{{"instruction", "word " + std::to_string(i)}, {"output", std::string(size_t(1 + i % 5), char('a' + i % 7))}}.dump() << "\n";
+  }
+  const std::string args = "convert --checkpoints " + q(ckpts[0]) + " " + q(ckpts[1]) +
+                           " --experts 3 --candidates 2 --data " + q(dir / "data.jsonl") +
+                           " --seed-fraction 0.5 --seed-min 10 --router-epochs 3 --router-lr 1e-2 --seq-len 128 --out ";
+  auto r = run_upcycle(args + q(dir / "moe"));
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(r.err.find("router pre-optimisation:") != std::string::npos);
+  const auto report = nlohmann::json::parse(read_file(dir / "moe" / "upcycle_convert.json"));
+  CHECK(report["router"] == "upit");
+  CHECK(report["seed_samples"] == 20);
+  int64_t assigned = 0;
+  for (const auto& c : report["seed_per_expert"]) assigned += c.get<int64_t>();
+  CHECK(assigned == 20);
+  CHECK(report["router_bce"][1].get<double>() < report["router_bce"][0].get<double>());
+  // The routers are no longer the random ones: compare with --router random.
+  REQUIRE(run_upcycle(args + q(dir / "random") + " --router random").code == 0);
+  const auto fitted = open_checkpoint(dir / "moe"), random = open_checkpoint(dir / "random");
+  const std::string router0 = tensor_name({Role::Router, 0}, Scheme::HF);
+  CHECK(tensor(*fitted, router0) != tensor(*random, router0));
+  CHECK(tensor(*fitted, tensor_name({Role::Q, 1}, Scheme::HF)) == tensor(*random, tensor_name({Role::Q, 1}, Scheme::HF)));
+  // The tokenizer travels: eval reads the MoE with its chat template.
+  CHECK(fs::exists(dir / "moe" / "tokenizer.json"));
+  r = run_upcycle("eval --model " + q(dir / "moe") + " --data " + q(dir / "data.jsonl"));
+  CHECK_MESSAGE(r.code == 0, r.err);
+  // Without data, the upit router is a usage error.
+  r = run_upcycle("convert --checkpoints " + q(ckpts[0]) + " " + q(ckpts[1]) + " --out " + q(dir / "x"));
+  CHECK(r.code == 1);
+  CHECK(r.err.find("--seed-data or --data") != std::string::npos);
+}

@@ -1,0 +1,175 @@
+// Expert expansion: distances between FFN deltas, the farthest-point choice, the genetic search's
+// children and their determinism, and drop-upcycling's re-drawn neurons.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "core/error.hpp"
+#include "genetic/expand.hpp"
+#include "tests/common/fixtures.hpp"
+
+using namespace upcycle;
+using namespace upcycle::genetic;
+
+namespace {
+
+struct Checkpoints {
+  std::vector<std::unique_ptr<Checkpoint>> owned;
+  std::vector<const Checkpoint*> ptrs;
+  explicit Checkpoints(std::vector<uint64_t> seeds) {
+    for (uint64_t s : seeds) {
+      owned.push_back(test::random_checkpoint(test::tiny_config("llama"), s));
+      ptrs.push_back(owned.back().get());
+    }
+  }
+};
+
+// 1 − cos of two experts' deltas over one layer's gate, up and down, averaged over layers,
+// computed from the tensors directly.
+double reference_cosine(const FfnSource& src, PoolTensors* const per_layer_role[][3], size_t i, size_t j) {
+  double sum = 0;
+  for (int l = 0; l < src.layers(); ++l) {
+    double ij = 0, ii = 0, jj = 0;
+    for (int r = 0; r < 3; ++r) {
+      PoolTensors& t = *per_layer_role[l][r];
+      const auto &a = t.expert(i), &b = t.expert(j), &base = t.base();
+      for (size_t n = 0; n < a.size(); ++n) {
+        const double x = double(a[n]) - base[n], y = double(b[n]) - base[n];
+        ij += x * y, ii += x * x, jj += y * y;
+      }
+    }
+    sum += 1 - ij / std::sqrt(ii * jj);
+  }
+  return sum / src.layers();
+}
+
+}  // namespace
+
+TEST_CASE("genetic: the pool grows by children of distant parents, and the distances are those of their deltas") {
+  Checkpoints c({1, 2, 3});
+  const FfnSource src(c.ptrs, nullptr);
+  ExpansionOptions o;
+  o.experts = 5;
+  o.candidates = 4;
+  o.seed = 11;
+  o.progress = false;
+  const Expansion x = expand_pool(src, o);
+  REQUIRE(x.pool.size() == 5);
+  for (int k = 0; k < 3; ++k) CHECK(x.pool[size_t(k)].checkpoint == k);
+  for (size_t e = 3; e < 5; ++e) {
+    const ExpertRecipe& r = x.pool[e];
+    CHECK(r.is_child());
+    CHECK(r.parent_a < int(e));
+    CHECK(r.parent_b < int(e));
+    CHECK(r.parent_a != r.parent_b);
+    CHECK(r.weight_a + r.weight_b == doctest::Approx(1.0));
+  }
+  // Every distance, before and after, recomputed from the materialised tensors.
+  std::vector<std::unique_ptr<PoolTensors>> keep;
+  PoolTensors* table[2][3];
+  for (int l = 0; l < 2; ++l)
+    for (int r = 0; r < 3; ++r) {
+      keep.push_back(std::make_unique<PoolTensors>(src, x.pool, l, kFfnRoles[r], o.merge));
+      table[l][r] = keep.back().get();
+    }
+  REQUIRE(x.after.size() == 5);
+  for (size_t i = 0; i < 5; ++i) {
+    CHECK(x.after[i][i] == 0);
+    for (size_t j = 0; j < i; ++j) {
+      CHECK(x.after[i][j] == doctest::Approx(reference_cosine(src, table, i, j)).epsilon(1e-9));
+      CHECK(x.after[i][j] == x.after[j][i]);
+    }
+  }
+  for (size_t i = 0; i < 3; ++i)
+    for (size_t j = 0; j < 3; ++j) CHECK(x.before[i][j] == doctest::Approx(x.after[i][j]).epsilon(1e-12));
+  // A child's DARE merge drops half of each delta: it is neither parent.
+  CHECK(table[0][0]->expert(3) != table[0][0]->expert(size_t(x.pool[3].parent_a)));
+
+  // The same seed gives the same recipes; another seed other ones.
+  const Expansion again = expand_pool(src, o);
+  for (size_t e = 3; e < 5; ++e) {
+    CHECK(again.pool[e].seed == x.pool[e].seed);
+    CHECK(again.pool[e].weight_a == x.pool[e].weight_a);
+  }
+  o.seed = 12;
+  CHECK(expand_pool(src, o).pool[3].seed != x.pool[3].seed);
+}
+
+TEST_CASE("genetic: with one distant pair allowed, every child's parents are the most distant pair") {
+  Checkpoints c({4, 5, 6, 7});
+  const FfnSource src(c.ptrs, nullptr);
+  ExpansionOptions o;
+  o.experts = 5;
+  o.candidates = 3;
+  o.distant_pairs = 1;
+  o.progress = false;
+  const Expansion x = expand_pool(src, o);
+  size_t bi = 0, bj = 1;
+  for (size_t i = 0; i < 4; ++i)
+    for (size_t j = i + 1; j < 4; ++j)
+      if (x.before[i][j] > x.before[bi][bj]) bi = i, bj = j;
+  CHECK(x.pool[4].parent_a == int(bi));
+  CHECK(x.pool[4].parent_b == int(bj));
+}
+
+TEST_CASE("genetic: choosing E <= K keeps the checkpoints farthest apart") {
+  // Checkpoint 2 is checkpoint 0 with a tiny change: the pair (0, 2) must not both be kept.
+  auto a = test::random_checkpoint(test::tiny_config("llama"), 1);
+  auto b = test::random_checkpoint(test::tiny_config("llama"), 2);
+  auto cfg = a->config();
+  std::vector<TensorInfo> infos = a->tensors();
+  const Checkpoint* base = a.get();
+  ComputedCheckpoint near(cfg, infos, [base](const TensorInfo& info) {
+    std::vector<float> v = base->load(info.name).to_f32_vector();
+    v[0] += 1e-3f;
+    return Tensor::from_f32(info.shape, v);
+  });
+  auto d = test::random_checkpoint(test::tiny_config("llama"), 3);
+  const FfnSource src({a.get(), b.get(), &near, d.get()}, nullptr);
+  ExpansionOptions o;
+  o.experts = 3;
+  o.progress = false;
+  const Expansion x = expand_pool(src, o);
+  REQUIRE(x.pool.size() == 3);
+  std::vector<int> kept;
+  for (const auto& r : x.pool) kept.push_back(r.checkpoint);
+  CHECK(kept.size() == 3);
+  CHECK_FALSE((std::count(kept.begin(), kept.end(), 0) && std::count(kept.begin(), kept.end(), 2)));
+  CHECK(x.after.size() == 3);
+}
+
+TEST_CASE("genetic: checkpoints of different shapes, or MoE ones, are refused by name") {
+  auto a = test::random_checkpoint(test::tiny_config("llama"), 1);
+  auto m = test::random_checkpoint(test::tiny_config("mixtral"), 1);
+  CHECK_THROWS_WITH_AS(FfnSource({a.get(), m.get()}, nullptr), doctest::Contains("MoE"), InputError);
+  ModelConfig wide = test::tiny_config("llama");
+  wide.intermediate_size = 32;
+  auto w = test::random_checkpoint(wide, 1);
+  CHECK_THROWS_WITH_AS(FfnSource({a.get(), w.get()}, nullptr), doctest::Contains("same architecture and shape"),
+                       InputError);
+}
+
+TEST_CASE("genetic: drop-upcycling re-draws the same neurons in gate, up and down, with the tensor's statistics") {
+  const int64_t I = 64, H = 32;
+  std::vector<float> gate = test::random_values(size_t(I * H), 1), down = test::random_values(size_t(H * I), 2);
+  const auto gate0 = gate, down0 = down;
+  redraw_neurons(gate, Role::Gate, 0, I, 0.25, 9);
+  redraw_neurons(down, Role::Down, 0, I, 0.25, 9);
+  std::vector<int64_t> rows, cols;
+  for (int64_t i = 0; i < I; ++i) {
+    bool row = false, col = false;
+    for (int64_t h = 0; h < H; ++h) {
+      row |= gate[size_t(i * H + h)] != gate0[size_t(i * H + h)];
+      col |= down[size_t(h * I + i)] != down0[size_t(h * I + i)];
+    }
+    if (row) rows.push_back(i);
+    if (col) cols.push_back(i);
+  }
+  CHECK(rows.size() == 16);
+  CHECK(rows == cols);
+  std::vector<float> again = gate0;
+  redraw_neurons(again, Role::Gate, 0, I, 0.25, 9);
+  CHECK(again == gate);
+  redraw_neurons(again = gate0, Role::Gate, 0, I, 0.25, 10);
+  CHECK(again != gate);
+}

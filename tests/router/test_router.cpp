@@ -1,0 +1,118 @@
+// The router stage: seed data drawn from the training data, experts' own dense models, seed
+// samples assigned by loss, and the routers' pre-optimisation.
+#include <doctest/doctest.h>
+
+#include "router/assign.hpp"
+#include "router/preopt.hpp"
+#include "router/seed_data.hpp"
+#include "tests/common/fixtures.hpp"
+
+using namespace upcycle;
+using namespace upcycle::test;
+
+namespace {
+
+// n samples over the 40-token vocabulary: the first 2 tokens a prompt, the rest counted.
+TokenizedData samples(int n) {
+  TokenizedData d;
+  for (int i = 0; i < n; ++i) {
+    TokenizedSample s;
+    for (int t = 0; t < 6 + i % 4; ++t) {
+      s.ids.push_back((i * 7 + t * (1 + i % 5)) % 40);
+      s.labels.push_back(t < 2 ? kIgnoreLabel : s.ids.back());
+    }
+    s.line = i + 1;
+    d.samples.push_back(s);
+  }
+  return d;
+}
+
+double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, double(std::abs(a[i] - b[i]))), scale = std::max(scale, double(std::abs(b[i])));
+  return worst / scale;
+}
+
+}  // namespace
+
+TEST_CASE("router: seed data is a seeded share of the data, at least the minimum, all of small sets") {
+  const TokenizedData d = samples(1000);
+  const TokenizedData a = router::draw_seed_data(d, 0.01, 100, 3), b = router::draw_seed_data(d, 0.01, 100, 3);
+  CHECK(a.samples.size() == 100);
+  CHECK(router::draw_seed_data(d, 0.2, 100, 3).samples.size() == 200);
+  for (size_t i = 0; i < a.samples.size(); ++i) CHECK(a.samples[i].line == b.samples[i].line);
+  CHECK(router::draw_seed_data(d, 0.01, 100, 4).samples[0].line != a.samples[0].line);
+  CHECK(router::draw_seed_data(samples(50), 0.01, 100, 3).samples.size() == 50);
+}
+
+TEST_CASE("router: an expert's dense model is the MoE's shared weights with that expert's FFN") {
+  Model moe(*random_checkpoint(tiny_config("mixtral"), 5));
+  // Every expert made a copy of expert 2: the MoE then computes expert 2's dense model.
+  for (auto& l : moe.weights().layers)
+    for (size_t e = 0; e < l.expert_gate.size(); ++e) {
+      l.expert_gate[e] = l.expert_gate[2];
+      l.expert_up[e] = l.expert_up[2];
+      l.expert_down[e] = l.expert_down[2];
+    }
+  const Model dense = router::expert_dense_model(moe, 2);
+  CHECK(dense.config().model_type == "llama");
+  CHECK_FALSE(dense.config().is_moe());
+  const Batch b = pack({{1, 5, 9, 3, 30, 2}});
+  CHECK(max_rel_diff(moe.forward(b), dense.forward(b)) < 1e-5);
+  CHECK_THROWS_AS(router::expert_dense_model(moe, 4), std::invalid_argument);
+  const Model other(*random_checkpoint(tiny_config("mixtral"), 5));  // experts as drawn: they differ
+  CHECK(max_rel_diff(router::expert_dense_model(other, 1).forward(b), router::expert_dense_model(other, 2).forward(b)) > 1e-3);
+}
+
+TEST_CASE("router: each seed sample goes to the expert whose dense model has its lowest response loss") {
+  const Model moe(*random_checkpoint(tiny_config("mixtral"), 6));
+  const TokenizedData seed = samples(12);
+  const router::Assignment a = router::assign_by_loss(moe, seed, 64);
+  REQUIRE(a.expert.size() == 12);
+  int64_t total = 0;
+  for (int64_t c : a.counts) total += c;
+  CHECK(total == 12);
+  for (int e = 0; e < 4; ++e) {
+    const Model dense = router::expert_dense_model(moe, e);
+    for (size_t s = 0; s < seed.samples.size(); ++s) {
+      const auto& smp = seed.samples[s];
+      std::vector<int32_t> targets(smp.labels.begin() + 1, smp.labels.end());
+      targets.push_back(kIgnoreLabel);
+      CHECK(a.loss[s][size_t(e)] == doctest::Approx(dense.loss(pack({smp.ids}), targets).ce()).epsilon(1e-12));
+    }
+  }
+  for (size_t s = 0; s < 12; ++s)
+    CHECK(a.loss[s][size_t(a.expert[s])] == *std::min_element(a.loss[s].begin(), a.loss[s].end()));
+}
+
+TEST_CASE("router: pre-optimisation moves only the routers, toward each sample's expert") {
+  Model moe(*random_checkpoint(tiny_config("mixtral"), 7));
+  // Expert e's samples use the tokens [10e, 10e + 10): a router can tell them apart.
+  TokenizedData seed;
+  std::vector<int32_t> assignment;
+  for (int i = 0; i < 16; ++i) {
+    TokenizedSample s;
+    for (int t = 0; t < 8; ++t) s.ids.push_back(10 * (i % 4) + (i * 3 + t * 7) % 10);
+    s.labels = s.ids;
+    seed.samples.push_back(s);
+    assignment.push_back(i % 4);
+  }
+  const auto before = moe.weights();
+  router::PreoptOptions o;
+  o.epochs = 30;
+  o.lr = 3e-2;
+  o.seq_len = 64;
+  o.batch_tokens = 40;
+  o.progress = false;
+  const router::PreoptResult r = router::preoptimise_routers(moe, seed, assignment, o);
+  MESSAGE("BCE " << r.first_bce << " -> " << r.last_bce << ", LM loss " << r.first_ce << " -> " << r.last_ce);
+  CHECK(r.steps > 30);
+  CHECK(r.last_bce < 0.85 * r.first_bce);  // the routers learnt the samples' experts on their real inputs
+  const auto& after = moe.weights();
+  CHECK(after.embedding == before.embedding);
+  for (size_t l = 0; l < after.layers.size(); ++l) {
+    CHECK(after.layers[l].q == before.layers[l].q);
+    CHECK(after.layers[l].expert_up == before.layers[l].expert_up);
+    CHECK(after.layers[l].router != before.layers[l].router);
+  }
+}

@@ -1,0 +1,107 @@
+#include "upcycle/assemble.hpp"
+
+#include "core/error.hpp"
+#include "core/layout.hpp"
+#include "core/random.hpp"
+
+namespace upcycle {
+
+using genetic::FfnSource;
+using genetic::PoolTensors;
+
+ModelConfig moe_config(const FfnSource& source, int experts, const AssemblyOptions& opts) {
+  const Checkpoint& first = source.checkpoint(0);
+  const ModelConfig& dense = first.config();
+  require(dense.model_type == "llama" || dense.model_type == "mistral", first.path(),
+          "is a " + dense.model_type + " model: MoE assembly takes llama or mistral checkpoints (Mixtral has no "
+          "attention biases)");
+  require(opts.top_k >= 1 && opts.top_k <= experts, first.path(),
+          "top-k " + std::to_string(opts.top_k) + " must lie in [1, " + std::to_string(experts) + " experts]");
+  nlohmann::ordered_json j = dense.to_json();
+  j["model_type"] = "mixtral";
+  j["architectures"] = {"MixtralForCausalLM"};
+  j["num_local_experts"] = experts;
+  j["num_experts_per_tok"] = opts.top_k;
+  j["router_aux_loss_coef"] = opts.aux_loss_coef;
+  j.erase("mlp_bias");
+  return ModelConfig::from_json(j, first.path());
+}
+
+namespace {
+
+// The tensors' maker: a cache of the current (layer, role)'s pool tensors, since writers ask
+// for every expert of one role in a row (core's canonical order).
+class Assembler {
+ public:
+  Assembler(const FfnSource& source, genetic::Pool pool, AssemblyOptions opts)
+      : source_(source), pool_(std::move(pool)), opts_(std::move(opts)) {}
+
+  Tensor make(const TensorInfo& info) {
+    const auto id = parse_tensor_name(info.name, Scheme::HF);
+    if (!id) throw std::logic_error("assemble: unexpected tensor " + info.name);
+    switch (id->role) {
+      case Role::Router: return Tensor::from_f32(info.shape, router(id->layer, info));
+      case Role::ExpertGate: return expert(*id, Role::Gate, info);
+      case Role::ExpertUp: return expert(*id, Role::Up, info);
+      case Role::ExpertDown: return expert(*id, Role::Down, info);
+      default: return Tensor::from_f32(info.shape, shared(info.name));
+    }
+  }
+
+ private:
+  Tensor expert(const TensorId& id, Role dense_role, const TensorInfo& info) {
+    if (!tensors_ || layer_ != id.layer || role_ != dense_role) {
+      tensors_ = std::make_unique<PoolTensors>(source_, pool_, id.layer, dense_role, opts_.child_merge);
+      layer_ = id.layer;
+      role_ = dense_role;
+    }
+    return Tensor::from_f32(info.shape, tensors_->expert(size_t(id.expert)));
+  }
+
+  std::vector<float> router(int layer, const TensorInfo& info) {
+    if (!opts_.routers.empty()) return opts_.routers.at(size_t(layer));
+    Rng rng = Rng::stream(opts_.seed, "router " + info.name);
+    std::vector<float> w(size_t(info.shape[0] * info.shape[1]));
+    for (float& x : w) x = float(0.02 * rng.normal());
+    return w;
+  }
+
+  std::vector<float> shared(const std::string& name) {
+    if (opts_.shared_from) return source_.load(size_t(*opts_.shared_from), name);
+    std::vector<std::vector<float>> inputs;
+    for (size_t k = 0; k < source_.size(); ++k) inputs.push_back(source_.load(k, name));
+    std::vector<std::span<const float>> spans(inputs.begin(), inputs.end());
+    std::vector<float> base;
+    if (merge::needs_base(opts_.shared_merge.method)) base = source_.base(name);
+    std::vector<float> out(inputs[0].size());
+    merge::merge_tensor(out, spans, base, opts_.shared_merge, name);
+    return out;
+  }
+
+  const FfnSource& source_;
+  genetic::Pool pool_;
+  AssemblyOptions opts_;
+  std::unique_ptr<PoolTensors> tensors_;
+  int layer_ = -1;
+  Role role_ = Role::Gate;
+};
+
+}  // namespace
+
+std::unique_ptr<Checkpoint> assemble_moe(const FfnSource& source, const genetic::Pool& pool,
+                                         const AssemblyOptions& opts, std::vector<GeneratedFile> extra) {
+  const ModelConfig config = moe_config(source, int(pool.size()), opts);
+  if (opts.shared_from && (*opts.shared_from < 0 || size_t(*opts.shared_from) >= source.size()))
+    throw std::invalid_argument("assemble_moe: shared_from is not a checkpoint index");
+  std::vector<TensorInfo> infos;
+  for (const ExpectedTensor& e : expected_tensors(config)) infos.push_back({e.name, DType::F32, e.shape});
+  auto assembler = std::make_shared<Assembler>(source, pool, opts);
+  const Checkpoint& first = source.checkpoint(0);
+  std::vector<GeneratedFile> generated = first.generated_files();
+  generated.insert(generated.end(), extra.begin(), extra.end());
+  return std::make_unique<ComputedCheckpoint>(
+      config, std::move(infos), [assembler](const TensorInfo& info) { return assembler->make(info); },
+      first.side_files(), std::move(generated));
+}
+
+}  // namespace upcycle

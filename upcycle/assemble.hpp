@@ -1,0 +1,37 @@
+// MoE assembly (UpIT's stage 4, and the baselines'): a Mixtral whose every FFN is an MoE block
+// over the pool's experts and whose shared weights (embeddings, attention, norms, head) are
+// merged across the checkpoints, presented as a Checkpoint that computes each tensor when a
+// writer asks for it, so the conversion streams: the pool's tensors of one (layer, role) at a
+// time.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "genetic/pool.hpp"
+
+namespace upcycle {
+
+struct AssemblyOptions {
+  int top_k = 2;
+  double aux_loss_coef = 0.01;              // router_aux_loss_coef of the output config
+  std::optional<int> shared_from;           // take the shared weights from this checkpoint, or
+  merge::Options shared_merge;              // merge them (default: the mean)
+  merge::Options child_merge{merge::Method::Dare};  // how the pool's children were made
+  uint64_t seed = 0;                        // the random router's
+  // Router rows per layer [E·H], when given; else normal(0, 0.02) from the seed.
+  std::vector<std::vector<float>> routers;
+};
+
+// The Mixtral config: every field of checkpoint 0's carried over, with model_type mixtral,
+// num_local_experts = pool size, num_experts_per_tok = top_k, router_aux_loss_coef.
+// InputError when the checkpoints are not llama or mistral models (Mixtral's attention has no
+// biases, so qwen2 does not carry over) or top_k is out of range.
+ModelConfig moe_config(const genetic::FfnSource& source, int experts, const AssemblyOptions& opts);
+
+// Side files: checkpoint 0's (tokenizer, chat template), plus `extra` generated ones.
+std::unique_ptr<Checkpoint> assemble_moe(const genetic::FfnSource& source, const genetic::Pool& pool,
+                                         const AssemblyOptions& opts, std::vector<GeneratedFile> extra = {});
+
+}  // namespace upcycle

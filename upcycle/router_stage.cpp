@@ -1,0 +1,60 @@
+#include "upcycle/router_stage.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "core/error.hpp"
+#include "core/instruction_data.hpp"
+#include "core/progress.hpp"
+#include "router/assign.hpp"
+#include "router/seed_data.hpp"
+
+namespace upcycle {
+
+namespace {
+
+TokenizedData seed_data(const RouterStageOptions& o, int64_t vocab) {
+  std::unique_ptr<ChatEncoder> encoder;
+  auto source = [&]() -> const ChatEncoder& {
+    if (!encoder) encoder = load_chat_encoder(o.text_source, o.chat_template);
+    return *encoder;
+  };
+  TokenizedData data = read_instruction_data(o.data, source, o.skip_bad);
+  if (data.skipped) spdlog::warn("{}: skipped {} malformed lines", o.data.string(), data.skipped);
+  check_vocabulary(data, vocab);
+  if (o.data_is_seed) return data;
+  return router::draw_seed_data(data, o.fraction, o.min_samples, o.preopt.seed);
+}
+
+}  // namespace
+
+std::vector<std::vector<float>> fit_routers(const genetic::FfnSource& source, const genetic::Pool& pool,
+                                            const AssemblyOptions& assembly, const RouterStageOptions& o,
+                                            nlohmann::ordered_json& report) {
+  const auto start = assemble_moe(source, pool, assembly);  // random routers to start from
+  Model moe(*start);
+  const TokenizedData seed = seed_data(o, moe.config().vocab_size);
+  spdlog::info("router stage: {} seed samples from {}", seed.samples.size(), o.data.string());
+
+  const int64_t E = moe.config().num_local_experts;
+  Progress scoring("scoring seed samples per expert", uint64_t(E) * seed.samples.size(), "samples", o.preopt.progress);
+  const router::Assignment a = router::assign_by_loss(moe, seed, o.preopt.seq_len, [&] { scoring.advance(1); });
+  scoring.finish();
+  std::string counts;
+  for (int64_t c : a.counts) counts += " " + std::to_string(c);
+  spdlog::info("seed samples per expert (lowest loss):{}", counts);
+
+  const router::PreoptResult r = router::preoptimise_routers(moe, seed, a.expert, o.preopt);
+  spdlog::info("router pre-optimisation: {} steps, BCE {:.4f} -> {:.4f}, LM loss {:.4f} -> {:.4f}", r.steps, r.first_bce,
+               r.last_bce, r.first_ce, r.last_ce);
+  report["seed_samples"] = seed.samples.size();
+  report["seed_per_expert"] = a.counts;
+  report["router_steps"] = r.steps;
+  report["router_bce"] = {r.first_bce, r.last_bce};
+  report["router_lm_loss"] = {r.first_ce, r.last_ce};
+
+  std::vector<std::vector<float>> routers;
+  for (const auto& layer : moe.weights().layers) routers.push_back(layer.router);
+  return routers;
+}
+
+}  // namespace upcycle

@@ -1,0 +1,32 @@
+// The router stage of `convert`: the MoE assembled with random routers is loaded, the seed data
+// assigned to experts by their own loss, and the routers pre-optimised (UpIT's stage 3).
+#pragma once
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "router/preopt.hpp"
+#include "upcycle/assemble.hpp"
+
+namespace upcycle {
+
+struct RouterStageOptions {
+  std::filesystem::path data;              // instruction JSONL: the seed data, or what it is drawn from
+  bool data_is_seed = false;               // --seed-data: use all of it
+  double fraction = 0.01;                  // else this share of it,
+  int64_t min_samples = 100;               // at least this many
+  std::filesystem::path text_source;       // tokenizer and chat template
+  std::string chat_template = "auto";
+  bool skip_bad = false;
+  router::PreoptOptions preopt;
+};
+
+// The routers, per layer [E·H]; `report` gets the seed size, the experts' sample counts and the
+// loss terms before and after.
+std::vector<std::vector<float>> fit_routers(const genetic::FfnSource& source, const genetic::Pool& pool,
+                                            const AssemblyOptions& assembly, const RouterStageOptions& opts,
+                                            nlohmann::ordered_json& report);
+
+}  // namespace upcycle
