@@ -14,7 +14,6 @@
 #include <string_view>
 #include <vector>
 
-
 namespace upcycle::merge::detail {
 
 using Inputs = std::span<const std::span<const float>>;
@@ -33,15 +32,16 @@ void for_chunks(size_t n, F&& f) {
 }
 
 // DARE's drop decisions for one input k: element i survives when its uniform draw u_i in [0, 1)
-// is at least p. The draws are counter-based: z_j = splitmix64 number j of a stream keyed by
-// Rng::stream(seed, "<key>/input <k>"), computed directly from j, gives u_2j = low 32 bits·2⁻³²
-// and u_2j+1 = high 32 bits·2⁻³². So a draw depends on (seed, key, k, i) alone and any thread
-// makes any element's draw without stepping a stream. (p is in effect rounded up to a multiple
-// of 2⁻³².)
+// is at least p. The draws are counter-based: with s the first number of
+// Rng::stream(seed, "<key>/input <k>"), z_j = Rng(s + j·γ).next() (splitmix64 number j from
+// state s, γ its increment) gives u_2j = (low 32 bits of z_j)·2⁻³² and u_2j+1 = (high 32
+// bits)·2⁻³². So a draw depends on (seed, key, k, i) alone and any thread makes any element's
+// draw without stepping a stream. (In effect p is rounded up to a multiple of 2⁻³².)
 class DropMask {
  public:
   DropMask(uint64_t seed, std::string_view key, size_t k, double p);
-  // mask[j] = all ones if element lo + j survives, else 0 (to AND with its bits); lo even, j < len.
+  // mask[j] = all ones if element lo + j survives, else 0 (to AND with its bits), for j < len
+  // rounded up to even (mask has room for that); lo is even.
   void fill(size_t lo, size_t len, uint32_t* mask) const;
 
  private:

@@ -18,8 +18,8 @@
 // fp64. The output is bit-identical for any OpenMP thread count.
 // Randomness (DARE's masks) comes from the seed and the tensor's key alone, never from the
 // order or thread that merges it, so a fixed seed gives the same bits every time: input k's
-// element i is dropped when draw i of a counter-based splitmix64 stream keyed by
-// (seed, "<key>/input <k>") is below p.
+// element i is dropped when its uniform draw, 32 bits of a counter-based splitmix64 stream keyed
+// by (seed, "<key>/input <k>"), is below p.
 #pragma once
 #include <cstdint>
 #include <optional>

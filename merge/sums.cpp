@@ -12,13 +12,20 @@ DropMask::DropMask(uint64_t seed, std::string_view key, size_t k, double p)
     : state_(Rng::stream(seed, std::string(key) + "/input " + std::to_string(k)).next()),
       cut_(uint64_t(std::ceil(p * 0x1p32))) {}
 
+// With GCC on x86-64, a second build of this loop for CPUs with AVX-512, picked at load time:
+// its 64-bit vector multiplies make the hashing about 1.7x faster (DARE on 2 x 16M floats, one
+// thread: 53 -> 32 ms, against 15 ms for task arithmetic, which draws nothing).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "default")))
+#endif
 void DropMask::fill(size_t lo, size_t len, uint32_t* mask) const {
   // One draw makes two elements' 32-bit uniforms. Integer masks, not floats 0/1 or bools:
   // GCC turns a bool-to-float conversion into a branch, mispredicted half the time.
-  for (size_t j = 0; j < len; j += 2) {  // lo is even: chunks start at multiples of kChunk
-    const uint64_t z = Rng(state_ + (lo + j) / 2 * 0x9e3779b97f4a7c15ull).next();
-    mask[j] = -uint32_t((z & 0xffffffffu) >= cut_);
-    if (j + 1 < len) mask[j + 1] = -uint32_t((z >> 32) >= cut_);
+  const uint64_t first = lo / 2;  // lo is even: chunks start at multiples of kChunk
+  for (size_t j = 0; j < (len + 1) / 2; ++j) {
+    const uint64_t z = Rng(state_ + (first + j) * 0x9e3779b97f4a7c15ull).next();
+    mask[2 * j] = -uint32_t((z & 0xffffffffu) >= cut_);
+    mask[2 * j + 1] = -uint32_t((z >> 32) >= cut_);
   }
 }
 

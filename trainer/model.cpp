@@ -52,6 +52,15 @@ std::vector<T> Transformer<T>::forward(const Batch& batch) const {
 }
 
 template <class T>
+std::vector<std::vector<T>> Transformer<T>::ffn_inputs(const Batch& batch) const {
+  Activations<T> acts;
+  forward_hidden(batch, acts);
+  std::vector<std::vector<T>> out;
+  for (auto& layer : acts.layers) out.push_back(std::move(layer.ffn_in));
+  return out;
+}
+
+template <class T>
 void Transformer<T>::forward_hidden(const Batch& batch, Activations<T>& acts) const {
   check_batch(batch);
   const ModelConfig& c = config_;

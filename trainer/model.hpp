@@ -127,6 +127,9 @@ class Transformer {
   // position is out of range.
   std::vector<T> forward(const Batch& batch) const;
 
+  // Each layer's FFN input, rmsnorm(h) with h after attention: the router's input. [L][N, H]
+  std::vector<std::vector<T>> ffn_inputs(const Batch& batch) const;
+
   // The loss of the batch; targets[N] is the token each position predicts, ops::kIgnoreIndex
   // where nothing counts. The LM head and softmax run in chunks of rows: no [N, V] buffer.
   LossReport loss(const Batch& batch, const std::vector<int32_t>& targets, const LossOptions& opts = {}) const;

@@ -76,9 +76,10 @@ Plan plan(const cli::po::variables_map& vm, const genetic::FfnSource& source) {
   a.shared_merge.method = merge_method(vm["shared-merge"].as<std::string>(), "--shared-merge");
   if (vm.count("shared-from")) a.shared_from = checkpoint_index(vm, "shared-from", source.size());
   const std::string router = vm.count("router") ? vm["router"].as<std::string>() : method == "upit" ? "upit" : "random";
-  if (router != "random" && router != "upit") throw UsageError("--router must be upit or random");
-  if (router == "upit" && !vm.count("seed-data") && !vm.count("data"))
-    throw UsageError("the upit router is fitted on seed data: give --seed-data or --data (or --router random)");
+  if (router != "random" && router != "upit" && router != "hidden")
+    throw UsageError("--router must be upit, hidden or random");
+  if (router != "random" && !vm.count("seed-data") && !vm.count("data"))
+    throw UsageError("the " + router + " router is fitted on seed data: give --seed-data or --data (or --router random)");
   p.router = router;
   p.report = {{"method", method}, {"experts", E}, {"top_k", a.top_k}, {"seed", seed}, {"router", router}};
 
@@ -167,7 +168,9 @@ int cmd_convert(const Args& args) {
       "Routers: upit (the default for upit) scores seed data (--seed-data, or a share of --data)\n"
       "under every expert's own dense model, gives each sample to the expert with the lowest loss\n"
       "on its response, then trains the routers alone on 0.5 x LM loss + 0.5 x BCE toward those\n"
-      "experts; random is normal(0, 0.02). DIR also gets upcycle_convert.json: the pool's recipes,\n"
+      "experts; hidden sets expert e's row to the unit-length mean router input of its seed samples\n"
+      "under its own dense model (mergekit's hidden gate mode); random is normal(0, 0.02).\n"
+      "DIR also gets upcycle_convert.json: the pool's recipes,\n"
       "distances and the router stage's figures.\n"
       "A fixed --seed gives byte-identical files.";
   spec.options.add_options()
@@ -189,7 +192,7 @@ int cmd_convert(const Args& args) {
       ("density", cli::po::value<double>()->default_value(0.5), "TIES' kept fraction")
       ("shared-merge", cli::po::value<std::string>()->default_value("linear"), "how shared weights merge (linear: the mean)")
       ("shared-from", cli::po::value<int>(), "take the shared weights from this checkpoint instead")
-      ("router", cli::po::value<std::string>(), "router init: upit (default for upit) or random (the others')")
+      ("router", cli::po::value<std::string>(), "router init: upit (default for upit), hidden, or random (the others')")
       ("seed-data", cli::po::value<std::string>(), "upit router: the seed data (instruction JSONL), all of it")
       ("data", cli::po::value<std::string>(), "upit router: draw the seed data from this training data")
       ("seed-fraction", cli::po::value<double>()->default_value(0.01), "share of --data drawn as seed data")
@@ -218,7 +221,11 @@ int cmd_convert(const Args& args) {
   if (vm->count("base")) base = open_checkpoint((*vm)["base"].as<std::string>());
   const genetic::FfnSource source(ckpts, base.get());
   Plan p = plan(*vm, source);
-  if (p.router == "upit") p.assembly.routers = fit_routers(source, p.pool, p.assembly, router_options(*vm), p.report);
+  if (p.router != "random") {
+    RouterStageOptions ro = router_options(*vm);
+    ro.hidden = p.router == "hidden";
+    p.assembly.routers = fit_routers(source, p.pool, p.assembly, ro, p.report);
+  }
 
   WriteOptions w;
   w.overwrite = vm->count("overwrite") > 0;

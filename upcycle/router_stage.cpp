@@ -6,6 +6,7 @@
 #include "core/instruction_data.hpp"
 #include "core/progress.hpp"
 #include "router/assign.hpp"
+#include "router/hidden_init.hpp"
 #include "router/seed_data.hpp"
 
 namespace upcycle {
@@ -43,11 +44,13 @@ std::vector<std::vector<float>> fit_routers(const genetic::FfnSource& source, co
   for (int64_t c : a.counts) counts += " " + std::to_string(c);
   spdlog::info("seed samples per expert (lowest loss):{}", counts);
 
+  report["seed_samples"] = seed.samples.size();
+  report["seed_per_expert"] = a.counts;
+  if (o.hidden) return router::hidden_state_routers(moe, seed, a.expert, o.preopt.seq_len);
+
   const router::PreoptResult r = router::preoptimise_routers(moe, seed, a.expert, o.preopt);
   spdlog::info("router pre-optimisation: {} steps, BCE {:.4f} -> {:.4f}, LM loss {:.4f} -> {:.4f}", r.steps, r.first_bce,
                r.last_bce, r.first_ce, r.last_ce);
-  report["seed_samples"] = seed.samples.size();
-  report["seed_per_expert"] = a.counts;
   report["router_steps"] = r.steps;
   report["router_bce"] = {r.first_bce, r.last_bce};
   report["router_lm_loss"] = {r.first_ce, r.last_ce};

@@ -1,5 +1,6 @@
 // The router stage of `convert`: the MoE assembled with random routers is loaded, the seed data
-// assigned to experts by their own loss, and the routers pre-optimised (UpIT's stage 3).
+// assigned to experts by their own loss, and the routers pre-optimised (UpIT's stage 3) or set
+// from the experts' mean hidden states (the `hidden` ablation).
 #pragma once
 #include <filesystem>
 #include <optional>
@@ -20,6 +21,7 @@ struct RouterStageOptions {
   std::filesystem::path text_source;       // tokenizer and chat template
   std::string chat_template = "auto";
   bool skip_bad = false;
+  bool hidden = false;                     // the `hidden` init in place of the pre-optimisation
   router::PreoptOptions preopt;
 };
 

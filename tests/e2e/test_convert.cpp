@@ -141,6 +141,11 @@ TEST_CASE("convert: UpIT's router stage assigns seed samples by loss and pre-opt
   const std::string router0 = tensor_name({Role::Router, 0}, Scheme::HF);
   CHECK(tensor(*fitted, router0) != tensor(*random, router0));
   CHECK(tensor(*fitted, tensor_name({Role::Q, 1}, Scheme::HF)) == tensor(*random, tensor_name({Role::Q, 1}, Scheme::HF)));
+  // The hidden init: routers from the experts' mean hidden states, no pre-optimisation.
+  r = run_upcycle(args + q(dir / "hidden") + " --router hidden");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(r.err.find("router pre-optimisation:") == std::string::npos);
+  CHECK(tensor(*open_checkpoint(dir / "hidden"), router0) != tensor(*random, router0));
   // The tokenizer travels: eval reads the MoE with its chat template.
   CHECK(fs::exists(dir / "moe" / "tokenizer.json"));
   r = run_upcycle("eval --model " + q(dir / "moe") + " --data " + q(dir / "data.jsonl"));

@@ -2,7 +2,10 @@
 // samples assigned by loss, and the routers' pre-optimisation.
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include "router/assign.hpp"
+#include "router/hidden_init.hpp"
 #include "router/preopt.hpp"
 #include "router/seed_data.hpp"
 #include "tests/common/fixtures.hpp"
@@ -115,4 +118,29 @@ TEST_CASE("router: pre-optimisation moves only the routers, toward each sample's
     CHECK(after.layers[l].expert_up == before.layers[l].expert_up);
     CHECK(after.layers[l].router != before.layers[l].router);
   }
+}
+
+TEST_CASE("router: the hidden init is the unit-length mean router input of each expert's samples") {
+  const Model moe(*random_checkpoint(tiny_config("mixtral"), 8));
+  const TokenizedData seed = samples(6);
+  const std::vector<int32_t> assignment = {0, 1, 0, 1, 1, 3};  // expert 2 has none: the mean of all
+  const auto routers = router::hidden_state_routers(moe, seed, assignment, 64);
+  REQUIRE(routers.size() == 2);
+  const int64_t H = 16;
+  for (int e = 0; e < 4; ++e) {
+    const Model dense = router::expert_dense_model(moe, e);
+    for (size_t l = 0; l < 2; ++l) {
+      std::vector<double> mean(H, 0.0);
+      for (size_t s = 0; s < seed.samples.size(); ++s) {
+        if (e != 2 && assignment[s] != e) continue;
+        const auto in = dense.ffn_inputs(pack({seed.samples[s].ids}))[l];
+        for (size_t i = 0; i < in.size(); ++i) mean[i % H] += in[i];
+      }
+      double norm = 0;
+      for (double v : mean) norm += v * v;
+      for (int64_t h = 0; h < H; ++h)
+        CHECK(routers[l][size_t(e * H + h)] == doctest::Approx(mean[size_t(h)] / std::sqrt(norm)).epsilon(1e-5));
+    }
+  }
+  CHECK(routers[0][0] != routers[0][size_t(H)]);  // experts 0 and 1 differ
 }
