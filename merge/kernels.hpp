@@ -7,6 +7,7 @@
 // inputs or the base (not a shifted overlap): a chunk is read in full before it is written.
 #pragma once
 #include <algorithm>
+#include <bit>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -48,6 +49,10 @@ class DropMask {
   uint64_t state_;
   uint64_t cut_;  // u < p ⟺ 32 bits < ceil(p·2³²)
 };
+
+// v where mask is all ones, +0 where it is 0: a select on bits, which vectorises where a float
+// select (or a bool-to-float conversion) would compile to a branch, mispredicted on random masks.
+inline float masked(float v, uint32_t mask) { return std::bit_cast<float>(std::bit_cast<uint32_t>(v) & mask); }
 
 // out = Σ coef_k x_k  (linear, with coef already normalised)
 void weighted_mean(std::span<float> out, Inputs inputs, std::span<const float> coef);

@@ -39,7 +39,7 @@ bool needs_base(Method m);  // task_arithmetic, ties, dare, dare_ties
 
 struct Options {
   Method method = Method::Linear;
-  std::vector<double> weights;  // one per input (empty: all 1)
+  std::vector<double> weights = {};  // one per input (empty: all 1)
   double density = 0.5;         // ties: the fraction of each delta kept by magnitude
   double drop_rate = 0.5;       // dare, dare_ties: p
   double lambda = 1.0;          // the delta methods: scale of the merged delta

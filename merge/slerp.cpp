@@ -9,8 +9,8 @@ namespace upcycle::merge::detail {
 
 namespace {
 
-// x0·x0, x1·x1, x0·x1 in double. Each chunk sums into 8 fixed lanes (so the loop vectorises
-// without reassociating anything) and the chunks' sums are added in chunk order: the same bits
+// x0·x0, x1·x1, x0·x1 in double. Each chunk sums into 8 lanes by position (8 short dependency
+// chains rather than one long one) and the chunks' sums are added in chunk order: the same bits
 // for any thread count.
 std::array<double, 3> dots(std::span<const float> x0, std::span<const float> x1) {
   const size_t n = x0.size();

@@ -1,5 +1,4 @@
 // linear, task arithmetic and DARE: weighted sums over the inputs, chunk by chunk.
-#include <bit>
 #include <cmath>
 #include <string>
 
@@ -19,8 +18,7 @@ DropMask::DropMask(uint64_t seed, std::string_view key, size_t k, double p)
 __attribute__((target_clones("arch=x86-64-v4", "default")))
 #endif
 void DropMask::fill(size_t lo, size_t len, uint32_t* mask) const {
-  // One draw makes two elements' 32-bit uniforms. Integer masks, not floats 0/1 or bools:
-  // GCC turns a bool-to-float conversion into a branch, mispredicted half the time.
+  // One draw makes two elements' 32-bit uniforms.
   const uint64_t first = lo / 2;  // lo is even: chunks start at multiples of kChunk
   for (size_t j = 0; j < (len + 1) / 2; ++j) {
     const uint64_t z = Rng(state_ + (first + j) * 0x9e3779b97f4a7c15ull).next();
@@ -54,7 +52,7 @@ void delta_sum(std::span<float> out, Inputs inputs, std::span<const float> base,
       } else {
         uint32_t keep[kChunk];
         masks[k].fill(lo, len, keep);
-        for (size_t i = 0; i < len; ++i) acc[i] += std::bit_cast<float>(std::bit_cast<uint32_t>(c * (x[i] - b[i])) & keep[i]);
+        for (size_t i = 0; i < len; ++i) acc[i] += masked(c * (x[i] - b[i]), keep[i]);
       }
     }
     float* o = out.data() + lo;

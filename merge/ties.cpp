@@ -97,23 +97,22 @@ void sign_elect(std::span<float> out, Inputs inputs, std::span<const float> base
         } else {
           uint32_t keep[kChunk];
           masks[k].fill(lo, len, keep);
-          for (size_t i = 0; i < len; ++i) d[i] = std::bit_cast<float>(std::bit_cast<uint32_t>(scale * (x[i] - b[i])) & keep[i]);
+          for (size_t i = 0; i < len; ++i) d[i] = masked(scale * (x[i] - b[i]), keep[i]);
         }
         const float w = weights[k];
         for (size_t i = 0; i < len; ++i) elect[i] += w * d[i];
       }
       for (size_t i = 0; i < len; ++i) sign[i] = float((elect[i] > 0) - (elect[i] < 0));
-      // k agrees where d̃_k·sign > 0 (exact: sign is -1, 0 or 1). Agreement is random, so it
-      // selects by masking bits rather than by branches; and it tests on the product's bits
-      // read as an integer, as GCC does not turn float compares into selects under its default
+      // k agrees where d̃_k·sign > 0 (exact: sign is -1, 0 or 1), tested on the product's bits
+      // read as an integer: GCC does not vectorise a float compare here under its default
       // -ftrapping-math.
       for (size_t k = 0; k < count; ++k) {
         const float* d = kept.data() + k * kChunk;
         const float w = weights[k];
         for (size_t i = 0; i < len; ++i) {
-          const int32_t agree = -int32_t(std::bit_cast<int32_t>(d[i] * sign[i]) > 0);  // all ones or 0
-          num[i] += std::bit_cast<float>(std::bit_cast<int32_t>(w * d[i]) & agree);
-          den[i] += std::bit_cast<float>(std::bit_cast<int32_t>(w) & agree);
+          const uint32_t agree = -uint32_t(std::bit_cast<int32_t>(d[i] * sign[i]) > 0);
+          num[i] += masked(w * d[i], agree);
+          den[i] += masked(w, agree);
         }
       }
       float* o = out.data() + lo;

@@ -139,6 +139,7 @@ int cmd_eval(const Args& args) {
       ("data", cli::po::value<std::string>()->required(), "JSONL data set")
       ("metric", cli::po::value<std::string>()->default_value("loss"), "loss, exact or choice")
       ("json", "print the results as one JSON object")
+      ("out", cli::po::value<std::string>(), "also write the JSON object to this file")
       ("template", cli::po::value<std::string>()->default_value("auto"), "auto (the model's), chatml, llama2 or alpaca")
       ("tokenizer", cli::po::value<std::string>(), "tokenizer (default: the model's)")
       ("batch-tokens", cli::po::value<int64_t>()->default_value(4096), "tokens per forward pass (loss)")
@@ -162,6 +163,11 @@ int cmd_eval(const Args& args) {
   const ojson j = metric == "loss" ? eval_loss(c) : metric == "exact" ? eval_exact(c) : eval_choice(c);
   if (vm->count("json")) std::printf("%s\n", j.dump(2).c_str());
   else print_text(j);
+  if (vm->count("out")) {
+    StagedPath out((*vm)["out"].as<std::string>(), /*overwrite=*/true);
+    write_text_file(out.temp(), j.dump(2) + "\n");
+    out.commit();
+  }
   return 0;
 }
 

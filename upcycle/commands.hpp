@@ -16,6 +16,7 @@ int cmd_tune(const Args& args);
 int cmd_bench(const Args& args);
 int cmd_eval(const Args& args);
 int cmd_convert(const Args& args);
+int cmd_run(const Args& args);
 int cmd_generate(const Args& args);
 
 }  // namespace upcycle

@@ -29,6 +29,7 @@ const Entry kCommands[] = {
     {"bench", upcycle::cmd_bench, "sgemm ceiling, forward and training throughput (dense and MoE)"},
     {"tune", upcycle::cmd_tune, "instruction-tune a dense or MoE model (AdamW, resumable checkpoints)"},
     {"convert", upcycle::cmd_convert, "dense checkpoints into a Mixtral MoE (UpIT, sparse, drop, btx)"},
+    {"run", upcycle::cmd_run, "the whole UpIT pipeline from a JSON config, resumable stage by stage"},
     {"eval", upcycle::cmd_eval, "loss and perplexity, exact-match or multiple-choice accuracy on a data set"},
     {"generate", upcycle::cmd_generate, "text from a model (KV-cached; greedy or sampled; --chat)"},
 };

@@ -19,6 +19,9 @@ using Vec = std::vector<float>;
 
 namespace {
 
+constexpr Method kAll[] = {Method::Linear, Method::TaskArithmetic, Method::Ties,
+                           Method::Dare,   Method::DareTies,       Method::Slerp};
+
 Vec merged(const Options& o, const std::vector<Vec>& inputs, const Vec& base = {}, std::string_view key = "w") {
   const std::vector<std::span<const float>> spans(inputs.begin(), inputs.end());
   Vec out(inputs.at(0).size());
@@ -66,8 +69,7 @@ struct ThreadCount {
 }  // namespace
 
 TEST_CASE("merge: method names") {
-  for (Method m : {Method::Linear, Method::TaskArithmetic, Method::Ties, Method::Dare, Method::DareTies, Method::Slerp})
-    CHECK(parse_method(method_name(m)) == m);
+  for (Method m : kAll) CHECK(parse_method(method_name(m)) == m);
   CHECK(parse_method("dare_ties") == Method::DareTies);
   CHECK(std::string(method_name(Method::TaskArithmetic)) == "task_arithmetic");
   CHECK_FALSE(parse_method("DARE").has_value());
@@ -279,8 +281,9 @@ TEST_CASE("merge: dare's expectation over seeds is task arithmetic") {
     if (seed == 0)
       for (size_t i = 0; i < n; ++i) one_seed_error = std::max(one_seed_error, std::fabs(double(out[i]) - ta[i]));
   }
-  // Per element the standard deviation of one draw is at most about 1.2 (|w d| <= 1.2, p = 0.5),
-  // so the mean of 4000 is within 0.02 (1 sigma) of task arithmetic; one seed alone is not.
+  // With p = 0.5 a term w·m·d/(1-p) has standard deviation |w d| <= 1.2 (|d| <= 2), so one draw's
+  // is at most 1.5 and the mean of 4000 draws' at most 0.024: 0.1 is over 4 sigma. One seed
+  // alone is far off.
   double worst = 0;
   for (size_t i = 0; i < n; ++i) worst = std::max(worst, std::fabs(mean[i] - ta[i]));
   CHECK(worst < 0.1);
@@ -314,7 +317,7 @@ TEST_CASE("merge: every method gives the same bits on 1 and 2 threads") {
   const size_t n = 100'003;  // many chunks and a ragged last one
   const Vec base = test::random_values(n, 16);
   const std::vector<Vec> x = {test::random_values(n, 17), test::random_values(n, 18), test::random_values(n, 19)};
-  for (Method m : {Method::Linear, Method::TaskArithmetic, Method::Ties, Method::Dare, Method::DareTies, Method::Slerp}) {
+  for (Method m : kAll) {
     const std::string method = method_name(m);
     CAPTURE(method);
     Options o = options(m);

@@ -1,0 +1,65 @@
+// `upcycle run`: the whole pipeline from one config on tiny models, skipping finished stages and
+// resuming an interrupted one.
+#include <doctest/doctest.h>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/common/fixtures.hpp"
+
+using namespace upcycle;
+using namespace upcycle::test;
+using json = nlohmann::json;
+
+TEST_CASE("run: dense tuning, conversion of its checkpoints, MoE tuning, evaluation; resumable") {
+  ScratchDir dir;
+  const fs::path model = write_chat_model(dir.path(), "llama", 21);
+  {
+    std::ofstream data(dir / "qa.jsonl");
+    for (int i = 0; i < 24; ++i)
+      data << json{{"instruction", "say " + std::to_string(i % 6)}, {"output", std::string(size_t(1 + i % 3), char('a' + i % 6))},
+                   {"task", i % 2 ? "odd" : "even"}}.dump() << "\n";
+  }
+  const std::string data = (dir / "qa.jsonl").string();
+  json config = {
+      {"out", (dir / "run").string()},
+      {"seed", 3},
+      {"dense", {{"model", model.string()}, {"data", data}, {"steps", 8}, {"save_every", 2}, {"lr", 1e-2}, {"seq_len", 128},
+                 {"batch_tokens", 256}}},
+      {"convert", {{"experts", 5}, {"top_k", 2}, {"candidates", 2}, {"seed_min", 6}, {"router_epochs", 2}, {"seq_len", 128}}},
+      {"moe", {{"steps", 6}, {"save_every", 2}, {"stop_at", 4}, {"lr", 1e-2}, {"seq_len", 128}, {"batch_tokens", 256}}},
+      {"eval", json::array({{{"data", data}}, {{"data", data}, {"metric", "exact"}, {"max_new_tokens", 6}}})}};
+  write_file(dir / "run.json", config.dump());
+  auto r = run_upcycle("run " + (dir / "run.json").string());
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  // The dense run's 4 checkpoints (steps 2, 4, 6 and final) became the first experts.
+  const auto report = json::parse(read_file(dir / "run" / "moe-init" / "upcycle_convert.json"));
+  REQUIRE(report["pool"].size() == 5);
+  CHECK(report["pool"][3]["checkpoint"] == 3);
+  CHECK(report["pool"][4].contains("parents"));
+  CHECK(fs::exists(dir / "run" / "moe" / "step-000004"));
+  CHECK_FALSE(fs::exists(dir / "run" / "moe" / "final"));  // stopped at step 4
+  CHECK_FALSE(fs::exists(dir / "run" / "run.json"));
+
+  // Again without stop_at: dense and convert are skipped, the MoE resumes from step 4.
+  config["moe"].erase("stop_at");
+  write_file(dir / "run.json", config.dump());
+  r = run_upcycle("run " + (dir / "run.json").string());
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(r.err.find("dense: " + (dir / "run" / "dense" / "final").string() + " is done, skipped") != std::string::npos);
+  CHECK(r.err.find("stage 2/4 convert: " + (dir / "run" / "moe-init").string() + " is done, skipped") != std::string::npos);
+  CHECK(r.err.find("moe: resuming from " + (dir / "run" / "moe" / "step-000004").string()) != std::string::npos);
+  const auto summary = json::parse(read_file(dir / "run" / "run.json"));
+  CHECK(summary["eval"].size() == 4);
+  CHECK(summary["eval"]["moe-0-loss"]["tokens"].get<int64_t>() > 0);
+  CHECK(summary["eval"]["dense-1-exact"]["total"] == 24);
+
+  // A bad key is named.
+  config["moe"]["learning_rate"] = 1;
+  write_file(dir / "bad.json", json{{"out", (dir / "bad").string()}, {"dense", config["dense"]}, {"convert", config["convert"]},
+                                    {"moe", config["moe"]}, {"typo", 1}}.dump());
+  r = run_upcycle("run " + (dir / "bad.json").string());
+  CHECK(r.code == 2);
+  CHECK(r.err.find("typo: is not a key of the pipeline") != std::string::npos);
+}
