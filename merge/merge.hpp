@@ -39,11 +39,11 @@ bool needs_base(Method m);  // task_arithmetic, ties, dare, dare_ties
 
 struct Options {
   Method method = Method::Linear;
-  std::vector<double> weights = {};  // one per input (empty: all 1)
-  double density = 0.5;         // ties: the fraction of each delta kept by magnitude
-  double drop_rate = 0.5;       // dare, dare_ties: p
-  double lambda = 1.0;          // the delta methods: scale of the merged delta
-  uint64_t seed = 0;
+  std::vector<double> weights = {};  // one per input (empty: all 1); "= {}" spares Options{m} a warning
+  double density = 0.5;              // ties: the fraction of each delta kept by magnitude
+  double drop_rate = 0.5;            // dare, dare_ties: p
+  double lambda = 1.0;               // the delta methods: scale of the merged delta
+  uint64_t seed = 0;                 // dare, dare_ties: with the key, picks the masks
 };
 
 // out[n] from inputs[k][n] (all the same length), base[n] for the delta methods (empty
