@@ -37,13 +37,15 @@ class Assembler {
       : source_(source), pool_(std::move(pool)), opts_(std::move(opts)) {}
 
   Tensor make(const TensorInfo& info) {
-    const auto id = parse_tensor_name(info.name, Scheme::HF);
+    const auto id = parse_tensor_name(info.name, opts_.fused ? Scheme::HFFused : Scheme::HF);
     if (!id) throw std::logic_error("assemble: unexpected tensor " + info.name);
     switch (id->role) {
       case Role::Router: return Tensor::from_f32(info.shape, router(id->layer, info));
       case Role::ExpertGate: return expert(*id, Role::Gate, info);
       case Role::ExpertUp: return expert(*id, Role::Up, info);
       case Role::ExpertDown: return expert(*id, Role::Down, info);
+      case Role::ExpertsGateUp: return fused(id->layer, {Role::Gate, Role::Up}, info);
+      case Role::ExpertsDown: return fused(id->layer, {Role::Down}, info);
       default: return Tensor::from_f32(info.shape, shared(info.name));
     }
   }
@@ -58,9 +60,23 @@ class Assembler {
     return Tensor::from_f32(info.shape, tensors_->expert(size_t(id.expert)));
   }
 
+  // Every expert's tensors of the roles, stacked: [E, rows of each role in turn, cols].
+  Tensor fused(int layer, std::initializer_list<Role> roles, const TensorInfo& info) {
+    std::vector<float> out;
+    out.reserve(size_t(info.shape[0] * info.shape[1] * info.shape[2]));
+    std::vector<std::unique_ptr<PoolTensors>> tensors;
+    for (Role r : roles) tensors.push_back(std::make_unique<PoolTensors>(source_, pool_, layer, r, opts_.child_merge));
+    for (size_t e = 0; e < pool_.size(); ++e)
+      for (auto& t : tensors) {
+        const std::vector<float>& x = t->expert(e);
+        out.insert(out.end(), x.begin(), x.end());
+      }
+    return Tensor::from_f32(info.shape, std::move(out));
+  }
+
   std::vector<float> router(int layer, const TensorInfo& info) {
     if (!opts_.routers.empty()) return opts_.routers.at(size_t(layer));
-    Rng rng = Rng::stream(opts_.seed, "router " + info.name);
+    Rng rng = Rng::stream(opts_.seed, "router, layer " + std::to_string(layer));  // the same in either layout
     std::vector<float> w(size_t(info.shape[0] * info.shape[1]));
     for (float& x : w) x = float(0.02 * rng.normal());
     return w;
@@ -94,7 +110,8 @@ std::unique_ptr<Checkpoint> assemble_moe(const FfnSource& source, const genetic:
   if (opts.shared_from && (*opts.shared_from < 0 || size_t(*opts.shared_from) >= source.size()))
     throw std::invalid_argument("assemble_moe: shared_from is not a checkpoint index");
   std::vector<TensorInfo> infos;
-  for (const ExpectedTensor& e : expected_tensors(config)) infos.push_back({e.name, DType::F32, e.shape});
+  for (const ExpectedTensor& e : expected_tensors(config, opts.fused ? Scheme::HFFused : Scheme::HF))
+    infos.push_back({e.name, DType::F32, e.shape});
   auto assembler = std::make_shared<Assembler>(source, pool, opts);
   const Checkpoint& first = source.checkpoint(0);
   std::vector<GeneratedFile> generated = first.generated_files();

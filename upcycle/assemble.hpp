@@ -15,6 +15,7 @@ namespace upcycle {
 
 struct AssemblyOptions {
   int top_k = 2;
+  bool fused = false;                       // transformers v5's fused experts ([E, 2I, H], [E, H, I])
   double aux_loss_coef = 0.01;              // router_aux_loss_coef of the output config
   std::optional<int> shared_from;           // take the shared weights from this checkpoint, or
   merge::Options shared_merge;              // merge them (default: the mean)

@@ -68,6 +68,7 @@ Plan plan(const cli::po::variables_map& vm, const genetic::FfnSource& source) {
   const uint64_t seed = vm["seed"].as<uint64_t>();
   AssemblyOptions& a = p.assembly;
   a.top_k = vm["top-k"].as<int>();
+  a.fused = vm.count("fused") > 0;
   a.aux_loss_coef = vm["aux-loss-coef"].as<double>();
   a.seed = seed;
   a.child_merge.method = merge_method(vm["merge"].as<std::string>(), "--merge");
@@ -206,6 +207,7 @@ int cmd_convert(const Args& args) {
       ("skip-bad", "skip malformed seed data lines instead of failing")
       ("aux-loss-coef", cli::po::value<double>()->default_value(0.01), "router_aux_loss_coef in the config")
       ("dtype", cli::po::value<std::string>(), "output dtype f32, bf16 or f16 (default: checkpoint 0's)")
+      ("fused", "write transformers v5's fused expert tensors (gate_up_proj, down_proj) instead of per-expert ones")
       ("seed", cli::po::value<uint64_t>()->default_value(0), "seed of every random choice")
       ("overwrite", "replace DIR if it exists");
   auto vm = cli::parse(spec, args);

@@ -77,6 +77,15 @@ TEST_CASE("convert: UpIT keeps each checkpoint's FFN, means the shared weights, 
     const auto qa = tensor(*src[0], q_name), qb = tensor(*src[1], q_name), qc = tensor(*src[2], q_name);
     for (size_t i = 0; i < mean.size(); ++i) CHECK(mean[i] == doctest::Approx((qa[i] + qb[i] + qc[i]) / 3).epsilon(1e-6));
   }
+  // The fused layout and HDF5 hold the same model.
+  REQUIRE(run_upcycle(args + q(dir / "fused") + " --seed 4 --fused").code == 0);
+  REQUIRE(run_upcycle(args + q(dir / "x.h5") + " --seed 4").code == 0);
+  const auto fused = open_checkpoint(dir / "fused");
+  CHECK(fused->find(tensor_name({Role::ExpertsGateUp, 1}, Scheme::HFFused)) != nullptr);
+  const Batch probe = pack({{3, 1, 4, 1, 5, 9, 2, 6}});
+  const auto logits = Model(*moe).forward(probe);
+  CHECK(Model(*fused).forward(probe) == logits);
+  CHECK(Model(*open_checkpoint(dir / "x.h5")).forward(probe) == logits);
   const auto report = nlohmann::json::parse(read_file(dir / "x" / "upcycle_convert.json"));
   CHECK(report["pool"].size() == 5);
   CHECK(report["distances_after"].size() == 5);
