@@ -105,9 +105,15 @@ Tensor Tensor::to(DType dtype) const {
 }
 
 std::vector<float> Tensor::to_f32_vector() const {
-  Tensor f = to(DType::F32);
-  auto s = f.span<float>();
-  return {s.begin(), s.end()};
+  std::vector<float> out;
+  to_f32_into(out);
+  return out;
+}
+
+void Tensor::to_f32_into(std::vector<float>& out) const {
+  out.resize(numel_);
+  if (is_quantized(dtype_)) dequantize(dtype_, data_.get(), nbytes_, out.data(), numel_);
+  else convert(dtype_, data_.get(), DType::F32, out.data(), numel_);
 }
 
 Tensor Tensor::reshaped(Shape shape) const {

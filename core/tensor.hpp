@@ -64,6 +64,8 @@ class Tensor {
   // the bytes; anything else makes an owned copy. Quantized tensors convert to f32 only.
   Tensor to(DType dtype) const;
   std::vector<float> to_f32_vector() const;
+  // The same into `out` (resized; its capacity is reused, so a loop over tensors allocates once).
+  void to_f32_into(std::vector<float>& out) const;
 
   // Same bytes, another shape of the same element count.
   Tensor reshaped(Shape shape) const;

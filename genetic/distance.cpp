@@ -15,17 +15,30 @@ std::optional<Distance> parse_distance(std::string_view name) {
 
 const char* distance_name(Distance d) { return d == Distance::Cosine ? "cosine" : "l2"; }
 
-double delta_dot(std::span<const float> x, std::span<const float> y, std::span<const float> base) {
-  if (x.size() != y.size() || x.size() != base.size()) throw std::invalid_argument("delta_dot: lengths differ");
-  constexpr size_t kBlock = 1 << 14;
-  const size_t blocks = (x.size() + kBlock - 1) / kBlock;
+std::vector<float> delta(std::span<const float> x, std::span<const float> base) {
+  if (x.size() != base.size()) throw std::invalid_argument("delta: lengths differ");
+  std::vector<float> d(x.size());
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < x.size(); ++i) d[i] = x[i] - base[i];
+  return d;
+}
+
+double dot(std::span<const float> a, std::span<const float> b) {
+  if (a.size() != b.size()) throw std::invalid_argument("dot: lengths differ");
+  constexpr size_t kBlock = 4096, kLanes = 8;
+  const size_t blocks = (a.size() + kBlock - 1) / kBlock;
   std::vector<double> partial(blocks);
 #pragma omp parallel for schedule(static)
-  for (size_t b = 0; b < blocks; ++b) {
+  for (size_t blk = 0; blk < blocks; ++blk) {
+    const size_t begin = blk * kBlock, end = std::min(a.size(), begin + kBlock);
+    float lane[kLanes] = {};
+    size_t i = begin;
+    for (; i + kLanes <= end; i += kLanes)
+      for (size_t j = 0; j < kLanes; ++j) lane[j] += a[i + j] * b[i + j];
     double s = 0;
-    for (size_t i = b * kBlock, end = std::min(x.size(), i + kBlock); i < end; ++i)
-      s += double(x[i] - base[i]) * double(y[i] - base[i]);
-    partial[b] = s;
+    for (float v : lane) s += v;
+    for (; i < end; ++i) s += double(a[i]) * b[i];
+    partial[blk] = s;
   }
   double sum = 0;
   for (double p : partial) sum += p;

@@ -14,9 +14,11 @@ enum class Distance { Cosine, L2 };
 std::optional<Distance> parse_distance(std::string_view name);  // "cosine", "l2"
 const char* distance_name(Distance d);
 
-// Σ (x[i] − base[i])·(y[i] − base[i]) in double, in fixed blocks summed in order: the same bits
-// for any thread count.
-double delta_dot(std::span<const float> x, std::span<const float> y, std::span<const float> base);
+// x − base, the delta an expert's distances are measured on.
+std::vector<float> delta(std::span<const float> x, std::span<const float> base);
+// Σ a[i]·b[i]: float products in 8 lanes per block of 4096, the blocks' sums added in double in
+// order, so the same bits for any thread count (and fast: the lanes vectorise).
+double dot(std::span<const float> a, std::span<const float> b);
 
 // Per layer, the inner products of the experts' deltas: symmetric [n, n] each.
 class Gram {

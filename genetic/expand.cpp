@@ -28,10 +28,12 @@ void measure(const FfnSource& source, const Pool& pool, const Pool& candidates, 
     for (Role role : kFfnRoles) {
       PoolTensors tensors(source, pool, l, role, merge);
       const std::vector<float>& base = tensors.base();
+      std::vector<std::vector<float>> deltas;
+      for (size_t j = 0; j < n; ++j) deltas.push_back(delta(tensors.expert(j), base));
       for (size_t c = 0; c < candidates.size(); ++c) {
-        const std::vector<float> child = tensors.child(candidates[c]);
-        for (size_t j = 0; j < n; ++j) gram.add(l, n + c, j, delta_dot(child, tensors.expert(j), base));
-        gram.add(l, n + c, n + c, delta_dot(child, child, base));
+        const std::vector<float> d = delta(tensors.child(candidates[c]), base);
+        for (size_t j = 0; j < n; ++j) gram.add(l, n + c, j, dot(d, deltas[j]));
+        gram.add(l, n + c, n + c, dot(d, d));
       }
       progress.advance(1);
     }
@@ -44,9 +46,10 @@ Gram checkpoint_gram(const FfnSource& source, const Pool& pool, const merge::Opt
   for (int l = 0; l < source.layers(); ++l)
     for (Role role : kFfnRoles) {
       PoolTensors tensors(source, pool, l, role, merge);
-      const std::vector<float>& base = tensors.base();
+      std::vector<std::vector<float>> deltas;
+      for (size_t i = 0; i < pool.size(); ++i) deltas.push_back(delta(tensors.expert(i), tensors.base()));
       for (size_t i = 0; i < pool.size(); ++i)
-        for (size_t j = 0; j <= i; ++j) gram.add(l, i, j, delta_dot(tensors.expert(i), tensors.expert(j), base));
+        for (size_t j = 0; j <= i; ++j) gram.add(l, i, j, dot(deltas[i], deltas[j]));
       progress.advance(1);
     }
   return gram;

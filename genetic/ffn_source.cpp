@@ -43,17 +43,26 @@ std::vector<float> FfnSource::load(size_t k, const std::string& name) const {
   return checkpoints_.at(k)->load(name).to_f32_vector();
 }
 
+void FfnSource::load_into(size_t k, const std::string& name, std::vector<float>& out) const {
+  checkpoints_.at(k)->load(name).to_f32_into(out);
+}
+
 std::vector<float> FfnSource::base(const std::string& name) const {
   if (base_) return base_->load(name).to_f32_vector();
-  std::vector<double> sum;
-  for (size_t k = 0; k < size(); ++k) {
-    const std::vector<float> x = load(k, name);
-    if (sum.empty()) sum.assign(x.size(), 0.0);
-    for (size_t i = 0; i < x.size(); ++i) sum[i] += x[i];
-  }
-  std::vector<float> mean(sum.size());
-  for (size_t i = 0; i < sum.size(); ++i) mean[i] = float(sum[i] / double(size()));
-  return mean;
+  std::vector<std::vector<float>> all;
+  std::vector<const std::vector<float>*> ptrs;
+  for (size_t k = 0; k < size(); ++k) all.push_back(load(k, name));
+  for (const auto& x : all) ptrs.push_back(&x);
+  return mean(ptrs);
+}
+
+std::vector<float> FfnSource::mean(const std::vector<const std::vector<float>*>& tensors) {
+  std::vector<double> sum(tensors.at(0)->size(), 0.0);
+  for (const std::vector<float>* x : tensors)
+    for (size_t i = 0; i < x->size(); ++i) sum[i] += (*x)[i];
+  std::vector<float> out(sum.size());
+  for (size_t i = 0; i < sum.size(); ++i) out[i] = float(sum[i] / double(tensors.size()));
+  return out;
 }
 
 }  // namespace upcycle::genetic

@@ -38,16 +38,27 @@ void redraw_neurons(std::vector<float>& t, Role role, int layer, int64_t interme
 PoolTensors::PoolTensors(const FfnSource& source, const Pool& pool, int layer, Role role, merge::Options child_merge)
     : source_(source), pool_(pool), layer_(layer), role_(role), merge_(std::move(child_merge)) {}
 
+const std::vector<float>& PoolTensors::checkpoint(size_t k) {
+  auto it = checkpoints_.find(k);
+  if (it == checkpoints_.end()) it = checkpoints_.emplace(k, source_.load(k, layer_, role_)).first;
+  return it->second;
+}
+
+// The mean from the checkpoints' tensors this object holds anyway, rather than read again.
 const std::vector<float>& PoolTensors::base() {
-  if (base_.empty()) base_ = source_.base(layer_, role_);
-  return base_;
+  if (!base_.empty()) return base_;
+  if (source_.has_base()) return base_ = source_.base(layer_, role_);
+  std::vector<const std::vector<float>*> all;
+  for (size_t k = 0; k < source_.size(); ++k) all.push_back(&checkpoint(k));
+  return base_ = FfnSource::mean(all);
 }
 
 const std::vector<float>& PoolTensors::expert(size_t e) {
+  const ExpertRecipe& r = pool_.at(e);
+  if (!r.is_child() && r.redraw == 0) return checkpoint(size_t(r.checkpoint));
   auto it = experts_.find(e);
   if (it != experts_.end()) return it->second;
-  const ExpertRecipe& r = pool_.at(e);
-  std::vector<float> t = r.is_child() ? child(r) : source_.load(size_t(r.checkpoint), layer_, role_);
+  std::vector<float> t = r.is_child() ? child(r) : checkpoint(size_t(r.checkpoint));
   if (r.redraw > 0)
     redraw_neurons(t, role_, layer_, source_.checkpoint(0).config().intermediate_size, r.redraw, r.seed);
   return experts_.emplace(e, std::move(t)).first->second;

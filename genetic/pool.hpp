@@ -37,7 +37,7 @@ void redraw_neurons(std::vector<float>& t, Role role, int layer, int64_t interme
 class PoolTensors {
  public:
   PoolTensors(const FfnSource& source, const Pool& pool, int layer, Role role, merge::Options child_merge);
-  const std::vector<float>& base();
+  const std::vector<float>& base();  // the base model's tensor, or the checkpoints' mean
   const std::vector<float>& expert(size_t e);
   // A child of this pool that is not (yet) in it.
   std::vector<float> child(const ExpertRecipe& r);
@@ -48,8 +48,9 @@ class PoolTensors {
   int layer_;
   Role role_;
   merge::Options merge_;
+  const std::vector<float>& checkpoint(size_t k);
   std::vector<float> base_;
-  std::map<size_t, std::vector<float>> experts_;
+  std::map<size_t, std::vector<float>> checkpoints_, experts_;  // experts_: children and re-drawn copies
 };
 
 }  // namespace upcycle::genetic

@@ -31,14 +31,14 @@
 #                      the largest of the N
 #
 # Before each timed step the page cache is warmed by reading the inputs once (not timed), and
-# every output is synced to disk inside the timed step (`sync` after `cp -r` for the copy; the
-# upcycle writers fsync each file; `sync` after mergekit-moe, which does not). Each line gives
-# seconds, MB/s (10^6 bytes) of input bytes (4 x the checkpoint) and of output bytes, the ratio
-# to the copy (input bytes per second, and input + output bytes per second, over the copy's)
-# and the peak resident memory (/usr/bin/time -v). Then the ratios upcycle / mergekit of time
-# and peak RSS. Outputs are removed between runs (not timed). Builds upcycle first, with the
-# settings of scripts/test.sh (UPCYCLE_BUILD_DIR, CMAKE_ARGS, ...), unless UPCYCLE_BIN names a
-# binary.
+# every output is synced to disk inside the timed step (`sync` of the copied files after
+# `cp -r`; the upcycle writers fsync each file; `sync` of its files after mergekit-moe, which
+# does not). Each line gives seconds, MB/s (10^6 bytes) of input bytes (4 x the checkpoint)
+# and of output bytes, the ratio to the copy (input bytes per second, and input + output bytes
+# per second, over the copy's) and the peak resident memory (/usr/bin/time -v). Then the
+# ratios upcycle / mergekit of time and peak RSS. Outputs are removed between runs (not timed).
+# Builds upcycle first, with the settings of scripts/test.sh (UPCYCLE_BUILD_DIR, CMAKE_ARGS,
+# ...), unless UPCYCLE_BIN names a binary.
 set -euo pipefail
 
 die() { printf 'bench-convert: error: %s\n' "$*" >&2; exit 1; }
@@ -211,12 +211,12 @@ write_mergekit_config() {
 }
 # mergekit-moe does not fsync: the sync belongs to the timed step, as for the copy.
 # shellcheck disable=SC2016  # $0.. are the inner shell's
-mergekit_run=(sh -c '"$0" -m mergekit.scripts.moe "$@" && sync' "$mergekit_moe" "$mkconfig" "$out"
+mergekit_run=(sh -c '"$0" -m mergekit.scripts.moe "$@" && sync "$2"/*' "$mergekit_moe" "$mkconfig" "$out"
   "${mergekit_flags[@]}" --random-seed 0 --i-understand-this-is-not-useful-without-training)
 
 # shellcheck disable=SC2016  # $0/$1.. are the inner shell's
 measure "copy (cp -r + sync)" copy "$copy" \
-  sh -c 'mkdir -p "$0" && for c in "$@"; do cp -r "$c" "$0"/; done && sync' "$copy" "${ckpts[@]}"
+  sh -c 'mkdir -p "$0" && for c in "$@"; do cp -r "$c" "$0"/; done && sync "$0"/*/*' "$copy" "${ckpts[@]}"
 pairs=()  # "upcycle index:mergekit index" of the like-for-like runs
 if [[ $method == both || $method == upit ]]; then
   measure "upcycle upit E=$experts" "upit" "$out" "$bin" convert --checkpoints "${ckpts[@]}" \
@@ -227,7 +227,7 @@ if [[ $method == both || $method == upit ]]; then
     for ((e = 0; e < experts; e++)); do list+=("${ckpts[$((e % 4))]}"); done
     write_mergekit_config "${list[@]}"
     measure "mergekit-moe E=$experts" "mergekit-$experts" "$out" "${mergekit_run[@]}"
-    commands[-1]="mergekit-moe CONFIG OUT ${mergekit_flags[*]} --random-seed 0 --i-understand-this-is-not-useful-without-training && sync (experts ${list[*]##*/})"
+    commands[-1]="mergekit-moe CONFIG OUT ${mergekit_flags[*]} --random-seed 0 --i-understand-this-is-not-useful-without-training && sync OUT/* (experts ${list[*]##*/})"
     pairs+=("$u:$((${#names[@]} - 1))")
   fi
 fi
@@ -238,7 +238,7 @@ if [[ $method == both || $method == btx ]]; then
   if [[ -n $mergekit_moe ]]; then
     write_mergekit_config "${ckpts[@]}"
     measure "mergekit-moe E=4" "mergekit-4" "$out" "${mergekit_run[@]}"
-    commands[-1]="mergekit-moe CONFIG OUT ${mergekit_flags[*]} --random-seed 0 --i-understand-this-is-not-useful-without-training && sync (experts c0 c1 c2 c3)"
+    commands[-1]="mergekit-moe CONFIG OUT ${mergekit_flags[*]} --random-seed 0 --i-understand-this-is-not-useful-without-training && sync OUT/* (experts c0 c1 c2 c3)"
     pairs+=("$u:$((${#names[@]} - 1))")
   fi
 fi

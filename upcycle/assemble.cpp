@@ -30,23 +30,50 @@ ModelConfig moe_config(const FfnSource& source, int experts, const AssemblyOptio
 namespace {
 
 // The tensors' maker: a cache of the current (layer, role)'s pool tensors, since writers ask
-// for every expert of one role in a row (core's canonical order).
+// for every expert of one role in a row (core's canonical order). Computed tensors are views of
+// the assembler's own buffers, valid until its next make(): writers and load_weights take
+// tensors one at a time, and reusing the buffers spares the kernel a fresh zeroed mapping (page
+// faults) for every tensor.
 class Assembler {
  public:
   Assembler(const FfnSource& source, genetic::Pool pool, AssemblyOptions opts)
       : source_(source), pool_(std::move(pool)), opts_(std::move(opts)) {}
 
+  // The checkpoint a tensor is passed through from unchanged, with its name there; nullopt when
+  // it is computed.
+  std::optional<std::pair<const Checkpoint*, std::string>> passthrough(const std::string& name) const {
+    const auto id = parse_tensor_name(name, opts_.fused ? Scheme::HFFused : Scheme::HF);
+    if (!id) return std::nullopt;
+    const bool per_expert = id->role == Role::ExpertGate || id->role == Role::ExpertUp || id->role == Role::ExpertDown;
+    if (per_expert) {
+      const genetic::ExpertRecipe& r = pool_.at(size_t(id->expert));
+      if (r.is_child() || r.redraw != 0) return std::nullopt;
+      const Role dense = id->role == Role::ExpertGate ? Role::Gate : id->role == Role::ExpertUp ? Role::Up : Role::Down;
+      return std::pair{&source_.checkpoint(size_t(r.checkpoint)), FfnSource::key(id->layer, dense)};
+    }
+    const bool shared = id->role != Role::Router && id->role != Role::ExpertsGateUp && id->role != Role::ExpertsDown;
+    if (shared && opts_.shared_from) return std::pair{&source_.checkpoint(size_t(*opts_.shared_from)), name};
+    return std::nullopt;
+  }
+
+  // What make() returns for the tensor: a passed-through tensor's own dtype, else f32.
+  DType dtype(const std::string& name) const {
+    const auto from = passthrough(name);
+    return from ? from->first->find(from->second)->dtype : DType::F32;
+  }
+
   Tensor make(const TensorInfo& info) {
+    if (const auto from = passthrough(info.name)) return from->first->load(from->second);
     const auto id = parse_tensor_name(info.name, opts_.fused ? Scheme::HFFused : Scheme::HF);
     if (!id) throw std::logic_error("assemble: unexpected tensor " + info.name);
     switch (id->role) {
-      case Role::Router: return Tensor::from_f32(info.shape, router(id->layer, info));
+      case Role::Router: return Tensor::from_f32(info.shape, router(id->layer, info));  // small
       case Role::ExpertGate: return expert(*id, Role::Gate, info);
       case Role::ExpertUp: return expert(*id, Role::Up, info);
       case Role::ExpertDown: return expert(*id, Role::Down, info);
       case Role::ExpertsGateUp: return fused(id->layer, {Role::Gate, Role::Up}, info);
       case Role::ExpertsDown: return fused(id->layer, {Role::Down}, info);
-      default: return Tensor::from_f32(info.shape, shared(info.name));
+      default: return merged(info);
     }
   }
 
@@ -57,21 +84,20 @@ class Assembler {
       layer_ = id.layer;
       role_ = dense_role;
     }
-    return Tensor::from_f32(info.shape, tensors_->expert(size_t(id.expert)));
+    return view(info, tensors_->expert(size_t(id.expert)));
   }
 
   // Every expert's tensors of the roles, stacked: [E, rows of each role in turn, cols].
   Tensor fused(int layer, std::initializer_list<Role> roles, const TensorInfo& info) {
-    std::vector<float> out;
-    out.reserve(size_t(info.shape[0] * info.shape[1] * info.shape[2]));
+    merged_.clear();
     std::vector<std::unique_ptr<PoolTensors>> tensors;
     for (Role r : roles) tensors.push_back(std::make_unique<PoolTensors>(source_, pool_, layer, r, opts_.child_merge));
     for (size_t e = 0; e < pool_.size(); ++e)
       for (auto& t : tensors) {
         const std::vector<float>& x = t->expert(e);
-        out.insert(out.end(), x.begin(), x.end());
+        merged_.insert(merged_.end(), x.begin(), x.end());
       }
-    return Tensor::from_f32(info.shape, std::move(out));
+    return view(info, merged_);
   }
 
   std::vector<float> router(int layer, const TensorInfo& info) {
@@ -82,22 +108,29 @@ class Assembler {
     return w;
   }
 
-  std::vector<float> shared(const std::string& name) {
-    if (opts_.shared_from) return source_.load(size_t(*opts_.shared_from), name);
-    std::vector<std::vector<float>> inputs;
-    for (size_t k = 0; k < source_.size(); ++k) inputs.push_back(source_.load(k, name));
-    std::vector<std::span<const float>> spans(inputs.begin(), inputs.end());
+  static Tensor view(const TensorInfo& info, const std::vector<float>& values) {
+    // Aliasing constructor with no owner: the bytes stay the assembler's.
+    const std::shared_ptr<const std::byte> bytes(std::shared_ptr<void>(), reinterpret_cast<const std::byte*>(values.data()));
+    return Tensor::view(DType::F32, info.shape, bytes);
+  }
+
+  Tensor merged(const TensorInfo& info) {
+    inputs_.resize(source_.size());
+    for (size_t k = 0; k < source_.size(); ++k) source_.load_into(k, info.name, inputs_[k]);
+    const std::vector<std::span<const float>> spans(inputs_.begin(), inputs_.end());
     std::vector<float> base;
-    if (merge::needs_base(opts_.shared_merge.method)) base = source_.base(name);
-    std::vector<float> out(inputs[0].size());
-    merge::merge_tensor(out, spans, base, opts_.shared_merge, name);
-    return out;
+    if (merge::needs_base(opts_.shared_merge.method)) base = source_.base(info.name);
+    merged_.resize(inputs_[0].size());
+    merge::merge_tensor(merged_, spans, base, opts_.shared_merge, info.name);
+    return view(info, merged_);
   }
 
   const FfnSource& source_;
   genetic::Pool pool_;
   AssemblyOptions opts_;
   std::unique_ptr<PoolTensors> tensors_;
+  std::vector<std::vector<float>> inputs_;  // the checkpoints' tensor being merged
+  std::vector<float> merged_;  // a merged shared tensor, or the fused experts
   int layer_ = -1;
   Role role_ = Role::Gate;
 };
@@ -109,10 +142,12 @@ std::unique_ptr<Checkpoint> assemble_moe(const FfnSource& source, const genetic:
   const ModelConfig config = moe_config(source, int(pool.size()), opts);
   if (opts.shared_from && (*opts.shared_from < 0 || size_t(*opts.shared_from) >= source.size()))
     throw std::invalid_argument("assemble_moe: shared_from is not a checkpoint index");
+  auto assembler = std::make_shared<Assembler>(source, pool, opts);
+  // Checkpoint tensors that go out unchanged (their FFNs as experts, --shared-from) are passed
+  // through as the files hold them, with no f32 copy.
   std::vector<TensorInfo> infos;
   for (const ExpectedTensor& e : expected_tensors(config, opts.fused ? Scheme::HFFused : Scheme::HF))
-    infos.push_back({e.name, DType::F32, e.shape});
-  auto assembler = std::make_shared<Assembler>(source, pool, opts);
+    infos.push_back({e.name, assembler->dtype(e.name), e.shape});
   const Checkpoint& first = source.checkpoint(0);
   std::vector<GeneratedFile> generated = first.generated_files();
   generated.insert(generated.end(), extra.begin(), extra.end());

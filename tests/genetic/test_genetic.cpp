@@ -76,7 +76,7 @@ TEST_CASE("genetic: the pool grows by children of distant parents, and the dista
   for (size_t i = 0; i < 5; ++i) {
     CHECK(x.after[i][i] == 0);
     for (size_t j = 0; j < i; ++j) {
-      CHECK(x.after[i][j] == doctest::Approx(reference_cosine(src, table, i, j)).epsilon(1e-9));
+      CHECK(x.after[i][j] == doctest::Approx(reference_cosine(src, table, i, j)).epsilon(1e-6));  // float deltas
       CHECK(x.after[i][j] == x.after[j][i]);
     }
   }
