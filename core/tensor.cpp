@@ -44,7 +44,7 @@ bool matches(DType d) {
 Tensor Tensor::zeros(DType dtype, Shape shape) {
   auto [n, b] = sizes(dtype, shape);
   std::shared_ptr<std::byte[]> buf(new std::byte[b]());
-  return Tensor(dtype, std::move(shape), n, b, std::shared_ptr<const std::byte>(buf, buf.get()), true);
+  return Tensor(dtype, std::move(shape), n, b, std::shared_ptr<const std::byte>(buf, buf.get()), Storage::Owned);
 }
 
 Tensor Tensor::from_f32(Shape shape, std::vector<float> values) {
@@ -58,18 +58,23 @@ Tensor Tensor::from_f32(Shape shape, std::vector<float> values) {
 
 Tensor Tensor::view(DType dtype, Shape shape, std::shared_ptr<const std::byte> data) {
   auto [n, b] = sizes(dtype, shape);
-  return Tensor(dtype, std::move(shape), n, b, std::move(data), false);
+  return Tensor(dtype, std::move(shape), n, b, std::move(data), Storage::FileMap);
+}
+
+Tensor Tensor::borrowed(DType dtype, Shape shape, std::shared_ptr<const std::byte> data) {
+  auto [n, b] = sizes(dtype, shape);
+  return Tensor(dtype, std::move(shape), n, b, std::move(data), Storage::Borrowed);
 }
 
 Tensor Tensor::with_file_span(FileSpan span) const {
-  if (owned_) throw std::logic_error("with_file_span: only views lie in files");
+  if (storage_ != Storage::FileMap) throw std::logic_error("with_file_span: only file maps lie in files");
   Tensor t = *this;
   t.file_span_ = std::move(span);
   return t;
 }
 
 std::span<std::byte> Tensor::mutable_bytes() {
-  if (!owned_) throw std::logic_error("tensor is a read-only view");
+  if (storage_ != Storage::Owned) throw std::logic_error("tensor is a read-only view");
   return {const_cast<std::byte*>(data_.get()), size_t(nbytes_)};
 }
 

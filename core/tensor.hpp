@@ -33,8 +33,11 @@ class Tensor {
   static Tensor zeros(DType dtype, Shape shape);
   // Owned f32 from values; values.size() must equal the shape's element count.
   static Tensor from_f32(Shape shape, std::vector<float> values);
-  // A view of bytes owned elsewhere (a memory map); `data` keeps them alive.
+  // A view of a read-only file map; `data` keeps it alive.
   static Tensor view(DType dtype, Shape shape, std::shared_ptr<const std::byte> data);
+  // A view of memory owned elsewhere (a buffer its owner keeps unchanged while the tensor is
+  // used); `data` may keep it alive or, with no owner, the caller does.
+  static Tensor borrowed(DType dtype, Shape shape, std::shared_ptr<const std::byte> data);
 
   DType dtype() const { return dtype_; }
   const Shape& shape() const { return shape_; }
@@ -43,8 +46,9 @@ class Tensor {
   uint64_t numel() const { return numel_; }
   uint64_t nbytes() const { return nbytes_; }
   bool empty() const { return !data_ && numel_ == 0; }
-  // True for views of bytes owned elsewhere (memory maps of files).
-  bool is_view() const { return !owned_; }
+  // True for views of file maps: their pages can be dropped from memory and read back, which
+  // would zero a borrowed buffer's.
+  bool is_file_map() const { return storage_ == Storage::FileMap; }
   // Set by readers on views that map a file's bytes unchanged; kept by reshaped() and to() of
   // the same dtype, dropped by anything that makes new bytes.
   const std::optional<FileSpan>& file_span() const { return file_span_; }
@@ -71,15 +75,16 @@ class Tensor {
   Tensor reshaped(Shape shape) const;
 
  private:
+  enum class Storage { Owned, FileMap, Borrowed };
   Tensor(DType dtype, Shape shape, uint64_t numel, uint64_t nbytes, std::shared_ptr<const std::byte> data,
-         bool owned)
+         Storage storage)
       : dtype_(dtype), shape_(std::move(shape)), numel_(numel), nbytes_(nbytes), data_(std::move(data)),
-        owned_(owned) {}
+        storage_(storage) {}
   DType dtype_ = DType::F32;
   Shape shape_;
   uint64_t numel_ = 0, nbytes_ = 0;
   std::shared_ptr<const std::byte> data_;
-  bool owned_ = false;
+  Storage storage_ = Storage::Borrowed;
   std::optional<FileSpan> file_span_;
 };
 

@@ -51,7 +51,7 @@ void write_converted(const Tensor& t, DType dtype, const ChunkSink& sink, uint64
       }
       sink(buffer, b * in.block_elems);
     }
-    if (t.is_view()) release_pages(src, nb * in.block_bytes);
+    if (t.is_file_map()) release_pages(src, nb * in.block_bytes);
   }
 }
 

@@ -23,25 +23,61 @@ std::vector<float> delta(std::span<const float> x, std::span<const float> base) 
   return d;
 }
 
+namespace {
+
+constexpr size_t kBlock = 4096, kLanes = 8;
+
+// Σ a[i]·b[i] for i < n: float products in kLanes lanes, the lanes and the tail added in double.
+double block_dot(const float* a, const float* b, size_t n) {
+  float lane[kLanes] = {};
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (size_t j = 0; j < kLanes; ++j) lane[j] += a[i + j] * b[i + j];
+  double s = 0;
+  for (float v : lane) s += v;
+  for (; i < n; ++i) s += double(a[i]) * b[i];
+  return s;
+}
+
+size_t block_count(size_t n) { return (n + kBlock - 1) / kBlock; }
+
+}  // namespace
+
 double dot(std::span<const float> a, std::span<const float> b) {
   if (a.size() != b.size()) throw std::invalid_argument("dot: lengths differ");
-  constexpr size_t kBlock = 4096, kLanes = 8;
-  const size_t blocks = (a.size() + kBlock - 1) / kBlock;
-  std::vector<double> partial(blocks);
+  std::vector<double> partial(block_count(a.size()));
 #pragma omp parallel for schedule(static)
-  for (size_t blk = 0; blk < blocks; ++blk) {
-    const size_t begin = blk * kBlock, end = std::min(a.size(), begin + kBlock);
-    float lane[kLanes] = {};
-    size_t i = begin;
-    for (; i + kLanes <= end; i += kLanes)
-      for (size_t j = 0; j < kLanes; ++j) lane[j] += a[i + j] * b[i + j];
-    double s = 0;
-    for (float v : lane) s += v;
-    for (; i < end; ++i) s += double(a[i]) * b[i];
-    partial[blk] = s;
+  for (size_t blk = 0; blk < partial.size(); ++blk) {
+    const size_t begin = blk * kBlock, n = std::min(a.size() - begin, kBlock);
+    partial[blk] = block_dot(a.data() + begin, b.data() + begin, n);
   }
   double sum = 0;
   for (double p : partial) sum += p;
+  return sum;
+}
+
+std::vector<double> delta_dots(std::span<const float> x, std::span<const float> base,
+                               std::span<const std::span<const float>> others) {
+  bool same = base.size() == x.size();
+  for (const auto& o : others) same = same && o.size() == x.size();
+  if (!same) throw std::invalid_argument("delta_dots: lengths differ");
+  const size_t m = others.size(), blocks = block_count(x.size());
+  std::vector<double> partial(blocks * (m + 1));  // [blocks, m + 1]
+#pragma omp parallel
+  {
+    std::vector<float> d(kBlock);
+#pragma omp for schedule(static)
+    for (size_t blk = 0; blk < blocks; ++blk) {
+      const size_t begin = blk * kBlock, n = std::min(x.size() - begin, kBlock);
+      for (size_t i = 0; i < n; ++i) d[i] = x[begin + i] - base[begin + i];
+      double* row = &partial[blk * (m + 1)];
+      for (size_t j = 0; j < m; ++j) row[j] = block_dot(d.data(), others[j].data() + begin, n);
+      row[m] = block_dot(d.data(), d.data(), n);
+    }
+  }
+  std::vector<double> sum(m + 1, 0.0);
+  for (size_t blk = 0; blk < blocks; ++blk)
+    for (size_t j = 0; j <= m; ++j) sum[j] += partial[blk * (m + 1) + j];
   return sum;
 }
 

@@ -19,6 +19,10 @@ std::vector<float> delta(std::span<const float> x, std::span<const float> base);
 // Σ a[i]·b[i]: float products in 8 lanes per block of 4096, the blocks' sums added in double in
 // order, so the same bits for any thread count (and fast: the lanes vectorise).
 double dot(std::span<const float> a, std::span<const float> b);
+// With d = x − base made on the fly: {dot(d, others[0]), ..., dot(d, others[m-1]), dot(d, d)},
+// the same bits as those dots of delta(x, base), in one pass over x, base and the others.
+std::vector<double> delta_dots(std::span<const float> x, std::span<const float> base,
+                               std::span<const std::span<const float>> others);
 
 // Per layer, the inner products of the experts' deltas: symmetric [n, n] each.
 class Gram {

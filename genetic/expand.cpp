@@ -30,10 +30,10 @@ void measure(const FfnSource& source, const Pool& pool, const Pool& candidates, 
       const std::vector<float>& base = tensors.base();
       std::vector<std::vector<float>> deltas;
       for (size_t j = 0; j < n; ++j) deltas.push_back(delta(tensors.expert(j), base));
+      const std::vector<std::span<const float>> others(deltas.begin(), deltas.end());
       for (size_t c = 0; c < candidates.size(); ++c) {
-        const std::vector<float> d = delta(tensors.child(candidates[c]), base);
-        for (size_t j = 0; j < n; ++j) gram.add(l, n + c, j, dot(d, deltas[j]));
-        gram.add(l, n + c, n + c, dot(d, d));
+        const std::vector<double> dots = delta_dots(tensors.child(candidates[c]), base, others);  // [n + 1]
+        for (size_t j = 0; j <= n; ++j) gram.add(l, n + c, j < n ? j : n + c, dots[j]);
       }
       progress.advance(1);
     }

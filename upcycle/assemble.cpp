@@ -111,7 +111,7 @@ class Assembler {
   static Tensor view(const TensorInfo& info, const std::vector<float>& values) {
     // Aliasing constructor with no owner: the bytes stay the assembler's.
     const std::shared_ptr<const std::byte> bytes(std::shared_ptr<void>(), reinterpret_cast<const std::byte*>(values.data()));
-    return Tensor::view(DType::F32, info.shape, bytes);
+    return Tensor::borrowed(DType::F32, info.shape, bytes);
   }
 
   Tensor merged(const TensorInfo& info) {

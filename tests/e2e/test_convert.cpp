@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/writer.hpp"
+#include "merge/merge.hpp"
 #include "tests/common/fixtures.hpp"
 #include "trainer/model.hpp"
 
@@ -18,10 +19,13 @@ namespace {
 
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
-fs::path dense(const ScratchDir& dir, const std::string& name, uint64_t seed, const std::string& type = "llama") {
+fs::path dense(const ScratchDir& dir, const std::string& name, uint64_t seed, const std::string& type = "llama",
+               int64_t intermediate = 0) {
+  ModelConfig c = tiny_config(type);
+  if (intermediate) c.intermediate_size = intermediate;
   WriteOptions opts;
   opts.progress = false;
-  write_checkpoint(*random_checkpoint(tiny_config(type), seed), dir / name, opts);
+  write_checkpoint(*random_checkpoint(c, seed), dir / name, opts);
   return dir / name;
 }
 
@@ -91,6 +95,50 @@ TEST_CASE("convert: UpIT keeps each checkpoint's FFN, means the shared weights, 
   CHECK(report["distances_after"].size() == 5);
   // The model runs.
   CHECK(Model(*moe).forward(pack({{1, 2, 3}})).size() == 3 * 40);
+}
+
+// FFN tensors of many pages, so that a writer dropping a written buffer's pages would show: a
+// grandchild merged from a parent whose tensor was already written must see the parent intact.
+TEST_CASE("convert: every child is its recipe's DARE merge of its parents as written") {
+  ScratchDir dir;
+  std::vector<std::unique_ptr<Checkpoint>> src;
+  std::string paths;
+  for (int k = 0; k < 3; ++k) {
+    const fs::path p = dense(dir, "c" + std::to_string(k), uint64_t(10 + k), "llama", 1024);  // 64 KB tensors
+    src.push_back(open_checkpoint(p));
+    paths += " " + q(p);
+  }
+  auto r = run_upcycle("convert --checkpoints" + paths + " --experts 7 --router random --seed 2 --out " + q(dir / "x"));
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const auto moe = open_checkpoint(dir / "x");
+  const auto pool = nlohmann::json::parse(read_file(dir / "x" / "upcycle_convert.json"))["pool"];
+  bool grandchild = false;
+  for (size_t e = 3; e < pool.size(); ++e) {
+    const int pa = pool[e]["parents"][0], pb = pool[e]["parents"][1];
+    grandchild = grandchild || pa >= 3 || pb >= 3;
+    merge::Options dare{merge::Method::Dare};
+    dare.weights = pool[e]["weights"].get<std::vector<double>>();
+    dare.seed = pool[e]["seed"];
+    for (int l = 0; l < 2; ++l)
+      for (auto [dense_role, expert_role] : {std::pair{Role::Gate, Role::ExpertGate}, {Role::Up, Role::ExpertUp},
+                                             {Role::Down, Role::ExpertDown}}) {
+        const std::string key = tensor_name({dense_role, l}, Scheme::HF);
+        std::vector<double> sum(tensor(*src[0], key).size());
+        for (const auto& c : src) {
+          const auto x = tensor(*c, key);
+          for (size_t i = 0; i < x.size(); ++i) sum[i] += x[i];
+        }
+        std::vector<float> base(sum.size());
+        for (size_t i = 0; i < sum.size(); ++i) base[i] = float(sum[i] / 3.0);
+        const auto a = tensor(*moe, tensor_name({expert_role, l, pa}, Scheme::HF));
+        const auto b = tensor(*moe, tensor_name({expert_role, l, pb}, Scheme::HF));
+        const std::span<const float> inputs[] = {a, b};
+        std::vector<float> child(a.size());
+        merge::merge_tensor(child, inputs, base, dare, key);
+        CHECK_MESSAGE(child == tensor(*moe, tensor_name({expert_role, l, int(e)}, Scheme::HF)), key, " expert ", e);
+      }
+  }
+  REQUIRE(grandchild);
 }
 
 TEST_CASE("convert: BTX, drop-upcycling and misuse") {
