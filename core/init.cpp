@@ -10,7 +10,8 @@ bool is_norm(Role r) { return r == Role::AttnNorm || r == Role::FfnNorm || r == 
 bool is_bias(Role r) { return r == Role::QBias || r == Role::KBias || r == Role::VBias; }
 }  // namespace
 
-std::unique_ptr<Checkpoint> random_init(const ModelConfig& config, uint64_t seed, DType dtype, double std) {
+std::unique_ptr<Checkpoint> random_init(const ModelConfig& config, uint64_t seed, DType dtype, double std,
+                                        std::vector<GeneratedFile> files) {
   if (std <= 0) std = config.raw.value("initializer_range", 0.02);
   std::vector<TensorInfo> infos;
   std::vector<Role> roles;
@@ -33,7 +34,8 @@ std::unique_ptr<Checkpoint> random_init(const ModelConfig& config, uint64_t seed
     }
     return t.to(dtype);
   };
-  return std::make_unique<ComputedCheckpoint>(config, std::move(infos), std::move(loader));
+  return std::make_unique<ComputedCheckpoint>(config, std::move(infos), std::move(loader), std::vector<std::filesystem::path>{},
+                                             std::move(files));
 }
 
 }  // namespace upcycle

@@ -54,4 +54,10 @@ void write_text_file(const std::filesystem::path& path, const std::string& text)
   require(!out.fail(), path, "cannot write");
 }
 
+void replace_text_file(const std::filesystem::path& path, const std::string& text) {
+  StagedPath staged(path, /*overwrite=*/true);
+  write_text_file(staged.temp(), text);
+  staged.commit();
+}
+
 }  // namespace upcycle

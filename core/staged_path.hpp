@@ -26,5 +26,7 @@ class StagedPath {
 
 // Writes `text` to `path` (replacing it); InputError naming the path on failure.
 void write_text_file(const std::filesystem::path& path, const std::string& text);
+// The same under a temporary name, renamed over `path` when complete.
+void replace_text_file(const std::filesystem::path& path, const std::string& text);
 
 }  // namespace upcycle

@@ -102,6 +102,7 @@ class Trainer {
   void validate(int64_t step);
 
   const TrainOptions& o_;
+  int64_t save_every_ = 0;
   std::unique_ptr<ChatEncoder> encoder_;  // loaded for the first text record
   TokenizedData data_, val_;
   std::unique_ptr<Checkpoint> source_;
@@ -125,6 +126,7 @@ Trainer::Trainer(const TrainOptions& o) : o_(o) {
   else if (o.val_fraction > 0) val_ = split_off(data_, o.val_fraction, o.seed);
   const int64_t steps = o.steps > 0 ? o.steps : steps_for_epochs(data_, o);
   require(steps > 0, o.out, "the run needs a positive number of steps or epochs");
+  save_every_ = o.save_count > 0 ? (steps + o.save_count - 1) / o.save_count : o.save_every;  // epochs are steps now
   source_ = open_checkpoint(o.resume ? *o.resume : o.model);
   config_ = source_->config();
   if (o.aux_loss_coef) config_.router_aux_loss_coef = *o.aux_loss_coef;
@@ -266,7 +268,7 @@ TrainResult Trainer::run() {
     log_step(step, s, lr, norm, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     result = {step, s.loss(), last_saved_};
     if (!val_.samples.empty() && ((o_.eval_every > 0 && step % o_.eval_every == 0) || step == end_)) validate(step);
-    if (o_.save_every > 0 && step % o_.save_every == 0 && step != end_) save(step_folder_name(step));
+    if (save_every_ > 0 && step % save_every_ == 0 && step != end_) save(step_folder_name(step));
   }
   if (state_.step == end_ && first_step_ <= end_) save(end_ == state_.steps ? kFinalFolder : step_folder_name(end_));
   result.checkpoint = last_saved_;

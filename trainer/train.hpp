@@ -38,6 +38,7 @@ struct TrainOptions {
   std::optional<double> aux_loss_coef;  // overrides the config's router_aux_loss_coef
   PartSet frozen;
   int64_t save_every = 0;            // 0: only the final (or stop) checkpoint
+  int64_t save_count = 0;            // > 0: every ceil(steps / save_count) steps instead (final included)
   bool keep_all_states = false;      // optimizer state in every checkpoint, not just the latest
   DType save_dtype = DType::F32;     // f32 resumes exactly; bf16/f16 halve the files
   uint64_t seed = 0;

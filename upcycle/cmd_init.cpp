@@ -1,6 +1,7 @@
 // `upcycle init`: a randomly initialised model of a given shape, written like any export.
 #include <spdlog/spdlog.h>
 
+#include "core/byte_tokenizer.hpp"
 #include "core/error.hpp"
 #include "core/init.hpp"
 #include "core/writer.hpp"
@@ -36,7 +37,9 @@ int cmd_init(const Args& args) {
       "Hugging Face folder (or HDF5 when OUT ends in .h5): linear and embedding weights normal(0, std)\n"
       "with std the config's initializer_range (default 0.02), norms one, biases zero. Each tensor\n"
       "draws from its own stream of the seed, so a seed gives byte-identical files.\n"
-      "Presets: tiny (4 layers, hidden 128), smollm2-135m, bench-2gb (0.56 B params, 2.2 GB in f32), llama-1b.";
+      "Presets: tiny (4 layers, hidden 128), demo (tiny with vocab_size 258), smollm2-135m, bench-2gb (0.56 B params, 2.2 GB in f32), llama-1b.\n"
+      "--tokenizer bytes adds a byte-level tokenizer (256 bytes, <|im_start|> = 256, <|im_end|> = 257,\n"
+      "the ChatML template) for training from scratch; it needs vocab_size 258 (--preset demo).";
   spec.options.add_options()
       ("config", cli::po::value<std::string>(), "a Hugging Face config.json")
       ("preset", cli::po::value<std::string>(), "a named shape (see above)")
@@ -44,6 +47,8 @@ int cmd_init(const Args& args) {
       ("seed", cli::po::value<uint64_t>()->default_value(0), "random seed")
       ("std", cli::po::value<double>()->default_value(0), "weight std (default: the config's initializer_range)")
       ("dtype", cli::po::value<std::string>()->default_value("f32"), "f32, bf16 or f16")
+      ("vocab-size", cli::po::value<int64_t>(), "replace the config's vocab_size")
+      ("tokenizer", cli::po::value<std::string>(), "bytes: write a byte-level ChatML tokenizer along")
       ("shard-size", cli::po::value<std::string>()->default_value("5GB"), "largest safetensors shard")
       ("overwrite", "replace OUT if it exists")
       ("quiet,q", "no progress output");
@@ -58,7 +63,20 @@ int cmd_init(const Args& args) {
   opts.progress = vm->count("quiet") == 0;
 
   ModelConfig config = config_from_options(*vm);
-  auto model = random_init(config, (*vm)["seed"].as<uint64_t>(), dtype, (*vm)["std"].as<double>());
+  if (vm->count("vocab-size")) {
+    const int64_t v = (*vm)["vocab-size"].as<int64_t>();
+    if (v < 1 || v > (int64_t(1) << 24)) throw UsageError("--vocab-size must lie in [1, 16777216]");
+    config.vocab_size = v;
+  }
+  std::vector<GeneratedFile> files;
+  if (vm->count("tokenizer")) {
+    if ((*vm)["tokenizer"].as<std::string>() != "bytes") throw UsageError("--tokenizer must be bytes");
+    if (config.vocab_size != kByteTokenizerVocab)
+      throw UsageError("--tokenizer bytes needs vocab_size " + std::to_string(kByteTokenizerVocab) + " (--vocab-size " +
+                       std::to_string(kByteTokenizerVocab) + "), not " + std::to_string(config.vocab_size));
+    files = byte_tokenizer_files();
+  }
+  auto model = random_init(config, (*vm)["seed"].as<uint64_t>(), dtype, (*vm)["std"].as<double>(), std::move(files));
   const std::string out = (*vm)["out"].as<std::string>();
   write_checkpoint(*model, out, opts);
   spdlog::info("wrote a random {} model ({} parameters) to {}", config.model_type, model->parameter_count(), out);

@@ -1,95 +1,20 @@
 // `upcycle run CONFIG.json`: the whole UpIT pipeline from one file (dense instruction tuning with
 // intermediate checkpoints, conversion, MoE tuning, evaluation), each stage the subcommand of
 // the same name run in-process, resumable stage by stage.
-#include <algorithm>
-
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
 #include "core/json_file.hpp"
 #include "core/staged_path.hpp"
-#include "trainer/run_state.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
+#include "upcycle/pipeline.hpp"
 
 namespace upcycle {
 
-namespace {
-
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-
-// A stage's options object as command-line arguments: {"save_every": 25, "keep_states": true}
-// → --save-every 25 --keep-states. false and null leave an option out; arrays give several values.
-Args to_args(const json& options, const fs::path& config, const std::string& stage) {
-  require(options.is_object(), config, stage, "must be an object of the stage's options");
-  Args args;
-  for (const auto& [key, value] : options.items()) {
-    std::string flag = "--" + key;
-    std::replace(flag.begin(), flag.end(), '_', '-');
-    if (value.is_null() || (value.is_boolean() && !value.get<bool>())) continue;
-    args.push_back(flag);
-    if (value.is_boolean()) continue;
-    for (const json& v : value.is_array() ? value : json::array({value})) {
-      require(v.is_string() || v.is_number(), config, stage + "." + key, "must be a string, a number or a list of them");
-      args.push_back(v.is_string() ? v.get<std::string>() : v.dump());
-    }
-  }
-  return args;
-}
-
-// Options the stage does not set come from the top level (seed, template) or earlier stages.
-void inherit(json& stage, const json& from, std::initializer_list<const char*> keys) {
-  for (const char* key : keys)
-    if (!stage.contains(key) && from.contains(key)) stage[key] = from[key];
-}
-
-// Runs a subcommand as a stage: its usage errors name the stage.
-void run_stage(const std::string& name, int (*command)(const Args&), const Args& args) {
-  try {
-    command(args);
-  } catch (const UsageError& e) {
-    throw UsageError("stage " + name + ": " + e.what());
-  }
-}
-
-// A tune stage: skipped when DIR/final exists, resumed from the latest step with its optimizer
-// state when one exists, else started afresh. False when it stopped early (stop_at).
-bool tune_stage(json options, const fs::path& dir, const fs::path& config, const std::string& name) {
-  if (fs::exists(dir / "final")) {
-    spdlog::info("{}: {} is done, skipped", name, (dir / "final").string());
-    return true;
-  }
-  options["out"] = dir.string();
-  std::vector<fs::path> resumable;
-  if (fs::is_directory(dir))
-    for (const auto& e : fs::directory_iterator(dir))
-      if (e.path().filename().string().rfind("step-", 0) == 0 && fs::exists(e.path() / kOptimizerFile)) resumable.push_back(e.path());
-  if (!resumable.empty()) {
-    const fs::path latest = *std::max_element(resumable.begin(), resumable.end());
-    spdlog::info("{}: resuming from {}", name, latest.string());
-    options["resume"] = latest.string();
-  } else if (fs::is_directory(dir) && !fs::is_empty(dir)) {
-    options["overwrite"] = true;  // checkpoints without optimizer state cannot resume: start over
-  }
-  run_stage(name, cmd_tune, to_args(options, config, name));
-  if (fs::exists(dir / "final")) return true;
-  spdlog::info("{} stopped before its last step (stop_at): run again without it to continue", name);
-  return false;
-}
-
-// The dense run's checkpoints in step order, its final last.
-std::vector<std::string> dense_checkpoints(const fs::path& dir) {
-  std::vector<std::string> steps;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.path().filename().string().rfind("step-", 0) == 0) steps.push_back(e.path().string());
-  std::sort(steps.begin(), steps.end());
-  steps.push_back((dir / "final").string());
-  return steps;
-}
-
-}  // namespace
 
 int cmd_run(const Args& args) {
   cli::Spec spec;
@@ -163,9 +88,7 @@ int cmd_run(const Args& args) {
       }
       results[name] = read_json_file(file);
     }
-  StagedPath summary(out / "run.json", /*overwrite=*/true);
-  write_text_file(summary.temp(), json{{"config", c}, {"eval", results}}.dump(2) + "\n");
-  summary.commit();
+  replace_text_file(out / "run.json", json{{"config", c}, {"eval", results}}.dump(2) + "\n");
   spdlog::info("pipeline done: {}", (out / "run.json").string());
   return 0;
 }

@@ -52,6 +52,9 @@ TrainOptions options_from(const cli::po::variables_map& vm) {
   if (vm.count("aux-loss-coef")) o.aux_loss_coef = vm["aux-loss-coef"].as<double>();
   o.frozen = parse_parts(vm["freeze"].as<std::string>());
   o.save_every = vm["save-every"].as<int64_t>();
+  o.save_count = vm["save-count"].as<int64_t>();
+  if (o.save_count < 0 || (o.save_count > 0 && o.save_every > 0))
+    throw UsageError("--save-count must be positive, and given without --save-every");
   o.keep_all_states = vm.count("keep-states") > 0;
   o.save_dtype = cli::parse_output_dtype(vm["save-dtype"].as<std::string>(), "--save-dtype");
   o.seed = vm["seed"].as<uint64_t>();
@@ -113,6 +116,7 @@ int cmd_tune(const Args& args) {
       ("freeze", cli::po::value<std::string>()->default_value(""),
        "parts kept fixed: embeddings, attention, norms, router, experts (ffn), comma-separated")
       ("save-every", cli::po::value<int64_t>()->default_value(0), "write step-NNNNNN/ every N steps")
+      ("save-count", cli::po::value<int64_t>()->default_value(0), "or N checkpoints evenly over the run, final/ included")
       ("keep-states", "keep the optimizer state in every checkpoint (default: the latest only)")
       ("save-dtype", cli::po::value<std::string>()->default_value("f32"), "checkpoint weights: f32, bf16 or f16")
       ("stop-at", cli::po::value<int64_t>()->default_value(0), "stop after this step with a checkpoint")

@@ -18,5 +18,8 @@ int cmd_eval(const Args& args);
 int cmd_convert(const Args& args);
 int cmd_run(const Args& args);
 int cmd_generate(const Args& args);
+int cmd_data(const Args& args);
+int cmd_demo(const Args& args);
+int cmd_sweep(const Args& args);
 
 }  // namespace upcycle

@@ -35,6 +35,9 @@ const Entry kCommands[] = {
     {"run", upcycle::cmd_run, "the whole UpIT pipeline from a JSON config, resumable stage by stage"},
     {"eval", upcycle::cmd_eval, "loss and perplexity, exact-match or multiple-choice accuracy on a data set"},
     {"generate", upcycle::cmd_generate, "text from a model (KV-cached; greedy or sampled; --chat)"},
+    {"data", upcycle::cmd_data, "synthetic instruction data (data synth)"},
+    {"demo", upcycle::cmd_demo, "UpIT against sparse upcycling and dense, end to end on synthetic data, with a report"},
+    {"sweep", upcycle::cmd_sweep, "experiments over expert counts x data sizes x methods, resumable, with plots"},
 };
 
 void print_help() {

@@ -33,6 +33,15 @@ struct Preset {
 const Preset kPresets[] = {
     // Small enough to train from scratch on two cores in minutes.
     {"tiny", [] { return llama(512, 128, 352, 4, 4, 2, true); }},
+    // tiny over the byte tokenizer (init --tokenizer bytes): `upcycle demo`'s model.
+    {"demo",
+     [] {
+       json j = llama(258, 128, 352, 4, 4, 2, true);
+       j["max_position_embeddings"] = 256;
+       j.erase("bos_token_id");
+       j["eos_token_id"] = 257;  // <|im_end|>
+       return j;
+     }},
     // SmolLM2-135M-Instruct's shape.
     {"smollm2-135m",
      [] {

@@ -12,9 +12,9 @@
 #include <random>
 #include <sstream>
 
+#include "core/byte_tokenizer.hpp"
 #include "core/layout.hpp"
 #include "core/writer.hpp"
-#include "core/tokenizer_impl.hpp"
 
 namespace upcycle::test {
 
@@ -32,26 +32,7 @@ ScratchDir::~ScratchDir() {
 }
 
 void write_chat_tokenizer(const fs::path& dir) {
-  const auto alphabet = tok::byte_level_alphabet();
-  nlohmann::json vocab = nlohmann::json::object();
-  for (size_t b = 0; b < 256; ++b) vocab[alphabet[b]] = b;
-  nlohmann::json added = nlohmann::json::array();
-  for (const auto& [id, text] : {std::pair{256, "<|im_start|>"}, std::pair{257, "<|im_end|>"}}) {
-    vocab[text] = id;
-    added.push_back({{"id", id}, {"content", text}, {"special", true}});
-  }
-  const nlohmann::json tokenizer = {
-      {"version", "1.0"},
-      {"added_tokens", added},
-      {"normalizer", nullptr},
-      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-      {"model", {{"type", "BPE"}, {"unk_token", nullptr}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
-  write_file(dir / "tokenizer.json", tokenizer.dump());
-  const nlohmann::json config = {
-      {"eos_token", "<|im_end|>"},
-      {"chat_template",
-       "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n'}}{% endfor %}"}};
-  write_file(dir / "tokenizer_config.json", config.dump());
+  for (const GeneratedFile& f : byte_tokenizer_files()) write_file(dir / f.name, *f.contents());
 }
 
 fs::path write_chat_model(const fs::path& dir, const std::string& type, uint64_t seed) {

@@ -39,9 +39,7 @@ std::vector<float> random_values(size_t n, uint64_t seed);
 std::unique_ptr<Checkpoint> random_checkpoint(const ModelConfig& config, uint64_t seed, DType dtype = DType::F32,
                                               Scheme scheme = Scheme::HF);
 
-// A byte-level tokenizer.json in dir: ids 0-255 the bytes, 256 "<|im_start|>", 257 "<|im_end|>"
-// (EOS), no merges; and a tokenizer_config.json with a ChatML chat template. For models of
-// vocab_size kChatVocab.
+// The byte tokenizer's files (core/byte_tokenizer.hpp) in dir, for models of vocab_size kChatVocab.
 inline constexpr int64_t kChatVocab = 258;
 void write_chat_tokenizer(const fs::path& dir);
 // A model folder dir/type: the tiny config of `type` with the chat tokenizer's vocabulary and 256

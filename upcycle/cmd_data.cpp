@@ -1,0 +1,133 @@
+// `upcycle data SUBCOMMAND`: instruction data made here. `data synth` writes synthetic tasks with
+// exact answers (core/synth_tasks.hpp) as Alpaca JSONL with a "task" on every line.
+#include <cstdio>
+#include <map>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "core/error.hpp"
+#include "core/staged_path.hpp"
+#include "core/synth_tasks.hpp"
+#include "upcycle/cli.hpp"
+#include "upcycle/commands.hpp"
+
+namespace upcycle {
+
+namespace {
+
+constexpr const char* kDataUsage =
+    "Usage: upcycle data SUBCOMMAND [OPTIONS]   (upcycle data SUBCOMMAND --help for each)\n\n"
+    "Subcommands:\n"
+    "  synth  synthetic instruction data with exact answers (Alpaca JSONL)\n";
+
+// "a,b,c" as names; UsageError for an empty name.
+std::vector<std::string> split_tasks(const std::string& text) {
+  std::vector<std::string> out;
+  for (size_t begin = 0;;) {
+    const size_t end = std::min(text.find(',', begin), text.size());
+    out.push_back(text.substr(begin, end - begin));
+    if (out.back().empty()) throw UsageError("--tasks: '" + text + "' holds an empty task name");
+    if (end == text.size()) return out;
+    begin = end + 1;
+  }
+}
+
+// Every family with its split and one example.
+void print_families() {
+  for (const bool heldout : {false, true}) {
+    const SynthSplit split = heldout ? SynthSplit::HeldoutTasks : SynthSplit::Train;
+    for (const auto& name : synth_families(heldout)) {
+      const SynthSample s = synth_samples({1, 0, split, {name}}).front();
+      std::printf("%-13s %-8s %s | %s -> %s\n", name.c_str(), heldout ? "held-out" : "train", s.instruction.c_str(),
+                  s.input.c_str(), s.output.c_str());
+    }
+  }
+}
+
+std::string jsonl(const std::vector<SynthSample>& samples) {
+  std::string out;
+  for (const auto& s : samples)
+    out += nlohmann::json{{"instruction", s.instruction}, {"input", s.input}, {"output", s.output}, {"task", s.task}}
+               .dump() +
+           "\n";
+  return out;
+}
+
+// "add 50, subtract 50, ...", in the families' order.
+std::string counts(const std::vector<SynthSample>& samples) {
+  std::map<std::string, int64_t> count;
+  for (const auto& s : samples) ++count[s.task];
+  std::string out;
+  for (const bool heldout : {false, true})
+    for (const auto& task : synth_families(heldout))
+      if (count.count(task)) out += (out.empty() ? "" : ", ") + task + " " + std::to_string(count[task]);
+  return out;
+}
+
+int synth(const Args& args) {
+  cli::Spec spec;
+  spec.usage =
+      "upcycle data synth --n N --out OUT.jsonl [--tasks A,B] [--split SPLIT] [--seed S] [--overwrite]\n"
+      "       upcycle data synth --list";
+  spec.summary =
+      "Writes N synthetic instruction samples with exact answers as JSON lines {\"instruction\", \"input\",\n"
+      "\"output\", \"task\"} (Alpaca form, read by tune and eval). Families: arithmetic, reversing, sorting,\n"
+      "counting, case, list items, comparisons (--list shows each with an example), with four phrasings\n"
+      "each. Splits: train and test use the first three phrasings of the training families (from different\n"
+      "random streams); heldout-phrasings the fourth phrasing only; heldout-tasks the held-out families.\n"
+      "The families take turns, so each gets N / families samples. A seed gives byte-identical files.";
+  spec.options.add_options()
+      ("n", cli::po::value<int64_t>(), "the number of samples")
+      ("out", cli::po::value<std::string>(), "output JSONL file")
+      ("tasks", cli::po::value<std::string>(), "comma-separated families (default: every family of the split)")
+      ("split", cli::po::value<std::string>()->default_value("train"), "train, test, heldout-phrasings or heldout-tasks")
+      ("seed", cli::po::value<uint64_t>()->default_value(0), "random seed")
+      ("overwrite", "replace OUT if it exists")
+      ("list", "print the families with their split and an example, and stop");
+  auto vm = cli::parse(spec, args);
+  if (!vm) return 0;
+  if (vm->count("list")) {
+    print_families();
+    return 0;
+  }
+  if (!vm->count("n") || !vm->count("out")) throw UsageError("give --n and --out (or --list)");
+
+  SynthOptions opts;
+  opts.n = (*vm)["n"].as<int64_t>();
+  if (opts.n < 1) throw UsageError("--n must be positive");
+  opts.seed = (*vm)["seed"].as<uint64_t>();
+  const std::string split = (*vm)["split"].as<std::string>();
+  const auto parsed = parse_synth_split(split);
+  if (!parsed) throw UsageError("--split: '" + split + "' is not train, test, heldout-phrasings or heldout-tasks");
+  opts.split = *parsed;
+  if (vm->count("tasks")) opts.tasks = split_tasks((*vm)["tasks"].as<std::string>());
+  std::vector<SynthSample> samples;
+  try {
+    samples = synth_samples(opts);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--tasks: ") + e.what());
+  }
+
+  StagedPath out((*vm)["out"].as<std::string>(), vm->count("overwrite") > 0);
+  write_text_file(out.temp(), jsonl(samples));
+  out.commit();
+  spdlog::info("wrote {} {} samples to {} (seed {}): {}", samples.size(), split, out.final_path().string(), opts.seed,
+               counts(samples));
+  return 0;
+}
+
+}  // namespace
+
+int cmd_data(const Args& args) {
+  if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
+    std::printf("%s", kDataUsage);
+    return 0;
+  }
+  if (args.empty()) throw UsageError("no subcommand given (subcommands: synth)");
+  if (args[0] == "synth") return synth(Args(args.begin() + 1, args.end()));
+  throw UsageError("unknown subcommand '" + args[0] + "' (subcommands: synth)");
+}
+
+}  // namespace upcycle

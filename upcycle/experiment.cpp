@@ -1,0 +1,139 @@
+#include "upcycle/experiment.hpp"
+
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
+#include "core/checkpoint.hpp"
+#include "core/error.hpp"
+#include "core/json_file.hpp"
+#include "core/staged_path.hpp"
+#include "upcycle/pipeline.hpp"
+
+namespace upcycle {
+
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+constexpr const char* kTimeFile = "upcycle_seconds.json";  // a finished stage's wall time
+
+// Runs `stage` unless `done` exists, timing it into `time_file`; the recorded seconds either way.
+template <class F>
+double timed_stage(const fs::path& done, const fs::path& time_file, F&& stage) {
+  if (fs::exists(done)) {
+    spdlog::info("{} is done, skipped", done.string());
+    return fs::exists(time_file) ? read_json_file(time_file).value("seconds", 0.0) : 0.0;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  stage();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  fs::create_directories(time_file.parent_path());
+  replace_text_file(time_file, json{{"seconds", seconds}}.dump() + "\n");
+  return seconds;
+}
+
+void tune(json options, const fs::path& model, const fs::path& dir, const ExperimentOptions& o, const std::string& name) {
+  options["model"] = model.string();
+  options["data"] = o.train.string();
+  options["seed"] = o.seed;
+  if (!tune_stage(options, dir, dir, name))
+    throw InputError(dir, "stopped before its last step: remove stop_at from the tune options");
+}
+
+void convert(const std::string& method, const fs::path& into, const ExperimentOptions& o) {
+  const std::vector<std::string> checkpoints = dense_checkpoints(o.dense_dir);
+  json c = o.convert;
+  c["method"] = method;
+  c["experts"] = o.experts;
+  c["top_k"] = o.top_k;
+  c["seed"] = o.seed;
+  c["out"] = into.string();
+  if (method == "upit") {
+    c["checkpoints"] = checkpoints;
+    c["data"] = o.train.string();  // seed data: a share of it
+  } else if (method == "btx") {
+    c["checkpoints"] = checkpoints;
+  } else {  // sparse, drop: copies of the final model's FFN
+    c["checkpoints"] = json::array({checkpoints.back()});
+  }
+  run_stage("convert " + method, cmd_convert, to_args(c, into, "convert"));
+}
+
+json evaluate(const fs::path& model, const std::string& metric, const fs::path& file, const ExperimentOptions& o) {
+  if (!fs::exists(file)) {
+    json e = o.eval;
+    e["model"] = model.string();
+    e["data"] = o.test.string();
+    e["metric"] = metric;
+    e["out"] = file.string();
+    run_stage("eval " + metric, cmd_eval, to_args(e, file, "eval"));
+  }
+  return read_json_file(file);
+}
+
+MethodResult run_method(const std::string& method, const ExperimentOptions& o) {
+  MethodResult r;
+  r.method = method;
+  r.dir = o.out / method;
+  fs::create_directories(r.dir);
+  const bool moe = method != "dense";
+  fs::path start = o.dense_dir / "final";
+  if (moe) {
+    start = r.dir / "init";
+    r.seconds += timed_stage(start, r.dir / "convert_seconds.json", [&] { convert(method, start, o); });
+    r.experts = o.experts;
+  }
+  const fs::path tuned = r.dir / "tuned";
+  r.seconds += timed_stage(tuned / "final", r.dir / "tune_seconds.json", [&] { tune(o.tune, start, tuned, o, method); });
+  const fs::path final_model = tuned / "final";
+  json loss, exact;
+  r.seconds += timed_stage(r.dir / "eval-exact.json", r.dir / "eval_seconds.json", [&] {
+    evaluate(final_model, "loss", r.dir / "eval-loss.json", o);
+    evaluate(final_model, "exact", r.dir / "eval-exact.json", o);
+  });
+  loss = read_json_file(r.dir / "eval-loss.json");
+  exact = read_json_file(r.dir / "eval-exact.json");
+  r.loss = loss.at("loss");
+  r.ppl = loss.at("ppl");
+  r.exact = exact.at("acc");
+  r.exact_total = exact.at("total");
+  const json tasks = exact.value("tasks", json::object());
+  for (const auto& [task, t] : tasks.items()) r.exact_by_task[task] = t.at("acc");
+  r.total_params = int64_t(open_checkpoint(final_model)->parameter_count());
+  r.active_params = active_parameters(final_model);
+  return r;
+}
+
+}  // namespace
+
+double dense_seconds(const fs::path& dense_dir) {
+  const fs::path file = dense_dir / kTimeFile;
+  return fs::exists(file) ? read_json_file(file).value("seconds", 0.0) : 0.0;
+}
+
+int64_t active_parameters(const fs::path& model) {
+  const auto ckpt = open_checkpoint(model);
+  const ModelConfig& c = ckpt->config();
+  const auto total = int64_t(ckpt->parameter_count());
+  if (!c.is_moe()) return total;
+  const int64_t per_expert = 3 * c.hidden_size * c.expert_intermediate_size();
+  return total - c.num_hidden_layers * (c.num_local_experts - c.num_experts_per_tok) * per_expert;
+}
+
+std::vector<MethodResult> run_experiment(const ExperimentOptions& o) {
+  json dense = o.dense_tune;
+  timed_stage(o.dense_dir / "final", o.dense_dir / kTimeFile, [&] {
+    spdlog::info("dense run: tuning {} into {}", o.init.string(), o.dense_dir.string());
+    tune(dense, o.init, o.dense_dir, o, "dense run");
+  });
+  std::vector<MethodResult> results;
+  for (const std::string& m : o.methods) {
+    spdlog::info("method {}: {}", m, (o.out / m).string());
+    results.push_back(run_method(m, o));
+  }
+  return results;
+}
+
+}  // namespace upcycle

@@ -1,0 +1,57 @@
+// One comparison of upcycling methods on one data set, the unit `demo` and `sweep` are made of:
+// a dense instruction-tuning run saving intermediate checkpoints (shared by every method and
+// expert count on the same data), then per method a model built from it and tuned for the same
+// steps on the same data, and evaluated alike:
+//   dense   the dense run's final model, tuned further (the baseline without experts)
+//   sparse  sparse upcycling: every expert a copy of the final FFN, random router
+//   upit    UpIT: the checkpoints' FFNs plus merged children, routers pre-optimised on seed data
+//   btx, drop: the other baselines of `convert`
+// Every stage is skipped when its result exists, so an interrupted experiment resumes.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace upcycle {
+
+struct ExperimentOptions {
+  std::filesystem::path dense_dir;   // the dense run (tune's folder), shared between experiments
+  std::filesystem::path out;         // this experiment's folder: one subfolder per method
+  std::filesystem::path init;        // the model the dense run starts from (with a tokenizer)
+  std::filesystem::path train, test; // instruction data (test: loss and exact match)
+  std::vector<std::string> methods;  // dense, sparse, upit, btx, drop
+  int experts = 8, top_k = 2;
+  nlohmann::json dense_tune;         // tune options of the dense run (steps, save_every, lr, ...)
+  nlohmann::json tune;               // tune options of every method's run (steps, lr, ...)
+  nlohmann::json convert;            // extra convert options (router_epochs, seed_fraction, ...)
+  nlohmann::json eval;               // extra eval options (batch_tokens, seq_len, max_new_tokens)
+  uint64_t seed = 0;
+};
+
+struct MethodResult {
+  std::string method;
+  int experts = 1;                       // 1 for dense
+  int64_t total_params = 0, active_params = 0;
+  double loss = 0, ppl = 0;              // on the test data's replies
+  double exact = 0;                      // exact-match accuracy
+  int64_t exact_total = 0;               // over this many samples
+  std::map<std::string, double> exact_by_task;
+  double seconds = 0;                    // wall time of its own stages (convert, tune, eval)
+  std::filesystem::path dir;             // its folder: init/ (MoE), tuned/, eval-*.json
+};
+
+// Runs what is missing and gathers every method's results, in the order of o.methods.
+// The dense run's own wall time is in dense_seconds().
+std::vector<MethodResult> run_experiment(const ExperimentOptions& o);
+
+// Seconds the dense run took (recorded when it ran), 0 when unknown.
+double dense_seconds(const std::filesystem::path& dense_dir);
+
+// Parameters an MoE uses per token: every parameter but the (E − k) unused experts' FFNs.
+int64_t active_parameters(const std::filesystem::path& model);
+
+}  // namespace upcycle
