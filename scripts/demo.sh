@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# The main job, as far as it goes today: builds upcycle (as scripts/test.sh does), fetches the
-# real model (SmolLM2-135M-Instruct, Q4_1 GGUF) and runs the commands that exist on it:
-# inspect the GGUF, export it to a Hugging Face folder, inspect that, export the folder to HDF5
-# in bf16, inspect that. Outputs go to runs/demo/ in the repository. Runs from any directory.
+# README command one: builds upcycle (as scripts/test.sh does, installing what is missing) and
+# runs `upcycle demo`, the whole UpIT pipeline from nothing on synthetic instruction data: a small
+# dense model tuned from scratch saving checkpoints, UpIT against sparse upcycling and the dense
+# model at equal data and steps, evaluation, and runs/demo/report.md with metrics.csv and plots.
+# About 10 minutes on two cores.
+#
+#   scripts/demo.sh [--model smollm2] [upcycle demo options...]
+#
+# --model smollm2 starts from SmolLM2-135M-Instruct instead (fetched by scripts/fetch-smollm2.sh,
+# exported to a Hugging Face folder) into runs/demo-smollm2; any other option goes to
+# `upcycle demo` (see `upcycle demo --help`). Finished stages are skipped when run again.
 #
 # Environment (all optional): as scripts/test.sh (UPCYCLE_BUILD_DIR, UPCYCLE_CUDA, CMAKE_ARGS,
 # UPCYCLE_SKIP_DEPS=1, UPCYCLE_CACHE).
@@ -21,24 +28,21 @@ upcycle_build
 bin=$(upcycle_binary)
 [[ -x $bin ]] || { printf 'demo: error: no binary at %s after the build\n' "$bin" >&2; exit 1; }
 
-upcycle_say "real model (scripts/fetch-smollm2.sh)"
-model=$(bash scripts/fetch-smollm2.sh)
+args=()
+while (($#)); do
+  if [[ $1 == --model && ${2:-} == smollm2 ]]; then
+    upcycle_say "real model (scripts/fetch-smollm2.sh)"
+    gguf=$(bash scripts/fetch-smollm2.sh)
+    folder=runs/models/smollm2-hf
+    [[ -d $folder ]] || "$bin" export "$gguf" "$folder"
+    args+=(--model "$folder" --out runs/demo-smollm2 --base-steps 0)
+    shift 2
+  else
+    args+=("$1")
+    shift
+  fi
+done
 
-out=runs/demo
-mkdir -p "$out"
-
-# Prints the command (as `upcycle ...`), then runs it.
-run() {
-  upcycle_say "upcycle $*"
-  "$bin" "$@"
-}
-
-run --version
-run inspect "$model"
-run export "$model" "$out/smollm2-hf" --overwrite
-run inspect "$out/smollm2-hf" --json
-run export "$out/smollm2-hf" "$out/smollm2.h5" --dtype bf16 --overwrite
-run inspect "$out/smollm2.h5"
-
-upcycle_say "done in $((SECONDS - start)) s: outputs in $UPCYCLE_ROOT/$out"
-ls -l "$out" >&2
+upcycle_say "upcycle demo ${args[*]}"
+"$bin" demo "${args[@]}"
+upcycle_say "done in $((SECONDS - start)) s"

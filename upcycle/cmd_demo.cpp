@@ -22,13 +22,14 @@ using json = nlohmann::json;
 
 std::string setup_text(const ExperimentOptions& o, int64_t train, int64_t test, const fs::path& model) {
   return fmt::format(
-      "Model: {} tuned on {} synthetic instruction samples (`upcycle data synth`, {} test samples of the "
+      "Model: {}{} tuned on {} synthetic instruction samples (`upcycle data synth`, {} test samples of the "
       "same families and phrasings) for {} steps, saving {} checkpoints; then each method tuned {} more steps "
       "on the same data: **dense** continues the dense model, **sparse** copies its final FFN into {} experts "
       "(random router), **upit** makes {} experts from the checkpoints by the genetic merge search and "
       "pre-optimises the routers on seed data. Top-{} routing, seed {}. Exact match is greedy decoding "
       "against the reference answer.",
-      model.string(), train, test, o.dense_tune.value("steps", 0), o.dense_tune.value("save_count", 0),
+      model.string(), o.base_tune.is_null() ? std::string() : fmt::format(" after a base tuning of {} steps", o.base_tune.value("steps", 0)),
+      train, test, o.dense_tune.value("steps", 0), o.dense_tune.value("save_count", 0),
       o.tune.value("steps", 0), o.experts, o.experts, o.top_k, o.seed);
 }
 
@@ -41,8 +42,9 @@ int cmd_demo(const Args& args) {
       "Runs UpIT end to end on synthetic instruction data and compares it with sparse upcycling and\n"
       "the dense model at equal data and steps, into DIR (default runs/demo):\n"
       "  data/      train.jsonl and test.jsonl from `upcycle data synth`\n"
-      "  init/      the dense model trained from scratch (the `demo` preset, a byte tokenizer), or --model\n"
-      "  dense-run/ its instruction tuning, saving the intermediate checkpoints UpIT merges\n"
+      "  init/      a new dense model (the `demo` preset, a byte tokenizer), or --model\n"
+      "  base/      its first tuning (--base-steps), standing in for pretraining\n"
+      "  dense-run/ the instruction tuning that saves the intermediate checkpoints UpIT merges\n"
       "  dense/ sparse/ upit/  each method's model (init/ for the MoEs), tuning (tuned/), evaluations\n"
       "  report.md, metrics.csv, plots/  the results table, in words, and plots\n"
       "Finished stages are skipped when run again, so an interrupted demo continues; --overwrite starts\n"
@@ -54,11 +56,12 @@ int cmd_demo(const Args& args) {
       ("top-k", cli::po::value<int>()->default_value(2), "experts per token")
       ("train-samples", cli::po::value<int64_t>()->default_value(4000), "synthetic training samples")
       ("test-samples", cli::po::value<int64_t>()->default_value(240), "synthetic test samples")
-      ("dense-steps", cli::po::value<int64_t>()->default_value(300), "steps of the dense run")
+      ("base-steps", cli::po::value<int64_t>()->default_value(800), "steps of the base tuning (0: none)")
+      ("dense-steps", cli::po::value<int64_t>()->default_value(400), "steps of the dense run")
       ("checkpoints", cli::po::value<int64_t>()->default_value(4), "checkpoints the dense run saves (UpIT's K)")
-      ("steps", cli::po::value<int64_t>()->default_value(150), "steps of each method's tuning")
-      ("lr", cli::po::value<double>()->default_value(3e-3), "peak learning rate of the dense run")
-      ("moe-lr", cli::po::value<double>()->default_value(1e-3), "peak learning rate of each method's tuning")
+      ("steps", cli::po::value<int64_t>()->default_value(500), "steps of each method's tuning")
+      ("lr", cli::po::value<double>()->default_value(3e-3), "peak learning rate of the base tuning")
+      ("tune-lr", cli::po::value<double>()->default_value(1e-3), "peak learning rate of the dense run and of each method")
       ("batch-tokens", cli::po::value<int64_t>()->default_value(2048), "tokens per step")
       ("seed-samples", cli::po::value<int64_t>()->default_value(100), "UpIT's seed set: at least this many training samples")
       ("seed", cli::po::value<uint64_t>()->default_value(0), "seed of the data, the model and every stage")
@@ -70,6 +73,7 @@ int cmd_demo(const Args& args) {
   const int64_t dense_steps = (*vm)["dense-steps"].as<int64_t>(), checkpoints = (*vm)["checkpoints"].as<int64_t>();
   if (dense_steps < 1 || checkpoints < 1 || checkpoints > dense_steps)
     throw UsageError("--dense-steps must be positive and --checkpoints in [1, dense steps]");
+  if ((*vm)["base-steps"].as<int64_t>() < 0) throw UsageError("--base-steps must not be negative");
   if ((*vm)["steps"].as<int64_t>() < 1) throw UsageError("--steps must be positive");
   if (vm->count("overwrite")) fs::remove_all(out);
   fs::create_directories(out / "data");
@@ -90,10 +94,16 @@ int cmd_demo(const Args& args) {
   o.top_k = (*vm)["top-k"].as<int>();
   o.seed = seed;
   const int64_t batch = (*vm)["batch-tokens"].as<int64_t>();
-  o.dense_tune = {{"steps", dense_steps}, {"save_count", checkpoints},
-                  {"lr", (*vm)["lr"].as<double>()}, {"warmup", dense_steps / 10}, {"batch_tokens", batch},
-                  {"seq_len", 256}, {"min_lr_ratio", 0.1}};
-  o.tune = {{"steps", (*vm)["steps"].as<int64_t>()}, {"lr", (*vm)["moe-lr"].as<double>()}, {"warmup", 10},
+  const int64_t base_steps = (*vm)["base-steps"].as<int64_t>();
+  const double tune_lr = (*vm)["tune-lr"].as<double>();
+  if (base_steps > 0) {
+    o.base_dir = out / "base";
+    o.base_tune = {{"steps", base_steps}, {"lr", (*vm)["lr"].as<double>()}, {"warmup", base_steps / 10},
+                   {"batch_tokens", batch}, {"seq_len", 256}, {"min_lr_ratio", 0.1}};
+  }
+  o.dense_tune = {{"steps", dense_steps}, {"save_count", checkpoints}, {"lr", tune_lr}, {"warmup", 10},
+                  {"batch_tokens", batch}, {"seq_len", 256}, {"min_lr_ratio", 0.1}};
+  o.tune = {{"steps", (*vm)["steps"].as<int64_t>()}, {"lr", tune_lr}, {"warmup", 10},
             {"batch_tokens", batch}, {"seq_len", 256}, {"min_lr_ratio", 0.1}};
   o.convert = {{"router_epochs", 4}, {"seed_min", (*vm)["seed-samples"].as<int64_t>()}};
   o.eval = {{"max_new_tokens", 24}, {"seq_len", 256}};
@@ -101,7 +111,7 @@ int cmd_demo(const Args& args) {
   report.title = "upcycle demo: UpIT against sparse upcycling and the dense model";
   report.results = run_experiment(o);
   report.dense_dir = o.dense_dir;
-  report.dense_seconds = dense_seconds(o.dense_dir);
+  report.base_dir = o.base_dir;
   report.setup = setup_text(o, train, test, o.init);
   write_experiment_report(out, report);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

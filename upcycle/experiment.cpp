@@ -108,8 +108,8 @@ MethodResult run_method(const std::string& method, const ExperimentOptions& o) {
 
 }  // namespace
 
-double dense_seconds(const fs::path& dense_dir) {
-  const fs::path file = dense_dir / kTimeFile;
+double recorded_seconds(const fs::path& run_dir) {
+  const fs::path file = run_dir / kTimeFile;
   return fs::exists(file) ? read_json_file(file).value("seconds", 0.0) : 0.0;
 }
 
@@ -123,11 +123,12 @@ int64_t active_parameters(const fs::path& model) {
 }
 
 std::vector<MethodResult> run_experiment(const ExperimentOptions& o) {
-  json dense = o.dense_tune;
-  timed_stage(o.dense_dir / "final", o.dense_dir / kTimeFile, [&] {
-    spdlog::info("dense run: tuning {} into {}", o.init.string(), o.dense_dir.string());
-    tune(dense, o.init, o.dense_dir, o, "dense run");
-  });
+  fs::path start = o.init;
+  if (!o.base_tune.is_null()) {
+    timed_stage(o.base_dir / "final", o.base_dir / kTimeFile, [&] { tune(o.base_tune, o.init, o.base_dir, o, "base"); });
+    start = o.base_dir / "final";
+  }
+  timed_stage(o.dense_dir / "final", o.dense_dir / kTimeFile, [&] { tune(o.dense_tune, start, o.dense_dir, o, "dense run"); });
   std::vector<MethodResult> results;
   for (const std::string& m : o.methods) {
     spdlog::info("method {}: {}", m, (o.out / m).string());

@@ -22,6 +22,10 @@ struct ExperimentOptions {
   std::filesystem::path dense_dir;   // the dense run (tune's folder), shared between experiments
   std::filesystem::path out;         // this experiment's folder: one subfolder per method
   std::filesystem::path init;        // the model the dense run starts from (with a tokenizer)
+  // Optional: a first tuning of init into base_dir, the dense run then starting from its final
+  // model, so that even the first checkpoint is a capable model (as when tuning a pretrained one).
+  std::filesystem::path base_dir;
+  nlohmann::json base_tune;          // null: none
   std::filesystem::path train, test; // instruction data (test: loss and exact match)
   std::vector<std::string> methods;  // dense, sparse, upit, btx, drop
   int experts = 8, top_k = 2;
@@ -45,11 +49,11 @@ struct MethodResult {
 };
 
 // Runs what is missing and gathers every method's results, in the order of o.methods.
-// The dense run's own wall time is in dense_seconds().
+// The base and dense runs' own wall times are in recorded_seconds().
 std::vector<MethodResult> run_experiment(const ExperimentOptions& o);
 
-// Seconds the dense run took (recorded when it ran), 0 when unknown.
-double dense_seconds(const std::filesystem::path& dense_dir);
+// Seconds the base or dense run in run_dir took (recorded when it ran), 0 when unknown.
+double recorded_seconds(const std::filesystem::path& run_dir);
 
 // Parameters an MoE uses per token: every parameter but the (E − k) unused experts' FFNs.
 int64_t active_parameters(const std::filesystem::path& model);

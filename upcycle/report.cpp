@@ -48,6 +48,7 @@ Series loss_series(const std::string& name, const fs::path& metrics, size_t wind
 
 std::string loss_plot(const ExperimentReport& r) {
   LinePlot p{"Training loss (moving mean of 10 steps)", "step", "loss", {}, false, true, false};
+  if (!r.base_dir.empty()) p.series.push_back(loss_series("base", r.base_dir / "metrics.jsonl", 10));
   p.series.push_back(loss_series("dense run (checkpoints)", r.dense_dir / "metrics.jsonl", 10));
   for (const MethodResult& m : r.results) p.series.push_back(loss_series(m.method, metrics_of(m), 10));
   return line_plot_svg(p);
@@ -119,7 +120,8 @@ std::string markdown(const ExperimentReport& r, bool has_load, bool has_distance
   for (const MethodResult& m : r.results)
     md += fmt::format("| {} | {} | {} | {} | {:.4f} | {:.1f}% | {:.0f} s |\n", m.method, m.experts, millions(m.total_params),
                       millions(m.active_params), m.loss, 100 * m.exact, m.seconds);
-  md += fmt::format("\nThe shared dense run (its checkpoints feed every method) took {:.0f} s.\n", r.dense_seconds);
+  if (!r.base_dir.empty()) md += fmt::format("\nThe base tuning took {:.0f} s.", recorded_seconds(r.base_dir));
+  md += fmt::format("\nThe shared dense run (its checkpoints feed every method) took {:.0f} s.\n", recorded_seconds(r.dense_dir));
   md += "\n## What the table shows\n\n" + findings(r) + "\n";
   const auto tasks = all_tasks(r);
   if (!tasks.empty()) {
@@ -163,6 +165,40 @@ std::string balance_words(const MethodResult& m) {
   return s + ".";
 }
 
+// The converted model's quality before any tuning shows in the first step's loss.
+std::string start_end_words(const MethodResult& m) {
+  const std::vector<json> lines = read_metrics(metrics_of(m));
+  if (lines.empty()) return m.method + ": no training metrics";
+  const size_t tail = std::max<size_t>(1, lines.size() / 10);
+  double end = 0;
+  for (size_t i = lines.size() - tail; i < lines.size(); ++i) end += lines[i]["loss"].get<double>() / double(tail);
+  return fmt::format("{}: {:.4f} -> {:.4f}", m.method, lines.front()["loss"].get<double>(), end);
+}
+
+// What in the runs explains UpIT not leading: how the converted models start, router collapse,
+// the test set's resolution.
+std::string reasons(const MethodResult& sparse, const MethodResult& upit) {
+  std::string out;
+  const std::vector<json> s = read_metrics(metrics_of(sparse)), u = read_metrics(metrics_of(upit));
+  if (!s.empty() && !u.empty() && u.front()["loss"].get<double>() > s.front()["loss"].get<double>())
+    out += fmt::format(" UpIT's converted model starts worse (first-step loss {:.4f} against sparse upcycling's {:.4f}): its "
+                       "experts include the dense run's early checkpoints, weaker models rather than differently skilled ones "
+                       "(the paper's checkpoints come from tuning a strong pretrained model);",
+                       u.front()["loss"].get<double>(), s.front()["loss"].get<double>());
+  for (const MethodResult* m : {&sparse, &upit}) {
+    const auto load = final_expert_load(metrics_of(*m));
+    double least = 1;
+    for (const auto& layer : load)
+      for (double share : layer) least = std::min(least, share);
+    if (!load.empty() && least < 0.1 / double(load[0].size()))
+      out += fmt::format(" {}'s routers collapse onto a few experts (one gets under a tenth of an even share), so few "
+                         "experts train;", m->method);
+  }
+  out += fmt::format(" and one test sample is {:.2f} points of exact match, so small gaps are noise.",
+                     100.0 / double(std::max<int64_t>(1, upit.exact_total)));
+  return out;
+}
+
 }  // namespace
 
 std::vector<std::vector<double>> final_expert_load(const fs::path& metrics) {
@@ -204,18 +240,16 @@ std::string findings(const ExperimentReport& r) {
       words += "This is not the paper's shape (UpIT >= sparse upcycling > dense):";
       if (!upit_first) words += " UpIT does not beat sparse upcycling on both exact match and loss;";
       if (!sparse_over_dense) words += " sparse upcycling does not beat the dense model on both;";
-      words += " likely reasons at this scale: few tuning steps after the conversion (the MoEs start "
-               "from the dense model's function and have little time to specialise their experts), "
-               "checkpoints from one short run that differ little, and the noise of a small test set "
-               "(one sample is " + fmt::format("{:.2f}", 100.0 / double(std::max<int64_t>(1, upit->exact_total))) +
-               " points of exact match).\n";
+      words += " what the runs show about why:" + reasons(*sparse, *upit) + "\n";
     }
   }
+  words += "\nWhere each tuning starts and ends (training loss of its first step, mean of its last tenth):";
+  for (const MethodResult& m : r.results) words += "\n- " + start_end_words(m);
   for (const MethodResult& m : r.results) {
     const std::string b = balance_words(m);
     if (!b.empty()) words += "\n- " + b;
   }
-  return words;
+  return words + "\n";
 }
 
 void write_experiment_report(const fs::path& dir, const ExperimentReport& r) {

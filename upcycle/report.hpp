@@ -14,8 +14,8 @@ struct ExperimentReport {
   std::string title;                  // "upcycle demo"
   std::string setup;                  // markdown: the model, data, steps, seeds
   std::vector<MethodResult> results;  // one per method
+  std::filesystem::path base_dir;     // the base tuning before it, if any (empty: none)
   std::filesystem::path dense_dir;    // the shared dense run
-  double dense_seconds = 0;
 };
 
 // The mean expert load [L][E] (shares of routed slots) over the last tenth of a tuning run's
