@@ -81,7 +81,8 @@ int cmd_sweep(const Args& args) {
   cli::Spec spec;
   spec.usage = "upcycle sweep [--experts 2,4,8] [--data 1000,5000,20000] [--methods dense,sparse,upit] [--repeats R] [--out DIR]";
   spec.summary =
-      "Runs the demo's experiment (a dense run saving checkpoints, then each method tuned on the same\n"
+      "Runs the demo's experiment (a base tuning per repeat on data of its own, standing in for\n"
+      "pretraining; a dense run saving checkpoints; then each method tuned on the same\n"
       "data and evaluated) for every cell of a grid: training-data size x repeat x method x expert\n"
       "count (dense has none). Data of each size and repeat comes from `upcycle data synth` (seed +\n"
       "repeat); the test set is shared. The dense run of a data size and repeat is shared by its\n"
@@ -97,11 +98,13 @@ int cmd_sweep(const Args& args) {
       ("model", cli::po::value<std::string>(), "a dense model to start from instead of a new one per repeat")
       ("top-k", cli::po::value<int>()->default_value(2), "experts per token")
       ("test-samples", cli::po::value<int64_t>()->default_value(240), "synthetic test samples")
-      ("dense-epochs", cli::po::value<double>()->default_value(1.0), "epochs of the dense run")
+      ("base-steps", cli::po::value<int64_t>()->default_value(800), "steps of a base tuning per repeat (0: none)")
+      ("base-samples", cli::po::value<int64_t>()->default_value(4000), "its own synthetic data (other samples than the cells')")
+      ("dense-epochs", cli::po::value<double>()->default_value(3.0), "epochs of the dense run")
       ("checkpoints", cli::po::value<int64_t>()->default_value(4), "checkpoints the dense run saves (UpIT's K)")
-      ("epochs", cli::po::value<double>()->default_value(1.0), "epochs of each method's tuning")
-      ("lr", cli::po::value<double>()->default_value(3e-3), "peak learning rate of the dense run")
-      ("moe-lr", cli::po::value<double>()->default_value(1e-3), "peak learning rate of each method's tuning")
+      ("epochs", cli::po::value<double>()->default_value(3.0), "epochs of each method's tuning")
+      ("lr", cli::po::value<double>()->default_value(3e-3), "peak learning rate of the base tuning")
+      ("tune-lr", cli::po::value<double>()->default_value(1e-3), "peak learning rate of the dense run and of each method")
       ("batch-tokens", cli::po::value<int64_t>()->default_value(2048), "tokens per step")
       ("seed-samples", cli::po::value<int64_t>()->default_value(100), "UpIT's seed set: at least this many training samples")
       ("seed", cli::po::value<uint64_t>()->default_value(0), "base seed");
@@ -115,11 +118,14 @@ int cmd_sweep(const Args& args) {
   if ((*vm)["dense-epochs"].as<double>() <= 0 || (*vm)["epochs"].as<double>() <= 0) throw UsageError("--dense-epochs and --epochs must be positive");
   const fs::path out = (*vm)["out"].as<std::string>();
   const uint64_t seed = (*vm)["seed"].as<uint64_t>();
-  const int64_t batch = (*vm)["batch-tokens"].as<int64_t>();
+  const int64_t batch = (*vm)["batch-tokens"].as<int64_t>(), base_steps = (*vm)["base-steps"].as<int64_t>();
+  if (base_steps < 0) throw UsageError("--base-steps must not be negative");
 
   fs::create_directories(out);
   const fs::path test = out / "test.jsonl";
   synth_data(test, "test", (*vm)["test-samples"].as<int64_t>(), seed);
+  const fs::path heldout = out / "heldout-phrasings.jsonl";
+  synth_data(heldout, "heldout-phrasings", (*vm)["test-samples"].as<int64_t>(), seed);
   const std::vector<Cell> cells = grid(sizes, repeats, methods, experts);
   std::vector<SweepRow> rows;
   Progress progress("sweep", cells.size(), "cells");
@@ -129,6 +135,7 @@ int cmd_sweep(const Args& args) {
     ExperimentOptions o;
     o.train = base / "train.jsonl";
     o.test = test;
+    o.heldout = heldout;
     synth_data(o.train, "train", c.data, s);
     o.init = vm->count("model") ? fs::path((*vm)["model"].as<std::string>()) : out / fmt::format("init-r{}", c.repeat);
     if (!vm->count("model")) init_demo_model(o.init, s);
@@ -138,10 +145,17 @@ int cmd_sweep(const Args& args) {
     o.experts = c.experts;
     o.top_k = (*vm)["top-k"].as<int>();
     o.seed = s;
+    if (base_steps > 0) {
+      o.base_dir = out / fmt::format("base-r{}", c.repeat);
+      o.base_train = out / fmt::format("base-r{}.jsonl", c.repeat);
+      synth_data(o.base_train, "train", (*vm)["base-samples"].as<int64_t>(), s + 1000);
+      o.base_tune = {{"steps", base_steps}, {"lr", (*vm)["lr"].as<double>()}, {"warmup", base_steps / 10},
+                     {"batch_tokens", batch}, {"seq_len", 256}, {"min_lr_ratio", 0.1}};
+    }
     o.dense_tune = {{"epochs", (*vm)["dense-epochs"].as<double>()}, {"save_count", (*vm)["checkpoints"].as<int64_t>()},
-                    {"lr", (*vm)["lr"].as<double>()}, {"warmup", 10}, {"batch_tokens", batch}, {"seq_len", 256},
+                    {"lr", (*vm)["tune-lr"].as<double>()}, {"warmup", 10}, {"batch_tokens", batch}, {"seq_len", 256},
                     {"min_lr_ratio", 0.1}};
-    o.tune = {{"epochs", (*vm)["epochs"].as<double>()}, {"lr", (*vm)["moe-lr"].as<double>()}, {"warmup", 10},
+    o.tune = {{"epochs", (*vm)["epochs"].as<double>()}, {"lr", (*vm)["tune-lr"].as<double>()}, {"warmup", 10},
               {"batch_tokens", batch}, {"seq_len", 256}, {"min_lr_ratio", 0.1}};
     o.convert = {{"router_epochs", 4}, {"seed_min", (*vm)["seed-samples"].as<int64_t>()}};
     o.eval = {{"max_new_tokens", 24}, {"seq_len", 256}};
@@ -152,9 +166,12 @@ int cmd_sweep(const Args& args) {
   }
   progress.finish();
   const std::string setup = fmt::format(
-      "Grid: training data {} samples, methods {}, experts {}, {} repeat(s); the dense run {} epoch(s) saving {} "
+      "Grid: training data {} samples, methods {}, experts {}, {} repeat(s); {}the dense run {} epoch(s) saving {} "
       "checkpoints, each method {} epoch(s); top-{}; test set {} ({} samples); seed {}.",
       (*vm)["data"].as<std::string>(), (*vm)["methods"].as<std::string>(), (*vm)["experts"].as<std::string>(), repeats,
+      base_steps > 0 ? fmt::format("a base tuning of {} steps per repeat on {} other samples, then ", base_steps,
+                                   (*vm)["base-samples"].as<int64_t>())
+                     : std::string(),
       (*vm)["dense-epochs"].as<double>(), (*vm)["checkpoints"].as<int64_t>(), (*vm)["epochs"].as<double>(),
       (*vm)["top-k"].as<int>(), test.string(), (*vm)["test-samples"].as<int64_t>(), seed);
   write_sweep_report(out, rows, setup);

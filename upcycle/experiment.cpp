@@ -34,9 +34,10 @@ double timed_stage(const fs::path& done, const fs::path& time_file, F&& stage) {
   return seconds;
 }
 
-void tune(json options, const fs::path& model, const fs::path& dir, const ExperimentOptions& o, const std::string& name) {
+void tune(json options, const fs::path& model, const fs::path& data, const fs::path& dir, const ExperimentOptions& o,
+          const std::string& name) {
   options["model"] = model.string();
-  options["data"] = o.train.string();
+  options["data"] = data.string();
   options["seed"] = o.seed;
   if (!tune_stage(options, dir, dir, name))
     throw InputError(dir, "stopped before its last step: remove stop_at from the tune options");
@@ -61,11 +62,12 @@ void convert(const std::string& method, const fs::path& into, const ExperimentOp
   run_stage("convert " + method, cmd_convert, to_args(c, into, "convert"));
 }
 
-json evaluate(const fs::path& model, const std::string& metric, const fs::path& file, const ExperimentOptions& o) {
+json evaluate(const fs::path& model, const fs::path& data, const std::string& metric, const fs::path& file,
+              const ExperimentOptions& o) {
   if (!fs::exists(file)) {
     json e = o.eval;
     e["model"] = model.string();
-    e["data"] = o.test.string();
+    e["data"] = data.string();
     e["metric"] = metric;
     e["out"] = file.string();
     run_stage("eval " + metric, cmd_eval, to_args(e, file, "eval"));
@@ -86,15 +88,17 @@ MethodResult run_method(const std::string& method, const ExperimentOptions& o) {
     r.experts = o.experts;
   }
   const fs::path tuned = r.dir / "tuned";
-  r.seconds += timed_stage(tuned / "final", r.dir / "tune_seconds.json", [&] { tune(o.tune, start, tuned, o, method); });
+  r.seconds += timed_stage(tuned / "final", r.dir / "tune_seconds.json", [&] { tune(o.tune, start, o.train, tuned, o, method); });
   const fs::path final_model = tuned / "final";
-  json loss, exact;
-  r.seconds += timed_stage(r.dir / "eval-exact.json", r.dir / "eval_seconds.json", [&] {
-    evaluate(final_model, "loss", r.dir / "eval-loss.json", o);
-    evaluate(final_model, "exact", r.dir / "eval-exact.json", o);
+  const fs::path heldout_file = r.dir / "eval-heldout-exact.json";
+  const fs::path last_eval = o.heldout.empty() ? r.dir / "eval-exact.json" : heldout_file;
+  r.seconds += timed_stage(last_eval, r.dir / "eval_seconds.json", [&] {
+    evaluate(final_model, o.test, "loss", r.dir / "eval-loss.json", o);
+    evaluate(final_model, o.test, "exact", r.dir / "eval-exact.json", o);
+    if (!o.heldout.empty()) evaluate(final_model, o.heldout, "exact", heldout_file, o);
   });
-  loss = read_json_file(r.dir / "eval-loss.json");
-  exact = read_json_file(r.dir / "eval-exact.json");
+  const json loss = read_json_file(r.dir / "eval-loss.json"), exact = read_json_file(r.dir / "eval-exact.json");
+  if (!o.heldout.empty()) r.exact_heldout = read_json_file(heldout_file).at("acc").get<double>();
   r.loss = loss.at("loss");
   r.ppl = loss.at("ppl");
   r.exact = exact.at("acc");
@@ -125,10 +129,12 @@ int64_t active_parameters(const fs::path& model) {
 std::vector<MethodResult> run_experiment(const ExperimentOptions& o) {
   fs::path start = o.init;
   if (!o.base_tune.is_null()) {
-    timed_stage(o.base_dir / "final", o.base_dir / kTimeFile, [&] { tune(o.base_tune, o.init, o.base_dir, o, "base"); });
+    timed_stage(o.base_dir / "final", o.base_dir / kTimeFile, [&] {
+      tune(o.base_tune, o.init, o.base_train.empty() ? o.train : o.base_train, o.base_dir, o, "base");
+    });
     start = o.base_dir / "final";
   }
-  timed_stage(o.dense_dir / "final", o.dense_dir / kTimeFile, [&] { tune(o.dense_tune, start, o.dense_dir, o, "dense run"); });
+  timed_stage(o.dense_dir / "final", o.dense_dir / kTimeFile, [&] { tune(o.dense_tune, start, o.train, o.dense_dir, o, "dense run"); });
   std::vector<MethodResult> results;
   for (const std::string& m : o.methods) {
     spdlog::info("method {}: {}", m, (o.out / m).string());

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,7 +27,9 @@ struct ExperimentOptions {
   // model, so that even the first checkpoint is a capable model (as when tuning a pretrained one).
   std::filesystem::path base_dir;
   nlohmann::json base_tune;          // null: none
+  std::filesystem::path base_train;  // its data (empty: train)
   std::filesystem::path train, test; // instruction data (test: loss and exact match)
+  std::filesystem::path heldout;     // optional: exact match on held-out phrasings or tasks
   std::vector<std::string> methods;  // dense, sparse, upit, btx, drop
   int experts = 8, top_k = 2;
   nlohmann::json dense_tune;         // tune options of the dense run (steps, save_every, lr, ...)
@@ -43,6 +46,7 @@ struct MethodResult {
   double loss = 0, ppl = 0;              // on the test data's replies
   double exact = 0;                      // exact-match accuracy
   int64_t exact_total = 0;               // over this many samples
+  std::optional<double> exact_heldout;   // on o.heldout, when given
   std::map<std::string, double> exact_by_task;
   double seconds = 0;                    // wall time of its own stages (convert, tune, eval)
   std::filesystem::path dir;             // its folder: init/ (MoE), tuned/, eval-*.json

@@ -99,12 +99,12 @@ std::vector<std::string> all_tasks(const ExperimentReport& r) {
 
 std::string csv(const ExperimentReport& r) {
   const auto tasks = all_tasks(r);
-  std::string out = "method,experts,total_params,active_params,eval_loss,eval_ppl,exact,seconds";
+  std::string out = "method,experts,total_params,active_params,eval_loss,eval_ppl,exact,exact_heldout,seconds";
   for (const auto& t : tasks) out += ",exact_" + t;
   out += "\n";
   for (const MethodResult& m : r.results) {
-    out += fmt::format("{},{},{},{},{:.6f},{:.6f},{:.6f},{:.1f}", m.method, m.experts, m.total_params, m.active_params,
-                       m.loss, m.ppl, m.exact, m.seconds);
+    out += fmt::format("{},{},{},{},{:.6f},{:.6f},{:.6f},{},{:.1f}", m.method, m.experts, m.total_params, m.active_params,
+                       m.loss, m.ppl, m.exact, m.exact_heldout ? fmt::format("{:.6f}", *m.exact_heldout) : "", m.seconds);
     for (const auto& t : tasks) out += m.exact_by_task.count(t) ? fmt::format(",{:.6f}", m.exact_by_task.at(t)) : ",";
     out += "\n";
   }
@@ -115,11 +115,12 @@ std::string millions(int64_t n) { return fmt::format("{:.2f} M", double(n) / 1e6
 
 std::string markdown(const ExperimentReport& r, bool has_load, bool has_distances) {
   std::string md = "# " + r.title + "\n\n" + r.setup + "\n\n";
-  md += "| method | experts | total params | active params | eval loss | exact match | wall time |\n";
-  md += "|---|---:|---:|---:|---:|---:|---:|\n";
+  md += "| method | experts | total params | active params | eval loss | exact match | held-out phrasings | wall time |\n";
+  md += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const MethodResult& m : r.results)
-    md += fmt::format("| {} | {} | {} | {} | {:.4f} | {:.1f}% | {:.0f} s |\n", m.method, m.experts, millions(m.total_params),
-                      millions(m.active_params), m.loss, 100 * m.exact, m.seconds);
+    md += fmt::format("| {} | {} | {} | {} | {:.4f} | {:.1f}% | {} | {:.0f} s |\n", m.method, m.experts,
+                      millions(m.total_params), millions(m.active_params), m.loss, 100 * m.exact,
+                      m.exact_heldout ? fmt::format("{:.1f}%", 100 * *m.exact_heldout) : "-", m.seconds);
   if (!r.base_dir.empty()) md += fmt::format("\nThe base tuning took {:.0f} s.", recorded_seconds(r.base_dir));
   md += fmt::format("\nThe shared dense run (its checkpoints feed every method) took {:.0f} s.\n", recorded_seconds(r.dense_dir));
   md += "\n## What the table shows\n\n" + findings(r) + "\n";

@@ -103,11 +103,12 @@ std::string findings(const Table& exact, const std::set<int64_t>& sizes, const s
 }
 
 std::string csv(const std::vector<SweepRow>& rows) {
-  std::string out = "data,repeat,method,experts,total_params,active_params,eval_loss,eval_ppl,exact,seconds\n";
+  std::string out = "data,repeat,method,experts,total_params,active_params,eval_loss,eval_ppl,exact,exact_heldout,seconds\n";
   for (const SweepRow& r : rows) {
     const MethodResult& m = r.result;
-    out += fmt::format("{},{},{},{},{},{},{:.6f},{:.6f},{:.6f},{:.1f}\n", r.data, r.repeat, m.method, m.experts,
-                       m.total_params, m.active_params, m.loss, m.ppl, m.exact, m.seconds);
+    out += fmt::format("{},{},{},{},{},{},{:.6f},{:.6f},{:.6f},{},{:.1f}\n", r.data, r.repeat, m.method, m.experts,
+                       m.total_params, m.active_params, m.loss, m.ppl, m.exact,
+                       m.exact_heldout ? fmt::format("{:.6f}", *m.exact_heldout) : "", m.seconds);
   }
   return out;
 }

@@ -35,20 +35,23 @@ TEST_CASE("demo: data, a dense run with checkpoints, three methods, evaluations 
   ScratchDir dir;
   const fs::path out = dir / "demo";
   const std::string args = "demo --out '" + out.string() +
-                           "' --dense-steps 6 --checkpoints 3 --steps 3 --train-samples 120 --test-samples 10 "
+                           "' --base-steps 4 --dense-steps 6 --checkpoints 3 --steps 3 --train-samples 120 --test-samples 10 "
                            "--batch-tokens 512 --experts 4 --seed-samples 12";
   auto r = run_upcycle(args);
   REQUIRE_MESSAGE(r.code == 0, r.err);
   // The dense run saved its checkpoints evenly (--save-count): steps 2 and 4, then final.
   for (const char* d : {"step-000002", "step-000004", "final"}) CHECK(fs::exists(out / "dense-run" / d));
   CHECK(fs::exists(out / "init" / "tokenizer.json"));
+  CHECK(fs::exists(out / "base" / "final"));
   const auto convert = json::parse(read_file(out / "upit" / "init" / "upcycle_convert.json"));
   CHECK(convert["pool"].size() == 4);
   CHECK(convert["distances_before"].size() == 3);
 
   const auto csv = lines(read_file(out / "metrics.csv"));
   REQUIRE(csv.size() == 4);
-  CHECK(csv[0].rfind("method,experts,total_params,active_params,eval_loss,eval_ppl,exact,seconds", 0) == 0);
+  CHECK(csv[0].rfind("method,experts,total_params,active_params,eval_loss,eval_ppl,exact,exact_heldout,seconds", 0) == 0);
+  const double heldout = json::parse(read_file(out / "sparse" / "eval-heldout-exact.json"))["acc"];
+  CHECK(csv[2].find(fmt::format(",{:.6f},", heldout)) != std::string::npos);
   CHECK(csv[1].rfind("dense,1,", 0) == 0);
   CHECK(csv[3].rfind("upit,4,", 0) == 0);
   // The table's loss is the method's own evaluation.
@@ -72,12 +75,13 @@ TEST_CASE("sweep: a grid of data sizes and methods, sweep.csv and plots; misuse 
   ScratchDir dir;
   const fs::path out = dir / "sweep";
   const std::string args = "sweep --out '" + out.string() +
-                           "' --experts 2 --data 40,80 --methods dense,upit --test-samples 6 --dense-epochs 1 "
+                           "' --experts 2 --data 40,80 --methods dense,upit --test-samples 6 --base-steps 3 --base-samples 20 --dense-epochs 1 "
                            "--checkpoints 2 --epochs 0.5 --batch-tokens 512 --seed-samples 8";
   auto r = run_upcycle(args);
   REQUIRE_MESSAGE(r.code == 0, r.err);
   const auto csv = lines(read_file(out / "sweep.csv"));
   REQUIRE(csv.size() == 5);  // header, then 2 sizes x (dense, upit E=2)
+  CHECK(fs::exists(out / "base-r0" / "final"));  // one base tuning, shared by every cell
   CHECK(csv[1].rfind("40,0,dense,1,", 0) == 0);
   CHECK(csv[2].rfind("40,0,upit,2,", 0) == 0);
   CHECK(csv[4].rfind("80,0,upit,2,", 0) == 0);
