@@ -121,6 +121,12 @@ void Tensor::to_f32_into(std::vector<float>& out) const {
   else convert(dtype_, data_.get(), DType::F32, out.data(), numel_);
 }
 
+void Tensor::to_f32_range(uint64_t first, std::span<float> out) const {
+  if (is_quantized(dtype_)) throw std::logic_error("to_f32_range: quantized tensors convert whole");
+  if (first > numel_ || out.size() > numel_ - first) throw std::out_of_range("to_f32_range: past the tensor's end");
+  convert(dtype_, data_.get() + first * *dtype_bytes(dtype_, 1), DType::F32, out.data(), out.size());
+}
+
 Tensor Tensor::reshaped(Shape shape) const {
   auto n = shape_elements(shape);
   if (!n || *n != numel_) throw std::invalid_argument("reshape to " + shape_string(shape) + " changes the size");

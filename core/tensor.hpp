@@ -70,6 +70,9 @@ class Tensor {
   std::vector<float> to_f32_vector() const;
   // The same into `out` (resized; its capacity is reused, so a loop over tensors allocates once).
   void to_f32_into(std::vector<float>& out) const;
+  // Elements [first, first + out.size()) as f32, for plain float dtypes (std::logic_error for
+  // quantized ones, std::out_of_range past the end): a tensor converted a block at a time.
+  void to_f32_range(uint64_t first, std::span<float> out) const;
 
   // Same bytes, another shape of the same element count.
   Tensor reshaped(Shape shape) const;

@@ -15,14 +15,6 @@ std::optional<Distance> parse_distance(std::string_view name) {
 
 const char* distance_name(Distance d) { return d == Distance::Cosine ? "cosine" : "l2"; }
 
-std::vector<float> delta(std::span<const float> x, std::span<const float> base) {
-  if (x.size() != base.size()) throw std::invalid_argument("delta: lengths differ");
-  std::vector<float> d(x.size());
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < x.size(); ++i) d[i] = x[i] - base[i];
-  return d;
-}
-
 namespace {
 
 constexpr size_t kBlock = 4096, kLanes = 8;
@@ -43,19 +35,6 @@ size_t block_count(size_t n) { return (n + kBlock - 1) / kBlock; }
 
 }  // namespace
 
-double dot(std::span<const float> a, std::span<const float> b) {
-  if (a.size() != b.size()) throw std::invalid_argument("dot: lengths differ");
-  std::vector<double> partial(block_count(a.size()));
-#pragma omp parallel for schedule(static)
-  for (size_t blk = 0; blk < partial.size(); ++blk) {
-    const size_t begin = blk * kBlock, n = std::min(a.size() - begin, kBlock);
-    partial[blk] = block_dot(a.data() + begin, b.data() + begin, n);
-  }
-  double sum = 0;
-  for (double p : partial) sum += p;
-  return sum;
-}
-
 std::vector<double> delta_dots(std::span<const float> x, std::span<const float> base,
                                std::span<const std::span<const float>> others) {
   bool same = base.size() == x.size();
@@ -65,13 +44,18 @@ std::vector<double> delta_dots(std::span<const float> x, std::span<const float> 
   std::vector<double> partial(blocks * (m + 1));  // [blocks, m + 1]
 #pragma omp parallel
   {
-    std::vector<float> d(kBlock);
+    std::vector<float> d(kBlock), e(kBlock);
 #pragma omp for schedule(static)
     for (size_t blk = 0; blk < blocks; ++blk) {
       const size_t begin = blk * kBlock, n = std::min(x.size() - begin, kBlock);
-      for (size_t i = 0; i < n; ++i) d[i] = x[begin + i] - base[begin + i];
+      const float* b = base.data() + begin;
+      for (size_t i = 0; i < n; ++i) d[i] = x[begin + i] - b[i];
       double* row = &partial[blk * (m + 1)];
-      for (size_t j = 0; j < m; ++j) row[j] = block_dot(d.data(), others[j].data() + begin, n);
+      for (size_t j = 0; j < m; ++j) {
+        const float* o = others[j].data() + begin;
+        for (size_t i = 0; i < n; ++i) e[i] = o[i] - b[i];
+        row[j] = block_dot(d.data(), e.data(), n);
+      }
       row[m] = block_dot(d.data(), d.data(), n);
     }
   }

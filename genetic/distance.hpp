@@ -14,13 +14,11 @@ enum class Distance { Cosine, L2 };
 std::optional<Distance> parse_distance(std::string_view name);  // "cosine", "l2"
 const char* distance_name(Distance d);
 
-// x − base, the delta an expert's distances are measured on.
-std::vector<float> delta(std::span<const float> x, std::span<const float> base);
-// Σ a[i]·b[i]: float products in 8 lanes per block of 4096, the blocks' sums added in double in
-// order, so the same bits for any thread count (and fast: the lanes vectorise).
-double dot(std::span<const float> a, std::span<const float> b);
-// With d = x − base made on the fly: {dot(d, others[0]), ..., dot(d, others[m-1]), dot(d, d)},
-// the same bits as those dots of delta(x, base), in one pass over x, base and the others.
+// The inner products of deltas from base (an expert's delta: its weights − base), made block by
+// block on the fly so no delta is stored: {⟨x − base, others[j] − base⟩ for each j, then
+// ⟨x − base, x − base⟩}. One pass over x, base and the others; float products in 8 lanes per
+// block of 4096, the blocks' sums added in double in order, so the same bits for any thread
+// count (and fast: the lanes vectorise).
 std::vector<double> delta_dots(std::span<const float> x, std::span<const float> base,
                                std::span<const std::span<const float>> others);
 

@@ -19,8 +19,8 @@ std::optional<ParentChoice> parse_parent_choice(std::string_view name) {
 
 namespace {
 
-// Adds to gram the inner products of the candidates (experts n.. of the grown gram) with the
-// pool's experts and themselves: one pass over every FFN tensor.
+// Adds to gram the inner products of the candidates' deltas (experts n.. of the grown gram) with
+// the pool's and their own: one pass over every FFN tensor, no delta stored.
 void measure(const FfnSource& source, const Pool& pool, const Pool& candidates, const merge::Options& merge,
              Gram& gram, Progress& progress) {
   const size_t n = pool.size();
@@ -28,9 +28,8 @@ void measure(const FfnSource& source, const Pool& pool, const Pool& candidates, 
     for (Role role : kFfnRoles) {
       PoolTensors tensors(source, pool, l, role, merge);
       const std::vector<float>& base = tensors.base();
-      std::vector<std::vector<float>> deltas;
-      for (size_t j = 0; j < n; ++j) deltas.push_back(delta(tensors.expert(j), base));
-      const std::vector<std::span<const float>> others(deltas.begin(), deltas.end());
+      std::vector<std::span<const float>> others;
+      for (size_t j = 0; j < n; ++j) others.push_back(tensors.expert(j));
       for (size_t c = 0; c < candidates.size(); ++c) {
         const std::vector<double> dots = delta_dots(tensors.child(candidates[c]), base, others);  // [n + 1]
         for (size_t j = 0; j <= n; ++j) gram.add(l, n + c, j < n ? j : n + c, dots[j]);
@@ -46,10 +45,12 @@ Gram checkpoint_gram(const FfnSource& source, const Pool& pool, const merge::Opt
   for (int l = 0; l < source.layers(); ++l)
     for (Role role : kFfnRoles) {
       PoolTensors tensors(source, pool, l, role, merge);
-      std::vector<std::vector<float>> deltas;
-      for (size_t i = 0; i < pool.size(); ++i) deltas.push_back(delta(tensors.expert(i), tensors.base()));
-      for (size_t i = 0; i < pool.size(); ++i)
-        for (size_t j = 0; j <= i; ++j) gram.add(l, i, j, dot(deltas[i], deltas[j]));
+      std::vector<std::span<const float>> experts;
+      for (size_t i = 0; i < pool.size(); ++i) experts.push_back(tensors.expert(i));
+      for (size_t i = 0; i < pool.size(); ++i) {
+        const std::vector<double> dots = delta_dots(experts[i], tensors.base(), std::span(experts).first(i));  // [i + 1]
+        for (size_t j = 0; j <= i; ++j) gram.add(l, i, j, dots[j]);
+      }
       progress.advance(1);
     }
   return gram;

@@ -1,5 +1,7 @@
 #include "upcycle/assemble.hpp"
 
+#include <algorithm>
+
 #include "core/error.hpp"
 #include "core/layout.hpp"
 #include "core/random.hpp"
@@ -115,14 +117,39 @@ class Assembler {
   }
 
   Tensor merged(const TensorInfo& info) {
+    std::vector<Tensor> in;
+    for (size_t k = 0; k < source_.size(); ++k) in.push_back(source_.checkpoint(k).load(info.name));
+    const bool quantized = std::any_of(in.begin(), in.end(), [](const Tensor& t) { return is_quantized(t.dtype()); });
+    const uint64_t n = in[0].numel();
+    merged_.resize(n);
+    if (opts_.shared_merge.method != merge::Method::Linear || quantized) {
+      merge_whole(info.name);
+    } else {
+      // A weighted mean is element by element: the inputs converted a block at a time, so an
+      // embedding of hundreds of MB is never held K times in f32.
+      constexpr uint64_t kBlock = uint64_t(1) << 22;  // elements: 16 MB of f32 per input
+      inputs_.resize(in.size());
+      for (uint64_t lo = 0; lo < n; lo += kBlock) {
+        const uint64_t len = std::min(kBlock, n - lo);
+        for (size_t k = 0; k < in.size(); ++k) {
+          inputs_[k].resize(len);
+          in[k].to_f32_range(lo, inputs_[k]);
+        }
+        const std::vector<std::span<const float>> spans(inputs_.begin(), inputs_.end());
+        merge::merge_tensor(std::span(merged_).subspan(lo, len), spans, {}, opts_.shared_merge, info.name);
+      }
+    }
+    return view(info, merged_);
+  }
+
+  // Methods that need the whole tensor (TIES' trim, SLERP's angle, DARE's masks by index) or a base.
+  void merge_whole(const std::string& name) {
     inputs_.resize(source_.size());
-    for (size_t k = 0; k < source_.size(); ++k) source_.load_into(k, info.name, inputs_[k]);
+    for (size_t k = 0; k < source_.size(); ++k) source_.load_into(k, name, inputs_[k]);
     const std::vector<std::span<const float>> spans(inputs_.begin(), inputs_.end());
     std::vector<float> base;
-    if (merge::needs_base(opts_.shared_merge.method)) base = source_.base(info.name);
-    merged_.resize(inputs_[0].size());
-    merge::merge_tensor(merged_, spans, base, opts_.shared_merge, info.name);
-    return view(info, merged_);
+    if (merge::needs_base(opts_.shared_merge.method)) base = source_.base(name);
+    merge::merge_tensor(merged_, spans, base, opts_.shared_merge, name);
   }
 
   const FfnSource& source_;
