@@ -100,15 +100,12 @@ int cmd_demo(const Args& args) {
   const double tune_lr = (*vm)["tune-lr"].as<double>();
   if (base_steps > 0) {
     o.base_dir = out / "base";
-    o.base_tune = {{"steps", base_steps}, {"lr", (*vm)["lr"].as<double>()}, {"warmup", base_steps / 10},
-                   {"batch_tokens", batch}, {"seq_len", 256}, {"min_lr_ratio", 0.1}};
+    o.base_tune = tune_options("steps", base_steps, (*vm)["lr"].as<double>(), base_steps / 10, batch);
   }
-  o.dense_tune = {{"steps", dense_steps}, {"save_count", checkpoints}, {"lr", tune_lr}, {"warmup", 10},
-                  {"batch_tokens", batch}, {"seq_len", 256}, {"min_lr_ratio", 0.1}};
-  o.tune = {{"steps", (*vm)["steps"].as<int64_t>()}, {"lr", tune_lr}, {"warmup", 10},
-            {"batch_tokens", batch}, {"seq_len", 256}, {"min_lr_ratio", 0.1}};
-  o.convert = {{"router_epochs", 4}, {"seed_min", (*vm)["seed-samples"].as<int64_t>()}};
-  o.eval = {{"max_new_tokens", 24}, {"seq_len", 256}};
+  o.dense_tune = tune_options("steps", dense_steps, tune_lr, 10, batch);
+  o.dense_tune["save_count"] = checkpoints;
+  o.tune = tune_options("steps", (*vm)["steps"].as<int64_t>(), tune_lr, 10, batch);
+  o.convert = {{"seed_min", (*vm)["seed-samples"].as<int64_t>()}};
   ExperimentReport report;
   report.title = "upcycle demo: UpIT against sparse upcycling and the dense model";
   report.results = run_experiment(o);

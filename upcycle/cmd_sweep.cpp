@@ -149,16 +149,13 @@ int cmd_sweep(const Args& args) {
       o.base_dir = out / fmt::format("base-r{}", c.repeat);
       o.base_train = out / fmt::format("base-r{}.jsonl", c.repeat);
       synth_data(o.base_train, "train", (*vm)["base-samples"].as<int64_t>(), s + 1000);
-      o.base_tune = {{"steps", base_steps}, {"lr", (*vm)["lr"].as<double>()}, {"warmup", base_steps / 10},
-                     {"batch_tokens", batch}, {"seq_len", 256}, {"min_lr_ratio", 0.1}};
+      o.base_tune = tune_options("steps", base_steps, (*vm)["lr"].as<double>(), base_steps / 10, batch);
     }
-    o.dense_tune = {{"epochs", (*vm)["dense-epochs"].as<double>()}, {"save_count", (*vm)["checkpoints"].as<int64_t>()},
-                    {"lr", (*vm)["tune-lr"].as<double>()}, {"warmup", 10}, {"batch_tokens", batch}, {"seq_len", 256},
-                    {"min_lr_ratio", 0.1}};
-    o.tune = {{"epochs", (*vm)["epochs"].as<double>()}, {"lr", (*vm)["tune-lr"].as<double>()}, {"warmup", 10},
-              {"batch_tokens", batch}, {"seq_len", 256}, {"min_lr_ratio", 0.1}};
-    o.convert = {{"router_epochs", 4}, {"seed_min", (*vm)["seed-samples"].as<int64_t>()}};
-    o.eval = {{"max_new_tokens", 24}, {"seq_len", 256}};
+    const double tune_lr = (*vm)["tune-lr"].as<double>();
+    o.dense_tune = tune_options("epochs", (*vm)["dense-epochs"].as<double>(), tune_lr, 10, batch);
+    o.dense_tune["save_count"] = (*vm)["checkpoints"].as<int64_t>();
+    o.tune = tune_options("epochs", (*vm)["epochs"].as<double>(), tune_lr, 10, batch);
+    o.convert = {{"seed_min", (*vm)["seed-samples"].as<int64_t>()}};
     spdlog::info("sweep cell {}/{}: {} samples, repeat {}, {}{}", rows.size() + 1, cells.size(), c.data, c.repeat, c.method,
                  c.method == "dense" ? "" : fmt::format(" with {} experts", c.experts));
     rows.push_back({c.data, c.repeat, run_experiment(o).at(0)});

@@ -112,6 +112,12 @@ MethodResult run_method(const std::string& method, const ExperimentOptions& o) {
 
 }  // namespace
 
+json tune_options(const char* length_key, nlohmann::json length, double lr, int64_t warmup, int64_t batch_tokens) {
+  return {{length_key, std::move(length)},          {"lr", lr},
+          {"warmup", warmup},            {"batch_tokens", batch_tokens},
+          {"seq_len", kExperimentSeqLen}, {"min_lr_ratio", 0.1}};
+}
+
 double recorded_seconds(const fs::path& run_dir) {
   const fs::path file = run_dir / kTimeFile;
   return fs::exists(file) ? read_json_file(file).value("seconds", 0.0) : 0.0;

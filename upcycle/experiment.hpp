@@ -19,6 +19,12 @@
 
 namespace upcycle {
 
+inline constexpr int64_t kExperimentSeqLen = 256;  // the synthetic samples are under 100 bytes
+
+// Options of a tune stage: `length` of "steps" (an integer) or "epochs", peak lr after `warmup` steps, a cosine
+// to a tenth of it, micro-batches of batch_tokens.
+nlohmann::json tune_options(const char* length_key, nlohmann::json length, double lr, int64_t warmup, int64_t batch_tokens);
+
 struct ExperimentOptions {
   std::filesystem::path dense_dir;   // the dense run (tune's folder), shared between experiments
   std::filesystem::path out;         // this experiment's folder: one subfolder per method
@@ -34,8 +40,8 @@ struct ExperimentOptions {
   int experts = 8, top_k = 2;
   nlohmann::json dense_tune;         // tune options of the dense run (steps, save_every, lr, ...)
   nlohmann::json tune;               // tune options of every method's run (steps, lr, ...)
-  nlohmann::json convert;            // extra convert options (router_epochs, seed_fraction, ...)
-  nlohmann::json eval;               // extra eval options (batch_tokens, seq_len, max_new_tokens)
+  nlohmann::json convert = nlohmann::json::object();  // extra convert options (router_epochs, seed_min, ...)
+  nlohmann::json eval = {{"max_new_tokens", 24}, {"seq_len", kExperimentSeqLen}};  // extra eval options
   uint64_t seed = 0;
 };
 
