@@ -27,7 +27,8 @@ std::string setup_text(const ExperimentOptions& o, int64_t train, int64_t test, 
       "on the same data: **dense** continues the dense model, **sparse** copies its final FFN into {} experts "
       "(random router), **upit** makes {} experts from the checkpoints by the genetic merge search and "
       "pre-optimises the routers on seed data. Top-{} routing, seed {}. Exact match is greedy decoding "
-      "against the reference answer; the held-out column asks the same tasks in a phrasing never trained on.",
+      "against the reference answer; the held-out columns ask the trained tasks in a phrasing never trained "
+      "on, and task families never trained on.",
       model.string(), o.base_tune.is_null() ? std::string() : fmt::format(" after a base tuning of {} steps", o.base_tune.value("steps", 0)),
       train, test, o.dense_tune.value("steps", 0), o.dense_tune.value("save_count", 0),
       o.tune.value("steps", 0), o.experts, o.experts, o.top_k, o.seed);
@@ -41,7 +42,7 @@ int cmd_demo(const Args& args) {
   spec.summary =
       "Runs UpIT end to end on synthetic instruction data and compares it with sparse upcycling and\n"
       "the dense model at equal data and steps, into DIR (default runs/demo):\n"
-      "  data/      train.jsonl, test.jsonl and heldout-phrasings.jsonl from `upcycle data synth`\n"
+      "  data/      train, test and held-out (phrasings, tasks) JSONL from `upcycle data synth`\n"
       "  init/      a new dense model (the `demo` preset, a byte tokenizer), or --model\n"
       "  base/      its first tuning (--base-steps), standing in for pretraining\n"
       "  dense-run/ the instruction tuning that saves the intermediate checkpoints UpIT merges\n"
@@ -85,8 +86,7 @@ int cmd_demo(const Args& args) {
   o.test = out / "data" / "test.jsonl";
   synth_data(o.train, "train", train, seed);
   synth_data(o.test, "test", test, seed);
-  o.heldout = out / "data" / "heldout-phrasings.jsonl";  // the same tasks asked in words never trained on
-  synth_data(o.heldout, "heldout-phrasings", test, seed);
+  o.heldout = synth_heldout_sets(out / "data", test, seed);
   o.init = vm->count("model") ? fs::path((*vm)["model"].as<std::string>()) : out / "init";
   if (!vm->count("model")) init_demo_model(o.init, seed);
   o.dense_dir = out / "dense-run";

@@ -124,8 +124,7 @@ int cmd_sweep(const Args& args) {
   fs::create_directories(out);
   const fs::path test = out / "test.jsonl";
   synth_data(test, "test", (*vm)["test-samples"].as<int64_t>(), seed);
-  const fs::path heldout = out / "heldout-phrasings.jsonl";
-  synth_data(heldout, "heldout-phrasings", (*vm)["test-samples"].as<int64_t>(), seed);
+  const std::vector<HeldoutSet> heldout = synth_heldout_sets(out, (*vm)["test-samples"].as<int64_t>(), seed);
   const std::vector<Cell> cells = grid(sizes, repeats, methods, experts);
   std::vector<SweepRow> rows;
   Progress progress("sweep", cells.size(), "cells");

@@ -90,15 +90,15 @@ MethodResult run_method(const std::string& method, const ExperimentOptions& o) {
   const fs::path tuned = r.dir / "tuned";
   r.seconds += timed_stage(tuned / "final", r.dir / "tune_seconds.json", [&] { tune(o.tune, start, o.train, tuned, o, method); });
   const fs::path final_model = tuned / "final";
-  const fs::path heldout_file = r.dir / "eval-heldout-exact.json";
-  const fs::path last_eval = o.heldout.empty() ? r.dir / "eval-exact.json" : heldout_file;
+  auto heldout_file = [&](const HeldoutSet& h) { return r.dir / ("eval-heldout-" + h.name + ".json"); };
+  const fs::path last_eval = o.heldout.empty() ? r.dir / "eval-exact.json" : heldout_file(o.heldout.back());
   r.seconds += timed_stage(last_eval, r.dir / "eval_seconds.json", [&] {
     evaluate(final_model, o.test, "loss", r.dir / "eval-loss.json", o);
     evaluate(final_model, o.test, "exact", r.dir / "eval-exact.json", o);
-    if (!o.heldout.empty()) evaluate(final_model, o.heldout, "exact", heldout_file, o);
+    for (const HeldoutSet& h : o.heldout) evaluate(final_model, h.data, "exact", heldout_file(h), o);
   });
   const json loss = read_json_file(r.dir / "eval-loss.json"), exact = read_json_file(r.dir / "eval-exact.json");
-  if (!o.heldout.empty()) r.exact_heldout = read_json_file(heldout_file).at("acc").get<double>();
+  for (const HeldoutSet& h : o.heldout) r.heldout_exact[h.name] = read_json_file(heldout_file(h)).at("acc").get<double>();
   r.loss = loss.at("loss");
   r.ppl = loss.at("ppl");
   r.exact = exact.at("acc");
@@ -111,6 +111,15 @@ MethodResult run_method(const std::string& method, const ExperimentOptions& o) {
 }
 
 }  // namespace
+
+std::vector<HeldoutSet> synth_heldout_sets(const fs::path& dir, int64_t n, uint64_t seed) {
+  std::vector<HeldoutSet> sets;
+  for (const char* name : {"phrasings", "tasks"}) {
+    sets.push_back({name, dir / (std::string("heldout-") + name + ".jsonl")});
+    synth_data(sets.back().data, std::string("heldout-") + name, n, seed);
+  }
+  return sets;
+}
 
 json tune_options(const char* length_key, nlohmann::json length, double lr, int64_t warmup, int64_t batch_tokens) {
   return {{length_key, std::move(length)},          {"lr", lr},

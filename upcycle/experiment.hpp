@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +24,16 @@ inline constexpr int64_t kExperimentSeqLen = 256;  // the synthetic samples are 
 // to a tenth of it, micro-batches of batch_tokens.
 nlohmann::json tune_options(const char* length_key, nlohmann::json length, double lr, int64_t warmup, int64_t batch_tokens);
 
+// A test set of what the training never showed, for exact match: "phrasings" (the trained tasks
+// asked in words never trained on) or "tasks" (task families never trained on).
+struct HeldoutSet {
+  std::string name;
+  std::filesystem::path data;
+};
+
+// `data synth`'s two held-out splits in dir (made unless they exist), n samples each.
+std::vector<HeldoutSet> synth_heldout_sets(const std::filesystem::path& dir, int64_t n, uint64_t seed);
+
 struct ExperimentOptions {
   std::filesystem::path dense_dir;   // the dense run (tune's folder), shared between experiments
   std::filesystem::path out;         // this experiment's folder: one subfolder per method
@@ -35,7 +44,7 @@ struct ExperimentOptions {
   nlohmann::json base_tune;          // null: none
   std::filesystem::path base_train;  // its data (empty: train)
   std::filesystem::path train, test; // instruction data (test: loss and exact match)
-  std::filesystem::path heldout;     // optional: exact match on held-out phrasings or tasks
+  std::vector<HeldoutSet> heldout;   // exact match on each too
   std::vector<std::string> methods;  // dense, sparse, upit, btx, drop
   int experts = 8, top_k = 2;
   nlohmann::json dense_tune;         // tune options of the dense run (steps, save_every, lr, ...)
@@ -52,7 +61,7 @@ struct MethodResult {
   double loss = 0, ppl = 0;              // on the test data's replies
   double exact = 0;                      // exact-match accuracy
   int64_t exact_total = 0;               // over this many samples
-  std::optional<double> exact_heldout;   // on o.heldout, when given
+  std::map<std::string, double> heldout_exact;  // by held-out set name
   std::map<std::string, double> exact_by_task;
   double seconds = 0;                    // wall time of its own stages (convert, tune, eval)
   std::filesystem::path dir;             // its folder: init/ (MoE), tuned/, eval-*.json

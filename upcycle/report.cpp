@@ -99,12 +99,15 @@ std::vector<std::string> all_tasks(const ExperimentReport& r) {
 
 std::string csv(const ExperimentReport& r) {
   const auto tasks = all_tasks(r);
-  std::string out = "method,experts,total_params,active_params,eval_loss,eval_ppl,exact,exact_heldout,seconds";
+  const auto sets = heldout_names(r.results);
+  std::string out = "method,experts,total_params,active_params,eval_loss,eval_ppl,exact,seconds";
+  for (const auto& h : sets) out += ",exact_heldout_" + h;
   for (const auto& t : tasks) out += ",exact_" + t;
   out += "\n";
   for (const MethodResult& m : r.results) {
-    out += fmt::format("{},{},{},{},{:.6f},{:.6f},{:.6f},{},{:.1f}", m.method, m.experts, m.total_params, m.active_params,
-                       m.loss, m.ppl, m.exact, m.exact_heldout ? fmt::format("{:.6f}", *m.exact_heldout) : "", m.seconds);
+    out += fmt::format("{},{},{},{},{:.6f},{:.6f},{:.6f},{:.1f}", m.method, m.experts, m.total_params, m.active_params,
+                       m.loss, m.ppl, m.exact, m.seconds);
+    for (const auto& h : sets) out += m.heldout_exact.count(h) ? fmt::format(",{:.6f}", m.heldout_exact.at(h)) : ",";
     for (const auto& t : tasks) out += m.exact_by_task.count(t) ? fmt::format(",{:.6f}", m.exact_by_task.at(t)) : ",";
     out += "\n";
   }
@@ -115,12 +118,18 @@ std::string millions(int64_t n) { return fmt::format("{:.2f} M", double(n) / 1e6
 
 std::string markdown(const ExperimentReport& r, bool has_load, bool has_distances) {
   std::string md = "# " + r.title + "\n\n" + r.setup + "\n\n";
-  md += "| method | experts | total params | active params | eval loss | exact match | held-out phrasings | wall time |\n";
-  md += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
-  for (const MethodResult& m : r.results)
-    md += fmt::format("| {} | {} | {} | {} | {:.4f} | {:.1f}% | {} | {:.0f} s |\n", m.method, m.experts,
-                      millions(m.total_params), millions(m.active_params), m.loss, 100 * m.exact,
-                      m.exact_heldout ? fmt::format("{:.1f}%", 100 * *m.exact_heldout) : "-", m.seconds);
+  const auto sets = heldout_names(r.results);
+  md += "| method | experts | total params | active params | eval loss | exact match |";
+  for (const auto& h : sets) md += " held-out " + h + " |";
+  md += " wall time |\n|---|---:|---:|---:|---:|---:|";
+  for (size_t i = 0; i < sets.size(); ++i) md += "---:|";
+  md += "---:|\n";
+  for (const MethodResult& m : r.results) {
+    md += fmt::format("| {} | {} | {} | {} | {:.4f} | {:.1f}% |", m.method, m.experts, millions(m.total_params),
+                      millions(m.active_params), m.loss, 100 * m.exact);
+    for (const auto& h : sets) md += m.heldout_exact.count(h) ? fmt::format(" {:.1f}% |", 100 * m.heldout_exact.at(h)) : " |";
+    md += fmt::format(" {:.0f} s |\n", m.seconds);
+  }
   if (!r.base_dir.empty()) md += fmt::format("\nThe base tuning took {:.0f} s.", recorded_seconds(r.base_dir));
   md += fmt::format("\nThe shared dense run (its checkpoints feed every method) took {:.0f} s.\n", recorded_seconds(r.dense_dir));
   md += "\n## What the table shows\n\n" + findings(r) + "\n";
@@ -201,6 +210,13 @@ std::string reasons(const MethodResult& sparse, const MethodResult& upit) {
 }
 
 }  // namespace
+
+std::vector<std::string> heldout_names(const std::vector<MethodResult>& results) {
+  std::set<std::string> names;
+  for (const MethodResult& m : results)
+    for (const auto& [name, acc] : m.heldout_exact) names.insert(name);
+  return {names.begin(), names.end()};
+}
 
 std::vector<std::vector<double>> final_expert_load(const fs::path& metrics) {
   std::vector<json> lines;

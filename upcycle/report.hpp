@@ -22,6 +22,9 @@ struct ExperimentReport {
 // steps, from its metrics.jsonl; empty for a dense run.
 std::vector<std::vector<double>> final_expert_load(const std::filesystem::path& metrics);
 
+// The held-out sets any result was evaluated on, by name.
+std::vector<std::string> heldout_names(const std::vector<MethodResult>& results);
+
 // Words on what the results show: the ranking by exact match and by loss against the paper's
 // shape (UpIT >= sparse > dense), and for each MoE how balanced its experts are.
 std::string findings(const ExperimentReport& r);

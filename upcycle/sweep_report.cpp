@@ -9,6 +9,7 @@
 #include "core/json_file.hpp"
 #include "core/staged_path.hpp"
 #include "upcycle/plot.hpp"
+#include "upcycle/report.hpp"
 
 namespace upcycle {
 
@@ -103,12 +104,18 @@ std::string findings(const Table& exact, const std::set<int64_t>& sizes, const s
 }
 
 std::string csv(const std::vector<SweepRow>& rows) {
-  std::string out = "data,repeat,method,experts,total_params,active_params,eval_loss,eval_ppl,exact,exact_heldout,seconds\n";
+  std::vector<MethodResult> results;
+  for (const SweepRow& r : rows) results.push_back(r.result);
+  const auto sets = heldout_names(results);
+  std::string out = "data,repeat,method,experts,total_params,active_params,eval_loss,eval_ppl,exact,seconds";
+  for (const auto& h : sets) out += ",exact_heldout_" + h;
+  out += "\n";
   for (const SweepRow& r : rows) {
     const MethodResult& m = r.result;
-    out += fmt::format("{},{},{},{},{},{},{:.6f},{:.6f},{:.6f},{},{:.1f}\n", r.data, r.repeat, m.method, m.experts,
-                       m.total_params, m.active_params, m.loss, m.ppl, m.exact,
-                       m.exact_heldout ? fmt::format("{:.6f}", *m.exact_heldout) : "", m.seconds);
+    out += fmt::format("{},{},{},{},{},{},{:.6f},{:.6f},{:.6f},{:.1f}", r.data, r.repeat, m.method, m.experts,
+                       m.total_params, m.active_params, m.loss, m.ppl, m.exact, m.seconds);
+    for (const auto& h : sets) out += m.heldout_exact.count(h) ? fmt::format(",{:.6f}", m.heldout_exact.at(h)) : ",";
+    out += "\n";
   }
   return out;
 }

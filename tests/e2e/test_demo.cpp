@@ -49,8 +49,9 @@ TEST_CASE("demo: data, a dense run with checkpoints, three methods, evaluations 
 
   const auto csv = lines(read_file(out / "metrics.csv"));
   REQUIRE(csv.size() == 4);
-  CHECK(csv[0].rfind("method,experts,total_params,active_params,eval_loss,eval_ppl,exact,exact_heldout,seconds", 0) == 0);
-  const double heldout = json::parse(read_file(out / "sparse" / "eval-heldout-exact.json"))["acc"];
+  CHECK(csv[0].rfind("method,experts,total_params,active_params,eval_loss,eval_ppl,exact,seconds,"
+                     "exact_heldout_phrasings,exact_heldout_tasks,", 0) == 0);
+  const double heldout = json::parse(read_file(out / "sparse" / "eval-heldout-tasks.json"))["acc"];
   CHECK(csv[2].find(fmt::format(",{:.6f},", heldout)) != std::string::npos);
   CHECK(csv[1].rfind("dense,1,", 0) == 0);
   CHECK(csv[3].rfind("upit,4,", 0) == 0);
