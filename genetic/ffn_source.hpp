@@ -21,6 +21,7 @@ class FfnSource {
   size_t size() const { return checkpoints_.size(); }
   int layers() const { return int(checkpoints_[0]->config().num_hidden_layers); }
   bool has_base() const { return base_ != nullptr; }
+  const Checkpoint* base_checkpoint() const { return base_; }  // null when the base is the mean
   const Checkpoint& checkpoint(size_t k) const { return *checkpoints_[k]; }
 
   std::vector<float> load(size_t k, int layer, Role role) const;  // checkpoint k's tensor

@@ -40,14 +40,16 @@ void for_chunks(size_t n, F&& f) {
 // draw without stepping a stream. (In effect p is rounded up to a multiple of 2⁻³².)
 class DropMask {
  public:
-  DropMask(uint64_t seed, std::string_view key, size_t k, double p);
-  // mask[j] = all ones if element lo + j survives, else 0 (to AND with its bits), for j < len
-  // rounded up to even (mask has room for that); lo is even.
+  // For a part of the tensor starting at its element `first` (even): lo below counts from there.
+  DropMask(uint64_t seed, std::string_view key, size_t k, double p, uint64_t first = 0);
+  // mask[j] = all ones if element first + lo + j survives, else 0 (to AND with its bits), for
+  // j < len rounded up to even (mask has room for that); lo is even.
   void fill(size_t lo, size_t len, uint32_t* mask) const;
 
  private:
   uint64_t state_;
-  uint64_t cut_;  // u < p ⟺ 32 bits < ceil(p·2³²)
+  uint64_t cut_;    // u < p ⟺ 32 bits < ceil(p·2³²)
+  uint64_t first_;  // even
 };
 
 // v where mask is all ones, +0 where it is 0: a select on bits, which vectorises where a float

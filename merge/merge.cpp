@@ -21,7 +21,8 @@ constexpr NamedMethod kMethods[] = {{Method::Linear, "linear"}, {Method::TaskAri
 
 // Everything merge_tensor promises to reject; returns the weights (all 1 when none are given).
 std::vector<double> checked_weights(std::span<float> out, std::span<const std::span<const float>> inputs,
-                                    std::span<const float> base, const Options& o, std::string_view key) {
+                                    std::span<const float> base, const Options& o, std::string_view key,
+                                    uint64_t first) {
   auto fail = [&](const std::string& what) {
     throw std::invalid_argument("merge " + std::string(method_name(o.method)) + " of '" + std::string(key) +
                                 "': " + what);
@@ -48,6 +49,8 @@ std::vector<double> checked_weights(std::span<float> out, std::span<const std::s
   if ((o.method == Method::Dare || o.method == Method::DareTies) && !(o.drop_rate >= 0 && o.drop_rate < 1))
     fail("drop_rate " + std::to_string(o.drop_rate) + " is outside [0, 1)");
   if (needs_base(o.method) && !std::isfinite(o.lambda)) fail("lambda is not finite");
+  if (first != 0 && !merges_by_element(o.method)) fail("merges whole tensors only, not a part from element " + std::to_string(first));
+  if (first % 2 != 0) fail("a part must start at an even element, not " + std::to_string(first));
   return w;
 }
 
@@ -57,9 +60,9 @@ std::vector<float> scaled(const std::vector<double>& w, double factor) {
   return out;
 }
 
-std::vector<detail::DropMask> drop_masks(size_t count, const Options& o, std::string_view key) {
+std::vector<detail::DropMask> drop_masks(size_t count, const Options& o, std::string_view key, uint64_t first) {
   std::vector<detail::DropMask> masks;
-  for (size_t k = 0; k < count; ++k) masks.emplace_back(o.seed, key, k, o.drop_rate);
+  for (size_t k = 0; k < count; ++k) masks.emplace_back(o.seed, key, k, o.drop_rate, first);
   return masks;
 }
 
@@ -79,9 +82,11 @@ const char* method_name(Method m) {
 
 bool needs_base(Method m) { return m != Method::Linear && m != Method::Slerp; }
 
+bool merges_by_element(Method m) { return m != Method::Ties && m != Method::Slerp; }
+
 void merge_tensor(std::span<float> out, std::span<const std::span<const float>> inputs, std::span<const float> base,
-                  const Options& opts, std::string_view key) {
-  const std::vector<double> w = checked_weights(out, inputs, base, opts, key);
+                  const Options& opts, std::string_view key, uint64_t first) {
+  const std::vector<double> w = checked_weights(out, inputs, base, opts, key, first);
   switch (opts.method) {
     case Method::Linear:
       return detail::weighted_mean(out, inputs, scaled(w, 1 / std::accumulate(w.begin(), w.end(), 0.0)));
@@ -89,7 +94,7 @@ void merge_tensor(std::span<float> out, std::span<const std::span<const float>> 
       return detail::delta_sum(out, inputs, base, scaled(w, opts.lambda), {});
     case Method::Dare:
       return detail::delta_sum(out, inputs, base, scaled(w, opts.lambda / (1 - opts.drop_rate)),
-                               drop_masks(inputs.size(), opts, key));
+                               drop_masks(inputs.size(), opts, key, first));
     case Method::Ties: {
       const auto keep = size_t(std::llround(opts.density * double(out.size())));
       return detail::sign_elect(out, inputs, base, scaled(w, 1), float(opts.lambda), 1.0f,
@@ -97,7 +102,7 @@ void merge_tensor(std::span<float> out, std::span<const std::span<const float>> 
     }
     case Method::DareTies:
       return detail::sign_elect(out, inputs, base, scaled(w, 1), float(opts.lambda), float(1 / (1 - opts.drop_rate)),
-                                {}, drop_masks(inputs.size(), opts, key));
+                                {}, drop_masks(inputs.size(), opts, key, first));
     case Method::Slerp:
       return detail::slerp(out, inputs[0], inputs[1], w[1] / (w[0] + w[1]));
   }

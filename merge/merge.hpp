@@ -36,6 +36,10 @@ enum class Method { Linear, TaskArithmetic, Ties, Dare, DareTies, Slerp };
 std::optional<Method> parse_method(std::string_view name);
 const char* method_name(Method m);
 bool needs_base(Method m);  // task_arithmetic, ties, dare, dare_ties
+// Whether each output element depends on the same element of the inputs alone (linear,
+// task_arithmetic, dare, dare_ties), so a tensor can be merged a part at a time; ties (its trim
+// ranks the whole tensor) and slerp (its angle) cannot.
+bool merges_by_element(Method m);
 
 struct Options {
   Method method = Method::Linear;
@@ -53,8 +57,10 @@ struct Options {
 // std::invalid_argument for no inputs, mismatched lengths, a missing base, slerp with other than
 // two inputs, weights of the wrong count, not finite or summing to 0 (linear, slerp), or the
 // options a method uses out of range (ties: density in (0, 1]; dare, dare_ties: drop_rate in
-// [0, 1); the delta methods: lambda finite).
+// [0, 1); the delta methods: lambda finite), or a part (`first`) it cannot merge.
+// `first` > 0: the spans are elements [first, first + out.size()) of the tensor (first even, a
+// method that merges_by_element), merged exactly as those elements of the whole tensor are.
 void merge_tensor(std::span<float> out, std::span<const std::span<const float>> inputs, std::span<const float> base,
-                  const Options& opts, std::string_view key);
+                  const Options& opts, std::string_view key, uint64_t first = 0);
 
 }  // namespace upcycle::merge

@@ -7,9 +7,10 @@
 
 namespace upcycle::merge::detail {
 
-DropMask::DropMask(uint64_t seed, std::string_view key, size_t k, double p)
+DropMask::DropMask(uint64_t seed, std::string_view key, size_t k, double p, uint64_t first)
     : state_(Rng::stream(seed, std::string(key) + "/input " + std::to_string(k)).next()),
-      cut_(uint64_t(std::ceil(p * 0x1p32))) {}
+      cut_(uint64_t(std::ceil(p * 0x1p32))),
+      first_(first) {}
 
 // With GCC on x86-64, a second build of this loop for CPUs with AVX-512, picked at load time:
 // its 64-bit vector multiplies make the hashing about 1.7x faster (DARE on 2 x 16M floats, one
@@ -19,7 +20,7 @@ __attribute__((target_clones("arch=x86-64-v4", "default")))
 #endif
 void DropMask::fill(size_t lo, size_t len, uint32_t* mask) const {
   // One draw makes two elements' 32-bit uniforms.
-  const uint64_t first = lo / 2;  // lo is even: chunks start at multiples of kChunk
+  const uint64_t first = (first_ + lo) / 2;  // both even: parts and chunks start at even elements
   for (size_t j = 0; j < (len + 1) / 2; ++j) {
     const uint64_t z = Rng(state_ + (first + j) * 0x9e3779b97f4a7c15ull).next();
     mask[2 * j] = -uint32_t((z & 0xffffffffu) >= cut_);

@@ -119,30 +119,42 @@ class Assembler {
   Tensor merged(const TensorInfo& info) {
     std::vector<Tensor> in;
     for (size_t k = 0; k < source_.size(); ++k) in.push_back(source_.checkpoint(k).load(info.name));
+    const merge::Options& o = opts_.shared_merge;
+    const bool with_base = merge::needs_base(o.method);
+    if (with_base && source_.has_base()) in.push_back(source_.base_checkpoint()->load(info.name));  // last
     const bool quantized = std::any_of(in.begin(), in.end(), [](const Tensor& t) { return is_quantized(t.dtype()); });
-    const uint64_t n = in[0].numel();
-    merged_.resize(n);
-    if (opts_.shared_merge.method != merge::Method::Linear || quantized) {
+    merged_.resize(in[0].numel());
+    if (!merge::merges_by_element(o.method) || quantized) {
       merge_whole(info.name);
-    } else {
-      // A weighted mean is element by element: the inputs converted a block at a time, so an
-      // embedding of hundreds of MB is never held K times in f32.
-      constexpr uint64_t kBlock = uint64_t(1) << 22;  // elements: 16 MB of f32 per input
-      inputs_.resize(in.size());
-      for (uint64_t lo = 0; lo < n; lo += kBlock) {
-        const uint64_t len = std::min(kBlock, n - lo);
-        for (size_t k = 0; k < in.size(); ++k) {
-          inputs_[k].resize(len);
-          in[k].to_f32_range(lo, inputs_[k]);
-        }
-        const std::vector<std::span<const float>> spans(inputs_.begin(), inputs_.end());
-        merge::merge_tensor(std::span(merged_).subspan(lo, len), spans, {}, opts_.shared_merge, info.name);
+      return view(info, merged_);
+    }
+    // Element by element: the inputs converted a block at a time, so an embedding of hundreds of
+    // MB is never held K times in f32.
+    const uint64_t block = opts_.block_elements;  // 16 MB of f32 per input by default
+    const size_t k_inputs = source_.size();
+    inputs_.resize(in.size());
+    for (uint64_t lo = 0; lo < merged_.size(); lo += block) {
+      const uint64_t len = std::min<uint64_t>(block, merged_.size() - lo);
+      for (size_t k = 0; k < in.size(); ++k) {
+        inputs_[k].resize(len);
+        in[k].to_f32_range(lo, inputs_[k]);
       }
+      const std::vector<std::span<const float>> spans(inputs_.begin(), inputs_.begin() + ptrdiff_t(k_inputs));
+      std::vector<float> mean;
+      if (with_base && !source_.has_base()) {
+        std::vector<const std::vector<float>*> all;
+        for (size_t k = 0; k < k_inputs; ++k) all.push_back(&inputs_[k]);
+        mean = FfnSource::mean(all);
+      }
+      const std::span<const float> base = !with_base ? std::span<const float>()
+                                          : source_.has_base() ? std::span<const float>(inputs_.back())
+                                                               : std::span<const float>(mean);
+      merge::merge_tensor(std::span(merged_).subspan(lo, len), spans, base, o, info.name, lo);
     }
     return view(info, merged_);
   }
 
-  // Methods that need the whole tensor (TIES' trim, SLERP's angle, DARE's masks by index) or a base.
+  // Methods that need the whole tensor (TIES' trim, SLERP's angle), and quantized inputs.
   void merge_whole(const std::string& name) {
     inputs_.resize(source_.size());
     for (size_t k = 0; k < source_.size(); ++k) source_.load_into(k, name, inputs_[k]);

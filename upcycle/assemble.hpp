@@ -21,6 +21,7 @@ struct AssemblyOptions {
   merge::Options shared_merge;              // merge them (default: the mean)
   merge::Options child_merge{merge::Method::Dare};  // how the pool's children were made
   uint64_t seed = 0;                        // the random router's
+  uint64_t block_elements = uint64_t(1) << 22;  // element-wise shared merges go this many at a time (even)
   // Router rows per layer [E·H], when given; else normal(0, 0.02) from the seed.
   std::vector<std::vector<float>> routers;
 };

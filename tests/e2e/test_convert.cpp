@@ -8,7 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include "core/writer.hpp"
+#include "genetic/ffn_source.hpp"
 #include "merge/merge.hpp"
+#include "upcycle/assemble.hpp"
 #include "tests/common/fixtures.hpp"
 #include "trainer/model.hpp"
 
@@ -139,6 +141,36 @@ TEST_CASE("convert: every child is its recipe's DARE merge of its parents as wri
       }
   }
   REQUIRE(grandchild);
+}
+
+// The shared weights are merged a block at a time: with blocks of a few elements, DARE (masks by
+// element index, base = the checkpoints' mean) gives the bits of one merge of the whole tensors.
+TEST_CASE("convert: shared weights merged block by block equal the whole-tensor merge") {
+  ScratchDir dir;
+  std::vector<std::unique_ptr<Checkpoint>> src;
+  std::vector<const Checkpoint*> ptrs;
+  for (int k = 0; k < 3; ++k) {
+    src.push_back(open_checkpoint(dense(dir, "c" + std::to_string(k), uint64_t(30 + k))));
+    ptrs.push_back(src.back().get());
+  }
+  const genetic::FfnSource source(ptrs, nullptr);
+  AssemblyOptions o;
+  o.shared_merge = {merge::Method::Dare};
+  o.shared_merge.seed = 5;
+  o.block_elements = 6;  // tensors of hundreds of elements: many blocks and a ragged last one
+  const genetic::Pool pool = {{0}, {1}, {2}};
+  const auto moe = assemble_moe(source, pool, o);
+  for (int l = 0; l < 2; ++l) {
+    const std::string name = tensor_name({Role::Q, l}, Scheme::HF);
+    std::vector<std::vector<float>> in;
+    for (const auto& c : src) in.push_back(tensor(*c, name));
+    const std::vector<float> base = genetic::FfnSource::mean({&in[0], &in[1], &in[2]});
+    const std::span<const float> spans[] = {in[0], in[1], in[2]};
+    std::vector<float> whole(in[0].size());
+    merge::merge_tensor(whole, spans, base, o.shared_merge, name);
+    CHECK(tensor(*moe, name) == whole);
+    CHECK(whole != in[0]);
+  }
 }
 
 TEST_CASE("convert: BTX, drop-upcycling and misuse") {
