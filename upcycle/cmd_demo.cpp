@@ -76,6 +76,9 @@ int cmd_demo(const Args& args) {
     throw UsageError("--dense-steps must be positive and --checkpoints in [1, dense steps]");
   if ((*vm)["base-steps"].as<int64_t>() < 0) throw UsageError("--base-steps must not be negative");
   if ((*vm)["steps"].as<int64_t>() < 1) throw UsageError("--steps must be positive");
+  const int experts = (*vm)["experts"].as<int>(), top_k = (*vm)["top-k"].as<int>();
+  if (experts < 1 || experts > 256 || top_k < 1 || top_k > experts)  // checked before hours of work, not after
+    throw UsageError("--experts must lie in [1, 256] and --top-k in [1, experts]");
   if (vm->count("overwrite")) fs::remove_all(out);
   fs::create_directories(out / "data");
   const auto start = std::chrono::steady_clock::now();
@@ -92,8 +95,8 @@ int cmd_demo(const Args& args) {
   o.dense_dir = out / "dense-run";
   o.out = out;
   o.methods = {"dense", "sparse", "upit"};
-  o.experts = (*vm)["experts"].as<int>();
-  o.top_k = (*vm)["top-k"].as<int>();
+  o.experts = experts;
+  o.top_k = top_k;
   o.seed = seed;
   const int64_t batch = (*vm)["batch-tokens"].as<int64_t>();
   const int64_t base_steps = (*vm)["base-steps"].as<int64_t>();

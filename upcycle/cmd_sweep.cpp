@@ -1,5 +1,6 @@
 // `upcycle sweep`: experiments over a grid of expert counts, training-data sizes and methods,
 // each cell through the demo's pipeline, resumable, with sweep.csv, plots and a report.
+#include <algorithm>
 #include <chrono>
 #include <sstream>
 
@@ -115,6 +116,10 @@ int cmd_sweep(const Args& args) {
   const auto methods = method_list((*vm)["methods"].as<std::string>());
   const int repeats = (*vm)["repeats"].as<int>();
   if (repeats < 1) throw UsageError("--repeats must be positive");
+  const int top_k = (*vm)["top-k"].as<int>();
+  if (top_k < 1 || top_k > *std::min_element(experts.begin(), experts.end()) ||
+      *std::max_element(experts.begin(), experts.end()) > 256)
+    throw UsageError("--top-k must lie in [1, the smallest of --experts] and --experts in [1, 256]");
   if ((*vm)["dense-epochs"].as<double>() <= 0 || (*vm)["epochs"].as<double>() <= 0) throw UsageError("--dense-epochs and --epochs must be positive");
   const fs::path out = (*vm)["out"].as<std::string>();
   const uint64_t seed = (*vm)["seed"].as<uint64_t>();
@@ -142,7 +147,7 @@ int cmd_sweep(const Args& args) {
     o.out = c.method == "dense" ? base : base / fmt::format("e{}", c.experts);
     o.methods = {c.method};
     o.experts = c.experts;
-    o.top_k = (*vm)["top-k"].as<int>();
+    o.top_k = top_k;
     o.seed = s;
     if (base_steps > 0) {
       o.base_dir = out / fmt::format("base-r{}", c.repeat);

@@ -70,6 +70,12 @@ TEST_CASE("demo: data, a dense run with checkpoints, three methods, evaluations 
   CHECK(fs::last_write_time(out / "upit" / "tuned" / "final" / "model.safetensors") == tuned);
   CHECK(r.err.find("is done, skipped") != std::string::npos);
   CHECK(lines(read_file(out / "metrics.csv")) == csv);
+
+  for (const char* bad : {"--experts 0", "--top-k 3 --experts 2", "--steps 0", "--checkpoints 9 --dense-steps 4"}) {
+    r = run_upcycle("demo --out '" + (dir / "bad").string() + "' " + bad);
+    CHECK_MESSAGE(r.code == 1, bad);
+    CHECK_MESSAGE(!fs::exists(dir / "bad" / "data"), bad);  // refused before any work
+  }
 }
 
 TEST_CASE("sweep: a grid of data sizes and methods, sweep.csv and plots; misuse is named") {
@@ -97,7 +103,8 @@ TEST_CASE("sweep: a grid of data sizes and methods, sweep.csv and plots; misuse 
   CHECK(r.err.find("saved") == std::string::npos);
   CHECK(lines(read_file(out / "sweep.csv")) == csv);
 
-  for (const char* bad : {"--experts 0", "--experts 2,x", "--data ''", "--methods dense,moe", "--repeats 0"}) {
+  for (const char* bad : {"--experts 0", "--experts 2,x", "--data ''", "--methods dense,moe", "--repeats 0",
+                          "--experts 1,4 --top-k 2"}) {
     r = run_upcycle("sweep --out '" + (dir / "bad").string() + "' " + bad);
     CHECK_MESSAGE(r.code == 1, bad);
     CHECK_MESSAGE(r.err.find("--") != std::string::npos, r.err);
