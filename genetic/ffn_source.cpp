@@ -1,5 +1,7 @@
 #include "genetic/ffn_source.hpp"
 
+#include <stdexcept>
+
 #include "core/error.hpp"
 
 namespace upcycle::genetic {
@@ -35,25 +37,13 @@ FfnSource::FfnSource(std::vector<const Checkpoint*> checkpoints, const Checkpoin
 
 std::string FfnSource::key(int layer, Role role) { return tensor_name({role, layer}, Scheme::HF); }
 
-std::vector<float> FfnSource::load(size_t k, int layer, Role role) const { return load(k, key(layer, role)); }
-
-std::vector<float> FfnSource::base(int layer, Role role) const { return base(key(layer, role)); }
-
-std::vector<float> FfnSource::load(size_t k, const std::string& name) const {
-  return checkpoints_.at(k)->load(name).to_f32_vector();
+std::vector<float> FfnSource::load(size_t k, int layer, Role role) const {
+  return checkpoints_.at(k)->load(key(layer, role)).to_f32_vector();
 }
 
-void FfnSource::load_into(size_t k, const std::string& name, std::vector<float>& out) const {
-  checkpoints_.at(k)->load(name).to_f32_into(out);
-}
-
-std::vector<float> FfnSource::base(const std::string& name) const {
-  if (base_) return base_->load(name).to_f32_vector();
-  std::vector<std::vector<float>> all;
-  std::vector<const std::vector<float>*> ptrs;
-  for (size_t k = 0; k < size(); ++k) all.push_back(load(k, name));
-  for (const auto& x : all) ptrs.push_back(&x);
-  return mean(ptrs);
+std::vector<float> FfnSource::base(int layer, Role role) const {
+  if (!base_) throw std::logic_error("FfnSource::base: no base model (the base is the checkpoints' mean)");
+  return base_->load(key(layer, role)).to_f32_vector();
 }
 
 std::vector<float> FfnSource::mean(const std::vector<const std::vector<float>*>& tensors) {

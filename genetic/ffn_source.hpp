@@ -25,11 +25,7 @@ class FfnSource {
   const Checkpoint& checkpoint(size_t k) const { return *checkpoints_[k]; }
 
   std::vector<float> load(size_t k, int layer, Role role) const;  // checkpoint k's tensor
-  std::vector<float> base(int layer, Role role) const;
-  // Any tensor by its Hugging Face name (the shared weights of an assembled MoE).
-  std::vector<float> load(size_t k, const std::string& name) const;
-  void load_into(size_t k, const std::string& name, std::vector<float>& out) const;  // reuses out's capacity
-  std::vector<float> base(const std::string& name) const;
+  std::vector<float> base(int layer, Role role) const;            // the base model's (has_base() only)
   // The element-wise mean, summed in double in the tensors' order.
   static std::vector<float> mean(const std::vector<const std::vector<float>*>& tensors);
   // The tensor's name: the key of its random streams.

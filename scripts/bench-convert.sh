@@ -47,10 +47,6 @@ log() { printf 'bench-convert: %s\n' "$*" >&2; }
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-abspath() {
-  if [[ $1 == /* ]]; then printf '%s\n' "$1"; else printf '%s/%s\n' "$PWD" "$1"; fi
-}
-
 dir="$UPCYCLE_ROOT/runs/bench-convert"
 preset=llama-1b
 dtype=bf16
@@ -62,13 +58,13 @@ keep=0
 repeat=1
 while (($#)); do
   case "$1" in
-    --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; dir=$(abspath "$2"); shift 2 ;;
+    --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; dir=$(upcycle_abspath "$2"); shift 2 ;;
     --preset) [[ $# -ge 2 ]] || die "--preset needs a value"; preset=$2; shift 2 ;;
     --dtype) [[ $# -ge 2 && $2 =~ ^(f32|bf16|f16)$ ]] || die "--dtype needs f32, bf16 or f16"; dtype=$2; shift 2 ;;
     --experts) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || die "--experts needs a number >= 1"; experts=$2; shift 2 ;;
     --method) [[ $# -ge 2 && $2 =~ ^(both|upit|btx)$ ]] || die "--method needs both, upit or btx"; method=$2; shift 2 ;;
     --mergekit) [[ $# -ge 2 ]] || die "--mergekit needs a python"; mergekit=$2; shift 2 ;;
-    --json) [[ $# -ge 2 ]] || die "--json needs a value"; json=$(abspath "$2"); shift 2 ;;
+    --json) [[ $# -ge 2 ]] || die "--json needs a value"; json=$(upcycle_abspath "$2"); shift 2 ;;
     --keep) keep=1; shift ;;
     --repeat) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || die "--repeat needs a number >= 1"; repeat=$2; shift 2 ;;
     -h|--help) upcycle_help "$0"; exit 0 ;;
@@ -77,19 +73,8 @@ while (($#)); do
 done
 cd "$UPCYCLE_ROOT"
 
-if [[ -n ${UPCYCLE_BIN:-} ]]; then
-  bin=$(abspath "$UPCYCLE_BIN")
-else
-  upcycle_build
-  bin=$(upcycle_binary)
-fi
-[[ -x $bin ]] || die "no upcycle binary at $bin"
-if [[ ! -x /usr/bin/time ]]; then
-  log "/usr/bin/time is missing: installing the Debian package 'time'"
-  if [[ $(id -u) == 0 ]]; then apt-get install -y -qq time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
-  else sudo apt-get install -y -qq time >/dev/null || { sudo apt-get update -qq && sudo apt-get install -y -qq time >/dev/null; }; fi
-  [[ -x /usr/bin/time ]] || die "could not install /usr/bin/time (Debian package 'time')"
-fi
+upcycle_bench_binary
+[[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (Debian package 'time'; scripts/deps.sh installs it)"
 "$bin" convert --help >/dev/null 2>&1 || die "this upcycle has no 'convert' command yet ($bin)"
 
 mergekit_moe=""

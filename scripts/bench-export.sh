@@ -29,10 +29,6 @@ log() { printf 'bench-export: %s\n' "$*" >&2; }
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-abspath() {
-  if [[ $1 == /* ]]; then printf '%s\n' "$1"; else printf '%s/%s\n' "$PWD" "$1"; fi
-}
-
 dir="$UPCYCLE_ROOT/runs/bench-export"
 json=""
 keep=0
@@ -40,8 +36,8 @@ seed=0
 repeat=3
 while (($#)); do
   case "$1" in
-    --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; dir=$(abspath "$2"); shift 2 ;;
-    --json) [[ $# -ge 2 ]] || die "--json needs a value"; json=$(abspath "$2"); shift 2 ;;
+    --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; dir=$(upcycle_abspath "$2"); shift 2 ;;
+    --json) [[ $# -ge 2 ]] || die "--json needs a value"; json=$(upcycle_abspath "$2"); shift 2 ;;
     --keep) keep=1; shift ;;
     --seed) [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || die "--seed needs a number"; seed=$2; shift 2 ;;
     --repeat) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || die "--repeat needs a number >= 1"; repeat=$2; shift 2 ;;
@@ -51,13 +47,7 @@ while (($#)); do
 done
 cd "$UPCYCLE_ROOT"
 
-if [[ -n ${UPCYCLE_BIN:-} ]]; then
-  bin=$(abspath "$UPCYCLE_BIN")
-else
-  upcycle_build
-  bin=$(upcycle_binary)
-fi
-[[ -x $bin ]] || die "no upcycle binary at $bin"
+upcycle_bench_binary
 [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (Debian package 'time'; scripts/deps.sh installs it)"
 "$bin" init --help >/dev/null 2>&1 || die "this upcycle has no 'init' command yet ($bin)"
 

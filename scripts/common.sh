@@ -27,6 +27,23 @@ upcycle_binary() {
   printf '%s/upcycle/upcycle\n' "$(upcycle_build_dir)"
 }
 
+# A path made absolute against the current folder.
+upcycle_abspath() {
+  if [[ $1 == /* ]]; then printf '%s\n' "$1"; else printf '%s/%s\n' "$PWD" "$1"; fi
+}
+
+# For the benchmarks: sets `bin` to $UPCYCLE_BIN (against the current folder) when given, else
+# builds and takes the build's binary; exits when it is not there.
+upcycle_bench_binary() {
+  if [[ -n ${UPCYCLE_BIN:-} ]]; then
+    bin=$(upcycle_abspath "$UPCYCLE_BIN")
+  else
+    upcycle_build
+    bin=$(upcycle_binary)
+  fi
+  [[ -x $bin ]] || { printf '%s: error: no upcycle binary at %s\n' "${0##*/}" "$bin" >&2; exit 1; }
+}
+
 # Installs what is missing, configures (again: cheap when nothing changed) and builds.
 upcycle_build() {
   local dir extra=()

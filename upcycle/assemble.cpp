@@ -123,21 +123,22 @@ class Assembler {
     const bool with_base = merge::needs_base(o.method);
     if (with_base && source_.has_base()) in.push_back(source_.base_checkpoint()->load(info.name));  // last
     const bool quantized = std::any_of(in.begin(), in.end(), [](const Tensor& t) { return is_quantized(t.dtype()); });
-    merged_.resize(in[0].numel());
-    if (!merge::merges_by_element(o.method) || quantized) {
-      merge_whole(info.name);
-      return view(info, merged_);
-    }
-    // Element by element: the inputs converted a block at a time, so an embedding of hundreds of
-    // MB is never held K times in f32.
-    const uint64_t block = opts_.block_elements;  // 16 MB of f32 per input by default
+    const uint64_t n = in[0].numel();
+    // Element-wise methods go a block at a time, so an embedding of hundreds of MB is never held
+    // K times in f32; TIES and SLERP need the whole tensor, and quantized inputs convert whole.
+    const uint64_t block = merge::merges_by_element(o.method) && !quantized ? opts_.block_elements : n;
     const size_t k_inputs = source_.size();
+    merged_.resize(n);
     inputs_.resize(in.size());
-    for (uint64_t lo = 0; lo < merged_.size(); lo += block) {
-      const uint64_t len = std::min<uint64_t>(block, merged_.size() - lo);
+    for (uint64_t lo = 0; lo < n; lo += block) {
+      const uint64_t len = std::min(block, n - lo);
       for (size_t k = 0; k < in.size(); ++k) {
-        inputs_[k].resize(len);
-        in[k].to_f32_range(lo, inputs_[k]);
+        if (len == n) {
+          in[k].to_f32_into(inputs_[k]);
+        } else {
+          inputs_[k].resize(len);
+          in[k].to_f32_range(lo, inputs_[k]);
+        }
       }
       const std::vector<std::span<const float>> spans(inputs_.begin(), inputs_.begin() + ptrdiff_t(k_inputs));
       std::vector<float> mean;
@@ -152,16 +153,6 @@ class Assembler {
       merge::merge_tensor(std::span(merged_).subspan(lo, len), spans, base, o, info.name, lo);
     }
     return view(info, merged_);
-  }
-
-  // Methods that need the whole tensor (TIES' trim, SLERP's angle), and quantized inputs.
-  void merge_whole(const std::string& name) {
-    inputs_.resize(source_.size());
-    for (size_t k = 0; k < source_.size(); ++k) source_.load_into(k, name, inputs_[k]);
-    const std::vector<std::span<const float>> spans(inputs_.begin(), inputs_.end());
-    std::vector<float> base;
-    if (merge::needs_base(opts_.shared_merge.method)) base = source_.base(name);
-    merge::merge_tensor(merged_, spans, base, opts_.shared_merge, name);
   }
 
   const FfnSource& source_;

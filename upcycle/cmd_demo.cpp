@@ -10,6 +10,7 @@
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
 #include "upcycle/experiment.hpp"
+#include "upcycle/experiment_cli.hpp"
 #include "upcycle/pipeline.hpp"
 #include "upcycle/report.hpp"
 
@@ -52,63 +53,44 @@ int cmd_demo(const Args& args) {
       "afresh. The defaults take about 10 minutes on two cores.";
   spec.options.add_options()
       ("out", cli::po::value<std::string>()->default_value("runs/demo"), "output folder")
-      ("model", cli::po::value<std::string>(), "a dense model to start from (with a tokenizer) instead of a new one")
       ("experts", cli::po::value<int>()->default_value(8), "experts of the MoEs")
-      ("top-k", cli::po::value<int>()->default_value(2), "experts per token")
       ("train-samples", cli::po::value<int64_t>()->default_value(4000), "synthetic training samples")
-      ("test-samples", cli::po::value<int64_t>()->default_value(240), "synthetic test samples")
-      ("base-steps", cli::po::value<int64_t>()->default_value(800), "steps of the base tuning (0: none)")
       ("dense-steps", cli::po::value<int64_t>()->default_value(400), "steps of the dense run")
-      ("checkpoints", cli::po::value<int64_t>()->default_value(4), "checkpoints the dense run saves (UpIT's K)")
       ("steps", cli::po::value<int64_t>()->default_value(500), "steps of each method's tuning")
-      ("lr", cli::po::value<double>()->default_value(3e-3), "peak learning rate of the base tuning")
-      ("tune-lr", cli::po::value<double>()->default_value(1e-3), "peak learning rate of the dense run and of each method")
-      ("batch-tokens", cli::po::value<int64_t>()->default_value(2048), "tokens per step")
-      ("seed-samples", cli::po::value<int64_t>()->default_value(100), "UpIT's seed set: at least this many training samples")
-      ("seed", cli::po::value<uint64_t>()->default_value(0), "seed of the data, the model and every stage")
       ("overwrite", "remove DIR first");
+  add_experiment_options(spec.options);
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;
+  check_experiment_options(*vm);
   const fs::path out = (*vm)["out"].as<std::string>();
   const uint64_t seed = (*vm)["seed"].as<uint64_t>();
-  const int64_t dense_steps = (*vm)["dense-steps"].as<int64_t>(), checkpoints = (*vm)["checkpoints"].as<int64_t>();
-  if (dense_steps < 1 || checkpoints < 1 || checkpoints > dense_steps)
-    throw UsageError("--dense-steps must be positive and --checkpoints in [1, dense steps]");
-  if ((*vm)["base-steps"].as<int64_t>() < 0) throw UsageError("--base-steps must not be negative");
-  if ((*vm)["steps"].as<int64_t>() < 1) throw UsageError("--steps must be positive");
+  const int64_t dense_steps = (*vm)["dense-steps"].as<int64_t>(), steps = (*vm)["steps"].as<int64_t>();
+  if (dense_steps < (*vm)["checkpoints"].as<int64_t>()) throw UsageError("--dense-steps must be at least --checkpoints");
+  if (steps < 1) throw UsageError("--steps must be positive");
   const int experts = (*vm)["experts"].as<int>(), top_k = (*vm)["top-k"].as<int>();
-  if (experts < 1 || experts > 256 || top_k < 1 || top_k > experts)  // checked before hours of work, not after
+  if (experts < 1 || experts > 256 || top_k > experts)  // checked before hours of work, not after
     throw UsageError("--experts must lie in [1, 256] and --top-k in [1, experts]");
+  const int64_t train = (*vm)["train-samples"].as<int64_t>(), test = (*vm)["test-samples"].as<int64_t>();
+  if (train < 1) throw UsageError("--train-samples must be positive");
   if (vm->count("overwrite")) fs::remove_all(out);
   fs::create_directories(out / "data");
   const auto start = std::chrono::steady_clock::now();
 
-  const int64_t train = (*vm)["train-samples"].as<int64_t>(), test = (*vm)["test-samples"].as<int64_t>();
   ExperimentOptions o;
   o.train = out / "data" / "train.jsonl";
   o.test = out / "data" / "test.jsonl";
   synth_data(o.train, "train", train, seed);
   synth_data(o.test, "test", test, seed);
   o.heldout = synth_heldout_sets(out / "data", test, seed);
-  o.init = vm->count("model") ? fs::path((*vm)["model"].as<std::string>()) : out / "init";
-  if (!vm->count("model")) init_demo_model(o.init, seed);
+  o.init = initial_model(*vm, out / "init", seed);
   o.dense_dir = out / "dense-run";
   o.out = out;
   o.methods = {"dense", "sparse", "upit"};
   o.experts = experts;
   o.top_k = top_k;
   o.seed = seed;
-  const int64_t batch = (*vm)["batch-tokens"].as<int64_t>();
-  const int64_t base_steps = (*vm)["base-steps"].as<int64_t>();
-  const double tune_lr = (*vm)["tune-lr"].as<double>();
-  if (base_steps > 0) {
-    o.base_dir = out / "base";
-    o.base_tune = tune_options("steps", base_steps, (*vm)["lr"].as<double>(), base_steps / 10, batch);
-  }
-  o.dense_tune = tune_options("steps", dense_steps, tune_lr, 10, batch);
-  o.dense_tune["save_count"] = checkpoints;
-  o.tune = tune_options("steps", (*vm)["steps"].as<int64_t>(), tune_lr, 10, batch);
-  o.convert = {{"seed_min", (*vm)["seed-samples"].as<int64_t>()}};
+  set_experiment_tunings(*vm, "steps", dense_steps, steps, o);
+  if (!o.base_tune.is_null()) o.base_dir = out / "base";
   ExperimentReport report;
   report.title = "upcycle demo: UpIT against sparse upcycling and the dense model";
   report.results = run_experiment(o);

@@ -1,7 +1,6 @@
 // `upcycle sweep`: experiments over a grid of expert counts, training-data sizes and methods,
 // each cell through the demo's pipeline, resumable, with sweep.csv, plots and a report.
 #include <algorithm>
-#include <chrono>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -12,6 +11,7 @@
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
 #include "upcycle/experiment.hpp"
+#include "upcycle/experiment_cli.hpp"
 #include "upcycle/pipeline.hpp"
 #include "upcycle/sweep_report.hpp"
 
@@ -96,19 +96,10 @@ int cmd_sweep(const Args& args) {
       ("methods", cli::po::value<std::string>()->default_value("dense,sparse,upit"), "dense, sparse, upit, btx, drop")
       ("repeats", cli::po::value<int>()->default_value(1), "repeats of every cell with seeds seed, seed + 1, ...")
       ("out", cli::po::value<std::string>()->default_value("runs/sweep"), "output folder")
-      ("model", cli::po::value<std::string>(), "a dense model to start from instead of a new one per repeat")
-      ("top-k", cli::po::value<int>()->default_value(2), "experts per token")
-      ("test-samples", cli::po::value<int64_t>()->default_value(240), "synthetic test samples")
-      ("base-steps", cli::po::value<int64_t>()->default_value(800), "steps of a base tuning per repeat (0: none)")
-      ("base-samples", cli::po::value<int64_t>()->default_value(4000), "its own synthetic data (other samples than the cells')")
+      ("base-samples", cli::po::value<int64_t>()->default_value(4000), "the base tuning's own synthetic data (other samples than the cells')")
       ("dense-epochs", cli::po::value<double>()->default_value(3.0), "epochs of the dense run")
-      ("checkpoints", cli::po::value<int64_t>()->default_value(4), "checkpoints the dense run saves (UpIT's K)")
-      ("epochs", cli::po::value<double>()->default_value(3.0), "epochs of each method's tuning")
-      ("lr", cli::po::value<double>()->default_value(3e-3), "peak learning rate of the base tuning")
-      ("tune-lr", cli::po::value<double>()->default_value(1e-3), "peak learning rate of the dense run and of each method")
-      ("batch-tokens", cli::po::value<int64_t>()->default_value(2048), "tokens per step")
-      ("seed-samples", cli::po::value<int64_t>()->default_value(100), "UpIT's seed set: at least this many training samples")
-      ("seed", cli::po::value<uint64_t>()->default_value(0), "base seed");
+      ("epochs", cli::po::value<double>()->default_value(3.0), "epochs of each method's tuning");
+  add_experiment_options(spec.options);
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;
   const auto experts = int_list((*vm)["experts"].as<std::string>(), "experts");
@@ -116,15 +107,16 @@ int cmd_sweep(const Args& args) {
   const auto methods = method_list((*vm)["methods"].as<std::string>());
   const int repeats = (*vm)["repeats"].as<int>();
   if (repeats < 1) throw UsageError("--repeats must be positive");
+  check_experiment_options(*vm);
   const int top_k = (*vm)["top-k"].as<int>();
-  if (top_k < 1 || top_k > *std::min_element(experts.begin(), experts.end()) ||
+  if (top_k > *std::min_element(experts.begin(), experts.end()) ||
       *std::max_element(experts.begin(), experts.end()) > 256)
     throw UsageError("--top-k must lie in [1, the smallest of --experts] and --experts in [1, 256]");
   if ((*vm)["dense-epochs"].as<double>() <= 0 || (*vm)["epochs"].as<double>() <= 0) throw UsageError("--dense-epochs and --epochs must be positive");
   const fs::path out = (*vm)["out"].as<std::string>();
   const uint64_t seed = (*vm)["seed"].as<uint64_t>();
-  const int64_t batch = (*vm)["batch-tokens"].as<int64_t>(), base_steps = (*vm)["base-steps"].as<int64_t>();
-  if (base_steps < 0) throw UsageError("--base-steps must not be negative");
+  const int64_t base_steps = (*vm)["base-steps"].as<int64_t>();
+  if ((*vm)["base-samples"].as<int64_t>() < 1) throw UsageError("--base-samples must be positive");
 
   fs::create_directories(out);
   const fs::path test = out / "test.jsonl";
@@ -141,25 +133,19 @@ int cmd_sweep(const Args& args) {
     o.test = test;
     o.heldout = heldout;
     synth_data(o.train, "train", c.data, s);
-    o.init = vm->count("model") ? fs::path((*vm)["model"].as<std::string>()) : out / fmt::format("init-r{}", c.repeat);
-    if (!vm->count("model")) init_demo_model(o.init, s);
+    o.init = initial_model(*vm, out / fmt::format("init-r{}", c.repeat), s);
     o.dense_dir = base / "dense-run";
     o.out = c.method == "dense" ? base : base / fmt::format("e{}", c.experts);
     o.methods = {c.method};
     o.experts = c.experts;
     o.top_k = top_k;
     o.seed = s;
-    if (base_steps > 0) {
+    set_experiment_tunings(*vm, "epochs", (*vm)["dense-epochs"].as<double>(), (*vm)["epochs"].as<double>(), o);
+    if (!o.base_tune.is_null()) {
       o.base_dir = out / fmt::format("base-r{}", c.repeat);
       o.base_train = out / fmt::format("base-r{}.jsonl", c.repeat);
       synth_data(o.base_train, "train", (*vm)["base-samples"].as<int64_t>(), s + 1000);
-      o.base_tune = tune_options("steps", base_steps, (*vm)["lr"].as<double>(), base_steps / 10, batch);
     }
-    const double tune_lr = (*vm)["tune-lr"].as<double>();
-    o.dense_tune = tune_options("epochs", (*vm)["dense-epochs"].as<double>(), tune_lr, 10, batch);
-    o.dense_tune["save_count"] = (*vm)["checkpoints"].as<int64_t>();
-    o.tune = tune_options("epochs", (*vm)["epochs"].as<double>(), tune_lr, 10, batch);
-    o.convert = {{"seed_min", (*vm)["seed-samples"].as<int64_t>()}};
     spdlog::info("sweep cell {}/{}: {} samples, repeat {}, {}{}", rows.size() + 1, cells.size(), c.data, c.repeat, c.method,
                  c.method == "dense" ? "" : fmt::format(" with {} experts", c.experts));
     rows.push_back({c.data, c.repeat, run_experiment(o).at(0)});

@@ -62,17 +62,16 @@ void convert(const std::string& method, const fs::path& into, const ExperimentOp
   run_stage("convert " + method, cmd_convert, to_args(c, into, "convert"));
 }
 
-json evaluate(const fs::path& model, const fs::path& data, const std::string& metric, const fs::path& file,
+// `eval` into file, unless it is there.
+void evaluate(const fs::path& model, const fs::path& data, const std::string& metric, const fs::path& file,
               const ExperimentOptions& o) {
-  if (!fs::exists(file)) {
-    json e = o.eval;
-    e["model"] = model.string();
-    e["data"] = data.string();
-    e["metric"] = metric;
-    e["out"] = file.string();
-    run_stage("eval " + metric, cmd_eval, to_args(e, file, "eval"));
-  }
-  return read_json_file(file);
+  if (fs::exists(file)) return;
+  json e = o.eval;
+  e["model"] = model.string();
+  e["data"] = data.string();
+  e["metric"] = metric;
+  e["out"] = file.string();
+  run_stage("eval " + metric, cmd_eval, to_args(e, file, "eval"));
 }
 
 MethodResult run_method(const std::string& method, const ExperimentOptions& o) {
@@ -105,8 +104,9 @@ MethodResult run_method(const std::string& method, const ExperimentOptions& o) {
   r.exact_total = exact.at("total");
   const json tasks = exact.value("tasks", json::object());
   for (const auto& [task, t] : tasks.items()) r.exact_by_task[task] = t.at("acc");
-  r.total_params = int64_t(open_checkpoint(final_model)->parameter_count());
-  r.active_params = active_parameters(final_model);
+  const auto tuned_model = open_checkpoint(final_model);
+  r.total_params = int64_t(tuned_model->parameter_count());
+  r.active_params = active_parameters(*tuned_model);
   return r;
 }
 
@@ -132,10 +132,9 @@ double recorded_seconds(const fs::path& run_dir) {
   return fs::exists(file) ? read_json_file(file).value("seconds", 0.0) : 0.0;
 }
 
-int64_t active_parameters(const fs::path& model) {
-  const auto ckpt = open_checkpoint(model);
-  const ModelConfig& c = ckpt->config();
-  const auto total = int64_t(ckpt->parameter_count());
+int64_t active_parameters(const Checkpoint& model) {
+  const ModelConfig& c = model.config();
+  const auto total = int64_t(model.parameter_count());
   if (!c.is_moe()) return total;
   const int64_t per_expert = 3 * c.hidden_size * c.expert_intermediate_size();
   return total - c.num_hidden_layers * (c.num_local_experts - c.num_experts_per_tok) * per_expert;

@@ -16,6 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/checkpoint.hpp"
+
 namespace upcycle {
 
 inline constexpr int64_t kExperimentSeqLen = 256;  // the synthetic samples are under 100 bytes
@@ -75,6 +77,6 @@ std::vector<MethodResult> run_experiment(const ExperimentOptions& o);
 double recorded_seconds(const std::filesystem::path& run_dir);
 
 // Parameters an MoE uses per token: every parameter but the (E − k) unused experts' FFNs.
-int64_t active_parameters(const std::filesystem::path& model);
+int64_t active_parameters(const Checkpoint& model);
 
 }  // namespace upcycle
