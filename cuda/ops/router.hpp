@@ -1,0 +1,32 @@
+// The MoE router on the GPU (trainer/ops/router.hpp and router_losses.hpp): softmax, top-k and
+// renormalisation in one kernel, and the auxiliary losses. Logits, probabilities, weights and
+// their gradients are fp32 (the router's logits come out of the GEMM in fp32).
+#pragma once
+#include <cstdint>
+
+#include "cuda/runtime.hpp"
+
+namespace upcycle::cuda {
+
+// As ops::router_forward (ties: lower index first) and ops::router_backward (adds into d_logits).
+void router_forward(int32_t* idx, float* w, float* probs, const float* logits, int64_t N, int64_t E, int64_t k,
+                    cudaStream_t stream = nullptr);
+void router_backward(float* d_logits, const float* d_w, const float* w, const int32_t* idx, int64_t N, int64_t E,
+                     int64_t k, cudaStream_t stream = nullptr);
+
+// As the ops:: losses of the same names; the forwards wait for and return their value (summed
+// in double in a fixed order), the backwards add into d_logits. A target outside [-1, E) is
+// the caller's to check (the model checks them on the host).
+double load_balancing_loss_forward(const float* probs, const int32_t* idx, int64_t N, int64_t E, int64_t k,
+                                   double coef, cudaStream_t stream = nullptr);
+void load_balancing_loss_backward(float* d_logits, const float* probs, const int32_t* idx, int64_t N, int64_t E,
+                                  int64_t k, double coef, double d_loss, cudaStream_t stream = nullptr);
+double router_z_loss_forward(const float* logits, int64_t N, int64_t E, double coef, cudaStream_t stream = nullptr);
+void router_z_loss_backward(float* d_logits, const float* logits, int64_t N, int64_t E, double coef, double d_loss,
+                            cudaStream_t stream = nullptr);
+double router_bce_loss_forward(const float* logits, const int32_t* targets, int64_t N, int64_t E, double coef,
+                               cudaStream_t stream = nullptr);
+void router_bce_loss_backward(float* d_logits, const float* logits, const int32_t* targets, int64_t N, int64_t E,
+                              double coef, double d_loss, cudaStream_t stream = nullptr);
+
+}  // namespace upcycle::cuda

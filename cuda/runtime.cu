@@ -1,0 +1,60 @@
+#include "cuda/runtime.hpp"
+
+#include <stdexcept>
+
+namespace upcycle::cuda {
+
+bool available(std::string* reason) {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  std::string why;
+  if (status != cudaSuccess)
+    why = std::string("no usable CUDA device (") + cudaGetErrorString(status) + ")";
+  else if (count == 0)
+    why = "no CUDA device";
+  else {
+    cudaDeviceProp prop{};
+    UPCYCLE_CUDA(cudaGetDeviceProperties(&prop, 0));
+    if (prop.major < 8)
+      why = std::string(prop.name) + " has compute capability " + std::to_string(prop.major) + "." +
+            std::to_string(prop.minor) + "; the kernels need 8.0 (bf16) or newer";
+  }
+  cudaGetLastError();  // a failed query must not show up as the next launch's error
+  if (reason) *reason = why;
+  return why.empty();
+}
+
+void fail(const std::string& message, const char* call, const char* file, int line) {
+  throw std::runtime_error("CUDA error in " + std::string(call) + " at " + file + ":" + std::to_string(line) + ": " +
+                           message);
+}
+
+void check(cudaError_t status, const char* call, const char* file, int line) {
+  if (status != cudaSuccess) fail(cudaGetErrorString(status), call, file, line);
+}
+
+void check(cublasStatus_t status, const char* call, const char* file, int line) {
+  if (status != CUBLAS_STATUS_SUCCESS) fail(cublasGetStatusString(status), call, file, line);
+}
+
+namespace {
+
+struct BlasHandle {
+  BlasHandle() {
+    UPCYCLE_CUDA(cublasCreate(&handle));
+    // Deterministic: cuBLAS picks no split-K reductions with atomics when asked not to.
+    UPCYCLE_CUDA(cublasSetAtomicsMode(handle, CUBLAS_ATOMICS_NOT_ALLOWED));
+  }
+  ~BlasHandle() { cublasDestroy(handle); }
+  cublasHandle_t handle = nullptr;
+};
+
+}  // namespace
+
+cublasHandle_t blas(cudaStream_t stream) {
+  thread_local BlasHandle h;
+  UPCYCLE_CUDA(cublasSetStream(h.handle, stream));
+  return h.handle;
+}
+
+}  // namespace upcycle::cuda
