@@ -1,6 +1,7 @@
-// The transformer on the CPU: a checkpoint's weights and the forward and backward passes of the
-// Llama-family models (llama, mistral, qwen2, mixtral) over the reference ops in trainer/ops.
-// T is float for real work and double for the gradient checks.
+// The transformer: a checkpoint's weights and the forward and backward passes of the
+// Llama-family models (llama, mistral, qwen2, mixtral), written once over a backend of ops B:
+// CpuBackend<T> (trainer/ops; T is float for real work and double for the gradient checks) or
+// the GPU's (cuda/backend.hpp). Transformer<T> is the CPU model.
 // Shapes: N tokens (sequences packed back to back), H hidden, V vocabulary, nH / nKV heads of
 // width D, I the FFN (or each expert's) width, E experts of which k are chosen per token,
 // L layers.
@@ -9,42 +10,12 @@
 #include <filesystem>
 #include <vector>
 
-#include "core/checkpoint.hpp"
+#include "trainer/cpu_backend.hpp"
 #include "trainer/ops/attention.hpp"
 #include "trainer/ops/moe.hpp"
-#include "trainer/ops/rope.hpp"
+#include "trainer/weights.hpp"
 
 namespace upcycle {
-
-// One layer's weights, row major as nn.Linear stores them ([out, in]). The same structure
-// holds gradients and optimizer moments; there an empty buffer is a frozen tensor.
-template <class T>
-struct LayerWeights {
-  std::vector<T> attn_norm, ffn_norm;     // [H]
-  std::vector<T> q, k, v, o;              // [nH·D, H], [nKV·D, H], [nKV·D, H], [H, nH·D]
-  std::vector<T> q_bias, k_bias, v_bias;  // [nH·D], [nKV·D], [nKV·D]; empty without attention_bias
-  std::vector<T> gate, up, down;          // dense FFN: [I, H], [I, H], [H, I]; empty for MoE
-  std::vector<T> router;                  // [E, H]; empty for dense
-  std::vector<std::vector<T>> expert_gate, expert_up, expert_down;  // E × [I, H], [I, H], [H, I]
-};
-
-template <class T>
-struct Weights {
-  std::vector<T> embedding;  // [V, H]
-  std::vector<LayerWeights<T>> layers;
-  std::vector<T> final_norm;  // [H]
-  std::vector<T> lm_head;     // [V, H]; empty when tied to the embedding
-};
-
-// Every tensor of the checkpoint by role (per-expert or fused experts), converted to T.
-// InputError naming the file and tensor when one is missing or misshapen, or the model type is
-// not one the forward pass computes.
-template <class T>
-Weights<T> load_weights(const Checkpoint& ckpt);
-
-// config.json's rope_scaling: absent or "default", "linear", "llama3"; InputError naming
-// `source` for any other type (those change the attention itself).
-ops::RopeScaling rope_scaling(const ModelConfig& config, const std::filesystem::path& source);
 
 // Sequences packed into one row: sequence s is tokens [cu_seqlens[s], cu_seqlens[s+1]) and its
 // positions restart at 0.
@@ -55,25 +26,35 @@ struct Batch {
 };
 Batch pack(const std::vector<std::vector<int32_t>>& sequences);
 
-// What one layer's forward computed, kept for the backward.
-template <class T>
+// What one layer's forward computed, kept for the backward. A: activations, S: per-row
+// statistics and router values, I: int32, each in the backend's buffers.
+template <class B>
 struct LayerActivations {
-  std::vector<T> x;                    // [N, H]     the layer's input (the residual stream)
-  std::vector<T> attn_in, attn_rstd;   // [N, H], [N]  rmsnorm(x) and its 1/rms
-  std::vector<T> q, k, v;              // [N, nH·D], [N, nKV·D], [N, nKV·D]  q and k after rope
-  std::vector<T> attn, lse;            // [N, nH·D], [nH, N]
-  std::vector<T> h;                    // [N, H]     x + attn·oᵀ
-  std::vector<T> ffn_in, ffn_rstd;     // [N, H], [N]  rmsnorm(h) and its 1/rms
-  std::vector<T> gate, up, act;        // dense: [N, I] each
-  std::vector<T> router_logits, probs, w;  // MoE: [N, E], [N, E], [N, k]
-  std::vector<int32_t> idx;                // MoE: [N, k]
-  ops::MoeSaved<T> moe;
+  using A = typename B::template Vec<typename B::Act>;
+  using S = typename B::template Vec<typename B::Stat>;
+  A x;                     // [N, H]     the layer's input (the residual stream)
+  A attn_in;               // [N, H]     rmsnorm(x)
+  S attn_rstd;             // [N]        its 1/rms
+  A q, k, v;               // [N, nH·D], [N, nKV·D], [N, nKV·D]  q and k after rope
+  A attn;                  // [N, nH·D]
+  S lse;                   // [nH, N]
+  A h;                     // [N, H]     x + attn·oᵀ
+  A ffn_in;                // [N, H]     rmsnorm(h)
+  S ffn_rstd;              // [N]
+  A gate, up, act;         // dense: [N, I] each
+  S router_logits, probs, w;  // MoE: [N, E], [N, E], [N, k]
+  typename B::template Vec<int32_t> idx;  // MoE: [N, k]
+  typename B::MoeSaved moe;
 };
 
-template <class T>
+// The batch in the backend's memory, and every layer's activations.
+template <class B>
 struct Activations {
-  std::vector<LayerActivations<T>> layers;
-  std::vector<T> x, final_rstd, final_out;  // [N, H] last residual, [N], [N, H] its rmsnorm
+  typename B::template Vec<int32_t> ids, positions, cu_seqlens;  // [N], [N], [S+1]
+  int64_t max_seqlen = 0;
+  std::vector<LayerActivations<B>> layers;
+  typename B::template Vec<typename B::Act> x, final_out;  // [N, H] last residual and its rmsnorm
+  typename B::template Vec<typename B::Stat> final_rstd;   // [N]
 };
 
 // The training objective of one batch: ce_coef × next-token cross-entropy plus, for MoE, the
@@ -110,65 +91,83 @@ struct LossReport {
   double ce() const { return tokens ? ce_sum / double(tokens) : 0.0; }
 };
 
-template <class T>
-class Transformer {
+template <class B>
+class BasicTransformer {
  public:
-  explicit Transformer(const Checkpoint& ckpt);
-  Transformer(ModelConfig config, Weights<T> weights, const std::filesystem::path& source);
+  using Act = typename B::Act;    // activations and the weights the forward reads
+  using Stat = typename B::Stat;  // per-row statistics, router logits and weights
+  using Grad = typename B::Grad;  // weight gradients
+  template <class U>
+  using Vec = typename B::template Vec<U>;
+  using WeightSet = WeightsOf<Vec<Act>>;
+  using GradSet = WeightsOf<Vec<Grad>>;
+
+  explicit BasicTransformer(const Checkpoint& ckpt);
+  BasicTransformer(ModelConfig config, WeightSet weights, const std::filesystem::path& source);
 
   const ModelConfig& config() const { return config_; }
-  const Weights<T>& weights() const { return weights_; }
-  Weights<T>& weights() { return weights_; }
+  const WeightSet& weights() const { return weights_; }
+  WeightSet& weights() { return weights_; }
   // The LM head [V, H]: lm_head, or the embedding when tied.
-  const std::vector<T>& head() const { return weights_.lm_head.empty() ? weights_.embedding : weights_.lm_head; }
-  const ops::RopeTable<T>& rope() const { return rope_; }
+  const Vec<Act>& head() const { return weights_.lm_head.empty() ? weights_.embedding : weights_.lm_head; }
+  const typename B::Rope& rope() const { return rope_; }
 
   // logits [N, V]; std::invalid_argument when the batch's sizes disagree or an id or a
   // position is out of range.
-  std::vector<T> forward(const Batch& batch) const;
+  Vec<Act> forward(const Batch& batch) const;
 
   // Each layer's FFN input, rmsnorm(h) with h after attention: the router's input. [L][N, H]
-  std::vector<std::vector<T>> ffn_inputs(const Batch& batch) const;
+  std::vector<Vec<Act>> ffn_inputs(const Batch& batch) const;
 
   // The loss of the batch; targets[N] is the token each position predicts, ops::kIgnoreIndex
   // where nothing counts. The LM head and softmax run in chunks of rows: no [N, V] buffer.
   LossReport loss(const Batch& batch, const std::vector<int32_t>& targets, const LossOptions& opts = {}) const;
   // The same, and adds the gradients into `grads` (shaped like the weights; an empty tensor
   // is frozen and gets nothing).
-  LossReport loss_and_grad(const Batch& batch, const std::vector<int32_t>& targets, Weights<T>& grads,
+  LossReport loss_and_grad(const Batch& batch, const std::vector<int32_t>& targets, GradSet& grads,
                            const LossOptions& opts = {}) const;
 
  private:
+  using Acts = Activations<B>;
+  using LayerActs = LayerActivations<B>;
+  using Layer = LayerWeightsOf<Vec<Act>>;
+  using LayerGrads = LayerWeightsOf<Vec<Grad>>;
+
   // Everything up to the final norm; acts.final_out [N, H].
-  void forward_hidden(const Batch& batch, Activations<T>& acts) const;
-  void attention_block(const LayerWeights<T>& w, LayerActivations<T>& a, const Batch& batch) const;
-  std::vector<T> dense_ffn(const LayerWeights<T>& w, LayerActivations<T>& a) const;
-  std::vector<T> moe_ffn(const LayerWeights<T>& w, LayerActivations<T>& a) const;
+  void forward_hidden(const Batch& batch, Acts& acts) const;
+  void attention_block(const Layer& w, LayerActs& a, const Acts& acts) const;
+  Vec<Act> dense_ffn(const Layer& w, LayerActs& a) const;
+  Vec<Act> moe_ffn(const Layer& w, LayerActs& a) const;
+  // out[N,O] = in[N,I]·Wᵀ + bias
+  Vec<Act> linear(const Vec<Act>& in, const Vec<Act>& W, const Vec<Act>& bias, int64_t N, int64_t I, int64_t O) const;
+  // out[N,C] = rmsnorm(in[N,C]) ⊙ weight, rstd[N]
+  void rmsnorm(Vec<Act>& out, Vec<Stat>& rstd, const Vec<Act>& in, const Vec<Act>& weight, int64_t N) const;
   // The head and the cross-entropy, chunk by chunk; with d_hidden, also their backward:
   // d_hidden [N, H] receives the gradient of final_out and d_head the head's.
   // The gradient is that of ce_coef · ce_sum / normaliser.
-  void head_loss(const std::vector<T>& hidden, const std::vector<int32_t>& targets, int64_t normaliser,
-                 double ce_coef, LossReport& report, T* d_hidden, T* d_head) const;
+  void head_loss(const Vec<Act>& hidden, const std::vector<int32_t>& targets, int64_t normaliser, double ce_coef,
+                 LossReport& report, Act* d_hidden, Grad* d_head) const;
   // std::invalid_argument when opts asks for what the model or the batch cannot give.
   void check_loss_options(const Batch& batch, const LossOptions& opts) const;
   // The router losses over every layer's rows at once (transformers' convention); with
   // d_logits (one [N, E] per layer), adds their gradients there.
-  void router_losses(const Activations<T>& acts, const LossOptions& opts, LossReport& report,
-                     std::vector<std::vector<T>>* d_logits) const;
-  void backward(const Batch& batch, Activations<T>& acts, std::vector<T>& d_x,
-                std::vector<std::vector<T>>& d_router_logits, Weights<T>& grads) const;
-  void ffn_backward(const LayerWeights<T>& w, LayerActivations<T>& a, const std::vector<T>& d_out,
-                    std::vector<T>& d_h, std::vector<T>& d_router_logits, LayerWeights<T>& g) const;
-  void attention_backward(const LayerWeights<T>& w, const LayerActivations<T>& a, const Batch& batch,
-                          const std::vector<T>& d_out, std::vector<T>& d_x, LayerWeights<T>& g) const;
+  void router_losses(const Acts& acts, const LossOptions& opts, LossReport& report,
+                     std::vector<Vec<Stat>>* d_logits) const;
+  void backward(Acts& acts, Vec<Act>& d_x, std::vector<Vec<Stat>>& d_router_logits, GradSet& grads) const;
+  void ffn_backward(const Layer& w, LayerActs& a, const Vec<Act>& d_out, Vec<Act>& d_h, Vec<Stat>& d_router_logits,
+                    LayerGrads& g) const;
+  void attention_backward(const Layer& w, const LayerActs& a, const Acts& acts, const Vec<Act>& d_out,
+                          Vec<Act>& d_x, LayerGrads& g) const;
   ops::AttentionShape attention_shape(int64_t N) const;
   ops::MoeShape moe_shape(int64_t N) const;
 
   ModelConfig config_;
-  Weights<T> weights_;
-  ops::RopeTable<T> rope_;
+  WeightSet weights_;
+  typename B::Rope rope_;
 };
 
+template <class T>
+using Transformer = BasicTransformer<CpuBackend<T>>;
 using Model = Transformer<float>;
 
 }  // namespace upcycle

@@ -1,32 +1,21 @@
-// Small helpers the model's forward and backward share: ops over std::vector buffers, and the
-// per-expert pointer arrays the MoE op takes. Internal to trainer/.
+// Small helpers the model and the decoder share: null for an empty (frozen) buffer, host-vector
+// ops for the decoder, and the per-expert pointer arrays the MoE ops take. Internal to the
+// model's implementation (trainer/ and the GPU backend).
 #pragma once
 #include <cstdint>
 #include <vector>
 
-#include "trainer/model.hpp"
-#include "trainer/ops/matmul.hpp"
 #include "trainer/ops/moe.hpp"
 #include "trainer/ops/rmsnorm.hpp"
+#include "trainer/weights.hpp"
 
 namespace upcycle {
 
-template <class T>
-T* or_null(std::vector<T>& v) {
+// The buffer's data, or null when it is empty (a frozen tensor, an absent bias); any buffer
+// with data() and empty() (std::vector, the GPU's DeviceBuffer).
+template <class V>
+auto or_null(V& v) -> decltype(v.data()) {
   return v.empty() ? nullptr : v.data();
-}
-template <class T>
-const T* or_null(const std::vector<T>& v) {
-  return v.empty() ? nullptr : v.data();
-}
-
-// out[N,O] = in[N,I]·W[O,I]ᵀ + bias[O]
-template <class T>
-std::vector<T> linear(const std::vector<T>& in, const std::vector<T>& W, const std::vector<T>& bias, int64_t N,
-                      int64_t I, int64_t O) {
-  std::vector<T> out(size_t(N * O));
-  ops::matmul_forward(out.data(), in.data(), W.data(), or_null(bias), N, I, O);
-  return out;
 }
 
 // a += b, elementwise
@@ -44,11 +33,13 @@ void rmsnorm(std::vector<T>& out, std::vector<T>& rstd, const std::vector<T>& in
   ops::rmsnorm_forward(out.data(), rstd.data(), in.data(), weight.data(), N, C, eps);
 }
 
-// One layer's experts as the pointer arrays ops::moe_forward / moe_backward take.
+// One layer's experts as the pointer arrays ops::moe_forward / moe_backward take (host arrays
+// of the buffers' pointers, device pointers on the GPU).
 template <class T>
 class ExpertPointers {
  public:
-  explicit ExpertPointers(const LayerWeights<T>& w) {
+  template <class V>
+  explicit ExpertPointers(const LayerWeightsOf<V>& w) {
     for (size_t e = 0; e < w.expert_gate.size(); ++e) {
       gate_.push_back(w.expert_gate[e].data());
       up_.push_back(w.expert_up[e].data());
@@ -65,7 +56,8 @@ class ExpertPointers {
 template <class T>
 class ExpertGradPointers {
  public:
-  explicit ExpertGradPointers(LayerWeights<T>& g) {
+  template <class V>
+  explicit ExpertGradPointers(LayerWeightsOf<V>& g) {
     for (size_t e = 0; e < g.expert_gate.size(); ++e) {
       gate_.push_back(or_null(g.expert_gate[e]));
       up_.push_back(or_null(g.expert_up[e]));
