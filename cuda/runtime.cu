@@ -39,6 +39,33 @@ void check(cublasStatus_t status, const char* call, const char* file, int line) 
 
 namespace {
 
+// Keeps freed memory in the pool: by default the pool returns it to the driver at every
+// synchronisation, and the next step would pay for cudaMalloc again.
+void keep_pool_memory() {
+  int device = 0;
+  UPCYCLE_CUDA(cudaGetDevice(&device));
+  cudaMemPool_t pool;
+  UPCYCLE_CUDA(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t keep = UINT64_MAX;
+  UPCYCLE_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+}
+
+}  // namespace
+
+void* allocate(size_t bytes) {
+  static const bool configured = (keep_pool_memory(), true);
+  (void)configured;
+  void* ptr = nullptr;
+  UPCYCLE_CUDA(cudaMallocAsync(&ptr, bytes, nullptr));
+  return ptr;
+}
+
+void release(void* ptr) noexcept {
+  cudaFreeAsync(ptr, nullptr);  // no check: runs in destructors, also during unwinding
+}
+
+namespace {
+
 struct BlasHandle {
   BlasHandle() {
     UPCYCLE_CUDA(cublasCreate(&handle));

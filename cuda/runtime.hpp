@@ -35,16 +35,22 @@ cublasHandle_t blas(cudaStream_t stream);
 // Blocks of `threads` covering n items: ceil(n / threads), at least 1.
 inline unsigned blocks_for(int64_t n, int threads) { return unsigned(n > 0 ? (n + threads - 1) / threads : 1); }
 
-// An owning device allocation of n elements of T (cudaMalloc; no managed memory).
+// Stream-ordered device memory from the device's pool (cudaMallocAsync on the default stream):
+// no device-wide synchronisation per allocation, and freed blocks stay in the pool for the next
+// step's buffers rather than going back to the driver. Never managed memory.
+void* allocate(size_t bytes);
+void release(void* ptr) noexcept;
+
+// An owning device allocation of n elements of T, ordered on the default stream.
 template <class T>
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
   explicit DeviceBuffer(size_t n) { resize(n); }
-  ~DeviceBuffer() { release(); }
+  ~DeviceBuffer() { drop(); }
   DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), n_(o.n_) { o.ptr_ = nullptr, o.n_ = 0; }
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
-    if (this != &o) release(), ptr_ = o.ptr_, n_ = o.n_, o.ptr_ = nullptr, o.n_ = 0;
+    if (this != &o) drop(), ptr_ = o.ptr_, n_ = o.n_, o.ptr_ = nullptr, o.n_ = 0;
     return *this;
   }
   DeviceBuffer(const DeviceBuffer&) = delete;
@@ -53,8 +59,8 @@ class DeviceBuffer {
   // Contents are not kept across a resize to a different size.
   void resize(size_t n) {
     if (n == n_) return;
-    release();
-    if (n) UPCYCLE_CUDA(cudaMalloc(reinterpret_cast<void**>(&ptr_), n * sizeof(T)));
+    drop();
+    if (n) ptr_ = static_cast<T*>(allocate(n * sizeof(T)));
     n_ = n;
   }
   void zero(cudaStream_t s = nullptr) {
@@ -79,8 +85,8 @@ class DeviceBuffer {
   bool empty() const { return n_ == 0; }
 
  private:
-  void release() {
-    if (ptr_) cudaFree(ptr_);  // no check: may run in a destructor during unwinding
+  void drop() {
+    if (ptr_) cuda::release(ptr_);
     ptr_ = nullptr, n_ = 0;
   }
   T* ptr_ = nullptr;

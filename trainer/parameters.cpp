@@ -10,57 +10,9 @@ namespace upcycle {
 
 namespace {
 
-}  // namespace
-
-template <class T>
-std::vector<T>& tensor_slot(Weights<T>& w, const TensorId& id) {
-  switch (id.role) {
-    case Role::TokenEmbedding: return w.embedding;
-    case Role::FinalNorm: return w.final_norm;
-    case Role::LmHead: return w.lm_head;
-    default: break;
-  }
-  LayerWeights<T>& l = w.layers.at(size_t(id.layer));
-  switch (id.role) {
-    case Role::AttnNorm: return l.attn_norm;
-    case Role::Q: return l.q;
-    case Role::K: return l.k;
-    case Role::V: return l.v;
-    case Role::O: return l.o;
-    case Role::QBias: return l.q_bias;
-    case Role::KBias: return l.k_bias;
-    case Role::VBias: return l.v_bias;
-    case Role::FfnNorm: return l.ffn_norm;
-    case Role::Gate: return l.gate;
-    case Role::Up: return l.up;
-    case Role::Down: return l.down;
-    case Role::Router: return l.router;
-    case Role::ExpertGate: return l.expert_gate.at(size_t(id.expert));
-    case Role::ExpertUp: return l.expert_up.at(size_t(id.expert));
-    case Role::ExpertDown: return l.expert_down.at(size_t(id.expert));
-    default: throw std::logic_error("tensor_slot: role without a buffer of its own");
-  }
-}
-
-namespace {
-
 const char* const kPartNames[] = {"embeddings", "attention", "norms", "router", "experts"};
 
 }  // namespace
-
-template <class T>
-std::vector<Parameter<T>> parameters(Weights<T>& w, const ModelConfig& config) {
-  // Sized first: the pointers handed out must not move when a later tensor is added.
-  w.layers.resize(size_t(config.num_hidden_layers));
-  for (auto& l : w.layers)
-    for (auto* experts : {&l.expert_gate, &l.expert_up, &l.expert_down}) experts->resize(size_t(config.num_local_experts));
-  std::vector<Parameter<T>> out;
-  for (auto& e : expected_tensors(config, Scheme::HF)) {
-    std::vector<T>* values = &tensor_slot(w, e.id);
-    out.push_back({std::move(e), values});
-  }
-  return out;
-}
 
 Part part_of(Role role) {
   switch (role) {
@@ -149,12 +101,8 @@ std::unique_ptr<Checkpoint> as_checkpoint(Weights<T>& w, const ModelConfig& conf
                                               std::move(generated));
 }
 
-template std::vector<float>& tensor_slot(Weights<float>&, const TensorId&);
-template std::vector<double>& tensor_slot(Weights<double>&, const TensorId&);
 template void zero_fill(Weights<float>&, const ModelConfig&);
 template void zero_fill(Weights<double>&, const ModelConfig&);
-template std::vector<Parameter<float>> parameters(Weights<float>&, const ModelConfig&);
-template std::vector<Parameter<double>> parameters(Weights<double>&, const ModelConfig&);
 template Weights<float> zeros_like(Weights<float>&, const ModelConfig&, const PartSet&);
 template Weights<double> zeros_like(Weights<double>&, const ModelConfig&, const PartSet&);
 template std::unique_ptr<Checkpoint> as_checkpoint(Weights<float>&, const ModelConfig&, const Checkpoint*);

@@ -3,30 +3,72 @@
 #pragma once
 #include <bitset>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "core/checkpoint.hpp"
 #include "core/layout.hpp"
-#include "trainer/model.hpp"
+#include "trainer/weights.hpp"
 
 namespace upcycle {
 
-template <class T>
-struct Parameter {
+// One tensor of a WeightsOf<V>: its Hugging Face name, shape and role, and its buffer.
+template <class V>
+struct ParameterOf {
   ExpectedTensor tensor;  // name (Hugging Face scheme), shape, role
-  std::vector<T>* values;  // empty where the structure holds nothing (a frozen gradient)
+  V* values;              // empty where the structure holds nothing (a frozen gradient)
 };
+template <class T>
+using Parameter = ParameterOf<std::vector<T>>;
 
 // The buffer of one tensor (per-expert roles included; fused expert roles have none). The
 // layers and per-expert buffers must exist: parameters() lays them out.
-template <class T>
-std::vector<T>& tensor_slot(Weights<T>& w, const TensorId& id);
+template <class V>
+V& tensor_slot(WeightsOf<V>& w, const TensorId& id) {
+  switch (id.role) {
+    case Role::TokenEmbedding: return w.embedding;
+    case Role::FinalNorm: return w.final_norm;
+    case Role::LmHead: return w.lm_head;
+    default: break;
+  }
+  LayerWeightsOf<V>& l = w.layers.at(size_t(id.layer));
+  switch (id.role) {
+    case Role::AttnNorm: return l.attn_norm;
+    case Role::Q: return l.q;
+    case Role::K: return l.k;
+    case Role::V: return l.v;
+    case Role::O: return l.o;
+    case Role::QBias: return l.q_bias;
+    case Role::KBias: return l.k_bias;
+    case Role::VBias: return l.v_bias;
+    case Role::FfnNorm: return l.ffn_norm;
+    case Role::Gate: return l.gate;
+    case Role::Up: return l.up;
+    case Role::Down: return l.down;
+    case Role::Router: return l.router;
+    case Role::ExpertGate: return l.expert_gate.at(size_t(id.expert));
+    case Role::ExpertUp: return l.expert_up.at(size_t(id.expert));
+    case Role::ExpertDown: return l.expert_down.at(size_t(id.expert));
+    default: throw std::logic_error("tensor_slot: role without a buffer of its own");
+  }
+}
 
 // Every tensor of `w` in canonical order. Per-expert buffers are created as needed, so this
-// also lays out an empty Weights for a config.
-template <class T>
-std::vector<Parameter<T>> parameters(Weights<T>& w, const ModelConfig& config);
+// also lays out an empty WeightsOf for a config.
+template <class V>
+std::vector<ParameterOf<V>> parameters(WeightsOf<V>& w, const ModelConfig& config) {
+  // Sized first: the pointers handed out must not move when a later tensor is added.
+  w.layers.resize(size_t(config.num_hidden_layers));
+  for (auto& l : w.layers)
+    for (auto* experts : {&l.expert_gate, &l.expert_up, &l.expert_down}) experts->resize(size_t(config.num_local_experts));
+  std::vector<ParameterOf<V>> out;
+  for (auto& e : expected_tensors(config, Scheme::HF)) {
+    V* values = &tensor_slot(w, e.id);
+    out.push_back({std::move(e), values});
+  }
+  return out;
+}
 
 // The parts `--freeze` names. Norms belong to no part but `norms`: they gate both the
 // attention and the FFN.

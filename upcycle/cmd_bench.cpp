@@ -14,8 +14,10 @@
 #include "core/init.hpp"
 #include "core/random.hpp"
 #include "trainer/flops.hpp"
+#include "trainer/model.hpp"
 #include "trainer/ops/matmul.hpp"
 #include "trainer/optimizer.hpp"
+#include "upcycle/bench_cuda.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
 #include "upcycle/presets.hpp"
@@ -105,36 +107,71 @@ double peak_rss_mb() {
   return double(u.ru_maxrss) / 1024.0;
 }
 
+nlohmann::ordered_json run_cuda_bench(const BenchOptions& o, int64_t gemm_size, const cli::po::variables_map& vm) {
+#ifdef UPCYCLE_HAVE_CUDA
+  CudaBenchOptions c;
+  c.batch = o.batch, c.seq_len = o.seq_len, c.steps = o.steps, c.warmup = o.warmup, c.gemm_size = gemm_size;
+  if (vm.count("shape")) c.shapes = vm["shape"].as<std::vector<std::string>>();
+  return bench_cuda(c);
+#else
+  (void)o, (void)gemm_size, (void)vm;
+  throw UsageError("--device cuda: this upcycle was built without the CUDA backend (no nvcc at build time)");
+#endif
+}
+
+int print_json_or_table(const nlohmann::ordered_json& j, bool json) {
+  if (json) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  for (const auto& [key, value] : j.items()) std::printf("%-30s %s\n", key.c_str(), value.dump().c_str());
+  return 0;
+}
+
 }  // namespace
 
 int cmd_bench(const Args& args) {
   cli::Spec spec;
-  spec.usage = "upcycle bench [--json] [--seq-len N --batch N --steps N --warmup N]";
+  spec.usage = "upcycle bench [--device cpu|cuda] [--json] [--seq-len N --batch N --steps N --warmup N]";
   spec.summary =
       "Measures, in one run: the sgemm ceiling (an n^3 product through the model's matmul, all\n"
       "cores), then forward and training steps (forward, backward, clipping, AdamW) of a dense model\n"
       "with SmolLM2-135M's shape and an MoE of the same shape with 4 experts top-2, random weights.\n"
-      "GFLOP/s count 6 x active matmul parameters + causal attention per token (trainer/flops.hpp).";
+      "GFLOP/s count 6 x active matmul parameters + causal attention per token (trainer/flops.hpp).\n"
+      "--device cuda: the bf16 GEMM ceiling (cuBLAS), then bf16 training (fp32 master weights and\n"
+      "gradients, AdamW) of the shapes smollm2, smollm2-moe (8 experts top-2), llama-1b and moe-1b\n"
+      "(about 1 B active parameters, 8 experts top-2), with tokens/s and MFU against the ceiling;\n"
+      "defaults there: --batch 4 --seq-len 2048 --steps 10 --warmup 3.";
   spec.options.add_options()
       ("json", "one JSON object on stdout")
-      ("seq-len", cli::po::value<int64_t>()->default_value(256), "tokens per sequence")
+      ("device", cli::po::value<std::string>()->default_value("cpu"), "cpu or cuda")
+      ("seq-len", cli::po::value<int64_t>(), "tokens per sequence (cpu 256, cuda 2048)")
       ("batch", cli::po::value<int64_t>()->default_value(4), "sequences per step")
-      ("steps", cli::po::value<int64_t>()->default_value(3), "timed steps")
-      ("warmup", cli::po::value<int64_t>()->default_value(1), "untimed steps first")
-      ("sgemm-size", cli::po::value<int64_t>()->default_value(2048), "n of the ceiling's n^3 product")
-      ("only", cli::po::value<std::string>(), "dense or moe");
+      ("steps", cli::po::value<int64_t>(), "timed steps (cpu 3, cuda 10)")
+      ("warmup", cli::po::value<int64_t>(), "untimed steps first (cpu 1, cuda 3)")
+      ("sgemm-size", cli::po::value<int64_t>(), "n of the ceiling's n^3 product (cpu 2048, cuda 8192)")
+      ("only", cli::po::value<std::string>(), "cpu: dense or moe")
+      ("shape", cli::po::value<std::vector<std::string>>()->multitoken(),
+       "cuda: shapes to run (smollm2 smollm2-moe llama-1b moe-1b; default all)");
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;
+  const std::string device = (*vm)["device"].as<std::string>();
+  if (device != "cpu" && device != "cuda") throw UsageError("--device: cpu or cuda");
+  const bool gpu = device == "cuda";
+  auto number = [&](const char* key, int64_t cpu_default, int64_t cuda_default) {
+    return vm->count(key) ? (*vm)[key].as<int64_t>() : gpu ? cuda_default : cpu_default;
+  };
   BenchOptions o;
-  o.seq_len = (*vm)["seq-len"].as<int64_t>();
+  o.seq_len = number("seq-len", 256, 2048);
   o.batch = (*vm)["batch"].as<int64_t>();
-  o.steps = (*vm)["steps"].as<int64_t>();
-  o.warmup = (*vm)["warmup"].as<int64_t>();
-  const int64_t n = (*vm)["sgemm-size"].as<int64_t>();
+  o.steps = number("steps", 3, 10);
+  o.warmup = number("warmup", 1, 3);
+  const int64_t n = number("sgemm-size", 2048, 8192);
   if (o.seq_len < 2 || o.batch < 1 || o.steps < 1 || o.warmup < 0 || n < 64 || n > 16384)
     throw UsageError("--seq-len >= 2, --batch >= 1, --steps >= 1, --warmup >= 0, --sgemm-size in [64, 16384]");
   const std::string only = vm->count("only") ? (*vm)["only"].as<std::string>() : "";
   if (!only.empty() && only != "dense" && only != "moe") throw UsageError("--only: dense or moe");
+  if (gpu) return print_json_or_table(run_cuda_bench(o, n, *vm), vm->count("json") > 0);
 
   nlohmann::ordered_json j;
   j["sgemm_gflops"] = sgemm_gflops(n);
@@ -151,12 +188,7 @@ int cmd_bench(const Args& args) {
     j[p + "train_fraction_of_sgemm"] = f.train_gflops / j["sgemm_gflops"].get<double>();
   }
   j["peak_rss_mb"] = peak_rss_mb();
-  if (vm->count("json")) {
-    std::printf("%s\n", j.dump(2).c_str());
-    return 0;
-  }
-  for (const auto& [key, value] : j.items()) std::printf("%-30s %s\n", key.c_str(), value.dump().c_str());
-  return 0;
+  return print_json_or_table(j, vm->count("json") > 0);
 }
 
 }  // namespace upcycle

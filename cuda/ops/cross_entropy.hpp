@@ -14,6 +14,9 @@ namespace upcycle::cuda {
 //           for the result.
 // backward: WRITES d_logits = (softmax − onehot) · d_loss / count, zero rows for ignored
 //           targets; d_logits may be logits itself.
+// A target outside [0, V) other than kIgnoreIndex: counted on the device, and the forward throws
+// std::invalid_argument as the CPU op does (once it has waited, lse already written); the
+// backward, which does not wait, gives its row zeros (the caller checks targets beforehand).
 template <class T>
 ops::CrossEntropyLoss cross_entropy_forward(float* lse, const T* logits, const int32_t* targets, int64_t N, int64_t V,
                                             cudaStream_t stream = nullptr);

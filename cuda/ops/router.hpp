@@ -15,8 +15,10 @@ void router_backward(float* d_logits, const float* d_w, const float* w, const in
                      int64_t k, cudaStream_t stream = nullptr);
 
 // As the ops:: losses of the same names; the forwards wait for and return their value (summed
-// in double in a fixed order), the backwards add into d_logits. A target outside [-1, E) is
-// the caller's to check (the model checks them on the host).
+// in double in a fixed order), the backwards add into d_logits. Expert indices outside [0, E)
+// and BCE targets outside [-1, E) are counted on the device: a forward then throws
+// std::invalid_argument as the CPU op does; a backward, which does not wait, skips them
+// (they are the caller's to check; the model checks them on the host).
 double load_balancing_loss_forward(const float* probs, const int32_t* idx, int64_t N, int64_t E, int64_t k,
                                    double coef, cudaStream_t stream = nullptr);
 void load_balancing_loss_backward(float* d_logits, const float* probs, const int32_t* idx, int64_t N, int64_t E,

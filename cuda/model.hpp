@@ -1,0 +1,18 @@
+// The transformer on the GPU: trainer/model.hpp's one definition over cuda::Backend<T>.
+// cuda::Transformer<bf16> trains (bf16 weights and activations, fp32 gradients);
+// cuda::Transformer<float> is the one the tests hold against the CPU at fp32 tolerances.
+#pragma once
+#include "cuda/backend.hpp"
+#include "trainer/model.hpp"
+
+namespace upcycle {
+
+extern template class BasicTransformer<cuda::Backend<float>>;
+extern template class BasicTransformer<cuda::Backend<cuda::bf16>>;
+
+namespace cuda {
+template <class T>
+using Transformer = BasicTransformer<Backend<T>>;
+}  // namespace cuda
+
+}  // namespace upcycle

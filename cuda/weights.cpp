@@ -1,0 +1,49 @@
+// Weights between the host and the device, tensor by tensor in canonical order.
+#include "cuda/backend.hpp"
+
+namespace upcycle::cuda {
+
+template <class T>
+DeviceWeights<T> upload(Weights<float>& host, const ModelConfig& config) {
+  DeviceWeights<T> device;
+  auto targets = parameters(device, config);
+  auto sources = parameters(host, config);
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const std::vector<float>& src = *sources[i].values;
+    std::vector<T> converted(src.begin(), src.end());  // rounds to nearest even for bf16
+    targets[i].values->upload(converted);
+  }
+  UPCYCLE_CUDA(cudaStreamSynchronize(nullptr));  // `converted` must outlive the copies
+  return device;
+}
+
+template <class T>
+Weights<float> download(DeviceWeights<T>& device, const ModelConfig& config) {
+  Weights<float> host;
+  auto targets = parameters(host, config);
+  auto sources = parameters(device, config);
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const std::vector<T> values = sources[i].values->download();
+    targets[i].values->assign(values.begin(), values.end());
+  }
+  return host;
+}
+
+DeviceWeights<float> zeros_like(Weights<float>& host, const ModelConfig& config, const PartSet& frozen) {
+  DeviceWeights<float> device;
+  auto targets = parameters(device, config);
+  auto sources = parameters(host, config);
+  for (size_t i = 0; i < sources.size(); ++i) {
+    if (frozen[size_t(part_of(sources[i].tensor.id.role))]) continue;
+    targets[i].values->resize(sources[i].values->size());
+    targets[i].values->zero();
+  }
+  return device;
+}
+
+template DeviceWeights<float> upload<float>(Weights<float>&, const ModelConfig&);
+template DeviceWeights<bf16> upload<bf16>(Weights<float>&, const ModelConfig&);
+template Weights<float> download<float>(DeviceWeights<float>&, const ModelConfig&);
+template Weights<float> download<bf16>(DeviceWeights<bf16>&, const ModelConfig&);
+
+}  // namespace upcycle::cuda
