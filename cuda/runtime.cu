@@ -52,16 +52,16 @@ void keep_pool_memory() {
 
 }  // namespace
 
-void* allocate(size_t bytes) {
+void* allocate(size_t bytes, cudaStream_t stream) {
   static const bool configured = (keep_pool_memory(), true);
   (void)configured;
   void* ptr = nullptr;
-  UPCYCLE_CUDA(cudaMallocAsync(&ptr, bytes, nullptr));
+  UPCYCLE_CUDA(cudaMallocAsync(&ptr, bytes, stream));
   return ptr;
 }
 
-void release(void* ptr) noexcept {
-  cudaFreeAsync(ptr, nullptr);  // no check: runs in destructors, also during unwinding
+void release(void* ptr, cudaStream_t stream) noexcept {
+  cudaFreeAsync(ptr, stream);  // no check: runs in destructors, also during unwinding
 }
 
 namespace {

@@ -35,22 +35,23 @@ cublasHandle_t blas(cudaStream_t stream);
 // Blocks of `threads` covering n items: ceil(n / threads), at least 1.
 inline unsigned blocks_for(int64_t n, int threads) { return unsigned(n > 0 ? (n + threads - 1) / threads : 1); }
 
-// Stream-ordered device memory from the device's pool (cudaMallocAsync on the default stream):
-// no device-wide synchronisation per allocation, and freed blocks stay in the pool for the next
-// step's buffers rather than going back to the driver. Never managed memory.
-void* allocate(size_t bytes);
-void release(void* ptr) noexcept;
+// Stream-ordered device memory from the device's pool (cudaMallocAsync): no device-wide
+// synchronisation per allocation, and freed blocks stay in the pool for the next step's buffers
+// rather than going back to the driver. Never managed memory.
+void* allocate(size_t bytes, cudaStream_t stream);
+void release(void* ptr, cudaStream_t stream) noexcept;
 
-// An owning device allocation of n elements of T, ordered on the default stream.
+// An owning device allocation of n elements of T, allocated and freed in the order of `stream`
+// (the default stream unless given): an op's scratch is freed after the work queued on it.
 template <class T>
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t n) { resize(n); }
+  explicit DeviceBuffer(size_t n, cudaStream_t stream = nullptr) : stream_(stream) { resize(n); }
   ~DeviceBuffer() { drop(); }
-  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), n_(o.n_) { o.ptr_ = nullptr, o.n_ = 0; }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), n_(o.n_), stream_(o.stream_) { o.ptr_ = nullptr, o.n_ = 0; }
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
-    if (this != &o) drop(), ptr_ = o.ptr_, n_ = o.n_, o.ptr_ = nullptr, o.n_ = 0;
+    if (this != &o) drop(), ptr_ = o.ptr_, n_ = o.n_, stream_ = o.stream_, o.ptr_ = nullptr, o.n_ = 0;
     return *this;
   }
   DeviceBuffer(const DeviceBuffer&) = delete;
@@ -60,7 +61,7 @@ class DeviceBuffer {
   void resize(size_t n) {
     if (n == n_) return;
     drop();
-    if (n) ptr_ = static_cast<T*>(allocate(n * sizeof(T)));
+    if (n) ptr_ = static_cast<T*>(allocate(n * sizeof(T), stream_));
     n_ = n;
   }
   void zero(cudaStream_t s = nullptr) {
@@ -86,11 +87,12 @@ class DeviceBuffer {
 
  private:
   void drop() {
-    if (ptr_) cuda::release(ptr_);
+    if (ptr_) cuda::release(ptr_, stream_);
     ptr_ = nullptr, n_ = 0;
   }
   T* ptr_ = nullptr;
   size_t n_ = 0;
+  cudaStream_t stream_ = nullptr;
 };
 
 }  // namespace upcycle::cuda

@@ -4,6 +4,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cuda/ops/convert.cuh"
 #include "cuda/ops/elementwise.hpp"
 #include "trainer/ops/check.hpp"
 
@@ -13,14 +14,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kNormChunk = 8192;  // elements per partial sum of the norm (32 per thread)
-
-template <class T>
-__device__ __forceinline__ T from_float(float x) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __float2bfloat16_rn(x);
-  else
-    return x;
-}
 
 // The step's scalars, rounded to fp32 on the host as the CPU's float update rounds them.
 struct AdamWScalars {
@@ -104,7 +97,7 @@ double global_norm(const float* const* tensors, const int64_t* sizes, int64_t co
   const int64_t partials = first.back();
   if (partials == 0) return 0;
   // Fixed chunks per tensor, then every partial in tensor order: the same bits every run.
-  DeviceBuffer<double> sums(size_t(partials) + 1);  // the partials, then the total
+  DeviceBuffer<double> sums(size_t(partials) + 1, stream);  // the partials, then the total
   for (int64_t i = 0; i < count; ++i) {
     if (sizes[i] == 0) continue;
     const int64_t blocks = first[size_t(i) + 1] - first[size_t(i)];

@@ -180,25 +180,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Stream-ordered scratch (cudaMallocAsync): no device-wide synchronisation per call, and freed in
-// stream order even when a launch throws.
-class StreamScratch {
- public:
-  StreamScratch(size_t bytes, cudaStream_t stream) : stream_(stream) {
-    UPCYCLE_CUDA(cudaMallocAsync(&ptr_, bytes, stream));
-  }
-  ~StreamScratch() {
-    if (ptr_) cudaFreeAsync(ptr_, stream_);  // no check: may run during unwinding
-  }
-  StreamScratch(const StreamScratch&) = delete;
-  StreamScratch& operator=(const StreamScratch&) = delete;
-  float* floats() const { return static_cast<float*>(ptr_); }
-
- private:
-  void* ptr_ = nullptr;
-  cudaStream_t stream_;
-};
-
 }  // namespace
 
 template <class T>
@@ -211,9 +192,9 @@ void attention_backward(T* d_q, T* d_k, T* d_v, const T* d_out, const T* q, cons
   const int nH = int(shape.heads), nKV = int(shape.kv_heads), window = kernel_window(shape);
   const float scale = float(1 / std::sqrt(double(shape.head_dim)));
 
-  const StreamScratch delta(size_t(N * nH) * sizeof(float), stream);
+  DeviceBuffer<float> delta(size_t(N * nH), stream);  // [nH,N], freed in stream order
   attention_delta_kernel<T><<<blocks_for(N * nH, kDeltaThreads / 32), kDeltaThreads, 0, stream>>>(
-      delta.floats(), d_out, out, N, nH, int(shape.head_dim));
+      delta.data(), d_out, out, N, nH, int(shape.head_dim));
   UPCYCLE_CUDA_LAUNCHED("attention_delta_kernel");
 
   with_head_dim(op, shape.head_dim, [&](auto head_dim) {
@@ -224,13 +205,13 @@ void attention_backward(T* d_q, T* d_k, T* d_v, const T* d_out, const T* q, cons
     const auto kv_kernel = attention_backward_kv_kernel<T, D>;
     allow_smem(kv_kernel, smem);
     kv_kernel<<<dim3(tile_blocks(op, max_seqlen, Bk, n_seqs), unsigned(nKV)), kThreads, smem, stream>>>(
-        d_k, d_v, d_out, q, k, v, lse, delta.floats(), cu_seqlens, int(n_seqs), int(N), nH, nKV, window, scale);
+        d_k, d_v, d_out, q, k, v, lse, delta.data(), cu_seqlens, int(n_seqs), int(N), nH, nKV, window, scale);
     UPCYCLE_CUDA_LAUNCHED("attention_backward_kv_kernel");
 
     const auto q_kernel = attention_backward_q_kernel<T, D>;
     allow_smem(q_kernel, smem);
     q_kernel<<<dim3(tile_blocks(op, max_seqlen, Bq, n_seqs), unsigned(nH)), kThreads, smem, stream>>>(
-        d_q, d_out, q, k, v, lse, delta.floats(), cu_seqlens, int(n_seqs), int((max_seqlen + Bq - 1) / Bq), int(N),
+        d_q, d_out, q, k, v, lse, delta.data(), cu_seqlens, int(n_seqs), int((max_seqlen + Bq - 1) / Bq), int(N),
         nH, nKV, window, scale);
     UPCYCLE_CUDA_LAUNCHED("attention_backward_q_kernel");
   });

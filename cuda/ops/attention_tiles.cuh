@@ -1,5 +1,5 @@
 // What the attention kernels share (attention.cu, attention_backward.cu, attention_cached.cu):
-// storage conversions, the tile sizes per head dim, rows loaded into shared memory, the
+// the tile sizes per head dim, rows loaded into shared memory, the
 // register-tiled product of two shared-memory tiles, the visibility rule, and the host-side
 // checks and head-dim dispatch.
 #pragma once
@@ -11,19 +11,10 @@
 #include <type_traits>
 
 #include "cuda/ops/attention.hpp"
+#include "cuda/ops/convert.cuh"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda::attn {
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_float(float x) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __float2bfloat16_rn(x);
-  else
-    return x;
-}
 
 // The tiled kernels run 256 threads, seen as a 16 × 16 grid: tx = thread % 16, ty = thread / 16.
 constexpr int kThreads = 256, kSide = 16;

@@ -4,6 +4,7 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda/ops/convert.cuh"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda {
@@ -14,34 +15,11 @@ constexpr int kThreads = 512;         // per row: V up to 262144 is 512 elements
 constexpr int kTotalsThreads = 1024;  // the single block that reduces the per-row terms
 constexpr unsigned kAll = 0xffffffffu;
 
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_float(float x) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __float2bfloat16_rn(x);
-  else
-    return x;
-}
-
 // What the forward brings back to the host in one copy.
 struct Totals {
   double sum;                  // Σ of the counted rows' lse − logit[target]
   unsigned long long counted;  // targets in [0, V)
   unsigned long long bad;      // targets outside [0, V) other than kIgnoreIndex
-};
-
-// Stream-ordered scratch: cudaFree would wait for the whole device.
-template <class T>
-struct Scratch {
-  Scratch(size_t n, cudaStream_t s) : stream(s) {
-    UPCYCLE_CUDA(cudaMallocAsync(reinterpret_cast<void**>(&ptr), n * sizeof(T), s));
-  }
-  ~Scratch() { cudaFreeAsync(ptr, stream); }  // no check: may run during unwinding
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  T* ptr = nullptr;
-  cudaStream_t stream;
 };
 
 // Running softmax statistics: the max m and Σ exp(x − m). An empty state is (−inf, 0); a NaN
@@ -143,15 +121,15 @@ ops::CrossEntropyLoss cross_entropy_forward(float* lse, const T* logits, const i
                                             cudaStream_t stream) {
   require_sizes(N, V);
   if (N == 0) return {};
-  Scratch<double> terms(size_t(N), stream);
-  Scratch<Totals> totals(1, stream);
-  UPCYCLE_CUDA(cudaMemsetAsync(totals.ptr, 0, sizeof(Totals), stream));
-  cross_entropy_forward_kernel<<<unsigned(N), kThreads, 0, stream>>>(lse, terms.ptr, logits, targets, V);
+  DeviceBuffer<double> terms(size_t(N), stream);
+  DeviceBuffer<Totals> totals(1, stream);
+  UPCYCLE_CUDA(cudaMemsetAsync(totals.data(), 0, sizeof(Totals), stream));
+  cross_entropy_forward_kernel<<<unsigned(N), kThreads, 0, stream>>>(lse, terms.data(), logits, targets, V);
   UPCYCLE_CUDA_LAUNCHED("cross_entropy_forward");
-  cross_entropy_totals<<<1, kTotalsThreads, 0, stream>>>(totals.ptr, terms.ptr, targets, N, V);
+  cross_entropy_totals<<<1, kTotalsThreads, 0, stream>>>(totals.data(), terms.data(), targets, N, V);
   UPCYCLE_CUDA_LAUNCHED("cross_entropy_totals");
   Totals h;
-  UPCYCLE_CUDA(cudaMemcpyAsync(&h, totals.ptr, sizeof(Totals), cudaMemcpyDeviceToHost, stream));
+  UPCYCLE_CUDA(cudaMemcpyAsync(&h, totals.data(), sizeof(Totals), cudaMemcpyDeviceToHost, stream));
   UPCYCLE_CUDA(cudaStreamSynchronize(stream));
   ops::require_arg(h.bad == 0, "cross entropy", std::to_string(h.bad) + " targets outside the vocabulary");
   const int64_t count = int64_t(h.counted);

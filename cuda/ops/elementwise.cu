@@ -2,6 +2,7 @@
 
 #include <type_traits>
 
+#include "cuda/ops/convert.cuh"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda {
@@ -9,16 +10,6 @@ namespace upcycle::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_float(float x) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __float2bfloat16_rn(x);
-  else
-    return x;
-}
 
 // One thread per element; the index in int64, since n may pass 2^31.
 __device__ __forceinline__ int64_t element() { return int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }

@@ -7,6 +7,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "cuda/ops/convert.cuh"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda {
@@ -15,16 +16,6 @@ namespace {
 
 constexpr int kThreads = 256;  // columns per block
 constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_float(float x) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __float2bfloat16_rn(x);
-  else
-    return x;
-}
 
 // The ids live on the device, so the caller checks them (the CPU op does); an id outside
 // [0, V) still never reaches memory outside the table: its row reads as NaN in the forward
@@ -96,9 +87,9 @@ void embedding_backward(float* d_table, const T* d_out, const int32_t* ids, int6
                                                static_cast<int32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
                                                static_cast<int32_t*>(nullptr), num_items, 0, end_bit, stream));
   // One allocation: keys, positions, sorted keys, sorted positions, then the sort's scratch;
-  // each part starts on a 256-byte boundary, as cudaMalloc's own.
+  // each part starts on a 256-byte boundary, as the allocation itself.
   const int64_t stride = (N + 63) / 64 * 64;
-  DeviceBuffer<int32_t> scratch(size_t(4 * stride) + (sort_bytes + 3) / 4);
+  DeviceBuffer<int32_t> scratch(size_t(4 * stride) + (sort_bytes + 3) / 4, stream);
   int32_t* keys = scratch.data();
   int32_t* positions = keys + stride;
   int32_t* sorted_keys = positions + stride;
@@ -110,7 +101,7 @@ void embedding_backward(float* d_table, const T* d_out, const int32_t* ids, int6
   embedding_backward_kernel<<<dim3(unsigned(N), blocks_for(H, kThreads)), kThreads, 0, stream>>>(
       d_table, d_out, sorted_keys, sorted_positions, N, H, V);
   UPCYCLE_CUDA_LAUNCHED("embedding_backward");
-  // The scratch is freed on return; cudaFree waits for the device, so the kernels are done.
+  // The scratch is freed on return, in stream order: after the kernels queued here.
 }
 
 template void embedding_forward(float*, const float*, const int32_t*, int64_t, int64_t, int64_t, cudaStream_t);

@@ -2,6 +2,7 @@
 
 #include <climits>
 
+#include "cuda/ops/convert.cuh"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda {
@@ -14,19 +15,6 @@ template <class T>
 constexpr cudaDataType_t kDataType = CUDA_R_32F;
 template <>
 constexpr cudaDataType_t kDataType<bf16> = CUDA_R_16BF;
-
-__device__ inline float to_float(float x) { return x; }
-__device__ inline float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ inline T from_float(float x);
-template <>
-__device__ inline float from_float<float>(float x) {
-  return x;
-}
-template <>
-__device__ inline bf16 from_float<bf16>(float x) {
-  return __float2bfloat16_rn(x);
-}
 
 // Column-major C[m,n] = op(A)·op(B) + beta·C with fp32 compute. The handle keeps the default
 // math mode, so float inputs run true fp32 (no TF32) and bf16 inputs run on tensor cores with

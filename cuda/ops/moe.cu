@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cub/device/device_radix_sort.cuh>
 
+#include "cuda/ops/convert.cuh"
 #include "cuda/ops/matmul.hpp"
 #include "cuda/ops/swiglu.hpp"
 #include "trainer/ops/check.hpp"
@@ -12,39 +13,6 @@ namespace upcycle::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ inline float to_float(float x) { return x; }
-__device__ inline float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ inline T from_float(float x);
-template <>
-__device__ inline float from_float<float>(float x) {
-  return x;
-}
-template <>
-__device__ inline bf16 from_float<bf16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-
-// A stream-ordered temporary (cudaMallocAsync): freed on the stream when it goes out of scope,
-// after the work queued on it, and without the device-wide sync of cudaFree.
-template <class T>
-class Scratch {
- public:
-  Scratch(size_t n, cudaStream_t stream) : stream_(stream) {
-    if (n) UPCYCLE_CUDA(cudaMallocAsync(reinterpret_cast<void**>(&ptr_), n * sizeof(T), stream));
-  }
-  ~Scratch() {
-    if (ptr_) cudaFreeAsync(ptr_, stream_);  // no check: may run during unwinding
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  T* data() const { return ptr_; }
-
- private:
-  T* ptr_ = nullptr;
-  cudaStream_t stream_;
-};
 
 // ---- group_by_expert: a stable radix sort of the slots by expert ----
 
@@ -171,15 +139,15 @@ void group_by_expert(int32_t* order, int32_t* row_of, int64_t* offsets, const in
   int bits = 1;
   while ((int64_t(1) << bits) < E) ++bits;
 
-  Scratch<int32_t> slots(size_t(rows), stream);
-  Scratch<uint32_t> sorted(size_t(rows), stream);
+  DeviceBuffer<int32_t> slots(size_t(rows), stream);
+  DeviceBuffer<uint32_t> sorted(size_t(rows), stream);
   iota<<<blocks_for(rows, kThreads), kThreads, 0, stream>>>(slots.data(), rows);
   UPCYCLE_CUDA_LAUNCHED("iota");
   const auto* keys = reinterpret_cast<const uint32_t*>(idx);
   size_t temp_bytes = 0;
   UPCYCLE_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys, sorted.data(), slots.data(), order,
                                                int(rows), 0, bits, stream));
-  Scratch<unsigned char> temp(std::max<size_t>(temp_bytes, 1), stream);
+  DeviceBuffer<unsigned char> temp(std::max<size_t>(temp_bytes, 1), stream);
   UPCYCLE_CUDA(cub::DeviceRadixSort::SortPairs(temp.data(), temp_bytes, keys, sorted.data(), slots.data(), order,
                                                int(rows), 0, bits, stream));
   invert<<<blocks_for(rows, kThreads), kThreads, 0, stream>>>(row_of, order, rows);
@@ -249,12 +217,12 @@ void moe_backward(T* d_x, float* d_w, const ExpertGrads& d_experts, const T* d_o
     weight_grad<<<unsigned(rows), kThreads, 0, stream>>>(d_w, d_out, s.y.data(), s.row_of.data(), k, H);
     UPCYCLE_CUDA_LAUNCHED("moe weight_grad");
   }
-  Scratch<T> d_y(size_t(rows * H), stream);
+  DeviceBuffer<T> d_y(size_t(rows * H), stream);
   scale_rows<<<unsigned(rows), kThreads, 0, stream>>>(d_y.data(), d_out, w, s.order.data(), k, H);
   UPCYCLE_CUDA_LAUNCHED("moe scale_rows");
 
   // Through down: d_act [N·k, I], added into by the GEMMs, so zeroed first.
-  Scratch<T> d_act(size_t(rows * I), stream);
+  DeviceBuffer<T> d_act(size_t(rows * I), stream);
   zero(d_act.data(), rows * I, stream);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t n = at[e + 1] - at[e];
@@ -262,13 +230,13 @@ void moe_backward(T* d_x, float* d_w, const ExpertGrads& d_experts, const T* d_o
     matmul_backward<T>(d_act.data() + at[e] * I, grad_of(d_experts.down, e), nullptr, d_y.data() + at[e] * H,
                        s.act.data() + at[e] * I, experts.down[e], n, I, H, stream);
   }
-  Scratch<T> d_gate(size_t(rows * I), stream), d_up(size_t(rows * I), stream);
+  DeviceBuffer<T> d_gate(size_t(rows * I), stream), d_up(size_t(rows * I), stream);
   zero(d_gate.data(), rows * I, stream);
   zero(d_up.data(), rows * I, stream);
   swiglu_backward(d_gate.data(), d_up.data(), d_act.data(), s.gate.data(), s.up.data(), rows * I, stream);
 
   // Through gate and up: each slot's d_x row [N·k, H], both projections adding into it.
-  Scratch<T> d_xs(d_x ? size_t(rows * H) : 0, stream);
+  DeviceBuffer<T> d_xs(d_x ? size_t(rows * H) : 0, stream);
   if (d_x) zero(d_xs.data(), rows * H, stream);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t n = at[e + 1] - at[e];

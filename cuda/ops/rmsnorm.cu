@@ -3,6 +3,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "cuda/ops/convert.cuh"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda {
@@ -11,16 +12,6 @@ namespace {
 
 constexpr int kThreads = 256;       // a row's threads; also the columns of a d_weight block
 constexpr int64_t kChunkRows = 64;  // rows per partial sum of d_weight
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_float(float x) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __float2bfloat16_rn(x);
-  else
-    return x;
-}
 
 // Σ of v over the block's kThreads threads, the same tree every run: shuffles within each warp,
 // then the warps' sums by the first warp; every thread gets the total. Every thread of the block
@@ -130,13 +121,13 @@ void rmsnorm_backward(T* d_in, float* d_weight, const T* d_out, const T* in, con
   if (d_weight) {
     // Fixed chunks of rows, then the chunks in order: the same sums whatever the device.
     const int64_t chunks = (N + kChunkRows - 1) / kChunkRows;
-    DeviceBuffer<float> partial(size_t(chunks * C));
+    DeviceBuffer<float> partial(size_t(chunks * C), stream);
     rmsnorm_weight_partial_kernel<<<dim3(unsigned(chunks), blocks_for(C, kThreads)), kThreads, 0, stream>>>(
         partial.data(), d_out, in, rstd, N, C);
     UPCYCLE_CUDA_LAUNCHED("rmsnorm_weight_partial");
     rmsnorm_weight_sum_kernel<<<blocks_for(C, kThreads), kThreads, 0, stream>>>(d_weight, partial.data(), chunks, C);
     UPCYCLE_CUDA_LAUNCHED("rmsnorm_weight_sum");
-    // partial is freed on return; cudaFree waits for the device, so the kernels are done.
+    // partial is freed on return, in stream order: after the kernels queued here.
   }
 }
 

@@ -4,6 +4,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "cuda/ops/convert.cuh"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda {
@@ -18,16 +19,6 @@ RopeTable::RopeTable(const ops::RopeTable<float>& host) : head_dim(host.head_dim
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_float(float x) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __float2bfloat16_rn(x);
-  else
-    return x;
-}
 
 // block: token n; threads stride over its n_heads · half pairs (i, i + half), each pair read and
 // written by one thread, so y may be x. cos, sin [max_positions, half]. A position outside the

@@ -21,19 +21,6 @@ struct Totals {
   unsigned long long bad;      // indices or targets out of range
 };
 
-// Stream-ordered scratch: cudaFree would wait for the whole device.
-template <class T>
-struct Scratch {
-  Scratch(size_t n, cudaStream_t s) : stream(s) {
-    UPCYCLE_CUDA(cudaMallocAsync(reinterpret_cast<void**>(&ptr), n * sizeof(T), s));
-  }
-  ~Scratch() { cudaFreeAsync(ptr, stream); }  // no check: may run during unwinding
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  T* ptr = nullptr;
-  cudaStream_t stream;
-};
-
 Totals fetch(const Totals* d, cudaStream_t stream) {
   Totals h;
   UPCYCLE_CUDA(cudaMemcpyAsync(&h, d, sizeof(Totals), cudaMemcpyDeviceToHost, stream));
@@ -98,10 +85,10 @@ __global__ void sum_partials(Totals* totals, const double* partial, int64_t bloc
 template <class Term>
 void reduce_rows(Totals* totals, const Term& term, int64_t N, cudaStream_t stream) {
   const int64_t blocks = (N + kRowsPerBlock - 1) / kRowsPerBlock;
-  Scratch<double> partial(size_t(blocks), stream);
-  row_partials<<<unsigned(blocks), kThreads, 0, stream>>>(partial.ptr, term, N);
+  DeviceBuffer<double> partial(size_t(blocks), stream);
+  row_partials<<<unsigned(blocks), kThreads, 0, stream>>>(partial.data(), term, N);
   UPCYCLE_CUDA_LAUNCHED("router loss row_partials");
-  sum_partials<<<1, kThreads, 0, stream>>>(totals, partial.ptr, blocks);
+  sum_partials<<<1, kThreads, 0, stream>>>(totals, partial.data(), blocks);
   UPCYCLE_CUDA_LAUNCHED("router loss sum_partials");
 }
 
@@ -234,11 +221,11 @@ double load_balancing_loss_forward(const float* probs, const int32_t* idx, int64
                                    cudaStream_t stream) {
   require_sizes("load balancing loss", N, E);
   if (N == 0) return 0.0;
-  Scratch<unsigned long long> counts(size_t(E), stream);
-  Scratch<Totals> totals(1, stream);
-  count_selections(counts.ptr, &totals.ptr->bad, idx, N, E, k, stream);
-  reduce_rows(totals.ptr, BalanceTerm{probs, counts.ptr, E}, N, stream);
-  const Totals h = fetch(totals.ptr, stream);
+  DeviceBuffer<unsigned long long> counts(size_t(E), stream);
+  DeviceBuffer<Totals> totals(1, stream);
+  count_selections(counts.data(), &totals.data()->bad, idx, N, E, k, stream);
+  reduce_rows(totals.data(), BalanceTerm{probs, counts.data(), E}, N, stream);
+  const Totals h = fetch(totals.data(), stream);
   ops::require_arg(h.bad == 0, "load balancing loss", std::to_string(h.bad) + " expert indices outside [0, E)");
   return coef * double(E) * h.sum / (double(N) * double(N));
 }
@@ -247,19 +234,19 @@ void load_balancing_loss_backward(float* d_logits, const float* probs, const int
                                   int64_t k, double coef, double d_loss, cudaStream_t stream) {
   require_sizes("load balancing loss", N, E);
   if (N == 0) return;
-  Scratch<unsigned long long> counts(size_t(E) + 1, stream);  // the last: slots outside [0, E), skipped
-  count_selections(counts.ptr, counts.ptr + E, idx, N, E, k, stream);
+  DeviceBuffer<unsigned long long> counts(size_t(E) + 1, stream);  // the last: slots outside [0, E), skipped
+  count_selections(counts.data(), counts.data() + E, idx, N, E, k, stream);
   const float scale = float(d_loss * coef * double(E) / (double(N) * double(N)));
-  balance_backward<<<blocks_for(N, kWarps), kThreads, 0, stream>>>(d_logits, probs, counts.ptr, N, E, scale);
+  balance_backward<<<blocks_for(N, kWarps), kThreads, 0, stream>>>(d_logits, probs, counts.data(), N, E, scale);
   UPCYCLE_CUDA_LAUNCHED("load_balancing_loss_backward");
 }
 
 double router_z_loss_forward(const float* logits, int64_t N, int64_t E, double coef, cudaStream_t stream) {
   require_sizes("router z-loss", N, E);
   if (N == 0) return 0.0;
-  Scratch<Totals> totals(1, stream);
-  reduce_rows(totals.ptr, ZTerm{logits, E}, N, stream);
-  return coef * fetch(totals.ptr, stream).sum / double(N);
+  DeviceBuffer<Totals> totals(1, stream);
+  reduce_rows(totals.data(), ZTerm{logits, E}, N, stream);
+  return coef * fetch(totals.data(), stream).sum / double(N);
 }
 
 void router_z_loss_backward(float* d_logits, const float* logits, int64_t N, int64_t E, double coef, double d_loss,
@@ -275,10 +262,10 @@ double router_bce_loss_forward(const float* logits, const int32_t* targets, int6
                                cudaStream_t stream) {
   require_sizes("router BCE loss", N, E);
   if (N == 0) return 0.0;
-  Scratch<Totals> totals(1, stream);
-  count_targets(totals.ptr, targets, N, E, stream);
-  reduce_rows(totals.ptr, BceTerm{logits, targets, E}, N, stream);
-  const Totals h = fetch(totals.ptr, stream);
+  DeviceBuffer<Totals> totals(1, stream);
+  count_targets(totals.data(), targets, N, E, stream);
+  reduce_rows(totals.data(), BceTerm{logits, targets, E}, N, stream);
+  const Totals h = fetch(totals.data(), stream);
   ops::require_arg(h.bad == 0, "router BCE loss", std::to_string(h.bad) + " targets outside [-1, E)");
   return h.counted ? coef * h.sum / (double(h.counted) * double(E)) : 0.0;
 }
@@ -287,9 +274,9 @@ void router_bce_loss_backward(float* d_logits, const float* logits, const int32_
                               double coef, double d_loss, cudaStream_t stream) {
   require_sizes("router BCE loss", N, E);
   if (N == 0) return;
-  Scratch<Totals> totals(1, stream);
-  count_targets(totals.ptr, targets, N, E, stream);
-  bce_backward<<<blocks_for(N * E, kThreads), kThreads, 0, stream>>>(d_logits, logits, targets, totals.ptr, N, E,
+  DeviceBuffer<Totals> totals(1, stream);
+  count_targets(totals.data(), targets, N, E, stream);
+  bce_backward<<<blocks_for(N * E, kThreads), kThreads, 0, stream>>>(d_logits, logits, targets, totals.data(), N, E,
                                                                      d_loss * coef);
   UPCYCLE_CUDA_LAUNCHED("router_bce_loss_backward");
 }

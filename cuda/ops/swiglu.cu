@@ -1,5 +1,6 @@
 #include "cuda/ops/swiglu.hpp"
 
+#include "cuda/ops/convert.cuh"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda {
@@ -7,19 +8,6 @@ namespace upcycle::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ inline float to_float(float x) { return x; }
-__device__ inline float to_float(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ inline T from_float(float x);
-template <>
-__device__ inline float from_float<float>(float x) {
-  return x;
-}
-template <>
-__device__ inline bf16 from_float<bf16>(float x) {
-  return __float2bfloat16_rn(x);
-}
 
 // σ(x); far out expf overflows to inf and σ saturates to exactly 0 (or 1), never NaN.
 __device__ inline float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }

@@ -3,7 +3,9 @@
 // kernel runs (an element it fails to write shows), and the comparison against the CPU op.
 #pragma once
 #include <cstdint>
+#include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/runtime.hpp"
@@ -17,6 +19,26 @@ std::vector<int32_t> uniform_ints(size_t n, uint64_t seed, int32_t lo, int32_t h
 
 // Each value rounded to bf16 (nearest even) and back: the CPU reference's inputs for a bf16 run.
 std::vector<float> round_bf16(const std::vector<float>& x);
+
+// The values a device array of T holds for x: what the CPU reference must see for the inputs
+// to be the same.
+template <class T>
+std::vector<float> stored(const std::vector<float>& x) {
+  if constexpr (std::is_same_v<T, cuda::bf16>)
+    return round_bf16(x);
+  else
+    return x;
+}
+
+// float values as the double the CPU reference computes in, and back.
+inline std::vector<double> widen(const std::vector<float>& x) { return {x.begin(), x.end()}; }
+inline std::vector<float> narrow(const std::vector<double>& x) { return {x.begin(), x.end()}; }
+
+// Whether two arrays hold the same bits: the determinism checks.
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
 
 // Host values to device storage T (float or bf16), and back to float.
 template <class T>

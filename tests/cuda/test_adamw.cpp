@@ -14,14 +14,6 @@ namespace upcycle::test {
 
 namespace {
 
-// The values a T buffer holds exactly.
-template <class T>
-std::vector<float> stored(const std::vector<float>& x) {
-  if constexpr (std::is_same_v<T, cuda::bf16>) return round_bf16(x);
-  return x;
-}
-std::vector<double> widen(const std::vector<float>& x) { return {x.begin(), x.end()}; }
-
 template <class T>
 void check_adamw(bool decay, bool with_copy) {
   const ops::AdamWConfig config{.lr = 1e-2, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};

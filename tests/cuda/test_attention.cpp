@@ -36,18 +36,6 @@ int64_t longest(const std::vector<int32_t>& cu) {
   return m;
 }
 
-// Values as storage T holds them: what the CPU reference must see for the inputs to be the same.
-template <class T>
-std::vector<float> stored(const std::vector<float>& x) {
-  if constexpr (std::is_same_v<T, cuda::bf16>)
-    return round_bf16(x);
-  else
-    return x;
-}
-
-std::vector<double> wide(const std::vector<float>& x) { return {x.begin(), x.end()}; }
-std::vector<float> narrow(const std::vector<double>& x) { return {x.begin(), x.end()}; }
-
 double rms(const std::vector<double>& x) {
   double sq = 0;
   for (double v : x) sq += v * v;
@@ -61,11 +49,6 @@ std::vector<float> plus(const std::vector<float>& a, const std::vector<double>& 
 }
 
 template <class T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
-
-template <class T>
 void check_case(const Case& c, uint64_t seed) {
   const int64_t N = c.cu_seqlens.back(), S = int64_t(c.cu_seqlens.size()) - 1, D = c.head_dim;
   const ops::AttentionShape shape = shape_of(c, N);
@@ -74,7 +57,7 @@ void check_case(const Case& c, uint64_t seed) {
   // Scores of a few units, so that the softmax is neither flat nor one-hot.
   const auto q = stored<T>(uniform(nq, seed, -2, 2)), k = stored<T>(uniform(nkv, seed + 1, -2, 2)),
              v = stored<T>(uniform(nkv, seed + 2)), d_out = stored<T>(uniform(nq, seed + 3));
-  const auto q_w = wide(q), k_w = wide(k), v_w = wide(v), d_out_w = wide(d_out);
+  const auto q_w = widen(q), k_w = widen(k), v_w = widen(v), d_out_w = widen(d_out);
   const auto cu = to_device_ints(c.cu_seqlens);
   const auto dq_in = to_device<T>(q), dk_in = to_device<T>(k), dv_in = to_device<T>(v);
 
@@ -95,7 +78,7 @@ void check_case(const Case& c, uint64_t seed) {
   // sees the contribution as well as a dropped start; at least 0.1 (the inputs are O(1)), since
   // d_q and d_k cancel to 0 under a one-token window, where fp32 leaves residues of about 1e-7.
   const auto out_in = stored<T>(narrow(out_ref)), lse_in = narrow(lse_ref);
-  const auto out_in_w = wide(out_in), lse_in_w = wide(lse_in);
+  const auto out_in_w = widen(out_in), lse_in_w = widen(lse_in);
   std::vector<double> dq_ref(nq, 0.0), dk_ref(nkv, 0.0), dv_ref(nkv, 0.0);
   ops::attention_backward(dq_ref.data(), dk_ref.data(), dv_ref.data(), d_out_w.data(), q_w.data(), k_w.data(),
                           v_w.data(), out_in_w.data(), lse_in_w.data(), c.cu_seqlens.data(), S, shape);
@@ -156,7 +139,7 @@ void check_cached(int64_t p0, int64_t n, int64_t heads, int64_t kv_heads, int64_
   const auto q = stored<T>(uniform(size_t(L * heads * D), seed, -2, 2));
   const auto k = stored<T>(uniform(size_t(L * kv_heads * D), seed + 1, -2, 2));
   const auto v = stored<T>(uniform(size_t(L * kv_heads * D), seed + 2));
-  const auto q_w = wide(q), k_w = wide(k), v_w = wide(v);
+  const auto q_w = widen(q), k_w = widen(k), v_w = widen(v);
   const ops::AttentionShape cached{.tokens = n, .heads = heads, .kv_heads = kv_heads, .head_dim = D, .window = window};
   const int64_t new_offset = p0 * heads * D;
 

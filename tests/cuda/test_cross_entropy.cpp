@@ -18,18 +18,6 @@ namespace {
 using Doubles = std::vector<double>;
 using ops::kIgnoreIndex;
 
-Doubles widen(const std::vector<float>& x) { return Doubles(x.begin(), x.end()); }
-std::vector<float> narrow(const Doubles& x) { return std::vector<float>(x.begin(), x.end()); }
-
-// The values storage T holds for x: what the CPU reference must see.
-template <class T>
-std::vector<float> stored(const std::vector<float>& x) {
-  if constexpr (std::is_same_v<T, cuda::bf16>)
-    return round_bf16(x);
-  else
-    return x;
-}
-
 // Targets [N] in [0, V), the first and last ids included, every fifth row ignored.
 std::vector<int32_t> targets_for(int64_t N, int64_t V, uint64_t seed) {
   std::vector<int32_t> t = uniform_ints(size_t(N), seed, 0, int32_t(V));
@@ -57,11 +45,6 @@ template <class T>
 std::vector<T> raw(const cuda::DeviceBuffer<T>& d) {
   return d.download();
 }
-template <class T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
-
 // Forward and backward on the GPU against the CPU. lse and the loss are fp32 arithmetic on
 // exactly the CPU's inputs whatever T, so they are held to the float tolerance; the gradient is
 // stored as T. The non-target entries (the softmax alone) are checked once more on their own,

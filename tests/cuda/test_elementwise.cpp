@@ -11,13 +11,6 @@ namespace upcycle::test {
 
 namespace {
 
-// The values a T buffer holds exactly: the CPU reference's inputs.
-template <class T>
-std::vector<float> stored(const std::vector<float>& x) {
-  if constexpr (std::is_same_v<T, cuda::bf16>) return round_bf16(x);
-  return x;
-}
-
 // Many blocks of 256, the last one partial.
 constexpr int64_t kN = 70001;
 

@@ -14,14 +14,6 @@ namespace upcycle::test {
 
 namespace {
 
-// The values a T buffer holds exactly: the CPU reference's inputs.
-template <class T>
-std::vector<float> stored(const std::vector<float>& x) {
-  if constexpr (std::is_same_v<T, cuda::bf16>) return round_bf16(x);
-  return x;
-}
-std::vector<double> widen(const std::vector<float>& x) { return {x.begin(), x.end()}; }
-
 template <class T>
 void check_embedding(int64_t N, int64_t H, int64_t V, uint64_t seed) {
   std::vector<int32_t> ids = uniform_ints(size_t(N), seed, 0, int32_t(V));

@@ -15,22 +15,6 @@ namespace {
 
 using cuda::bf16;
 
-// The values a device array of T holds, as the CPU reference sees them.
-template <class T>
-std::vector<float> stored(const std::vector<float>& x) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return round_bf16(x);
-  else
-    return x;
-}
-
-std::vector<double> widen(const std::vector<float>& x) { return {x.begin(), x.end()}; }
-
-template <class T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
-
 // fp32 results (router logits, weight and bias gradients). From bf16 inputs the products are
 // exact in fp32 and only the fp32 accumulation differs from double: 1e-4, far inside bf16's
 // 1e-2, so an output rounded to bf16 on the way would show.

@@ -43,11 +43,6 @@ Data data(int64_t vocab, uint64_t seed) {
   return d;
 }
 
-template <class F>
-std::vector<double> as_double(const std::vector<F>& x) {
-  return {x.begin(), x.end()};
-}
-
 // f32: every element within tol of the CPU's. bf16: the error's norm within tol of the
 // CPU's norm: a token whose top-k choice flips on a near-tie under bf16 rounding moves a few
 // elements far, which an element-wise bound would call a failure.
@@ -72,7 +67,7 @@ void check_model(const std::string& type, double tol) {
   cuda::Transformer<T> gpu(*ckpt);
   const Data d = data(config.vocab_size, 3);
 
-  check_model_values<T>(as_double(to_host(gpu.forward(d.batch))), cpu.forward(d.batch), tol, type + " logits");
+  check_model_values<T>(widen(to_host(gpu.forward(d.batch))), cpu.forward(d.batch), tol, type + " logits");
 
   LossOptions opts;
   opts.z_loss_coef = config.is_moe() ? 1e-3 : 0;
@@ -90,7 +85,7 @@ void check_model(const std::string& type, double tol) {
   auto g = parameters(grads, config);
   auto w = parameters(cpu_grads, config);
   for (size_t i = 0; i < g.size(); ++i)
-    check_model_values<T>(as_double(*g[i].values), *w[i].values, tol, type + " gradient of " + g[i].tensor.name);
+    check_model_values<T>(widen(*g[i].values), *w[i].values, tol, type + " gradient of " + g[i].tensor.name);
 }
 
 // 50 AdamW steps over two alternating batches on each device; the losses step by step.

@@ -20,22 +20,6 @@ namespace {
 
 using cuda::bf16;
 
-// The values a device array of T holds, as the CPU reference sees them.
-template <class T>
-std::vector<float> stored(const std::vector<float>& x) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return round_bf16(x);
-  else
-    return x;
-}
-
-std::vector<double> widen(const std::vector<float>& x) { return {x.begin(), x.end()}; }
-
-template <class T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
-
 // bf16: MoeSaved keeps gate, up, act and y in bf16, and backward's d_y, d_act, d_gate, d_up and
 // per-slot d_x rows are bf16 too (the CPU op keeps them all in T): a chain of up to eight
 // roundings of up to 2^-8 each, carried on and summed by the GEMMs, against a double reference

@@ -13,14 +13,6 @@ namespace upcycle::test {
 
 namespace {
 
-// The values a T buffer holds exactly: the CPU reference's inputs.
-template <class T>
-std::vector<float> stored(const std::vector<float>& x) {
-  if constexpr (std::is_same_v<T, cuda::bf16>) return round_bf16(x);
-  return x;
-}
-std::vector<double> widen(const std::vector<float>& x) { return {x.begin(), x.end()}; }
-
 template <class T>
 void check_rmsnorm(int64_t N, int64_t C, uint64_t seed) {
   const double eps = 1e-5;

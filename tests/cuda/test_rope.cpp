@@ -12,14 +12,6 @@ namespace upcycle::test {
 
 namespace {
 
-// The values a T buffer holds exactly: the CPU reference's inputs.
-template <class T>
-std::vector<float> stored(const std::vector<float>& x) {
-  if constexpr (std::is_same_v<T, cuda::bf16>) return round_bf16(x);
-  return x;
-}
-std::vector<double> widen(const std::vector<float>& x) { return {x.begin(), x.end()}; }
-
 constexpr int64_t kMaxPositions = 64;
 constexpr double kTheta = 10000;
 

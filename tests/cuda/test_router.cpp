@@ -19,9 +19,6 @@ namespace {
 
 using Doubles = std::vector<double>;
 
-Doubles widen(const std::vector<float>& x) { return Doubles(x.begin(), x.end()); }
-std::vector<float> narrow(const Doubles& x) { return std::vector<float>(x.begin(), x.end()); }
-
 // Logits [N,E]; every third row drawn from a few multiples of 0.5, so that rows hold equal
 // logits (E = 8 > 7 values always does), often among the top k.
 std::vector<float> router_logits(int64_t N, int64_t E, uint64_t seed) {
@@ -66,9 +63,6 @@ std::vector<int32_t> bce_targets(int64_t N, int64_t E, uint64_t seed) {
   return t;
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
 bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof(double)) == 0; }
 
 constexpr std::pair<int64_t, int64_t> kShapes[] = {{8, 2}, {5, 3}, {8, 1}, {5, 5}};  // (E, k)

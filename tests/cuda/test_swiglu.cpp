@@ -13,17 +13,6 @@ namespace {
 
 using cuda::bf16;
 
-// The values a device array of T holds, as the CPU reference sees them.
-template <class T>
-std::vector<float> stored(const std::vector<float>& x) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return round_bf16(x);
-  else
-    return x;
-}
-
-std::vector<double> widen(const std::vector<float>& x) { return {x.begin(), x.end()}; }
-
 // Gates uniform in [-reach, reach).
 template <class T>
 void check_swiglu(int64_t count, float reach, uint64_t seed) {
