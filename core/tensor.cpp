@@ -1,6 +1,10 @@
 #include "core/tensor.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 
 #include "core/quant.hpp"
@@ -66,6 +70,29 @@ Tensor Tensor::borrowed(DType dtype, Shape shape, std::shared_ptr<const std::byt
   return Tensor(dtype, std::move(shape), n, b, std::move(data), Storage::Borrowed);
 }
 
+struct Tensor::Computed {
+  RangeFill fill;
+  std::once_flag once;
+  std::vector<float> values;
+};
+
+Tensor Tensor::computed(Shape shape, RangeFill fill) {
+  auto [n, b] = sizes(DType::F32, shape);
+  Tensor t(DType::F32, std::move(shape), n, b, nullptr, Storage::Computed);
+  t.computed_ = std::make_shared<Computed>();
+  t.computed_->fill = std::move(fill);
+  return t;
+}
+
+const std::byte* Tensor::data() const {
+  if (!computed_) return data_.get();
+  std::call_once(computed_->once, [&] {
+    computed_->values.resize(numel_);
+    computed_->fill(0, computed_->values);
+  });
+  return reinterpret_cast<const std::byte*>(computed_->values.data());
+}
+
 Tensor Tensor::with_file_span(FileSpan span) const {
   if (storage_ != Storage::FileMap) throw std::logic_error("with_file_span: only file maps lie in files");
   Tensor t = *this;
@@ -81,7 +108,7 @@ std::span<std::byte> Tensor::mutable_bytes() {
 template <class T>
 std::span<const T> Tensor::span() const {
   if (!matches<T>(dtype_)) throw std::logic_error("tensor span: element type does not match dtype");
-  return {reinterpret_cast<const T*>(data_.get()), size_t(numel_)};
+  return {reinterpret_cast<const T*>(data()), size_t(numel_)};
 }
 
 template <class T>
@@ -102,9 +129,9 @@ Tensor Tensor::to(DType dtype) const {
   Tensor out = zeros(dtype, shape_);
   if (is_quantized(dtype_)) {
     if (dtype != DType::F32) throw std::logic_error("quantized tensors convert to f32 only");
-    dequantize(dtype_, data_.get(), nbytes_, out.mutable_span<float>().data(), numel_);
+    dequantize(dtype_, data(), nbytes_, out.mutable_span<float>().data(), numel_);
   } else {
-    convert(dtype_, data_.get(), dtype, out.mutable_bytes().data(), numel_);
+    convert(dtype_, data(), dtype, out.mutable_bytes().data(), numel_);
   }
   return out;
 }
@@ -117,14 +144,37 @@ std::vector<float> Tensor::to_f32_vector() const {
 
 void Tensor::to_f32_into(std::vector<float>& out) const {
   out.resize(numel_);
-  if (is_quantized(dtype_)) dequantize(dtype_, data_.get(), nbytes_, out.data(), numel_);
-  else convert(dtype_, data_.get(), DType::F32, out.data(), numel_);
+  to_f32_range(0, out);
 }
 
 void Tensor::to_f32_range(uint64_t first, std::span<float> out) const {
-  if (is_quantized(dtype_)) throw std::logic_error("to_f32_range: quantized tensors convert whole");
   if (first > numel_ || out.size() > numel_ - first) throw std::out_of_range("to_f32_range: past the tensor's end");
-  convert(dtype_, data_.get() + first * *dtype_bytes(dtype_, 1), DType::F32, out.data(), out.size());
+  if (computed_) return computed_->fill(first, out);
+  const DTypeInfo& info = dtype_info(dtype_);
+  if (first % info.block_elems || (out.size() % info.block_elems && first + out.size() != numel_))
+    throw std::invalid_argument("to_f32_range: a range of a " + std::string(dtype_name(dtype_)) +
+                                " tensor must cover whole blocks of " + std::to_string(info.block_elems) + " elements");
+  const std::byte* src = data_.get() + first / info.block_elems * info.block_bytes;
+  if (is_quantized(dtype_)) dequantize(dtype_, src, (out.size() + info.block_elems - 1) / info.block_elems * info.block_bytes, out.data(), out.size());
+  else convert(dtype_, src, DType::F32, out.data(), out.size());
+}
+
+void Tensor::release(uint64_t first, uint64_t count) const {
+  if (storage_ != Storage::FileMap || first >= numel_) return;
+  const DTypeInfo& info = dtype_info(dtype_);
+  const uint64_t last = std::min(numel_, first + count);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(data_.get());
+  const uintptr_t from = p + first / info.block_elems * info.block_bytes;
+  const uintptr_t to = p + (last + info.block_elems - 1) / info.block_elems * info.block_bytes;
+  static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (from + page - 1) / page * page, end = to / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+uint64_t range_block(uint64_t elements, std::span<const Tensor> tensors) {
+  uint64_t granule = 2;
+  for (const Tensor& t : tensors) granule = std::max<uint64_t>(granule, dtype_info(t.dtype()).block_elems);
+  return std::max<uint64_t>(1, (elements + granule - 1) / granule) * granule;
 }
 
 Tensor Tensor::reshaped(Shape shape) const {

@@ -1,7 +1,9 @@
 // A tensor: dtype, shape (row major, slowest dimension first, as safetensors and PyTorch list
-// it) and bytes that are either owned or a read-only memory map kept alive by the tensor.
+// it) and bytes that are either owned, a read-only memory map kept alive by the tensor, or
+// computed on demand a range at a time (so a writer streams a computed tensor of any size).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -38,6 +40,11 @@ class Tensor {
   // A view of memory owned elsewhere (a buffer its owner keeps unchanged while the tensor is
   // used); `data` may keep it alive or, with no owner, the caller does.
   static Tensor borrowed(DType dtype, Shape shape, std::shared_ptr<const std::byte> data);
+  // f32 values made on demand: fill(first, out) writes elements [first, first + out.size()) for
+  // any range. to_f32_range and writers ask for ranges; bytes() and span() make (and keep) the
+  // whole tensor once.
+  using RangeFill = std::function<void(uint64_t first, std::span<float> out)>;
+  static Tensor computed(Shape shape, RangeFill fill);
 
   DType dtype() const { return dtype_; }
   const Shape& shape() const { return shape_; }
@@ -46,15 +53,13 @@ class Tensor {
   uint64_t numel() const { return numel_; }
   uint64_t nbytes() const { return nbytes_; }
   bool empty() const { return !data_ && numel_ == 0; }
-  // True for views of file maps: their pages can be dropped from memory and read back, which
-  // would zero a borrowed buffer's.
-  bool is_file_map() const { return storage_ == Storage::FileMap; }
+  bool is_computed() const { return storage_ == Storage::Computed; }
   // Set by readers on views that map a file's bytes unchanged; kept by reshaped() and to() of
   // the same dtype, dropped by anything that makes new bytes.
   const std::optional<FileSpan>& file_span() const { return file_span_; }
   Tensor with_file_span(FileSpan span) const;
 
-  std::span<const std::byte> bytes() const { return {data_.get(), size_t(nbytes_)}; }
+  std::span<const std::byte> bytes() const { return {data(), size_t(nbytes_)}; }
   // Writable bytes: only for tensors created owned (zeros, from_f32, to); throws on a view.
   std::span<std::byte> mutable_bytes();
 
@@ -70,15 +75,23 @@ class Tensor {
   std::vector<float> to_f32_vector() const;
   // The same into `out` (resized; its capacity is reused, so a loop over tensors allocates once).
   void to_f32_into(std::vector<float>& out) const;
-  // Elements [first, first + out.size()) as f32, for plain float dtypes (std::logic_error for
-  // quantized ones, std::out_of_range past the end): a tensor converted a block at a time.
+  // Elements [first, first + out.size()) as f32 (std::out_of_range past the end): a tensor
+  // converted a block at a time. Quantized tensors take ranges of whole quantization blocks
+  // (std::invalid_argument otherwise).
   void to_f32_range(uint64_t first, std::span<float> out) const;
+
+  // Drops the whole pages of elements [first, first + count) of a file map from this process's
+  // resident memory (they stay in the page cache and are read back if touched again), so a
+  // tensor read once, a range at a time, never becomes resident in full. No-op for other storage
+  // (dropping a borrowed buffer's pages would zero them).
+  void release(uint64_t first, uint64_t count) const;
 
   // Same bytes, another shape of the same element count.
   Tensor reshaped(Shape shape) const;
 
  private:
-  enum class Storage { Owned, FileMap, Borrowed };
+  enum class Storage { Owned, FileMap, Borrowed, Computed };
+  struct Computed;  // the fill, and the whole tensor once something asked for its bytes
   Tensor(DType dtype, Shape shape, uint64_t numel, uint64_t nbytes, std::shared_ptr<const std::byte> data,
          Storage storage)
       : dtype_(dtype), shape_(std::move(shape)), numel_(numel), nbytes_(nbytes), data_(std::move(data)),
@@ -88,7 +101,13 @@ class Tensor {
   uint64_t numel_ = 0, nbytes_ = 0;
   std::shared_ptr<const std::byte> data_;
   Storage storage_ = Storage::Borrowed;
+  std::shared_ptr<Computed> computed_;
   std::optional<FileSpan> file_span_;
+  const std::byte* data() const;  // the bytes, made first for a computed tensor
 };
+
+// `elements` rounded up to an even multiple of every tensor's quantization block (all powers of
+// two): blocks that to_f32_range takes from each of them, and that DARE can merge as parts.
+uint64_t range_block(uint64_t elements, std::span<const Tensor> tensors);
 
 }  // namespace upcycle

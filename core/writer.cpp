@@ -1,8 +1,5 @@
 #include "core/writer.hpp"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <stdexcept>
 #include <vector>
@@ -16,19 +13,30 @@ DType output_dtype(DType stored, const WriteOptions& opts) {
   return is_quantized(stored) ? DType::F32 : stored;
 }
 
-
 namespace {
-// Drops the pages of [p, p + n) from this process's resident set. Only for read-only file
-// maps: the pages stay in the page cache and are read back if touched again.
-void release_pages(const std::byte* p, uint64_t n) {
-  static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
-  uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
-  uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
-  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+// A computed tensor's pieces: made in f32 a range at a time, then converted.
+void write_computed(const Tensor& t, DType dtype, const ChunkSink& sink, uint64_t max_bytes) {
+  const uint64_t out_bytes = dtype_info(dtype).block_bytes;
+  const uint64_t piece = std::max<uint64_t>(1, max_bytes / std::max<uint64_t>(sizeof(float), out_bytes));
+  std::vector<float> values;
+  std::vector<std::byte> buffer;
+  for (uint64_t first = 0; first < t.numel(); first += piece) {
+    values.resize(std::min(piece, t.numel() - first));
+    t.to_f32_range(first, values);
+    if (dtype == DType::F32) {
+      sink(std::as_bytes(std::span(values)), first);
+    } else {
+      buffer.resize(values.size() * out_bytes);
+      convert(DType::F32, reinterpret_cast<const std::byte*>(values.data()), dtype, buffer.data(), values.size());
+      sink(buffer, first);
+    }
+  }
 }
+
 }  // namespace
 
 void write_converted(const Tensor& t, DType dtype, const ChunkSink& sink, uint64_t max_bytes) {
+  if (t.is_computed()) return write_computed(t, dtype, sink, max_bytes);
   const DTypeInfo& in = dtype_info(t.dtype());
   const uint64_t out_bytes = dtype_info(dtype).block_bytes;  // output types are plain: 1 element a block
   // Whole input blocks per piece, sized by the larger of input and output bytes.
@@ -51,7 +59,7 @@ void write_converted(const Tensor& t, DType dtype, const ChunkSink& sink, uint64
       }
       sink(buffer, b * in.block_elems);
     }
-    if (t.is_file_map()) release_pages(src, nb * in.block_bytes);
+    t.release(b * in.block_elems, elems);
   }
 }
 

@@ -17,7 +17,7 @@ const char* distance_name(Distance d) { return d == Distance::Cosine ? "cosine" 
 
 namespace {
 
-constexpr size_t kBlock = 4096, kLanes = 8;
+constexpr size_t kLanes = 8;
 
 // Σ a[i]·b[i] for i < n: float products in kLanes lanes, the lanes and the tail added in double.
 double block_dot(const float* a, const float* b, size_t n) {
@@ -31,38 +31,29 @@ double block_dot(const float* a, const float* b, size_t n) {
   return s;
 }
 
-size_t block_count(size_t n) { return (n + kBlock - 1) / kBlock; }
-
 }  // namespace
 
-std::vector<double> delta_dots(std::span<const float> x, std::span<const float> base,
-                               std::span<const std::span<const float>> others) {
-  bool same = base.size() == x.size();
-  for (const auto& o : others) same = same && o.size() == x.size();
-  if (!same) throw std::invalid_argument("delta_dots: lengths differ");
-  const size_t m = others.size(), blocks = block_count(x.size());
-  std::vector<double> partial(blocks * (m + 1));  // [blocks, m + 1]
-#pragma omp parallel
-  {
-    std::vector<float> d(kBlock), e(kBlock);
-#pragma omp for schedule(static)
-    for (size_t blk = 0; blk < blocks; ++blk) {
-      const size_t begin = blk * kBlock, n = std::min(x.size() - begin, kBlock);
-      const float* b = base.data() + begin;
-      for (size_t i = 0; i < n; ++i) d[i] = x[begin + i] - b[i];
-      double* row = &partial[blk * (m + 1)];
-      for (size_t j = 0; j < m; ++j) {
-        const float* o = others[j].data() + begin;
-        for (size_t i = 0; i < n; ++i) e[i] = o[i] - b[i];
-        row[j] = block_dot(d.data(), e.data(), n);
-      }
-      row[m] = block_dot(d.data(), d.data(), n);
+size_t dot_blocks(size_t elements) { return (elements + kDotBlock - 1) / kDotBlock; }
+
+void delta_dot_blocks(std::span<const float> x, std::span<const float> base,
+                      std::span<const std::span<const float>> others, std::span<double> partial, size_t stride) {
+  const size_t m = others.size(), blocks = dot_blocks(x.size());
+  bool fits = base.size() == x.size() && m < stride && (blocks == 0 || (blocks - 1) * stride + m < partial.size());
+  for (const auto& o : others) fits = fits && o.size() == x.size();
+  if (!fits) throw std::invalid_argument("delta_dot_blocks: lengths differ, or the partial sums do not fit");
+  float d[kDotBlock], e[kDotBlock];
+  for (size_t blk = 0; blk < blocks; ++blk) {
+    const size_t begin = blk * kDotBlock, n = std::min(x.size() - begin, kDotBlock);
+    const float* b = base.data() + begin;
+    for (size_t i = 0; i < n; ++i) d[i] = x[begin + i] - b[i];
+    double* row = &partial[blk * stride];
+    for (size_t j = 0; j < m; ++j) {
+      const float* o = others[j].data() + begin;
+      for (size_t i = 0; i < n; ++i) e[i] = o[i] - b[i];
+      row[j] = block_dot(d, e, n);
     }
+    row[m] = block_dot(d, d, n);
   }
-  std::vector<double> sum(m + 1, 0.0);
-  for (size_t blk = 0; blk < blocks; ++blk)
-    for (size_t j = 0; j <= m; ++j) sum[j] += partial[blk * (m + 1) + j];
-  return sum;
 }
 
 void Gram::resize(size_t n) {

@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include <omp.h>
 #include <spdlog/spdlog.h>
 
 #include "core/progress.hpp"
@@ -19,38 +20,84 @@ std::optional<ParentChoice> parse_parent_choice(std::string_view name) {
 
 namespace {
 
+// What one thread works with: a block of the pool, and room for a candidate child's block.
+struct Worker {
+  PoolBlock block;
+  std::vector<float> child;
+};
+
+// Sums over a (layer, role)'s blocks of `values` partial sums per dot block, which
+// body(worker, partial) writes for the worker's block ([dot blocks of the block, values]). Blocks
+// run in parallel a wave at a time, and their sums are added in block order: the bits of one
+// pass over the whole tensor, for any thread count, with memory of a few blocks per thread.
+template <class Body>
+std::vector<double> sum_over_blocks(const PoolTensor& t, size_t values, Body&& body) {
+  const int threads = omp_get_max_threads();
+  std::vector<Worker> workers;
+  for (int i = 0; i < threads; ++i) workers.push_back({PoolBlock(t), {}});
+  const uint64_t blocks = t.blocks(), wave = 8 * uint64_t(threads);
+  const size_t rows = dot_blocks(t.block_elements()), per_block = rows * values;
+  std::vector<double> partial(size_t(std::min(wave, blocks)) * per_block), sum(values, 0.0);
+  for (uint64_t w0 = 0; w0 < blocks; w0 += wave) {
+    const int64_t n = int64_t(std::min(wave, blocks - w0));
+    // One block alone runs on this thread, so the merge inside may use them all (ties, slerp).
+#pragma omp parallel for schedule(static) if (n > 1)
+    for (int64_t i = 0; i < n; ++i) {
+      Worker& w = workers[size_t(omp_get_thread_num())];
+      const uint64_t first = (w0 + uint64_t(i)) * t.block_elements();
+      w.block.seek(first, std::min(t.block_elements(), t.numel() - first));
+      body(w, std::span(partial).subspan(size_t(i) * per_block, per_block));
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const uint64_t first = (w0 + uint64_t(i)) * t.block_elements();
+      const size_t used = dot_blocks(size_t(std::min(t.block_elements(), t.numel() - first)));
+      for (size_t r = 0; r < used; ++r)
+        for (size_t v = 0; v < values; ++v) sum[v] += partial[size_t(i) * per_block + r * values + v];
+    }
+  }
+  return sum;
+}
+
 // Adds to gram the inner products of the candidates' deltas (experts n.. of the grown gram) with
 // the pool's and their own: one pass over every FFN tensor, no delta stored.
-void measure(const FfnSource& source, const Pool& pool, const Pool& candidates, const merge::Options& merge,
+void measure(const FfnSource& source, const Pool& pool, const Pool& candidates, const ExpansionOptions& o,
              Gram& gram, Progress& progress) {
-  const size_t n = pool.size();
+  const size_t n = pool.size(), values = candidates.size() * (n + 1);  // [candidate, pool member or itself]
   for (int l = 0; l < source.layers(); ++l)
     for (Role role : kFfnRoles) {
-      PoolTensors tensors(source, pool, l, role, merge);
-      const std::vector<float>& base = tensors.base();
-      std::vector<std::span<const float>> others;
-      for (size_t j = 0; j < n; ++j) others.push_back(tensors.expert(j));
-      for (size_t c = 0; c < candidates.size(); ++c) {
-        const std::vector<double> dots = delta_dots(tensors.child(candidates[c]), base, others);  // [n + 1]
-        for (size_t j = 0; j <= n; ++j) gram.add(l, n + c, j < n ? j : n + c, dots[j]);
-      }
+      const PoolTensor tensor(source, pool, l, role, o.merge, o.block_elements);
+      const std::vector<double> dots = sum_over_blocks(tensor, values, [&](Worker& w, std::span<double> partial) {
+        std::vector<std::span<const float>> others;
+        for (size_t j = 0; j < n; ++j) others.push_back(w.block.expert(j));
+        if (w.child.size() < w.block.size()) w.child.resize(w.block.size());
+        const std::span<float> child = std::span(w.child).first(w.block.size());
+        for (size_t c = 0; c < candidates.size(); ++c) {
+          w.block.child(candidates[c], child);
+          delta_dot_blocks(child, w.block.base(), others, partial.subspan(c * (n + 1)), values);
+        }
+      });
+      for (size_t c = 0; c < candidates.size(); ++c)
+        for (size_t j = 0; j <= n; ++j) gram.add(l, n + c, j < n ? j : n + c, dots[c * (n + 1) + j]);
       progress.advance(1);
     }
 }
 
 // The K checkpoints' inner products: the pass before any round.
-Gram checkpoint_gram(const FfnSource& source, const Pool& pool, const merge::Options& merge, Progress& progress) {
+Gram checkpoint_gram(const FfnSource& source, const Pool& pool, const ExpansionOptions& o, Progress& progress) {
+  const size_t k = pool.size(), values = k * (k + 1) / 2;  // (i, j <= i) at i(i + 1)/2 + j
   Gram gram(source.layers());
-  gram.resize(pool.size());
+  gram.resize(k);
   for (int l = 0; l < source.layers(); ++l)
     for (Role role : kFfnRoles) {
-      PoolTensors tensors(source, pool, l, role, merge);
-      std::vector<std::span<const float>> experts;
-      for (size_t i = 0; i < pool.size(); ++i) experts.push_back(tensors.expert(i));
-      for (size_t i = 0; i < pool.size(); ++i) {
-        const std::vector<double> dots = delta_dots(experts[i], tensors.base(), std::span(experts).first(i));  // [i + 1]
-        for (size_t j = 0; j <= i; ++j) gram.add(l, i, j, dots[j]);
-      }
+      const PoolTensor tensor(source, pool, l, role, o.merge, o.block_elements);
+      const std::vector<double> dots = sum_over_blocks(tensor, values, [&](Worker& w, std::span<double> partial) {
+        std::vector<std::span<const float>> experts;
+        for (size_t i = 0; i < k; ++i) experts.push_back(w.block.expert(i));
+        for (size_t i = 0; i < k; ++i)
+          delta_dot_blocks(experts[i], w.block.base(), std::span(experts).first(i), partial.subspan(i * (i + 1) / 2), values);
+      });
+      for (size_t i = 0; i < k; ++i)
+        for (size_t j = 0; j <= i; ++j) gram.add(l, i, j, dots[i * (i + 1) / 2 + j]);
       progress.advance(1);
     }
   return gram;
@@ -118,6 +165,8 @@ std::vector<std::vector<double>> submatrix(const std::vector<std::vector<double>
 Expansion expand_pool(const FfnSource& source, const ExpansionOptions& o) {
   if (o.experts < 1 || o.candidates < 1 || o.distant_pairs < 1)
     throw std::invalid_argument("expand_pool: experts, candidates and distant_pairs must be positive");
+  if (o.block_elements == 0 || o.block_elements % kDotBlock)
+    throw std::invalid_argument("expand_pool: block_elements must be a positive multiple of kDotBlock");
   const int K = int(source.size());
   if (o.experts > K && K < 2) throw std::invalid_argument("expand_pool: growing the pool needs two checkpoints or more");
   const int rounds = std::max(0, o.experts - K);
@@ -125,7 +174,7 @@ Expansion expand_pool(const FfnSource& source, const ExpansionOptions& o) {
 
   Expansion out;
   for (int k = 0; k < K; ++k) out.pool.push_back({k});
-  Gram gram = checkpoint_gram(source, out.pool, o.merge, progress);
+  Gram gram = checkpoint_gram(source, out.pool, o, progress);
   out.before = gram.matrix(o.distance);
   if (o.experts <= K) {
     out.pool = choose_checkpoints(out.before, o.experts);
@@ -138,7 +187,7 @@ Expansion expand_pool(const FfnSource& source, const ExpansionOptions& o) {
     const Pool candidates = draw_candidates(gram.matrix(o.distance), o, round);
     Gram trial = gram;
     trial.resize(n + candidates.size());
-    measure(source, out.pool, candidates, o.merge, trial, progress);
+    measure(source, out.pool, candidates, o, trial, progress);
     // Score each candidate's pool: the pool's distances plus its own row.
     size_t best = 0;
     Diversity best_div;

@@ -27,6 +27,9 @@ struct ExpansionOptions {
   Distance distance = Distance::Cosine;
   merge::Options merge{merge::Method::Dare};  // the child merge (weights and seed per child)
   uint64_t seed = 0;
+  // Each tensor is read this many elements at a time (a multiple of kDotBlock): the distances'
+  // bits do not depend on it.
+  uint64_t block_elements = PoolTensor::kBlockElements;
   bool progress = true;
 };
 

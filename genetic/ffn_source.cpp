@@ -37,22 +37,22 @@ FfnSource::FfnSource(std::vector<const Checkpoint*> checkpoints, const Checkpoin
 
 std::string FfnSource::key(int layer, Role role) { return tensor_name({role, layer}, Scheme::HF); }
 
-std::vector<float> FfnSource::load(size_t k, int layer, Role role) const {
-  return checkpoints_.at(k)->load(key(layer, role)).to_f32_vector();
+Tensor FfnSource::tensor(size_t k, int layer, Role role) const { return checkpoints_.at(k)->load(key(layer, role)); }
+
+Tensor FfnSource::base_tensor(int layer, Role role) const {
+  if (!base_) throw std::logic_error("FfnSource::base_tensor: no base model (the base is the checkpoints' mean)");
+  return base_->load(key(layer, role));
 }
 
-std::vector<float> FfnSource::base(int layer, Role role) const {
-  if (!base_) throw std::logic_error("FfnSource::base: no base model (the base is the checkpoints' mean)");
-  return base_->load(key(layer, role)).to_f32_vector();
-}
-
-std::vector<float> FfnSource::mean(const std::vector<const std::vector<float>*>& tensors) {
-  std::vector<double> sum(tensors.at(0)->size(), 0.0);
-  for (const std::vector<float>* x : tensors)
-    for (size_t i = 0; i < x->size(); ++i) sum[i] += (*x)[i];
-  std::vector<float> out(sum.size());
-  for (size_t i = 0; i < sum.size(); ++i) out[i] = float(sum[i] / double(tensors.size()));
-  return out;
+void FfnSource::mean(std::span<const std::span<const float>> tensors, std::span<float> out) {
+  for (const auto& x : tensors)
+    if (x.size() != out.size()) throw std::invalid_argument("FfnSource::mean: lengths differ");
+  const double scale = double(tensors.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    double sum = 0;
+    for (const auto& x : tensors) sum += x[i];
+    out[i] = float(sum / scale);
+  }
 }
 
 }  // namespace upcycle::genetic

@@ -1,7 +1,8 @@
 // The dense checkpoints an expert pool grows from: each one's FFN tensors (gate, up, down per
-// layer) as f32, and the base that deltas are taken from (the pre-tuning model when given, else
+// layer), and the base that deltas are taken from (the pre-tuning model when given, else
 // the element-wise mean of the checkpoints).
 #pragma once
+#include <span>
 #include <string>
 #include <vector>
 
@@ -24,10 +25,10 @@ class FfnSource {
   const Checkpoint* base_checkpoint() const { return base_; }  // null when the base is the mean
   const Checkpoint& checkpoint(size_t k) const { return *checkpoints_[k]; }
 
-  std::vector<float> load(size_t k, int layer, Role role) const;  // checkpoint k's tensor
-  std::vector<float> base(int layer, Role role) const;            // the base model's (has_base() only)
-  // The element-wise mean, summed in double in the tensors' order.
-  static std::vector<float> mean(const std::vector<const std::vector<float>*>& tensors);
+  Tensor tensor(size_t k, int layer, Role role) const;  // checkpoint k's (a view of its file)
+  Tensor base_tensor(int layer, Role role) const;       // the base model's (has_base() only)
+  // out = the element-wise mean of equally long tensors, summed in double in their order.
+  static void mean(std::span<const std::span<const float>> tensors, std::span<float> out);
   // The tensor's name: the key of its random streams.
   static std::string key(int layer, Role role);
 

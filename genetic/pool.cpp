@@ -1,10 +1,9 @@
 #include "genetic/pool.hpp"
 
-#include <cmath>
+#include <algorithm>
+#include <stdexcept>
 
 #include <fmt/format.h>
-
-#include "core/random.hpp"
 
 namespace upcycle::genetic {
 
@@ -14,67 +13,94 @@ std::string describe(const ExpertRecipe& r) {
   return fmt::format("child of {} and {} ({:.2f}/{:.2f})", r.parent_a, r.parent_b, r.weight_a, r.weight_b);
 }
 
-void redraw_neurons(std::vector<float>& t, Role role, int layer, int64_t intermediate, double ratio, uint64_t seed) {
-  const int64_t I = intermediate, other = int64_t(t.size()) / I;
-  // The neurons: a seeded partial Fisher-Yates shuffle of [0, I).
-  std::vector<int64_t> order(static_cast<size_t>(I));
-  for (int64_t i = 0; i < I; ++i) order[size_t(i)] = i;
-  Rng pick = Rng::stream(seed, "drop-upcycling neurons, layer " + std::to_string(layer));
-  const int64_t count = std::llround(ratio * double(I));
-  for (int64_t i = 0; i < count; ++i) std::swap(order[size_t(i)], order[size_t(i) + pick.below(uint64_t(I - i))]);
-  double sum = 0, sq = 0;
-  for (float v : t) sum += v, sq += double(v) * v;
-  const double mean = sum / double(t.size()), sd = std::sqrt(std::max(0.0, sq / double(t.size()) - mean * mean));
-  Rng draw = Rng::stream(seed, "drop-upcycling values, " + FfnSource::key(layer, role));
-  for (int64_t n = 0; n < count; ++n) {
-    const int64_t i = order[size_t(n)];
-    for (int64_t j = 0; j < other; ++j) {
-      const size_t at = role == Role::Down ? size_t(j * I + i) : size_t(i * other + j);  // down [H, I]; gate, up [I, H]
-      t[at] = float(mean + sd * draw.normal());
-    }
+PoolTensor::PoolTensor(const FfnSource& source, const Pool& pool, int layer, Role role, merge::Options child_merge,
+                       uint64_t block_elements)
+    : source_(source), pool_(pool), key_(FfnSource::key(layer, role)), merge_(std::move(child_merge)) {
+  if (block_elements == 0) throw std::invalid_argument("PoolTensor: blocks of 0 elements");
+  for (size_t k = 0; k < source.size(); ++k) checkpoints_.push_back(source.tensor(k, layer, role));
+  if (source.has_base()) base_ = source.base_tensor(layer, role);
+  numel_ = checkpoints_[0].numel();
+  std::vector<Tensor> inputs = checkpoints_;
+  if (!base_.empty()) inputs.push_back(base_);
+  block_ = merge::merges_by_element(merge_.method) ? std::min(range_block(block_elements, inputs), numel_) : numel_;
+  const int64_t intermediate = source.checkpoint(0).config().intermediate_size;
+  for (const ExpertRecipe& r : pool) {
+    redraws_.emplace_back();
+    if (!r.is_child() && r.redraw > 0)
+      redraws_.back().emplace(checkpoints_.at(size_t(r.checkpoint)), role, layer, intermediate, r.redraw, r.seed);
   }
 }
 
-PoolTensors::PoolTensors(const FfnSource& source, const Pool& pool, int layer, Role role, merge::Options child_merge)
-    : source_(source), pool_(pool), layer_(layer), role_(role), merge_(std::move(child_merge)) {}
+PoolBlock::PoolBlock(const PoolTensor& tensor)
+    : t_(tensor),
+      checkpoints_(tensor.checkpoints_.size()),
+      experts_(tensor.pool_.size()),
+      have_checkpoint_(checkpoints_.size()),
+      have_expert_(experts_.size()) {}
 
-const std::vector<float>& PoolTensors::checkpoint(size_t k) {
-  auto it = checkpoints_.find(k);
-  if (it == checkpoints_.end()) it = checkpoints_.emplace(k, source_.load(k, layer_, role_)).first;
-  return it->second;
+void PoolBlock::seek(uint64_t first, uint64_t size) {
+  if (first % t_.block_ || size > t_.block_ || first + size > t_.numel_)
+    throw std::logic_error("PoolBlock::seek: not a block of the tensor");
+  first_ = first;
+  size_ = size_t(size);
+  std::fill(have_checkpoint_.begin(), have_checkpoint_.end(), 0);
+  std::fill(have_expert_.begin(), have_expert_.end(), 0);
+  have_base_ = false;
 }
 
-// The mean from the checkpoints' tensors this object holds anyway, rather than read again.
-const std::vector<float>& PoolTensors::base() {
-  if (!base_.empty()) return base_;
-  if (source_.has_base()) return base_ = source_.base(layer_, role_);
-  std::vector<const std::vector<float>*> all;
-  for (size_t k = 0; k < source_.size(); ++k) all.push_back(&checkpoint(k));
-  return base_ = FfnSource::mean(all);
+std::span<float> PoolBlock::buffer(std::vector<float>& b) const {
+  if (b.size() < size_) b.resize(size_);
+  return std::span(b).first(size_);
 }
 
-const std::vector<float>& PoolTensors::expert(size_t e) {
-  const ExpertRecipe& r = pool_.at(e);
+std::span<const float> PoolBlock::checkpoint(size_t k) {
+  const std::span<float> out = buffer(checkpoints_.at(k));
+  if (!have_checkpoint_[k]) {
+    t_.checkpoints_[k].to_f32_range(first_, out);
+    t_.checkpoints_[k].release(first_, size_);  // read once per block: no need to stay resident
+  }
+  have_checkpoint_[k] = 1;
+  return out;
+}
+
+std::span<const float> PoolBlock::base() {
+  const std::span<float> out = buffer(base_);
+  if (have_base_) return out;
+  have_base_ = true;
+  if (t_.source_.has_base()) {
+    t_.base_.to_f32_range(first_, out);
+    t_.base_.release(first_, size_);
+  } else {
+    std::vector<std::span<const float>> all;
+    for (size_t k = 0; k < checkpoints_.size(); ++k) all.push_back(checkpoint(k));
+    FfnSource::mean(all, out);
+  }
+  return out;
+}
+
+std::span<const float> PoolBlock::expert(size_t e) {
+  const ExpertRecipe& r = t_.pool_.at(e);
   if (!r.is_child() && r.redraw == 0) return checkpoint(size_t(r.checkpoint));
-  auto it = experts_.find(e);
-  if (it != experts_.end()) return it->second;
-  std::vector<float> t = r.is_child() ? child(r) : checkpoint(size_t(r.checkpoint));
-  if (r.redraw > 0)
-    redraw_neurons(t, role_, layer_, source_.checkpoint(0).config().intermediate_size, r.redraw, r.seed);
-  return experts_.emplace(e, std::move(t)).first->second;
+  const std::span<float> out = buffer(experts_[e]);
+  if (have_expert_[e]) return out;
+  if (r.is_child()) {
+    child(r, out);
+  } else {
+    const std::span<const float> from = checkpoint(size_t(r.checkpoint));
+    std::copy(from.begin(), from.end(), out.begin());
+    t_.redraws_[e]->apply(first_, out);
+  }
+  have_expert_[e] = 1;
+  return out;
 }
 
-std::vector<float> PoolTensors::child(const ExpertRecipe& r) {
-  const std::vector<float>& a = expert(size_t(r.parent_a));
-  const std::vector<float>& b = expert(size_t(r.parent_b));
-  merge::Options opts = merge_;
+void PoolBlock::child(const ExpertRecipe& r, std::span<float> out) {
+  const std::span<const float> inputs[] = {expert(size_t(r.parent_a)), expert(size_t(r.parent_b))};
+  merge::Options opts = t_.merge_;
   opts.weights = {r.weight_a, r.weight_b};
   opts.seed = r.seed;
-  const std::span<const float> inputs[] = {a, b};
-  std::vector<float> out(a.size());
-  const std::span<const float> base = merge::needs_base(opts.method) ? std::span<const float>(this->base()) : std::span<const float>();
-  merge::merge_tensor(out, inputs, base, opts, FfnSource::key(layer_, role_));
-  return out;
+  const std::span<const float> base = merge::needs_base(opts.method) ? this->base() : std::span<const float>();
+  merge::merge_tensor(out, inputs, base, opts, t_.key_, first_);
 }
 
 }  // namespace upcycle::genetic

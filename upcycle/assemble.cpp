@@ -9,7 +9,8 @@
 namespace upcycle {
 
 using genetic::FfnSource;
-using genetic::PoolTensors;
+using genetic::PoolBlock;
+using genetic::PoolTensor;
 
 ModelConfig moe_config(const FfnSource& source, int experts, const AssemblyOptions& opts) {
   const Checkpoint& first = source.checkpoint(0);
@@ -31,11 +32,52 @@ ModelConfig moe_config(const FfnSource& source, int experts, const AssemblyOptio
 
 namespace {
 
-// The tensors' maker: a cache of the current (layer, role)'s pool tensors, since writers ask
-// for every expert of one role in a row (core's canonical order). Computed tensors are views of
-// the assembler's own buffers, valid until its next make(): writers and load_weights take
-// tensors one at a time, and reusing the buffers spares the kernel a fresh zeroed mapping (page
-// faults) for every tensor.
+// A fill for any range from one that takes ranges within aligned blocks of `block` elements:
+// the blocks a range touches are made in parallel, each thread with its own `State` (buffers
+// reused from block to block), and a block the range covers only in part is made whole first.
+// make(state, first, out) writes elements [first, first + out.size()) of one aligned block.
+template <class State, class MakeState, class Make>
+Tensor::RangeFill by_blocks(uint64_t numel, uint64_t block, MakeState make_state, Make make) {
+  return [=](uint64_t first, std::span<float> out) {
+    if (out.empty()) return;
+    const uint64_t b0 = first / block, b1 = (first + out.size() - 1) / block;
+#pragma omp parallel if (b1 > b0)
+    {
+      State state = make_state();
+      std::vector<float> part;
+#pragma omp for schedule(static)
+      for (int64_t b = int64_t(b0); b <= int64_t(b1); ++b) {
+        const uint64_t lo = uint64_t(b) * block, hi = std::min(numel, lo + block);
+        const uint64_t from = std::max(lo, first), to = std::min(hi, first + out.size());
+        const std::span<float> dst = out.subspan(size_t(from - first), size_t(to - from));
+        if (from == lo && to == hi) {
+          make(state, lo, dst);
+        } else {
+          part.resize(size_t(hi - lo));
+          make(state, lo, std::span(part));
+          std::copy_n(part.begin() + ptrdiff_t(from - lo), dst.size(), dst.begin());
+        }
+      }
+    }
+  };
+}
+
+// The concatenation of parts (each with its element count) as one fill.
+Tensor::RangeFill concatenated(std::vector<std::pair<uint64_t, Tensor::RangeFill>> parts) {
+  return [parts = std::move(parts)](uint64_t first, std::span<float> out) {
+    uint64_t at = 0;
+    for (const auto& [n, fill] : parts) {
+      const uint64_t lo = std::max(at, first), hi = std::min(at + n, first + out.size());
+      if (lo < hi) fill(lo - at, out.subspan(size_t(lo - first), size_t(hi - lo)));
+      at += n;
+    }
+  };
+}
+
+// The tensors' maker. Every computed tensor (a child or re-drawn expert, a merged shared tensor)
+// is a Tensor::computed whose values are made a block at a time when a writer asks for them, so
+// nothing of the size of a tensor is ever held. Experts that are checkpoint FFNs unchanged, and
+// --shared-from tensors, are views of the checkpoints' files.
 class Assembler {
  public:
   Assembler(const FfnSource& source, genetic::Pool pool, AssemblyOptions opts)
@@ -50,8 +92,7 @@ class Assembler {
     if (per_expert) {
       const genetic::ExpertRecipe& r = pool_.at(size_t(id->expert));
       if (r.is_child() || r.redraw != 0) return std::nullopt;
-      const Role dense = id->role == Role::ExpertGate ? Role::Gate : id->role == Role::ExpertUp ? Role::Up : Role::Down;
-      return std::pair{&source_.checkpoint(size_t(r.checkpoint)), FfnSource::key(id->layer, dense)};
+      return std::pair{&source_.checkpoint(size_t(r.checkpoint)), FfnSource::key(id->layer, dense_role(id->role))};
     }
     const bool shared = id->role != Role::Router && id->role != Role::ExpertsGateUp && id->role != Role::ExpertsDown;
     if (shared && opts_.shared_from) return std::pair{&source_.checkpoint(size_t(*opts_.shared_from)), name};
@@ -70,9 +111,9 @@ class Assembler {
     if (!id) throw std::logic_error("assemble: unexpected tensor " + info.name);
     switch (id->role) {
       case Role::Router: return Tensor::from_f32(info.shape, router(id->layer, info));  // small
-      case Role::ExpertGate: return expert(*id, Role::Gate, info);
-      case Role::ExpertUp: return expert(*id, Role::Up, info);
-      case Role::ExpertDown: return expert(*id, Role::Down, info);
+      case Role::ExpertGate:
+      case Role::ExpertUp:
+      case Role::ExpertDown: return expert(id->layer, dense_role(id->role), size_t(id->expert), info);
       case Role::ExpertsGateUp: return fused(id->layer, {Role::Gate, Role::Up}, info);
       case Role::ExpertsDown: return fused(id->layer, {Role::Down}, info);
       default: return merged(info);
@@ -80,26 +121,53 @@ class Assembler {
   }
 
  private:
-  Tensor expert(const TensorId& id, Role dense_role, const TensorInfo& info) {
-    if (!tensors_ || layer_ != id.layer || role_ != dense_role) {
-      tensors_ = std::make_unique<PoolTensors>(source_, pool_, id.layer, dense_role, opts_.child_merge);
-      layer_ = id.layer;
-      role_ = dense_role;
+  static Role dense_role(Role expert_role) {
+    return expert_role == Role::ExpertGate ? Role::Gate : expert_role == Role::ExpertUp ? Role::Up : Role::Down;
+  }
+
+  // The pool's (layer, role), kept while a writer asks for its experts one after another.
+  std::shared_ptr<const PoolTensor> pool_tensor(int layer, Role role) {
+    if (!tensor_ || layer_ != layer || role_ != role) {
+      tensor_ = std::make_shared<const PoolTensor>(source_, pool_, layer, role, opts_.child_merge, opts_.block_elements);
+      layer_ = layer;
+      role_ = role;
     }
-    return view(info, tensors_->expert(size_t(id.expert)));
+    return tensor_;
+  }
+
+  // Expert e's values of one (layer, role).
+  static Tensor::RangeFill expert_values(std::shared_ptr<const PoolTensor> t, size_t e) {
+    return by_blocks<PoolBlock>(t->numel(), t->block_elements(), [t] { return PoolBlock(*t); },
+                                [t, e](PoolBlock& block, uint64_t first, std::span<float> out) {
+                                  block.seek(first, out.size());
+                                  const std::span<const float> x = block.expert(e);
+                                  std::copy(x.begin(), x.end(), out.begin());
+                                });
+  }
+
+  Tensor expert(int layer, Role role, size_t e, const TensorInfo& info) {
+    const auto t = pool_tensor(layer, role);
+    return tensor(info.shape, t->block_elements() == t->numel(), expert_values(t, e));
   }
 
   // Every expert's tensors of the roles, stacked: [E, rows of each role in turn, cols].
   Tensor fused(int layer, std::initializer_list<Role> roles, const TensorInfo& info) {
-    merged_.clear();
-    std::vector<std::unique_ptr<PoolTensors>> tensors;
-    for (Role r : roles) tensors.push_back(std::make_unique<PoolTensors>(source_, pool_, layer, r, opts_.child_merge));
+    std::vector<std::shared_ptr<const PoolTensor>> tensors;
+    for (Role r : roles)
+      tensors.push_back(std::make_shared<const PoolTensor>(source_, pool_, layer, r, opts_.child_merge, opts_.block_elements));
+    std::vector<std::pair<uint64_t, Tensor::RangeFill>> parts;
     for (size_t e = 0; e < pool_.size(); ++e)
-      for (auto& t : tensors) {
-        const std::vector<float>& x = t->expert(e);
-        merged_.insert(merged_.end(), x.begin(), x.end());
-      }
-    return view(info, merged_);
+      for (const auto& t : tensors) parts.emplace_back(t->numel(), expert_values(t, e));
+    return tensor(info.shape, tensors[0]->block_elements() == tensors[0]->numel(), concatenated(std::move(parts)));
+  }
+
+  // A computed tensor; or, when its values can only be made whole (ties, slerp, or a tensor of
+  // one block), the values made now, once, rather than again for every piece a writer asks for.
+  static Tensor tensor(const Shape& shape, bool whole, Tensor::RangeFill fill) {
+    if (!whole) return Tensor::computed(shape, std::move(fill));
+    std::vector<float> values(*shape_elements(shape));
+    fill(0, values);
+    return Tensor::from_f32(shape, std::move(values));
   }
 
   std::vector<float> router(int layer, const TensorInfo& info) {
@@ -110,57 +178,43 @@ class Assembler {
     return w;
   }
 
-  static Tensor view(const TensorInfo& info, const std::vector<float>& values) {
-    // Aliasing constructor with no owner: the bytes stay the assembler's.
-    const std::shared_ptr<const std::byte> bytes(std::shared_ptr<void>(), reinterpret_cast<const std::byte*>(values.data()));
-    return Tensor::borrowed(DType::F32, info.shape, bytes);
-  }
-
+  // A shared tensor merged across the checkpoints: a block at a time for the element-wise
+  // methods, whole for TIES and SLERP (they rank or measure the whole tensor).
   Tensor merged(const TensorInfo& info) {
     std::vector<Tensor> in;
     for (size_t k = 0; k < source_.size(); ++k) in.push_back(source_.checkpoint(k).load(info.name));
     const merge::Options& o = opts_.shared_merge;
-    const bool with_base = merge::needs_base(o.method);
-    if (with_base && source_.has_base()) in.push_back(source_.base_checkpoint()->load(info.name));  // last
-    const bool quantized = std::any_of(in.begin(), in.end(), [](const Tensor& t) { return is_quantized(t.dtype()); });
+    const bool with_base = merge::needs_base(o.method), given_base = with_base && source_.has_base();
+    if (given_base) in.push_back(source_.base_checkpoint()->load(info.name));  // last
     const uint64_t n = in[0].numel();
-    // Element-wise methods go a block at a time, so an embedding of hundreds of MB is never held
-    // K times in f32; TIES and SLERP need the whole tensor, and quantized inputs convert whole.
-    const uint64_t block = merge::merges_by_element(o.method) && !quantized ? opts_.block_elements : n;
+    const uint64_t block = merge::merges_by_element(o.method) ? std::min(n, range_block(opts_.block_elements, in)) : n;
     const size_t k_inputs = source_.size();
-    merged_.resize(n);
-    inputs_.resize(in.size());
-    for (uint64_t lo = 0; lo < n; lo += block) {
-      const uint64_t len = std::min(block, n - lo);
+    using Inputs = std::vector<std::vector<float>>;  // a thread's blocks of the inputs, then the mean
+    auto make = [in, o, with_base, given_base, k_inputs, name = info.name](Inputs& x, uint64_t first, std::span<float> out) {
+      x.resize(in.size() + 1);
       for (size_t k = 0; k < in.size(); ++k) {
-        if (len == n) {
-          in[k].to_f32_into(inputs_[k]);
-        } else {
-          inputs_[k].resize(len);
-          in[k].to_f32_range(lo, inputs_[k]);
-        }
+        x[k].resize(out.size());
+        in[k].to_f32_range(first, x[k]);
+        in[k].release(first, out.size());
       }
-      const std::vector<std::span<const float>> spans(inputs_.begin(), inputs_.begin() + ptrdiff_t(k_inputs));
-      std::vector<float> mean;
-      if (with_base && !source_.has_base()) {
-        std::vector<const std::vector<float>*> all;
-        for (size_t k = 0; k < k_inputs; ++k) all.push_back(&inputs_[k]);
-        mean = FfnSource::mean(all);
+      const std::vector<std::span<const float>> spans(x.begin(), x.begin() + ptrdiff_t(k_inputs));
+      std::span<const float> base;
+      if (given_base) {
+        base = x[in.size() - 1];
+      } else if (with_base) {
+        x.back().resize(out.size());
+        FfnSource::mean(spans, x.back());
+        base = x.back();
       }
-      const std::span<const float> base = !with_base ? std::span<const float>()
-                                          : source_.has_base() ? std::span<const float>(inputs_.back())
-                                                               : std::span<const float>(mean);
-      merge::merge_tensor(std::span(merged_).subspan(lo, len), spans, base, o, info.name, lo);
-    }
-    return view(info, merged_);
+      merge::merge_tensor(out, spans, base, o, name, first);
+    };
+    return tensor(info.shape, block == n, by_blocks<Inputs>(n, block, [] { return Inputs(); }, make));
   }
 
   const FfnSource& source_;
   genetic::Pool pool_;
   AssemblyOptions opts_;
-  std::unique_ptr<PoolTensors> tensors_;
-  std::vector<std::vector<float>> inputs_;  // the checkpoints' tensor being merged
-  std::vector<float> merged_;  // a merged shared tensor, or the fused experts
+  std::shared_ptr<const PoolTensor> tensor_;
   int layer_ = -1;
   Role role_ = Role::Gate;
 };

@@ -1,8 +1,8 @@
 // MoE assembly (UpIT's stage 4, and the baselines'): a Mixtral whose every FFN is an MoE block
 // over the pool's experts and whose shared weights (embeddings, attention, norms, head) are
-// merged across the checkpoints, presented as a Checkpoint that computes each tensor when a
-// writer asks for it, so the conversion streams: the pool's tensors of one (layer, role) at a
-// time.
+// merged across the checkpoints, presented as a Checkpoint that computes each tensor a block at
+// a time when a writer asks for it, so the conversion streams: memory of a few blocks per thread
+// whatever the model's size.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -21,7 +21,9 @@ struct AssemblyOptions {
   merge::Options shared_merge;              // merge them (default: the mean)
   merge::Options child_merge{merge::Method::Dare};  // how the pool's children were made
   uint64_t seed = 0;                        // the random router's
-  uint64_t block_elements = uint64_t(1) << 22;  // element-wise shared merges go this many at a time (even)
+  // Computed tensors (children, re-drawn experts, element-wise shared merges) are made this many
+  // elements at a time (rounded up to whole quantization blocks).
+  uint64_t block_elements = genetic::PoolTensor::kBlockElements;
   // Router rows per layer [E·H], when given; else normal(0, 0.02) from the seed.
   std::vector<std::vector<float>> routers;
 };

@@ -11,6 +11,7 @@
 #include "core/staged_path.hpp"
 #include "core/tensor.hpp"
 #include "core/tensor_names.hpp"
+#include "core/writer.hpp"
 #include "tests/common/fixtures.hpp"
 
 using namespace upcycle;
@@ -49,6 +50,61 @@ TEST_CASE("tensor conversions and sizes") {
   CHECK_THROWS_AS(Tensor::zeros(DType::Q8_0, {33}), std::invalid_argument);  // not whole blocks
   CHECK_FALSE(shape_elements({int64_t(1) << 40, int64_t(1) << 40}).has_value());
   CHECK_FALSE(dtype_bytes(DType::F32, uint64_t(1) << 63).has_value());
+}
+
+TEST_CASE("tensor ranges: computed tensors are made a range at a time, quantized ones by whole blocks") {
+  // A computed tensor whose element i is i / 8, counting the elements it is asked for.
+  auto asked = std::make_shared<uint64_t>(0);
+  const Tensor c = Tensor::computed({10, 100}, [asked](uint64_t first, std::span<float> out) {
+    *asked += out.size();
+    for (size_t j = 0; j < out.size(); ++j) out[j] = float(first + j) / 8;
+  });
+  CHECK(c.is_computed());
+  std::vector<float> part(7);
+  c.to_f32_range(993, part);
+  CHECK(part[0] == 993.0f / 8);
+  CHECK(part[6] == 999.0f / 8);
+  CHECK(*asked == 7);
+  CHECK_THROWS_AS(c.to_f32_range(995, part), std::out_of_range);
+  // A writer streams it in pieces, converted, without making it whole.
+  std::vector<uint16_t> written;
+  uint64_t pieces = 0;
+  write_converted(c, DType::BF16, [&](std::span<const std::byte> bytes, uint64_t first) {
+    CHECK(first == written.size());
+    const auto* h = reinterpret_cast<const uint16_t*>(bytes.data());
+    written.insert(written.end(), h, h + bytes.size() / 2);
+    ++pieces;
+  }, 256);
+  CHECK(pieces == 16);  // 64 f32 values a piece
+  REQUIRE(written.size() == 1000);
+  for (size_t i = 0; i < written.size(); ++i) REQUIRE(written[i] == f32_to_bf16(float(i) / 8));
+  CHECK(*asked == 1007);
+  // Its bytes are made once, whole.
+  CHECK(c.span<float>()[999] == 999.0f / 8);
+  CHECK(c.bytes().size() == 4000);
+  CHECK(*asked == 2007);
+  CHECK(c.reshaped({1000}).span<float>()[5] == 5.0f / 8);
+  CHECK(*asked == 2007);
+
+  // Q8_0: blocks of 32 (an f16 scale, 32 int8); ranges of whole blocks only.
+  Tensor q = Tensor::zeros(DType::Q8_0, {96});
+  std::span<std::byte> raw = q.mutable_bytes();
+  for (size_t b = 0; b < 3; ++b) {
+    raw[b * 34] = std::byte{0x00}, raw[b * 34 + 1] = std::byte{0x3c};  // d = 1
+    for (size_t i = 0; i < 32; ++i) raw[b * 34 + 2 + i] = std::byte(uint8_t(b * 32 + i));
+  }
+  const std::vector<float> all = q.to_f32_vector();
+  std::vector<float> tail(64);
+  q.to_f32_range(32, tail);
+  CHECK(std::equal(tail.begin(), tail.end(), all.begin() + 32));
+  CHECK(tail[63] == 95.0f);
+  std::vector<float> bad(32);
+  CHECK_THROWS_AS(q.to_f32_range(16, bad), std::invalid_argument);
+  CHECK_THROWS_AS(q.to_f32_range(0, std::span(bad).first(20)), std::invalid_argument);
+  CHECK(range_block(1000, std::span(&q, 1)) == 1024);
+  CHECK(range_block(7, {}) == 8);
+  q.release(0, 96);  // not a file map: nothing dropped
+  CHECK(q.to_f32_vector() == all);
 }
 
 TEST_CASE("config: parsing, defaults, validation and unknown fields carried through") {

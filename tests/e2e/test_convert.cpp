@@ -164,12 +164,48 @@ TEST_CASE("convert: shared weights merged block by block equal the whole-tensor 
     const std::string name = tensor_name({Role::Q, l}, Scheme::HF);
     std::vector<std::vector<float>> in;
     for (const auto& c : src) in.push_back(tensor(*c, name));
-    const std::vector<float> base = genetic::FfnSource::mean({&in[0], &in[1], &in[2]});
     const std::span<const float> spans[] = {in[0], in[1], in[2]};
+    std::vector<float> base(in[0].size());
+    genetic::FfnSource::mean(spans, base);
     std::vector<float> whole(in[0].size());
     merge::merge_tensor(whole, spans, base, o.shared_merge, name);
     CHECK(tensor(*moe, name) == whole);
     CHECK(whole != in[0]);
+  }
+}
+
+// Computed experts are made a block at a time: blocks of 4096 elements (16384-element FFN
+// tensors, children of children, re-drawn neurons) give the bits of whole-tensor blocks, for
+// ranges asked at any offset too.
+TEST_CASE("convert: experts made block by block equal those made whole") {
+  ScratchDir dir;
+  std::vector<std::unique_ptr<Checkpoint>> src;
+  std::vector<const Checkpoint*> ptrs;
+  for (int k = 0; k < 3; ++k) {
+    src.push_back(open_checkpoint(dense(dir, "c" + std::to_string(k), uint64_t(40 + k), "llama", 1024)));
+    ptrs.push_back(src.back().get());
+  }
+  const genetic::FfnSource source(ptrs, nullptr);
+  genetic::Pool pool = {{0}, {1}, {2}, {-1, 0, 2, 0.3, 0.7, 5}, {-1, 3, 1, 0.6, 0.4, 6}, {1}};
+  pool[5].redraw = 0.5;
+  pool[5].seed = 7;
+  AssemblyOptions blocks, whole;
+  blocks.block_elements = 4096;
+  whole.block_elements = uint64_t(1) << 40;
+  for (bool fused : {false, true}) {
+    blocks.fused = whole.fused = fused;
+    const auto a = assemble_moe(source, pool, blocks), b = assemble_moe(source, pool, whole);
+    for (const TensorInfo& info : a->tensors()) CHECK_MESSAGE(tensor(*a, info.name) == tensor(*b, info.name), info.name);
+  }
+  blocks.fused = false;
+  const auto a = assemble_moe(source, pool, blocks);
+  for (int e : {3, 4, 5}) {
+    const Tensor t = a->load(tensor_name({Role::ExpertUp, 1, e}, Scheme::HF));
+    REQUIRE(t.is_computed());
+    const std::vector<float> all = t.to_f32_vector();
+    std::vector<float> part(5000);
+    t.to_f32_range(4093, part);  // across three blocks, starting and ending inside one
+    CHECK(std::equal(part.begin(), part.end(), all.begin() + 4093));
   }
 }
 

@@ -24,15 +24,30 @@ struct Checkpoints {
   }
 };
 
+// A (layer, role) of the pool made whole: one block of the whole tensor.
+struct WholeTensor {
+  PoolTensor tensor;
+  PoolBlock block;
+  WholeTensor(const FfnSource& src, const Pool& pool, int layer, Role role, const merge::Options& merge)
+      : tensor(src, pool, layer, role, merge, uint64_t(1) << 40), block(tensor) {
+    block.seek(0, tensor.numel());
+  }
+  std::vector<float> expert(size_t e) {
+    const auto x = block.expert(e);
+    return {x.begin(), x.end()};
+  }
+};
+
 // 1 − cos of two experts' deltas over one layer's gate, up and down, averaged over layers,
 // computed from the tensors directly.
-double reference_cosine(const FfnSource& src, PoolTensors* const per_layer_role[][3], size_t i, size_t j) {
+double reference_cosine(const FfnSource& src, WholeTensor* const per_layer_role[][3], size_t i, size_t j) {
   double sum = 0;
   for (int l = 0; l < src.layers(); ++l) {
     double ij = 0, ii = 0, jj = 0;
     for (int r = 0; r < 3; ++r) {
-      PoolTensors& t = *per_layer_role[l][r];
-      const auto &a = t.expert(i), &b = t.expert(j), &base = t.base();
+      WholeTensor& t = *per_layer_role[l][r];
+      const auto a = t.expert(i), b = t.expert(j);
+      const auto base = t.block.base();
       for (size_t n = 0; n < a.size(); ++n) {
         const double x = double(a[n]) - base[n], y = double(b[n]) - base[n];
         ij += x * y, ii += x * x, jj += y * y;
@@ -65,11 +80,11 @@ TEST_CASE("genetic: the pool grows by children of distant parents, and the dista
     CHECK(r.weight_a + r.weight_b == doctest::Approx(1.0));
   }
   // Every distance, before and after, recomputed from the materialised tensors.
-  std::vector<std::unique_ptr<PoolTensors>> keep;
-  PoolTensors* table[2][3];
+  std::vector<std::unique_ptr<WholeTensor>> keep;
+  WholeTensor* table[2][3];
   for (int l = 0; l < 2; ++l)
     for (int r = 0; r < 3; ++r) {
-      keep.push_back(std::make_unique<PoolTensors>(src, x.pool, l, kFfnRoles[r], o.merge));
+      keep.push_back(std::make_unique<WholeTensor>(src, x.pool, l, kFfnRoles[r], o.merge));
       table[l][r] = keep.back().get();
     }
   REQUIRE(x.after.size() == 5);
@@ -149,12 +164,39 @@ TEST_CASE("genetic: checkpoints of different shapes, or MoE ones, are refused by
                        InputError);
 }
 
+// FFN tensors of 300 x 16 = 4800 elements: two dot blocks, the second ragged.
+TEST_CASE("genetic: the search's distances and choices do not depend on the block size") {
+  ModelConfig cfg = test::tiny_config("llama");
+  cfg.intermediate_size = 300;
+  std::vector<std::unique_ptr<Checkpoint>> owned;
+  std::vector<const Checkpoint*> ptrs;
+  for (uint64_t s : {21, 22, 23}) {
+    owned.push_back(test::random_checkpoint(cfg, s));
+    ptrs.push_back(owned.back().get());
+  }
+  const FfnSource src(ptrs, nullptr);
+  ExpansionOptions o;
+  o.experts = 6;
+  o.candidates = 3;
+  o.seed = 4;
+  o.progress = false;
+  const Expansion whole = expand_pool(src, o);  // one block per tensor
+  o.block_elements = kDotBlock;
+  const Expansion blocks = expand_pool(src, o);
+  CHECK(blocks.before == whole.before);  // bit for bit
+  CHECK(blocks.after == whole.after);
+  for (size_t e = 0; e < whole.pool.size(); ++e) CHECK(describe(blocks.pool[e]) == describe(whole.pool[e]));
+  o.block_elements = 1000;
+  CHECK_THROWS_AS(expand_pool(src, o), std::invalid_argument);
+}
+
 TEST_CASE("genetic: drop-upcycling re-draws the same neurons in gate, up and down, with the tensor's statistics") {
   const int64_t I = 64, H = 32;
-  std::vector<float> gate = test::random_values(size_t(I * H), 1), down = test::random_values(size_t(H * I), 2);
-  const auto gate0 = gate, down0 = down;
-  redraw_neurons(gate, Role::Gate, 0, I, 0.25, 9);
-  redraw_neurons(down, Role::Down, 0, I, 0.25, 9);
+  const std::vector<float> gate0 = test::random_values(size_t(I * H), 1), down0 = test::random_values(size_t(H * I), 2);
+  const Tensor gate_t = Tensor::from_f32({I, H}, gate0), down_t = Tensor::from_f32({H, I}, down0);
+  std::vector<float> gate = gate0, down = down0;
+  Redraw(gate_t, Role::Gate, 0, I, 0.25, 9).apply(0, gate);
+  Redraw(down_t, Role::Down, 0, I, 0.25, 9).apply(0, down);
   std::vector<int64_t> rows, cols;
   for (int64_t i = 0; i < I; ++i) {
     bool row = false, col = false;
@@ -167,9 +209,22 @@ TEST_CASE("genetic: drop-upcycling re-draws the same neurons in gate, up and dow
   }
   CHECK(rows.size() == 16);
   CHECK(rows == cols);
+  // The re-drawn values follow the tensor's mean and deviation (uniform in [-1, 1): 0, 0.577).
+  double sum = 0, sq = 0, n = 0;
+  for (int64_t i : rows)
+    for (int64_t h = 0; h < H; ++h) {
+      const double v = gate[size_t(i * H + h)];
+      sum += v, sq += v * v, n += 1;
+    }
+  CHECK(std::abs(sum / n) < 0.06);
+  CHECK(std::sqrt(sq / n) == doctest::Approx(0.577).epsilon(0.08));
+  // Block by block (odd offsets included) gives the same values; another seed other ones.
+  const Redraw redraw(gate_t, Role::Gate, 0, I, 0.25, 9);
   std::vector<float> again = gate0;
-  redraw_neurons(again, Role::Gate, 0, I, 0.25, 9);
+  for (size_t lo = 0; lo < again.size(); lo += 77)
+    redraw.apply(lo, std::span(again).subspan(lo, std::min<size_t>(77, again.size() - lo)));
   CHECK(again == gate);
-  redraw_neurons(again = gate0, Role::Gate, 0, I, 0.25, 10);
+  again = gate0;
+  Redraw(gate_t, Role::Gate, 0, I, 0.25, 10).apply(0, again);
   CHECK(again != gate);
 }
