@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
+
+#include "core/simd.hpp"
 
 namespace upcycle::genetic {
 
@@ -18,41 +21,68 @@ const char* distance_name(Distance d) { return d == Distance::Cosine ? "cosine" 
 namespace {
 
 constexpr size_t kLanes = 8;
+using Lanes = float __attribute__((vector_size(kLanes * sizeof(float))));  // 2 SSE, 1 AVX register
 
-// Σ a[i]·b[i] for i < n: float products in kLanes lanes, the lanes and the tail added in double.
-double block_dot(const float* a, const float* b, size_t n) {
-  float lane[kLanes] = {};
+// out[g] = Σ a[i]·b[g][i] for i < n and g < G: float products in kLanes lanes, then the lanes and
+// the tail added in double. The G sums run side by side, so a is read once and no sum waits on
+// another's additions; each is still its own sequence of lane additions (the same bits as alone).
+template <size_t G>
+inline void block_dots(const float* a, const float* const* b, size_t n, double* out) {
+  Lanes acc[G] = {};
   size_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (size_t j = 0; j < kLanes; ++j) lane[j] += a[i + j] * b[i + j];
-  double s = 0;
-  for (float v : lane) s += v;
-  for (; i < n; ++i) s += double(a[i]) * b[i];
-  return s;
+  for (; i + kLanes <= n; i += kLanes) {
+    Lanes x, y;  // unaligned loads
+    std::memcpy(&x, a + i, sizeof x);
+    for (size_t g = 0; g < G; ++g) {
+      std::memcpy(&y, b[g] + i, sizeof y);
+      acc[g] += x * y;
+    }
+  }
+  for (size_t g = 0; g < G; ++g) {
+    double s = 0;
+    for (size_t j = 0; j < kLanes; ++j) s += acc[g][j];
+    for (size_t t = i; t < n; ++t) s += double(a[t]) * b[g][t];
+    out[g] = s;
+  }
+}
+
+// out[j] = Σ a[i]·b[j][i] for j < m, four at a time.
+inline void block_dots(const float* a, const float* const* b, size_t m, size_t n, double* out) {
+  size_t j = 0;
+  for (; j + 4 <= m; j += 4) block_dots<4>(a, b + j, n, out + j);
+  switch (m - j) {
+    case 3: return block_dots<3>(a, b + j, n, out + j);
+    case 2: return block_dots<2>(a, b + j, n, out + j);
+    case 1: return block_dots<1>(a, b + j, n, out + j);
+    default: return;
+  }
 }
 
 }  // namespace
 
 size_t dot_blocks(size_t elements) { return (elements + kDotBlock - 1) / kDotBlock; }
 
+UPCYCLE_SIMD_CLONES
+void delta(std::span<const float> x, std::span<const float> base, std::span<float> out) {
+  if (x.size() != base.size() || out.size() != x.size()) throw std::invalid_argument("delta: lengths differ");
+  for (size_t i = 0; i < x.size(); ++i) out[i] = x[i] - base[i];
+}
+
+UPCYCLE_SIMD_CLONES
 void delta_dot_blocks(std::span<const float> x, std::span<const float> base,
-                      std::span<const std::span<const float>> others, std::span<double> partial, size_t stride) {
-  const size_t m = others.size(), blocks = dot_blocks(x.size());
+                      std::span<const std::span<const float>> other_deltas, std::span<double> partial, size_t stride) {
+  const size_t m = other_deltas.size(), blocks = dot_blocks(x.size());
   bool fits = base.size() == x.size() && m < stride && (blocks == 0 || (blocks - 1) * stride + m < partial.size());
-  for (const auto& o : others) fits = fits && o.size() == x.size();
+  for (const auto& o : other_deltas) fits = fits && o.size() == x.size();
   if (!fits) throw std::invalid_argument("delta_dot_blocks: lengths differ, or the partial sums do not fit");
-  float d[kDotBlock], e[kDotBlock];
+  float d[kDotBlock];
+  std::vector<const float*> with_self(m + 1, d);  // the others' deltas at this block, then d itself
   for (size_t blk = 0; blk < blocks; ++blk) {
     const size_t begin = blk * kDotBlock, n = std::min(x.size() - begin, kDotBlock);
     const float* b = base.data() + begin;
     for (size_t i = 0; i < n; ++i) d[i] = x[begin + i] - b[i];
-    double* row = &partial[blk * stride];
-    for (size_t j = 0; j < m; ++j) {
-      const float* o = others[j].data() + begin;
-      for (size_t i = 0; i < n; ++i) e[i] = o[i] - b[i];
-      row[j] = block_dot(d, e, n);
-    }
-    row[m] = block_dot(d, d, n);
+    for (size_t j = 0; j < m; ++j) with_self[j] = other_deltas[j].data() + begin;
+    block_dots(d, with_self.data(), m + 1, n, &partial[blk * stride]);
   }
 }
 

@@ -14,16 +14,19 @@ enum class Distance { Cosine, L2 };
 std::optional<Distance> parse_distance(std::string_view name);  // "cosine", "l2"
 const char* distance_name(Distance d);
 
-// The inner products of deltas from base (an expert's delta: its weights − base), made on the
-// fly so no delta is stored: {⟨x − base, others[j] − base⟩ for each j, then ⟨x − base, x − base⟩},
-// as partial sums per kDotBlock elements: float products in 8 lanes, each block's lanes added in
-// double. partial[b · stride + j] gets block b's sum for value j (j ≤ m). Adding the blocks' sums
-// in order gives the same bits however a tensor is cut into parts (at multiples of kDotBlock),
-// and for any thread count.
+// out = x − base: an expert's delta.
+void delta(std::span<const float> x, std::span<const float> base, std::span<float> out);
+
+// The inner products of x's delta (x − base, made on the fly) with the deltas of others and with
+// itself: {⟨x − base, other_deltas[j]⟩ for each j, then ⟨x − base, x − base⟩}, as partial sums per
+// kDotBlock elements: float products in 8 lanes, each block's lanes added in double.
+// partial[b · stride + j] gets block b's sum for value j (j ≤ m). Adding the blocks' sums in
+// order gives the same bits however a tensor is cut into parts (at multiples of kDotBlock), for
+// any thread count and CPU.
 inline constexpr size_t kDotBlock = 4096;
 size_t dot_blocks(size_t elements);  // ⌈elements / kDotBlock⌉
 void delta_dot_blocks(std::span<const float> x, std::span<const float> base,
-                      std::span<const std::span<const float>> others, std::span<double> partial, size_t stride);
+                      std::span<const std::span<const float>> other_deltas, std::span<double> partial, size_t stride);
 
 // Per layer, the inner products of the experts' deltas: symmetric [n, n] each.
 class Gram {

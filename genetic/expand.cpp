@@ -20,10 +20,28 @@ std::optional<ParentChoice> parse_parent_choice(std::string_view name) {
 
 namespace {
 
-// What one thread works with: a block of the pool, and room for a candidate child's block.
+// What one thread works with: a block of the pool, and room for deltas (the pool members') and a
+// candidate child's block.
 struct Worker {
   PoolBlock block;
+  std::vector<std::vector<float>> deltas;
   std::vector<float> child;
+
+  std::span<float> room(std::vector<float>& v) const {
+    if (v.size() < block.size()) v.resize(block.size());
+    return std::span(v).first(block.size());
+  }
+  // The deltas of pool members 0..n-1 over this block.
+  std::vector<std::span<const float>> pool_deltas(size_t n) {
+    deltas.resize(std::max(deltas.size(), n));
+    std::vector<std::span<const float>> out;
+    for (size_t j = 0; j < n; ++j) {
+      const std::span<float> d = room(deltas[j]);
+      delta(block.expert(j), block.base(), d);
+      out.push_back(d);
+    }
+    return out;
+  }
 };
 
 // Sums over a (layer, role)'s blocks of `values` partial sums per dot block, which
@@ -34,7 +52,7 @@ template <class Body>
 std::vector<double> sum_over_blocks(const PoolTensor& t, size_t values, Body&& body) {
   const int threads = omp_get_max_threads();
   std::vector<Worker> workers;
-  for (int i = 0; i < threads; ++i) workers.push_back({PoolBlock(t), {}});
+  for (int i = 0; i < threads; ++i) workers.push_back({PoolBlock(t), {}, {}});
   const uint64_t blocks = t.blocks(), wave = 8 * uint64_t(threads);
   const size_t rows = dot_blocks(t.block_elements()), per_block = rows * values;
   std::vector<double> partial(size_t(std::min(wave, blocks)) * per_block), sum(values, 0.0);
@@ -67,10 +85,8 @@ void measure(const FfnSource& source, const Pool& pool, const Pool& candidates, 
     for (Role role : kFfnRoles) {
       const PoolTensor tensor(source, pool, l, role, o.merge, o.block_elements);
       const std::vector<double> dots = sum_over_blocks(tensor, values, [&](Worker& w, std::span<double> partial) {
-        std::vector<std::span<const float>> others;
-        for (size_t j = 0; j < n; ++j) others.push_back(w.block.expert(j));
-        if (w.child.size() < w.block.size()) w.child.resize(w.block.size());
-        const std::span<float> child = std::span(w.child).first(w.block.size());
+        const std::vector<std::span<const float>> others = w.pool_deltas(n);
+        const std::span<float> child = w.room(w.child);
         for (size_t c = 0; c < candidates.size(); ++c) {
           w.block.child(candidates[c], child);
           delta_dot_blocks(child, w.block.base(), others, partial.subspan(c * (n + 1)), values);
@@ -91,10 +107,9 @@ Gram checkpoint_gram(const FfnSource& source, const Pool& pool, const ExpansionO
     for (Role role : kFfnRoles) {
       const PoolTensor tensor(source, pool, l, role, o.merge, o.block_elements);
       const std::vector<double> dots = sum_over_blocks(tensor, values, [&](Worker& w, std::span<double> partial) {
-        std::vector<std::span<const float>> experts;
-        for (size_t i = 0; i < k; ++i) experts.push_back(w.block.expert(i));
+        const std::vector<std::span<const float>> deltas = w.pool_deltas(k);
         for (size_t i = 0; i < k; ++i)
-          delta_dot_blocks(experts[i], w.block.base(), std::span(experts).first(i), partial.subspan(i * (i + 1) / 2), values);
+          delta_dot_blocks(w.block.expert(i), w.block.base(), std::span(deltas).first(i), partial.subspan(i * (i + 1) / 2), values);
       });
       for (size_t i = 0; i < k; ++i)
         for (size_t j = 0; j <= i; ++j) gram.add(l, i, j, dots[i * (i + 1) / 2 + j]);

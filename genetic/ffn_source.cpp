@@ -1,8 +1,10 @@
 #include "genetic/ffn_source.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "core/error.hpp"
+#include "core/simd.hpp"
 
 namespace upcycle::genetic {
 
@@ -44,14 +46,19 @@ Tensor FfnSource::base_tensor(int layer, Role role) const {
   return base_->load(key(layer, role));
 }
 
+UPCYCLE_SIMD_CLONES
 void FfnSource::mean(std::span<const std::span<const float>> tensors, std::span<float> out) {
   for (const auto& x : tensors)
     if (x.size() != out.size()) throw std::invalid_argument("FfnSource::mean: lengths differ");
   const double scale = double(tensors.size());
-  for (size_t i = 0; i < out.size(); ++i) {
-    double sum = 0;
-    for (const auto& x : tensors) sum += x[i];
-    out[i] = float(sum / scale);
+  constexpr size_t kChunk = 1024;
+  double sum[kChunk];
+  for (size_t lo = 0; lo < out.size(); lo += kChunk) {
+    const size_t n = std::min(kChunk, out.size() - lo);
+    std::fill_n(sum, n, 0.0);
+    for (const auto& x : tensors)
+      for (size_t i = 0; i < n; ++i) sum[i] += x[lo + i];
+    for (size_t i = 0; i < n; ++i) out[lo + i] = float(sum[i] / scale);
   }
 }
 
