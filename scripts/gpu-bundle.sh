@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds upcycle for a GPU machine that has the CUDA driver and toolkit but no Debian packages
 # and no network (the H100 machines we are lent), and gathers what must travel with it into one
-# folder and its OUT.tar.gz (about 32 MB, under the device tool's 64 MB carry): bin/upcycle,
-# bin/test_cuda and lib/, the shared libraries the binaries load that such a machine lacks. The CUDA runtime is linked statically; cuBLAS (libcublas, libcublasLt: 570 MB)
-# does not travel, the machine's own toolkit provides it (CUDA 13, as here).
+# folder and its OUT.tar.gz (about 32 MB, under the device tool's 64 MB carry): bin/upcycle with
+# its CUDA plugin bin/libupcycle_cuda.so, bin/test_cuda and lib/, the shared libraries the
+# binaries load that such a machine lacks. The CUDA runtime is linked statically; cuBLAS
+# (libcublas, libcublasLt: 570 MB) does not travel, the machine's own toolkit provides it (CUDA
+# 13, as here).
 #
 #   scripts/gpu-bundle.sh [OUT]      default OUT: gpu-bundle (under the repository root)
 #
@@ -27,9 +29,10 @@ upcycle_build
 build=$(upcycle_build_dir)
 
 rm -rf "$out.tmp" && mkdir -p "$out.tmp/bin" "$out.tmp/lib"
-cp "$build/upcycle/upcycle" "$build/tests/test_cuda" "$out.tmp/bin/"
+binaries=("$build/upcycle/upcycle" "$build/upcycle/libupcycle_cuda.so" "$build/tests/test_cuda")
+cp "${binaries[@]}" "$out.tmp/bin/"
 # Every library the binaries load, but the C library's own, the GPU driver's and cuBLAS.
-ldd "$build/upcycle/upcycle" "$build/tests/test_cuda" | awk '$3 ~ /^\// { print $3 }' | sort -u |
+ldd "${binaries[@]}" | awk '$3 ~ /^\// { print $3 }' | sort -u |
   grep -Ev '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libcuda|libcublas|libcublasLt)\.so' |
   while read -r lib; do cp -L "$lib" "$out.tmp/lib/"; done
 rm -rf "$out" && mv "$out.tmp" "$out"

@@ -17,7 +17,7 @@
 #include "trainer/model.hpp"
 #include "trainer/ops/matmul.hpp"
 #include "trainer/optimizer.hpp"
-#include "upcycle/bench_cuda.hpp"
+#include "upcycle/cuda_plugin.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
 #include "upcycle/presets.hpp"
@@ -108,15 +108,11 @@ double peak_rss_mb() {
 }
 
 nlohmann::ordered_json run_cuda_bench(const BenchOptions& o, int64_t gemm_size, const cli::po::variables_map& vm) {
-#ifdef UPCYCLE_HAVE_CUDA
+  const CudaPlugin& cuda = cuda_plugin();
   CudaBenchOptions c;
   c.batch = o.batch, c.seq_len = o.seq_len, c.steps = o.steps, c.warmup = o.warmup, c.gemm_size = gemm_size;
   if (vm.count("shape")) c.shapes = vm["shape"].as<std::vector<std::string>>();
-  return bench_cuda(c);
-#else
-  (void)o, (void)gemm_size, (void)vm;
-  throw UsageError("--device cuda: this upcycle was built without the CUDA backend (no nvcc at build time)");
-#endif
+  return cuda.bench(c);
 }
 
 int print_json_or_table(const nlohmann::ordered_json& j, bool json) {

@@ -1,5 +1,8 @@
 // The `upcycle` command as a user meets it: help, version, exit codes.
 #include <doctest/doctest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
 
 #include "tests/common/fixtures.hpp"
 
@@ -37,4 +40,28 @@ TEST_CASE("usage errors exit 1, bad input exits 2") {
   CHECK(r.err.find("tiny.h5: not an HDF5 file") != std::string::npos);
   CHECK(run_upcycle("export '" + (dir / "junk.bin").string() + "' '" + (dir / "o").string() + "' --dtype q4_0").code == 1);
   CHECK(run_upcycle("export '" + (dir / "junk.bin").string() + "' '" + (dir / "o").string() + "' --shard-size 5XB").code == 1);
+}
+
+// The executable needs no CUDA library; --device cuda loads the plugin from beside it and names
+// the file when it is not there.
+TEST_CASE("the CUDA backend is a plugin beside the executable") {
+  ScratchDir dir;
+  fs::copy_file(UPCYCLE_BINARY, dir / "upcycle");
+  fs::permissions(dir / "upcycle", fs::perms::owner_exec, fs::perm_options::add);
+  const std::string alone = "'" + (dir / "upcycle").string() + "' ";
+  const std::string out = (dir / "out").string(), err = (dir / "err").string();
+  auto run = [&](const std::string& args) {
+    const int status = std::system((alone + args + " >'" + out + "' 2>'" + err + "'").c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  };
+  REQUIRE(run("--version") == 0);
+  const bool with_cuda = read_file(dir / "out").find("backends: cpu cuda") != std::string::npos;
+  const int code = run("bench --device cuda");
+  if (with_cuda) {
+    CHECK(code == 2);
+    CHECK(read_file(dir / "err").find("libupcycle_cuda.so") != std::string::npos);
+  } else {
+    CHECK(code == 1);
+    CHECK(read_file(dir / "err").find("built without the CUDA backend") != std::string::npos);
+  }
 }

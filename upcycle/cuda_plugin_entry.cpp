@@ -1,0 +1,7 @@
+// libupcycle_cuda.so's entry point (upcycle/cuda_plugin.hpp).
+#include "upcycle/cuda_plugin.hpp"
+
+extern "C" const upcycle::CudaPlugin* upcycle_cuda_plugin() {
+  static const upcycle::CudaPlugin plugin{upcycle::kCudaPluginAbi, &upcycle::bench_cuda};
+  return &plugin;
+}
