@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "cuda/ops/convert.cuh"
+#include "cuda/ops/reduce.cuh"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda {
@@ -13,7 +14,6 @@ namespace {
 
 constexpr int kThreads = 512;         // per row: V up to 262144 is 512 elements a thread
 constexpr int kTotalsThreads = 1024;  // the single block that reduces the per-row terms
-constexpr unsigned kAll = 0xffffffffu;
 
 // What the forward brings back to the host in one copy.
 struct Totals {
@@ -48,7 +48,7 @@ __global__ void cross_entropy_forward_kernel(float* lse, double* terms, const T*
   const T* x = logits + n * V;
   float m = -INFINITY, s = 0.f;
   for (int64_t v = threadIdx.x; v < V; v += kThreads) absorb(m, s, to_float(x[v]));
-  for (int o = 16; o > 0; o >>= 1) merge(m, s, __shfl_down_sync(kAll, m, o), __shfl_down_sync(kAll, s, o));
+  for (int o = 16; o > 0; o >>= 1) merge(m, s, __shfl_down_sync(kAllLanes, m, o), __shfl_down_sync(kAllLanes, s, o));
   __shared__ float warp_m[kThreads / 32], warp_s[kThreads / 32];
   if ((threadIdx.x & 31) == 0) warp_m[threadIdx.x >> 5] = m, warp_s[threadIdx.x >> 5] = s;
   __syncthreads();
@@ -58,18 +58,6 @@ __global__ void cross_entropy_forward_kernel(float* lse, double* terms, const T*
   lse[n] = l;
   const int32_t t = targets[n];
   terms[n] = t >= 0 && t < V ? double(l) - double(to_float(x[t])) : 0.0;
-}
-
-// Σ v over the block in a fixed tree, valid in thread 0; every thread must call it.
-__device__ double block_sum(double v) {
-  __shared__ double warp_sums[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(kAll, v, o);
-  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
-  __syncthreads();
-  double s = 0;
-  if (threadIdx.x == 0)
-    for (unsigned w = 0; w < blockDim.x / 32; ++w) s += warp_sums[w];
-  return s;
 }
 
 // One block: thread i sums terms i, i + blockDim, ... in order, then the tree. The counts are

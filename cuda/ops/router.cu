@@ -2,6 +2,7 @@
 
 #include <climits>
 
+#include "cuda/ops/reduce.cuh"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda {
@@ -10,18 +11,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;  // forward: one warp per token, so 8 tokens per block
-constexpr unsigned kAll = 0xffffffffu;
-
-// Butterfly reductions: every lane ends with the same bits (a + b == b + a in IEEE), so values
-// derived from them are warp-uniform.
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kAll, v, o));
-  return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kAll, v, o);
-  return v;
-}
 
 // The order top-k walks: probability descending, then index ascending. A NaN probability ranks
 // below every number, so NaN logits still give k distinct indices in [0, E).
@@ -60,8 +49,8 @@ __global__ void router_forward_kernel(int32_t* idx, float* w, float* probs, cons
         best_key = key, best_p = pe, best_e = e;
     }
     for (int o = 16; o > 0; o >>= 1) {
-      const float other_key = __shfl_xor_sync(kAll, best_key, o), other_p = __shfl_xor_sync(kAll, best_p, o);
-      const int other_e = __shfl_xor_sync(kAll, best_e, o);
+      const float other_key = __shfl_xor_sync(kAllLanes, best_key, o), other_p = __shfl_xor_sync(kAllLanes, best_p, o);
+      const int other_e = __shfl_xor_sync(kAllLanes, best_e, o);
       if (ranks_before(other_key, other_e, best_key, best_e)) best_key = other_key, best_p = other_p, best_e = other_e;
     }
     prev_key = best_key, prev_e = best_e;

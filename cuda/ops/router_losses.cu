@@ -2,6 +2,7 @@
 #include <string>
 
 #include "cuda/ops/router.hpp"
+#include "cuda/ops/reduce.cuh"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda {
@@ -11,7 +12,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int64_t kRowsPerBlock = 128;  // fixed, so the order of every sum depends on N alone
-constexpr unsigned kAll = 0xffffffffu;
 
 // What a forward brings back to the host in one copy. Counts are integers, added with integer
 // atomics (exact, so in any order the same); the sum is reduced in a fixed tree.
@@ -28,27 +28,6 @@ Totals fetch(const Totals* d, cudaStream_t stream) {
   return h;
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kAll, v, o));
-  return v;
-}
-// Butterfly: every lane ends with the same bits (IEEE addition commutes).
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kAll, v, o);
-  return v;
-}
-
-// Σ v over the block in a fixed tree, valid in thread 0; every thread must call it.
-__device__ double block_sum(double v) {
-  __shared__ double warp_sums[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(kAll, v, o);
-  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
-  __syncthreads();
-  double s = 0;
-  if (threadIdx.x == 0)
-    for (unsigned w = 0; w < blockDim.x / 32; ++w) s += warp_sums[w];
-  return s;
-}
 
 // logsumexp of a row of E logits, warp-uniform; lanes stride over the experts.
 __device__ float warp_logsumexp(const float* x, int64_t E, int lane) {
@@ -100,7 +79,7 @@ __global__ void count_selections_kernel(unsigned long long* counts, unsigned lon
   const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   int key = -1;  // past the end: nothing to count
   if (s < slots) key = idx[s] >= 0 && idx[s] < E ? idx[s] : E;
-  const unsigned peers = __match_any_sync(kAll, key);
+  const unsigned peers = __match_any_sync(kAllLanes, key);
   if (key >= 0 && int(threadIdx.x & 31) == __ffs(peers) - 1)
     atomicAdd(key < E ? &counts[key] : bad, (unsigned long long)__popc(peers));
 }
