@@ -2,6 +2,8 @@
 
 #include <vector>
 
+#include "trainer/optimizer.hpp"
+
 namespace upcycle::cuda {
 
 template <class T>
@@ -40,6 +42,20 @@ void AdamW<T>::step(DeviceWeights<float>& grads, double lr) {
     adamw_step<T>(w[i].values->data(), copy[i].values->data(), g[i].values->data(), m[i].values->data(),
                   v[i].values->data(), int64_t(w[i].values->size()), hyper, steps_, decays(w[i].tensor.id.role));
   }
+}
+
+template <class T>
+void AdamW<T>::save(const std::filesystem::path& file) {
+  Weights<float> m = download(m_, config_), v = download(v_, config_);
+  save_moments(file, m, v, config_, steps_);
+}
+
+template <class T>
+void AdamW<T>::load(const std::filesystem::path& file) {
+  Weights<float> m = download(m_, config_), v = download(v_, config_);  // shaped as trained, frozen empty
+  steps_ = load_moments(file, m, v, config_);
+  m_ = upload<float>(m, config_);
+  v_ = upload<float>(v, config_);
 }
 
 template class AdamW<float>;

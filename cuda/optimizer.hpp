@@ -4,6 +4,7 @@
 // tensors untouched and without moments).
 #pragma once
 #include <cstdint>
+#include <filesystem>
 
 #include "cuda/backend.hpp"
 #include "trainer/ops/adamw.hpp"
@@ -26,6 +27,9 @@ class AdamW {
   int64_t steps() const { return steps_; }
   // The fp32 masters, back on the host (for checkpoints).
   Weights<float> master() { return download(master_, config_); }
+  // The moments and the step count in trainer/optimizer.hpp's file (save_moments), and back.
+  void save(const std::filesystem::path& file);
+  void load(const std::filesystem::path& file);
 
  private:
   ModelConfig config_;

@@ -6,14 +6,12 @@
 
 namespace upcycle::router {
 
-Model expert_dense_model(const Model& moe, int expert) {
-  const ModelConfig& c = moe.config();
+EngineSpec expert_dense_model(const ModelConfig& c, const Weights<float>& w, int expert) {
   if (!c.is_moe() || expert < 0 || expert >= c.num_local_experts)
     throw std::invalid_argument("expert_dense_model: not an expert of an MoE model");
   nlohmann::ordered_json j = c.to_json();
   j["model_type"] = c.sliding_window ? "mistral" : "llama";
   for (const char* key : {"num_local_experts", "num_experts_per_tok", "router_aux_loss_coef", "architectures"}) j.erase(key);
-  const Weights<float>& w = moe.weights();
   Weights<float> d;
   d.embedding = w.embedding;
   d.final_norm = w.final_norm;
@@ -29,21 +27,22 @@ Model expert_dense_model(const Model& moe, int expert) {
     x.expert_down.clear();
     d.layers.push_back(std::move(x));
   }
-  return Model(ModelConfig::from_json(j, "<expert " + std::to_string(expert) + ">"), std::move(d), "<expert model>");
+  const std::string name = "<expert " + std::to_string(expert) + "'s dense model>";
+  return {ModelConfig::from_json(j, name), std::move(d), name, {}};
 }
 
-Assignment assign_by_loss(const Model& moe, const TokenizedData& seed, int64_t seq_len,
-                          const std::function<void()>& progress) {
-  const int E = int(moe.config().num_local_experts);
+Assignment assign_by_loss(const ModelConfig& config, const Weights<float>& moe, EngineFactory make,
+                          const TokenizedData& seed, int64_t seq_len, const std::function<void()>& progress) {
+  const int E = int(config.num_local_experts);
   const size_t S = seed.samples.size();
   Assignment a;
   a.loss.assign(S, std::vector<double>(size_t(E), std::numeric_limits<double>::infinity()));
   for (int e = 0; e < E; ++e) {
-    const Model dense = expert_dense_model(moe, e);
+    const auto dense = make(expert_dense_model(config, moe, e));
     for (size_t s = 0; s < S; ++s) {
       const size_t one[] = {s};
       const MicroBatch mb = make_micro_batch(seed, one, seq_len);
-      if (mb.counted > 0) a.loss[s][size_t(e)] = dense.loss(mb.batch, mb.targets).ce();
+      if (mb.counted > 0) a.loss[s][size_t(e)] = dense->loss(mb.batch, mb.targets).ce();
       if (progress) progress();
     }
   }

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "core/tokenized_data.hpp"
-#include "trainer/model.hpp"
+#include "trainer/engine.hpp"
 
 namespace upcycle::router {
 
@@ -16,13 +16,14 @@ struct Assignment {
   std::vector<int64_t> counts;             // [E] samples per expert
 };
 
-// The dense model of expert e of an MoE: its config as llama (or mistral) with the MoE's shared
-// weights and expert e's FFN as the dense FFN.
-Model expert_dense_model(const Model& moe, int expert);
+// The dense model of expert e of an MoE (config, weights): its config as llama (or mistral) with
+// the MoE's shared weights and expert e's FFN as the dense FFN.
+EngineSpec expert_dense_model(const ModelConfig& config, const Weights<float>& moe, int expert);
 
-// Samples with no counted token get the loss +inf everywhere and go to expert 0.
-// `progress` (may be empty) is told each (expert, sample) done.
-Assignment assign_by_loss(const Model& moe, const TokenizedData& seed, int64_t seq_len,
-                          const std::function<void()>& progress = {});
+// Each expert's dense model runs on an engine of `make`. Samples with no counted token get the
+// loss +inf everywhere and go to expert 0. `progress` (may be empty) is told each (expert,
+// sample) done.
+Assignment assign_by_loss(const ModelConfig& config, const Weights<float>& moe, EngineFactory make,
+                          const TokenizedData& seed, int64_t seq_len, const std::function<void()>& progress = {});
 
 }  // namespace upcycle::router

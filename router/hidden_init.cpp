@@ -11,7 +11,7 @@ namespace upcycle::router {
 namespace {
 
 // Σ of the router inputs over the tokens of samples, under `model`: [L][H].
-void accumulate(const Model& model, const TokenizedData& seed, const std::vector<size_t>& samples, int64_t seq_len,
+void accumulate(Engine& model, const TokenizedData& seed, const std::vector<size_t>& samples, int64_t seq_len,
                 std::vector<std::vector<double>>& sum) {
   const int64_t H = model.config().hidden_size;
   for (size_t s : samples) {
@@ -25,9 +25,9 @@ void accumulate(const Model& model, const TokenizedData& seed, const std::vector
 
 }  // namespace
 
-std::vector<std::vector<float>> hidden_state_routers(const Model& moe, const TokenizedData& seed,
+std::vector<std::vector<float>> hidden_state_routers(const ModelConfig& c, const Weights<float>& moe,
+                                                     EngineFactory make, const TokenizedData& seed,
                                                      const std::vector<int32_t>& assignment, int64_t seq_len) {
-  const ModelConfig& c = moe.config();
   const int64_t E = c.num_local_experts, H = c.hidden_size, L = c.num_hidden_layers;
   if (assignment.size() != seed.samples.size()) throw std::invalid_argument("hidden_state_routers: one expert per sample");
   std::vector<std::vector<float>> routers(size_t(L), std::vector<float>(size_t(E * H)));
@@ -37,9 +37,9 @@ std::vector<std::vector<float>> hidden_state_routers(const Model& moe, const Tok
       if (assignment[s] == e) mine.push_back(s);
     if (mine.empty())
       for (size_t s = 0; s < seed.samples.size(); ++s) mine.push_back(s);
-    const Model dense = expert_dense_model(moe, int(e));
+    const auto dense = make(expert_dense_model(c, moe, int(e)));
     std::vector<std::vector<double>> sum(size_t(L), std::vector<double>(size_t(H), 0.0));
-    accumulate(dense, seed, mine, seq_len, sum);  // the mean's direction is the sum's
+    accumulate(*dense, seed, mine, seq_len, sum);  // the mean's direction is the sum's
     for (int64_t l = 0; l < L; ++l) {
       double norm = 0;
       for (double v : sum[size_t(l)]) norm += v * v;

@@ -6,7 +6,6 @@
 
 #include "core/progress.hpp"
 #include "trainer/batches.hpp"
-#include "trainer/optimizer.hpp"
 
 namespace upcycle::router {
 
@@ -31,19 +30,17 @@ std::vector<int32_t> token_targets(const MicroBatch& mb, const std::vector<int32
 
 }  // namespace
 
-PreoptResult preoptimise_routers(Model& moe, const TokenizedData& seed, const std::vector<int32_t>& assignment,
-                                 const PreoptOptions& o) {
-  const ModelConfig& c = moe.config();
-  if (!c.is_moe()) throw std::invalid_argument("preoptimise_routers: not an MoE model");
+PreoptResult preoptimise_routers(EngineSpec&& moe, EngineFactory make, const TokenizedData& seed,
+                                 const std::vector<int32_t>& assignment, const PreoptOptions& o) {
+  if (!moe.config.is_moe()) throw std::invalid_argument("preoptimise_routers: not an MoE model");
   if (assignment.size() != seed.samples.size()) throw std::invalid_argument("preoptimise_routers: one expert per sample");
   if (o.epochs < 1) throw std::invalid_argument("preoptimise_routers: epochs >= 1");
-  PartSet frozen;
-  frozen.set();
-  frozen.reset(size_t(Part::Router));
-  Weights<float> grads = zeros_like(moe.weights(), c, frozen);
-  ops::AdamWConfig hyper;
-  hyper.weight_decay = 0;
-  AdamW adam(moe.weights(), c, hyper, frozen);
+  TrainSetup setup;
+  setup.frozen.set();
+  setup.frozen.reset(size_t(Part::Router));
+  setup.adam.weight_decay = 0;
+  moe.training = setup;
+  const auto engine = make(std::move(moe));
   BatchSampler sampler(seed, o.seq_len, o.batch_tokens, o.seed);
   PreoptResult r;
   r.steps = o.epochs * batches_per_epoch(seed, o);
@@ -55,15 +52,16 @@ PreoptResult preoptimise_routers(Model& moe, const TokenizedData& seed, const st
     lo.router_bce_coef = o.bce_coef;
     lo.router_targets = token_targets(mb, assignment);
     lo.load_balancing = false;  // UpIT's objective here is the LM loss and the BCE alone
-    zero_fill(grads, c);
-    const LossReport rep = moe.loss_and_grad(mb.batch, mb.targets, grads, lo);
-    adam.clip(grads, 1.0);
-    adam.step(grads, o.lr);
+    engine->zero_grads();
+    const LossReport rep = engine->accumulate(mb.batch, mb.targets, lo);
+    engine->clip(1.0);
+    engine->step(o.lr);
     if (step == 0) r.first_bce = rep.router_bce, r.first_ce = rep.ce();
     r.last_bce = rep.router_bce, r.last_ce = rep.ce();
     progress.advance(1);
   }
   progress.finish();
+  r.weights = std::move(engine->host_weights());  // the engine goes now: no copy
   return r;
 }
 

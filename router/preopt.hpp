@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "core/tokenized_data.hpp"
-#include "trainer/model.hpp"
+#include "trainer/engine.hpp"
 
 namespace upcycle::router {
 
@@ -23,14 +23,16 @@ struct PreoptOptions {
 };
 
 struct PreoptResult {
+  Weights<float> weights;  // the MoE's, its routers trained
   int64_t steps = 0;
   double first_bce = 0, last_bce = 0;  // the BCE term (times its coef) of the first and last step
   double first_ce = 0, last_ce = 0;    // the LM loss per counted token
 };
 
-// Trains moe's routers in place; assignment[s] is seed sample s's expert. All tokens of a sample
-// (prompt and response: the router sees both) carry its expert as the target.
-PreoptResult preoptimise_routers(Model& moe, const TokenizedData& seed, const std::vector<int32_t>& assignment,
-                                 const PreoptOptions& opts);
+// Trains the routers of moe (its `training` is replaced) on an engine of `make`; assignment[s] is
+// seed sample s's expert. All tokens of a sample (prompt and response: the router sees both)
+// carry its expert as the target.
+PreoptResult preoptimise_routers(EngineSpec&& moe, EngineFactory make, const TokenizedData& seed,
+                                 const std::vector<int32_t>& assignment, const PreoptOptions& opts);
 
 }  // namespace upcycle::router

@@ -82,7 +82,7 @@ Accuracy exact_match(const Model& model, const ChatEncoder& encoder, const std::
   return acc;
 }
 
-ChoiceAccuracy multiple_choice(const Model& model, const Tokenizer& tokenizer, bool add_bos,
+ChoiceAccuracy multiple_choice(Engine& model, const Tokenizer& tokenizer, bool add_bos,
                                const std::vector<ChoiceItem>& items, const std::function<void(int64_t)>& done) {
   const int64_t V = model.config().vocab_size;
   ChoiceAccuracy out;

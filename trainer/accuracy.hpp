@@ -11,7 +11,7 @@
 #include "core/chat_encoder.hpp"
 #include "core/choice_data.hpp"
 #include "core/instruction_data.hpp"
-#include "trainer/model.hpp"
+#include "trainer/engine.hpp"
 
 namespace upcycle {
 
@@ -49,7 +49,7 @@ struct ChoiceAccuracy {
 // default delimiter), tokenized as the whole minus the context's tokens. acc takes the choice of
 // highest log-likelihood, acc_norm of highest log-likelihood per character of the choice; ties
 // go to the first. `done` (may be empty) is told the items done so far.
-ChoiceAccuracy multiple_choice(const Model& model, const Tokenizer& tokenizer, bool add_bos,
+ChoiceAccuracy multiple_choice(Engine& model, const Tokenizer& tokenizer, bool add_bos,
                                const std::vector<ChoiceItem>& items, const std::function<void(int64_t)>& done = {});
 
 }  // namespace upcycle

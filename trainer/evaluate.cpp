@@ -6,7 +6,7 @@
 
 namespace upcycle {
 
-EvalLoss evaluate_loss(const Model& model, const TokenizedData& data, int64_t seq_len, int64_t batch_tokens,
+EvalLoss evaluate_loss(Engine& model, const TokenizedData& data, int64_t seq_len, int64_t batch_tokens,
                        const std::function<void(int64_t)>& on_batch) {
   std::vector<size_t> order(data.samples.size());
   std::iota(order.begin(), order.end(), size_t(0));

@@ -6,7 +6,7 @@
 #include <functional>
 
 #include "core/tokenized_data.hpp"
-#include "trainer/model.hpp"
+#include "trainer/engine.hpp"
 
 namespace upcycle {
 
@@ -19,7 +19,7 @@ struct EvalLoss {
 };
 
 // on_batch (may be empty) is told the samples done so far, for progress.
-EvalLoss evaluate_loss(const Model& model, const TokenizedData& data, int64_t seq_len, int64_t batch_tokens,
+EvalLoss evaluate_loss(Engine& model, const TokenizedData& data, int64_t seq_len, int64_t batch_tokens,
                        const std::function<void(int64_t done)>& on_batch = {});
 
 }  // namespace upcycle

@@ -51,25 +51,27 @@ void AdamW::step(Weights<float>& grads, double lr) {
   }
 }
 
-void AdamW::save(const std::filesystem::path& file) {
+void save_moments(const std::filesystem::path& file, Weights<float>& m, Weights<float>& v, const ModelConfig& config,
+                  int64_t steps) {
   std::vector<TensorInfo> infos;
   std::vector<const std::vector<float>*> data;
-  for (auto [prefix, moments] : {std::pair{"exp_avg.", &m_}, std::pair{"exp_avg_sq.", &v_}})
-    for_each_trained(*moments, config_, [&](const Parameter<float>& p) {
+  for (auto [prefix, moments] : {std::pair{"exp_avg.", &m}, std::pair{"exp_avg_sq.", &v}})
+    for_each_trained(*moments, config, [&](const Parameter<float>& p) {
       infos.push_back({prefix + p.tensor.name, DType::F32, p.tensor.shape});
       data.push_back(p.values);
     });
-  SafetensorsWriter writer(file, infos, {{kSteps, std::to_string(steps_)}});
+  SafetensorsWriter writer(file, infos, {{kSteps, std::to_string(steps)}});
   for (size_t i = 0; i < infos.size(); ++i) writer.write(Tensor::from_f32(infos[i].shape, *data[i]));
   writer.finish();
 }
 
-void AdamW::load(const std::filesystem::path& file) {
+int64_t load_moments(const std::filesystem::path& file, Weights<float>& m, Weights<float>& v,
+                     const ModelConfig& config) {
   const SafetensorsFile f = SafetensorsFile::open(file);
   std::map<std::string, const SafetensorsEntry*> by_name;
   for (const auto& e : f.entries()) by_name[e.info.name] = &e;
-  for (auto [prefix, moments] : {std::pair{"exp_avg.", &m_}, std::pair{"exp_avg_sq.", &v_}})
-    for_each_trained(*moments, config_, [&](const Parameter<float>& p) {
+  for (auto [prefix, moments] : {std::pair{"exp_avg.", &m}, std::pair{"exp_avg_sq.", &v}})
+    for_each_trained(*moments, config, [&](const Parameter<float>& p) {
       const std::string name = prefix + p.tensor.name;
       auto it = by_name.find(name);
       require(it != by_name.end(), file, "tensor '" + name + "'", "missing (was the run frozen differently?)");
@@ -83,7 +85,7 @@ void AdamW::load(const std::filesystem::path& file) {
   const std::string& text = steps->second;
   require(!text.empty() && text.find_first_not_of("0123456789") == std::string::npos && text.size() < 16, file,
           std::string("'") + kSteps + "' is not a step count: '" + text + "'");
-  steps_ = std::stoll(text);
+  return std::stoll(text);
 }
 
 }  // namespace upcycle

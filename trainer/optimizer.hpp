@@ -9,6 +9,15 @@
 
 namespace upcycle {
 
+// AdamW's state in one safetensors file: exp_avg.NAME and exp_avg_sq.NAME for each trained
+// tensor (those non-empty in m and v) and the step count in the metadata. load_moments fills m
+// and v's non-empty tensors and returns the step count; InputError naming the file when a
+// tensor is missing or of another shape.
+void save_moments(const std::filesystem::path& file, Weights<float>& m, Weights<float>& v, const ModelConfig& config,
+                  int64_t steps);
+int64_t load_moments(const std::filesystem::path& file, Weights<float>& m, Weights<float>& v,
+                     const ModelConfig& config);
+
 class AdamW {
  public:
   AdamW(Weights<float>& weights, const ModelConfig& config, const ops::AdamWConfig& hyper, const PartSet& frozen);
@@ -19,10 +28,9 @@ class AdamW {
   void step(Weights<float>& grads, double lr);
   int64_t steps() const { return steps_; }
 
-  // The moments and the step count in one safetensors file (exp_avg.NAME, exp_avg_sq.NAME), and
-  // back; load checks that every tensor is there with its shape (InputError naming the file).
-  void save(const std::filesystem::path& file);
-  void load(const std::filesystem::path& file);
+  // The moments and the step count (save_moments above), and back.
+  void save(const std::filesystem::path& file) { save_moments(file, m_, v_, config_, steps_); }
+  void load(const std::filesystem::path& file) { steps_ = load_moments(file, m_, v_, config_); }
 
  private:
   Weights<float>& weights_;

@@ -19,14 +19,14 @@ std::string step_folder_name(int64_t step) {
   return name;
 }
 
-void save_checkpoint(const fs::path& dir, const Checkpoint& weights, DType dtype, AdamW& optimizer,
+void save_checkpoint(const fs::path& dir, const Checkpoint& weights, DType dtype, Engine& engine,
                      const RunState& state) {
   StagedPath staged(dir, /*overwrite=*/true);
   WriteOptions opts;
   opts.dtype = dtype;
   opts.progress = false;
   write_checkpoint(weights, staged.temp(), opts);
-  optimizer.save(staged.temp() / kOptimizerFile);
+  engine.save_optimizer(staged.temp() / kOptimizerFile);
   const nlohmann::ordered_json j = {{"step", state.step},       {"epoch", state.cursor.epoch},
                                     {"index", state.cursor.index}, {"seed", state.seed},
                                     {"samples", state.samples}, {"steps", state.steps}};

@@ -10,7 +10,7 @@
 #include "core/checkpoint.hpp"
 #include "core/dtype.hpp"
 #include "trainer/batches.hpp"
-#include "trainer/optimizer.hpp"
+#include "trainer/engine.hpp"
 
 namespace upcycle {
 
@@ -27,9 +27,9 @@ struct RunState {
 
 std::string step_folder_name(int64_t step);  // "step-000042"
 
-// Writes weights (as `dtype`), the optimizer state and the run state into `dir` under a
+// Writes weights (as `dtype`), the engine's optimizer state and the run state into `dir` under a
 // temporary name, then renames it into place (replacing an older folder of that name).
-void save_checkpoint(const std::filesystem::path& dir, const Checkpoint& weights, DType dtype, AdamW& optimizer,
+void save_checkpoint(const std::filesystem::path& dir, const Checkpoint& weights, DType dtype, Engine& engine,
                      const RunState& state);
 
 // InputError naming the file when the state is missing or malformed.

@@ -91,7 +91,7 @@ int64_t steps_for_epochs(const TokenizedData& data, const TrainOptions& o) {
 
 class Trainer {
  public:
-  explicit Trainer(const TrainOptions& o);
+  Trainer(const TrainOptions& o, EngineFactory make);
   TrainResult run();
 
  private:
@@ -108,10 +108,8 @@ class Trainer {
   std::unique_ptr<Checkpoint> source_;
   ModelConfig config_;
   RunState state_;
-  std::unique_ptr<Transformer<float>> model_;
-  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<Engine> engine_;
   std::unique_ptr<BatchSampler> sampler_;
-  Weights<float> grads_;
   std::ofstream metrics_;
   fs::path last_saved_;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
@@ -119,7 +117,7 @@ class Trainer {
   int64_t end_ = 0;  // the last step of this invocation (--stop-at, else the run's last)
 };
 
-Trainer::Trainer(const TrainOptions& o) : o_(o) {
+Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   prepare_out(o);
   data_ = read_data(o.data);
   if (o.val_data) val_ = read_data(*o.val_data);
@@ -153,23 +151,21 @@ Trainer::Trainer(const TrainOptions& o) : o_(o) {
     state_.cursor = saved.cursor;
     last_saved_ = *o.resume;
   }
-  model_ = std::make_unique<Transformer<float>>(config_, load_weights<float>(*source_), source_->path());
-  optimizer_ = std::make_unique<AdamW>(model_->weights(), config_, o.adam, o.frozen);
+  engine_ = make({config_, load_weights<float>(*source_), source_->path(), TrainSetup{o.adam, o.frozen}});
   if (o.resume) {
-    optimizer_->load(*o.resume / kOptimizerFile);
-    require(optimizer_->steps() == state_.step, *o.resume / kOptimizerFile, "its step count differs from the state's");
+    engine_->load_optimizer(*o.resume / kOptimizerFile);
+    require(engine_->steps() == state_.step, *o.resume / kOptimizerFile, "its step count differs from the state's");
   }
   sampler_ = std::make_unique<BatchSampler>(data_, o.seq_len, o.batch_tokens, o.seed);
   sampler_->seek(state_.cursor);
-  grads_ = zeros_like(model_->weights(), config_, o.frozen);
   metrics_ = open_metrics(o.out / kMetricsFile, state_.step);
   first_step_ = state_.step + 1;
 
-  auto& w = model_->weights();
+  auto& w = engine_->host_weights();
   const int64_t total = count_elements(w, config_, [](Role) { return true; });
   const int64_t trained = count_elements(w, config_, [&](Role r) { return !o.frozen[size_t(part_of(r))]; });
-  spdlog::info("{} {}: {} parameters, {} trained{}; {} samples{}, {} tokens per micro-batch x {}", config_.model_type,
-               source_->path().string(), total, trained,
+  spdlog::info("{} {} on {}: {} parameters, {} trained{}; {} samples{}, {} tokens per micro-batch x {}",
+               config_.model_type, source_->path().string(), engine_->device(), total, trained,
                o.frozen.any() ? " (frozen: " + parts_string(o.frozen) + ")" : "", data_.samples.size(),
                val_.samples.empty() ? "" : fmt::format(" (+{} for validation)", val_.samples.size()), o.batch_tokens,
                o.grad_accum);
@@ -202,9 +198,9 @@ StepStats Trainer::accumulate() {
   lo.z_loss_coef = o_.z_loss_coef;
   lo.normaliser = std::max<int64_t>(1, s.counted);
   lo.aux_scale = 1.0 / double(o_.grad_accum);
-  zero_fill(grads_, config_);
+  engine_->zero_grads();
   for (const MicroBatch& mb : micro) {
-    const LossReport r = model_->loss_and_grad(mb.batch, mb.targets, grads_, lo);
+    const LossReport r = engine_->accumulate(mb.batch, mb.targets, lo);
     s.ce_sum += r.ce_sum;
     s.aux += r.aux * lo.aux_scale;
     s.z += r.z * lo.aux_scale;
@@ -230,7 +226,7 @@ void Trainer::log_step(int64_t step, const StepStats& s, double lr, double norm,
 }
 
 void Trainer::validate(int64_t step) {
-  const EvalLoss e = evaluate_loss(*model_, val_, o_.seq_len, o_.batch_tokens);
+  const EvalLoss e = evaluate_loss(*engine_, val_, o_.seq_len, o_.batch_tokens);
   const nlohmann::ordered_json j = {
       {"step", step}, {"val_loss", e.loss()}, {"val_ppl", e.ppl()}, {"val_tokens", e.tokens}};
   metrics_ << j.dump() << "\n" << std::flush;
@@ -239,8 +235,8 @@ void Trainer::validate(int64_t step) {
 
 void Trainer::save(const std::string& folder) {
   const fs::path dir = o_.out / folder;
-  const auto view = as_checkpoint(model_->weights(), config_, source_.get());
-  save_checkpoint(dir, *view, o_.save_dtype, *optimizer_, state_);
+  const auto view = as_checkpoint(engine_->host_weights(), config_, source_.get());
+  save_checkpoint(dir, *view, o_.save_dtype, *engine_, state_);
   if (!o_.keep_all_states && !last_saved_.empty() && fs::absolute(last_saved_) != fs::absolute(dir))
     drop_optimizer_state(last_saved_);
   last_saved_ = dir;
@@ -254,7 +250,7 @@ TrainResult Trainer::run() {
   for (int64_t step = state_.step + 1; step <= end_; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const StepStats s = accumulate();
-    const double norm = optimizer_->clip(grads_, o_.clip);
+    const double norm = engine_->clip(o_.clip);
     const double loss = s.loss() + s.aux + s.z;
     if (!std::isfinite(loss) || !std::isfinite(norm))
       throw std::runtime_error(fmt::format("step {}: the {} is {} (nothing of this step was saved{})", step,
@@ -262,7 +258,7 @@ TrainResult Trainer::run() {
                                            std::isnan(std::isfinite(loss) ? norm : loss) ? "NaN" : "infinite",
                                            last_saved_.empty() ? "" : "; the last checkpoint is " + last_saved_.string()));
     const double lr = schedule.at(step);
-    optimizer_->step(grads_, lr);
+    engine_->step(lr);
     state_.step = step;
     state_.cursor = sampler_->cursor();
     log_step(step, s, lr, norm, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -277,6 +273,6 @@ TrainResult Trainer::run() {
 
 }  // namespace
 
-TrainResult train(const TrainOptions& opts) { return Trainer(opts).run(); }
+TrainResult train(const TrainOptions& opts, EngineFactory make) { return Trainer(opts, make).run(); }
 
 }  // namespace upcycle

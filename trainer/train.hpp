@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/dtype.hpp"
+#include "trainer/engine.hpp"
 #include "trainer/ops/adamw.hpp"
 #include "trainer/parameters.hpp"
 #include "trainer/schedule.hpp"
@@ -54,7 +55,8 @@ struct TrainResult {
 };
 
 // InputError for bad data or checkpoints; std::runtime_error naming the step when the loss or
-// the gradient is not finite (the checkpoints written before stay as they were).
-TrainResult train(const TrainOptions& opts);
+// the gradient is not finite (the checkpoints written before stay as they were). The model runs
+// on the engine `make` gives (the CPU's by default).
+TrainResult train(const TrainOptions& opts, EngineFactory make = make_cpu_engine);
 
 }  // namespace upcycle

@@ -10,6 +10,7 @@
 #include "upcycle/assemble.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
+#include "upcycle/cuda_plugin.hpp"
 #include "upcycle/router_stage.hpp"
 
 namespace upcycle {
@@ -139,6 +140,7 @@ RouterStageOptions router_options(const cli::po::variables_map& vm) {
                                         : vm["checkpoints"].as<std::vector<std::string>>()[0];
   o.chat_template = vm["template"].as<std::string>();
   o.skip_bad = vm.count("skip-bad") > 0;
+  o.engine = engine_for_device(vm["device"].as<std::string>());
   o.preopt.epochs = vm["router-epochs"].as<int64_t>();
   o.preopt.lr = vm["router-lr"].as<double>();
   o.preopt.seq_len = vm["seq-len"].as<int64_t>();
@@ -205,6 +207,7 @@ int cmd_convert(const Args& args) {
       ("seq-len", cli::po::value<int64_t>()->default_value(2048), "seed samples longer than this are cut")
       ("batch-tokens", cli::po::value<int64_t>()->default_value(4096), "tokens per micro-batch of the router stage")
       ("skip-bad", "skip malformed seed data lines instead of failing")
+      ("device", cli::po::value<std::string>()->default_value("cpu"), (std::string("where the router stage runs: ") + kDeviceHelp).c_str())
       ("aux-loss-coef", cli::po::value<double>()->default_value(0.01), "router_aux_loss_coef in the config")
       ("dtype", cli::po::value<std::string>(), "output dtype f32, bf16 or f16 (default: checkpoint 0's)")
       ("fused", "write transformers v5's fused expert tensors (gate_up_proj, down_proj) instead of per-expert ones")

@@ -13,6 +13,7 @@
 #include "trainer/evaluate.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
+#include "upcycle/cuda_plugin.hpp"
 
 namespace upcycle {
 
@@ -25,7 +26,7 @@ struct EvalContext {
   std::filesystem::path data, text_source;
   bool skip_bad;
   std::unique_ptr<Checkpoint> ckpt;
-  std::unique_ptr<Model> model;
+  EngineFactory device;
   std::unique_ptr<ChatEncoder> encoder;  // loaded when text needs it
 
   const ChatEncoder& chat() {
@@ -49,10 +50,11 @@ ojson per_task(const Accuracy& a) {
 ojson eval_loss(EvalContext& c) {
   const TokenizedData data = read_instruction_data(c.data, [&]() -> const ChatEncoder& { return c.chat(); }, c.skip_bad);
   c.warn_skipped(data.skipped);
-  check_vocabulary(data, c.model->config().vocab_size);
+  check_vocabulary(data, c.ckpt->config().vocab_size);
   Progress progress("eval", data.samples.size(), "samples");
   int64_t shown = 0;
-  const EvalLoss e = evaluate_loss(*c.model, data, c.vm["seq-len"].as<int64_t>(), c.vm["batch-tokens"].as<int64_t>(),
+  const auto engine = load_engine(*c.ckpt, c.device);
+  const EvalLoss e = evaluate_loss(*engine, data, c.vm["seq-len"].as<int64_t>(), c.vm["batch-tokens"].as<int64_t>(),
                                    [&](int64_t done) { progress.advance(uint64_t(done - shown)); shown = done; });
   progress.finish();
   require(e.tokens > 0, c.data, "no sample has a token that counts (labels all -100)");
@@ -64,7 +66,8 @@ ojson eval_exact(EvalContext& c) {
   c.warn_skipped(data.skipped);
   std::string predictions;  // JSONL, written whole at the end
   Progress progress("exact match", data.records.size(), "samples");
-  const Accuracy a = exact_match(*c.model, c.chat(), data.records, c.vm["max-new-tokens"].as<int64_t>(), c.data,
+  const Model model(*c.ckpt);
+  const Accuracy a = exact_match(model, c.chat(), data.records, c.vm["max-new-tokens"].as<int64_t>(), c.data,
                                  [&](const ExactPrediction& p) {
                                    progress.advance(1);
                                    predictions += ojson{{"line", p.record->line}, {"task", p.record->task},
@@ -90,7 +93,7 @@ ojson eval_choice(EvalContext& c) {
   const auto tokenizer = load_tokenizer(c.text_source);
   Progress progress("multiple choice", data.items.size(), "questions");
   int64_t shown = 0;
-  const ChoiceAccuracy a = multiple_choice(*c.model, *tokenizer, read_model_text_info(c.text_source).add_bos, data.items,
+  const ChoiceAccuracy a = multiple_choice(*load_engine(*c.ckpt, c.device), *tokenizer, read_model_text_info(c.text_source).add_bos, data.items,
                                            [&](int64_t done) { progress.advance(uint64_t(done - shown)); shown = done; });
   progress.finish();
   ojson j = {{"metric", "choice"}, {"acc", a.acc.all.rate()}, {"acc_norm", a.acc_norm.all.rate()}, {"total", a.acc.all.total}};
@@ -125,7 +128,7 @@ int cmd_eval(const Args& args) {
   cli::Spec spec;
   spec.usage = "upcycle eval --model PATH --data FILE [--metric loss|exact|choice] [--json] [options]";
   spec.summary =
-      "Evaluates a dense or MoE model on the CPU.\n"
+      "Evaluates a dense or MoE model (on the CPU, or for loss and choice on the GPU).\n"
       "  loss    (default) token-weighted mean cross-entropy over the counted tokens (the replies of\n"
       "          Alpaca and chat data, the labels of pre-tokenized data) and its perplexity;\n"
       "          JSON keys loss, ppl, tokens, samples.\n"
@@ -146,7 +149,8 @@ int cmd_eval(const Args& args) {
       ("seq-len", cli::po::value<int64_t>()->default_value(2048), "samples longer than this are cut (loss)")
       ("max-new-tokens", cli::po::value<int64_t>()->default_value(128), "longest reply (exact)")
       ("predictions", cli::po::value<std::string>(), "write each prediction to this JSONL (exact)")
-      ("skip-bad", "skip malformed data lines (counted in the log) instead of failing");
+      ("skip-bad", "skip malformed data lines (counted in the log) instead of failing")
+      ("device", cli::po::value<std::string>()->default_value("cpu"), kDeviceHelp);
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;
   const std::string metric = (*vm)["metric"].as<std::string>();
@@ -155,11 +159,13 @@ int cmd_eval(const Args& args) {
   for (const char* name : {"batch-tokens", "seq-len", "max-new-tokens"})
     if ((*vm)[name].as<int64_t>() < 1) throw UsageError(std::string("--") + name + " must be positive");
 
+  const std::string device = (*vm)["device"].as<std::string>();
+  if (metric == "exact" && device != "cpu")
+    throw UsageError("--metric exact decodes on the CPU only (there is no GPU decoder yet): drop --device " + device);
   const std::string model_path = (*vm)["model"].as<std::string>();
   EvalContext c{*vm, (*vm)["data"].as<std::string>(),
                 vm->count("tokenizer") ? (*vm)["tokenizer"].as<std::string>() : model_path, vm->count("skip-bad") > 0,
-                open_checkpoint(model_path), nullptr, nullptr};
-  c.model = std::make_unique<Model>(*c.ckpt);
+                open_checkpoint(model_path), engine_for_device(device), nullptr};
   const ojson j = metric == "loss" ? eval_loss(c) : metric == "exact" ? eval_exact(c) : eval_choice(c);
   if (vm->count("json")) std::printf("%s\n", j.dump(2).c_str());
   else print_text(j);

@@ -8,9 +8,10 @@
 
 #include "core/error.hpp"
 #include "core/staged_path.hpp"
-#include "trainer/model.hpp"
+#include "trainer/engine.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
+#include "upcycle/cuda_plugin.hpp"
 
 namespace upcycle {
 
@@ -57,25 +58,26 @@ void write_floats(const std::vector<float>& values, const std::filesystem::path&
 
 int cmd_forward(const Args& args) {
   cli::Spec spec;
-  spec.usage = "upcycle forward --model PATH --tokens 1,2,3 --out FILE [--overwrite]";
+  spec.usage = "upcycle forward --model PATH --tokens 1,2,3 --out FILE [--device cpu|cuda] [--overwrite]";
   spec.summary =
-      "Runs the model's forward pass in f32 on the CPU over one sequence of token ids (positions\n"
-      "0, 1, ...) and writes the logits to FILE as raw little-endian float32, shape [tokens, vocab],\n"
+      "Runs the model's forward pass (f32 on the CPU, bf16 on the GPU) over one sequence of token\n"
+      "ids (positions 0, 1, ...) and writes the logits to FILE as raw little-endian float32, shape [tokens, vocab],\n"
       "row major. The model is any checkpoint (llama, mistral, qwen2 or mixtral; any format; bf16\n"
       "and f16 weights are converted to f32 on load).";
   spec.options.add_options()
       ("model", cli::po::value<std::string>()->required(), "checkpoint (folder, .h5 or .gguf)")
       ("tokens", cli::po::value<std::string>()->required(), "comma-separated token ids in [0, vocab)")
       ("out", cli::po::value<std::string>()->required(), "output file of float32 logits")
-      ("overwrite", "replace FILE if it exists");
+      ("overwrite", "replace FILE if it exists")
+      ("device", cli::po::value<std::string>()->default_value("cpu"), kDeviceHelp);
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;
 
   const std::vector<int32_t> ids = parse_tokens((*vm)["tokens"].as<std::string>());
+  const EngineFactory device = engine_for_device((*vm)["device"].as<std::string>());
   const auto ckpt = open_checkpoint((*vm)["model"].as<std::string>());
   check_tokens(ids, *ckpt);
-  const Model model(*ckpt);
-  const std::vector<float> logits = model.forward(pack({ids}));
+  const std::vector<float> logits = load_engine(*ckpt, device)->forward(pack({ids}));
   const std::string out = (*vm)["out"].as<std::string>();
   write_floats(logits, out, vm->count("overwrite") > 0);
   spdlog::info("wrote logits [{}, {}] to {}", ids.size(), ckpt->config().vocab_size, out);

@@ -5,6 +5,7 @@
 #include "trainer/train.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
+#include "upcycle/cuda_plugin.hpp"
 
 namespace upcycle {
 
@@ -124,10 +125,12 @@ int cmd_tune(const Args& args) {
       ("seed", cli::po::value<uint64_t>()->default_value(0), "data order seed")
       ("skip-bad", "skip malformed data lines (counted in the log) instead of failing")
       ("log-every", cli::po::value<int64_t>()->default_value(1), "progress line every N steps")
-      ("overwrite", "start over in a DIR that holds a run");
+      ("overwrite", "start over in a DIR that holds a run")
+      ("device", cli::po::value<std::string>()->default_value("cpu"), kDeviceHelp);
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;
-  const TrainResult r = train(options_from(*vm));
+  const EngineFactory engine = engine_for_device((*vm)["device"].as<std::string>());
+  const TrainResult r = train(options_from(*vm), engine);
   spdlog::info("done: step {}, loss {:.4f}, checkpoint {}", r.steps, r.last_loss, r.checkpoint.string());
   return 0;
 }

@@ -37,4 +37,10 @@ const CudaPlugin& cuda_plugin() {
 #endif
 }
 
+EngineFactory engine_for_device(const std::string& device) {
+  if (device == "cpu") return make_cpu_engine;
+  if (device == "cuda") return cuda_plugin().make_engine;
+  throw UsageError("--device: '" + device + "' is not cpu or cuda");
+}
+
 }  // namespace upcycle

@@ -5,20 +5,29 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include "trainer/engine.hpp"
 #include "upcycle/bench_cuda.hpp"
 
 namespace upcycle {
 
-inline constexpr int kCudaPluginAbi = 1;  // raised whenever CudaPlugin changes
+inline constexpr int kCudaPluginAbi = 2;  // raised whenever CudaPlugin changes
 
 struct CudaPlugin {
   int abi = kCudaPluginAbi;
   nlohmann::ordered_json (*bench)(const CudaBenchOptions&) = nullptr;
+  EngineFactory make_engine = nullptr;  // bf16 weights and activations, fp32 masters
 };
 
 // Loads the plugin once. UsageError when this build has no CUDA backend; InputError naming the
 // file and the loader's reason when it is missing, does not load, or is of another build.
 const CudaPlugin& cuda_plugin();
+
+// --device's help, and its engines: "cpu", or "cuda" (the plugin's, loaded here); UsageError
+// otherwise.
+inline constexpr const char* kDeviceHelp =
+    "cpu, or cuda: bf16 weights and activations with fp32 accumulation (and fp32 master weights and "
+    "AdamW when training) on the GPU, through libupcycle_cuda.so beside upcycle";
+EngineFactory engine_for_device(const std::string& device);
 
 }  // namespace upcycle
 

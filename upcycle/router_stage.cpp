@@ -32,13 +32,15 @@ std::vector<std::vector<float>> fit_routers(const genetic::FfnSource& source, co
                                             const AssemblyOptions& assembly, const RouterStageOptions& o,
                                             nlohmann::ordered_json& report) {
   const auto start = assemble_moe(source, pool, assembly);  // random routers to start from
-  Model moe(*start);
-  const TokenizedData seed = seed_data(o, moe.config().vocab_size);
+  const ModelConfig config = start->config();
+  Weights<float> moe = load_weights<float>(*start);
+  const TokenizedData seed = seed_data(o, config.vocab_size);
   spdlog::info("router stage: {} seed samples from {}", seed.samples.size(), o.data.string());
 
-  const int64_t E = moe.config().num_local_experts;
+  const int64_t E = config.num_local_experts;
   Progress scoring("scoring seed samples per expert", uint64_t(E) * seed.samples.size(), "samples", o.preopt.progress);
-  const router::Assignment a = router::assign_by_loss(moe, seed, o.preopt.seq_len, [&] { scoring.advance(1); });
+  const router::Assignment a = router::assign_by_loss(config, moe, o.engine, seed, o.preopt.seq_len,
+                                                        [&] { scoring.advance(1); });
   scoring.finish();
   std::string counts;
   for (int64_t c : a.counts) counts += " " + std::to_string(c);
@@ -46,9 +48,10 @@ std::vector<std::vector<float>> fit_routers(const genetic::FfnSource& source, co
 
   report["seed_samples"] = seed.samples.size();
   report["seed_per_expert"] = a.counts;
-  if (o.hidden) return router::hidden_state_routers(moe, seed, a.expert, o.preopt.seq_len);
+  if (o.hidden) return router::hidden_state_routers(config, moe, o.engine, seed, a.expert, o.preopt.seq_len);
 
-  const router::PreoptResult r = router::preoptimise_routers(moe, seed, a.expert, o.preopt);
+  const router::PreoptResult r =
+      router::preoptimise_routers({config, std::move(moe), start->path(), {}}, o.engine, seed, a.expert, o.preopt);
   spdlog::info("router pre-optimisation: {} steps, BCE {:.4f} -> {:.4f}, LM loss {:.4f} -> {:.4f}", r.steps, r.first_bce,
                r.last_bce, r.first_ce, r.last_ce);
   report["router_steps"] = r.steps;
@@ -56,7 +59,7 @@ std::vector<std::vector<float>> fit_routers(const genetic::FfnSource& source, co
   report["router_lm_loss"] = {r.first_ce, r.last_ce};
 
   std::vector<std::vector<float>> routers;
-  for (const auto& layer : moe.weights().layers) routers.push_back(layer.router);
+  for (const auto& layer : r.weights.layers) routers.push_back(layer.router);
   return routers;
 }
 

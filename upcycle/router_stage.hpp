@@ -22,6 +22,7 @@ struct RouterStageOptions {
   std::string chat_template = "auto";
   bool skip_bad = false;
   bool hidden = false;                     // the `hidden` init in place of the pre-optimisation
+  EngineFactory engine = make_cpu_engine;  // where the models run (--device)
   router::PreoptOptions preopt;
 };
 

@@ -35,6 +35,22 @@ void write_chat_tokenizer(const fs::path& dir) {
   for (const GeneratedFile& f : byte_tokenizer_files()) write_file(dir / f.name, *f.contents());
 }
 
+fs::path write_sequences(const fs::path& file, int n) {
+  std::string lines;
+  for (int i = 0; i < n; ++i) {
+    std::string ids, labels;
+    const int len = 6 + i % 5;
+    for (int t = 0; t < len; ++t) {
+      const int id = (i * 7 + t * (1 + i % 3)) % 40;
+      ids += (t ? "," : "") + std::to_string(id);
+      labels += (t ? "," : "") + std::to_string(t < 2 ? -100 : id);
+    }
+    lines += "{\"input_ids\":[" + ids + "],\"labels\":[" + labels + "]}\n";
+  }
+  write_file(file, lines);
+  return file;
+}
+
 fs::path write_chat_model(const fs::path& dir, const std::string& type, uint64_t seed) {
   ModelConfig c = tiny_config(type);
   c.vocab_size = kChatVocab;

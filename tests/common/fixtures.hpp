@@ -46,6 +46,10 @@ void write_chat_tokenizer(const fs::path& dir);
 // positions, random weights from seed, and the chat tokenizer's files.
 fs::path write_chat_model(const fs::path& dir, const std::string& type, uint64_t seed);
 
+// Pre-tokenized data: n samples of arithmetic sequences over the first 40 token ids, 6 to 10
+// tokens long, the first 2 a prompt (labels -100).
+fs::path write_sequences(const fs::path& file, int n);
+
 void write_file(const fs::path& path, const std::string& bytes);
 std::string read_file(const fs::path& path);
 

@@ -6,42 +6,18 @@
 
 #include <cmath>
 #include <type_traits>
-#include <nlohmann/json.hpp>
 
 #include "tests/common/fixtures.hpp"
 #include "cuda/model.hpp"
 #include "cuda/optimizer.hpp"
 #include "cuda_check.hpp"
+#include "gpu_model.hpp"
 #include "trainer/optimizer.hpp"
 #include "trainer/parameters.hpp"
 
 namespace upcycle::test {
 
 namespace {
-
-ModelConfig gpu_config(const std::string& type) {
-  nlohmann::ordered_json j = {
-      {"model_type", type},          {"vocab_size", 50},          {"hidden_size", 64},
-      {"intermediate_size", 96},     {"num_hidden_layers", 2},    {"num_attention_heads", 2},
-      {"num_key_value_heads", 1},    {"max_position_embeddings", 128}, {"rms_norm_eps", 1e-5},
-      {"rope_theta", 10000.0},       {"tie_word_embeddings", false},
-  };
-  if (type == "mixtral") j["num_local_experts"] = 4, j["num_experts_per_tok"] = 2, j["router_aux_loss_coef"] = 0.02;
-  if (type == "mistral") j["sliding_window"] = 16;
-  return ModelConfig::from_json(j, "<gpu_config>");
-}
-
-// Two packed sequences (37 and 20 tokens) and their next-token targets, a few ignored.
-struct Data {
-  Batch batch;
-  std::vector<int32_t> targets;
-};
-Data data(int64_t vocab, uint64_t seed) {
-  const std::vector<int32_t> ids = uniform_ints(57, seed, 0, int32_t(vocab));
-  Data d{pack({{ids.begin(), ids.begin() + 37}, {ids.begin() + 37, ids.end()}}), {}};
-  for (size_t n = 0; n < ids.size(); ++n) d.targets.push_back(n % 7 == 3 ? ops::kIgnoreIndex : ids[(n + 1) % ids.size()]);
-  return d;
-}
 
 // f32: every element within tol of the CPU's. bf16: the error's norm within tol of the
 // CPU's norm: a token whose top-k choice flips on a near-tie under bf16 rounding moves a few
@@ -65,7 +41,7 @@ void check_model(const std::string& type, double tol) {
   const auto ckpt = random_checkpoint(config, 7, DType::BF16);
   Transformer<double> cpu(*ckpt);
   cuda::Transformer<T> gpu(*ckpt);
-  const Data d = data(config.vocab_size, 3);
+  const GpuBatch d = gpu_batch(config.vocab_size, 3);
 
   check_model_values<T>(widen(to_host(gpu.forward(d.batch))), cpu.forward(d.batch), tol, type + " logits");
 
@@ -93,7 +69,7 @@ template <class T>
 void check_training(const std::string& type, double tol) {
   const ModelConfig config = gpu_config(type);
   const auto ckpt = random_checkpoint(config, 11, DType::BF16);
-  const Data batches[2] = {data(config.vocab_size, 5), data(config.vocab_size, 6)};
+  const GpuBatch batches[2] = {gpu_batch(config.vocab_size, 5), gpu_batch(config.vocab_size, 6)};
   ops::AdamWConfig hyper;
   hyper.weight_decay = 0.01;
 
@@ -103,7 +79,7 @@ void check_training(const std::string& type, double tol) {
   cuda::Transformer<T> gpu(*ckpt);
   cuda::AdamW<T> gpu_opt(host, gpu.weights(), config, hyper, {});
   for (int step = 0; step < 50; ++step) {
-    const Data& d = batches[step % 2];
+    const GpuBatch& d = batches[step % 2];
     Weights<float> cg = zeros_like(cpu.weights(), config);
     cuda::DeviceWeights<float> gg = cuda::zeros_like(host, config);
     const double want = cpu.loss_and_grad(d.batch, d.targets, cg, {}).ce();

@@ -22,20 +22,8 @@ fs::path tiny_model(const ScratchDir& dir, const std::string& type, uint64_t see
   return dir / type;
 }
 
-// n samples of arithmetic sequences over the 40-token vocabulary, the first 2 tokens a prompt.
 fs::path sequences(const ScratchDir& dir, int n, const std::string& name = "data.jsonl") {
-  std::ofstream out(dir / name);
-  for (int i = 0; i < n; ++i) {
-    std::string ids, labels;
-    const int len = 6 + i % 5;
-    for (int t = 0; t < len; ++t) {
-      const int id = (i * 7 + t * (1 + i % 3)) % 40;
-      ids += (t ? "," : "") + std::to_string(id);
-      labels += (t ? "," : "") + std::to_string(t < 2 ? -100 : id);
-    }
-    out << "{\"input_ids\":[" << ids << "],\"labels\":[" << labels << "]}\n";
-  }
-  return dir / name;
+  return write_sequences(dir / name, n);
 }
 
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }

@@ -30,6 +30,12 @@ TokenizedData samples(int n) {
   return d;
 }
 
+// The dense model of expert e, on the CPU.
+Model dense_model(const Model& moe, int e) {
+  EngineSpec s = router::expert_dense_model(moe.config(), moe.weights(), e);
+  return Model(s.config, std::move(s.weights), s.source);
+}
+
 double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double worst = 0, scale = 0;
   for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, double(std::abs(a[i] - b[i]))), scale = std::max(scale, double(std::abs(b[i])));
@@ -57,26 +63,26 @@ TEST_CASE("router: an expert's dense model is the MoE's shared weights with that
       l.expert_up[e] = l.expert_up[2];
       l.expert_down[e] = l.expert_down[2];
     }
-  const Model dense = router::expert_dense_model(moe, 2);
+  const Model dense = dense_model(moe, 2);
   CHECK(dense.config().model_type == "llama");
   CHECK_FALSE(dense.config().is_moe());
   const Batch b = pack({{1, 5, 9, 3, 30, 2}});
   CHECK(max_rel_diff(moe.forward(b), dense.forward(b)) < 1e-5);
-  CHECK_THROWS_AS(router::expert_dense_model(moe, 4), std::invalid_argument);
+  CHECK_THROWS_AS(router::expert_dense_model(moe.config(), moe.weights(), 4), std::invalid_argument);
   const Model other(*random_checkpoint(tiny_config("mixtral"), 5));  // experts as drawn: they differ
-  CHECK(max_rel_diff(router::expert_dense_model(other, 1).forward(b), router::expert_dense_model(other, 2).forward(b)) > 1e-3);
+  CHECK(max_rel_diff(dense_model(other, 1).forward(b), dense_model(other, 2).forward(b)) > 1e-3);
 }
 
 TEST_CASE("router: each seed sample goes to the expert whose dense model has its lowest response loss") {
   const Model moe(*random_checkpoint(tiny_config("mixtral"), 6));
   const TokenizedData seed = samples(12);
-  const router::Assignment a = router::assign_by_loss(moe, seed, 64);
+  const router::Assignment a = router::assign_by_loss(moe.config(), moe.weights(), make_cpu_engine, seed, 64);
   REQUIRE(a.expert.size() == 12);
   int64_t total = 0;
   for (int64_t c : a.counts) total += c;
   CHECK(total == 12);
   for (int e = 0; e < 4; ++e) {
-    const Model dense = router::expert_dense_model(moe, e);
+    const Model dense = dense_model(moe, e);
     for (size_t s = 0; s < seed.samples.size(); ++s) {
       const auto& smp = seed.samples[s];
       std::vector<int32_t> targets(smp.labels.begin() + 1, smp.labels.end());
@@ -107,11 +113,12 @@ TEST_CASE("router: pre-optimisation moves only the routers, toward each sample's
   o.seq_len = 64;
   o.batch_tokens = 40;
   o.progress = false;
-  const router::PreoptResult r = router::preoptimise_routers(moe, seed, assignment, o);
+  const router::PreoptResult r =
+      router::preoptimise_routers({moe.config(), before, "<moe>", {}}, make_cpu_engine, seed, assignment, o);
   MESSAGE("BCE " << r.first_bce << " -> " << r.last_bce << ", LM loss " << r.first_ce << " -> " << r.last_ce);
   CHECK(r.steps > 30);
   CHECK(r.last_bce < 0.85 * r.first_bce);  // the routers learnt the samples' experts on their real inputs
-  const auto& after = moe.weights();
+  const auto& after = r.weights;
   CHECK(after.embedding == before.embedding);
   for (size_t l = 0; l < after.layers.size(); ++l) {
     CHECK(after.layers[l].q == before.layers[l].q);
@@ -124,11 +131,11 @@ TEST_CASE("router: the hidden init is the unit-length mean router input of each 
   const Model moe(*random_checkpoint(tiny_config("mixtral"), 8));
   const TokenizedData seed = samples(6);
   const std::vector<int32_t> assignment = {0, 1, 0, 1, 1, 3};  // expert 2 has none: the mean of all
-  const auto routers = router::hidden_state_routers(moe, seed, assignment, 64);
+  const auto routers = router::hidden_state_routers(moe.config(), moe.weights(), make_cpu_engine, seed, assignment, 64);
   REQUIRE(routers.size() == 2);
   const int64_t H = 16;
   for (int e = 0; e < 4; ++e) {
-    const Model dense = router::expert_dense_model(moe, e);
+    const Model dense = dense_model(moe, e);
     for (size_t l = 0; l < 2; ++l) {
       std::vector<double> mean(H, 0.0);
       for (size_t s = 0; s < seed.samples.size(); ++s) {

@@ -50,7 +50,8 @@ TEST_CASE("accuracy: multiple choice picks by log-likelihood (acc) and per chara
     differ += best != best_norm;
     items.push_back(item);
   }
-  const ChoiceAccuracy got = multiple_choice(model, *tokenizer, false, items);
+  const auto engine = make_cpu_engine({c, model.weights(), "<test model>", {}});
+  const ChoiceAccuracy got = multiple_choice(*engine, *tokenizer, false, items);
   CHECK(got.acc.all.total == 24);
   CHECK(got.acc.all.correct == expect_acc.all.correct);
   CHECK(got.acc_norm.all.correct == expect_norm.all.correct);
