@@ -99,6 +99,7 @@ struct Backend {
   static constexpr auto rope_backward = [](const auto&... a) { cuda::rope_backward<T>(a...); };
   static constexpr auto attention_forward = [](const auto&... a) { cuda::attention_forward<T>(a...); };
   static constexpr auto attention_backward = [](const auto&... a) { cuda::attention_backward<T>(a...); };
+  static constexpr auto attention_cached = [](const auto&... a) { cuda::attention_cached<T>(a...); };
   static constexpr auto swiglu_forward = [](const auto&... a) { cuda::swiglu_forward<T>(a...); };
   static constexpr auto swiglu_backward = [](const auto&... a) { cuda::swiglu_backward<T>(a...); };
   static constexpr auto router_forward = [](const auto&... a) { cuda::router_forward(a...); };

@@ -40,6 +40,10 @@ class CudaEngine final : public Engine {
     return out;
   }
 
+  std::unique_ptr<TokenDecoder> decoder(int64_t capacity) const override {
+    return std::make_unique<Decoder<T>>(model_, capacity);
+  }
+
   void zero_grads() override {
     training();
     for (auto& p : parameters(grads_, model_.config())) p.values->zero();

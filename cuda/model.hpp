@@ -3,16 +3,21 @@
 // cuda::Transformer<float> is the one the tests hold against the CPU at fp32 tolerances.
 #pragma once
 #include "cuda/backend.hpp"
+#include "trainer/decoder.hpp"
 #include "trainer/model.hpp"
 
 namespace upcycle {
 
 extern template class BasicTransformer<cuda::Backend<float>>;
 extern template class BasicTransformer<cuda::Backend<cuda::bf16>>;
+extern template class BasicDecoder<cuda::Backend<float>>;
+extern template class BasicDecoder<cuda::Backend<cuda::bf16>>;
 
 namespace cuda {
 template <class T>
 using Transformer = BasicTransformer<Backend<T>>;
+template <class T>
+using Decoder = BasicDecoder<Backend<T>>;
 }  // namespace cuda
 
 }  // namespace upcycle

@@ -52,7 +52,7 @@ size_t argmax(const std::vector<double>& v) { return size_t(std::max_element(v.b
 
 }  // namespace
 
-Accuracy exact_match(const Model& model, const ChatEncoder& encoder, const std::vector<InstructionRecord>& records,
+Accuracy exact_match(Engine& model, const ChatEncoder& encoder, const std::vector<InstructionRecord>& records,
                      int64_t max_new_tokens, const std::filesystem::path& source,
                      const std::function<void(const ExactPrediction&)>& each) {
   const int64_t limit = model.config().max_position_embeddings;
@@ -67,13 +67,13 @@ Accuracy exact_match(const Model& model, const ChatEncoder& encoder, const std::
   }
   int64_t longest = 0;
   for (const auto& p : prompts) longest = std::max<int64_t>(longest, int64_t(p.size()));
-  Decoder decoder(model, std::min(limit, longest + max_new_tokens));
+  const auto decoder = model.decoder(std::min(limit, longest + max_new_tokens));
   const std::vector<TokenId> stop = encoder.stop_ids();
   Accuracy acc;
   for (size_t i = 0; i < records.size(); ++i) {
-    decoder.truncate(0);
-    const int64_t room = decoder.capacity() - int64_t(prompts[i].size()) + 1;
-    const GenerationResult g = generate(decoder, prompts[i], std::min(max_new_tokens, room), stop, {});
+    decoder->truncate(0);
+    const int64_t room = decoder->capacity() - int64_t(prompts[i].size()) + 1;
+    const GenerationResult g = generate(*decoder, prompts[i], std::min(max_new_tokens, room), stop, {});
     ExactPrediction p{&records[i], encoder.tokenizer().decode(g.ids), references[i], false};
     p.correct = trimmed(p.prediction) == trimmed(p.reference);
     acc.add(records[i].task, p.correct);

@@ -37,7 +37,7 @@ struct ExactPrediction {
 // reply, both with white space trimmed at the ends. `each` (may be empty) sees every prediction.
 // InputError naming the line for a pre-tokenized record, one not ending with an assistant reply,
 // or a prompt with no room under max_position_embeddings.
-Accuracy exact_match(const Model& model, const ChatEncoder& encoder, const std::vector<InstructionRecord>& records,
+Accuracy exact_match(Engine& model, const ChatEncoder& encoder, const std::vector<InstructionRecord>& records,
                      int64_t max_new_tokens, const std::filesystem::path& source,
                      const std::function<void(const ExactPrediction&)>& each = {});
 

@@ -11,6 +11,7 @@
 
 #include "core/checkpoint.hpp"
 #include "trainer/ops/attention.hpp"
+#include "trainer/ops/attention_cached.hpp"
 #include "trainer/ops/cross_entropy.hpp"
 #include "trainer/ops/embedding.hpp"
 #include "trainer/ops/matmul.hpp"
@@ -85,6 +86,7 @@ struct CpuBackend {
                                  int64_t /*max_seqlen*/, const ops::AttentionShape& shape) {
     ops::attention_backward(d_q, d_k, d_v, d_out, q, k, v, out, lse, cu_seqlens, n_seqs, shape);
   }
+  static constexpr auto attention_cached = ops::attention_cached<T>;
   static constexpr auto swiglu_forward = ops::swiglu_forward<T>;
   static constexpr auto swiglu_backward = ops::swiglu_backward<T>;
   static constexpr auto router_forward = ops::router_forward<T>;

@@ -23,6 +23,9 @@ class CpuEngine final : public Engine {
     return model_.loss(batch, targets, opts);
   }
   std::vector<std::vector<float>> ffn_inputs(const Batch& batch) override { return model_.ffn_inputs(batch); }
+  std::unique_ptr<TokenDecoder> decoder(int64_t capacity) const override {
+    return std::make_unique<Decoder>(model_, capacity);
+  }
 
   void zero_grads() override {
     training();

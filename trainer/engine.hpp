@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "trainer/decoder.hpp"
 #include "trainer/model.hpp"
 #include "trainer/ops/adamw.hpp"
 #include "trainer/parameters.hpp"
@@ -42,6 +43,9 @@ class Engine {
   virtual LossReport loss(const Batch& batch, const std::vector<int32_t>& targets, const LossOptions& opts = {}) = 0;
   // Each layer's router input [L][N, H] (BasicTransformer::ffn_inputs), on the host.
   virtual std::vector<std::vector<float>> ffn_inputs(const Batch& batch) = 0;
+  // A decoder with a cache of `capacity` positions (trainer/decoder.hpp), over this engine's
+  // model, which must outlive it.
+  virtual std::unique_ptr<TokenDecoder> decoder(int64_t capacity) const = 0;
 
   // Training; std::logic_error on an engine made without `training`.
   virtual void zero_grads() = 0;

@@ -1,12 +1,11 @@
-// Small helpers the model and the decoder share: null for an empty (frozen) buffer, host-vector
-// ops for the decoder, and the per-expert pointer arrays the MoE ops take. Internal to the
+// Small helpers the model and the decoder share: null for an empty (frozen) buffer, and the
+// per-expert pointer arrays the MoE ops take. Internal to the
 // model's implementation (trainer/ and the GPU backend).
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "trainer/ops/moe.hpp"
-#include "trainer/ops/rmsnorm.hpp"
 #include "trainer/weights.hpp"
 
 namespace upcycle {
@@ -16,21 +15,6 @@ namespace upcycle {
 template <class V>
 auto or_null(V& v) -> decltype(v.data()) {
   return v.empty() ? nullptr : v.data();
-}
-
-// a += b, elementwise
-template <class T>
-void add_into(std::vector<T>& a, const std::vector<T>& b) {
-  for (size_t i = 0; i < a.size(); ++i) a[i] += b[i];
-}
-
-// out[N,C] = rmsnorm(in[N,C]) ⊙ weight, rstd[N]
-template <class T>
-void rmsnorm(std::vector<T>& out, std::vector<T>& rstd, const std::vector<T>& in, const std::vector<T>& weight,
-             int64_t N, int64_t C, double eps) {
-  out.resize(size_t(N * C));
-  rstd.resize(size_t(N));
-  ops::rmsnorm_forward(out.data(), rstd.data(), in.data(), weight.data(), N, C, eps);
 }
 
 // One layer's experts as the pointer arrays ops::moe_forward / moe_backward take (host arrays

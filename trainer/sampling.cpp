@@ -61,7 +61,7 @@ int32_t sample_token(std::span<const float> logits, const SamplingOptions& opts,
   return chosen;
 }
 
-GenerationResult generate(Decoder& decoder, std::span<const int32_t> prompt, int64_t max_new_tokens,
+GenerationResult generate(TokenDecoder& decoder, std::span<const int32_t> prompt, int64_t max_new_tokens,
                           std::span<const int32_t> stop_ids, const SamplingOptions& opts,
                           const std::function<void(int32_t)>& on_token) {
   validate(opts);

@@ -39,7 +39,7 @@ struct GenerationResult {
 // before continuing. std::invalid_argument, before any work, for invalid options or when the
 // decoder lacks room for the prompt and max_new_tokens - 1 more tokens; and from the decoder's
 // append (an empty prompt, an id outside the vocabulary).
-GenerationResult generate(Decoder& decoder, std::span<const int32_t> prompt, int64_t max_new_tokens,
+GenerationResult generate(TokenDecoder& decoder, std::span<const int32_t> prompt, int64_t max_new_tokens,
                           std::span<const int32_t> stop_ids, const SamplingOptions& opts,
                           const std::function<void(int32_t)>& on_token = {});
 

@@ -66,8 +66,7 @@ ojson eval_exact(EvalContext& c) {
   c.warn_skipped(data.skipped);
   std::string predictions;  // JSONL, written whole at the end
   Progress progress("exact match", data.records.size(), "samples");
-  const Model model(*c.ckpt);
-  const Accuracy a = exact_match(model, c.chat(), data.records, c.vm["max-new-tokens"].as<int64_t>(), c.data,
+  const Accuracy a = exact_match(*load_engine(*c.ckpt, c.device), c.chat(), data.records, c.vm["max-new-tokens"].as<int64_t>(), c.data,
                                  [&](const ExactPrediction& p) {
                                    progress.advance(1);
                                    predictions += ojson{{"line", p.record->line}, {"task", p.record->task},
@@ -128,7 +127,7 @@ int cmd_eval(const Args& args) {
   cli::Spec spec;
   spec.usage = "upcycle eval --model PATH --data FILE [--metric loss|exact|choice] [--json] [options]";
   spec.summary =
-      "Evaluates a dense or MoE model (on the CPU, or for loss and choice on the GPU).\n"
+      "Evaluates a dense or MoE model, on the CPU or the GPU (--device).\n"
       "  loss    (default) token-weighted mean cross-entropy over the counted tokens (the replies of\n"
       "          Alpaca and chat data, the labels of pre-tokenized data) and its perplexity;\n"
       "          JSON keys loss, ppl, tokens, samples.\n"
@@ -159,13 +158,10 @@ int cmd_eval(const Args& args) {
   for (const char* name : {"batch-tokens", "seq-len", "max-new-tokens"})
     if ((*vm)[name].as<int64_t>() < 1) throw UsageError(std::string("--") + name + " must be positive");
 
-  const std::string device = (*vm)["device"].as<std::string>();
-  if (metric == "exact" && device != "cpu")
-    throw UsageError("--metric exact decodes on the CPU only (there is no GPU decoder yet): drop --device " + device);
   const std::string model_path = (*vm)["model"].as<std::string>();
   EvalContext c{*vm, (*vm)["data"].as<std::string>(),
                 vm->count("tokenizer") ? (*vm)["tokenizer"].as<std::string>() : model_path, vm->count("skip-bad") > 0,
-                open_checkpoint(model_path), engine_for_device(device), nullptr};
+                open_checkpoint(model_path), engine_for_device((*vm)["device"].as<std::string>()), nullptr};
   const ojson j = metric == "loss" ? eval_loss(c) : metric == "exact" ? eval_exact(c) : eval_choice(c);
   if (vm->count("json")) std::printf("%s\n", j.dump(2).c_str());
   else print_text(j);

@@ -1,5 +1,5 @@
-// `upcycle generate`: text from a model, KV-cached on the CPU, greedy or sampled, streamed to
-// stdout as it comes.
+// `upcycle generate`: text from a model, KV-cached on the CPU or the GPU, greedy or sampled,
+// streamed to stdout as it comes.
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
@@ -8,8 +8,10 @@
 #include "core/chat_encoder.hpp"
 #include "core/error.hpp"
 #include "core/model_text.hpp"
+#include "trainer/engine.hpp"
 #include "trainer/sampling.hpp"
 #include "upcycle/cli.hpp"
+#include "upcycle/cuda_plugin.hpp"
 #include "upcycle/commands.hpp"
 
 namespace upcycle {
@@ -81,12 +83,12 @@ int cmd_generate(const Args& args) {
   cli::Spec spec;
   spec.usage = "upcycle generate --model PATH (--prompt TEXT | --chat TEXT) [options]";
   spec.summary =
-      "Generates text with a dense or MoE model on the CPU (f32, keys and values cached), greedy by\n"
-      "default or sampled with --temperature and --top-p, and prints it as it comes. --prompt\n"
-      "continues plain text; --chat asks as a user turn through the model's chat template (or\n"
-      "--template) and stops at the end of the reply. Speed goes to the log: prefill and decoding\n"
-      "tokens/s. --json prints one object instead: text, tokens, prompt_tokens, stopped,\n"
-      "prefill_tokens_per_s, decode_tokens_per_s.";
+      "Generates text with a dense or MoE model (f32 on the CPU, bf16 on the GPU; keys and values\n"
+      "cached), greedy by default or sampled with --temperature and --top-p, and prints it as it\n"
+      "comes. --prompt continues plain text; --chat asks as a user turn through the model's chat\n"
+      "template (or --template) and stops at the end of the reply. Speed goes to the log: prefill\n"
+      "and decoding tokens/s. --json prints one object instead: text, tokens, prompt_tokens,\n"
+      "stopped, prefill_tokens_per_s, decode_tokens_per_s.";
   spec.options.add_options()
       ("model", cli::po::value<std::string>()->required(), "checkpoint (folder, .h5 or .gguf)")
       ("prompt", cli::po::value<std::string>(), "text to continue")
@@ -98,7 +100,8 @@ int cmd_generate(const Args& args) {
       ("temperature", cli::po::value<double>()->default_value(0.0), "0: greedy; else sample from softmax(logits/T)")
       ("top-p", cli::po::value<double>()->default_value(1.0), "nucleus sampling mass in (0, 1]")
       ("seed", cli::po::value<uint64_t>()->default_value(0), "sampling seed")
-      ("json", "print a JSON object with the text and the speed");
+      ("json", "print a JSON object with the text and the speed")
+      ("device", cli::po::value<std::string>()->default_value("cpu"), kDeviceHelp);
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;
   const int64_t max_new = (*vm)["max-new-tokens"].as<int64_t>();
@@ -106,6 +109,7 @@ int cmd_generate(const Args& args) {
   const SamplingOptions sampling = sampling_from(*vm);
   const bool json = vm->count("json") > 0;
 
+  const EngineFactory device = engine_for_device((*vm)["device"].as<std::string>());
   const std::string model_path = (*vm)["model"].as<std::string>();
   const Prompt prompt = make_prompt(*vm);
   const auto ckpt = open_checkpoint(model_path);
@@ -115,13 +119,13 @@ int cmd_generate(const Args& args) {
               std::to_string(limit));
   for (TokenId id : prompt.ids)
     require(id < ckpt->config().vocab_size, model_path, "the tokenizer's token " + std::to_string(id) + " is outside the model's vocabulary");
-  const Model model(*ckpt);
-  Decoder decoder(model, std::min<int64_t>(limit, int64_t(prompt.ids.size()) + max_new));
-  const int64_t room = decoder.capacity() - int64_t(prompt.ids.size()) + 1;
+  const auto engine = load_engine(*ckpt, device);
+  const auto decoder = engine->decoder(std::min<int64_t>(limit, int64_t(prompt.ids.size()) + max_new));
+  const int64_t room = decoder->capacity() - int64_t(prompt.ids.size()) + 1;
   if (room < max_new) spdlog::warn("max_position_embeddings {} leaves room for {} new tokens", limit, room);
 
   Streamer stream(prompt.tokenizer(), !json);
-  const GenerationResult r = generate(decoder, prompt.ids, std::min(max_new, room), prompt.stop, sampling,
+  const GenerationResult r = generate(*decoder, prompt.ids, std::min(max_new, room), prompt.stop, sampling,
                                       [&](int32_t id) { stream(id); });
   const double prefill_rate = double(r.prompt_tokens) / std::max(r.prefill_seconds, 1e-9);
   // Forward passes after the prefill: one per new token but the last, unless a stop token came after it.

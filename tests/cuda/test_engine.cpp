@@ -63,6 +63,29 @@ TEST_CASE("engine: the GPU's forward and router inputs match the CPU's (f32)") {
   }
 }
 
+TEST_CASE("engine: the GPU's decoder gives the CPU's logits, appended in pieces and after a truncation (f32)") {
+  for (const char* type : {"llama", "mistral", "mixtral"}) {
+    const auto ckpt = random_checkpoint(gpu_config(type), 5, DType::BF16);
+    const auto gpu = engine_of(*ckpt, cuda::make_engine<float>, false);
+    const auto cpu = engine_of(*ckpt, make_cpu_engine, false);
+    const auto got = gpu->decoder(48), want = cpu->decoder(48);
+    const std::vector<int32_t> ids = uniform_ints(40, 9, 0, int32_t(gpu->config().vocab_size));
+    size_t at = 0;
+    for (size_t piece : {1, 7, 1, 16, 15}) {  // past mistral's window of 16
+      const std::span<const int32_t> part(ids.data() + at, piece);
+      check_close(got->append(part), want->append(part), 1e-4, std::string(type) + " logits at " + std::to_string(at));
+      at += piece;
+    }
+    got->truncate(10);
+    want->truncate(10);
+    check_close(got->append({ids.data(), 3}), want->append({ids.data(), 3}), 1e-4, std::string(type) + " after truncate");
+    CHECK(got->length() == 13);
+    const int32_t outside[] = {int32_t(gpu->config().vocab_size)};
+    CHECK_THROWS_AS(got->append(outside), std::invalid_argument);
+    CHECK(got->length() == 13);
+  }
+}
+
 TEST_CASE("engine: GPU training follows the CPU's with frozen embeddings, and its moments resume on either device") {
   for (const char* type : {"llama", "mixtral"}) {
     const auto ckpt = random_checkpoint(gpu_config(type), 11, DType::BF16);

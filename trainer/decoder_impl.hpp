@@ -1,0 +1,136 @@
+// BasicDecoder's definitions, over any backend; trainer/decoder.cpp instantiates them for the
+// CPU and cuda/model.cpp for the GPU. Each append runs the layers of the model's forward on the
+// new rows only: the same ops in the same order, with attention reading the earlier positions
+// from the cache.
+#pragma once
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+#include "trainer/decoder.hpp"
+
+namespace upcycle {
+
+template <class B>
+BasicDecoder<B>::BasicDecoder(const BasicTransformer<B>& model, int64_t capacity) : model_(model), capacity_(capacity) {
+  const ModelConfig& c = model.config();
+  if (capacity < 1 || capacity > c.max_position_embeddings)
+    throw std::invalid_argument("decoder: capacity " + std::to_string(capacity) + " outside [1, " +
+                                std::to_string(c.max_position_embeddings) + "]");
+  for (const auto& w : model.weights().layers) {
+    k_cache_.emplace_back(size_t(capacity * c.kv_dim()));
+    v_cache_.emplace_back(size_t(capacity * c.kv_dim()));
+    if (c.is_moe()) experts_.emplace_back(w);
+  }
+}
+
+template <class B>
+void BasicDecoder<B>::truncate(int64_t n) {
+  if (n < 0 || n > length_)
+    throw std::invalid_argument("decoder: cannot truncate to " + std::to_string(n) + " of " + std::to_string(length_) +
+                                " positions");
+  length_ = n;
+}
+
+template <class B>
+std::vector<float> BasicDecoder<B>::append(std::span<const int32_t> ids) {
+  const ModelConfig& c = model_.config();
+  const int64_t n = int64_t(ids.size()), H = c.hidden_size, V = c.vocab_size;
+  if (n == 0) throw std::invalid_argument("decoder: nothing to append");
+  if (n > capacity_ - length_)
+    throw std::invalid_argument("decoder: " + std::to_string(n) + " more tokens overflow the cache of " +
+                                std::to_string(capacity_) + " positions (" + std::to_string(length_) + " used)");
+  for (int32_t id : ids)
+    if (id < 0 || id >= V)
+      throw std::invalid_argument("decoder: token " + std::to_string(id) + " outside the vocabulary of " +
+                                  std::to_string(V));
+  const Vec<int32_t> device_ids = B::upload(std::vector<int32_t>(ids.begin(), ids.end()));
+  x_.resize(size_t(n * H));
+  B::embedding_forward(x_.data(), model_.weights().embedding.data(), device_ids.data(), n, H, V);
+  std::vector<int32_t> positions(static_cast<size_t>(n));
+  std::iota(positions.begin(), positions.end(), int32_t(length_));
+  positions_ = B::upload(positions);
+  for (size_t l = 0; l < k_cache_.size(); ++l) {
+    attention_block(l, n);
+    ffn_block(l, n);
+  }
+  length_ += n;
+  // Only the last row's logits are wanted: the final norm and the head on it alone.
+  normed_.resize(size_t(H));
+  rstd_.resize(1);
+  B::rmsnorm_forward(normed_.data(), rstd_.data(), x_.data() + (n - 1) * H, model_.weights().final_norm.data(), 1, H,
+                     c.rms_norm_eps);
+  Vec<Act> logits(static_cast<size_t>(V));
+  B::matmul_forward(logits.data(), normed_.data(), model_.head().data(), nullptr, 1, H, V);
+  const auto host = B::download(logits);
+  return {host.begin(), host.end()};
+}
+
+template <class B>
+void BasicDecoder<B>::norm(const Vec<Act>& weight, int64_t n) {
+  const ModelConfig& c = model_.config();
+  normed_.resize(size_t(n * c.hidden_size));
+  rstd_.resize(size_t(n));
+  B::rmsnorm_forward(normed_.data(), rstd_.data(), x_.data(), weight.data(), n, c.hidden_size, c.rms_norm_eps);
+}
+
+// x += attention(rope(q), cached rope(k), cached v)·oᵀ with q, k, v projections of rmsnorm(x).
+template <class B>
+void BasicDecoder<B>::attention_block(size_t layer, int64_t n) {
+  const ModelConfig& c = model_.config();
+  const auto& w = model_.weights().layers[layer];
+  const int64_t H = c.hidden_size, nH = c.num_attention_heads, nKV = c.num_key_value_heads;
+  norm(w.attn_norm, n);
+  q_.resize(size_t(n * c.q_dim()));
+  Act* k = k_cache_[layer].data() + length_ * c.kv_dim();  // the new rows [n,nKV·D]
+  Act* v = v_cache_[layer].data() + length_ * c.kv_dim();
+  B::matmul_forward(q_.data(), normed_.data(), w.q.data(), or_null(w.q_bias), n, H, c.q_dim());
+  B::matmul_forward(k, normed_.data(), w.k.data(), or_null(w.k_bias), n, H, c.kv_dim());
+  B::matmul_forward(v, normed_.data(), w.v.data(), or_null(w.v_bias), n, H, c.kv_dim());
+  B::rope_forward(q_.data(), q_.data(), positions_.data(), model_.rope(), n, nH);
+  B::rope_forward(k, k, positions_.data(), model_.rope(), n, nKV);
+  ops::AttentionShape shape;
+  shape.tokens = n;
+  shape.heads = nH;
+  shape.kv_heads = nKV;
+  shape.head_dim = c.head_dim;
+  shape.window = c.sliding_window.value_or(0);
+  attn_.resize(q_.size());
+  B::attention_cached(attn_.data(), q_.data(), k_cache_[layer].data(), v_cache_[layer].data(), length_, shape);
+  out_.resize(x_.size());
+  B::matmul_forward(out_.data(), attn_.data(), w.o.data(), nullptr, n, c.q_dim(), H);
+  B::add_into(x_.data(), out_.data(), n * H);
+}
+
+// x += the dense SwiGLU FFN, or the top-k renormalised mixture of experts, of rmsnorm(x).
+template <class B>
+void BasicDecoder<B>::ffn_block(size_t layer, int64_t n) {
+  const ModelConfig& c = model_.config();
+  const auto& w = model_.weights().layers[layer];
+  const int64_t H = c.hidden_size;
+  norm(w.ffn_norm, n);
+  out_.resize(x_.size());
+  if (c.is_moe()) {
+    const int64_t E = c.num_local_experts, k = c.num_experts_per_tok;
+    router_logits_.resize(size_t(n * E));
+    probs_.resize(size_t(n * E));
+    weights_.resize(size_t(n * k));
+    idx_.resize(size_t(n * k));
+    B::router_logits(router_logits_.data(), normed_.data(), w.router.data(), nullptr, n, H, E);
+    B::router_forward(idx_.data(), weights_.data(), probs_.data(), router_logits_.data(), n, E, k);
+    const ops::MoeShape shape{n, H, c.expert_intermediate_size(), E, k};
+    B::moe_forward(out_.data(), moe_, normed_.data(), idx_.data(), weights_.data(), experts_[layer].weights(), shape);
+  } else {
+    const int64_t I = c.intermediate_size;
+    gate_.resize(size_t(n * I));
+    up_.resize(size_t(n * I));
+    act_.resize(size_t(n * I));
+    B::matmul_forward(gate_.data(), normed_.data(), w.gate.data(), nullptr, n, H, I);
+    B::matmul_forward(up_.data(), normed_.data(), w.up.data(), nullptr, n, H, I);
+    B::swiglu_forward(act_.data(), gate_.data(), up_.data(), n * I);
+    B::matmul_forward(out_.data(), act_.data(), w.down.data(), nullptr, n, I, H);
+  }
+  B::add_into(x_.data(), out_.data(), n * H);
+}
+
+}  // namespace upcycle
