@@ -172,7 +172,7 @@ void Tensor::release(uint64_t first, uint64_t count) const {
 }
 
 uint64_t range_block(uint64_t elements, std::span<const Tensor> tensors) {
-  uint64_t granule = 2;
+  uint64_t granule = 1;
   for (const Tensor& t : tensors) granule = std::max<uint64_t>(granule, dtype_info(t.dtype()).block_elems);
   return std::max<uint64_t>(1, (elements + granule - 1) / granule) * granule;
 }

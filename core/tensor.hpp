@@ -106,8 +106,8 @@ class Tensor {
   const std::byte* data() const;  // the bytes, made first for a computed tensor
 };
 
-// `elements` rounded up to an even multiple of every tensor's quantization block (all powers of
-// two): blocks that to_f32_range takes from each of them, and that DARE can merge as parts.
+// `elements` rounded up to a multiple of every tensor's quantization block (all powers of two):
+// blocks that to_f32_range takes from each of them.
 uint64_t range_block(uint64_t elements, std::span<const Tensor> tensors);
 
 }  // namespace upcycle

@@ -35,8 +35,7 @@ std::string describe(const ExpertRecipe& r);
 class PoolTensor {
  public:
   // The default elements per block: a multiple of the distances' dot blocks and of every
-  // quantization block (blocks of quantized checkpoints are rounded up to theirs, and to even for
-  // DARE's parts).
+  // quantization block (blocks of quantized checkpoints are rounded up to theirs).
   static constexpr uint64_t kBlockElements = uint64_t(1) << 16;
 
   PoolTensor(const FfnSource& source, const Pool& pool, int layer, Role role, merge::Options child_merge,

@@ -33,23 +33,25 @@ void for_chunks(size_t n, F&& f) {
 }
 
 // DARE's drop decisions for one input k: element i survives when its uniform draw u_i in [0, 1)
-// is at least p. The draws are counter-based: with s the first number of
-// Rng::stream(seed, "<key>/input <k>"), z_j = Rng(s + j·γ).next() (splitmix64 number j from
-// state s, γ its increment) gives u_2j = (low 32 bits of z_j)·2⁻³² and u_2j+1 = (high 32
-// bits)·2⁻³². So a draw depends on (seed, key, k, i) alone and any thread makes any element's
-// draw without stepping a stream. (In effect p is rounded up to a multiple of 2⁻³².)
+// is at least p. The draws are counter-based and b bits wide, b the fewest of 1, 2, 4, 8, 16 and
+// 32 that hold p exactly (p = 0.5: one bit), else 32 (p in effect rounded up to a multiple of
+// 2⁻³²). With s the first number of Rng::stream(seed, "<key>/input <k>"), z_j = Rng(s + j·γ).next()
+// (splitmix64 number j from state s, γ its increment) holds the draws of elements jm .. jm+m−1,
+// m = 64/b: element i's is the b bits of z_{i div m} from bit b·(i mod m), over 2^b. So a draw
+// depends on (seed, key, k, i) alone, any part of a tensor is drawn by itself, and the default
+// p = 0.5 costs one hash per 64 elements.
 class DropMask {
  public:
-  // For a part of the tensor starting at its element `first` (even): lo below counts from there.
+  // For a part of the tensor starting at its element `first`: lo below counts from there.
   DropMask(uint64_t seed, std::string_view key, size_t k, double p, uint64_t first = 0);
-  // mask[j] = all ones if element first + lo + j survives, else 0 (to AND with its bits), for
-  // j < len rounded up to even (mask has room for that); lo is even.
+  // mask[j] = all ones if element first + lo + j survives, else 0 (to AND with its bits), j < len.
   void fill(size_t lo, size_t len, uint32_t* mask) const;
 
  private:
   uint64_t state_;
-  uint64_t cut_;    // u < p ⟺ 32 bits < ceil(p·2³²)
-  uint64_t first_;  // even
+  int bits_;        // b
+  uint64_t cut_;    // u < p ⟺ the b bits < p·2^b (rounded up)
+  uint64_t first_;
 };
 
 // v where mask is all ones, +0 where it is 0: a select on bits, which vectorises where a float

@@ -50,7 +50,6 @@ std::vector<double> checked_weights(std::span<float> out, std::span<const std::s
     fail("drop_rate " + std::to_string(o.drop_rate) + " is outside [0, 1)");
   if (needs_base(o.method) && !std::isfinite(o.lambda)) fail("lambda is not finite");
   if (first != 0 && !merges_by_element(o.method)) fail("merges whole tensors only, not a part from element " + std::to_string(first));
-  if (first % 2 != 0) fail("a part must start at an even element, not " + std::to_string(first));
   return w;
 }
 

@@ -18,8 +18,8 @@
 // fp64. The output is bit-identical for any OpenMP thread count.
 // Randomness (DARE's masks) comes from the seed and the tensor's key alone, never from the
 // order or thread that merges it, so a fixed seed gives the same bits every time: input k's
-// element i is dropped when its uniform draw, 32 bits of a counter-based splitmix64 stream keyed
-// by (seed, "<key>/input <k>"), is below p.
+// element i is dropped when its uniform draw, bits of a counter-based splitmix64 stream keyed by
+// (seed, "<key>/input <k>") (merge/kernels.hpp's DropMask), is below p.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -58,7 +58,7 @@ struct Options {
 // two inputs, weights of the wrong count, not finite or summing to 0 (linear, slerp), or the
 // options a method uses out of range (ties: density in (0, 1]; dare, dare_ties: drop_rate in
 // [0, 1); the delta methods: lambda finite), or a part (`first`) it cannot merge.
-// `first` > 0: the spans are elements [first, first + out.size()) of the tensor (first even, a
+// `first` > 0: the spans are elements [first, first + out.size()) of the tensor (by a
 // method that merges_by_element), merged exactly as those elements of the whole tensor are.
 void merge_tensor(std::span<float> out, std::span<const std::span<const float>> inputs, std::span<const float> base,
                   const Options& opts, std::string_view key, uint64_t first = 0);
