@@ -258,17 +258,36 @@ nlohmann::ordered_json output_config(const Checkpoint& in, const std::vector<Ten
   return config;
 }
 
+// Tensors are converted to the shard's dtype on the way; computed ones of one group that come one
+// after another are written together (SafetensorsWriter::write_group).
 void write_shard(const Checkpoint& in, const Shard& shard, const fs::path& path, Progress& progress) {
   SafetensorsWriter writer(path, shard.tensors);
+  std::vector<Tensor> group;
+  uint64_t group_bytes = 0;
+  auto write_group = [&] {
+    if (group.size() == 1) writer.write(group[0]);
+    else if (!group.empty()) writer.write_group(group);
+    progress.advance(group_bytes);
+    group.clear();
+    group_bytes = 0;
+  };
   for (const TensorInfo& t : shard.tensors) {
     const TensorInfo& listed = *in.find(t.name);
     Tensor loaded = in.load(t.name);
     require(loaded.dtype() == listed.dtype && loaded.shape() == listed.shape, in.path(), "tensor '" + t.name + "'",
             "loads as " + std::string(dtype_name(loaded.dtype())) + " " + shape_string(loaded.shape()) +
                 " but is listed as " + std::string(dtype_name(listed.dtype)) + " " + shape_string(listed.shape));
-    writer.write(loaded);  // converted to the shard's dtype on the way
-    progress.advance(*dtype_bytes(t.dtype, loaded.numel()));
+    const uint64_t bytes = *dtype_bytes(t.dtype, loaded.numel());
+    if (!group.empty() && (loaded.group() != group[0].group() || loaded.numel() != group[0].numel())) write_group();
+    if (loaded.group()) {
+      group.push_back(std::move(loaded));
+      group_bytes += bytes;
+      continue;
+    }
+    writer.write(loaded);
+    progress.advance(bytes);
   }
+  write_group();
   writer.finish();
 }
 

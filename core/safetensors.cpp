@@ -237,6 +237,18 @@ void write_all(int fd, const std::byte* data, uint64_t n, const fs::path& path) 
   }
 }
 
+// The same at a given offset, leaving the file position as it was.
+void write_all_at(int fd, const std::byte* data, uint64_t n, uint64_t offset, const fs::path& path) {
+  while (n > 0) {
+    ssize_t done = ::pwrite(fd, data, size_t(std::min<uint64_t>(n, 1u << 30)), off_t(offset));
+    if (done < 0 && errno == EINTR) continue;
+    if (done < 0) throw InputError(path, std::string("cannot write: ") + std::strerror(errno));
+    data += done;
+    offset += uint64_t(done);
+    n -= uint64_t(done);
+  }
+}
+
 }  // namespace
 
 SafetensorsFile SafetensorsFile::open(const fs::path& path) {
@@ -295,14 +307,19 @@ SafetensorsWriter::~SafetensorsWriter() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-void SafetensorsWriter::write(const Tensor& t) {
-  if (next_ >= tensors_.size())
+const TensorInfo& SafetensorsWriter::check_next(const Tensor& t, size_t ahead) const {
+  if (next_ + ahead >= tensors_.size())
     throw std::logic_error(path_.string() + ": more tensors written than the header lists");
-  const TensorInfo& want = tensors_[next_];
+  const TensorInfo& want = tensors_[next_ + ahead];
   if (t.shape() != want.shape || (is_quantized(t.dtype()) && want.dtype != DType::F32))
     throw std::logic_error(path_.string() + ": tensor '" + want.name + "' is " + std::string(dtype_name(t.dtype())) +
                            " " + shape_string(t.shape()) + " but the header says " +
                            std::string(dtype_name(want.dtype)) + " " + shape_string(want.shape));
+  return want;
+}
+
+void SafetensorsWriter::write(const Tensor& t) {
+  const TensorInfo& want = check_next(t, 0);
   // Unchanged bytes from a file go file to file in the kernel, at the speed of a plain copy.
   const bool copied = t.dtype() == want.dtype && t.file_span() &&
                       t.file_span()->file->copy_to(fd_, path_, t.file_span()->offset, t.nbytes());
@@ -311,6 +328,34 @@ void SafetensorsWriter::write(const Tensor& t) {
       write_all(fd_, bytes.data(), bytes.size(), path_);
     });
   ++next_;
+}
+
+void SafetensorsWriter::write_group(std::span<const Tensor> tensors) {
+  const off_t start = ::lseek(fd_, 0, SEEK_CUR);
+  if (start < 0) throw InputError(path_, std::string("cannot seek: ") + std::strerror(errno));
+  std::vector<uint64_t> at;  // each tensor's first byte in the file
+  uint64_t end = uint64_t(start);
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorInfo& want = check_next(tensors[i], i);
+    if (!tensors[i].is_computed() || tensors[i].group() != tensors[0].group() || tensors[i].numel() != tensors[0].numel())
+      throw std::logic_error(path_.string() + ": '" + want.name + "' is not of the group written with it");
+    at.push_back(end);
+    end += tensor_bytes(want);
+  }
+  // A range of each tensor in turn: about 16 MB of f32 across the group, at least 256K elements.
+  const uint64_t n = tensors.empty() ? 0 : tensors[0].numel();
+  const uint64_t piece = std::max<uint64_t>(uint64_t(1) << 18, (uint64_t(16) << 20) / (sizeof(float) * tensors.size()));
+  for (uint64_t first = 0; first < n; first += piece)
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const DType dtype = tensors_[next_ + i].dtype;
+      const uint64_t element_bytes = dtype_info(dtype).block_bytes;  // output types are plain
+      write_computed_range(tensors[i], dtype, first, std::min(piece, n - first),
+                           [&](std::span<const std::byte> bytes, uint64_t element) {
+                             write_all_at(fd_, bytes.data(), bytes.size(), at[i] + element * element_bytes, path_);
+                           });
+    }
+  if (::lseek(fd_, off_t(end), SEEK_SET) < 0) throw InputError(path_, std::string("cannot seek: ") + std::strerror(errno));
+  next_ += tensors.size();
 }
 
 void SafetensorsWriter::finish() {

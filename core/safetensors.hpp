@@ -56,10 +56,16 @@ class SafetensorsWriter {
   // The next tensor; its shape must match its info. Other plain float dtypes are converted to
   // the info's dtype piece by piece (core/writer.hpp write_converted), so memory stays small.
   void write(const Tensor& t);
+  // The next tensors, computed ones of one Tensor::group with the same element count: written
+  // range by range across them, each range at its place in the file, so that their maker is
+  // asked for each range of the whole group in turn.
+  void write_group(std::span<const Tensor> tensors);
   void finish();                // all written; flushes and closes
   uint64_t file_size() const { return total_; }
 
  private:
+  const TensorInfo& check_next(const Tensor& t, size_t ahead) const;  // tensors_[next_ + ahead], t matching it
+
   std::filesystem::path path_;
   std::vector<TensorInfo> tensors_;
   size_t next_ = 0;

@@ -72,17 +72,21 @@ Tensor Tensor::borrowed(DType dtype, Shape shape, std::shared_ptr<const std::byt
 
 struct Tensor::Computed {
   RangeFill fill;
+  std::shared_ptr<const void> group;
   std::once_flag once;
   std::vector<float> values;
 };
 
-Tensor Tensor::computed(Shape shape, RangeFill fill) {
+Tensor Tensor::computed(Shape shape, RangeFill fill, std::shared_ptr<const void> group) {
   auto [n, b] = sizes(DType::F32, shape);
   Tensor t(DType::F32, std::move(shape), n, b, nullptr, Storage::Computed);
   t.computed_ = std::make_shared<Computed>();
   t.computed_->fill = std::move(fill);
+  t.computed_->group = std::move(group);
   return t;
 }
+
+const void* Tensor::group() const { return computed_ ? computed_->group.get() : nullptr; }
 
 const std::byte* Tensor::data() const {
   if (!computed_) return data_.get();

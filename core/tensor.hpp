@@ -42,9 +42,11 @@ class Tensor {
   static Tensor borrowed(DType dtype, Shape shape, std::shared_ptr<const std::byte> data);
   // f32 values made on demand: fill(first, out) writes elements [first, first + out.size()) for
   // any range. to_f32_range and writers ask for ranges; bytes() and span() make (and keep) the
-  // whole tensor once.
+  // whole tensor once. Tensors of one `group` (made together cheaper than apart, such as the
+  // experts of a layer) are best asked for range by range in turn: writers do so when they meet
+  // them one after another (SafetensorsWriter::write_group).
   using RangeFill = std::function<void(uint64_t first, std::span<float> out)>;
-  static Tensor computed(Shape shape, RangeFill fill);
+  static Tensor computed(Shape shape, RangeFill fill, std::shared_ptr<const void> group = {});
 
   DType dtype() const { return dtype_; }
   const Shape& shape() const { return shape_; }
@@ -54,6 +56,7 @@ class Tensor {
   uint64_t nbytes() const { return nbytes_; }
   bool empty() const { return !data_ && numel_ == 0; }
   bool is_computed() const { return storage_ == Storage::Computed; }
+  const void* group() const;  // a computed tensor's group; null for none
   // Set by readers on views that map a file's bytes unchanged; kept by reshaped() and to() of
   // the same dtype, dropped by anything that makes new bytes.
   const std::optional<FileSpan>& file_span() const { return file_span_; }

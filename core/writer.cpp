@@ -13,15 +13,15 @@ DType output_dtype(DType stored, const WriteOptions& opts) {
   return is_quantized(stored) ? DType::F32 : stored;
 }
 
-namespace {
 // A computed tensor's pieces: made in f32 a range at a time, then converted.
-void write_computed(const Tensor& t, DType dtype, const ChunkSink& sink, uint64_t max_bytes) {
+void write_computed_range(const Tensor& t, DType dtype, uint64_t from, uint64_t count, const ChunkSink& sink,
+                          uint64_t max_bytes) {
   const uint64_t out_bytes = dtype_info(dtype).block_bytes;
   const uint64_t piece = std::max<uint64_t>(1, max_bytes / std::max<uint64_t>(sizeof(float), out_bytes));
   std::vector<float> values;
   std::vector<std::byte> buffer;
-  for (uint64_t first = 0; first < t.numel(); first += piece) {
-    values.resize(std::min(piece, t.numel() - first));
+  for (uint64_t first = from, end = from + count; first < end; first += piece) {
+    values.resize(std::min(piece, end - first));
     t.to_f32_range(first, values);
     if (dtype == DType::F32) {
       sink(std::as_bytes(std::span(values)), first);
@@ -33,10 +33,8 @@ void write_computed(const Tensor& t, DType dtype, const ChunkSink& sink, uint64_
   }
 }
 
-}  // namespace
-
 void write_converted(const Tensor& t, DType dtype, const ChunkSink& sink, uint64_t max_bytes) {
-  if (t.is_computed()) return write_computed(t, dtype, sink, max_bytes);
+  if (t.is_computed()) return write_computed_range(t, dtype, 0, t.numel(), sink, max_bytes);
   const DTypeInfo& in = dtype_info(t.dtype());
   const uint64_t out_bytes = dtype_info(dtype).block_bytes;  // output types are plain: 1 element a block
   // Whole input blocks per piece, sized by the larger of input and output bytes.

@@ -31,6 +31,9 @@ DType output_dtype(DType stored, const WriteOptions& opts);
 // memory near one piece (the export of a 7B model never holds a whole embedding).
 using ChunkSink = std::function<void(std::span<const std::byte> bytes, uint64_t first_element)>;
 void write_converted(const Tensor& t, DType dtype, const ChunkSink& sink, uint64_t max_bytes = 16u << 20);
+// The same for elements [first, first + count) of a computed tensor.
+void write_computed_range(const Tensor& t, DType dtype, uint64_t first, uint64_t count, const ChunkSink& sink,
+                          uint64_t max_bytes = 16u << 20);
 
 // Format writers (core/hf_folder.cpp, core/h5.cpp).
 void write_hf_folder(const Checkpoint& in, const std::filesystem::path& out, const WriteOptions& opts);

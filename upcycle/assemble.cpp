@@ -1,6 +1,8 @@
 #include "upcycle/assemble.hpp"
 
 #include <algorithm>
+#include <array>
+#include <map>
 
 #include "core/error.hpp"
 #include "core/layout.hpp"
@@ -61,6 +63,64 @@ Tensor::RangeFill by_blocks(uint64_t numel, uint64_t block, MakeState make_state
     }
   };
 }
+
+// One layer's experts, every role, made a block at a time for all of them: a writer that asks for
+// a range of each expert tensor in turn (Tensor::group, SafetensorsWriter::write_group) gets each
+// block of the pool made once, where apart each child would be made again for each expert made
+// from it. The blocks of the latest range asked for are kept, per role, at most kWindow at a time.
+class LayerExperts {
+ public:
+  LayerExperts(const FfnSource& source, const genetic::Pool& pool, int layer, const merge::Options& child_merge,
+               uint64_t block_elements) {
+    for (Role role : {Role::Gate, Role::Up, Role::Down})
+      roles_[index(role)].tensor =
+          std::make_shared<const PoolTensor>(source, pool, layer, role, child_merge, block_elements);
+  }
+
+  const PoolTensor& tensor(Role role) const { return *roles_[index(role)].tensor; }
+
+  // Expert e's values of `role` over [first, first + out.size()).
+  void fill(Role role, size_t e, uint64_t first, std::span<float> out) {
+    Blocks& r = roles_[index(role)];
+    const uint64_t block = r.tensor->block_elements(), end = first + out.size();
+    for (uint64_t w0 = first / block; w0 * block < end; w0 += kWindow) {
+      const uint64_t w1 = std::min((end - 1) / block + 1, w0 + kWindow);
+      for (auto it = r.made.begin(); it != r.made.end() && it->first < w0; it = r.made.erase(it))
+        r.spare.push_back(std::move(it->second));  // behind the writer: its buffers serve again
+      std::vector<PoolBlock*> blocks;
+      for (uint64_t b = w0; b < w1; ++b) {
+        auto& p = r.made[b];
+        if (!p) {
+          if (r.spare.empty()) {
+            p = std::make_unique<PoolBlock>(*r.tensor);
+          } else {
+            p = std::move(r.spare.back());
+            r.spare.pop_back();
+          }
+          p->seek(b * block, std::min(block, r.tensor->numel() - b * block));
+        }
+        blocks.push_back(p.get());
+      }
+#pragma omp parallel for schedule(static) if (blocks.size() > 1)
+      for (size_t i = 0; i < blocks.size(); ++i) {
+        PoolBlock& p = *blocks[i];
+        const std::span<const float> x = p.expert(e);
+        const uint64_t from = std::max(first, p.first()), to = std::min(end, p.first() + p.size());
+        std::copy_n(x.begin() + ptrdiff_t(from - p.first()), to - from, out.begin() + ptrdiff_t(from - first));
+      }
+    }
+  }
+
+ private:
+  static constexpr uint64_t kWindow = 32;  // blocks
+  struct Blocks {
+    std::shared_ptr<const PoolTensor> tensor;
+    std::map<uint64_t, std::unique_ptr<PoolBlock>> made;  // by block index
+    std::vector<std::unique_ptr<PoolBlock>> spare;
+  };
+  static size_t index(Role role) { return role == Role::Gate ? 0 : role == Role::Up ? 1 : 2; }
+  std::array<Blocks, 3> roles_;  // gate, up, down
+};
 
 // The concatenation of parts (each with its element count) as one fill.
 Tensor::RangeFill concatenated(std::vector<std::pair<uint64_t, Tensor::RangeFill>> parts) {
@@ -125,14 +185,13 @@ class Assembler {
     return expert_role == Role::ExpertGate ? Role::Gate : expert_role == Role::ExpertUp ? Role::Up : Role::Down;
   }
 
-  // The pool's (layer, role), kept while a writer asks for its experts one after another.
-  std::shared_ptr<const PoolTensor> pool_tensor(int layer, Role role) {
-    if (!tensor_ || layer_ != layer || role_ != role) {
-      tensor_ = std::make_shared<const PoolTensor>(source_, pool_, layer, role, opts_.child_merge, opts_.block_elements);
+  // The layer's experts, kept while a writer asks for them one after another.
+  std::shared_ptr<LayerExperts> layer_experts(int layer) {
+    if (!experts_ || layer_ != layer) {
+      experts_ = std::make_shared<LayerExperts>(source_, pool_, layer, opts_.child_merge, opts_.block_elements);
       layer_ = layer;
-      role_ = role;
     }
-    return tensor_;
+    return experts_;
   }
 
   // Expert e's values of one (layer, role).
@@ -145,9 +204,12 @@ class Assembler {
                                 });
   }
 
+  // One group per layer: its expert tensors are best made together.
   Tensor expert(int layer, Role role, size_t e, const TensorInfo& info) {
-    const auto t = pool_tensor(layer, role);
-    return tensor(info.shape, t->block_elements() == t->numel(), expert_values(t, e));
+    const auto x = layer_experts(layer);
+    auto fill = [x, role, e](uint64_t first, std::span<float> out) { x->fill(role, e, first, out); };
+    if (x->tensor(role).block_elements() == x->tensor(role).numel()) return tensor(info.shape, true, fill);
+    return Tensor::computed(info.shape, fill, x);
   }
 
   // Every expert's tensors of the roles, stacked: [E, rows of each role in turn, cols].
@@ -214,9 +276,8 @@ class Assembler {
   const FfnSource& source_;
   genetic::Pool pool_;
   AssemblyOptions opts_;
-  std::shared_ptr<const PoolTensor> tensor_;
+  std::shared_ptr<LayerExperts> experts_;
   int layer_ = -1;
-  Role role_ = Role::Gate;
 };
 
 }  // namespace

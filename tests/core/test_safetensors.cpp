@@ -204,6 +204,47 @@ TEST_CASE("safetensors: writer converts dtypes, refuses other shapes and an earl
   CHECK(f.load(entry_named(f, "b")).to_f32_vector() == std::vector<float>{3, 4});
 }
 
+TEST_CASE("safetensors: a group of computed tensors is written range by range across them, in place") {
+  test::ScratchDir dir;
+  const uint64_t n = 1'500'000;  // more than one range of the group
+  auto value = [](int t, uint64_t i) { return float(t) + float(i % 1000) / 1000.0f; };
+  std::vector<std::pair<int, uint64_t>> asked;  // (tensor, first) in the order the writer asks
+  const auto group = std::make_shared<int>(0);
+  auto computed = [&](int t) {
+    return Tensor::computed({int64_t(n)}, [&, t](uint64_t first, std::span<float> out) {
+      asked.emplace_back(t, first);
+      for (size_t i = 0; i < out.size(); ++i) out[i] = value(t, first + i);
+    }, group);
+  };
+  const std::vector<TensorInfo> infos = {{"a", DType::F32, {3}}, {"g1", DType::BF16, {int64_t(n)}},
+                                         {"g2", DType::F32, {int64_t(n)}}, {"g3", DType::BF16, {int64_t(n)}},
+                                         {"b", DType::F32, {2}}};
+  SafetensorsWriter w(dir / "g.safetensors", infos);
+  w.write(Tensor::from_f32({3}, {1, 2, 3}));
+  const Tensor other = Tensor::computed({int64_t(n)}, [](uint64_t, std::span<float>) {}, std::make_shared<int>(1));
+  CHECK_THROWS_AS(w.write_group(std::vector<Tensor>{computed(1), other}), std::logic_error);  // not one group
+  w.write_group(std::vector<Tensor>{computed(1), computed(2), computed(3)});
+  w.write(Tensor::from_f32({2}, {4, 5}));
+  w.finish();
+  // Each range of every tensor in turn, before the next range.
+  REQUIRE(asked.size() >= 6);
+  CHECK(asked[0] == std::pair{1, uint64_t(0)});
+  CHECK(asked[1] == std::pair{2, uint64_t(0)});
+  CHECK(asked[2] == std::pair{3, uint64_t(0)});
+  CHECK(asked[3].first == 1);
+  CHECK(asked[3].second > 0);
+  SafetensorsFile f = SafetensorsFile::open(dir / "g.safetensors");
+  CHECK(f.load(entry_named(f, "a")).to_f32_vector() == std::vector<float>{1, 2, 3});
+  CHECK(f.load(entry_named(f, "b")).to_f32_vector() == std::vector<float>{4, 5});
+  for (int t = 1; t <= 3; ++t) {
+    CAPTURE(t);
+    std::vector<float> want(n);
+    for (uint64_t i = 0; i < n; ++i) want[i] = value(t, i);
+    const Tensor written = f.load(entry_named(f, "g" + std::to_string(t)));
+    CHECK(written.to_f32_vector() == Tensor::from_f32({int64_t(n)}, want).to(written.dtype()).to_f32_vector());
+  }
+}
+
 TEST_CASE("safetensors: malformed files are refused naming the file and the problem") {
   test::ScratchDir dir;
   const std::string two_f32 = raw<float>({1, 2});

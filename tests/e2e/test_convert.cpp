@@ -196,6 +196,16 @@ TEST_CASE("convert: experts made block by block equal those made whole") {
     blocks.fused = whole.fused = fused;
     const auto a = assemble_moe(source, pool, blocks), b = assemble_moe(source, pool, whole);
     for (const TensorInfo& info : a->tensors()) CHECK_MESSAGE(tensor(*a, info.name) == tensor(*b, info.name), info.name);
+    // Written: a's children go out a layer's experts at a time (write_group), b's one by one.
+    WriteOptions w;
+    w.progress = false;
+    write_checkpoint(*assemble_moe(source, pool, blocks), dir / "blocks", w);
+    write_checkpoint(*assemble_moe(source, pool, whole), dir / "whole", w);
+    const std::string written = read_file(dir / "blocks" / "model.safetensors");
+    CHECK(written.size() > 100'000);
+    CHECK(written == read_file(dir / "whole" / "model.safetensors"));
+    fs::remove_all(dir / "blocks");
+    fs::remove_all(dir / "whole");
   }
   blocks.fused = false;
   const auto a = assemble_moe(source, pool, blocks);
