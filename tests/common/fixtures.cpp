@@ -12,6 +12,8 @@
 #include <random>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "core/byte_tokenizer.hpp"
 #include "core/layout.hpp"
 #include "core/writer.hpp"
@@ -49,6 +51,13 @@ fs::path write_sequences(const fs::path& file, int n) {
   }
   write_file(file, lines);
   return file;
+}
+
+std::vector<double> read_losses(const fs::path& metrics) {
+  std::vector<double> out;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+  return out;
 }
 
 fs::path write_chat_model(const fs::path& dir, const std::string& type, uint64_t seed) {

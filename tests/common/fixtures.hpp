@@ -50,6 +50,9 @@ fs::path write_chat_model(const fs::path& dir, const std::string& type, uint64_t
 // tokens long, the first 2 a prompt (labels -100).
 fs::path write_sequences(const fs::path& file, int n);
 
+// The "loss" of each line of a run's metrics.jsonl.
+std::vector<double> read_losses(const fs::path& metrics);
+
 void write_file(const fs::path& path, const std::string& bytes);
 std::string read_file(const fs::path& path);
 

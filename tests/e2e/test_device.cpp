@@ -47,13 +47,6 @@ double relative_error(const std::vector<float>& got, const std::vector<float>& w
   return std::sqrt(err / norm);
 }
 
-std::vector<double> losses(const fs::path& metrics) {
-  std::vector<double> out;
-  std::ifstream in(metrics);
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line)["loss"].get<double>());
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("--device: cpu or cuda") {
@@ -95,7 +88,7 @@ TEST_CASE("--device cuda: forward, eval, tune and the router stage follow the CP
   REQUIRE(run_upcycle(tune + q(dir / "tune-cpu")).code == 0);
   const auto tuned = run_upcycle(tune + q(dir / "tune-gpu") + " --device cuda");
   REQUIRE_MESSAGE(tuned.code == 0, tuned.err);
-  const auto l_cpu = losses(dir / "tune-cpu" / "metrics.jsonl"), l_gpu = losses(dir / "tune-gpu" / "metrics.jsonl");
+  const auto l_cpu = read_losses(dir / "tune-cpu" / "metrics.jsonl"), l_gpu = read_losses(dir / "tune-gpu" / "metrics.jsonl");
   REQUIRE(l_gpu.size() == 30);
   MESSAGE("loss on the CPU " << l_cpu.front() << " -> " << l_cpu.back() << ", on the GPU " << l_gpu.front() << " -> " << l_gpu.back());
   for (size_t s = 0; s < l_gpu.size(); s += 5) CHECK(l_gpu[s] == doctest::Approx(l_cpu[s]).epsilon(5e-2));

@@ -28,13 +28,6 @@ fs::path sequences(const ScratchDir& dir, int n, const std::string& name = "data
 
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
-std::vector<double> losses(const fs::path& metrics) {
-  std::vector<double> out;
-  std::ifstream in(metrics);
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line)["loss"].get<double>());
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("tune: a small model overfits a few sequences") {
@@ -43,7 +36,7 @@ TEST_CASE("tune: a small model overfits a few sequences") {
   const auto r = run_upcycle("tune --model " + q(model) + " --data " + q(data) + " --out " + q(dir / "run") +
                              " --steps 150 --lr 1e-2 --warmup 5 --batch-tokens 64 --log-every 50");
   REQUIRE_MESSAGE(r.code == 0, r.err);
-  const auto l = losses(dir / "run" / "metrics.jsonl");
+  const auto l = read_losses(dir / "run" / "metrics.jsonl");
   REQUIRE(l.size() == 150);
   MESSAGE("loss " << l.front() << " -> " << l.back());
   CHECK(l.back() < 0.1 * l.front());
@@ -65,7 +58,7 @@ TEST_CASE("tune: N steps, stop, resume, N more equals 2N straight, byte for byte
   REQUIRE_MESSAGE(r.code == 0, r.err);
   for (const char* file : {"model.safetensors", "optimizer.safetensors"})
     CHECK_MESSAGE(read_file(dir / "a" / "final" / file) == read_file(dir / "b" / "final" / file), file);
-  CHECK(losses(dir / "a" / "metrics.jsonl") == losses(dir / "b" / "metrics.jsonl"));
+  CHECK(read_losses(dir / "a" / "metrics.jsonl") == read_losses(dir / "b" / "metrics.jsonl"));
   // The older checkpoint gave its optimizer state up to the newer one.
   CHECK(!fs::exists(dir / "b" / "step-000006" / "optimizer.safetensors"));
   CHECK(fs::exists(dir / "b" / "step-000006" / "model.safetensors"));
