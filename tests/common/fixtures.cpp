@@ -131,7 +131,8 @@ std::string read_file(const fs::path& path) {
 
 RunResult run_upcycle(const std::string& args) {
   ScratchDir dir;
-  std::string cmd = std::string("'") + UPCYCLE_BINARY + "' " + args + " >'" + (dir / "out").string() + "' 2>'" +
+  const char* binary = std::getenv("UPCYCLE_BINARY");  // a bundle's, on a machine it was carried to
+  std::string cmd = std::string("'") + (binary ? binary : UPCYCLE_BINARY) + "' " + args + " >'" + (dir / "out").string() + "' 2>'" +
                     (dir / "err").string() + "'";
   int status = std::system(cmd.c_str());
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

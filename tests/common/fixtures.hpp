@@ -56,7 +56,8 @@ std::vector<double> read_losses(const fs::path& metrics);
 void write_file(const fs::path& path, const std::string& bytes);
 std::string read_file(const fs::path& path);
 
-// Runs `upcycle ARGS` (a shell-quoted string); returns exit code, stdout and stderr.
+// Runs `upcycle ARGS` (a shell-quoted string): $UPCYCLE_BINARY, else the one built with the
+// tests; returns exit code, stdout and stderr.
 struct RunResult {
   int code;
   std::string out, err;
