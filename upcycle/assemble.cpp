@@ -68,6 +68,7 @@ Tensor::RangeFill by_blocks(uint64_t numel, uint64_t block, MakeState make_state
 // a range of each expert tensor in turn (Tensor::group, SafetensorsWriter::write_group) gets each
 // block of the pool made once, where apart each child would be made again for each expert made
 // from it. The blocks of the latest range asked for are kept, per role, at most kWindow at a time.
+// One fill at a time (writers ask in turn); each fill makes its blocks in parallel.
 class LayerExperts {
  public:
   LayerExperts(const FfnSource& source, const genetic::Pool& pool, int layer, const merge::Options& child_merge,
