@@ -323,7 +323,14 @@ void SafetensorsWriter::write(const Tensor& t) {
   // Unchanged bytes from a file go file to file in the kernel, at the speed of a plain copy.
   const bool copied = t.dtype() == want.dtype && t.file_span() &&
                       t.file_span()->file->copy_to(fd_, path_, t.file_span()->offset, t.nbytes());
-  if (!copied)
+  if (t.segments() > 1) {
+    const off_t start = ::lseek(fd_, 0, SEEK_CUR);
+    if (start < 0) throw InputError(path_, std::string("cannot seek: ") + std::strerror(errno));
+    const uint64_t count = t.numel() / t.segments(), part_bytes = tensor_bytes(want) / t.segments();
+    std::vector<Part> parts;
+    for (uint64_t s = 0; s < t.segments(); ++s) parts.push_back({&t, s * count, uint64_t(start) + s * part_bytes, want.dtype});
+    write_interleaved(parts, count, uint64_t(start) + tensor_bytes(want));
+  } else if (!copied)
     write_converted(t, want.dtype, [&](std::span<const std::byte> bytes, uint64_t) {
       write_all(fd_, bytes.data(), bytes.size(), path_);
     });
@@ -333,29 +340,31 @@ void SafetensorsWriter::write(const Tensor& t) {
 void SafetensorsWriter::write_group(std::span<const Tensor> tensors) {
   const off_t start = ::lseek(fd_, 0, SEEK_CUR);
   if (start < 0) throw InputError(path_, std::string("cannot seek: ") + std::strerror(errno));
-  std::vector<uint64_t> at;  // each tensor's first byte in the file
+  std::vector<Part> parts;
   uint64_t end = uint64_t(start);
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TensorInfo& want = check_next(tensors[i], i);
     if (!tensors[i].is_computed() || tensors[i].group() != tensors[0].group() || tensors[i].numel() != tensors[0].numel())
       throw std::logic_error(path_.string() + ": '" + want.name + "' is not of the group written with it");
-    at.push_back(end);
+    parts.push_back({&tensors[i], 0, end, want.dtype});
     end += tensor_bytes(want);
   }
-  // A range of each tensor in turn: about 16 MB of f32 across the group, at least 256K elements.
-  const uint64_t n = tensors.empty() ? 0 : tensors[0].numel();
-  const uint64_t piece = std::max<uint64_t>(uint64_t(1) << 18, (uint64_t(16) << 20) / (sizeof(float) * tensors.size()));
-  for (uint64_t first = 0; first < n; first += piece)
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      const DType dtype = tensors_[next_ + i].dtype;
-      const uint64_t element_bytes = dtype_info(dtype).block_bytes;  // output types are plain
-      write_computed_range(tensors[i], dtype, first, std::min(piece, n - first),
+  write_interleaved(parts, tensors.empty() ? 0 : tensors[0].numel(), end);
+  next_ += tensors.size();
+}
+
+void SafetensorsWriter::write_interleaved(const std::vector<Part>& parts, uint64_t count, uint64_t end) {
+  // A range of each part in turn: about 16 MB of f32 across the parts, at least 256K elements.
+  const uint64_t piece = std::max<uint64_t>(uint64_t(1) << 18, (uint64_t(16) << 20) / (sizeof(float) * parts.size()));
+  for (uint64_t first = 0; first < count; first += piece)
+    for (const Part& p : parts) {
+      const uint64_t element_bytes = dtype_info(p.dtype).block_bytes;  // output types are plain
+      write_computed_range(*p.tensor, p.dtype, p.first + first, std::min(piece, count - first),
                            [&](std::span<const std::byte> bytes, uint64_t element) {
-                             write_all_at(fd_, bytes.data(), bytes.size(), at[i] + element * element_bytes, path_);
+                             write_all_at(fd_, bytes.data(), bytes.size(), p.at + (element - p.first) * element_bytes, path_);
                            });
     }
   if (::lseek(fd_, off_t(end), SEEK_SET) < 0) throw InputError(path_, std::string("cannot seek: ") + std::strerror(errno));
-  next_ += tensors.size();
 }
 
 void SafetensorsWriter::finish() {

@@ -65,6 +65,14 @@ class SafetensorsWriter {
 
  private:
   const TensorInfo& check_next(const Tensor& t, size_t ahead) const;  // tensors_[next_ + ahead], t matching it
+  // Parts of `count` elements each (a computed tensor, from its element `first`, into the file at
+  // byte `at`), written a range of each in turn; then the file position is `end`.
+  struct Part {
+    const Tensor* tensor;
+    uint64_t first, at;
+    DType dtype;
+  };
+  void write_interleaved(const std::vector<Part>& parts, uint64_t count, uint64_t end);
 
   std::filesystem::path path_;
   std::vector<TensorInfo> tensors_;

@@ -73,20 +73,26 @@ Tensor Tensor::borrowed(DType dtype, Shape shape, std::shared_ptr<const std::byt
 struct Tensor::Computed {
   RangeFill fill;
   std::shared_ptr<const void> group;
+  uint64_t segments = 1;
   std::once_flag once;
   std::vector<float> values;
 };
 
-Tensor Tensor::computed(Shape shape, RangeFill fill, std::shared_ptr<const void> group) {
+Tensor Tensor::computed(Shape shape, RangeFill fill, std::shared_ptr<const void> group, uint64_t segments) {
   auto [n, b] = sizes(DType::F32, shape);
+  if (segments == 0 || n % segments)
+    throw std::invalid_argument("computed tensor: " + std::to_string(n) + " elements in " + std::to_string(segments) +
+                                " equal segments");
   Tensor t(DType::F32, std::move(shape), n, b, nullptr, Storage::Computed);
   t.computed_ = std::make_shared<Computed>();
   t.computed_->fill = std::move(fill);
   t.computed_->group = std::move(group);
+  t.computed_->segments = segments;
   return t;
 }
 
 const void* Tensor::group() const { return computed_ ? computed_->group.get() : nullptr; }
+uint64_t Tensor::segments() const { return computed_ ? computed_->segments : 1; }
 
 const std::byte* Tensor::data() const {
   if (!computed_) return data_.get();

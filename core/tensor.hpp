@@ -44,9 +44,11 @@ class Tensor {
   // any range. to_f32_range and writers ask for ranges; bytes() and span() make (and keep) the
   // whole tensor once. Tensors of one `group` (made together cheaper than apart, such as the
   // experts of a layer) are best asked for range by range in turn: writers do so when they meet
-  // them one after another (SafetensorsWriter::write_group).
+  // them one after another (SafetensorsWriter::write_group). Likewise the `segments` equal parts
+  // of one tensor (a fused tensor's experts): writers ask for a range of each part in turn.
   using RangeFill = std::function<void(uint64_t first, std::span<float> out)>;
-  static Tensor computed(Shape shape, RangeFill fill, std::shared_ptr<const void> group = {});
+  static Tensor computed(Shape shape, RangeFill fill, std::shared_ptr<const void> group = {},
+                         uint64_t segments = 1);
 
   DType dtype() const { return dtype_; }
   const Shape& shape() const { return shape_; }
@@ -57,6 +59,7 @@ class Tensor {
   bool empty() const { return !data_ && numel_ == 0; }
   bool is_computed() const { return storage_ == Storage::Computed; }
   const void* group() const;  // a computed tensor's group; null for none
+  uint64_t segments() const;   // a computed tensor's equal parts; 1 for any other
   // Set by readers on views that map a file's bytes unchanged; kept by reshaped() and to() of
   // the same dtype, dropped by anything that makes new bytes.
   const std::optional<FileSpan>& file_span() const { return file_span_; }

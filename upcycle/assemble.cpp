@@ -196,32 +196,28 @@ class Assembler {
   }
 
   // Expert e's values of one (layer, role).
-  static Tensor::RangeFill expert_values(std::shared_ptr<const PoolTensor> t, size_t e) {
-    return by_blocks<PoolBlock>(t->numel(), t->block_elements(), [t] { return PoolBlock(*t); },
-                                [t, e](PoolBlock& block, uint64_t first, std::span<float> out) {
-                                  block.seek(first, out.size());
-                                  const std::span<const float> x = block.expert(e);
-                                  std::copy(x.begin(), x.end(), out.begin());
-                                });
+  static Tensor::RangeFill expert_values(std::shared_ptr<LayerExperts> x, Role role, size_t e) {
+    return [x, role, e](uint64_t first, std::span<float> out) { x->fill(role, e, first, out); };
   }
 
   // One group per layer: its expert tensors are best made together.
   Tensor expert(int layer, Role role, size_t e, const TensorInfo& info) {
     const auto x = layer_experts(layer);
-    auto fill = [x, role, e](uint64_t first, std::span<float> out) { x->fill(role, e, first, out); };
-    if (x->tensor(role).block_elements() == x->tensor(role).numel()) return tensor(info.shape, true, fill);
-    return Tensor::computed(info.shape, fill, x);
+    if (x->tensor(role).block_elements() == x->tensor(role).numel())
+      return tensor(info.shape, true, expert_values(x, role, e));
+    return Tensor::computed(info.shape, expert_values(x, role, e), x);
   }
 
-  // Every expert's tensors of the roles, stacked: [E, rows of each role in turn, cols].
+  // Every expert's tensors of the roles, stacked: [E, rows of each role in turn, cols]; one
+  // segment per expert, so that a writer asks for the experts' ranges in turn.
   Tensor fused(int layer, std::initializer_list<Role> roles, const TensorInfo& info) {
-    std::vector<std::shared_ptr<const PoolTensor>> tensors;
-    for (Role r : roles)
-      tensors.push_back(std::make_shared<const PoolTensor>(source_, pool_, layer, r, opts_.child_merge, opts_.block_elements));
+    const auto x = layer_experts(layer);
     std::vector<std::pair<uint64_t, Tensor::RangeFill>> parts;
     for (size_t e = 0; e < pool_.size(); ++e)
-      for (const auto& t : tensors) parts.emplace_back(t->numel(), expert_values(t, e));
-    return tensor(info.shape, tensors[0]->block_elements() == tensors[0]->numel(), concatenated(std::move(parts)));
+      for (Role r : roles) parts.emplace_back(x->tensor(r).numel(), expert_values(x, r, e));
+    const PoolTensor& first = x->tensor(*roles.begin());
+    if (first.block_elements() == first.numel()) return tensor(info.shape, true, concatenated(std::move(parts)));
+    return Tensor::computed(info.shape, concatenated(std::move(parts)), x, pool_.size());
   }
 
   // A computed tensor; or, when its values can only be made whole (ties, slerp, or a tensor of

@@ -245,6 +245,33 @@ TEST_CASE("safetensors: a group of computed tensors is written range by range ac
   }
 }
 
+TEST_CASE("safetensors: a computed tensor of segments is written a range of each segment in turn, in place") {
+  test::ScratchDir dir;
+  const uint64_t per = 1'500'000;  // elements per segment: more than one range of each
+  std::vector<uint64_t> asked;
+  const Tensor t = Tensor::computed({3, int64_t(per)}, [&](uint64_t first, std::span<float> out) {
+    asked.push_back(first);
+    for (size_t i = 0; i < out.size(); ++i) out[i] = float((first + i) % 4093);
+  }, {}, 3);
+  CHECK(t.segments() == 3);
+  CHECK_THROWS_AS(Tensor::computed({5}, [](uint64_t, std::span<float>) {}, {}, 2), std::invalid_argument);
+  const std::vector<TensorInfo> infos = {{"s", DType::BF16, {3, int64_t(per)}}, {"b", DType::F32, {1}}};
+  SafetensorsWriter w(dir / "s.safetensors", infos);
+  w.write(t);
+  w.write(Tensor::from_f32({1}, {7}));
+  w.finish();
+  REQUIRE(asked.size() >= 4);
+  CHECK(asked[0] == 0);
+  CHECK(asked[1] == per);
+  CHECK(asked[2] == 2 * per);
+  CHECK((asked[3] > 0 && asked[3] < per));
+  SafetensorsFile f = SafetensorsFile::open(dir / "s.safetensors");
+  std::vector<float> want(3 * per);
+  for (uint64_t i = 0; i < want.size(); ++i) want[i] = float(i % 4093);
+  CHECK(f.load(entry_named(f, "s")).to_f32_vector() == Tensor::from_f32({3, int64_t(per)}, want).to(DType::BF16).to_f32_vector());
+  CHECK(f.load(entry_named(f, "b")).to_f32_vector() == std::vector<float>{7});
+}
+
 TEST_CASE("safetensors: malformed files are refused naming the file and the problem") {
   test::ScratchDir dir;
   const std::string two_f32 = raw<float>({1, 2});
