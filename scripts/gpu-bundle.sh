@@ -16,6 +16,7 @@
 #   UPCYCLE_BINARY=$PWD/OUT/bin/upcycle OUT/bin/test_e2e -tc='--device*'
 #                                      forward, eval, tune and convert with --device cuda
 #   OUT/bin/upcycle bench --device cuda --json
+# (scripts/gpu-check.sh OUT runs all of these and the transformers comparison in one command.)
 set -euo pipefail
 
 # shellcheck source=scripts/common.sh
