@@ -190,10 +190,11 @@ TEST_CASE("convert: experts made block by block equal those made whole") {
   pool[5].redraw = 0.5;
   pool[5].seed = 7;
   AssemblyOptions blocks, whole;
-  blocks.block_elements = 4096;
   whole.block_elements = uint64_t(1) << 40;
-  for (bool fused : {false, true}) {
+  // 256: 64 blocks per expert tensor, more than LayerExperts keeps at a time.
+  for (auto [fused, block] : {std::pair{false, 4096}, std::pair{true, 4096}, std::pair{false, 256}}) {
     blocks.fused = whole.fused = fused;
+    blocks.block_elements = uint64_t(block);
     const auto a = assemble_moe(source, pool, blocks), b = assemble_moe(source, pool, whole);
     for (const TensorInfo& info : a->tensors()) CHECK_MESSAGE(tensor(*a, info.name) == tensor(*b, info.name), info.name);
     // Written: a's children go out a layer's experts at a time (write_group), b's one by one.
@@ -208,6 +209,7 @@ TEST_CASE("convert: experts made block by block equal those made whole") {
     fs::remove_all(dir / "whole");
   }
   blocks.fused = false;
+  blocks.block_elements = 4096;
   const auto a = assemble_moe(source, pool, blocks);
   for (int e : {3, 4, 5}) {
     const Tensor t = a->load(tensor_name({Role::ExpertUp, 1, e}, Scheme::HF));
