@@ -7,6 +7,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -227,25 +228,16 @@ std::string header_text(const std::vector<TensorInfo>& tensors, const std::map<s
   return text;
 }
 
-void write_all(int fd, const std::byte* data, uint64_t n, const fs::path& path) {
+// All n bytes, at the file position, or at byte `at` (pwrite: the position stays as it was).
+void write_all(int fd, const std::byte* data, uint64_t n, const fs::path& path, std::optional<uint64_t> at = {}) {
   while (n > 0) {
-    ssize_t done = ::write(fd, data, size_t(std::min<uint64_t>(n, 1u << 30)));
+    const size_t chunk = size_t(std::min<uint64_t>(n, 1u << 30));
+    ssize_t done = at ? ::pwrite(fd, data, chunk, off_t(*at)) : ::write(fd, data, chunk);
     if (done < 0 && errno == EINTR) continue;
     if (done < 0) throw InputError(path, std::string("cannot write: ") + std::strerror(errno));
     data += done;
     n -= uint64_t(done);
-  }
-}
-
-// The same at a given offset, leaving the file position as it was.
-void write_all_at(int fd, const std::byte* data, uint64_t n, uint64_t offset, const fs::path& path) {
-  while (n > 0) {
-    ssize_t done = ::pwrite(fd, data, size_t(std::min<uint64_t>(n, 1u << 30)), off_t(offset));
-    if (done < 0 && errno == EINTR) continue;
-    if (done < 0) throw InputError(path, std::string("cannot write: ") + std::strerror(errno));
-    data += done;
-    offset += uint64_t(done);
-    n -= uint64_t(done);
+    if (at) *at += uint64_t(done);
   }
 }
 
@@ -361,7 +353,7 @@ void SafetensorsWriter::write_interleaved(const std::vector<Part>& parts, uint64
       const uint64_t element_bytes = dtype_info(p.dtype).block_bytes;  // output types are plain
       write_computed_range(*p.tensor, p.dtype, p.first + first, std::min(piece, count - first),
                            [&](std::span<const std::byte> bytes, uint64_t element) {
-                             write_all_at(fd_, bytes.data(), bytes.size(), p.at + (element - p.first) * element_bytes, path_);
+                             write_all(fd_, bytes.data(), bytes.size(), path_, p.at + (element - p.first) * element_bytes);
                            });
     }
   if (::lseek(fd_, off_t(end), SEEK_SET) < 0) throw InputError(path_, std::string("cannot seek: ") + std::strerror(errno));

@@ -151,7 +151,11 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
     state_.cursor = saved.cursor;
     last_saved_ = *o.resume;
   }
-  engine_ = make({config_, load_weights<float>(*source_), source_->path(), TrainSetup{o.adam, o.frozen}});
+  // Counted on the host before the engine takes the weights (a GPU engine would download them).
+  Weights<float> weights = load_weights<float>(*source_);
+  const int64_t total = count_elements(weights, config_, [](Role) { return true; });
+  const int64_t trained = count_elements(weights, config_, [&](Role r) { return !o.frozen[size_t(part_of(r))]; });
+  engine_ = make({config_, std::move(weights), source_->path(), TrainSetup{o.adam, o.frozen}});
   if (o.resume) {
     engine_->load_optimizer(*o.resume / kOptimizerFile);
     require(engine_->steps() == state_.step, *o.resume / kOptimizerFile, "its step count differs from the state's");
@@ -161,9 +165,6 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   metrics_ = open_metrics(o.out / kMetricsFile, state_.step);
   first_step_ = state_.step + 1;
 
-  auto& w = engine_->host_weights();
-  const int64_t total = count_elements(w, config_, [](Role) { return true; });
-  const int64_t trained = count_elements(w, config_, [&](Role r) { return !o.frozen[size_t(part_of(r))]; });
   spdlog::info("{} {} on {}: {} parameters, {} trained{}; {} samples{}, {} tokens per micro-batch x {}",
                config_.model_type, source_->path().string(), engine_->device(), total, trained,
                o.frozen.any() ? " (frozen: " + parts_string(o.frozen) + ")" : "", data_.samples.size(),
