@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/simd.hpp"
+
 namespace upcycle {
 
 namespace {
@@ -82,6 +84,23 @@ uint16_t f32_to_bf16(float f) {
 }
 
 namespace {
+
+// The bf16 loops every conversion and write of a model runs, built for each vector width (the
+// same bits: integer operations). Branch-free, so that they vectorise.
+UPCYCLE_SIMD_CLONES
+void f32_to_bf16_n(const float* s, uint16_t* d, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t x = std::bit_cast<uint32_t>(s[i]);
+    const uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16, quiet_nan = (x >> 16) | 0x40u;
+    d[i] = uint16_t((x & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+  }
+}
+
+UPCYCLE_SIMD_CLONES
+void bf16_to_f32_n(const uint16_t* s, float* d, size_t n) {
+  for (size_t i = 0; i < n; ++i) d[i] = std::bit_cast<float>(uint32_t(s[i]) << 16);
+}
+
 // Reads element i of a plain float array as double (exact for every source type).
 double load(DType t, const void* p, size_t i) {
   switch (t) {
@@ -112,13 +131,9 @@ void convert(DType from, const void* src, DType to, void* dst, size_t n) {
   }
   // The common cases get tight loops; the rest go through double, which is exact.
   if (from == DType::F32 && to == DType::BF16) {
-    auto s = static_cast<const float*>(src);
-    auto d = static_cast<uint16_t*>(dst);
-    for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(s[i]);
+    f32_to_bf16_n(static_cast<const float*>(src), static_cast<uint16_t*>(dst), n);
   } else if (from == DType::BF16 && to == DType::F32) {
-    auto s = static_cast<const uint16_t*>(src);
-    auto d = static_cast<float*>(dst);
-    for (size_t i = 0; i < n; ++i) d[i] = bf16_to_f32(s[i]);
+    bf16_to_f32_n(static_cast<const uint16_t*>(src), static_cast<float*>(dst), n);
   } else if (from == DType::F32 && to == DType::F16) {
     auto s = static_cast<const float*>(src);
     auto d = static_cast<uint16_t*>(dst);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/background_writer.hpp"
 #include "core/error.hpp"
 #include "core/h5.hpp"
 #include "core/h5_common.hpp"
@@ -101,17 +102,6 @@ uint64_t create_dataset(hid_t file, const std::string& name, const Shape& shape,
   return empty ? 0 : uint64_t(offset);
 }
 
-void write_at(int fd, std::span<const std::byte> bytes, uint64_t offset, const fs::path& out,
-              const std::string& where) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::pwrite(fd, bytes.data() + done, bytes.size() - done, off_t(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throw InputError(out, where, std::string("cannot write: ") + std::strerror(errno));
-    done += size_t(n);
-  }
-}
-
 // The file being written: HDF5 writes the metadata; the tensors' bytes go through a plain
 // descriptor straight to each contiguous dataset's range of the file (which is all such a
 // dataset's data is), in pieces from write_converted, so no tensor is ever held converted in full.
@@ -127,8 +117,10 @@ class H5Writer {
     }
     fd_ = ::open(temp.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd_ < 0) throw InputError(out, std::string("cannot open for writing: ") + std::strerror(errno));
+    data_ = std::make_unique<BackgroundWriter>(fd_, out, false);  // HDF5 writes its metadata through the page cache
   }
   ~H5Writer() {
+    data_.reset();  // its queue finished before the file closes
     if (fd_ >= 0) ::close(fd_);
   }
   H5Writer(const H5Writer&) = delete;
@@ -141,17 +133,17 @@ class H5Writer {
       offset = create_dataset(file_.get(), name, t.shape(), dtype, out_);
     }
     // Unchanged bytes from a file go file to file in the kernel, at the speed of a plain copy.
-    if (t.dtype() == dtype && t.file_span() &&
-        t.file_span()->file->copy_to(fd_, out_, t.file_span()->offset, t.nbytes(), int64_t(offset)))
-      return;
+    if (t.dtype() == dtype && t.file_span()) return data_->copy(t.file_span()->file, t.file_span()->offset, t.nbytes(), offset);
     const uint64_t element_bytes = dtype_info(dtype).block_bytes;
     write_converted(t, dtype, [&](std::span<const std::byte> bytes, uint64_t first_element) {
-      write_at(fd_, bytes, offset + first_element * element_bytes, out_, "dataset '" + name + "'");
-    });
+      data_->write(bytes, offset + first_element * element_bytes);
+    }, offset);
   }
 
   // HDF5's metadata out, then everything on disk before the caller renames the file into place.
   void finish() {
+    data_->drain();
+    data_.reset();
     {
       auto lock = lock_hdf5();
       check(file_.close(), out_, "", "cannot finish writing the file");
@@ -165,6 +157,7 @@ class H5Writer {
   fs::path out_;
   Id file_;
   int fd_ = -1;
+  std::unique_ptr<BackgroundWriter> data_;  // the tensors' bytes, on a thread of their own
 };
 
 // Refuses, before anything is written, tensors the layout cannot hold.

@@ -259,9 +259,12 @@ nlohmann::ordered_json output_config(const Checkpoint& in, const std::vector<Ten
 }
 
 // Tensors are converted to the shard's dtype on the way; computed ones of one group that come one
-// after another are written together (SafetensorsWriter::write_group).
-void write_shard(const Checkpoint& in, const Shard& shard, const fs::path& path, Progress& progress) {
-  SafetensorsWriter writer(path, shard.tensors);
+// after another are written together (SafetensorsWriter::write_group). Returns the writer with
+// every tensor handed over, for the caller to finish() once its writing thread is done.
+std::unique_ptr<SafetensorsWriter> write_shard(const Checkpoint& in, const Shard& shard, const fs::path& path,
+                                               Progress& progress) {
+  auto out = std::make_unique<SafetensorsWriter>(path, shard.tensors);
+  SafetensorsWriter& writer = *out;
   std::vector<Tensor> group;
   uint64_t group_bytes = 0;
   auto write_group = [&] {
@@ -288,7 +291,7 @@ void write_shard(const Checkpoint& in, const Shard& shard, const fs::path& path,
     progress.advance(bytes);
   }
   write_group();
-  writer.finish();
+  return out;
 }
 
 json index_json(const std::vector<Shard>& shards) {
@@ -355,10 +358,17 @@ void write_hf_folder(const Checkpoint& in, const fs::path& out, const WriteOptio
   write_text_file(staged.temp() / kConfig, output_config(in, tensors).dump(2) + "\n");
   Progress progress("writing " + staged.final_path().filename().string(), data_bytes, "B", opts.progress);
   if (shards.size() == 1) {
-    write_shard(in, shards[0], staged.temp() / kSingle, progress);
+    write_shard(in, shards[0], staged.temp() / kSingle, progress)->finish();
   } else {
-    for (size_t i = 0; i < shards.size(); ++i)
-      write_shard(in, shards[i], staged.temp() / shard_name(i, shards.size()), progress);
+    // A shard's writer goes on writing what it has queued while the next shard is made, and is
+    // finished before the one after starts: at most two open at once.
+    std::unique_ptr<SafetensorsWriter> previous;
+    for (size_t i = 0; i < shards.size(); ++i) {
+      auto writer = write_shard(in, shards[i], staged.temp() / shard_name(i, shards.size()), progress);
+      if (previous) previous->finish();
+      previous = std::move(writer);
+    }
+    previous->finish();
     write_text_file(staged.temp() / kIndex, index_json(shards).dump(2) + "\n");
   }
   copy_side_files(in.side_files(), staged.temp());

@@ -228,19 +228,6 @@ std::string header_text(const std::vector<TensorInfo>& tensors, const std::map<s
   return text;
 }
 
-// All n bytes, at the file position, or at byte `at` (pwrite: the position stays as it was).
-void write_all(int fd, const std::byte* data, uint64_t n, const fs::path& path, std::optional<uint64_t> at = {}) {
-  while (n > 0) {
-    const size_t chunk = size_t(std::min<uint64_t>(n, 1u << 30));
-    ssize_t done = at ? ::pwrite(fd, data, chunk, off_t(*at)) : ::write(fd, data, chunk);
-    if (done < 0 && errno == EINTR) continue;
-    if (done < 0) throw InputError(path, std::string("cannot write: ") + std::strerror(errno));
-    data += done;
-    n -= uint64_t(done);
-    if (at) *at += uint64_t(done);
-  }
-}
-
 }  // namespace
 
 SafetensorsFile SafetensorsFile::open(const fs::path& path) {
@@ -281,21 +268,19 @@ SafetensorsWriter::SafetensorsWriter(const fs::path& path, std::vector<TensorInf
   const std::string text = header_text(tensors_, metadata);
   std::array<std::byte, 8> length{};
   for (size_t i = 0; i < length.size(); ++i) length[i] = std::byte(uint64_t(text.size()) >> (8 * i));
-  total_ = 8 + text.size();
+  at_ = 8 + text.size();
+  total_ = at_;
   for (const TensorInfo& t : tensors_) total_ += tensor_bytes(t);
 
   fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) throw InputError(path_, std::string("cannot create: ") + std::strerror(errno));
-  try {
-    write_all(fd_, length.data(), length.size(), path_);
-    write_all(fd_, reinterpret_cast<const std::byte*>(text.data()), text.size(), path_);
-  } catch (...) {
-    ::close(fd_);  // the destructor does not run for a constructor that throws
-    throw;
-  }
+  out_ = std::make_unique<BackgroundWriter>(fd_, path_, true);
+  out_->write(length, 0);
+  out_->write(std::as_bytes(std::span(text)), 8);
 }
 
 SafetensorsWriter::~SafetensorsWriter() {
+  out_.reset();  // its queue finished before the file closes
   if (fd_ >= 0) ::close(fd_);
 }
 
@@ -312,51 +297,62 @@ const TensorInfo& SafetensorsWriter::check_next(const Tensor& t, size_t ahead) c
 
 void SafetensorsWriter::write(const Tensor& t) {
   const TensorInfo& want = check_next(t, 0);
-  // Unchanged bytes from a file go file to file in the kernel, at the speed of a plain copy.
-  const bool copied = t.dtype() == want.dtype && t.file_span() &&
-                      t.file_span()->file->copy_to(fd_, path_, t.file_span()->offset, t.nbytes());
-  if (t.segments() > 1) {
-    const off_t start = ::lseek(fd_, 0, SEEK_CUR);
-    if (start < 0) throw InputError(path_, std::string("cannot seek: ") + std::strerror(errno));
-    const uint64_t count = t.numel() / t.segments(), part_bytes = tensor_bytes(want) / t.segments();
+  const uint64_t bytes = tensor_bytes(want);
+  if (t.dtype() == want.dtype && t.file_span()) {
+    // Unchanged bytes from a file go file to file in the kernel, at the speed of a plain copy.
+    out_->copy(t.file_span()->file, t.file_span()->offset, bytes, at_);
+  } else if (t.segments() > 1) {
+    const uint64_t count = t.numel() / t.segments(), part_bytes = bytes / t.segments();
     std::vector<Part> parts;
-    for (uint64_t s = 0; s < t.segments(); ++s) parts.push_back({&t, s * count, uint64_t(start) + s * part_bytes, want.dtype});
-    write_interleaved(parts, count, uint64_t(start) + tensor_bytes(want));
-  } else if (!copied)
-    write_converted(t, want.dtype, [&](std::span<const std::byte> bytes, uint64_t) {
-      write_all(fd_, bytes.data(), bytes.size(), path_);
-    });
+    for (uint64_t s = 0; s < t.segments(); ++s) parts.push_back({&t, s * count, at_ + s * part_bytes, want.dtype});
+    write_interleaved(parts, count);
+  } else {
+    write_converted(t, want.dtype, [&](std::span<const std::byte> piece, uint64_t first) {
+      out_->write(piece, at_ + first * dtype_info(want.dtype).block_bytes);
+    }, at_);
+  }
+  at_ += bytes;
   ++next_;
 }
 
 void SafetensorsWriter::write_group(std::span<const Tensor> tensors) {
-  const off_t start = ::lseek(fd_, 0, SEEK_CUR);
-  if (start < 0) throw InputError(path_, std::string("cannot seek: ") + std::strerror(errno));
   std::vector<Part> parts;
-  uint64_t end = uint64_t(start);
+  uint64_t at = at_;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TensorInfo& want = check_next(tensors[i], i);
     if (!tensors[i].is_computed() || tensors[i].group() != tensors[0].group() || tensors[i].numel() != tensors[0].numel())
       throw std::logic_error(path_.string() + ": '" + want.name + "' is not of the group written with it");
-    parts.push_back({&tensors[i], 0, end, want.dtype});
-    end += tensor_bytes(want);
+    parts.push_back({&tensors[i], 0, at, want.dtype});
+    at += tensor_bytes(want);
   }
-  write_interleaved(parts, tensors.empty() ? 0 : tensors[0].numel(), end);
+  write_interleaved(parts, tensors.empty() ? 0 : tensors[0].numel());
+  at_ = at;
   next_ += tensors.size();
 }
 
-void SafetensorsWriter::write_interleaved(const std::vector<Part>& parts, uint64_t count, uint64_t end) {
-  // A range of each part in turn: about 16 MB of f32 across the parts, at least 256K elements.
-  const uint64_t piece = std::max<uint64_t>(uint64_t(1) << 18, (uint64_t(16) << 20) / (sizeof(float) * parts.size()));
-  for (uint64_t first = 0; first < count; first += piece)
-    for (const Part& p : parts) {
+void SafetensorsWriter::write_interleaved(const std::vector<Part>& parts, uint64_t count) {
+  // A range of each part in turn: about 16 MB of f32 across the parts, at least 256K elements, a
+  // multiple of 4096. Each part's first range is longer by its page_cut, so that its later ones
+  // start on pages of the file: OutputFile writes them past the page cache without assembling.
+  const uint64_t piece = std::max<uint64_t>(uint64_t(1) << 18, (uint64_t(16) << 20) / (sizeof(float) * parts.size())) /
+                         OutputFile::kPage * OutputFile::kPage;
+  std::vector<uint64_t> done(parts.size(), 0);  // per part: elements written
+  for (bool more = count > 0; more;) {
+    more = false;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const Part& p = parts[i];
+      if (done[i] == count) continue;
       const uint64_t element_bytes = dtype_info(p.dtype).block_bytes;  // output types are plain
-      write_computed_range(*p.tensor, p.dtype, p.first + first, std::min(piece, count - first),
+      const uint64_t lead = done[i] == 0 ? page_cut(p.at, element_bytes) : 0;
+      const uint64_t from = done[i], to = std::min(count, from + lead + piece);
+      write_computed_range(*p.tensor, p.dtype, p.first + from, to - from,
                            [&](std::span<const std::byte> bytes, uint64_t element) {
-                             write_all(fd_, bytes.data(), bytes.size(), path_, p.at + (element - p.first) * element_bytes);
-                           });
+                             out_->write(bytes, p.at + (element - p.first) * element_bytes);
+                           }, p.at + from * element_bytes);
+      done[i] = to;
+      more = more || to < count;
     }
-  if (::lseek(fd_, off_t(end), SEEK_SET) < 0) throw InputError(path_, std::string("cannot seek: ") + std::strerror(errno));
+  }
 }
 
 void SafetensorsWriter::finish() {
@@ -364,6 +360,8 @@ void SafetensorsWriter::finish() {
   if (next_ != tensors_.size())
     throw std::logic_error(path_.string() + ": finished after " + std::to_string(next_) + " of " +
                            std::to_string(tensors_.size()) + " tensors");
+  out_->drain();
+  out_.reset();
   // fsync before the caller renames the output into place, so a crash cannot leave a complete
   // name over incomplete data.
   if (::fsync(fd_) != 0) throw InputError(path_, std::string("cannot flush: ") + std::strerror(errno));

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/background_writer.hpp"
 #include "core/checkpoint.hpp"
 #include "core/mapped_file.hpp"
 
@@ -44,7 +45,9 @@ inline const std::map<std::string, std::string> kSafetensorsPtMetadata = {{"form
 // write() each tensor in that order, then finish(). Writes to `path` directly: callers put it
 // under a StagedPath. The header keeps the given order and packs the data back to back in it;
 // empty metadata leaves __metadata__ out. I/O failures throw InputError naming `path`; misuse
-// (a tensor unlike its info, too many or too few tensors) throws std::logic_error.
+// (a tensor unlike its info, too many or too few tensors) throws std::logic_error. The bytes go
+// out on a background thread (BackgroundWriter), while the caller makes the next ones; a write
+// error surfaces from a later write or from finish().
 class SafetensorsWriter {
  public:
   SafetensorsWriter(const std::filesystem::path& path, std::vector<TensorInfo> tensors,
@@ -66,19 +69,21 @@ class SafetensorsWriter {
  private:
   const TensorInfo& check_next(const Tensor& t, size_t ahead) const;  // tensors_[next_ + ahead], t matching it
   // Parts of `count` elements each (a computed tensor, from its element `first`, into the file at
-  // byte `at`), written a range of each in turn; then the file position is `end`.
+  // byte `at`), written a range of each in turn.
   struct Part {
     const Tensor* tensor;
     uint64_t first, at;
     DType dtype;
   };
-  void write_interleaved(const std::vector<Part>& parts, uint64_t count, uint64_t end);
+  void write_interleaved(const std::vector<Part>& parts, uint64_t count);
 
   std::filesystem::path path_;
   std::vector<TensorInfo> tensors_;
   size_t next_ = 0;
+  uint64_t at_ = 0;     // where the next tensor's bytes go
   uint64_t total_ = 0;
   int fd_ = -1;
+  std::unique_ptr<BackgroundWriter> out_;  // the writes, on a thread of their own
 };
 
 // The size of a safetensors file planned tensor by tensor, counted from the same text the writer

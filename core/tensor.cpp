@@ -173,11 +173,14 @@ void Tensor::release(uint64_t first, uint64_t count) const {
   if (storage_ != Storage::FileMap || first >= numel_) return;
   const DTypeInfo& info = dtype_info(dtype_);
   const uint64_t last = std::min(numel_, first + count);
-  const uintptr_t p = reinterpret_cast<uintptr_t>(data_.get());
+  const uintptr_t p = reinterpret_cast<uintptr_t>(data_.get()), end_of_tensor = p + nbytes_;
   const uintptr_t from = p + first / info.block_elems * info.block_bytes;
   const uintptr_t to = p + (last + info.block_elems - 1) / info.block_elems * info.block_bytes;
+  // The chunks that end in (from, to], or all up to the tensor's end when the range reaches it.
+  const uintptr_t chunk_from = std::max(p, from / kReleaseBytes * kReleaseBytes);
+  const uintptr_t chunk_to = to >= end_of_tensor ? end_of_tensor : to / kReleaseBytes * kReleaseBytes;
   static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = (from + page - 1) / page * page, end = to / page * page;
+  const uintptr_t begin = (chunk_from + page - 1) / page * page, end = chunk_to / page * page;  // our pages only
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 

@@ -86,10 +86,13 @@ class Tensor {
   // (std::invalid_argument otherwise).
   void to_f32_range(uint64_t first, std::span<float> out) const;
 
-  // Drops the whole pages of elements [first, first + count) of a file map from this process's
-  // resident memory (they stay in the page cache and are read back if touched again), so a
-  // tensor read once, a range at a time, never becomes resident in full. No-op for other storage
-  // (dropping a borrowed buffer's pages would zero them).
+  // Drops pages of a file map read up to element first + count from this process's resident
+  // memory (they stay in the page cache and are read back if touched again), so a tensor read
+  // once, a range at a time, never becomes resident in full. Pages go a chunk of kReleaseBytes
+  // at a time, when a range reaching the chunk's end (or the tensor's) is released: each drop
+  // costs a TLB shootdown across the process's threads, so a stream of small ranges must not pay
+  // one per range. No-op for other storage (dropping a borrowed buffer's pages would zero them).
+  static constexpr uint64_t kReleaseBytes = uint64_t(8) << 20;
   void release(uint64_t first, uint64_t count) const;
 
   // Same bytes, another shape of the same element count.

@@ -28,12 +28,19 @@ DType output_dtype(DType stored, const WriteOptions& opts);
 // Streams t converted to `dtype` in pieces of at most about max_bytes: sink(bytes, first_element)
 // is called for consecutive pieces in order. A file-mapped source has its pages dropped from
 // this process's memory behind each piece, so writing a tensor of any size keeps resident
-// memory near one piece (the export of a 7B model never holds a whole embedding).
+// memory near one piece (the export of a 7B model never holds a whole embedding). `at` is
+// where the first element goes in the file: the first piece is cut (page_cut) so that the
+// others start on pages there, which OutputFile writes past the page cache without assembling.
 using ChunkSink = std::function<void(std::span<const std::byte> bytes, uint64_t first_element)>;
-void write_converted(const Tensor& t, DType dtype, const ChunkSink& sink, uint64_t max_bytes = 16u << 20);
-// The same for elements [first, first + count) of a computed tensor.
+void write_converted(const Tensor& t, DType dtype, const ChunkSink& sink, uint64_t at = 0,
+                     uint64_t max_bytes = 16u << 20);
+// The same for elements [first, first + count) of a computed tensor, element `first` at `at`.
 void write_computed_range(const Tensor& t, DType dtype, uint64_t first, uint64_t count, const ChunkSink& sink,
-                          uint64_t max_bytes = 16u << 20);
+                          uint64_t at = 0, uint64_t max_bytes = 16u << 20);
+
+// The fewest elements, a multiple of `granule`, that bring a file offset `at` to a page boundary
+// (OutputFile::kPage) in elements of element_bytes; 0 where no multiple does.
+uint64_t page_cut(uint64_t at, uint64_t element_bytes, uint64_t granule = 1);
 
 // Format writers (core/hf_folder.cpp, core/h5.cpp).
 void write_hf_folder(const Checkpoint& in, const std::filesystem::path& out, const WriteOptions& opts);

@@ -37,6 +37,21 @@ TEST_CASE("bf16 and f16 conversions round to nearest even and keep specials") {
     if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue;  // NaN payloads
     REQUIRE(f32_to_f16(f16_to_f32(uint16_t(h))) == h);
   }
+  // convert()'s vectorised bf16 loops give each element's scalar result: every bf16 value back
+  // and forth, and f32 values around every rounding case (ties both ways, NaNs, infinities).
+  std::vector<uint16_t> all(0x10000);
+  for (uint32_t b = 0; b < 0x10000; ++b) all[b] = uint16_t(b);
+  std::vector<float> wide(0x10000);
+  convert(DType::BF16, all.data(), DType::F32, wide.data(), all.size());
+  for (uint32_t b = 0; b < 0x10000; ++b) REQUIRE(std::bit_cast<uint32_t>(wide[b]) == uint32_t(b) << 16);
+  std::vector<float> f32;
+  std::vector<uint32_t> highs = {0x7f7f, 0x7f80, 0x7f81, 0x7fc0, 0xff80, 0xffff, 0x0000, 0x8000};  // max, inf, NaNs, zeros
+  for (uint32_t b = 0; b < 0x10000; b += 7) highs.push_back(b);
+  for (uint32_t b : highs)
+    for (uint32_t low : {0x0000u, 0x7fffu, 0x8000u, 0x8001u, 0xffffu}) f32.push_back(std::bit_cast<float>(b << 16 | low));
+  std::vector<uint16_t> narrow(f32.size());
+  convert(DType::F32, f32.data(), DType::BF16, narrow.data(), f32.size());
+  for (size_t i = 0; i < f32.size(); ++i) REQUIRE(narrow[i] == f32_to_bf16(f32[i]));
 }
 
 TEST_CASE("tensor conversions and sizes") {
@@ -74,7 +89,7 @@ TEST_CASE("tensor ranges: computed tensors are made a range at a time, quantized
     const auto* h = reinterpret_cast<const uint16_t*>(bytes.data());
     written.insert(written.end(), h, h + bytes.size() / 2);
     ++pieces;
-  }, 256);
+  }, /*at=*/0, /*max_bytes=*/256);
   CHECK(pieces == 16);  // 64 f32 values a piece
   REQUIRE(written.size() == 1000);
   for (size_t i = 0; i < written.size(); ++i) REQUIRE(written[i] == f32_to_bf16(float(i) / 8));

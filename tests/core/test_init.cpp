@@ -1,9 +1,11 @@
 // Seeded random streams and random initialisation.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/init.hpp"
+#include "core/output_file.hpp"
 #include "core/random.hpp"
 #include "core/writer.hpp"
 #include "tests/common/fixtures.hpp"
@@ -53,22 +55,34 @@ TEST_CASE("random_init: norms one, biases zero, weights normal(0, initializer_ra
   CHECK_FALSE(test::same_tensor(random_init(c, 10)->load("lm_head.weight"), late));
 }
 
-TEST_CASE("write_converted: pieces cover the tensor in order, converted") {
-  std::vector<float> values = test::random_values(1000, 3);
-  Tensor t = Tensor::from_f32({10, 100}, values);
-  for (DType out : {DType::F32, DType::BF16, DType::F16}) {
-    std::vector<std::byte> got;
-    uint64_t expect_next = 0;
-    int pieces = 0;
-    write_converted(t, out, [&](std::span<const std::byte> bytes, uint64_t first) {
-      CHECK(first == expect_next);
-      expect_next += bytes.size() / dtype_info(out).block_bytes;
-      got.insert(got.end(), bytes.begin(), bytes.end());
-      ++pieces;
-    }, /*max_bytes=*/256);
-    CHECK(pieces >= 10);
-    Tensor whole = t.to(out);
-    REQUIRE(got.size() == whole.nbytes());
-    CHECK(std::equal(got.begin(), got.end(), whole.bytes().begin()));
-  }
+TEST_CASE("write_converted: pieces cover the tensor in order, converted, those after the first on file pages") {
+  const std::vector<float> values = test::random_values(30000, 3);
+  const Tensor stored = Tensor::from_f32({3, 10000}, values);
+  const Tensor computed = Tensor::computed({3, 10000}, [&](uint64_t first, std::span<float> out) {
+    std::copy_n(values.begin() + ptrdiff_t(first), out.size(), out.begin());
+  });
+  for (const Tensor* t : {&stored, &computed})
+    for (DType out : {DType::F32, DType::BF16, DType::F16})
+      for (uint64_t at : {uint64_t(0), uint64_t(5 * 4096 - 12)}) {
+        CAPTURE(out);
+        CAPTURE(at);
+        std::vector<std::byte> got;
+        uint64_t expect_next = 0;
+        int pieces = 0;
+        const uint64_t element_bytes = dtype_info(out).block_bytes;
+        write_converted(*t, out, [&](std::span<const std::byte> bytes, uint64_t first) {
+          CHECK(first == expect_next);
+          if (pieces > 0) CHECK((at + first * element_bytes) % OutputFile::kPage == 0);
+          expect_next += bytes.size() / element_bytes;
+          got.insert(got.end(), bytes.begin(), bytes.end());
+          ++pieces;
+        }, at, /*max_bytes=*/16384);
+        CHECK(pieces >= 7);
+        const Tensor whole = stored.to(out);
+        REQUIRE(got.size() == whole.nbytes());
+        CHECK(std::equal(got.begin(), got.end(), whole.bytes().begin()));
+      }
+  CHECK(page_cut(4090, 2) == 3);
+  CHECK(page_cut(4090, 4) == 0);  // no count of 4-byte elements lands on a page
+  CHECK(page_cut(4096 - 64, 2, 32) == 32);
 }
