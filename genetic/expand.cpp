@@ -44,35 +44,72 @@ struct Worker {
   }
 };
 
-// Sums over a (layer, role)'s blocks of `values` partial sums per dot block, which
-// body(worker, partial) writes for the worker's block ([dot blocks of the block, values]). Blocks
-// run in parallel a wave at a time, and their sums are added in block order: the bits of one
-// pass over the whole tensor, for any thread count, with memory of a few blocks per thread.
+// The parts of a (layer, role) the distances are measured on, in order: every block; or, for a
+// tensor of more than o.sample_elements, ⌈sample_elements / kDotBlock⌉ of its dot blocks drawn
+// from the seed (the same in every round), consecutive ones joined into parts of at most a block. Inner products are multiplied by
+// `scale` (elements / elements measured), so that a sample's estimate the whole tensor's: L2
+// keeps its units, and gate, up and down keep their weights in a layer's sum.
+struct Measured {
+  std::vector<std::pair<uint64_t, uint64_t>> parts;  // (first element, elements)
+  double scale = 1;
+};
+
+Measured measured_parts(const PoolTensor& t, const ExpansionOptions& o, int layer, Role role) {
+  Measured m;
+  const uint64_t n = t.numel(), block = t.block_elements();
+  const uint64_t dots = dot_blocks(size_t(n));
+  const uint64_t k = o.sample_elements == 0 ? dots : std::min(dots, (o.sample_elements + kDotBlock - 1) / kDotBlock);
+  // Whole-tensor merges (ties, slerp) make a child only whole: they measure everything.
+  if (k == dots || !merge::merges_by_element(o.merge.method)) {
+    for (uint64_t first = 0; first < n; first += block) m.parts.emplace_back(first, std::min(block, n - first));
+    return m;
+  }
+  std::vector<uint64_t> order(dots);
+  for (uint64_t i = 0; i < dots; ++i) order[i] = i;
+  Rng rng = Rng::stream(o.seed, "search sample " + FfnSource::key(layer, role));
+  for (uint64_t i = 0; i < k; ++i) std::swap(order[i], order[i + rng.below(dots - i)]);  // the first k: a random subset
+  std::sort(order.begin(), order.begin() + ptrdiff_t(k));
+  uint64_t measured = 0;
+  for (uint64_t i = 0; i < k; ++i) {
+    const uint64_t first = order[i] * kDotBlock, size = std::min<uint64_t>(kDotBlock, n - first);
+    auto& last = m.parts.empty() ? m.parts.emplace_back(first, 0) : m.parts.back();
+    if (last.first + last.second != first || last.second + size > block) m.parts.emplace_back(first, 0);
+    m.parts.back().second += size;
+    measured += size;
+  }
+  m.scale = double(n) / double(measured);
+  return m;
+}
+
+// Sums over the measured parts of a (layer, role) `values` partial sums per dot block, which
+// body(worker, partial) writes for the worker's part ([dot blocks of the part, values]). Parts
+// run in parallel a wave at a time, and their sums are added in order: the same bits for any
+// thread count, with memory of a few blocks per thread. Returns the sums times m.scale.
 template <class Body>
-std::vector<double> sum_over_blocks(const PoolTensor& t, size_t values, Body&& body) {
+std::vector<double> sum_over_parts(const PoolTensor& t, const Measured& m, size_t values, Body&& body) {
   const int threads = omp_get_max_threads();
   std::vector<Worker> workers;
   for (int i = 0; i < threads; ++i) workers.push_back({PoolBlock(t), {}, {}});
-  const uint64_t blocks = t.blocks(), wave = 8 * uint64_t(threads);
-  const size_t rows = dot_blocks(t.block_elements()), per_block = rows * values;
-  std::vector<double> partial(size_t(std::min(wave, blocks)) * per_block), sum(values, 0.0);
-  for (uint64_t w0 = 0; w0 < blocks; w0 += wave) {
-    const int64_t n = int64_t(std::min(wave, blocks - w0));
-    // One block alone runs on this thread, so the merge inside may use them all (ties, slerp).
+  const uint64_t parts = m.parts.size(), wave = 8 * uint64_t(threads);
+  const size_t rows = dot_blocks(t.block_elements()), per_part = rows * values;
+  std::vector<double> partial(size_t(std::min(wave, parts)) * per_part), sum(values, 0.0);
+  for (uint64_t w0 = 0; w0 < parts; w0 += wave) {
+    const int64_t n = int64_t(std::min(wave, parts - w0));
+    // One part alone runs on this thread, so the merge inside may use them all (ties, slerp).
 #pragma omp parallel for schedule(static) if (n > 1)
     for (int64_t i = 0; i < n; ++i) {
       Worker& w = workers[size_t(omp_get_thread_num())];
-      const uint64_t first = (w0 + uint64_t(i)) * t.block_elements();
-      w.block.seek(first, std::min(t.block_elements(), t.numel() - first));
-      body(w, std::span(partial).subspan(size_t(i) * per_block, per_block));
+      const auto [first, size] = m.parts[w0 + uint64_t(i)];
+      w.block.seek(first, size);
+      body(w, std::span(partial).subspan(size_t(i) * per_part, per_part));
     }
     for (int64_t i = 0; i < n; ++i) {
-      const uint64_t first = (w0 + uint64_t(i)) * t.block_elements();
-      const size_t used = dot_blocks(size_t(std::min(t.block_elements(), t.numel() - first)));
+      const size_t used = dot_blocks(size_t(m.parts[w0 + uint64_t(i)].second));
       for (size_t r = 0; r < used; ++r)
-        for (size_t v = 0; v < values; ++v) sum[v] += partial[size_t(i) * per_block + r * values + v];
+        for (size_t v = 0; v < values; ++v) sum[v] += partial[size_t(i) * per_part + r * values + v];
     }
   }
+  for (double& v : sum) v *= m.scale;
   return sum;
 }
 
@@ -84,7 +121,8 @@ void measure(const FfnSource& source, const Pool& pool, const Pool& candidates, 
   for (int l = 0; l < source.layers(); ++l)
     for (Role role : kFfnRoles) {
       const PoolTensor tensor(source, pool, l, role, o.merge, o.block_elements);
-      const std::vector<double> dots = sum_over_blocks(tensor, values, [&](Worker& w, std::span<double> partial) {
+      const Measured m = measured_parts(tensor, o, l, role);
+      const std::vector<double> dots = sum_over_parts(tensor, m, values, [&](Worker& w, std::span<double> partial) {
         const std::vector<std::span<const float>> others = w.pool_deltas(n);
         const std::span<float> child = w.room(w.child);
         for (size_t c = 0; c < candidates.size(); ++c) {
@@ -106,7 +144,8 @@ Gram checkpoint_gram(const FfnSource& source, const Pool& pool, const ExpansionO
   for (int l = 0; l < source.layers(); ++l)
     for (Role role : kFfnRoles) {
       const PoolTensor tensor(source, pool, l, role, o.merge, o.block_elements);
-      const std::vector<double> dots = sum_over_blocks(tensor, values, [&](Worker& w, std::span<double> partial) {
+      const Measured m = measured_parts(tensor, o, l, role);
+      const std::vector<double> dots = sum_over_parts(tensor, m, values, [&](Worker& w, std::span<double> partial) {
         const std::vector<std::span<const float>> deltas = w.pool_deltas(k);
         for (size_t i = 0; i < k; ++i)
           delta_dot_blocks(w.block.expert(i), w.block.base(), std::span(deltas).first(i), partial.subspan(i * (i + 1) / 2), values);
@@ -187,6 +226,10 @@ Expansion expand_pool(const FfnSource& source, const ExpansionOptions& o) {
   const int rounds = std::max(0, o.experts - K);
   Progress progress("expert search", uint64_t(1 + rounds) * uint64_t(source.layers()) * 3, "tensors", o.progress);
 
+  const uint64_t numel = source.tensor(0, 0, Role::Gate).numel();
+  if (o.sample_elements && numel > o.sample_elements && merge::merges_by_element(o.merge.method))
+    spdlog::info("expert search: distances estimated on {} of the {} elements of each FFN tensor (seeded blocks)",
+                 std::min(numel, (o.sample_elements + kDotBlock - 1) / kDotBlock * kDotBlock), numel);
   Expansion out;
   for (int k = 0; k < K; ++k) out.pool.push_back({k});
   Gram gram = checkpoint_gram(source, out.pool, o, progress);

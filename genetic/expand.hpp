@@ -27,6 +27,13 @@ struct ExpansionOptions {
   Distance distance = Distance::Cosine;
   merge::Options merge{merge::Method::Dare};  // the child merge (weights and seed per child)
   uint64_t seed = 0;
+  // The distances are measured on at most this many elements of each FFN tensor (0: all): a
+  // seeded random choice of its kDotBlock-element blocks, the same in every round, the inner
+  // products scaled up to the whole tensor's. An estimate's error depends on the elements
+  // measured, not on the tensor's size: 2^20 keeps the llama-1b benchmark's distances within
+  // 3e-4 of the exact ones, makes the search 16x cheaper there, and is exact for models of
+  // SmolLM2-135M's size and below. Element-wise child merges only: ties and slerp measure all.
+  uint64_t sample_elements = uint64_t(1) << 20;
   // Each tensor is read this many elements at a time (a multiple of kDotBlock): the distances'
   // bits do not depend on it.
   uint64_t block_elements = PoolTensor::kBlockElements;

@@ -22,7 +22,9 @@ PoolTensor::PoolTensor(const FfnSource& source, const Pool& pool, int layer, Rol
   numel_ = checkpoints_[0].numel();
   std::vector<Tensor> inputs = checkpoints_;
   if (!base_.empty()) inputs.push_back(base_);
-  block_ = merge::merges_by_element(merge_.method) ? std::min(range_block(block_elements, inputs), numel_) : numel_;
+  by_element_ = merge::merges_by_element(merge_.method);
+  granule_ = range_block(1, inputs);
+  block_ = by_element_ ? std::min(range_block(block_elements, inputs), numel_) : numel_;
   const int64_t intermediate = source.checkpoint(0).config().intermediate_size;
   for (const ExpertRecipe& r : pool) {
     redraws_.emplace_back();
@@ -39,8 +41,9 @@ PoolBlock::PoolBlock(const PoolTensor& tensor)
       have_expert_(experts_.size()) {}
 
 void PoolBlock::seek(uint64_t first, uint64_t size) {
-  if (first % t_.block_ || size > t_.block_ || first + size > t_.numel_)
-    throw std::logic_error("PoolBlock::seek: not a block of the tensor");
+  const bool whole = first == 0 && size == t_.numel_;
+  if (first % t_.granule_ || size > t_.block_ || first + size > t_.numel_ || (!t_.by_element_ && !whole))
+    throw std::logic_error("PoolBlock::seek: not a part of the tensor it can make");
   first_ = first;
   size_ = size_t(size);
   std::fill(have_checkpoint_.begin(), have_checkpoint_.end(), 0);

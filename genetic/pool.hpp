@@ -57,6 +57,8 @@ class PoolTensor {
   Tensor base_;                                 // the base model's (has_base() only)
   std::vector<std::optional<Redraw>> redraws_;  // per pool member
   uint64_t numel_, block_;
+  uint64_t granule_;  // parts start at multiples of this: the checkpoints' largest quantization block
+  bool by_element_;   // the child merge is element-wise (else children are made whole only)
 };
 
 // The pool's values over one block [first, first + size) of a PoolTensor, each made on first use
@@ -65,7 +67,9 @@ class PoolTensor {
 class PoolBlock {
  public:
   explicit PoolBlock(const PoolTensor& tensor);
-  void seek(uint64_t first, uint64_t size);  // first: a multiple of block_elements(); size at most that
+  // Any part of at most block_elements() that starts on a quantization block of the checkpoints;
+  // the whole tensor for merges that rank or measure it whole (ties, slerp).
+  void seek(uint64_t first, uint64_t size);
   uint64_t first() const { return first_; }
   size_t size() const { return size_; }
   std::span<const float> base();  // the base model's block, or the checkpoints' mean

@@ -99,11 +99,13 @@ Plan plan(const cli::po::variables_map& vm, const genetic::FfnSource& source) {
     o.distance = *distance;
     o.merge = a.child_merge;
     o.seed = seed;
+    o.sample_elements = vm["search-sample"].as<uint64_t>();
     const genetic::Expansion x = genetic::expand_pool(source, o);
     spdlog::info("{} distances between the checkpoints:{}", genetic::distance_name(o.distance), matrix_text(x.before));
     spdlog::info("between the {} experts:{}", x.pool.size(), matrix_text(x.after));
     p.pool = x.pool;
     p.report["distance"] = genetic::distance_name(o.distance);
+    p.report["search_sample"] = o.sample_elements;
     p.report["distances_before"] = x.before;
     p.report["distances_after"] = x.after;
   } else if (method == "sparse" || method == "drop") {
@@ -190,6 +192,7 @@ int cmd_convert(const Args& args) {
       ("distant-pairs", cli::po::value<int>()->default_value(3), "parents drawn among this many most distant pairs")
       ("candidates", cli::po::value<int>()->default_value(8), "children drawn and scored per round")
       ("distance", cli::po::value<std::string>()->default_value("cosine"), "cosine or l2, of the FFN deltas")
+      ("search-sample", cli::po::value<uint64_t>()->default_value(uint64_t(1) << 20), "distances measured on at most N elements of each FFN tensor (seeded 4096-element blocks, scaled up); 0: all")
       ("merge", cli::po::value<std::string>()->default_value("dare"), "child merge: dare, linear, task_arithmetic, ties, dare_ties, slerp")
       ("drop-rate", cli::po::value<double>()->default_value(0.5), "DARE's drop rate p")
       ("density", cli::po::value<double>()->default_value(0.5), "TIES' kept fraction")

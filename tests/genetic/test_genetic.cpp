@@ -228,3 +228,51 @@ TEST_CASE("genetic: drop-upcycling re-draws the same neurons in gate, up and dow
   Redraw(gate_t, Role::Gate, 0, I, 0.25, 10).apply(0, again);
   CHECK(again != gate);
 }
+
+TEST_CASE("genetic: a sampled search estimates the distances from a seeded share of each tensor") {
+  ModelConfig cfg = test::tiny_config("llama");
+  cfg.intermediate_size = 16384;  // [16384, 16]: 64 dot blocks per FFN tensor
+  std::vector<std::unique_ptr<Checkpoint>> owned;
+  std::vector<const Checkpoint*> ptrs;
+  for (uint64_t s : {31, 32, 33}) {
+    owned.push_back(test::random_checkpoint(cfg, s));
+    ptrs.push_back(owned.back().get());
+  }
+  const FfnSource src(ptrs, nullptr);
+  ExpansionOptions o;
+  o.experts = 5;
+  o.candidates = 4;
+  o.seed = 9;
+  o.progress = false;
+  for (Distance d : {Distance::Cosine, Distance::L2}) {
+    CAPTURE(distance_name(d));
+    o.distance = d;
+    o.sample_elements = 0;
+    o.block_elements = PoolTensor::kBlockElements;
+    const Expansion exact = expand_pool(src, o);
+    o.sample_elements = 65536;  // 16 of the 64 dot blocks
+    const Expansion sampled = expand_pool(src, o);
+    for (size_t i = 0; i < 5; ++i)
+      for (size_t j = 0; j < 5; ++j) {
+        if (i == j) continue;
+        // 16 of 64 blocks of 4096 random values: within a few per cent; L2 too, as the sums are
+        // scaled to the whole tensor (unscaled, L2 would be half the exact one).
+        if (i < 3 && j < 3) CHECK(sampled.before[i][j] == doctest::Approx(exact.before[i][j]).epsilon(0.03));
+        if (i < 3 && j < 3) CHECK(sampled.before[i][j] != exact.before[i][j]);  // a sample, not everything
+      }
+    // Seeded: the same bits again, and whatever the block size (runs of drawn blocks are cut at
+    // block boundaries, their sums added in order).
+    CHECK(expand_pool(src, o).after == sampled.after);
+    o.block_elements = kDotBlock;
+    const Expansion small_blocks = expand_pool(src, o);
+    CHECK(small_blocks.after == sampled.after);
+    for (size_t e = 0; e < 5; ++e) CHECK(describe(small_blocks.pool[e]) == describe(sampled.pool[e]));
+  }
+  // A sample of the whole tensor is no sample: the exact bits.
+  o.block_elements = PoolTensor::kBlockElements;
+  o.distance = Distance::Cosine;
+  o.sample_elements = 0;
+  const Expansion exact = expand_pool(src, o);
+  o.sample_elements = 65536 * 4;
+  CHECK(expand_pool(src, o).after == exact.after);
+}
