@@ -34,10 +34,11 @@ uint64_t Checkpoint::stored_bytes() const {
 
 ComputedCheckpoint::ComputedCheckpoint(ModelConfig config, std::vector<TensorInfo> tensors, Loader loader,
                                        std::vector<std::filesystem::path> side_files,
-                                       std::vector<GeneratedFile> generated_files)
+                                       std::vector<GeneratedFile> generated_files, Waits waits)
     : Checkpoint("<computed>", std::move(config), std::move(tensors), std::move(side_files),
                  std::move(generated_files)),
-      loader_(std::move(loader)) {}
+      loader_(std::move(loader)),
+      waits_(std::move(waits)) {}
 
 Tensor ComputedCheckpoint::load(const std::string& name) const {
   const TensorInfo* info = find(name);

@@ -45,6 +45,9 @@ class Checkpoint {
   // Loads one tensor; InputError naming the file and tensor when it is absent or unreadable.
   virtual Tensor load(const std::string& name) const = 0;
   virtual std::string_view format() const = 0;  // "safetensors", "hdf5", "gguf", "computed"
+  // Whether loading the tensor waits on work still under way (an expert search running while
+  // its output is written): writers that can place tensors in any order take the others first.
+  virtual bool waits(const std::string&) const { return false; }
 
   // Files that travel with the weights (tokenizer.json, tokenizer.model, generation_config.json,
   // chat templates): writers of model folders copy them.
@@ -72,14 +75,17 @@ class Checkpoint {
 class ComputedCheckpoint : public Checkpoint {
  public:
   using Loader = std::function<Tensor(const TensorInfo&)>;
+  using Waits = std::function<bool(const std::string&)>;
   ComputedCheckpoint(ModelConfig config, std::vector<TensorInfo> tensors, Loader loader,
                      std::vector<std::filesystem::path> side_files = {},
-                     std::vector<GeneratedFile> generated_files = {});
+                     std::vector<GeneratedFile> generated_files = {}, Waits waits = {});
   Tensor load(const std::string& name) const override;
   std::string_view format() const override { return "computed"; }
+  bool waits(const std::string& name) const override { return waits_ && waits_(name); }
 
  private:
   Loader loader_;
+  Waits waits_;
 };
 
 // Opens any supported checkpoint: a Hugging Face folder (single or sharded safetensors), an

@@ -259,39 +259,49 @@ nlohmann::ordered_json output_config(const Checkpoint& in, const std::vector<Ten
 }
 
 // Tensors are converted to the shard's dtype on the way; computed ones of one group that come one
-// after another are written together (SafetensorsWriter::write_group). Returns the writer with
-// every tensor handed over, for the caller to finish() once its writing thread is done.
+// after another are written together (SafetensorsWriter::write_group). Tensors that wait (on an
+// expert search still running) go last, each to its place, so the others are written meanwhile.
+// Returns the writer with every tensor handed over, for the caller to finish() once its writing
+// thread is done.
 std::unique_ptr<SafetensorsWriter> write_shard(const Checkpoint& in, const Shard& shard, const fs::path& path,
                                                Progress& progress) {
-  auto out = std::make_unique<SafetensorsWriter>(path, shard.tensors);
-  SafetensorsWriter& writer = *out;
-  std::vector<Tensor> group;
-  uint64_t group_bytes = 0;
-  auto write_group = [&] {
-    if (group.size() == 1) writer.write(group[0]);
-    else if (!group.empty()) writer.write_group(group);
-    progress.advance(group_bytes);
-    group.clear();
-    group_bytes = 0;
-  };
-  for (const TensorInfo& t : shard.tensors) {
-    const TensorInfo& listed = *in.find(t.name);
-    Tensor loaded = in.load(t.name);
-    require(loaded.dtype() == listed.dtype && loaded.shape() == listed.shape, in.path(), "tensor '" + t.name + "'",
-            "loads as " + std::string(dtype_name(loaded.dtype())) + " " + shape_string(loaded.shape()) +
-                " but is listed as " + std::string(dtype_name(listed.dtype)) + " " + shape_string(listed.shape));
-    const uint64_t bytes = *dtype_bytes(t.dtype, loaded.numel());
-    if (!group.empty() && (loaded.group() != group[0].group() || loaded.numel() != group[0].numel())) write_group();
-    if (loaded.group()) {
-      group.push_back(std::move(loaded));
-      group_bytes += bytes;
-      continue;
+  auto writer = std::make_unique<SafetensorsWriter>(path, shard.tensors);
+  for (bool waiting : {false, true}) {
+    std::vector<Tensor> group;
+    size_t group_first = 0;
+    uint64_t group_bytes = 0;
+    auto write_group = [&] {
+      if (group.size() == 1) writer->write(group_first, group[0]);
+      else if (!group.empty()) writer->write_group(group_first, group);
+      progress.advance(group_bytes);
+      group.clear();
+      group_bytes = 0;
+    };
+    for (size_t i = 0; i < shard.tensors.size(); ++i) {
+      const TensorInfo& t = shard.tensors[i];
+      if (in.waits(t.name) != waiting) {  // not in this pass: a group ends here
+        write_group();
+        continue;
+      }
+      const TensorInfo& listed = *in.find(t.name);
+      Tensor loaded = in.load(t.name);
+      require(loaded.dtype() == listed.dtype && loaded.shape() == listed.shape, in.path(), "tensor '" + t.name + "'",
+              "loads as " + std::string(dtype_name(loaded.dtype())) + " " + shape_string(loaded.shape()) +
+                  " but is listed as " + std::string(dtype_name(listed.dtype)) + " " + shape_string(listed.shape));
+      const uint64_t bytes = *dtype_bytes(t.dtype, loaded.numel());
+      if (!group.empty() && (loaded.group() != group[0].group() || loaded.numel() != group[0].numel())) write_group();
+      if (loaded.group()) {
+        if (group.empty()) group_first = i;
+        group.push_back(std::move(loaded));
+        group_bytes += bytes;
+        continue;
+      }
+      writer->write(i, loaded);
+      progress.advance(bytes);
     }
-    writer.write(loaded);
-    progress.advance(bytes);
+    write_group();
   }
-  write_group();
-  return out;
+  return writer;
 }
 
 json index_json(const std::vector<Shard>& shards) {

@@ -268,9 +268,12 @@ SafetensorsWriter::SafetensorsWriter(const fs::path& path, std::vector<TensorInf
   const std::string text = header_text(tensors_, metadata);
   std::array<std::byte, 8> length{};
   for (size_t i = 0; i < length.size(); ++i) length[i] = std::byte(uint64_t(text.size()) >> (8 * i));
-  at_ = 8 + text.size();
-  total_ = at_;
-  for (const TensorInfo& t : tensors_) total_ += tensor_bytes(t);
+  total_ = 8 + text.size();
+  for (const TensorInfo& t : tensors_) {
+    at_.push_back(total_);
+    total_ += tensor_bytes(t);
+  }
+  written_.assign(tensors_.size(), 0);
 
   fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) throw InputError(path_, std::string("cannot create: ") + std::strerror(errno));
@@ -284,10 +287,10 @@ SafetensorsWriter::~SafetensorsWriter() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-const TensorInfo& SafetensorsWriter::check_next(const Tensor& t, size_t ahead) const {
-  if (next_ + ahead >= tensors_.size())
-    throw std::logic_error(path_.string() + ": more tensors written than the header lists");
-  const TensorInfo& want = tensors_[next_ + ahead];
+const TensorInfo& SafetensorsWriter::check(size_t i, const Tensor& t) const {
+  if (i >= tensors_.size()) throw std::logic_error(path_.string() + ": more tensors written than the header lists");
+  const TensorInfo& want = tensors_[i];
+  if (written_[i]) throw std::logic_error(path_.string() + ": tensor '" + want.name + "' written twice");
   if (t.shape() != want.shape || (is_quantized(t.dtype()) && want.dtype != DType::F32))
     throw std::logic_error(path_.string() + ": tensor '" + want.name + "' is " + std::string(dtype_name(t.dtype())) +
                            " " + shape_string(t.shape()) + " but the header says " +
@@ -295,39 +298,41 @@ const TensorInfo& SafetensorsWriter::check_next(const Tensor& t, size_t ahead) c
   return want;
 }
 
-void SafetensorsWriter::write(const Tensor& t) {
-  const TensorInfo& want = check_next(t, 0);
-  const uint64_t bytes = tensor_bytes(want);
+void SafetensorsWriter::claim(size_t i) {
+  written_[i] = 1;
+  ++count_;
+  next_ = std::max(next_, i + 1);
+}
+
+void SafetensorsWriter::write(size_t i, const Tensor& t) {
+  const TensorInfo& want = check(i, t);
+  claim(i);
+  const uint64_t bytes = tensor_bytes(want), at = at_[i];
   if (t.dtype() == want.dtype && t.file_span()) {
     // Unchanged bytes from a file go file to file in the kernel, at the speed of a plain copy.
-    out_->copy(t.file_span()->file, t.file_span()->offset, bytes, at_);
+    out_->copy(t.file_span()->file, t.file_span()->offset, bytes, at);
   } else if (t.segments() > 1) {
     const uint64_t count = t.numel() / t.segments(), part_bytes = bytes / t.segments();
     std::vector<Part> parts;
-    for (uint64_t s = 0; s < t.segments(); ++s) parts.push_back({&t, s * count, at_ + s * part_bytes, want.dtype});
+    for (uint64_t s = 0; s < t.segments(); ++s) parts.push_back({&t, s * count, at + s * part_bytes, want.dtype});
     write_interleaved(parts, count);
   } else {
     write_converted(t, want.dtype, [&](std::span<const std::byte> piece, uint64_t first) {
-      out_->write(piece, at_ + first * dtype_info(want.dtype).block_bytes);
-    }, at_);
+      out_->write(piece, at + first * dtype_info(want.dtype).block_bytes);
+    }, at);
   }
-  at_ += bytes;
-  ++next_;
 }
 
-void SafetensorsWriter::write_group(std::span<const Tensor> tensors) {
+void SafetensorsWriter::write_group(size_t first, std::span<const Tensor> tensors) {
   std::vector<Part> parts;
-  uint64_t at = at_;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const TensorInfo& want = check_next(tensors[i], i);
+    const TensorInfo& want = check(first + i, tensors[i]);
     if (!tensors[i].is_computed() || tensors[i].group() != tensors[0].group() || tensors[i].numel() != tensors[0].numel())
       throw std::logic_error(path_.string() + ": '" + want.name + "' is not of the group written with it");
-    parts.push_back({&tensors[i], 0, at, want.dtype});
-    at += tensor_bytes(want);
+    parts.push_back({&tensors[i], 0, at_[first + i], want.dtype});
   }
+  for (size_t i = 0; i < tensors.size(); ++i) claim(first + i);
   write_interleaved(parts, tensors.empty() ? 0 : tensors[0].numel());
-  at_ = at;
-  next_ += tensors.size();
 }
 
 void SafetensorsWriter::write_interleaved(const std::vector<Part>& parts, uint64_t count) {
@@ -357,8 +362,8 @@ void SafetensorsWriter::write_interleaved(const std::vector<Part>& parts, uint64
 
 void SafetensorsWriter::finish() {
   if (fd_ < 0) throw std::logic_error(path_.string() + ": finished twice");
-  if (next_ != tensors_.size())
-    throw std::logic_error(path_.string() + ": finished after " + std::to_string(next_) + " of " +
+  if (count_ != tensors_.size())
+    throw std::logic_error(path_.string() + ": finished after " + std::to_string(count_) + " of " +
                            std::to_string(tensors_.size()) + " tensors");
   out_->drain();
   out_.reset();

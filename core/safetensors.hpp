@@ -41,13 +41,13 @@ class SafetensorsFile {
 // What transformers writes into every file's __metadata__.
 inline const std::map<std::string, std::string> kSafetensorsPtMetadata = {{"format", "pt"}};
 
-// Writes one file: construct with every tensor's info (in the order they will come), then
-// write() each tensor in that order, then finish(). Writes to `path` directly: callers put it
-// under a StagedPath. The header keeps the given order and packs the data back to back in it;
-// empty metadata leaves __metadata__ out. I/O failures throw InputError naming `path`; misuse
-// (a tensor unlike its info, too many or too few tensors) throws std::logic_error. The bytes go
-// out on a background thread (BackgroundWriter), while the caller makes the next ones; a write
-// error surfaces from a later write or from finish().
+// Writes one file: construct with every tensor's info (the header keeps their order and packs
+// the data back to back in it), then write each tensor once, in any order (each goes to its own
+// place), then finish(). Writes to `path` directly: callers put it under a StagedPath. Empty
+// metadata leaves __metadata__ out. The bytes go out on a background thread (BackgroundWriter),
+// while the caller makes the next ones; I/O failures throw InputError naming `path`, from a later
+// write or from finish(); misuse (a tensor unlike its info, one written twice, one missing)
+// throws std::logic_error.
 class SafetensorsWriter {
  public:
   SafetensorsWriter(const std::filesystem::path& path, std::vector<TensorInfo> tensors,
@@ -56,18 +56,23 @@ class SafetensorsWriter {
   SafetensorsWriter(const SafetensorsWriter&) = delete;
   SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
 
-  // The next tensor; its shape must match its info. Other plain float dtypes are converted to
-  // the info's dtype piece by piece (core/writer.hpp write_converted), so memory stays small.
-  void write(const Tensor& t);
-  // The next tensors, computed ones of one Tensor::group with the same element count: written
-  // range by range across them, each range at its place in the file, so that their maker is
-  // asked for each range of the whole group in turn.
-  void write_group(std::span<const Tensor> tensors);
-  void finish();                // all written; flushes and closes
+  // Tensor i of the header; its shape must match its info. Other plain float dtypes are
+  // converted to the info's dtype piece by piece (core/writer.hpp write_converted), so memory
+  // stays small.
+  void write(size_t i, const Tensor& t);
+  // Tensors first, first + 1, ...: computed ones of one Tensor::group with the same element
+  // count, written range by range across them, each range at its place in the file, so that
+  // their maker is asked for each range of the whole group in turn.
+  void write_group(size_t first, std::span<const Tensor> tensors);
+  // The same, after the tensors written so far in header order.
+  void write(const Tensor& t) { write(next_, t); }
+  void write_group(std::span<const Tensor> tensors) { write_group(next_, tensors); }
+  void finish();  // all written; flushes and closes
   uint64_t file_size() const { return total_; }
 
  private:
-  const TensorInfo& check_next(const Tensor& t, size_t ahead) const;  // tensors_[next_ + ahead], t matching it
+  const TensorInfo& check(size_t i, const Tensor& t) const;  // tensors_[i], t matching it, not written before
+  void claim(size_t i);                                       // tensor i written
   // Parts of `count` elements each (a computed tensor, from its element `first`, into the file at
   // byte `at`), written a range of each in turn.
   struct Part {
@@ -79,8 +84,10 @@ class SafetensorsWriter {
 
   std::filesystem::path path_;
   std::vector<TensorInfo> tensors_;
-  size_t next_ = 0;
-  uint64_t at_ = 0;     // where the next tensor's bytes go
+  std::vector<uint64_t> at_;     // per tensor: where its bytes go
+  std::vector<char> written_;    // per tensor
+  size_t next_ = 0;              // one past the last tensor written
+  size_t count_ = 0;             // tensors written
   uint64_t total_ = 0;
   int fd_ = -1;
   std::unique_ptr<BackgroundWriter> out_;  // the writes, on a thread of their own

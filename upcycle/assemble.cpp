@@ -141,8 +141,18 @@ Tensor::RangeFill concatenated(std::vector<std::pair<uint64_t, Tensor::RangeFill
 // --shared-from tensors, are views of the checkpoints' files.
 class Assembler {
  public:
-  Assembler(const FfnSource& source, genetic::Pool pool, AssemblyOptions opts)
-      : source_(source), pool_(std::move(pool)), opts_(std::move(opts)) {}
+  Assembler(const FfnSource& source, PendingPool pool, AssemblyOptions opts)
+      : source_(source), pending_(std::move(pool)), opts_(std::move(opts)) {}
+
+  // Whether the tensor needs the pool's experts past the known ones.
+  bool waits(const std::string& name) const {
+    if (pending_.known.size() == pending_.size) return false;
+    const auto id = parse_tensor_name(name, opts_.fused ? Scheme::HFFused : Scheme::HF);
+    if (!id) return false;
+    if (id->role == Role::ExpertsGateUp || id->role == Role::ExpertsDown) return true;
+    const bool per_expert = id->role == Role::ExpertGate || id->role == Role::ExpertUp || id->role == Role::ExpertDown;
+    return per_expert && size_t(id->expert) >= pending_.known.size();
+  }
 
   // The checkpoint a tensor is passed through from unchanged, with its name there; nullopt when
   // it is computed.
@@ -151,7 +161,8 @@ class Assembler {
     if (!id) return std::nullopt;
     const bool per_expert = id->role == Role::ExpertGate || id->role == Role::ExpertUp || id->role == Role::ExpertDown;
     if (per_expert) {
-      const genetic::ExpertRecipe& r = pool_.at(size_t(id->expert));
+      if (size_t(id->expert) >= pending_.known.size()) return std::nullopt;  // computed, by contract
+      const genetic::ExpertRecipe& r = pending_.known[size_t(id->expert)];
       if (r.is_child() || r.redraw != 0) return std::nullopt;
       return std::pair{&source_.checkpoint(size_t(r.checkpoint)), FfnSource::key(id->layer, dense_role(id->role))};
     }
@@ -186,10 +197,21 @@ class Assembler {
     return expert_role == Role::ExpertGate ? Role::Gate : expert_role == Role::ExpertUp ? Role::Up : Role::Down;
   }
 
+  // The whole pool: waits for the search.
+  const genetic::Pool& pool() {
+    if (!pool_) {
+      pool_ = pending_.whole.get();
+      const auto same = [](const genetic::ExpertRecipe& a, const genetic::ExpertRecipe& b) { return describe(a) == describe(b); };
+      if (pool_->size() != pending_.size || !std::equal(pending_.known.begin(), pending_.known.end(), pool_->begin(), same))
+        throw std::logic_error("assemble: the searched pool is not the one announced");
+    }
+    return *pool_;
+  }
+
   // The layer's experts, kept while a writer asks for them one after another.
   std::shared_ptr<LayerExperts> layer_experts(int layer) {
     if (!experts_ || layer_ != layer) {
-      experts_ = std::make_shared<LayerExperts>(source_, pool_, layer, opts_.child_merge, opts_.block_elements);
+      experts_ = std::make_shared<LayerExperts>(source_, pool(), layer, opts_.child_merge, opts_.block_elements);
       layer_ = layer;
     }
     return experts_;
@@ -213,11 +235,11 @@ class Assembler {
   Tensor fused(int layer, std::initializer_list<Role> roles, const TensorInfo& info) {
     const auto x = layer_experts(layer);
     std::vector<std::pair<uint64_t, Tensor::RangeFill>> parts;
-    for (size_t e = 0; e < pool_.size(); ++e)
+    for (size_t e = 0; e < pool().size(); ++e)
       for (Role r : roles) parts.emplace_back(x->tensor(r).numel(), expert_values(x, r, e));
     const PoolTensor& first = x->tensor(*roles.begin());
     if (first.block_elements() == first.numel()) return tensor(info.shape, true, concatenated(std::move(parts)));
-    return Tensor::computed(info.shape, concatenated(std::move(parts)), x, pool_.size());
+    return Tensor::computed(info.shape, concatenated(std::move(parts)), x, pool().size());
   }
 
   // A computed tensor; or, when its values can only be made whole (ties, slerp, or a tensor of
@@ -271,7 +293,8 @@ class Assembler {
   }
 
   const FfnSource& source_;
-  genetic::Pool pool_;
+  PendingPool pending_;
+  std::optional<genetic::Pool> pool_;  // the whole pool, once asked for
   AssemblyOptions opts_;
   std::shared_ptr<LayerExperts> experts_;
   int layer_ = -1;
@@ -279,12 +302,12 @@ class Assembler {
 
 }  // namespace
 
-std::unique_ptr<Checkpoint> assemble_moe(const FfnSource& source, const genetic::Pool& pool,
-                                         const AssemblyOptions& opts, std::vector<GeneratedFile> extra) {
-  const ModelConfig config = moe_config(source, int(pool.size()), opts);
+std::unique_ptr<Checkpoint> assemble_moe(const FfnSource& source, PendingPool pool, const AssemblyOptions& opts,
+                                         std::vector<GeneratedFile> extra) {
+  const ModelConfig config = moe_config(source, int(pool.size), opts);
   if (opts.shared_from && (*opts.shared_from < 0 || size_t(*opts.shared_from) >= source.size()))
     throw std::invalid_argument("assemble_moe: shared_from is not a checkpoint index");
-  auto assembler = std::make_shared<Assembler>(source, pool, opts);
+  auto assembler = std::make_shared<Assembler>(source, std::move(pool), opts);
   // Checkpoint tensors that go out unchanged (their FFNs as experts, --shared-from) are passed
   // through as the files hold them, with no f32 copy.
   std::vector<TensorInfo> infos;
@@ -295,7 +318,14 @@ std::unique_ptr<Checkpoint> assemble_moe(const FfnSource& source, const genetic:
   generated.insert(generated.end(), extra.begin(), extra.end());
   return std::make_unique<ComputedCheckpoint>(
       config, std::move(infos), [assembler](const TensorInfo& info) { return assembler->make(info); },
-      first.side_files(), std::move(generated));
+      first.side_files(), std::move(generated), [assembler](const std::string& name) { return assembler->waits(name); });
+}
+
+std::unique_ptr<Checkpoint> assemble_moe(const FfnSource& source, const genetic::Pool& pool,
+                                         const AssemblyOptions& opts, std::vector<GeneratedFile> extra) {
+  std::promise<genetic::Pool> whole;
+  whole.set_value(pool);
+  return assemble_moe(source, PendingPool{pool.size(), pool, whole.get_future().share()}, opts, std::move(extra));
 }
 
 }  // namespace upcycle

@@ -5,6 +5,7 @@
 // whatever the model's size.
 #pragma once
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -36,6 +37,20 @@ ModelConfig moe_config(const genetic::FfnSource& source, int experts, const Asse
 
 // Side files: checkpoint 0's (tokenizer, chat template), plus `extra` generated ones.
 std::unique_ptr<Checkpoint> assemble_moe(const genetic::FfnSource& source, const genetic::Pool& pool,
+                                         const AssemblyOptions& opts, std::vector<GeneratedFile> extra = {});
+
+// A pool still being searched: its size, its first experts (the checkpoints, known before the
+// search; every later one is computed), and the whole pool once the search ends.
+struct PendingPool {
+  size_t size = 0;
+  genetic::Pool known;
+  std::shared_future<genetic::Pool> whole;
+};
+
+// The same while the search runs: the tensors of experts past `known` (and fused expert tensors)
+// wait for it (Checkpoint::waits), and a writer writes the others meanwhile. std::logic_error
+// when the whole pool does not start with `known` or has another size.
+std::unique_ptr<Checkpoint> assemble_moe(const genetic::FfnSource& source, PendingPool pool,
                                          const AssemblyOptions& opts, std::vector<GeneratedFile> extra = {});
 
 }  // namespace upcycle

@@ -1,5 +1,8 @@
 // `upcycle convert`: dense checkpoints into a Mixtral MoE, by UpIT (expert expansion through
 // merging and a genetic search) or by a baseline (sparse upcycling, drop-upcycling, BTX).
+#include <filesystem>
+#include <future>
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -49,10 +52,31 @@ nlohmann::ordered_json recipe_json(const genetic::ExpertRecipe& r) {
 
 struct Plan {
   std::string router;
-  Pool pool;
+  Pool pool;                                      // complete, or the checkpoints before a search
+  std::optional<genetic::ExpansionOptions> search;  // upit: still to run
   AssemblyOptions assembly;
   nlohmann::ordered_json report;  // upcycle_convert.json, written beside the weights
 };
+
+nlohmann::ordered_json pool_json(const Pool& pool) {
+  nlohmann::ordered_json experts = nlohmann::ordered_json::array();
+  for (const auto& r : pool) experts.push_back(recipe_json(r));
+  return experts;
+}
+
+// The genetic search of p.search: the pool, with its distances logged and in the report.
+Pool search(const Plan& p, const genetic::FfnSource& source, nlohmann::ordered_json& report) {
+  const genetic::ExpansionOptions& o = *p.search;
+  const genetic::Expansion x = genetic::expand_pool(source, o);
+  spdlog::info("{} distances between the checkpoints:{}", genetic::distance_name(o.distance), matrix_text(x.before));
+  spdlog::info("between the {} experts:{}", x.pool.size(), matrix_text(x.after));
+  report["distance"] = genetic::distance_name(o.distance);
+  report["search_sample"] = o.sample_elements;
+  report["distances_before"] = x.before;
+  report["distances_after"] = x.after;
+  report["pool"] = pool_json(x.pool);
+  return x.pool;
+}
 
 int checkpoint_index(const cli::po::variables_map& vm, const char* name, size_t count) {
   const int i = vm[name].as<int>();
@@ -100,14 +124,9 @@ Plan plan(const cli::po::variables_map& vm, const genetic::FfnSource& source) {
     o.merge = a.child_merge;
     o.seed = seed;
     o.sample_elements = vm["search-sample"].as<uint64_t>();
-    const genetic::Expansion x = genetic::expand_pool(source, o);
-    spdlog::info("{} distances between the checkpoints:{}", genetic::distance_name(o.distance), matrix_text(x.before));
-    spdlog::info("between the {} experts:{}", x.pool.size(), matrix_text(x.after));
-    p.pool = x.pool;
-    p.report["distance"] = genetic::distance_name(o.distance);
-    p.report["search_sample"] = o.sample_elements;
-    p.report["distances_before"] = x.before;
-    p.report["distances_after"] = x.after;
+    p.search = o;
+    if (o.experts > K)
+      for (int k = 0; k < K; ++k) p.pool.push_back({k});  // the search keeps them, in order, and adds children
   } else if (method == "sparse" || method == "drop") {
     const int from = checkpoint_index(vm, "from", source.size());
     a.shared_from = from;
@@ -124,9 +143,7 @@ Plan plan(const cli::po::variables_map& vm, const genetic::FfnSource& source) {
   } else {
     throw UsageError("--method must be upit, sparse, drop or btx");
   }
-  nlohmann::ordered_json experts = nlohmann::ordered_json::array();
-  for (const auto& r : p.pool) experts.push_back(recipe_json(r));
-  p.report["pool"] = experts;
+  if (!p.search) p.report["pool"] = pool_json(p.pool);
   return p;
 }
 
@@ -229,6 +246,13 @@ int cmd_convert(const Args& args) {
   if (vm->count("base")) base = open_checkpoint((*vm)["base"].as<std::string>());
   const genetic::FfnSource source(ckpts, base.get());
   Plan p = plan(*vm, source);
+  const std::string out = (*vm)["out"].as<std::string>();
+  const bool overwrite = vm->count("overwrite") > 0;
+  require(overwrite || !std::filesystem::exists(out), out, "already exists (pass --overwrite to replace it)");
+  // A search that grows the pool runs while the rest of the MoE is written, unless a router stage
+  // needs the whole pool first.
+  const bool overlap = p.search && p.search->experts > int(source.size()) && p.router == "random";
+  if (p.search && !overlap) p.pool = search(p, source, p.report);
   if (p.router != "random") {
     RouterStageOptions ro = router_options(*vm);
     ro.hidden = p.router == "hidden";
@@ -236,13 +260,23 @@ int cmd_convert(const Args& args) {
   }
 
   WriteOptions w;
-  w.overwrite = vm->count("overwrite") > 0;
+  w.overwrite = overwrite;
   w.dtype = vm->count("dtype") ? cli::parse_output_dtype((*vm)["dtype"].as<std::string>(), "--dtype")
                                : output_dtype(ckpts[0]->tensors()[0].stored_dtype(), {});
-  auto moe = assemble_moe(source, p.pool, p.assembly,
-                          {{"upcycle_convert.json", [report = p.report]() -> std::optional<std::string> { return report.dump(2) + "\n"; }}});
-  const std::string out = (*vm)["out"].as<std::string>();
+  std::shared_future<Pool> searched;
+  if (overlap) {
+    p.search->progress = false;  // the writer's progress line is the one shown
+    searched = std::async(std::launch::async, [&] { return search(p, source, p.report); }).share();
+  }
+  // Written after the weights; the search's part of it once the search is done.
+  GeneratedFile report{"upcycle_convert.json", [&]() -> std::optional<std::string> {
+                         if (searched.valid()) searched.wait();
+                         return p.report.dump(2) + "\n";
+                       }};
+  auto moe = overlap ? assemble_moe(source, PendingPool{size_t(p.search->experts), p.pool, searched}, p.assembly, {report})
+                     : assemble_moe(source, p.pool, p.assembly, {report});
   write_checkpoint(*moe, out, w);
+  if (overlap) p.pool = searched.get();
   spdlog::info("wrote a mixtral of {} experts, top-{}, to {}", p.pool.size(), p.assembly.top_k, out);
   return 0;
 }

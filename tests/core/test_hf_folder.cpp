@@ -347,3 +347,38 @@ TEST_CASE("hf folder: a Hugging Face hub cache snapshot (symlinks into blobs) op
   auto back = open_checkpoint(snapshot);
   check_same_tensors(*back, *model);
 }
+
+TEST_CASE("hf folder: tensors that wait are loaded after all the others of their shard, and land in place") {
+  test::ScratchDir dir;
+  auto model = test::random_checkpoint(test::tiny_config("llama"), 12);
+  std::vector<std::string> loaded;
+  auto waits = [](const std::string& name) { return name.find("mlp") != std::string::npos; };
+  const ComputedCheckpoint waiting(
+      model->config(), model->tensors(),
+      [&](const TensorInfo& info) {
+        loaded.push_back(info.name);
+        return model->load(info.name);
+      },
+      {}, {}, waits);
+  for (uint64_t limit : {uint64_t(1) << 30, uint64_t(6000)}) {  // one shard, then several
+    CAPTURE(limit);
+    loaded.clear();
+    write_hf_folder(waiting, dir / "waited", quiet(limit));
+    write_hf_folder(*model, dir / "plain", quiet(limit));
+    // Per shard, every waiting tensor after every other one.
+    const json index = limit > 1000000 ? json() : read_json(dir / "plain" / "model.safetensors.index.json");
+    auto shard_of = [&](const std::string& name) { return index.is_null() ? std::string() : index["weight_map"][name].get<std::string>(); };
+    REQUIRE(loaded.size() == model->tensors().size());
+    size_t waited = 0;
+    for (size_t i = 0; i < loaded.size(); ++i)
+      for (size_t j = i + 1; j < loaded.size(); ++j)
+        if (shard_of(loaded[i]) == shard_of(loaded[j]) && waits(loaded[i])) waited += waits(loaded[j]) ? 0 : 1;
+    CHECK(waited == 0);
+    CHECK(std::count_if(loaded.begin(), loaded.end(), waits) > 0);
+    // The same files, byte for byte.
+    for (const auto& entry : fs::directory_iterator(dir / "plain"))
+      CHECK(test::read_file(entry.path()) == test::read_file(dir / "waited" / entry.path().filename()));
+    fs::remove_all(dir / "waited");
+    fs::remove_all(dir / "plain");
+  }
+}

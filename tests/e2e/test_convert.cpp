@@ -3,7 +3,10 @@
 // gives byte-identical files, and bad input is named.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <fstream>
+#include <future>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -32,6 +35,25 @@ fs::path dense(const ScratchDir& dir, const std::string& name, uint64_t seed, co
 }
 
 std::vector<float> tensor(const Checkpoint& c, const std::string& name) { return c.load(name).to_f32_vector(); }
+
+// k dense llama checkpoints written to dir (seeds first_seed...) and opened, as an FfnSource.
+struct Sources {
+  std::vector<std::unique_ptr<Checkpoint>> owned;
+  std::vector<const Checkpoint*> ptrs;
+  genetic::FfnSource source;
+  Sources(const ScratchDir& dir, int k, uint64_t first_seed, int64_t intermediate = 0)
+      : ptrs(open(dir, k, first_seed, intermediate)), source(ptrs, nullptr) {}
+
+ private:
+  std::vector<const Checkpoint*> open(const ScratchDir& dir, int k, uint64_t first_seed, int64_t intermediate) {
+    std::vector<const Checkpoint*> out;
+    for (int i = 0; i < k; ++i) {
+      owned.push_back(open_checkpoint(dense(dir, "c" + std::to_string(i), first_seed + uint64_t(i), "llama", intermediate)));
+      out.push_back(owned.back().get());
+    }
+    return out;
+  }
+};
 
 }  // namespace
 
@@ -147,13 +169,8 @@ TEST_CASE("convert: every child is its recipe's DARE merge of its parents as wri
 // element index, base = the checkpoints' mean) gives the bits of one merge of the whole tensors.
 TEST_CASE("convert: shared weights merged block by block equal the whole-tensor merge") {
   ScratchDir dir;
-  std::vector<std::unique_ptr<Checkpoint>> src;
-  std::vector<const Checkpoint*> ptrs;
-  for (int k = 0; k < 3; ++k) {
-    src.push_back(open_checkpoint(dense(dir, "c" + std::to_string(k), uint64_t(30 + k))));
-    ptrs.push_back(src.back().get());
-  }
-  const genetic::FfnSource source(ptrs, nullptr);
+  const Sources sources(dir, 3, 30);
+  const genetic::FfnSource& source = sources.source;
   AssemblyOptions o;
   o.shared_merge = {merge::Method::Dare};
   o.shared_merge.seed = 5;
@@ -163,7 +180,7 @@ TEST_CASE("convert: shared weights merged block by block equal the whole-tensor 
   for (int l = 0; l < 2; ++l) {
     const std::string name = tensor_name({Role::Q, l}, Scheme::HF);
     std::vector<std::vector<float>> in;
-    for (const auto& c : src) in.push_back(tensor(*c, name));
+    for (const auto& c : sources.owned) in.push_back(tensor(*c, name));
     const std::span<const float> spans[] = {in[0], in[1], in[2]};
     std::vector<float> base(in[0].size());
     genetic::FfnSource::mean(spans, base);
@@ -179,13 +196,8 @@ TEST_CASE("convert: shared weights merged block by block equal the whole-tensor 
 // ranges asked at any offset too.
 TEST_CASE("convert: experts made block by block equal those made whole") {
   ScratchDir dir;
-  std::vector<std::unique_ptr<Checkpoint>> src;
-  std::vector<const Checkpoint*> ptrs;
-  for (int k = 0; k < 3; ++k) {
-    src.push_back(open_checkpoint(dense(dir, "c" + std::to_string(k), uint64_t(40 + k), "llama", 1024)));
-    ptrs.push_back(src.back().get());
-  }
-  const genetic::FfnSource source(ptrs, nullptr);
+  const Sources sources(dir, 3, 40, 1024);
+  const genetic::FfnSource& source = sources.source;
   genetic::Pool pool = {{0}, {1}, {2}, {-1, 0, 2, 0.3, 0.7, 5}, {-1, 3, 1, 0.6, 0.4, 6}, {1}};
   pool[5].redraw = 0.5;
   pool[5].seed = 7;
@@ -219,6 +231,42 @@ TEST_CASE("convert: experts made block by block equal those made whole") {
     t.to_f32_range(4093, part);  // across three blocks, starting and ending inside one
     CHECK(std::equal(part.begin(), part.end(), all.begin() + 4093));
   }
+}
+
+TEST_CASE("convert: a pool still being searched: the children wait, the rest is written first, the files the same") {
+  ScratchDir dir;
+  const Sources sources(dir, 2, 60, 512);
+  const genetic::FfnSource& source = sources.source;
+  const genetic::Pool pool = {{0}, {1}, {-1, 0, 1, 0.3, 0.7, 5}};
+  WriteOptions w;
+  w.progress = false;
+  for (bool fused : {false, true}) {
+    CAPTURE(fused);
+    AssemblyOptions opts;
+    opts.fused = fused;
+    std::promise<genetic::Pool> searched;
+    const auto pending = assemble_moe(source, PendingPool{3, {{0}, {1}}, searched.get_future().share()}, opts);
+    const std::string child = fused ? tensor_name({Role::ExpertsDown, 0, -1}, Scheme::HFFused) : tensor_name({Role::ExpertDown, 0, 2}, Scheme::HF);
+    CHECK(pending->waits(child));
+    CHECK_FALSE(pending->waits(tensor_name({Role::Router, 0, -1}, fused ? Scheme::HFFused : Scheme::HF)));
+    if (!fused) CHECK_FALSE(pending->waits(tensor_name({Role::ExpertDown, 0, 1}, Scheme::HF)));
+    // The search ends while the writer waits on the first child.
+    std::thread search([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      searched.set_value(pool);
+    });
+    write_checkpoint(*pending, dir / "pending", w);
+    search.join();
+    write_checkpoint(*assemble_moe(source, pool, opts), dir / "known", w);
+    CHECK(read_file(dir / "pending" / "model.safetensors") == read_file(dir / "known" / "model.safetensors"));
+    fs::remove_all(dir / "pending");
+    fs::remove_all(dir / "known");
+  }
+  // A search that returns another pool than the one announced is refused.
+  std::promise<genetic::Pool> wrong;
+  wrong.set_value({{1}, {0}, {-1, 0, 1, 0.5, 0.5, 1}});
+  const auto mismatched = assemble_moe(source, PendingPool{3, {{0}, {1}}, wrong.get_future().share()}, AssemblyOptions{});
+  CHECK_THROWS_AS(mismatched->load(tensor_name({Role::ExpertUp, 0, 2}, Scheme::HF)), std::logic_error);
 }
 
 TEST_CASE("convert: BTX, drop-upcycling and misuse") {
