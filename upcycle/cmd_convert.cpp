@@ -99,6 +99,8 @@ Plan plan(const cli::po::variables_map& vm, const genetic::FfnSource& source) {
   a.child_merge.method = merge_method(vm["merge"].as<std::string>(), "--merge");
   a.child_merge.drop_rate = vm["drop-rate"].as<double>();
   a.child_merge.density = vm["density"].as<double>();
+  if (!(a.child_merge.drop_rate >= 0 && a.child_merge.drop_rate < 1)) throw UsageError("--drop-rate must lie in [0, 1)");
+  if (!(a.child_merge.density > 0 && a.child_merge.density <= 1)) throw UsageError("--density must lie in (0, 1]");
   a.shared_merge.method = merge_method(vm["shared-merge"].as<std::string>(), "--shared-merge");
   if (vm.count("shared-from")) a.shared_from = checkpoint_index(vm, "shared-from", source.size());
   const std::string router = vm.count("router") ? vm["router"].as<std::string>() : method == "upit" ? "upit" : "random";
@@ -115,6 +117,7 @@ Plan plan(const cli::po::variables_map& vm, const genetic::FfnSource& source) {
     if (vm.count("no-expand") && E > K) throw UsageError("--no-expand keeps the checkpoints as they are: --experts must be at most " + std::to_string(K));
     o.candidates = vm["candidates"].as<int>();
     o.distant_pairs = vm["distant-pairs"].as<int>();
+    if (o.candidates < 1 || o.distant_pairs < 1) throw UsageError("--candidates and --distant-pairs must be positive");
     const auto parents = genetic::parse_parent_choice(vm["parents"].as<std::string>());
     if (!parents) throw UsageError("--parents must be distant or random");
     o.parents = *parents;

@@ -292,6 +292,13 @@ TEST_CASE("convert: BTX, drop-upcycling and misuse") {
   CHECK(r.code == 1);
   r = run_upcycle("convert --checkpoints " + q(a) + " " + q(b) + " --method btx --experts 3 --out " + q(dir / "o"));
   CHECK(r.code == 1);
+  // Merge and search options out of range are usage errors, before anything runs.
+  for (const char* bad : {"--drop-rate 1.5", "--density 0", "--candidates 0", "--distant-pairs 0"}) {
+    CAPTURE(bad);
+    r = run_upcycle("convert --checkpoints " + q(a) + " " + q(b) + " --experts 3 --router random " + bad + " --out " + q(dir / "o"));
+    CHECK(r.code == 1);
+    CHECK(r.err.find(std::string(bad).substr(0, std::string(bad).find(' '))) != std::string::npos);
+  }
   CHECK(!fs::exists(dir / "o"));
 }
 
