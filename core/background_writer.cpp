@@ -117,7 +117,7 @@ void BackgroundWriter::run() {
 
 void BackgroundWriter::perform(const Job& job) {
   if (!job.from) return file_.write(job.buffer.data() + job.at % kPage, job.length, job.at);
-  if (!file_.direct() && job.from->copy_to(fd_, path_, job.offset, job.length, int64_t(job.at))) return;
+  if (!file_.direct() && job.from->copy_to(fd_, path_, job.offset, job.length, job.at)) return;
   // Past the page cache (or where the kernel cannot copy), the bytes pass through here.
   scratch_.reserve(size_t(kCopyPiece + kPage));
   for (uint64_t done = 0; done < job.length;) {

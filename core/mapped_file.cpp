@@ -56,11 +56,11 @@ std::shared_ptr<const std::byte> ReadOnlyFile::map(uint64_t offset, uint64_t len
 }
 
 bool ReadOnlyFile::copy_to(int out_fd, const std::filesystem::path& out_path, uint64_t offset, uint64_t length,
-                           int64_t out_offset) const {
+                           uint64_t out_offset) const {
   loff_t in = loff_t(offset), out = loff_t(out_offset);
   uint64_t done = 0;
   while (done < length) {
-    ssize_t n = ::copy_file_range(fd_, &in, out_fd, out_offset < 0 ? nullptr : &out, size_t(length - done), 0);
+    ssize_t n = ::copy_file_range(fd_, &in, out_fd, &out, size_t(length - done), 0);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && done == 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP))
       return false;

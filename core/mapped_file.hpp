@@ -30,13 +30,12 @@ class ReadOnlyFile {
   // range and keeps the mapping alive. Checks the range against the file size.
   std::shared_ptr<const std::byte> map(uint64_t offset, uint64_t length) const;
 
-  // Copies [offset, offset + length) into the open file `out_fd` inside the kernel
-  // (copy_file_range), without passing the bytes through this process: at `out_offset`, or at
-  // the file's position (advancing it) when out_offset is negative. Returns false, having copied
-  // nothing, where the kernel cannot (another file system, an old kernel); throws InputError
-  // naming `out_path` on a write error.
+  // Copies [offset, offset + length) into the open file `out_fd` at `out_offset` inside the
+  // kernel (copy_file_range), without passing the bytes through this process. Returns false,
+  // having copied nothing, where the kernel cannot (another file system, an old kernel); throws
+  // InputError naming `out_path` on a write error.
   bool copy_to(int out_fd, const std::filesystem::path& out_path, uint64_t offset, uint64_t length,
-               int64_t out_offset = -1) const;
+               uint64_t out_offset) const;
 
  private:
   ReadOnlyFile(std::filesystem::path path, int fd, uint64_t size)

@@ -44,11 +44,19 @@ struct Worker {
   }
 };
 
-// The parts of a (layer, role) the distances are measured on, in order: every block; or, for a
-// tensor of more than o.sample_elements, ⌈sample_elements / kDotBlock⌉ of its dot blocks drawn
-// from the seed (the same in every round), consecutive ones joined into parts of at most a block. Inner products are multiplied by
-// `scale` (elements / elements measured), so that a sample's estimate the whole tensor's: L2
-// keeps its units, and gate, up and down keep their weights in a layer's sum.
+// The dot blocks measured of a tensor of n elements: all of them, or ⌈sample_elements / kDotBlock⌉
+// when sampling applies (element-wise child merges: ties and slerp make a child only whole).
+uint64_t measured_dot_blocks(uint64_t n, const ExpansionOptions& o) {
+  const uint64_t dots = dot_blocks(size_t(n));
+  if (o.sample_elements == 0 || !merge::merges_by_element(o.merge.method)) return dots;
+  return std::min(dots, (o.sample_elements + kDotBlock - 1) / kDotBlock);
+}
+
+// The parts of a (layer, role) the distances are measured on, in order: every block; or the
+// measured_dot_blocks drawn from the seed (the same in every round), consecutive ones joined into
+// parts of at most a block. Inner products are multiplied by `scale` (elements / elements
+// measured), so that a sample's sums estimate the whole tensor's: L2 keeps its units, and gate,
+// up and down keep their weights in a layer's sum.
 struct Measured {
   std::vector<std::pair<uint64_t, uint64_t>> parts;  // (first element, elements)
   double scale = 1;
@@ -57,10 +65,8 @@ struct Measured {
 Measured measured_parts(const PoolTensor& t, const ExpansionOptions& o, int layer, Role role) {
   Measured m;
   const uint64_t n = t.numel(), block = t.block_elements();
-  const uint64_t dots = dot_blocks(size_t(n));
-  const uint64_t k = o.sample_elements == 0 ? dots : std::min(dots, (o.sample_elements + kDotBlock - 1) / kDotBlock);
-  // Whole-tensor merges (ties, slerp) make a child only whole: they measure everything.
-  if (k == dots || !merge::merges_by_element(o.merge.method)) {
+  const uint64_t dots = dot_blocks(size_t(n)), k = measured_dot_blocks(n, o);
+  if (k == dots) {
     for (uint64_t first = 0; first < n; first += block) m.parts.emplace_back(first, std::min(block, n - first));
     return m;
   }
@@ -226,10 +232,10 @@ Expansion expand_pool(const FfnSource& source, const ExpansionOptions& o) {
   const int rounds = std::max(0, o.experts - K);
   Progress progress("expert search", uint64_t(1 + rounds) * uint64_t(source.layers()) * 3, "tensors", o.progress);
 
-  const uint64_t numel = source.tensor(0, 0, Role::Gate).numel();
-  if (o.sample_elements && numel > o.sample_elements && merge::merges_by_element(o.merge.method))
+  const uint64_t numel = source.tensor(0, 0, Role::Gate).numel(), sampled = measured_dot_blocks(numel, o);
+  if (sampled < dot_blocks(size_t(numel)))
     spdlog::info("expert search: distances estimated on {} of the {} elements of each FFN tensor (seeded blocks)",
-                 std::min(numel, (o.sample_elements + kDotBlock - 1) / kDotBlock * kDotBlock), numel);
+                 sampled * kDotBlock, numel);
   Expansion out;
   for (int k = 0; k < K; ++k) out.pool.push_back({k});
   Gram gram = checkpoint_gram(source, out.pool, o, progress);

@@ -16,9 +16,9 @@ namespace {
 struct Checkpoints {
   std::vector<std::unique_ptr<Checkpoint>> owned;
   std::vector<const Checkpoint*> ptrs;
-  explicit Checkpoints(std::vector<uint64_t> seeds) {
+  explicit Checkpoints(std::vector<uint64_t> seeds, const ModelConfig& config = test::tiny_config("llama")) {
     for (uint64_t s : seeds) {
-      owned.push_back(test::random_checkpoint(test::tiny_config("llama"), s));
+      owned.push_back(test::random_checkpoint(config, s));
       ptrs.push_back(owned.back().get());
     }
   }
@@ -168,13 +168,8 @@ TEST_CASE("genetic: checkpoints of different shapes, or MoE ones, are refused by
 TEST_CASE("genetic: the search's distances and choices do not depend on the block size") {
   ModelConfig cfg = test::tiny_config("llama");
   cfg.intermediate_size = 300;
-  std::vector<std::unique_ptr<Checkpoint>> owned;
-  std::vector<const Checkpoint*> ptrs;
-  for (uint64_t s : {21, 22, 23}) {
-    owned.push_back(test::random_checkpoint(cfg, s));
-    ptrs.push_back(owned.back().get());
-  }
-  const FfnSource src(ptrs, nullptr);
+  Checkpoints c({21, 22, 23}, cfg);
+  const FfnSource src(c.ptrs, nullptr);
   ExpansionOptions o;
   o.experts = 6;
   o.candidates = 3;
@@ -232,13 +227,8 @@ TEST_CASE("genetic: drop-upcycling re-draws the same neurons in gate, up and dow
 TEST_CASE("genetic: a sampled search estimates the distances from a seeded share of each tensor") {
   ModelConfig cfg = test::tiny_config("llama");
   cfg.intermediate_size = 16384;  // [16384, 16]: 64 dot blocks per FFN tensor
-  std::vector<std::unique_ptr<Checkpoint>> owned;
-  std::vector<const Checkpoint*> ptrs;
-  for (uint64_t s : {31, 32, 33}) {
-    owned.push_back(test::random_checkpoint(cfg, s));
-    ptrs.push_back(owned.back().get());
-  }
-  const FfnSource src(ptrs, nullptr);
+  Checkpoints c({31, 32, 33}, cfg);
+  const FfnSource src(c.ptrs, nullptr);
   ExpansionOptions o;
   o.experts = 5;
   o.candidates = 4;
