@@ -212,7 +212,7 @@ int cmd_convert(const Args& args) {
       ("distant-pairs", cli::po::value<int>()->default_value(3), "parents drawn among this many most distant pairs")
       ("candidates", cli::po::value<int>()->default_value(8), "children drawn and scored per round")
       ("distance", cli::po::value<std::string>()->default_value("cosine"), "cosine or l2, of the FFN deltas")
-      ("search-sample", cli::po::value<uint64_t>()->default_value(uint64_t(1) << 20), "distances measured on at most N elements of each FFN tensor (seeded 4096-element blocks, scaled up); 0: all")
+      ("search-sample", cli::po::value<uint64_t>()->default_value(genetic::ExpansionOptions{}.sample_elements), "distances measured on at most N elements of each FFN tensor (seeded 4096-element blocks, scaled up); 0: all")
       ("merge", cli::po::value<std::string>()->default_value("dare"), "child merge: dare, linear, task_arithmetic, ties, dare_ties, slerp")
       ("drop-rate", cli::po::value<double>()->default_value(0.5), "DARE's drop rate p")
       ("density", cli::po::value<double>()->default_value(0.5), "TIES' kept fraction")
