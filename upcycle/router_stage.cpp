@@ -1,5 +1,10 @@
 #include "upcycle/router_stage.hpp"
 
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
@@ -26,7 +31,43 @@ TokenizedData seed_data(const RouterStageOptions& o, int64_t vocab) {
   return router::draw_seed_data(data, o.fraction, o.min_samples, o.preopt.seed);
 }
 
+std::string gigabytes(uint64_t bytes) { return fmt::format("{:.1f} GB", double(bytes) / 1e9); }
+
 }  // namespace
+
+std::optional<uint64_t> available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::optional<uint64_t> kb;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string key;
+    uint64_t value = 0;
+    if (!(fields >> key >> value)) continue;
+    if (key == "MemAvailable:" || key == "SwapFree:") kb = kb.value_or(0) + value;
+  }
+  if (!kb) return std::nullopt;
+  return *kb * 1024;
+}
+
+uint64_t router_stage_bytes(const ModelConfig& c) {
+  const uint64_t H = uint64_t(c.hidden_size), I = uint64_t(c.intermediate_size), V = uint64_t(c.vocab_size);
+  const uint64_t E = uint64_t(c.num_local_experts), L = uint64_t(c.num_hidden_layers);
+  const uint64_t D = uint64_t(c.head_dim), nH = uint64_t(c.num_attention_heads), nKV = uint64_t(c.num_key_value_heads);
+  const uint64_t shared = V * H * (c.tie_word_embeddings ? 1 : 2) + H +
+                          L * (2 * H + 2 * nH * D * H + 2 * nKV * D * H + (c.attention_bias ? (nH + 2 * nKV) * D : 0));
+  const uint64_t expert = 3 * H * I;
+  const uint64_t moe = shared + L * (E * expert + E * H), dense = shared + L * expert;
+  return (moe + dense) * sizeof(float);
+}
+
+void check_router_memory(const ModelConfig& moe, uint64_t available, const std::filesystem::path& source) {
+  const uint64_t need = router_stage_bytes(moe);
+  require(need <= available, source,
+          "the router stage holds the MoE's weights in fp32 and one expert's dense model on the host: " +
+              gigabytes(need) + ", more than the " + gigabytes(available) +
+              " of memory available here (a machine with more memory runs it; --router random writes the MoE "
+              "streaming, in well under 1 GB)");
+}
 
 std::vector<std::vector<float>> fit_routers(const genetic::FfnSource& source, const genetic::Pool& pool,
                                             const AssemblyOptions& assembly, const RouterStageOptions& o,

@@ -26,6 +26,18 @@ struct RouterStageOptions {
   router::PreoptOptions preopt;
 };
 
+// The host memory the router stage holds: the MoE's weights in fp32, and one expert's dense
+// model beside them while the seed data is scored (activations are left out: they depend on
+// --batch-tokens and are small beside a model worth checking).
+uint64_t router_stage_bytes(const ModelConfig& moe);
+
+// InputError, naming `source`, when router_stage_bytes exceeds `available` bytes: on a machine
+// that cannot hold the MoE the stage would otherwise be killed for memory part way.
+void check_router_memory(const ModelConfig& moe, uint64_t available, const std::filesystem::path& source);
+
+// MemAvailable + SwapFree of /proc/meminfo, in bytes; nullopt where it cannot be read.
+std::optional<uint64_t> available_memory();
+
 // The routers, per layer [E·H]; `report` gets the seed size, the experts' sample counts and the
 // loss terms before and after.
 std::vector<std::vector<float>> fit_routers(const genetic::FfnSource& source, const genetic::Pool& pool,

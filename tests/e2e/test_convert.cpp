@@ -10,10 +10,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/error.hpp"
 #include "core/writer.hpp"
 #include "genetic/ffn_source.hpp"
 #include "merge/merge.hpp"
 #include "upcycle/assemble.hpp"
+#include "upcycle/router_stage.hpp"
 #include "tests/common/fixtures.hpp"
 #include "trainer/model.hpp"
 
@@ -346,4 +348,27 @@ TEST_CASE("convert: UpIT's router stage assigns seed samples by loss and pre-opt
   r = run_upcycle("convert --checkpoints " + q(ckpts[0]) + " " + q(ckpts[1]) + " --out " + q(dir / "x"));
   CHECK(r.code == 1);
   CHECK(r.err.find("--seed-data or --data") != std::string::npos);
+}
+
+TEST_CASE("convert: the router stage's host memory is counted, and a machine without it is told so up front") {
+  ScratchDir dir;
+  Sources s(dir, 2, 40);
+  const auto moe = assemble_moe(s.source, genetic::Pool{{0}, {1}, {0}}, AssemblyOptions{});
+  // What the stage holds: the MoE and one expert's dense model, a float per parameter.
+  const uint64_t need = 4 * (moe->parameter_count() + s.source.checkpoint(0).parameter_count());
+  ModelConfig c = moe->config();
+  CHECK(router_stage_bytes(c) == need);
+  CHECK_NOTHROW(check_router_memory(c, need, "ckpt/c0"));
+  try {
+    check_router_memory(c, need - 1, "ckpt/c0");
+    FAIL("no error");
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    CHECK(what.find("ckpt/c0") != std::string::npos);
+    CHECK(what.find("router stage") != std::string::npos);
+    CHECK(what.find("--router random") != std::string::npos);
+  }
+  // A tied head: one V x H matrix fewer in each model.
+  c.tie_word_embeddings = true;
+  CHECK(router_stage_bytes(c) == need - 2 * 4 * uint64_t(c.vocab_size * c.hidden_size));
 }
