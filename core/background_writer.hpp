@@ -5,9 +5,9 @@
 // Memory stays bounded: at most `depth` writes are queued, each in a buffer of its own that is
 // reused. Copies hold no buffer and wait without bound; the writing thread takes writes first
 // and copies a piece at a time between them, so it copies while the producer makes the next
-// bytes, and the producer never waits behind a copy. The first failure is kept and thrown (InputError naming the file) by the producer's
-// next call or by drain(); after it nothing more is written. One producer thread calls it, and
-// its writes do not overlap.
+// bytes, and the producer never waits behind a copy. The first failure is kept and thrown
+// (InputError naming the file) by the producer's next call or by drain(); after it nothing more
+// is written. One producer thread calls it, and its writes do not overlap.
 #pragma once
 #include <condition_variable>
 #include <cstddef>

@@ -2,10 +2,10 @@
 # Builds upcycle for a GPU machine that has the CUDA driver and toolkit but no Debian packages
 # and no network (the H100 machines we are lent), and gathers what must travel with it into one
 # folder and its OUT.tar.gz (about 32 MB, under the device tool's 64 MB carry): bin/upcycle with
-# its CUDA plugin bin/libupcycle_cuda.so, bin/test_cuda, bin/test_e2e and lib/, the shared libraries the
-# binaries load that such a machine lacks. The CUDA runtime is linked statically; cuBLAS
-# (libcublas, libcublasLt: 570 MB) does not travel, the machine's own toolkit provides it (CUDA
-# 13, as here).
+# its CUDA plugin bin/libupcycle_cuda.so, bin/test_cuda, bin/test_e2e and lib/, the shared
+# libraries the binaries load that such a machine lacks. The CUDA runtime is linked statically;
+# cuBLAS (libcublas, libcublasLt: 570 MB) does not travel, the machine's own toolkit provides it
+# (CUDA 13, as here).
 #
 #   scripts/gpu-bundle.sh [OUT]      default OUT: gpu-bundle (under the repository root)
 #

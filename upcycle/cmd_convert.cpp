@@ -257,7 +257,7 @@ int cmd_convert(const Args& args) {
   const bool overlap = p.search && p.search->experts > int(source.size()) && p.router == "random";
   const int experts = p.search ? p.search->experts : int(p.pool.size());
   if (const auto available = available_memory(); available && p.router != "random")
-    check_router_memory(moe_config(source, experts, p.assembly), *available, ckpts[0]->path());
+    check_router_memory(moe_config(source, experts, p.assembly), ckpts[0]->config(), *available, ckpts[0]->path());
   if (p.search && !overlap) p.pool = search(p, source, p.report);
   if (p.router != "random") {
     RouterStageOptions ro = router_options(*vm);

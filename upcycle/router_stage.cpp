@@ -9,6 +9,7 @@
 
 #include "core/error.hpp"
 #include "core/instruction_data.hpp"
+#include "core/layout.hpp"
 #include "core/progress.hpp"
 #include "router/assign.hpp"
 #include "router/hidden_init.hpp"
@@ -49,19 +50,16 @@ std::optional<uint64_t> available_memory() {
   return *kb * 1024;
 }
 
-uint64_t router_stage_bytes(const ModelConfig& c) {
-  const uint64_t H = uint64_t(c.hidden_size), I = uint64_t(c.intermediate_size), V = uint64_t(c.vocab_size);
-  const uint64_t E = uint64_t(c.num_local_experts), L = uint64_t(c.num_hidden_layers);
-  const uint64_t D = uint64_t(c.head_dim), nH = uint64_t(c.num_attention_heads), nKV = uint64_t(c.num_key_value_heads);
-  const uint64_t shared = V * H * (c.tie_word_embeddings ? 1 : 2) + H +
-                          L * (2 * H + 2 * nH * D * H + 2 * nKV * D * H + (c.attention_bias ? (nH + 2 * nKV) * D : 0));
-  const uint64_t expert = 3 * H * I;
-  const uint64_t moe = shared + L * (E * expert + E * H), dense = shared + L * expert;
-  return (moe + dense) * sizeof(float);
+uint64_t router_stage_bytes(const ModelConfig& moe, const ModelConfig& dense) {
+  uint64_t floats = 0;
+  for (const ModelConfig* c : {&moe, &dense})
+    for (const ExpectedTensor& t : expected_tensors(*c)) floats += *shape_elements(t.shape);
+  return floats * sizeof(float);
 }
 
-void check_router_memory(const ModelConfig& moe, uint64_t available, const std::filesystem::path& source) {
-  const uint64_t need = router_stage_bytes(moe);
+void check_router_memory(const ModelConfig& moe, const ModelConfig& dense, uint64_t available,
+                         const std::filesystem::path& source) {
+  const uint64_t need = router_stage_bytes(moe, dense);
   require(need <= available, source,
           "the router stage holds the MoE's weights in fp32 and one expert's dense model on the host: " +
               gigabytes(need) + ", more than the " + gigabytes(available) +

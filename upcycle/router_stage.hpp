@@ -27,13 +27,14 @@ struct RouterStageOptions {
 };
 
 // The host memory the router stage holds: the MoE's weights in fp32, and one expert's dense
-// model beside them while the seed data is scored (activations are left out: they depend on
-// --batch-tokens and are small beside a model worth checking).
-uint64_t router_stage_bytes(const ModelConfig& moe);
+// model (of the checkpoints' config) beside them while the seed data is scored (activations are
+// left out: they depend on --batch-tokens and are small beside a model worth checking).
+uint64_t router_stage_bytes(const ModelConfig& moe, const ModelConfig& dense);
 
 // InputError, naming `source`, when router_stage_bytes exceeds `available` bytes: on a machine
 // that cannot hold the MoE the stage would otherwise be killed for memory part way.
-void check_router_memory(const ModelConfig& moe, uint64_t available, const std::filesystem::path& source);
+void check_router_memory(const ModelConfig& moe, const ModelConfig& dense, uint64_t available,
+                         const std::filesystem::path& source);
 
 // MemAvailable + SwapFree of /proc/meminfo, in bytes; nullopt where it cannot be read.
 std::optional<uint64_t> available_memory();

@@ -354,13 +354,14 @@ TEST_CASE("convert: the router stage's host memory is counted, and a machine wit
   ScratchDir dir;
   Sources s(dir, 2, 40);
   const auto moe = assemble_moe(s.source, genetic::Pool{{0}, {1}, {0}}, AssemblyOptions{});
+  const Checkpoint& dense = s.source.checkpoint(0);
   // What the stage holds: the MoE and one expert's dense model, a float per parameter.
-  const uint64_t need = 4 * (moe->parameter_count() + s.source.checkpoint(0).parameter_count());
-  ModelConfig c = moe->config();
-  CHECK(router_stage_bytes(c) == need);
-  CHECK_NOTHROW(check_router_memory(c, need, "ckpt/c0"));
+  const uint64_t need = 4 * (moe->parameter_count() + dense.parameter_count());
+  ModelConfig c = moe->config(), d = dense.config();
+  CHECK(router_stage_bytes(c, d) == need);
+  CHECK_NOTHROW(check_router_memory(c, d, need, "ckpt/c0"));
   try {
-    check_router_memory(c, need - 1, "ckpt/c0");
+    check_router_memory(c, d, need - 1, "ckpt/c0");
     FAIL("no error");
   } catch (const InputError& e) {
     const std::string what = e.what();
@@ -369,6 +370,6 @@ TEST_CASE("convert: the router stage's host memory is counted, and a machine wit
     CHECK(what.find("--router random") != std::string::npos);
   }
   // A tied head: one V x H matrix fewer in each model.
-  c.tie_word_embeddings = true;
-  CHECK(router_stage_bytes(c) == need - 2 * 4 * uint64_t(c.vocab_size * c.hidden_size));
+  c.tie_word_embeddings = d.tie_word_embeddings = true;
+  CHECK(router_stage_bytes(c, d) == need - 2 * 4 * uint64_t(c.vocab_size * c.hidden_size));
 }

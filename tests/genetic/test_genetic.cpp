@@ -24,6 +24,16 @@ struct Checkpoints {
   }
 };
 
+// The search's options for these tests: E experts, `candidates` per round, a seed; no progress line.
+ExpansionOptions search_options(int experts, int candidates = ExpansionOptions{}.candidates, uint64_t seed = 0) {
+  ExpansionOptions o;
+  o.experts = experts;
+  o.candidates = candidates;
+  o.seed = seed;
+  o.progress = false;
+  return o;
+}
+
 // A (layer, role) of the pool made whole: one block of the whole tensor.
 struct WholeTensor {
   PoolTensor tensor;
@@ -63,11 +73,7 @@ double reference_cosine(const FfnSource& src, WholeTensor* const per_layer_role[
 TEST_CASE("genetic: the pool grows by children of distant parents, and the distances are those of their deltas") {
   Checkpoints c({1, 2, 3});
   const FfnSource src(c.ptrs, nullptr);
-  ExpansionOptions o;
-  o.experts = 5;
-  o.candidates = 4;
-  o.seed = 11;
-  o.progress = false;
+  ExpansionOptions o = search_options(5, 4, 11);
   const Expansion x = expand_pool(src, o);
   REQUIRE(x.pool.size() == 5);
   for (int k = 0; k < 3; ++k) CHECK(x.pool[size_t(k)].checkpoint == k);
@@ -113,11 +119,8 @@ TEST_CASE("genetic: the pool grows by children of distant parents, and the dista
 TEST_CASE("genetic: with one distant pair allowed, every child's parents are the most distant pair") {
   Checkpoints c({4, 5, 6, 7});
   const FfnSource src(c.ptrs, nullptr);
-  ExpansionOptions o;
-  o.experts = 5;
-  o.candidates = 3;
+  ExpansionOptions o = search_options(5, 3);
   o.distant_pairs = 1;
-  o.progress = false;
   const Expansion x = expand_pool(src, o);
   size_t bi = 0, bj = 1;
   for (size_t i = 0; i < 4; ++i)
@@ -141,9 +144,7 @@ TEST_CASE("genetic: choosing E <= K keeps the checkpoints farthest apart") {
   });
   auto d = test::random_checkpoint(test::tiny_config("llama"), 3);
   const FfnSource src({a.get(), b.get(), &near, d.get()}, nullptr);
-  ExpansionOptions o;
-  o.experts = 3;
-  o.progress = false;
+  const ExpansionOptions o = search_options(3);
   const Expansion x = expand_pool(src, o);
   REQUIRE(x.pool.size() == 3);
   std::vector<int> kept;
@@ -170,11 +171,7 @@ TEST_CASE("genetic: the search's distances and choices do not depend on the bloc
   cfg.intermediate_size = 300;
   Checkpoints c({21, 22, 23}, cfg);
   const FfnSource src(c.ptrs, nullptr);
-  ExpansionOptions o;
-  o.experts = 6;
-  o.candidates = 3;
-  o.seed = 4;
-  o.progress = false;
+  ExpansionOptions o = search_options(6, 3, 4);
   const Expansion whole = expand_pool(src, o);  // one block per tensor
   o.block_elements = kDotBlock;
   const Expansion blocks = expand_pool(src, o);
@@ -229,11 +226,7 @@ TEST_CASE("genetic: a sampled search estimates the distances from a seeded share
   cfg.intermediate_size = 16384;  // [16384, 16]: 64 dot blocks per FFN tensor
   Checkpoints c({31, 32, 33}, cfg);
   const FfnSource src(c.ptrs, nullptr);
-  ExpansionOptions o;
-  o.experts = 5;
-  o.candidates = 4;
-  o.seed = 9;
-  o.progress = false;
+  ExpansionOptions o = search_options(5, 4, 9);
   for (Distance d : {Distance::Cosine, Distance::L2}) {
     CAPTURE(distance_name(d));
     o.distance = d;
