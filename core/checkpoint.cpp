@@ -1,7 +1,6 @@
 #include "core/checkpoint.hpp"
 
 #include "core/error.hpp"
-#include "core/layout.hpp"
 
 namespace upcycle {
 
@@ -44,16 +43,6 @@ Tensor ComputedCheckpoint::load(const std::string& name) const {
   const TensorInfo* info = find(name);
   require(info != nullptr, path(), "tensor '" + name + "'", "not in this checkpoint");
   return loader_(*info);
-}
-
-void check_tensors_match_config(const Checkpoint& ckpt) {
-  const Scheme scheme = detect_scheme(ckpt.config(), ckpt.tensors());
-  for (const ExpectedTensor& want : expected_tensors(ckpt.config(), scheme)) {
-    const TensorInfo* have = ckpt.find(want.name);
-    require(have != nullptr, ckpt.path(), "tensor '" + want.name + "'", "required by the config but missing");
-    require(have->shape == want.shape, ckpt.path(), "tensor '" + want.name + "'",
-            "shape " + shape_string(have->shape) + " but the config implies " + shape_string(want.shape));
-  }
 }
 
 }  // namespace upcycle

@@ -88,12 +88,4 @@ class ComputedCheckpoint : public Checkpoint {
   Waits waits_;
 };
 
-// Opens any supported checkpoint: a Hugging Face folder (single or sharded safetensors), an
-// HDF5 file (.h5), or a GGUF file (.gguf). Validates the config and that every tensor the config
-// requires is present with the shape it implies.
-std::unique_ptr<Checkpoint> open_checkpoint(const std::filesystem::path& path);
-
-// Throws InputError when a tensor the config requires is missing or misshapen.
-void check_tensors_match_config(const Checkpoint& ckpt);
-
 }  // namespace upcycle

@@ -1,6 +1,6 @@
 // GGUF v2/v3 files: the header, metadata and tensor infos, each checked against the bytes the
 // file still holds before anything is sized by it. (The model view is in gguf_model.cpp.)
-#include "core/gguf.hpp"
+#include "core/gguf_file.hpp"
 
 #include <algorithm>
 #include <bit>

@@ -12,9 +12,18 @@
 #include <vector>
 
 #include "genetic/distance.hpp"
-#include "genetic/pool.hpp"
+#include "pool/expert_pool.hpp"
 
 namespace upcycle::genetic {
+
+// The search works on the expert pool's recipes and blocks (pool/).
+using pool::describe;
+using pool::ExpertRecipe;
+using pool::FfnSource;
+using pool::kFfnRoles;
+using pool::Pool;
+using pool::PoolBlock;
+using pool::PoolTensor;
 
 enum class ParentChoice { Distant, Random };
 std::optional<ParentChoice> parse_parent_choice(std::string_view name);  // "distant", "random"

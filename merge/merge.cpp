@@ -5,7 +5,7 @@
 #include <numeric>
 #include <stdexcept>
 
-#include "merge/kernels.hpp"
+#include "merge/method_loops.hpp"
 
 namespace upcycle::merge {
 

@@ -19,7 +19,7 @@
 // Randomness (DARE's masks) comes from the seed and the tensor's key alone, never from the
 // order or thread that merges it, so a fixed seed gives the same bits every time: input k's
 // element i is dropped when its uniform draw, bits of a counter-based splitmix64 stream keyed by
-// (seed, "<key>/input <k>") (merge/kernels.hpp's DropMask), is below p.
+// (seed, "<key>/input <k>") (merge/method_loops.hpp's DropMask), is below p.
 #pragma once
 #include <cstdint>
 #include <optional>

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <vector>
 
-#include "merge/kernels.hpp"
+#include "merge/method_loops.hpp"
 
 namespace upcycle::merge::detail {
 

@@ -4,7 +4,7 @@
 #include <bit>
 #include <cmath>
 
-#include "merge/kernels.hpp"
+#include "merge/method_loops.hpp"
 
 namespace upcycle::merge::detail {
 

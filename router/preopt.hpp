@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/tokenized_data.hpp"
+#include "text/tokenized_data.hpp"
 #include "trainer/engine.hpp"
 
 namespace upcycle::router {

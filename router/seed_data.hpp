@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "core/tokenized_data.hpp"
+#include "text/tokenized_data.hpp"
 
 namespace upcycle::router {
 

@@ -70,7 +70,7 @@ fi
 
 # --- Python modules for the interop tests ---------------------------------------------------
 # Each interop test skips (exit 77) when its modules are missing, so a failure here is only a
-# warning. The modules go to the python3 on PATH: scripts/build.sh points CMake at the same one.
+# warning. The modules go to the python3 on PATH: scripts/common.sh points CMake at the same one.
 if ! command -v python3 >/dev/null 2>&1; then
   warn "no python3: the interop tests will skip"
   exit 0

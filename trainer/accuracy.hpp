@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "core/chat_encoder.hpp"
-#include "core/choice_data.hpp"
-#include "core/instruction_data.hpp"
+#include "data/choice_data.hpp"
+#include "data/instruction_data.hpp"
+#include "text/chat_encoder.hpp"
 #include "trainer/engine.hpp"
 
 namespace upcycle {

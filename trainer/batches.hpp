@@ -6,7 +6,7 @@
 #include <span>
 #include <vector>
 
-#include "core/tokenized_data.hpp"
+#include "text/tokenized_data.hpp"
 #include "trainer/model.hpp"
 
 namespace upcycle {

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <functional>
 
-#include "core/tokenized_data.hpp"
+#include "text/tokenized_data.hpp"
 #include "trainer/engine.hpp"
 
 namespace upcycle {

@@ -10,21 +10,13 @@
 #include <filesystem>
 #include <vector>
 
+#include "trainer/batch.hpp"
 #include "trainer/cpu_backend.hpp"
 #include "trainer/ops/attention.hpp"
 #include "trainer/ops/moe.hpp"
 #include "trainer/weights.hpp"
 
 namespace upcycle {
-
-// Sequences packed into one row: sequence s is tokens [cu_seqlens[s], cu_seqlens[s+1]) and its
-// positions restart at 0.
-struct Batch {
-  std::vector<int32_t> ids;         // [N]
-  std::vector<int32_t> positions;   // [N]
-  std::vector<int32_t> cu_seqlens;  // [S+1]
-};
-Batch pack(const std::vector<std::vector<int32_t>>& sequences);
 
 // What one layer's forward computed, kept for the backward. A: activations, S: per-row
 // statistics and router values, I: int32, each in the backend's buffers.

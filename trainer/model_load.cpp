@@ -1,8 +1,10 @@
-// Loading a checkpoint's weights into f32 buffers by role, and reading rope_scaling.
+// Loading a checkpoint's weights into f32 buffers by role (and an engine over them), and reading
+// rope_scaling.
 #include <string>
 
 #include "core/error.hpp"
-#include "core/layout.hpp"
+#include "core/expected_tensors.hpp"
+#include "trainer/engine.hpp"
 #include "trainer/model.hpp"
 #include "trainer/parameters.hpp"
 
@@ -100,6 +102,10 @@ ops::RopeScaling rope_scaling(const ModelConfig& config, const std::filesystem::
   require(s.high_freq_factor > s.low_freq_factor, source, "rope_scaling",
           "'high_freq_factor' must exceed 'low_freq_factor'");
   return s;
+}
+
+std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make, std::optional<TrainSetup> training) {
+  return make({ckpt.config(), load_weights<float>(ckpt), ckpt.path(), std::move(training)});
 }
 
 }  // namespace upcycle

@@ -4,7 +4,7 @@
 #include <span>
 
 #include "core/error.hpp"
-#include "core/safetensors.hpp"
+#include "formats/safetensors.hpp"
 
 namespace upcycle {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "core/checkpoint.hpp"
-#include "core/layout.hpp"
+#include "core/expected_tensors.hpp"
 #include "trainer/weights.hpp"
 
 namespace upcycle {

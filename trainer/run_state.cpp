@@ -7,7 +7,7 @@
 
 #include "core/error.hpp"
 #include "core/staged_path.hpp"
-#include "core/writer.hpp"
+#include "formats/checkpoint_writer.hpp"
 
 namespace upcycle {
 

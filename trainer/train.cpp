@@ -10,7 +10,8 @@
 
 #include "core/error.hpp"
 #include "core/progress.hpp"
-#include "core/instruction_data.hpp"
+#include "data/instruction_data.hpp"
+#include "formats/open_checkpoint.hpp"
 #include "trainer/batches.hpp"
 #include "trainer/evaluate.hpp"
 #include "trainer/run_state.hpp"

@@ -17,7 +17,7 @@ namespace upcycle {
 
 struct TrainOptions {
   std::filesystem::path model;   // the starting checkpoint (unused with resume)
-  std::filesystem::path data;    // instruction JSONL: Alpaca, chat or pre-tokenized (core/instruction_data.hpp)
+  std::filesystem::path data;    // instruction JSONL: Alpaca, chat or pre-tokenized (data/instruction_data.hpp)
   std::filesystem::path out;     // run folder: step-NNNNNN/, final/, metrics.jsonl
   std::optional<std::filesystem::path> resume;  // a step folder of an earlier run with this out
   std::optional<std::filesystem::path> tokenizer;  // for text data; default: the model's own

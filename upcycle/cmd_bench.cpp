@@ -11,16 +11,16 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
-#include "core/init.hpp"
 #include "core/random.hpp"
+#include "formats/model_presets.hpp"
+#include "formats/random_init.hpp"
 #include "trainer/flops.hpp"
 #include "trainer/model.hpp"
 #include "trainer/ops/matmul.hpp"
 #include "trainer/optimizer.hpp"
-#include "upcycle/cuda_plugin.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
-#include "upcycle/presets.hpp"
+#include "upcycle/cuda_plugin.hpp"
 
 namespace upcycle {
 

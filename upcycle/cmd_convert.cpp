@@ -6,21 +6,22 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "convert/assemble.hpp"
+#include "convert/router_stage.hpp"
 #include "core/error.hpp"
 #include "core/random.hpp"
-#include "core/writer.hpp"
+#include "formats/checkpoint_writer.hpp"
+#include "formats/open_checkpoint.hpp"
 #include "genetic/expand.hpp"
-#include "upcycle/assemble.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
 #include "upcycle/cuda_plugin.hpp"
-#include "upcycle/router_stage.hpp"
 
 namespace upcycle {
 
 namespace {
 
-using genetic::Pool;
+using pool::Pool;
 
 merge::Method merge_method(const std::string& name, const char* option) {
   const auto m = merge::parse_method(name);
@@ -37,8 +38,8 @@ std::string matrix_text(const std::vector<std::vector<double>>& m) {
   return out;
 }
 
-nlohmann::ordered_json recipe_json(const genetic::ExpertRecipe& r) {
-  nlohmann::ordered_json j = {{"describe", genetic::describe(r)}};
+nlohmann::ordered_json recipe_json(const pool::ExpertRecipe& r) {
+  nlohmann::ordered_json j = {{"describe", pool::describe(r)}};
   if (r.is_child()) {
     j["parents"] = {r.parent_a, r.parent_b};
     j["weights"] = {r.weight_a, r.weight_b};
@@ -65,7 +66,7 @@ nlohmann::ordered_json pool_json(const Pool& pool) {
 }
 
 // The genetic search of p.search: the pool, with its distances logged and in the report.
-Pool search(const Plan& p, const genetic::FfnSource& source, nlohmann::ordered_json& report) {
+Pool search(const Plan& p, const pool::FfnSource& source, nlohmann::ordered_json& report) {
   const genetic::ExpansionOptions& o = *p.search;
   const genetic::Expansion x = genetic::expand_pool(source, o);
   spdlog::info("{} distances between the checkpoints:{}", genetic::distance_name(o.distance), matrix_text(x.before));
@@ -84,7 +85,7 @@ int checkpoint_index(const cli::po::variables_map& vm, const char* name, size_t 
   return i;
 }
 
-Plan plan(const cli::po::variables_map& vm, const genetic::FfnSource& source) {
+Plan plan(const cli::po::variables_map& vm, const pool::FfnSource& source) {
   Plan p;
   const std::string method = vm["method"].as<std::string>();
   const int K = int(source.size());
@@ -136,7 +137,7 @@ Plan plan(const cli::po::variables_map& vm, const genetic::FfnSource& source) {
     const double ratio = vm["drop-ratio"].as<double>();
     if (method == "drop" && !(ratio > 0 && ratio <= 1)) throw UsageError("--drop-ratio must lie in (0, 1]");
     for (int e = 0; e < E; ++e) {
-      genetic::ExpertRecipe r{from};
+      pool::ExpertRecipe r{from};
       if (method == "drop") r.redraw = ratio, r.seed = Rng::stream(seed, "drop-upcycling expert " + std::to_string(e)).next();
       p.pool.push_back(r);
     }
@@ -247,7 +248,7 @@ int cmd_convert(const Args& args) {
   }
   std::unique_ptr<Checkpoint> base;
   if (vm->count("base")) base = open_checkpoint((*vm)["base"].as<std::string>());
-  const genetic::FfnSource source(ckpts, base.get());
+  const pool::FfnSource source(ckpts, base.get());
   Plan p = plan(*vm, source);
   const std::string out = (*vm)["out"].as<std::string>();
   const bool overwrite = vm->count("overwrite") > 0;

@@ -1,5 +1,5 @@
 // `upcycle data SUBCOMMAND`: instruction data made here. `data synth` writes synthetic tasks with
-// exact answers (core/synth_tasks.hpp) as Alpaca JSONL with a "task" on every line.
+// exact answers (data/synthetic_tasks.hpp) as Alpaca JSONL with a "task" on every line.
 #include <cstdio>
 #include <map>
 #include <stdexcept>
@@ -9,7 +9,7 @@
 
 #include "core/error.hpp"
 #include "core/staged_path.hpp"
-#include "core/synth_tasks.hpp"
+#include "data/synthetic_tasks.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
 

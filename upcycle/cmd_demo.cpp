@@ -7,12 +7,12 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
+#include "report/experiment_report.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
 #include "upcycle/experiment.hpp"
 #include "upcycle/experiment_cli.hpp"
 #include "upcycle/pipeline.hpp"
-#include "upcycle/report.hpp"
 
 namespace upcycle {
 
@@ -96,6 +96,8 @@ int cmd_demo(const Args& args) {
   report.results = run_experiment(o);
   report.dense_dir = o.dense_dir;
   report.base_dir = o.base_dir;
+  if (!o.base_dir.empty()) report.base_seconds = recorded_seconds(o.base_dir);
+  report.dense_seconds = recorded_seconds(o.dense_dir);
   report.setup = setup_text(o, train, test, o.init);
   write_experiment_report(out, report);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -6,9 +6,10 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
-#include "core/model_text.hpp"
 #include "core/progress.hpp"
 #include "core/staged_path.hpp"
+#include "formats/open_checkpoint.hpp"
+#include "text/model_text.hpp"
 #include "trainer/accuracy.hpp"
 #include "trainer/evaluate.hpp"
 #include "upcycle/cli.hpp"

@@ -6,7 +6,8 @@
 #include "core/checkpoint.hpp"
 #include "core/error.hpp"
 #include "core/progress.hpp"
-#include "core/writer.hpp"
+#include "formats/checkpoint_writer.hpp"
+#include "formats/open_checkpoint.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
 

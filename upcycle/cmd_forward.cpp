@@ -8,6 +8,7 @@
 
 #include "core/error.hpp"
 #include "core/staged_path.hpp"
+#include "formats/open_checkpoint.hpp"
 #include "trainer/engine.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"

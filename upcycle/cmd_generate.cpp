@@ -5,14 +5,15 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include "core/chat_encoder.hpp"
 #include "core/error.hpp"
-#include "core/model_text.hpp"
+#include "formats/open_checkpoint.hpp"
+#include "text/chat_encoder.hpp"
+#include "text/model_text.hpp"
 #include "trainer/engine.hpp"
 #include "trainer/sampling.hpp"
 #include "upcycle/cli.hpp"
-#include "upcycle/cuda_plugin.hpp"
 #include "upcycle/commands.hpp"
+#include "upcycle/cuda_plugin.hpp"
 
 namespace upcycle {
 

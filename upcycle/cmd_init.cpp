@@ -1,13 +1,13 @@
 // `upcycle init`: a randomly initialised model of a given shape, written like any export.
 #include <spdlog/spdlog.h>
 
-#include "core/byte_tokenizer.hpp"
 #include "core/error.hpp"
-#include "core/init.hpp"
-#include "core/writer.hpp"
+#include "formats/checkpoint_writer.hpp"
+#include "formats/model_presets.hpp"
+#include "formats/random_init.hpp"
+#include "text/byte_tokenizer.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
-#include "upcycle/presets.hpp"
 
 namespace upcycle {
 

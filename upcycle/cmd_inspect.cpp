@@ -6,8 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "core/checkpoint.hpp"
-#include "core/gguf.hpp"
+#include "core/gguf_file.hpp"
 #include "core/progress.hpp"
+#include "formats/open_checkpoint.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
 

@@ -8,12 +8,12 @@
 
 #include "core/error.hpp"
 #include "core/progress.hpp"
+#include "report/sweep_report.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
 #include "upcycle/experiment.hpp"
 #include "upcycle/experiment_cli.hpp"
 #include "upcycle/pipeline.hpp"
-#include "upcycle/sweep_report.hpp"
 
 namespace upcycle {
 

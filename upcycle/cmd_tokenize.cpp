@@ -5,7 +5,7 @@
 
 #include "core/error.hpp"
 #include "core/mapped_file.hpp"
-#include "core/tokenizer.hpp"
+#include "text/tokenizer.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
 

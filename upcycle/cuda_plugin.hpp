@@ -3,20 +3,11 @@
 // executable starts without the CUDA libraries (a machine without them runs every CPU command)
 // and does not pay for mapping them (cuBLAS alone: about 210 MB resident at load).
 #pragma once
-#include <nlohmann/json.hpp>
+#include <string>
 
-#include "trainer/engine.hpp"
-#include "upcycle/bench_cuda.hpp"
+#include "cuda/plugin/abi.hpp"
 
 namespace upcycle {
-
-inline constexpr int kCudaPluginAbi = 2;  // raised whenever CudaPlugin changes
-
-struct CudaPlugin {
-  int abi = kCudaPluginAbi;
-  nlohmann::ordered_json (*bench)(const CudaBenchOptions&) = nullptr;
-  EngineFactory make_engine = nullptr;  // bf16 weights and activations, fp32 masters
-};
 
 // Loads the plugin once. UsageError when this build has no CUDA backend; InputError naming the
 // file and the loader's reason when it is missing, does not load, or is of another build.
@@ -30,6 +21,3 @@ inline constexpr const char* kDeviceHelp =
 EngineFactory engine_for_device(const std::string& device);
 
 }  // namespace upcycle
-
-// The plugin's one exported symbol.
-extern "C" const upcycle::CudaPlugin* upcycle_cuda_plugin();

@@ -8,6 +8,7 @@
 #include "core/error.hpp"
 #include "core/json_file.hpp"
 #include "core/staged_path.hpp"
+#include "formats/open_checkpoint.hpp"
 #include "upcycle/pipeline.hpp"
 
 namespace upcycle {

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/checkpoint.hpp"
+#include "report/method_result.hpp"
 
 namespace upcycle {
 
@@ -54,19 +55,6 @@ struct ExperimentOptions {
   nlohmann::json convert = nlohmann::json::object();  // extra convert options (router_epochs, seed_min, ...)
   nlohmann::json eval = {{"max_new_tokens", 24}, {"seq_len", kExperimentSeqLen}};  // extra eval options
   uint64_t seed = 0;
-};
-
-struct MethodResult {
-  std::string method;
-  int experts = 1;                       // 1 for dense
-  int64_t total_params = 0, active_params = 0;
-  double loss = 0, ppl = 0;              // on the test data's replies
-  double exact = 0;                      // exact-match accuracy
-  int64_t exact_total = 0;               // over this many samples
-  std::map<std::string, double> heldout_exact;  // by held-out set name
-  std::map<std::string, double> exact_by_task;
-  double seconds = 0;                    // wall time of its own stages (convert, tune, eval)
-  std::filesystem::path dir;             // its folder: init/ (MoE), tuned/, eval-*.json
 };
 
 // Runs what is missing and gathers every method's results, in the order of o.methods.

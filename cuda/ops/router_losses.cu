@@ -1,8 +1,8 @@
 #include <climits>
 #include <string>
 
-#include "cuda/ops/router.hpp"
 #include "cuda/ops/reduce.cuh"
+#include "cuda/ops/router.hpp"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda {

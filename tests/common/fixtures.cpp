@@ -14,9 +14,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/byte_tokenizer.hpp"
-#include "core/layout.hpp"
-#include "core/writer.hpp"
+#include "core/expected_tensors.hpp"
+#include "formats/checkpoint_writer.hpp"
+#include "text/byte_tokenizer.hpp"
 
 namespace upcycle::test {
 

@@ -39,7 +39,7 @@ std::vector<float> random_values(size_t n, uint64_t seed);
 std::unique_ptr<Checkpoint> random_checkpoint(const ModelConfig& config, uint64_t seed, DType dtype = DType::F32,
                                               Scheme scheme = Scheme::HF);
 
-// The byte tokenizer's files (core/byte_tokenizer.hpp) in dir, for models of vocab_size kChatVocab.
+// The byte tokenizer's files (text/byte_tokenizer.hpp) in dir, for models of vocab_size kChatVocab.
 inline constexpr int64_t kChatVocab = 258;
 void write_chat_tokenizer(const fs::path& dir);
 // A model folder dir/type: the tiny config of `type` with the chat tokenizer's vocabulary and 256

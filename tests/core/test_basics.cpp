@@ -7,11 +7,11 @@
 #include "core/config.hpp"
 #include "core/dtype.hpp"
 #include "core/error.hpp"
-#include "core/layout.hpp"
+#include "core/expected_tensors.hpp"
 #include "core/staged_path.hpp"
 #include "core/tensor.hpp"
 #include "core/tensor_names.hpp"
-#include "core/writer.hpp"
+#include "formats/checkpoint_writer.hpp"
 #include "tests/common/fixtures.hpp"
 
 using namespace upcycle;

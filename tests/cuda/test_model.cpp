@@ -7,11 +7,11 @@
 #include <cmath>
 #include <type_traits>
 
-#include "tests/common/fixtures.hpp"
 #include "cuda/model.hpp"
 #include "cuda/optimizer.hpp"
 #include "cuda_check.hpp"
 #include "gpu_model.hpp"
+#include "tests/common/fixtures.hpp"
 #include "trainer/optimizer.hpp"
 #include "trainer/parameters.hpp"
 

@@ -10,12 +10,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "convert/assemble.hpp"
+#include "convert/router_stage.hpp"
 #include "core/error.hpp"
-#include "core/writer.hpp"
-#include "genetic/ffn_source.hpp"
+#include "formats/checkpoint_writer.hpp"
+#include "formats/open_checkpoint.hpp"
 #include "merge/merge.hpp"
-#include "upcycle/assemble.hpp"
-#include "upcycle/router_stage.hpp"
+#include "pool/ffn_source.hpp"
 #include "tests/common/fixtures.hpp"
 #include "trainer/model.hpp"
 
@@ -42,7 +43,7 @@ std::vector<float> tensor(const Checkpoint& c, const std::string& name) { return
 struct Sources {
   std::vector<std::unique_ptr<Checkpoint>> owned;
   std::vector<const Checkpoint*> ptrs;
-  genetic::FfnSource source;
+  pool::FfnSource source;
   Sources(const ScratchDir& dir, int k, uint64_t first_seed, int64_t intermediate = 0)
       : ptrs(open(dir, k, first_seed, intermediate)), source(ptrs, nullptr) {}
 
@@ -172,12 +173,12 @@ TEST_CASE("convert: every child is its recipe's DARE merge of its parents as wri
 TEST_CASE("convert: shared weights merged block by block equal the whole-tensor merge") {
   ScratchDir dir;
   const Sources sources(dir, 3, 30);
-  const genetic::FfnSource& source = sources.source;
+  const pool::FfnSource& source = sources.source;
   AssemblyOptions o;
   o.shared_merge = {merge::Method::Dare};
   o.shared_merge.seed = 5;
   o.block_elements = 6;  // tensors of hundreds of elements: many blocks and a ragged last one
-  const genetic::Pool pool = {{0}, {1}, {2}};
+  const pool::Pool pool = {{0}, {1}, {2}};
   const auto moe = assemble_moe(source, pool, o);
   for (int l = 0; l < 2; ++l) {
     const std::string name = tensor_name({Role::Q, l}, Scheme::HF);
@@ -185,7 +186,7 @@ TEST_CASE("convert: shared weights merged block by block equal the whole-tensor 
     for (const auto& c : sources.owned) in.push_back(tensor(*c, name));
     const std::span<const float> spans[] = {in[0], in[1], in[2]};
     std::vector<float> base(in[0].size());
-    genetic::FfnSource::mean(spans, base);
+    pool::FfnSource::mean(spans, base);
     std::vector<float> whole(in[0].size());
     merge::merge_tensor(whole, spans, base, o.shared_merge, name);
     CHECK(tensor(*moe, name) == whole);
@@ -199,8 +200,8 @@ TEST_CASE("convert: shared weights merged block by block equal the whole-tensor 
 TEST_CASE("convert: experts made block by block equal those made whole") {
   ScratchDir dir;
   const Sources sources(dir, 3, 40, 1024);
-  const genetic::FfnSource& source = sources.source;
-  genetic::Pool pool = {{0}, {1}, {2}, {-1, 0, 2, 0.3, 0.7, 5}, {-1, 3, 1, 0.6, 0.4, 6}, {1}};
+  const pool::FfnSource& source = sources.source;
+  pool::Pool pool = {{0}, {1}, {2}, {-1, 0, 2, 0.3, 0.7, 5}, {-1, 3, 1, 0.6, 0.4, 6}, {1}};
   pool[5].redraw = 0.5;
   pool[5].seed = 7;
   AssemblyOptions blocks, whole;
@@ -238,15 +239,15 @@ TEST_CASE("convert: experts made block by block equal those made whole") {
 TEST_CASE("convert: a pool still being searched: the children wait, the rest is written first, the files the same") {
   ScratchDir dir;
   const Sources sources(dir, 2, 60, 512);
-  const genetic::FfnSource& source = sources.source;
-  const genetic::Pool pool = {{0}, {1}, {-1, 0, 1, 0.3, 0.7, 5}};
+  const pool::FfnSource& source = sources.source;
+  const pool::Pool pool = {{0}, {1}, {-1, 0, 1, 0.3, 0.7, 5}};
   WriteOptions w;
   w.progress = false;
   for (bool fused : {false, true}) {
     CAPTURE(fused);
     AssemblyOptions opts;
     opts.fused = fused;
-    std::promise<genetic::Pool> searched;
+    std::promise<pool::Pool> searched;
     const auto pending = assemble_moe(source, PendingPool{3, {{0}, {1}}, searched.get_future().share()}, opts);
     const std::string child = fused ? tensor_name({Role::ExpertsDown, 0, -1}, Scheme::HFFused) : tensor_name({Role::ExpertDown, 0, 2}, Scheme::HF);
     CHECK(pending->waits(child));
@@ -265,7 +266,7 @@ TEST_CASE("convert: a pool still being searched: the children wait, the rest is 
     fs::remove_all(dir / "known");
   }
   // A search that returns another pool than the one announced is refused.
-  std::promise<genetic::Pool> wrong;
+  std::promise<pool::Pool> wrong;
   wrong.set_value({{1}, {0}, {-1, 0, 1, 0.5, 0.5, 1}});
   const auto mismatched = assemble_moe(source, PendingPool{3, {{0}, {1}}, wrong.get_future().share()}, AssemblyOptions{});
   CHECK_THROWS_AS(mismatched->load(tensor_name({Role::ExpertUp, 0, 2}, Scheme::HF)), std::logic_error);
@@ -353,7 +354,7 @@ TEST_CASE("convert: UpIT's router stage assigns seed samples by loss and pre-opt
 TEST_CASE("convert: the router stage's host memory is counted, and a machine without it is told so up front") {
   ScratchDir dir;
   Sources s(dir, 2, 40);
-  const auto moe = assemble_moe(s.source, genetic::Pool{{0}, {1}, {0}}, AssemblyOptions{});
+  const auto moe = assemble_moe(s.source, pool::Pool{{0}, {1}, {0}}, AssemblyOptions{});
   const Checkpoint& dense = s.source.checkpoint(0);
   // What the stage holds: the MoE and one expert's dense model, a float per parameter.
   const uint64_t need = 4 * (moe->parameter_count() + dense.parameter_count());

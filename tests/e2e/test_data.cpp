@@ -6,8 +6,8 @@
 #include <iterator>
 #include <map>
 
-#include "core/instruction_data.hpp"
-#include "core/synth_tasks.hpp"
+#include "data/instruction_data.hpp"
+#include "data/synthetic_tasks.hpp"
 #include "tests/common/fixtures.hpp"
 
 using namespace upcycle;

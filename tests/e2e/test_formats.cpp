@@ -5,8 +5,9 @@
 #include <nlohmann/json.hpp>
 
 #include "core/checkpoint.hpp"
-#include "core/tokenizer.hpp"
+#include "formats/open_checkpoint.hpp"
 #include "tests/common/fixtures.hpp"
+#include "text/tokenizer.hpp"
 
 using namespace upcycle;
 using namespace upcycle::test;

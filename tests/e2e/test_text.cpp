@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/writer.hpp"
+#include "formats/checkpoint_writer.hpp"
 #include "tests/common/fixtures.hpp"
 
 using namespace upcycle;

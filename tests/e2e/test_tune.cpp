@@ -5,7 +5,8 @@
 
 #include <fstream>
 
-#include "core/writer.hpp"
+#include "formats/checkpoint_writer.hpp"
+#include "formats/open_checkpoint.hpp"
 #include "tests/common/fixtures.hpp"
 #include "trainer/model.hpp"
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "core/error.hpp"
-#include "core/gguf.hpp"
+#include "formats/gguf_model.hpp"
 #include "tests/fuzz/fuzz_input.hpp"
 
 namespace {

@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "core/error.hpp"
-#include "core/safetensors.hpp"
+#include "formats/safetensors.hpp"
 #include "tests/fuzz/fuzz_input.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -2,8 +2,8 @@
 // and the accuracy tallies.
 #include <doctest/doctest.h>
 
-#include "trainer/accuracy.hpp"
 #include "tests/common/fixtures.hpp"
+#include "trainer/accuracy.hpp"
 
 using namespace upcycle;
 using namespace upcycle::test;

@@ -8,8 +8,9 @@
 #include <cstring>
 
 #include "core/error.hpp"
-#include "core/layout.hpp"
-#include "core/writer.hpp"
+#include "core/expected_tensors.hpp"
+#include "formats/checkpoint_writer.hpp"
+#include "formats/open_checkpoint.hpp"
 #include "tests/common/fixtures.hpp"
 #include "trainer/model.hpp"
 

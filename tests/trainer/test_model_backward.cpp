@@ -8,8 +8,8 @@
 
 #include "tests/common/fixtures.hpp"
 #include "tests/trainer/gradcheck.hpp"
-#include "trainer/ops/cross_entropy.hpp"
 #include "trainer/model.hpp"
+#include "trainer/ops/cross_entropy.hpp"
 #include "trainer/parameters.hpp"
 
 using namespace upcycle;

@@ -1,0 +1,105 @@
+#include "convert/router_stage.hpp"
+
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "core/error.hpp"
+#include "core/expected_tensors.hpp"
+#include "core/progress.hpp"
+#include "data/instruction_data.hpp"
+#include "router/assign.hpp"
+#include "router/hidden_init.hpp"
+#include "router/seed_data.hpp"
+
+namespace upcycle {
+
+namespace {
+
+TokenizedData seed_data(const RouterStageOptions& o, int64_t vocab) {
+  std::unique_ptr<ChatEncoder> encoder;
+  auto source = [&]() -> const ChatEncoder& {
+    if (!encoder) encoder = load_chat_encoder(o.text_source, o.chat_template);
+    return *encoder;
+  };
+  TokenizedData data = read_instruction_data(o.data, source, o.skip_bad);
+  if (data.skipped) spdlog::warn("{}: skipped {} malformed lines", o.data.string(), data.skipped);
+  check_vocabulary(data, vocab);
+  if (o.data_is_seed) return data;
+  return router::draw_seed_data(data, o.fraction, o.min_samples, o.preopt.seed);
+}
+
+std::string gigabytes(uint64_t bytes) { return fmt::format("{:.1f} GB", double(bytes) / 1e9); }
+
+}  // namespace
+
+std::optional<uint64_t> available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::optional<uint64_t> kb;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string key;
+    uint64_t value = 0;
+    if (!(fields >> key >> value)) continue;
+    if (key == "MemAvailable:" || key == "SwapFree:") kb = kb.value_or(0) + value;
+  }
+  if (!kb) return std::nullopt;
+  return *kb * 1024;
+}
+
+uint64_t router_stage_bytes(const ModelConfig& moe, const ModelConfig& dense) {
+  uint64_t floats = 0;
+  for (const ModelConfig* c : {&moe, &dense})
+    for (const ExpectedTensor& t : expected_tensors(*c)) floats += *shape_elements(t.shape);
+  return floats * sizeof(float);
+}
+
+void check_router_memory(const ModelConfig& moe, const ModelConfig& dense, uint64_t available,
+                         const std::filesystem::path& source) {
+  const uint64_t need = router_stage_bytes(moe, dense);
+  require(need <= available, source,
+          "the router stage holds the MoE's weights in fp32 and one expert's dense model on the host: " +
+              gigabytes(need) + ", more than the " + gigabytes(available) +
+              " of memory available here (a machine with more memory runs it; --router random writes the MoE "
+              "streaming, in well under 1 GB)");
+}
+
+std::vector<std::vector<float>> fit_routers(const pool::FfnSource& source, const pool::Pool& pool,
+                                            const AssemblyOptions& assembly, const RouterStageOptions& o,
+                                            nlohmann::ordered_json& report) {
+  const auto start = assemble_moe(source, pool, assembly);  // random routers to start from
+  const ModelConfig config = start->config();
+  Weights<float> moe = load_weights<float>(*start);
+  const TokenizedData seed = seed_data(o, config.vocab_size);
+  spdlog::info("router stage: {} seed samples from {}", seed.samples.size(), o.data.string());
+
+  const int64_t E = config.num_local_experts;
+  Progress scoring("scoring seed samples per expert", uint64_t(E) * seed.samples.size(), "samples", o.preopt.progress);
+  const router::Assignment a = router::assign_by_loss(config, moe, o.engine, seed, o.preopt.seq_len,
+                                                        [&] { scoring.advance(1); });
+  scoring.finish();
+  std::string counts;
+  for (int64_t c : a.counts) counts += " " + std::to_string(c);
+  spdlog::info("seed samples per expert (lowest loss):{}", counts);
+
+  report["seed_samples"] = seed.samples.size();
+  report["seed_per_expert"] = a.counts;
+  if (o.hidden) return router::hidden_state_routers(config, moe, o.engine, seed, a.expert, o.preopt.seq_len);
+
+  const router::PreoptResult r =
+      router::preoptimise_routers({config, std::move(moe), start->path(), {}}, o.engine, seed, a.expert, o.preopt);
+  spdlog::info("router pre-optimisation: {} steps, BCE {:.4f} -> {:.4f}, LM loss {:.4f} -> {:.4f}", r.steps, r.first_bce,
+               r.last_bce, r.first_ce, r.last_ce);
+  report["router_steps"] = r.steps;
+  report["router_bce"] = {r.first_bce, r.last_bce};
+  report["router_lm_loss"] = {r.first_ce, r.last_ce};
+
+  std::vector<std::vector<float>> routers;
+  for (const auto& layer : r.weights.layers) routers.push_back(layer.router);
+  return routers;
+}
+
+}  // namespace upcycle

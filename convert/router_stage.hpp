@@ -1,0 +1,48 @@
+// The router stage of `convert`: the MoE assembled with random routers is loaded, the seed data
+// assigned to experts by their own loss, and the routers pre-optimised (UpIT's stage 3) or set
+// from the experts' mean hidden states (the `hidden` ablation).
+#pragma once
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "convert/assemble.hpp"
+#include "router/preopt.hpp"
+
+namespace upcycle {
+
+struct RouterStageOptions {
+  std::filesystem::path data;              // instruction JSONL: the seed data, or what it is drawn from
+  bool data_is_seed = false;               // --seed-data: use all of it
+  double fraction = 0.01;                  // else this share of it,
+  int64_t min_samples = 100;               // at least this many
+  std::filesystem::path text_source;       // tokenizer and chat template
+  std::string chat_template = "auto";
+  bool skip_bad = false;
+  bool hidden = false;                     // the `hidden` init in place of the pre-optimisation
+  EngineFactory engine = make_cpu_engine;  // where the models run (--device)
+  router::PreoptOptions preopt;
+};
+
+// The host memory the router stage holds: the MoE's weights in fp32, and one expert's dense
+// model (of the checkpoints' config) beside them while the seed data is scored (activations are
+// left out: they depend on --batch-tokens and are small beside a model worth checking).
+uint64_t router_stage_bytes(const ModelConfig& moe, const ModelConfig& dense);
+
+// InputError, naming `source`, when router_stage_bytes exceeds `available` bytes: on a machine
+// that cannot hold the MoE the stage would otherwise be killed for memory part way.
+void check_router_memory(const ModelConfig& moe, const ModelConfig& dense, uint64_t available,
+                         const std::filesystem::path& source);
+
+// MemAvailable + SwapFree of /proc/meminfo, in bytes; nullopt where it cannot be read.
+std::optional<uint64_t> available_memory();
+
+// The routers, per layer [E·H]; `report` gets the seed size, the experts' sample counts and the
+// loss terms before and after.
+std::vector<std::vector<float>> fit_routers(const pool::FfnSource& source, const pool::Pool& pool,
+                                            const AssemblyOptions& assembly, const RouterStageOptions& opts,
+                                            nlohmann::ordered_json& report);
+
+}  // namespace upcycle

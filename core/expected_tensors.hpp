@@ -1,0 +1,29 @@
+// The tensors a config implies: names and shapes, for validating checkpoints and for building
+// new ones (random init, MoE assembly).
+#pragma once
+#include <vector>
+
+#include "core/checkpoint.hpp"
+#include "core/tensor_names.hpp"
+
+namespace upcycle {
+
+struct ExpectedTensor {
+  TensorId id;
+  std::string name;
+  Shape shape;
+};
+
+// Every tensor of a model with this config, in canonical order, named in `scheme` (HF by
+// default; HFFused for transformers v5's fused experts). Mixtral gets a router and per-expert
+// FFNs in place of the dense FFN.
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config, Scheme scheme = Scheme::HF);
+
+// The scheme a set of Hugging Face names uses: HFFused when fused expert tensors are present,
+// Qwen2Moe for qwen2_moe configs, else HF.
+Scheme detect_scheme(const ModelConfig& config, const std::vector<TensorInfo>& tensors);
+
+// Throws InputError when a tensor the config requires is missing or misshapen.
+void check_tensors_match_config(const Checkpoint& ckpt);
+
+}  // namespace upcycle

@@ -1,0 +1,18 @@
+// A GGUF file (core/gguf_file.hpp) read as a model: a llama-family model presented as a
+// Checkpoint with Hugging Face names and layout (q/k row permutation undone, quantized tensors
+// dequantized to f32).
+#pragma once
+#include <filesystem>
+#include <memory>
+
+#include "core/checkpoint.hpp"
+#include "core/gguf_file.hpp"
+
+namespace upcycle {
+
+// The config a GGUF model implies (llama and qwen2 architectures); InputError otherwise.
+ModelConfig config_from_gguf(const GgufFile& file);
+
+std::unique_ptr<Checkpoint> open_gguf(const std::filesystem::path& path);
+
+}  // namespace upcycle

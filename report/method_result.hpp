@@ -1,0 +1,23 @@
+// One method's results in an experiment: what the experiments produce and the reports read.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+
+namespace upcycle {
+
+struct MethodResult {
+  std::string method;
+  int experts = 1;                       // 1 for dense
+  int64_t total_params = 0, active_params = 0;
+  double loss = 0, ppl = 0;              // on the test data's replies
+  double exact = 0;                      // exact-match accuracy
+  int64_t exact_total = 0;               // over this many samples
+  std::map<std::string, double> heldout_exact;  // by held-out set name
+  std::map<std::string, double> exact_by_task;
+  double seconds = 0;                    // wall time of its own stages (convert, tune, eval)
+  std::filesystem::path dir;             // its folder: init/ (MoE), tuned/, eval-*.json
+};
+
+}  // namespace upcycle

@@ -1,0 +1,21 @@
+// A sweep's results: sweep.csv (a row per cell), plots of exact match and loss against data size
+// per method and expert count (means over repeats), and report.md with tables and findings.
+#pragma once
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "report/method_result.hpp"
+
+namespace upcycle {
+
+struct SweepRow {
+  int64_t data = 0;  // training samples
+  int repeat = 0;
+  MethodResult result;
+};
+
+// Writes dir/sweep.csv, dir/plots/{exact,loss}.svg and dir/report.md (each complete or not at all).
+void write_sweep_report(const std::filesystem::path& dir, const std::vector<SweepRow>& rows, const std::string& setup);
+
+}  // namespace upcycle

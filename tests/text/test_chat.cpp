@@ -1,0 +1,177 @@
+// Chat templates and model text metadata.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.hpp"
+#include "tests/common/fixtures.hpp"
+#include "text/chat_encoder.hpp"
+#include "text/model_text.hpp"
+
+using namespace upcycle;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+const SpecialTexts kSpecials{"<s>", "</s>"};
+
+std::string joined(const std::vector<Segment>& segments, bool trained_only = false) {
+  std::string out;
+  for (const Segment& s : segments)
+    if (!trained_only || s.trained) out += s.text;
+  return out;
+}
+
+std::vector<Message> qa(const std::string& q, const std::string& a) { return {{"user", q, {}}, {"assistant", a, {}}}; }
+
+// The tokens whose labels count, decoded.
+std::string trained_text(const Tokenizer& t, const TokenizedSample& s) {
+  std::vector<TokenId> ids;
+  for (size_t i = 0; i < s.ids.size(); ++i) {
+    if (s.labels[i] == kIgnoreLabel) continue;
+    CHECK(s.labels[i] == s.ids[i]);
+    ids.push_back(s.ids[i]);
+  }
+  return t.decode(ids);
+}
+
+// SmolLM2-135M-Instruct's template, as its GGUF carries it.
+const char* kSmolTemplate =
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>'"
+    " + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt "
+    "%}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+}  // namespace
+
+TEST_CASE("chat: ChatML puts the default system prompt first and trains on the reply and its end marker") {
+  const ChatTemplate t{ChatFormat::ChatML, "Be brief."};
+  const auto segments = render_chat(t, qa("Hi?", "Hello"), false, kSpecials);
+  CHECK(joined(segments) ==
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n"
+        "Hello<|im_end|>\n");
+  CHECK(joined(segments, true) == "Hello<|im_end|>");
+  // A system message of the conversation replaces the default; the generation prompt opens a turn.
+  const std::vector<Message> asked = {{"system", "S", {}}, {"user", "Q", {}}};
+  CHECK(joined(render_chat(t, asked, true, kSpecials)) ==
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n");
+}
+
+TEST_CASE("chat: Llama-2 [INST] blocks as Hugging Face's template writes them") {
+  const ChatTemplate t{ChatFormat::Llama2, {}};
+  const std::vector<Message> m = {
+      {"system", "Sys", {}}, {"user", "Q1 ", {}}, {"assistant", "A1", {}}, {"user", "Q2", {}}, {"assistant", "A2", {}}};
+  const auto segments = render_chat(t, m, false, kSpecials);
+  CHECK(joined(segments) == "<s>[INST] <<SYS>>\nSys\n<</SYS>>\n\nQ1 [/INST] A1 </s><s>[INST] Q2 [/INST] A2 </s>");
+  CHECK(joined(segments, true) == " A1 </s> A2 </s>");
+}
+
+TEST_CASE("chat: Alpaca's prompt with and without input, the reply closed by EOS") {
+  const ChatTemplate t{ChatFormat::Alpaca, {}};
+  const std::vector<Message> with_input = {{"user", "Sum", "1 2"}, {"assistant", "3", {}}};
+  CHECK(joined(render_chat(t, with_input, false, kSpecials)) ==
+        "Below is an instruction that describes a task, paired with an input that provides further context. Write a "
+        "response that appropriately completes the request.\n\n### Instruction:\nSum\n\n### Input:\n1 2\n\n### "
+        "Response:\n3</s>");
+  const auto plain = render_chat(t, qa("Hi", "Yo"), false, kSpecials);
+  CHECK(joined(plain) ==
+        "Below is an instruction that describes a task. Write a response that appropriately completes the "
+        "request.\n\n### Instruction:\nHi\n\n### Response:\nYo</s>");
+  CHECK(joined(plain, true) == "Yo</s>");
+  // ChatML has no input slot: it joins the instruction.
+  CHECK(joined(render_chat({ChatFormat::ChatML, {}}, with_input, false, kSpecials)).find("Sum\n\n1 2<|im_end|>") !=
+        std::string::npos);
+}
+
+TEST_CASE("chat: conversations a template cannot lay out are rejected") {
+  const ChatTemplate t{ChatFormat::ChatML, {}};
+  CHECK_THROWS_WITH_AS(render_chat(t, {{"bot", "x", {}}}, false, kSpecials), doctest::Contains("role 'bot'"),
+                       std::invalid_argument);
+  CHECK_THROWS_AS(render_chat(t, {{"user", "a", {}}, {"system", "s", {}}}, false, kSpecials), std::invalid_argument);
+  CHECK_THROWS_AS(render_chat(t, {{"user", "a", {}}, {"user", "b", {}}}, false, kSpecials), std::invalid_argument);
+  CHECK_THROWS_AS(render_chat(t, {{"assistant", "a", {}}}, false, kSpecials), std::invalid_argument);
+  CHECK_THROWS_AS(render_chat(t, {{"system", "s", {}}}, false, kSpecials), std::invalid_argument);
+}
+
+TEST_CASE("chat: model templates are recognised, with ChatML's literal default system prompt") {
+  auto smol = recognise_chat_template(kSmolTemplate);
+  REQUIRE(smol);
+  CHECK(smol->format == ChatFormat::ChatML);
+  CHECK(smol->default_system == "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+  // The system turn built from the messages is code, not a default; the escaped literal after it is.
+  auto qwen = recognise_chat_template(
+      "{% if messages[0]['role'] == 'system' %}{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+      "{% else %}{{ '<|im_start|>system\\nYou are Qwen.\\nBe kind.<|im_end|>\\n' }}{% endif %}");
+  REQUIRE(qwen);
+  CHECK(qwen->default_system == "You are Qwen.\nBe kind.");
+  auto llama = recognise_chat_template("{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}");
+  REQUIRE(llama);
+  CHECK(llama->format == ChatFormat::Llama2);
+  CHECK(recognise_chat_template("{{ '### Instruction:\\n' + m }}")->format == ChatFormat::Alpaca);
+  CHECK_FALSE(recognise_chat_template("{{ '<|user|>' + m }}"));
+  CHECK(parse_chat_format("llama2") == ChatFormat::Llama2);
+  CHECK_FALSE(parse_chat_format("vicuna"));
+}
+
+TEST_CASE("chat: the real SmolLM2 template and tokenizer: labels on the reply, stops at <|im_end|>") {
+  auto gguf = test::smollm2_gguf();
+  if (!gguf) {
+    MESSAGE("skipped: no SmolLM2 GGUF (scripts/fetch-smollm2.sh)");
+    return;
+  }
+  const ModelTextInfo info = read_model_text_info(*gguf);
+  CHECK_FALSE(info.add_bos);
+  REQUIRE(info.chat_template);
+  CHECK(*info.chat_template == kSmolTemplate);
+  auto enc = load_chat_encoder(*gguf, "auto");
+  CHECK(enc->chat_template().format == ChatFormat::ChatML);
+  const TokenizedSample s = enc->encode(qa("What is the capital of France?", "Paris"));
+  const std::string full =
+      "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+      "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\nParis<|im_end|>\n";
+  CHECK(s.ids == enc->tokenizer().encode(full));
+  CHECK(trained_text(enc->tokenizer(), s) == "Paris<|im_end|>");
+  CHECK(enc->stop_ids() == std::vector<TokenId>{2});  // <|im_end|> is SmolLM2's EOS
+  const auto prompt = enc->prompt({{"user", "Hi", {}}});
+  CHECK(enc->tokenizer().decode(prompt).ends_with("<|im_start|>assistant\n"));
+}
+
+TEST_CASE("chat: Llama-2 and Alpaca over real vocabularies: labels cover exactly the replies") {
+  auto dir = test::shared_tokenizers();
+  if (!dir) return;
+  auto spm = std::make_unique<ChatEncoder>(load_tokenizer(*dir / "ggml-vocab-llama-spm.gguf"),
+                                           ChatTemplate{ChatFormat::Llama2, {}}, true);
+  const TokenizedSample s = spm->encode(qa("Name a colour.", "Blue"));
+  CHECK(s.ids.front() == 1);  // <s>, written by the template, once
+  CHECK(std::count(s.ids.begin(), s.ids.end(), 1) == 1);
+  CHECK(s.ids.back() == 2);  // </s>, trained
+  CHECK(trained_text(spm->tokenizer(), s).find("Blue </s>") != std::string::npos);
+  CHECK(spm->stop_ids() == std::vector<TokenId>{2});
+
+  auto bpe = std::make_unique<ChatEncoder>(load_tokenizer(*dir / "ggml-vocab-gpt-2.gguf"),
+                                           ChatTemplate{ChatFormat::Alpaca, {}}, false);
+  const TokenizedSample a = bpe->encode(qa("Say hi", "hi there"));
+  CHECK(trained_text(bpe->tokenizer(), a) == "hi there<|endoftext|>");
+  CHECK(a.labels.front() == kIgnoreLabel);
+}
+
+TEST_CASE("chat: a model folder's tokenizer_config.json gives the template (list form) and add_bos_token") {
+  test::ScratchDir dir;
+  test::write_file(dir / "tokenizer.json", "{}");
+  test::write_file(dir / "tokenizer_config.json",
+                   json({{"add_bos_token", true},
+                         {"chat_template", json::array({{{"name", "tool_use"}, {"template", "x"}},
+                                                        {{"name", "default"}, {"template", "[INST]"}}})}})
+                       .dump());
+  ModelTextInfo info = read_model_text_info(dir.path());
+  CHECK(info.add_bos);
+  CHECK(info.chat_template == "[INST]");
+  test::write_file(dir / "tokenizer_config.json", "{\"chat_template\": 3}");
+  CHECK_THROWS_WITH_AS(read_model_text_info(dir.path()), doctest::Contains("chat_template"), InputError);
+  test::write_file(dir / "tokenizer_config.json", "{}");
+  test::write_file(dir / "chat_template.jinja", "<|im_start|>");
+  CHECK(read_model_text_info(dir.path()).chat_template == "<|im_start|>");
+  CHECK_FALSE(read_model_text_info(dir.path()).add_bos);
+  CHECK_THROWS_AS(load_chat_encoder(dir.path(), "vicuna"), UsageError);
+}

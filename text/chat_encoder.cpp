@@ -1,0 +1,87 @@
+#include "text/chat_encoder.hpp"
+
+#include <stdexcept>
+
+#include "core/error.hpp"
+#include "text/model_text.hpp"
+
+namespace upcycle {
+
+namespace {
+
+std::string spelled(const Tokenizer& t, std::optional<TokenId> id) { return id ? t.token(*id) : std::string(); }
+
+// The format's needs of the vocabulary: Llama-2 writes BOS and EOS, Alpaca closes replies with EOS.
+void check_specials(const Tokenizer& t, const ChatTemplate& tmpl) {
+  if (tmpl.format != ChatFormat::ChatML) require(t.eos_id().has_value(), t.path(), std::string("the vocabulary has no EOS token, which the ") + chat_format_name(tmpl.format) + " template ends replies with");
+  if (tmpl.format == ChatFormat::Llama2) require(t.bos_id().has_value(), t.path(), "the vocabulary has no BOS token, which the llama2 template starts turns with");
+}
+
+}  // namespace
+
+ChatEncoder::ChatEncoder(std::unique_ptr<Tokenizer> tokenizer, ChatTemplate tmpl, bool add_bos)
+    : tokenizer_(std::move(tokenizer)), template_(std::move(tmpl)), add_bos_(add_bos) {
+  check_specials(*tokenizer_, template_);
+  specials_ = {spelled(*tokenizer_, tokenizer_->bos_id()), spelled(*tokenizer_, tokenizer_->eos_id())};
+}
+
+TokenizedSample ChatEncoder::encode(const std::vector<Message>& messages) const {
+  if (messages.empty() || messages.back().role != "assistant")
+    throw std::invalid_argument("the conversation does not end with an assistant reply to train on");
+  const std::vector<Segment> segments = render_chat(template_, messages, false, specials_);
+  // Llama-2 spells BOS in the text of every turn; the others take the tokenizer's default.
+  const bool bos = add_bos_ && template_.format != ChatFormat::Llama2;
+  std::string text;
+  for (const Segment& s : segments) text += s.text;
+  TokenizedSample sample;
+  sample.ids = tokenizer_->encode(text, bos);
+  sample.labels.assign(sample.ids.size(), kIgnoreLabel);
+  std::string prefix;
+  size_t begin = 0;
+  for (const Segment& s : segments) {
+    prefix += s.text;
+    const size_t end = prefix.size() == text.size() ? sample.ids.size()
+                                                    : std::min(sample.ids.size(), tokenizer_->encode(prefix, bos).size());
+    if (s.trained)
+      for (size_t i = begin; i < end; ++i) sample.labels[i] = sample.ids[i];
+    begin = std::max(begin, end);
+  }
+  return sample;
+}
+
+std::vector<TokenId> ChatEncoder::prompt(const std::vector<Message>& messages) const {
+  if (messages.empty() || messages.back().role != "user")
+    throw std::invalid_argument("a prompt must end with a user turn");
+  std::string text;
+  for (const Segment& s : render_chat(template_, messages, true, specials_)) text += s.text;
+  return tokenizer_->encode(text, add_bos_ && template_.format != ChatFormat::Llama2);
+}
+
+std::vector<TokenId> ChatEncoder::encode_text(const std::string& text) const { return tokenizer_->encode(text, add_bos_); }
+
+std::vector<TokenId> ChatEncoder::stop_ids() const {
+  std::vector<TokenId> ids;
+  if (tokenizer_->eos_id()) ids.push_back(*tokenizer_->eos_id());
+  const std::vector<TokenId> eot = tokenizer_->encode(end_of_turn(template_, specials_));
+  if (eot.size() == 1 && (ids.empty() || ids[0] != eot[0])) ids.push_back(eot[0]);
+  return ids;
+}
+
+std::unique_ptr<ChatEncoder> load_chat_encoder(const std::filesystem::path& model, const std::string& template_name) {
+  const ModelTextInfo info = read_model_text_info(model);
+  const std::optional<ChatTemplate> own = info.chat_template ? recognise_chat_template(*info.chat_template) : std::nullopt;
+  ChatTemplate tmpl;
+  if (template_name == "auto") {
+    require(info.chat_template.has_value(), model, "has no chat template: choose one with --template chatml|llama2|alpaca");
+    require(own.has_value(), model, "its chat template is not one of ours (ChatML, Llama-2, Alpaca): choose one with --template");
+    tmpl = *own;
+  } else {
+    const auto format = parse_chat_format(template_name);
+    if (!format) throw UsageError("--template: '" + template_name + "' is not auto, chatml, llama2 or alpaca");
+    tmpl.format = *format;
+    if (own && own->format == *format) tmpl.default_system = own->default_system;
+  }
+  return std::make_unique<ChatEncoder>(load_tokenizer(model), std::move(tmpl), info.add_bos);
+}
+
+}  // namespace upcycle

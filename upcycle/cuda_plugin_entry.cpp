@@ -1,9 +1,0 @@
-// libupcycle_cuda.so's entry point (upcycle/cuda_plugin.hpp).
-#include "cuda/engine.hpp"
-#include "upcycle/cuda_plugin.hpp"
-
-extern "C" const upcycle::CudaPlugin* upcycle_cuda_plugin() {
-  static const upcycle::CudaPlugin plugin{upcycle::kCudaPluginAbi, &upcycle::bench_cuda,
-                                         &upcycle::cuda::make_engine<upcycle::cuda::bf16>};
-  return &plugin;
-}
