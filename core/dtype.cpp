@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/error.hpp"
 #include "core/simd.hpp"
 
 namespace upcycle {
@@ -146,6 +147,13 @@ void convert(DType from, const void* src, DType to, void* dst, size_t n) {
     // Rare pairs (f64 involved) go through double; f64 to 16 bits rounds twice (via f32).
     for (size_t i = 0; i < n; ++i) store(to, dst, i, load(from, src, i));
   }
+}
+
+DType parse_storage_dtype(const std::string& name) {
+  const auto t = dtype_from_name(name);
+  if (!t || (*t != DType::F32 && *t != DType::BF16 && *t != DType::F16))
+    throw UsageError("'" + name + "' is not one of f32, bf16, f16");
+  return *t;
 }
 
 }  // namespace upcycle

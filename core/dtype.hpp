@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace upcycle {
@@ -22,6 +23,8 @@ inline std::string_view dtype_name(DType t) { return dtype_info(t).name; }
 inline bool is_quantized(DType t) { return dtype_info(t).block_elems > 1; }
 
 std::optional<DType> dtype_from_name(std::string_view name);         // "f32", "bf16", "f16", ...
+// A storage dtype for outputs: f32, bf16 or f16; UsageError otherwise.
+DType parse_storage_dtype(const std::string& name);
 std::optional<DType> dtype_from_safetensors(std::string_view name);  // "F32", "BF16", ...
 
 // Bytes taken by `elements` elements of type t, or nullopt when the count is not a whole number

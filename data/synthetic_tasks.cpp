@@ -3,12 +3,16 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <map>
 #include <numeric>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 
+#include <nlohmann/json.hpp>
+
 #include "core/random.hpp"
+#include "core/staged_path.hpp"
 
 namespace upcycle {
 
@@ -390,6 +394,31 @@ std::vector<SynthSample> synth_samples(const SynthOptions& options) {
     samples.push_back(draw(*families[order[slot]], options.split, rng));
   }
   return samples;
+}
+
+std::string synth_jsonl(const std::vector<SynthSample>& samples) {
+  std::string out;
+  for (const auto& s : samples)
+    out += nlohmann::json{{"instruction", s.instruction}, {"input", s.input}, {"output", s.output}, {"task", s.task}}
+               .dump() +
+           "\n";
+  return out;
+}
+
+std::string synth_counts(const std::vector<SynthSample>& samples) {
+  std::map<std::string, int64_t> count;
+  for (const auto& s : samples) ++count[s.task];
+  std::string out;
+  for (const bool heldout : {false, true})
+    for (const auto& task : synth_families(heldout))
+      if (count.count(task)) out += (out.empty() ? "" : ", ") + task + " " + std::to_string(count[task]);
+  return out;
+}
+
+void write_synthetic_data(const std::vector<SynthSample>& samples, const std::filesystem::path& out, bool overwrite) {
+  StagedPath staged(out, overwrite);
+  write_text_file(staged.temp(), synth_jsonl(samples));
+  staged.commit();
 }
 
 }  // namespace upcycle

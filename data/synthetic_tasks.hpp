@@ -7,6 +7,7 @@
 // lowercase letters and digits) so that a tiny character-level model can learn it.
 #pragma once
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,5 +53,12 @@ std::vector<std::string> synth_phrasings(std::string_view family);
 // unknown or repeated task name, or a family outside the split (a held-out family in Train, Test
 // or HeldoutPhrasings; a training family in HeldoutTasks).
 std::vector<SynthSample> synth_samples(const SynthOptions& options);
+
+// Samples as Alpaca JSONL with a "task" on every line.
+std::string synth_jsonl(const std::vector<SynthSample>& samples);
+// "add 50, subtract 50, ...", in the families' order.
+std::string synth_counts(const std::vector<SynthSample>& samples);
+// synth_jsonl into `out`, complete or not at all; InputError when it exists and !overwrite.
+void write_synthetic_data(const std::vector<SynthSample>& samples, const std::filesystem::path& out, bool overwrite);
 
 }  // namespace upcycle

@@ -70,6 +70,15 @@ using EngineFactory = std::unique_ptr<Engine> (*)(EngineSpec&& spec);
 
 std::unique_ptr<Engine> make_cpu_engine(EngineSpec&& spec);
 
+// Engines by --device name: "cpu" always; others registered by the program at start (the CUDA
+// plugin's, upcycle/cuda_plugin.hpp), each loaded on first use. UsageError for an unknown name.
+using DeviceLoader = EngineFactory (*)();
+void register_device(const std::string& name, DeviceLoader load);
+EngineFactory engine_for_device(const std::string& name);
+inline constexpr const char* kDeviceHelp =
+    "cpu, or cuda: bf16 weights and activations with fp32 accumulation (and fp32 master weights and "
+    "AdamW when training) on the GPU, through libupcycle_cuda.so beside upcycle";
+
 // An engine over a checkpoint's weights (InputError naming the file when they do not load).
 std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make = make_cpu_engine,
                                     std::optional<TrainSetup> training = {});

@@ -275,6 +275,8 @@ TrainResult Trainer::run() {
 
 }  // namespace
 
-TrainResult train(const TrainOptions& opts, EngineFactory make) { return Trainer(opts, make).run(); }
+TrainResult train(const TrainOptions& opts, EngineFactory make) {
+  return Trainer(opts, make ? make : engine_for_device(opts.device)).run();
+}
 
 }  // namespace upcycle

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/dtype.hpp"
+#include "core/option_table.hpp"
 #include "trainer/engine.hpp"
 #include "trainer/ops/adamw.hpp"
 #include "trainer/parameters.hpp"
@@ -32,7 +33,7 @@ struct TrainOptions {
   int64_t seq_len = 2048;    // longer samples are cut
   int64_t batch_tokens = 4096;  // tokens per micro-batch (whole samples; at least one)
   int64_t grad_accum = 1;       // micro-batches per step
-  LrSchedule schedule;          // total is set from steps
+  LrSchedule schedule{.peak = 2e-5};  // total is set from steps
   ops::AdamWConfig adam;        // lr comes from the schedule
   double clip = 1.0;            // global gradient norm; <= 0: none
   double z_loss_coef = 0;
@@ -46,6 +47,7 @@ struct TrainOptions {
   bool skip_bad = false;
   bool overwrite = false;            // an existing out/final may be replaced
   int64_t log_every = 1;
+  std::string device = "cpu";        // where it runs (engine_for_device)
 };
 
 struct TrainResult {
@@ -54,9 +56,15 @@ struct TrainResult {
   std::filesystem::path checkpoint;  // the last one written
 };
 
+// The options as `tune` and a run config's tuning stages take them (core/option_table.hpp).
+const OptionTable<TrainOptions>& train_option_table();
+// OptionError for values out of range or options that do not go together (model, data and out
+// are required here; model may come from resume instead).
+void check_train_options(const TrainOptions& o);
+
 // InputError for bad data or checkpoints; std::runtime_error naming the step when the loss or
 // the gradient is not finite (the checkpoints written before stay as they were). The model runs
-// on the engine `make` gives (the CPU's by default).
-TrainResult train(const TrainOptions& opts, EngineFactory make = make_cpu_engine);
+// on the engine `make` gives (by default that of opts.device).
+TrainResult train(const TrainOptions& opts, EngineFactory make = nullptr);
 
 }  // namespace upcycle

@@ -1,6 +1,7 @@
 #include "upcycle/cli.hpp"
 
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <iostream>
 
@@ -27,10 +28,11 @@ std::optional<po::variables_map> parse(Spec& spec, const std::vector<std::string
 }
 
 DType parse_output_dtype(const std::string& text, const std::string& option) {
-  auto t = dtype_from_name(text);
-  if (!t || (*t != DType::F32 && *t != DType::BF16 && *t != DType::F16))
-    throw UsageError("--" + option + ": '" + text + "' is not one of f32, bf16, f16");
-  return *t;
+  try {
+    return parse_storage_dtype(text);
+  } catch (const UsageError& e) {
+    throw UsageError("--" + option + ": " + e.what());
+  }
 }
 
 uint64_t parse_size(const std::string& text, const std::string& option) {
@@ -56,6 +58,35 @@ uint64_t parse_size(const std::string& text, const std::string& option) {
   if (scale < 0 || !std::isfinite(bytes) || bytes < 1 || bytes > 1e15)
     throw UsageError("--" + option + ": '" + text + "' is not a size between 1 B and 1 PB");
   return uint64_t(bytes);
+}
+
+nlohmann::json option_value(ValueKind kind, const std::string& key, const std::vector<std::string>& texts) {
+  if (kind == ValueKind::Switch) return true;
+  if (kind == ValueKind::TextList) return texts;
+  const std::string& text = texts.at(0);
+  const char *first = text.data(), *last = text.data() + text.size();
+  auto refuse = [&] { return UsageError(option_flag(key) + ": '" + text + "' is not " + kind_text(kind)); };
+  switch (kind) {
+    case ValueKind::Integer: {
+      int64_t v = 0;
+      const auto [end, ec] = std::from_chars(first, last, v);
+      if (ec != std::errc() || end != last) throw refuse();
+      return v;
+    }
+    case ValueKind::Unsigned: {
+      uint64_t v = 0;
+      const auto [end, ec] = std::from_chars(first, last, v);  // refuses a sign, so -1 never wraps
+      if (ec != std::errc() || end != last) throw refuse();
+      return v;
+    }
+    case ValueKind::Real: {
+      double v = 0;
+      const auto [end, ec] = std::from_chars(first, last, v);
+      if (ec != std::errc() || end != last || !std::isfinite(v)) throw refuse();
+      return v;
+    }
+    default: return text;
+  }
 }
 
 }  // namespace upcycle::cli

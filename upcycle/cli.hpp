@@ -8,6 +8,8 @@
 #include <boost/program_options.hpp>
 
 #include "core/dtype.hpp"
+#include "core/error.hpp"
+#include "core/option_table.hpp"
 
 namespace upcycle::cli {
 
@@ -29,5 +31,53 @@ DType parse_output_dtype(const std::string& text, const std::string& option);
 
 // A size like "5GB", "500MB", "2GiB", "123" (bytes); UsageError naming the option otherwise.
 uint64_t parse_size(const std::string& text, const std::string& option);
+
+// Adds a stage's option table (core/option_table.hpp): Switch rows as flags, TextList rows
+// taking one or more values, the others one value, each help showing its default in `defaults`.
+template <class S>
+void add_options(Spec& spec, const OptionTable<S>& table, const S& defaults = {});
+
+// Sets `into` from the table's options given on the command line (the others keep the values
+// `into` has), then runs check(into); UsageError naming the flag for any mistake.
+template <class S, class Check>
+void read_options(const po::variables_map& vm, const OptionTable<S>& table, S& into, Check check);
+
+// A command-line text as the JSON value a kind takes; UsageError naming the flag otherwise.
+nlohmann::json option_value(ValueKind kind, const std::string& key, const std::vector<std::string>& texts);
+
+template <class S>
+void add_options(Spec& spec, const OptionTable<S>& table, const S& defaults) {
+  for (const OptionRow<S>& row : table) {
+    const std::string name = option_flag(row.key).substr(2);
+    const std::string shown = default_text(row.get(defaults));
+    if (row.kind == ValueKind::Switch) {
+      spec.options.add_options()(name.c_str(), row.help.c_str());
+    } else if (row.kind == ValueKind::TextList) {
+      auto* value = po::value<std::vector<std::string>>()->multitoken();
+      spec.options.add_options()(name.c_str(), value, row.help.c_str());
+    } else {
+      auto* value = po::value<std::string>();
+      if (!shown.empty()) value->default_value(shown, shown);
+      spec.options.add_options()(name.c_str(), value, row.help.c_str());
+    }
+  }
+}
+
+template <class S, class Check>
+void read_options(const po::variables_map& vm, const OptionTable<S>& table, S& into, Check check) {
+  try {
+    for (const OptionRow<S>& row : table) {
+      const std::string name = option_flag(row.key).substr(2);
+      if (!vm.count(name) || vm[name].defaulted()) continue;
+      std::vector<std::string> texts;
+      if (row.kind == ValueKind::TextList) texts = vm[name].as<std::vector<std::string>>();
+      else if (row.kind != ValueKind::Switch) texts = {vm[name].as<std::string>()};
+      row.set(into, option_value(row.kind, row.key, texts));
+    }
+    check(into);
+  } catch (const OptionError& e) {
+    throw UsageError(render_option_names(e.what(), true));
+  }
+}
 
 }  // namespace upcycle::cli

@@ -8,7 +8,6 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
-#include "core/staged_path.hpp"
 #include "data/synthetic_tasks.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
@@ -44,26 +43,6 @@ void print_families() {
                   s.input.c_str(), s.output.c_str());
     }
   }
-}
-
-std::string jsonl(const std::vector<SynthSample>& samples) {
-  std::string out;
-  for (const auto& s : samples)
-    out += nlohmann::json{{"instruction", s.instruction}, {"input", s.input}, {"output", s.output}, {"task", s.task}}
-               .dump() +
-           "\n";
-  return out;
-}
-
-// "add 50, subtract 50, ...", in the families' order.
-std::string counts(const std::vector<SynthSample>& samples) {
-  std::map<std::string, int64_t> count;
-  for (const auto& s : samples) ++count[s.task];
-  std::string out;
-  for (const bool heldout : {false, true})
-    for (const auto& task : synth_families(heldout))
-      if (count.count(task)) out += (out.empty() ? "" : ", ") + task + " " + std::to_string(count[task]);
-  return out;
 }
 
 int synth(const Args& args) {
@@ -110,11 +89,9 @@ int synth(const Args& args) {
     throw UsageError(std::string("--tasks: ") + e.what());
   }
 
-  StagedPath out((*vm)["out"].as<std::string>(), vm->count("overwrite") > 0);
-  write_text_file(out.temp(), jsonl(samples));
-  out.commit();
-  spdlog::info("wrote {} {} samples to {} (seed {}): {}", samples.size(), split, out.final_path().string(), opts.seed,
-               counts(samples));
+  write_synthetic_data(samples, (*vm)["out"].as<std::string>(), vm->count("overwrite") > 0);
+  spdlog::info("wrote {} {} samples to {} (seed {}): {}", samples.size(), split, (*vm)["out"].as<std::string>(), opts.seed,
+               synth_counts(samples));
   return 0;
 }
 

@@ -10,9 +10,9 @@
 #include "report/experiment_report.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
-#include "upcycle/experiment.hpp"
+#include "experiments/experiment.hpp"
+#include "experiments/stages.hpp"
 #include "upcycle/experiment_cli.hpp"
-#include "upcycle/pipeline.hpp"
 
 namespace upcycle {
 
@@ -30,9 +30,8 @@ std::string setup_text(const ExperimentOptions& o, int64_t train, int64_t test, 
       "pre-optimises the routers on seed data. Top-{} routing, seed {}. Exact match is greedy decoding "
       "against the reference answer; the held-out columns ask the trained tasks in a phrasing never trained "
       "on, and task families never trained on.",
-      model.string(), o.base_tune.is_null() ? std::string() : fmt::format(" after a base tuning of {} steps", o.base_tune.value("steps", 0)),
-      train, test, o.dense_tune.value("steps", 0), o.dense_tune.value("save_count", 0),
-      o.tune.value("steps", 0), o.experts, o.experts, o.top_k, o.seed);
+      model.string(), !o.base_tune ? std::string() : fmt::format(" after a base tuning of {} steps", o.base_tune->steps),
+      train, test, o.dense_tune.steps, o.dense_tune.save_count, o.tune.steps, o.experts, o.experts, o.top_k, o.seed);
 }
 
 }  // namespace
@@ -89,8 +88,8 @@ int cmd_demo(const Args& args) {
   o.experts = experts;
   o.top_k = top_k;
   o.seed = seed;
-  set_experiment_tunings(*vm, "steps", dense_steps, steps, o);
-  if (!o.base_tune.is_null()) o.base_dir = out / "base";
+  set_experiment_tunings(*vm, {dense_steps, 0}, {steps, 0}, o);
+  if (o.base_tune) o.base_dir = out / "base";
   ExperimentReport report;
   report.title = "upcycle demo: UpIT against sparse upcycling and the dense model";
   report.results = run_experiment(o);

@@ -11,9 +11,9 @@
 #include "report/sweep_report.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
-#include "upcycle/experiment.hpp"
+#include "experiments/experiment.hpp"
+#include "experiments/stages.hpp"
 #include "upcycle/experiment_cli.hpp"
-#include "upcycle/pipeline.hpp"
 
 namespace upcycle {
 
@@ -140,8 +140,8 @@ int cmd_sweep(const Args& args) {
     o.experts = c.experts;
     o.top_k = top_k;
     o.seed = s;
-    set_experiment_tunings(*vm, "epochs", (*vm)["dense-epochs"].as<double>(), (*vm)["epochs"].as<double>(), o);
-    if (!o.base_tune.is_null()) {
+    set_experiment_tunings(*vm, {0, (*vm)["dense-epochs"].as<double>()}, {0, (*vm)["epochs"].as<double>()}, o);
+    if (o.base_tune) {
       o.base_dir = out / fmt::format("base-r{}", c.repeat);
       o.base_train = out / fmt::format("base-r{}.jsonl", c.repeat);
       synth_data(o.base_train, "train", (*vm)["base-samples"].as<int64_t>(), s + 1000);

@@ -37,10 +37,8 @@ const CudaPlugin& cuda_plugin() {
 #endif
 }
 
-EngineFactory engine_for_device(const std::string& device) {
-  if (device == "cpu") return make_cpu_engine;
-  if (device == "cuda") return cuda_plugin().make_engine;
-  throw UsageError("--device: '" + device + "' is not cpu or cuda");
+void register_cuda_device() {
+  register_device("cuda", [] { return cuda_plugin().make_engine; });
 }
 
 }  // namespace upcycle

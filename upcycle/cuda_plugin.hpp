@@ -13,11 +13,8 @@ namespace upcycle {
 // file and the loader's reason when it is missing, does not load, or is of another build.
 const CudaPlugin& cuda_plugin();
 
-// --device's help, and its engines: "cpu", or "cuda" (the plugin's, loaded here); UsageError
-// otherwise.
-inline constexpr const char* kDeviceHelp =
-    "cpu, or cuda: bf16 weights and activations with fp32 accumulation (and fp32 master weights and "
-    "AdamW when training) on the GPU, through libupcycle_cuda.so beside upcycle";
-EngineFactory engine_for_device(const std::string& device);
+// Registers "cuda" as a --device (trainer/engine.hpp) whose engine is the plugin's, loaded on
+// first use; in a build without CUDA, using it is a UsageError saying so.
+void register_cuda_device();
 
 }  // namespace upcycle

@@ -1,7 +1,7 @@
 #include "upcycle/experiment_cli.hpp"
 
 #include "core/error.hpp"
-#include "upcycle/pipeline.hpp"
+#include "experiments/stages.hpp"
 
 namespace upcycle {
 
@@ -34,15 +34,15 @@ std::filesystem::path initial_model(const cli::po::variables_map& vm, const std:
   return fresh;
 }
 
-void set_experiment_tunings(const cli::po::variables_map& vm, const char* length_key, const nlohmann::json& dense_length,
-                            const nlohmann::json& method_length, ExperimentOptions& o) {
+void set_experiment_tunings(const cli::po::variables_map& vm, TuneLength dense_length, TuneLength method_length,
+                            ExperimentOptions& o) {
   const int64_t batch = vm["batch-tokens"].as<int64_t>(), base_steps = vm["base-steps"].as<int64_t>();
   const double tune_lr = vm["tune-lr"].as<double>();
-  if (base_steps > 0) o.base_tune = tune_options("steps", base_steps, vm["lr"].as<double>(), base_steps / 10, batch);
-  o.dense_tune = tune_options(length_key, dense_length, tune_lr, 10, batch);
-  o.dense_tune["save_count"] = vm["checkpoints"].as<int64_t>();
-  o.tune = tune_options(length_key, method_length, tune_lr, 10, batch);
-  o.convert = {{"seed_min", vm["seed-samples"].as<int64_t>()}};
+  if (base_steps > 0) o.base_tune = tune_options({base_steps, 0}, vm["lr"].as<double>(), base_steps / 10, batch);
+  o.dense_tune = tune_options(dense_length, tune_lr, 10, batch);
+  o.dense_tune.save_count = vm["checkpoints"].as<int64_t>();
+  o.tune = tune_options(method_length, tune_lr, 10, batch);
+  o.convert.seed_min = vm["seed-samples"].as<int64_t>();
 }
 
 }  // namespace upcycle

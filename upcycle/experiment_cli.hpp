@@ -3,10 +3,8 @@
 #pragma once
 #include <filesystem>
 
-#include <nlohmann/json.hpp>
-
 #include "upcycle/cli.hpp"
-#include "upcycle/experiment.hpp"
+#include "experiments/experiment.hpp"
 
 namespace upcycle {
 
@@ -22,8 +20,8 @@ std::filesystem::path initial_model(const cli::po::variables_map& vm, const std:
 
 // o.base_tune (when --base-steps > 0: the caller sets o.base_dir), o.dense_tune (saving
 // --checkpoints), o.tune and o.convert. The dense run and each method's tuning last
-// dense_length and method_length of length_key ("steps" or "epochs").
-void set_experiment_tunings(const cli::po::variables_map& vm, const char* length_key, const nlohmann::json& dense_length,
-                            const nlohmann::json& method_length, ExperimentOptions& o);
+// dense_length and method_length.
+void set_experiment_tunings(const cli::po::variables_map& vm, TuneLength dense_length, TuneLength method_length,
+                            ExperimentOptions& o);
 
 }  // namespace upcycle

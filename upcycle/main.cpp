@@ -13,6 +13,7 @@
 
 #include "core/error.hpp"
 #include "upcycle/commands.hpp"
+#include "upcycle/cuda_plugin.hpp"
 #include "upcycle/version.hpp"
 
 namespace {
@@ -78,6 +79,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "upcycle: unknown command '%s' (see upcycle --help)\n", argv[1]);
     return 1;
   }
+  upcycle::register_cuda_device();
   try {
     return cmd->run(upcycle::Args(argv + 2, argv + argc));
   } catch (const upcycle::UsageError& e) {

@@ -288,11 +288,19 @@ TEST_CASE("convert: BTX, drop-upcycling and misuse") {
   r = run_upcycle("convert --checkpoints " + q(a) + " " + q(dense(dir, "m", 3, "mixtral")) + " --router random --out " + q(dir / "o"));
   CHECK(r.code == 2);
   CHECK(r.err.find("already an MoE model") != std::string::npos);
-  r = run_upcycle("convert --checkpoints " + q(dense(dir, "qw", 3, "qwen2")) + " --method sparse --out " + q(dir / "o"));
+  r = run_upcycle("convert --checkpoints " + q(dense(dir, "qw", 3, "qwen2")) + " --method sparse --top-k 1 --out " + q(dir / "o"));
   CHECK(r.code == 2);
   CHECK(r.err.find("llama or mistral") != std::string::npos);
   r = run_upcycle("convert --checkpoints " + q(a) + " --router hidden --out " + q(dir / "o"));
   CHECK(r.code == 1);
+  // Checked up front, before any checkpoint is read: top-k above the experts, a negative count.
+  r = run_upcycle("convert --checkpoints " + q(a) + " " + q(a) + " --experts 2 --top-k 3 --router random --out " + q(dir / "o"));
+  CHECK(r.code == 1);
+  CHECK(r.err.find("--top-k must lie in [1, --experts] (2)") != std::string::npos);
+  r = run_upcycle("convert --checkpoints " + q(a) + " " + q(a) + " --search-sample -1 --router random --out " + q(dir / "o"));
+  CHECK(r.code == 1);
+  CHECK(r.err.find("--search-sample: '-1' is not a non-negative integer") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "o"));
   r = run_upcycle("convert --checkpoints " + q(a) + " " + q(b) + " --method btx --experts 3 --out " + q(dir / "o"));
   CHECK(r.code == 1);
   // Merge and search options out of range are usage errors, before anything runs.

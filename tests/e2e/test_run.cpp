@@ -62,4 +62,25 @@ TEST_CASE("run: dense tuning, conversion of its checkpoints, MoE tuning, evaluat
   r = run_upcycle("run " + (dir / "bad.json").string());
   CHECK(r.code == 2);
   CHECK(r.err.find("typo: is not a key of the pipeline") != std::string::npos);
+
+  // Every stage's options are read and checked before the first stage runs: a mistake in a late
+  // stage is named by stage and key, and nothing is made.
+  auto refused = [&](json bad, const std::string& message) {
+    write_file(dir / "bad.json", bad.dump());
+    const auto result = run_upcycle("run " + (dir / "bad.json").string());
+    CHECK_MESSAGE(result.code == 1, result.err);
+    CHECK_MESSAGE(result.err.find(message) != std::string::npos, result.err);
+    CHECK_FALSE(fs::exists(dir / "bad"));
+  };
+  json bad = {{"out", (dir / "bad").string()}, {"dense", config["dense"]}, {"convert", config["convert"]}, {"moe", config["moe"]}};
+  refused(bad, "bad.json: stage moe: learning_rate is not an option of this stage");
+  bad["moe"].erase("learning_rate");
+  bad["convert"]["top_k"] = 6;
+  refused(bad, "bad.json: stage convert: top_k must lie in [1, experts] (5)");
+  bad["convert"]["top_k"] = 2;
+  bad["convert"]["search_sample"] = -1;
+  refused(bad, "bad.json: stage convert: search_sample must be a non-negative integer");
+  bad["convert"].erase("search_sample");
+  bad["eval"] = json::array({{{"data", data}, {"metric", "bleu"}}});
+  refused(bad, "bad.json: stage eval[0]: metric: 'bleu' is not loss, exact or choice");
 }

@@ -1,4 +1,4 @@
-#include "upcycle/experiment.hpp"
+#include "experiments/experiment.hpp"
 
 #include <chrono>
 
@@ -9,7 +9,7 @@
 #include "core/json_file.hpp"
 #include "core/staged_path.hpp"
 #include "formats/open_checkpoint.hpp"
-#include "upcycle/pipeline.hpp"
+#include "experiments/stages.hpp"
 
 namespace upcycle {
 
@@ -35,44 +35,46 @@ double timed_stage(const fs::path& done, const fs::path& time_file, F&& stage) {
   return seconds;
 }
 
-void tune(json options, const fs::path& model, const fs::path& data, const fs::path& dir, const ExperimentOptions& o,
+void tune(TrainOptions options, const fs::path& model, const fs::path& data, const fs::path& dir, const ExperimentOptions& o,
           const std::string& name) {
-  options["model"] = model.string();
-  options["data"] = data.string();
-  options["seed"] = o.seed;
-  if (!tune_stage(options, dir, dir, name))
+  options.model = model;
+  options.data = data;
+  options.seed = o.seed;
+  if (!tune_stage(std::move(options), dir, name))
     throw InputError(dir, "stopped before its last step: remove stop_at from the tune options");
 }
 
 void convert(const std::string& method, const fs::path& into, const ExperimentOptions& o) {
-  const std::vector<std::string> checkpoints = dense_checkpoints(o.dense_dir);
-  json c = o.convert;
-  c["method"] = method;
-  c["experts"] = o.experts;
-  c["top_k"] = o.top_k;
-  c["seed"] = o.seed;
-  c["out"] = into.string();
+  const std::vector<fs::path> checkpoints = dense_checkpoints(o.dense_dir);
+  ConvertOptions c = o.convert;
+  c.method = method;
+  c.experts = o.experts;
+  c.top_k = o.top_k;
+  c.seed = o.seed;
+  c.out = into;
   if (method == "upit") {
-    c["checkpoints"] = checkpoints;
-    c["data"] = o.train.string();  // seed data: a share of it
+    c.checkpoints = checkpoints;
+    c.data = o.train;  // seed data: a share of it
   } else if (method == "btx") {
-    c["checkpoints"] = checkpoints;
+    c.checkpoints = checkpoints;
   } else {  // sparse, drop: copies of the final model's FFN
-    c["checkpoints"] = json::array({checkpoints.back()});
+    c.checkpoints = {checkpoints.back()};
   }
-  run_stage("convert " + method, cmd_convert, to_args(c, into, "convert"));
+  check_options(c, check_convert_options, "stage convert " + method);
+  upcycle::convert(c);
 }
 
-// `eval` into file, unless it is there.
+// An evaluation into file, unless it is there.
 void evaluate(const fs::path& model, const fs::path& data, const std::string& metric, const fs::path& file,
               const ExperimentOptions& o) {
   if (fs::exists(file)) return;
-  json e = o.eval;
-  e["model"] = model.string();
-  e["data"] = data.string();
-  e["metric"] = metric;
-  e["out"] = file.string();
-  run_stage("eval " + metric, cmd_eval, to_args(e, file, "eval"));
+  EvalOptions e = o.eval;
+  e.model = model;
+  e.data = data;
+  e.metric = metric;
+  e.out = file;
+  check_options(e, check_eval_options, "stage eval " + metric);
+  upcycle::evaluate(e);
 }
 
 MethodResult run_method(const std::string& method, const ExperimentOptions& o) {
@@ -122,10 +124,23 @@ std::vector<HeldoutSet> synth_heldout_sets(const fs::path& dir, int64_t n, uint6
   return sets;
 }
 
-json tune_options(const char* length_key, nlohmann::json length, double lr, int64_t warmup, int64_t batch_tokens) {
-  return {{length_key, std::move(length)},          {"lr", lr},
-          {"warmup", warmup},            {"batch_tokens", batch_tokens},
-          {"seq_len", kExperimentSeqLen}, {"min_lr_ratio", 0.1}};
+TrainOptions tune_options(TuneLength length, double lr, int64_t warmup, int64_t batch_tokens) {
+  TrainOptions t;
+  t.steps = length.steps;
+  t.epochs = length.steps > 0 ? 0 : length.epochs;
+  t.schedule.peak = lr;
+  t.schedule.warmup = warmup;
+  t.schedule.min_ratio = 0.1;
+  t.batch_tokens = batch_tokens;
+  t.seq_len = kExperimentSeqLen;
+  return t;
+}
+
+EvalOptions experiment_eval_options() {
+  EvalOptions e;
+  e.max_new_tokens = 24;
+  e.seq_len = kExperimentSeqLen;
+  return e;
 }
 
 double recorded_seconds(const fs::path& run_dir) {
@@ -143,9 +158,9 @@ int64_t active_parameters(const Checkpoint& model) {
 
 std::vector<MethodResult> run_experiment(const ExperimentOptions& o) {
   fs::path start = o.init;
-  if (!o.base_tune.is_null()) {
+  if (o.base_tune) {
     timed_stage(o.base_dir / "final", o.base_dir / kTimeFile, [&] {
-      tune(o.base_tune, o.init, o.base_train.empty() ? o.train : o.base_train, o.base_dir, o, "base");
+      tune(*o.base_tune, o.init, o.base_train.empty() ? o.train : o.base_train, o.base_dir, o, "base");
     });
     start = o.base_dir / "final";
   }

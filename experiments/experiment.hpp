@@ -11,21 +11,29 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
+#include "convert/convert.hpp"
 #include "core/checkpoint.hpp"
 #include "report/method_result.hpp"
+#include "trainer/evaluation.hpp"
+#include "trainer/train.hpp"
 
 namespace upcycle {
 
 inline constexpr int64_t kExperimentSeqLen = 256;  // the synthetic samples are under 100 bytes
 
-// Options of a tune stage: `length` of "steps" (an integer) or "epochs", peak lr after `warmup` steps, a cosine
-// to a tenth of it, micro-batches of batch_tokens.
-nlohmann::json tune_options(const char* length_key, nlohmann::json length, double lr, int64_t warmup, int64_t batch_tokens);
+// A tuning's length: steps, or epochs when steps is 0.
+struct TuneLength {
+  int64_t steps = 0;
+  double epochs = 0;
+};
+
+// Options of a tune stage: `length`, peak lr after `warmup` steps, a cosine to a tenth of it,
+// micro-batches of batch_tokens (model, data, out and seed are the experiment's to set).
+TrainOptions tune_options(TuneLength length, double lr, int64_t warmup, int64_t batch_tokens);
 
 // A test set of what the training never showed, for exact match: "phrasings" (the trained tasks
 // asked in words never trained on) or "tasks" (task families never trained on).
@@ -37,6 +45,10 @@ struct HeldoutSet {
 // `data synth`'s two held-out splits in dir (made unless they exist), n samples each.
 std::vector<HeldoutSet> synth_heldout_sets(const std::filesystem::path& dir, int64_t n, uint64_t seed);
 
+// Evaluation as experiments run it: short replies (the synthetic answers are), samples of
+// kExperimentSeqLen.
+EvalOptions experiment_eval_options();
+
 struct ExperimentOptions {
   std::filesystem::path dense_dir;   // the dense run (tune's folder), shared between experiments
   std::filesystem::path out;         // this experiment's folder: one subfolder per method
@@ -44,16 +56,18 @@ struct ExperimentOptions {
   // Optional: a first tuning of init into base_dir, the dense run then starting from its final
   // model, so that even the first checkpoint is a capable model (as when tuning a pretrained one).
   std::filesystem::path base_dir;
-  nlohmann::json base_tune;          // null: none
+  std::optional<TrainOptions> base_tune;  // none: no base tuning
   std::filesystem::path base_train;  // its data (empty: train)
   std::filesystem::path train, test; // instruction data (test: loss and exact match)
   std::vector<HeldoutSet> heldout;   // exact match on each too
   std::vector<std::string> methods;  // dense, sparse, upit, btx, drop
   int experts = 8, top_k = 2;
-  nlohmann::json dense_tune;         // tune options of the dense run (steps, save_every, lr, ...)
-  nlohmann::json tune;               // tune options of every method's run (steps, lr, ...)
-  nlohmann::json convert = nlohmann::json::object();  // extra convert options (router_epochs, seed_min, ...)
-  nlohmann::json eval = {{"max_new_tokens", 24}, {"seq_len", kExperimentSeqLen}};  // extra eval options
+  // The stages' options; the experiment sets what ties them together (models, data, folders,
+  // the seed, and for convert the method, experts and checkpoints).
+  TrainOptions dense_tune;           // the dense run (steps, save_count, lr, ...)
+  TrainOptions tune;                 // every method's run
+  ConvertOptions convert;            // router_epochs, seed_min, ...
+  EvalOptions eval = experiment_eval_options();
   uint64_t seed = 0;
 };
 

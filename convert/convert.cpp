@@ -1,0 +1,303 @@
+#include "convert/convert.hpp"
+
+#include <algorithm>
+#include <future>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "convert/assemble.hpp"
+#include "convert/router_stage.hpp"
+#include "core/error.hpp"
+#include "core/random.hpp"
+#include "formats/checkpoint_writer.hpp"
+#include "formats/open_checkpoint.hpp"
+
+namespace upcycle {
+
+namespace {
+
+using O = ConvertOptions;
+using pool::Pool;
+
+std::string matrix_text(const std::vector<std::vector<double>>& m) {
+  std::string out;
+  for (const auto& row : m) {
+    out += "\n   ";
+    for (double v : row) out += fmt::format(" {:7.4f}", v);
+  }
+  return out;
+}
+
+nlohmann::ordered_json recipe_json(const pool::ExpertRecipe& r) {
+  nlohmann::ordered_json j = {{"describe", pool::describe(r)}};
+  if (r.is_child()) {
+    j["parents"] = {r.parent_a, r.parent_b};
+    j["weights"] = {r.weight_a, r.weight_b};
+    j["seed"] = r.seed;
+  } else {
+    j["checkpoint"] = r.checkpoint;
+    if (r.redraw > 0) j["redraw"] = r.redraw, j["seed"] = r.seed;
+  }
+  return j;
+}
+
+struct Plan {
+  std::string router;
+  Pool pool;                                      // complete, or the checkpoints before a search
+  std::optional<genetic::ExpansionOptions> search;  // upit: still to run
+  AssemblyOptions assembly;
+  nlohmann::ordered_json report;  // upcycle_convert.json, written beside the weights
+};
+
+nlohmann::ordered_json pool_json(const Pool& pool) {
+  nlohmann::ordered_json experts = nlohmann::ordered_json::array();
+  for (const auto& r : pool) experts.push_back(recipe_json(r));
+  return experts;
+}
+
+// The genetic search of p.search: the pool, with its distances logged and in the report.
+Pool search(const Plan& p, const pool::FfnSource& source, nlohmann::ordered_json& report) {
+  const genetic::ExpansionOptions& o = *p.search;
+  const genetic::Expansion x = genetic::expand_pool(source, o);
+  spdlog::info("{} distances between the checkpoints:{}", genetic::distance_name(o.distance), matrix_text(x.before));
+  spdlog::info("between the {} experts:{}", x.pool.size(), matrix_text(x.after));
+  report["distance"] = genetic::distance_name(o.distance);
+  report["search_sample"] = o.sample_elements;
+  report["distances_before"] = x.before;
+  report["distances_after"] = x.after;
+  report["pool"] = pool_json(x.pool);
+  return x.pool;
+}
+
+// The plan of checked options over K checkpoints.
+Plan plan(const O& o, int K) {
+  Plan p;
+  const int E = o.experts.value_or(K);
+  AssemblyOptions& a = p.assembly;
+  a.top_k = o.top_k;
+  a.fused = o.fused;
+  a.aux_loss_coef = o.aux_loss_coef;
+  a.seed = o.seed;
+  a.child_merge.method = *merge::parse_method(o.merge);
+  a.child_merge.drop_rate = o.drop_rate;
+  a.child_merge.density = o.density;
+  a.shared_merge.method = *merge::parse_method(o.shared_merge);
+  a.shared_from = o.shared_from;
+  p.router = o.router.value_or(o.method == "upit" ? "upit" : "random");
+  p.report = {{"method", o.method}, {"experts", E}, {"top_k", a.top_k}, {"seed", o.seed}, {"router", p.router}};
+
+  if (o.method == "upit") {
+    genetic::ExpansionOptions x;
+    x.experts = o.no_expand ? std::min(E, K) : E;
+    x.candidates = o.candidates;
+    x.distant_pairs = o.distant_pairs;
+    x.parents = *genetic::parse_parent_choice(o.parents);
+    x.distance = *genetic::parse_distance(o.distance);
+    x.merge = a.child_merge;
+    x.seed = o.seed;
+    x.sample_elements = o.search_sample;
+    p.search = x;
+    if (x.experts > K)
+      for (int k = 0; k < K; ++k) p.pool.push_back({k});  // the search keeps them, in order, and adds children
+  } else if (o.method == "sparse" || o.method == "drop") {
+    a.shared_from = o.from;
+    for (int e = 0; e < E; ++e) {
+      pool::ExpertRecipe r{o.from};
+      if (o.method == "drop")
+        r.redraw = o.drop_ratio, r.seed = Rng::stream(o.seed, "drop-upcycling expert " + std::to_string(e)).next();
+      p.pool.push_back(r);
+    }
+  } else {  // btx
+    for (int k = 0; k < K; ++k) p.pool.push_back({k});
+  }
+  if (!p.search) p.report["pool"] = pool_json(p.pool);
+  return p;
+}
+
+RouterStageOptions router_options(const O& o) {
+  RouterStageOptions r;
+  r.data_is_seed = o.seed_data.has_value();
+  r.data = r.data_is_seed ? *o.seed_data : *o.data;
+  r.fraction = o.seed_fraction;
+  r.min_samples = o.seed_min;
+  r.text_source = o.tokenizer.value_or(o.checkpoints.at(0));
+  r.chat_template = o.chat_template;
+  r.skip_bad = o.skip_bad;
+  r.engine = engine_for_device(o.device);
+  r.preopt.epochs = o.router_epochs;
+  r.preopt.lr = o.router_lr;
+  r.preopt.seq_len = o.seq_len;
+  r.preopt.batch_tokens = o.batch_tokens;
+  r.preopt.seed = o.seed;
+  return r;
+}
+
+// A choice among names, for the table and the checks.
+template <class Parse>
+void check_choice(const std::string& key, const std::string& value, Parse parse, const char* choices) {
+  if (!parse(value)) throw OptionError(key, option_name(key) + ": '" + value + "' is not " + choices);
+}
+
+// A checkpoint index option within [0, K).
+void check_index(const char* key, int i, size_t K) {
+  if (i < 0 || size_t(i) >= K)
+    throw OptionError(key, option_name(key) + " " + std::to_string(i) + " is not a checkpoint index (0.." + std::to_string(K - 1) + ")");
+}
+
+OptionTable<O> make_table() {
+  return {
+      option<O>("checkpoints", "dense checkpoints (folders, .h5 or .gguf)", [](O& o) -> auto& { return o.checkpoints; }),
+      option<O>("base", "the model before tuning: deltas are taken from it (default: the checkpoints' mean)",
+                [](O& o) -> auto& { return o.base; }),
+      option<O>("experts", "experts per layer (default: one per checkpoint)", [](O& o) -> auto& { return o.experts; }),
+      option<O>("top_k", "experts per token", [](O& o) -> auto& { return o.top_k; }),
+      option<O>("out", "output folder (or .h5 file)", [](O& o) -> auto& { return o.out; }),
+      option<O>("method", "upit, sparse, drop or btx", [](O& o) -> auto& { return o.method; }),
+      option<O>("from", "sparse, drop: the checkpoint copied", [](O& o) -> auto& { return o.from; }),
+      option<O>("drop_ratio", "drop: share of neurons re-drawn", [](O& o) -> auto& { return o.drop_ratio; }),
+      option<O>("no_expand", "upit ablation: no children; E <= K checkpoints", [](O& o) -> auto& { return o.no_expand; }),
+      option<O>("parents", "distant, or random (ablation)", [](O& o) -> auto& { return o.parents; }),
+      option<O>("distant_pairs", "parents drawn among this many most distant pairs", [](O& o) -> auto& { return o.distant_pairs; }),
+      option<O>("candidates", "children drawn and scored per round", [](O& o) -> auto& { return o.candidates; }),
+      option<O>("distance", "cosine or l2, of the FFN deltas", [](O& o) -> auto& { return o.distance; }),
+      option<O>("search_sample",
+                "distances measured on at most N elements of each FFN tensor (seeded 4096-element blocks, scaled up); 0: all",
+                [](O& o) -> auto& { return o.search_sample; }),
+      option<O>("merge", "child merge: dare, linear, task_arithmetic, ties, dare_ties, slerp", [](O& o) -> auto& { return o.merge; }),
+      option<O>("drop_rate", "DARE's drop rate p", [](O& o) -> auto& { return o.drop_rate; }),
+      option<O>("density", "TIES' kept fraction", [](O& o) -> auto& { return o.density; }),
+      option<O>("shared_merge", "how shared weights merge (linear: the mean)", [](O& o) -> auto& { return o.shared_merge; }),
+      option<O>("shared_from", "take the shared weights from this checkpoint instead", [](O& o) -> auto& { return o.shared_from; }),
+      option<O>("router", "router init: upit (default for upit), hidden, or random (the others')",
+                [](O& o) -> auto& { return o.router; }),
+      option<O>("seed_data", "upit router: the seed data (instruction JSONL), all of it", [](O& o) -> auto& { return o.seed_data; }),
+      option<O>("data", "upit router: draw the seed data from this training data", [](O& o) -> auto& { return o.data; }),
+      option<O>("seed_fraction", "share of --data drawn as seed data", [](O& o) -> auto& { return o.seed_fraction; }),
+      option<O>("seed_min", "at least this many seed samples", [](O& o) -> auto& { return o.seed_min; }),
+      option<O>("router_epochs", "passes of router pre-optimisation", [](O& o) -> auto& { return o.router_epochs; }),
+      option<O>("router_lr", "its learning rate (AdamW, constant)", [](O& o) -> auto& { return o.router_lr; }),
+      option<O>("tokenizer", "for text seed data (default: checkpoint 0's)", [](O& o) -> auto& { return o.tokenizer; }),
+      option<O>("template", "chat template: auto, chatml, llama2, alpaca", [](O& o) -> auto& { return o.chat_template; }),
+      option<O>("seq_len", "seed samples longer than this are cut", [](O& o) -> auto& { return o.seq_len; }),
+      option<O>("batch_tokens", "tokens per micro-batch of the router stage", [](O& o) -> auto& { return o.batch_tokens; }),
+      option<O>("skip_bad", "skip malformed seed data lines instead of failing", [](O& o) -> auto& { return o.skip_bad; }),
+      option<O>("device", std::string("where the router stage runs: ") + kDeviceHelp, [](O& o) -> auto& { return o.device; }),
+      option<O>("aux_loss_coef", "router_aux_loss_coef in the config", [](O& o) -> auto& { return o.aux_loss_coef; }),
+      text_option<O>(
+          "dtype", "output dtype f32, bf16 or f16 (default: checkpoint 0's)", [](O& o) -> auto& { return o.dtype; },
+          [](const std::string& t) -> std::optional<DType> {
+            try {
+              return parse_storage_dtype(t);
+            } catch (const UsageError& e) {
+              throw OptionError("dtype", option_name("dtype") + ": " + e.what());
+            }
+          },
+          [](const std::optional<DType>& t) { return t ? nlohmann::json(std::string(dtype_name(*t))) : nlohmann::json(); }),
+      option<O>("fused", "write transformers v5's fused expert tensors (gate_up_proj, down_proj) instead of per-expert ones",
+                [](O& o) -> auto& { return o.fused; }),
+      option<O>("seed", "seed of every random choice", [](O& o) -> auto& { return o.seed; }),
+      option<O>("overwrite", "replace DIR if it exists", [](O& o) -> auto& { return o.overwrite; }),
+  };
+}
+
+}  // namespace
+
+const OptionTable<ConvertOptions>& convert_option_table() {
+  static const OptionTable<ConvertOptions> table = make_table();
+  return table;
+}
+
+void check_convert_options(const O& o) {
+  if (o.checkpoints.empty()) throw OptionError("checkpoints", option_name("checkpoints") + " is required");
+  if (o.out.empty()) throw OptionError("out", option_name("out") + " is required");
+  const size_t K = o.checkpoints.size();
+  const int E = o.experts.value_or(int(K));
+  if (E < 1 || E > 256) throw OptionError("experts", option_name("experts") + " must lie in [1, 256]");
+  if (o.top_k < 1 || o.top_k > E)
+    throw OptionError("top_k", option_name("top_k") + " must lie in [1, " + option_name("experts") + "] (" + std::to_string(E) + ")");
+  check_choice("merge", o.merge, merge::parse_method, "linear, task_arithmetic, ties, dare, dare_ties or slerp");
+  check_choice("shared_merge", o.shared_merge, merge::parse_method, "linear, task_arithmetic, ties, dare, dare_ties or slerp");
+  if (!(o.drop_rate >= 0 && o.drop_rate < 1)) throw OptionError("drop_rate", option_name("drop_rate") + " must lie in [0, 1)");
+  if (!(o.density > 0 && o.density <= 1)) throw OptionError("density", option_name("density") + " must lie in (0, 1]");
+  if (o.shared_from) check_index("shared_from", *o.shared_from, K);
+  const std::string router = o.router.value_or(o.method == "upit" ? "upit" : "random");
+  if (router != "random" && router != "upit" && router != "hidden")
+    throw OptionError("router", option_name("router") + " must be upit, hidden or random");
+  if (router != "random") {
+    if (!o.seed_data && !o.data)
+      throw OptionError("seed_data", "the " + router + " router is fitted on seed data: give " + option_name("seed_data") + " or " +
+                                         option_name("data") + " (or " + option_name("router") + " random)");
+    if (!(o.seed_fraction > 0 && o.seed_fraction <= 1) || o.seed_min < 1)
+      throw OptionError("seed_fraction", option_name("seed_fraction") + " must lie in (0, 1] and " + option_name("seed_min") + " be positive");
+    if (o.router_epochs < 1 || !(o.router_lr > 0) || o.seq_len < 2 || o.batch_tokens < 1)
+      throw OptionError("router_epochs", option_name("router_epochs") + ", " + option_name("router_lr") + ", " + option_name("seq_len") +
+                                             " (>= 2) and " + option_name("batch_tokens") + " must be positive");
+  }
+  if (o.method == "upit") {
+    if (o.no_expand && E > int(K))
+      throw OptionError("no_expand", option_name("no_expand") + " keeps the checkpoints as they are: " + option_name("experts") +
+                                         " must be at most " + std::to_string(K));
+    if (o.candidates < 1 || o.distant_pairs < 1)
+      throw OptionError("candidates", option_name("candidates") + " and " + option_name("distant_pairs") + " must be positive");
+    check_choice("parents", o.parents, genetic::parse_parent_choice, "distant or random");
+    check_choice("distance", o.distance, genetic::parse_distance, "cosine or l2");
+  } else if (o.method == "sparse" || o.method == "drop") {
+    check_index("from", o.from, K);
+    if (o.method == "drop" && !(o.drop_ratio > 0 && o.drop_ratio <= 1))
+      throw OptionError("drop_ratio", option_name("drop_ratio") + " must lie in (0, 1]");
+  } else if (o.method == "btx") {
+    if (E != int(K))
+      throw OptionError("experts", option_name("method") + " btx makes one expert per checkpoint: " + option_name("experts") +
+                                       " must be " + std::to_string(K));
+  } else {
+    throw OptionError("method", option_name("method") + " must be upit, sparse, drop or btx");
+  }
+}
+
+void convert(const O& o) {
+  std::vector<std::unique_ptr<Checkpoint>> owned;
+  std::vector<const Checkpoint*> ckpts;
+  for (const auto& path : o.checkpoints) {
+    owned.push_back(open_checkpoint(path));
+    ckpts.push_back(owned.back().get());
+  }
+  std::unique_ptr<Checkpoint> base;
+  if (o.base) base = open_checkpoint(*o.base);
+  const pool::FfnSource source(ckpts, base.get());
+  Plan p = plan(o, int(source.size()));
+  require(o.overwrite || !std::filesystem::exists(o.out), o.out, "already exists (pass --overwrite to replace it)");
+  // A search that grows the pool runs while the rest of the MoE is written, unless a router stage
+  // needs the whole pool first.
+  const bool overlap = p.search && p.search->experts > int(source.size()) && p.router == "random";
+  const int experts = p.search ? p.search->experts : int(p.pool.size());
+  if (const auto available = available_memory(); available && p.router != "random")
+    check_router_memory(moe_config(source, experts, p.assembly), ckpts[0]->config(), *available, ckpts[0]->path());
+  if (p.search && !overlap) p.pool = search(p, source, p.report);
+  if (p.router != "random") {
+    RouterStageOptions ro = router_options(o);
+    ro.hidden = p.router == "hidden";
+    p.assembly.routers = fit_routers(source, p.pool, p.assembly, ro, p.report);
+  }
+
+  WriteOptions w;
+  w.overwrite = o.overwrite;
+  w.dtype = o.dtype ? *o.dtype : output_dtype(ckpts[0]->tensors()[0].stored_dtype(), {});
+  std::shared_future<Pool> searched;
+  if (overlap) {
+    p.search->progress = false;  // the writer's progress line is the one shown
+    searched = std::async(std::launch::async, [&] { return search(p, source, p.report); }).share();
+  }
+  // Written after the weights; the search's part of it once the search is done.
+  GeneratedFile report{"upcycle_convert.json", [&]() -> std::optional<std::string> {
+                         if (searched.valid()) searched.wait();
+                         return p.report.dump(2) + "\n";
+                       }};
+  auto moe = overlap ? assemble_moe(source, PendingPool{size_t(p.search->experts), p.pool, searched}, p.assembly, {report})
+                     : assemble_moe(source, p.pool, p.assembly, {report});
+  write_checkpoint(*moe, o.out, w);
+  if (overlap) p.pool = searched.get();
+  spdlog::info("wrote a mixtral of {} experts, top-{}, to {}", p.pool.size(), p.assembly.top_k, o.out.string());
+}
+
+}  // namespace upcycle

@@ -1,0 +1,67 @@
+// The conversion as a library: dense checkpoints into a Mixtral MoE. ConvertOptions -> a plan
+// (the pool's recipes, or the search still to run) -> the expert search -> the router stage ->
+// the MoE assembled and written, streaming.
+//   upit    the checkpoints' FFNs as experts, grown by the genetic search when E > K, or the E
+//           checkpoints farthest apart when E <= K; routers pre-optimised on seed data
+//   sparse  every expert a copy of checkpoint `from` (sparse upcycling)
+//   drop    copies with drop_ratio of each expert's neurons re-drawn (drop-upcycling)
+//   btx     one expert per checkpoint (Branch-Train-MiX)
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/dtype.hpp"
+#include "core/option_table.hpp"
+#include "genetic/expand.hpp"
+
+namespace upcycle {
+
+struct ConvertOptions {
+  std::vector<std::filesystem::path> checkpoints;  // K dense checkpoints (folders, .h5 or .gguf)
+  std::optional<std::filesystem::path> base;       // deltas are taken from it (default: the checkpoints' mean)
+  std::optional<int> experts;                      // E (default: K)
+  int top_k = 2;
+  std::filesystem::path out;                       // a folder, or .h5
+  std::string method = "upit";                     // upit, sparse, drop or btx
+  int from = 0;                                    // sparse, drop: the checkpoint copied
+  double drop_ratio = 0.5;                         // drop: share of neurons re-drawn
+  bool no_expand = false;                          // upit ablation: no children
+  std::string parents = "distant";                 // distant or random
+  int distant_pairs = 3, candidates = 8;
+  std::string distance = "cosine";                 // cosine or l2
+  uint64_t search_sample = genetic::ExpansionOptions{}.sample_elements;  // per FFN tensor measured (0: all)
+  std::string merge = "dare";                      // the children's merge
+  double drop_rate = 0.5, density = 0.5;           // DARE's p, TIES' kept fraction
+  std::string shared_merge = "linear";
+  std::optional<int> shared_from;
+  std::optional<std::string> router;               // upit, hidden or random (default: upit for upit)
+  std::optional<std::filesystem::path> seed_data;  // the router's seed data, all of it, or
+  std::optional<std::filesystem::path> data;       // training data it is drawn from
+  double seed_fraction = 0.01;
+  int64_t seed_min = 100;
+  int64_t router_epochs = 4;
+  double router_lr = 1e-3;
+  std::optional<std::filesystem::path> tokenizer;  // for text seed data (default: checkpoint 0's)
+  std::string chat_template = "auto";
+  int64_t seq_len = 2048, batch_tokens = 4096;     // the router stage's
+  bool skip_bad = false;
+  std::string device = "cpu";                      // where the router stage runs
+  double aux_loss_coef = 0.01;                     // router_aux_loss_coef in the config
+  std::optional<DType> dtype;                      // output dtype (default: checkpoint 0's)
+  bool fused = false;                              // transformers v5's fused expert tensors
+  uint64_t seed = 0;
+  bool overwrite = false;
+};
+
+const OptionTable<ConvertOptions>& convert_option_table();
+// OptionError for anything out of range or not going together, before any file is read.
+void check_convert_options(const ConvertOptions& o);
+
+// Writes the MoE to o.out (and upcycle_convert.json beside its weights: the pool's recipes,
+// distances and the router stage's figures). A fixed seed gives byte-identical files.
+void convert(const ConvertOptions& o);
+
+}  // namespace upcycle

@@ -1,0 +1,152 @@
+#include "experiments/run_pipeline.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "convert/convert.hpp"
+#include "core/error.hpp"
+#include "core/json_file.hpp"
+#include "core/staged_path.hpp"
+#include "experiments/stages.hpp"
+#include "trainer/evaluation.hpp"
+#include "trainer/train.hpp"
+
+namespace upcycle {
+
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// Copies the keys `stage` does not set from `from`.
+void inherit(json& stage, const json& from, std::initializer_list<const char*> keys) {
+  for (const char* key : keys)
+    if (!stage.contains(key) && from.contains(key)) stage[key] = from[key];
+}
+
+// The checkpoints a dense run of these options saves, where the options say (0: not known before
+// it runs, as for save_every over epochs).
+size_t saved_checkpoints(const TrainOptions& t) {
+  if (t.save_count > 0) return size_t(t.save_count);
+  if (t.steps > 0 && t.save_every > 0) return size_t(t.steps / t.save_every + (t.steps % t.save_every != 0));
+  return t.steps > 0 || t.save_every == 0 ? 1 : 0;
+}
+
+struct Pipeline {
+  fs::path out;
+  TrainOptions dense, moe;
+  ConvertOptions convert;
+  bool convert_has_checkpoints = false;
+  std::vector<EvalOptions> evals;
+  std::vector<std::string> eval_names;  // the config's where for each: "eval[0]"
+};
+
+Pipeline read_pipeline(const fs::path& config, const json& c) {
+  Pipeline p;
+  p.out = c["out"].get<std::string>();
+  const std::string where = config.string() + ": stage ";
+  json dense = c["dense"], convert = c["convert"], moe = c["moe"];
+  require(dense.is_object() && convert.is_object() && moe.is_object(), config,
+          "the stages dense, convert and moe must be objects of their command's options");
+  for (json* stage : {&dense, &convert, &moe}) inherit(*stage, c, {"seed", "template"});
+  if (!convert.contains("seed_data")) inherit(convert, dense, {"data"});
+  inherit(moe, dense, {"data"});
+  for (const char* key : {"out", "model"})
+    if (moe.contains(key)) throw_config_error(where + "moe", std::string(key) + " is the pipeline's to set");
+  for (const char* key : {"out"}) {
+    if (dense.contains(key)) throw_config_error(where + "dense", std::string(key) + " is the pipeline's to set");
+    if (convert.contains(key)) throw_config_error(where + "convert", std::string(key) + " is the pipeline's to set");
+  }
+
+  read_options(train_option_table(), dense, p.dense, where + "dense");
+  p.dense.out = p.out / "dense";
+  check_options(p.dense, check_train_options, where + "dense");
+
+  read_options(convert_option_table(), convert, p.convert, where + "convert");
+  p.convert.out = p.out / "moe-init";
+  p.convert_has_checkpoints = !p.convert.checkpoints.empty();
+  if (!p.convert_has_checkpoints) {  // the dense run's, once it has run: checked now as far as their number is known
+    const size_t k = saved_checkpoints(p.dense);
+    if (k > 0) {
+      ConvertOptions stand_in = p.convert;
+      stand_in.checkpoints.assign(k, p.dense.out / "final");
+      check_options(stand_in, check_convert_options, where + "convert");
+    }
+  } else {
+    check_options(p.convert, check_convert_options, where + "convert");
+  }
+
+  read_options(train_option_table(), moe, p.moe, where + "moe");
+  p.moe.model = p.convert.out;
+  p.moe.out = p.out / "moe";
+  check_options(p.moe, check_train_options, where + "moe");
+
+  const json evals = c.value("eval", json::array());
+  require(evals.is_array(), config, "eval", "must be a list of eval options ({\"data\": ..., \"metric\": ...})");
+  for (size_t i = 0; i < evals.size(); ++i) {
+    json e = evals[i];
+    const std::string name = "eval[" + std::to_string(i) + "]";
+    if (e.is_object()) {
+      inherit(e, c, {"template"});
+      for (const char* key : {"model", "out"})
+        if (e.contains(key)) throw_config_error(where + name, std::string(key) + " is the pipeline's to set");
+    }
+    EvalOptions o;
+    read_options(eval_option_table(), e, o, where + name);
+    o.model = p.dense.out / "final";  // each model in turn
+    check_options(o, check_eval_options, where + name);
+    p.evals.push_back(o);
+    p.eval_names.push_back(name);
+  }
+  return p;
+}
+
+}  // namespace
+
+void run_pipeline(const fs::path& config) {
+  const json c = read_json_file(config);
+  require(c.is_object() && c.contains("out") && c["out"].is_string(), config, "must be an object with \"out\"");
+  for (const auto& [key, value] : c.items())
+    require(key == "out" || key == "seed" || key == "template" || key == "dense" || key == "convert" || key == "moe" ||
+                key == "eval",
+            config, key, "is not a key of the pipeline (out, seed, template, dense, convert, moe, eval)");
+  require(c.contains("dense") && c.contains("convert") && c.contains("moe"), config,
+          "needs the stages dense, convert and moe (eval is optional)");
+  Pipeline p = read_pipeline(config, c);
+  fs::create_directories(p.out);
+
+  spdlog::info("stage 1/4 dense: tuning into {}", p.dense.out.string());
+  if (!tune_stage(p.dense, p.dense.out, "dense")) return;
+
+  if (fs::exists(p.convert.out)) {
+    spdlog::info("stage 2/4 convert: {} is done, skipped", p.convert.out.string());
+  } else {
+    spdlog::info("stage 2/4 convert: into {}", p.convert.out.string());
+    if (!p.convert_has_checkpoints) p.convert.checkpoints = dense_checkpoints(p.dense.out);
+    check_options(p.convert, check_convert_options, config.string() + ": stage convert");
+    convert(p.convert);
+  }
+
+  spdlog::info("stage 3/4 moe: tuning into {}", p.moe.out.string());
+  if (!tune_stage(p.moe, p.moe.out, "moe")) return;
+
+  json results = json::object();
+  fs::create_directories(p.out / "eval");
+  for (size_t i = 0; i < p.evals.size(); ++i)
+    for (const char* model : {"dense", "moe"}) {
+      EvalOptions e = p.evals[i];
+      const std::string name = std::string(model) + "-" + std::to_string(i) + "-" + e.metric;
+      const fs::path file = p.out / "eval" / (name + ".json");
+      if (!fs::exists(file)) {
+        spdlog::info("stage 4/4 eval: {}", name);
+        e.model = p.out / model / "final";
+        e.out = file;
+        evaluate(e);
+      }
+      results[name] = read_json_file(file);
+    }
+  replace_text_file(p.out / "run.json", json{{"config", c}, {"eval", results}}.dump(2) + "\n");
+  spdlog::info("pipeline done: {}", (p.out / "run.json").string());
+}
+
+}  // namespace upcycle

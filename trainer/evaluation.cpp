@@ -1,0 +1,148 @@
+#include "trainer/evaluation.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "core/error.hpp"
+#include "core/progress.hpp"
+#include "core/staged_path.hpp"
+#include "formats/open_checkpoint.hpp"
+#include "text/model_text.hpp"
+#include "trainer/accuracy.hpp"
+#include "trainer/engine.hpp"
+#include "trainer/evaluate.hpp"
+
+namespace upcycle {
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+using O = EvalOptions;
+
+struct EvalContext {
+  const EvalOptions& o;
+  std::filesystem::path data, text_source;
+  bool skip_bad;
+  std::unique_ptr<Checkpoint> ckpt;
+  EngineFactory device;
+  std::unique_ptr<ChatEncoder> encoder;  // loaded when text needs it
+
+  const ChatEncoder& chat() {
+    if (!encoder) encoder = load_chat_encoder(text_source, o.chat_template);
+    return *encoder;
+  }
+  void warn_skipped(int64_t skipped) const {
+    if (skipped) spdlog::warn("{}: skipped {} malformed lines", data.string(), skipped);
+  }
+};
+
+ojson tally_json(const Tally& t) { return {{"acc", t.rate()}, {"correct", t.correct}, {"total", t.total}}; }
+
+ojson per_task(const Accuracy& a) {
+  ojson tasks = ojson::object();
+  for (const auto& [task, t] : a.tasks)
+    if (!task.empty()) tasks[task] = tally_json(t);
+  return tasks;
+}
+
+ojson eval_loss(EvalContext& c) {
+  const TokenizedData data = read_instruction_data(c.data, [&]() -> const ChatEncoder& { return c.chat(); }, c.skip_bad);
+  c.warn_skipped(data.skipped);
+  check_vocabulary(data, c.ckpt->config().vocab_size);
+  Progress progress("eval", data.samples.size(), "samples");
+  int64_t shown = 0;
+  const auto engine = load_engine(*c.ckpt, c.device);
+  const EvalLoss e = evaluate_loss(*engine, data, c.o.seq_len, c.o.batch_tokens,
+                                   [&](int64_t done) { progress.advance(uint64_t(done - shown)); shown = done; });
+  progress.finish();
+  require(e.tokens > 0, c.data, "no sample has a token that counts (labels all -100)");
+  return {{"metric", "loss"}, {"loss", e.loss()}, {"ppl", e.ppl()}, {"tokens", e.tokens}, {"samples", e.samples}};
+}
+
+ojson eval_exact(EvalContext& c) {
+  const InstructionRecords data = read_instruction_records(c.data, c.skip_bad);
+  c.warn_skipped(data.skipped);
+  std::string predictions;  // JSONL, written whole at the end
+  Progress progress("exact match", data.records.size(), "samples");
+  const Accuracy a = exact_match(*load_engine(*c.ckpt, c.device), c.chat(), data.records, c.o.max_new_tokens, c.data,
+                                 [&](const ExactPrediction& p) {
+                                   progress.advance(1);
+                                   predictions += ojson{{"line", p.record->line}, {"task", p.record->task},
+                                                        {"prediction", p.prediction}, {"reference", p.reference},
+                                                        {"correct", p.correct}}
+                                                      .dump(-1, ' ', false, ojson::error_handler_t::replace) +
+                                                  "\n";
+                                 });
+  progress.finish();
+  if (c.o.predictions) {
+    StagedPath out(*c.o.predictions, /*overwrite=*/true);
+    write_text_file(out.temp(), predictions);
+    out.commit();
+  }
+  ojson j = {{"metric", "exact"}, {"acc", a.all.rate()}, {"correct", a.all.correct}, {"total", a.all.total}};
+  if (!per_task(a).empty()) j["tasks"] = per_task(a);
+  return j;
+}
+
+ojson eval_choice(EvalContext& c) {
+  const ChoiceData data = read_choice_jsonl(c.data, c.skip_bad);
+  c.warn_skipped(data.skipped);
+  const auto tokenizer = load_tokenizer(c.text_source);
+  Progress progress("multiple choice", data.items.size(), "questions");
+  int64_t shown = 0;
+  const ChoiceAccuracy a = multiple_choice(*load_engine(*c.ckpt, c.device), *tokenizer, read_model_text_info(c.text_source).add_bos, data.items,
+                                           [&](int64_t done) { progress.advance(uint64_t(done - shown)); shown = done; });
+  progress.finish();
+  ojson j = {{"metric", "choice"}, {"acc", a.acc.all.rate()}, {"acc_norm", a.acc_norm.all.rate()}, {"total", a.acc.all.total}};
+  ojson tasks = ojson::object();
+  for (const auto& [task, t] : a.acc.tasks)
+    if (!task.empty()) tasks[task] = {{"acc", t.rate()}, {"acc_norm", a.acc_norm.tasks.at(task).rate()}, {"total", t.total}};
+  if (!tasks.empty()) j["tasks"] = tasks;
+  return j;
+}
+
+OptionTable<O> make_table() {
+  return {
+      option<O>("model", "checkpoint (folder, .h5 or .gguf)", [](O& o) -> auto& { return o.model; }),
+      option<O>("data", "JSONL data set", [](O& o) -> auto& { return o.data; }),
+      option<O>("metric", "loss, exact or choice", [](O& o) -> auto& { return o.metric; }),
+      option<O>("out", "also write the JSON object to this file", [](O& o) -> auto& { return o.out; }),
+      option<O>("template", "auto (the model's), chatml, llama2 or alpaca", [](O& o) -> auto& { return o.chat_template; }),
+      option<O>("tokenizer", "tokenizer (default: the model's)", [](O& o) -> auto& { return o.tokenizer; }),
+      option<O>("batch_tokens", "tokens per forward pass (loss)", [](O& o) -> auto& { return o.batch_tokens; }),
+      option<O>("seq_len", "samples longer than this are cut (loss)", [](O& o) -> auto& { return o.seq_len; }),
+      option<O>("max_new_tokens", "longest reply (exact)", [](O& o) -> auto& { return o.max_new_tokens; }),
+      option<O>("predictions", "write each prediction to this JSONL (exact)", [](O& o) -> auto& { return o.predictions; }),
+      option<O>("skip_bad", "skip malformed data lines (counted in the log) instead of failing",
+                [](O& o) -> auto& { return o.skip_bad; }),
+      option<O>("device", kDeviceHelp, [](O& o) -> auto& { return o.device; }),
+  };
+}
+
+}  // namespace
+
+const OptionTable<EvalOptions>& eval_option_table() {
+  static const OptionTable<EvalOptions> table = make_table();
+  return table;
+}
+
+void check_eval_options(const EvalOptions& o) {
+  if (o.model.empty()) throw OptionError("model", option_name("model") + " is required");
+  if (o.data.empty()) throw OptionError("data", option_name("data") + " is required");
+  if (o.metric != "loss" && o.metric != "exact" && o.metric != "choice")
+    throw OptionError("metric", option_name("metric") + ": '" + o.metric + "' is not loss, exact or choice");
+  for (const auto& [key, value] : {std::pair{"batch_tokens", o.batch_tokens}, {"seq_len", o.seq_len}, {"max_new_tokens", o.max_new_tokens}})
+    if (value < 1) throw OptionError(key, option_name(key) + " must be positive");
+}
+
+ojson evaluate(const EvalOptions& o) {
+  EvalContext c{o, o.data, o.tokenizer.value_or(o.model), o.skip_bad, open_checkpoint(o.model), engine_for_device(o.device), nullptr};
+  const ojson j = o.metric == "loss" ? eval_loss(c) : o.metric == "exact" ? eval_exact(c) : eval_choice(c);
+  if (o.out) {
+    StagedPath out(*o.out, /*overwrite=*/true);
+    write_text_file(out.temp(), j.dump(2) + "\n");
+    out.commit();
+  }
+  return j;
+}
+
+}  // namespace upcycle

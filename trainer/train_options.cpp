@@ -1,0 +1,112 @@
+// `tune`'s options as a table, and their checks (trainer/train.hpp).
+#include "core/error.hpp"
+#include "trainer/train.hpp"
+
+namespace upcycle {
+
+namespace {
+
+using O = TrainOptions;
+
+void positive(double value, const char* key) {
+  if (!(value > 0)) throw OptionError(key, option_name(key) + " must be positive");
+}
+void not_negative(double value, const char* key) {
+  if (value < 0) throw OptionError(key, option_name(key) + " must not be negative");
+}
+
+// A parse function's UsageError as the option's OptionError.
+template <class Parse>
+auto as_option(const char* key, Parse parse) {
+  return [key, parse](const std::string& text) {
+    try {
+      return parse(text);
+    } catch (const UsageError& e) {
+      throw OptionError(key, option_name(key) + ": " + e.what());
+    }
+  };
+}
+
+OptionTable<O> make_table() {
+  return {
+      option<O>("model", "starting checkpoint (folder, .h5 or .gguf)", [](O& o) -> auto& { return o.model; }),
+      option<O>("data", "instruction JSONL (Alpaca, chat or pre-tokenized)", [](O& o) -> auto& { return o.data; }),
+      option<O>("tokenizer", "tokenizer for text data (default: the model's)", [](O& o) -> auto& { return o.tokenizer; }),
+      option<O>("template", "chat template for text data: auto (the model's), chatml, llama2 or alpaca",
+                [](O& o) -> auto& { return o.chat_template; }),
+      option<O>("val_data", "validation JSONL: its loss is logged to metrics.jsonl", [](O& o) -> auto& { return o.val_data; }),
+      option<O>("val_fraction", "hold out this seeded share of --data instead", [](O& o) -> auto& { return o.val_fraction; }),
+      option<O>("eval_every", "validation loss every N steps (always at the end)", [](O& o) -> auto& { return o.eval_every; }),
+      option<O>("out", "run folder", [](O& o) -> auto& { return o.out; }),
+      option<O>("steps", "optimizer steps (the schedule's length)", [](O& o) -> auto& { return o.steps; }),
+      option<O>("epochs", "passes over the data, converted to steps", [](O& o) -> auto& { return o.epochs; }),
+      option<O>("lr", "peak learning rate", [](O& o) -> auto& { return o.schedule.peak; }),
+      text_option<O>("schedule", "cosine, linear or constant after warmup", [](O& o) -> auto& { return o.schedule.kind; },
+                     as_option("schedule", parse_schedule), schedule_name),
+      option<O>("warmup", "steps of linear warmup", [](O& o) -> auto& { return o.schedule.warmup; }),
+      option<O>("min_lr_ratio", "the decay's floor, as a fraction of --lr", [](O& o) -> auto& { return o.schedule.min_ratio; }),
+      option<O>("batch_tokens", "tokens per micro-batch (whole samples)", [](O& o) -> auto& { return o.batch_tokens; }),
+      option<O>("seq_len", "samples longer than this are cut", [](O& o) -> auto& { return o.seq_len; }),
+      option<O>("grad_accum", "micro-batches per optimizer step", [](O& o) -> auto& { return o.grad_accum; }),
+      option<O>("weight_decay", "AdamW weight decay (weight matrices only)", [](O& o) -> auto& { return o.adam.weight_decay; }),
+      option<O>("beta1", "AdamW beta1", [](O& o) -> auto& { return o.adam.beta1; }),
+      option<O>("beta2", "AdamW beta2", [](O& o) -> auto& { return o.adam.beta2; }),
+      option<O>("adam_eps", "AdamW epsilon", [](O& o) -> auto& { return o.adam.eps; }),
+      option<O>("clip", "clip the global gradient norm to this; 0: off", [](O& o) -> auto& { return o.clip; }),
+      option<O>("aux_loss_coef", "load-balancing coefficient (default: the config's, else 0.01)",
+                [](O& o) -> auto& { return o.aux_loss_coef; }),
+      option<O>("z_loss_coef", "router z-loss coefficient; 0: off", [](O& o) -> auto& { return o.z_loss_coef; }),
+      text_option<O>("freeze", "parts kept fixed: embeddings, attention, norms, router, experts (ffn), comma-separated",
+                     [](O& o) -> auto& { return o.frozen; }, as_option("freeze", parse_parts), parts_string),
+      option<O>("save_every", "write step-NNNNNN/ every N steps", [](O& o) -> auto& { return o.save_every; }),
+      option<O>("save_count", "or N checkpoints evenly over the run, final/ included", [](O& o) -> auto& { return o.save_count; }),
+      option<O>("keep_states", "keep the optimizer state in every checkpoint (default: the latest only)",
+                [](O& o) -> auto& { return o.keep_all_states; }),
+      text_option<O>("save_dtype", "checkpoint weights: f32, bf16 or f16", [](O& o) -> auto& { return o.save_dtype; },
+                     as_option("save_dtype", parse_storage_dtype), [](DType t) { return std::string(dtype_name(t)); }),
+      option<O>("stop_at", "stop after this step with a checkpoint", [](O& o) -> auto& { return o.stop_at; }),
+      option<O>("resume", "continue from a checkpoint folder of this run", [](O& o) -> auto& { return o.resume; }),
+      option<O>("seed", "data order seed", [](O& o) -> auto& { return o.seed; }),
+      option<O>("skip_bad", "skip malformed data lines (counted in the log) instead of failing",
+                [](O& o) -> auto& { return o.skip_bad; }),
+      option<O>("log_every", "progress line every N steps", [](O& o) -> auto& { return o.log_every; }),
+      option<O>("overwrite", "start over in a DIR that holds a run", [](O& o) -> auto& { return o.overwrite; }),
+      option<O>("device", kDeviceHelp, [](O& o) -> auto& { return o.device; }),
+  };
+}
+
+}  // namespace
+
+const OptionTable<TrainOptions>& train_option_table() {
+  static const OptionTable<TrainOptions> table = make_table();
+  return table;
+}
+
+void check_train_options(const TrainOptions& o) {
+  if (o.data.empty()) throw OptionError("data", option_name("data") + " is required");
+  if (o.out.empty()) throw OptionError("out", option_name("out") + " is required");
+  if (o.val_fraction < 0 || o.val_fraction >= 1) throw OptionError("val_fraction", option_name("val_fraction") + " must lie in [0, 1)");
+  if (o.val_data && o.val_fraction > 0)
+    throw OptionError("val_data", "give " + option_name("val_data") + " or " + option_name("val_fraction") + ", not both");
+  if (o.model.empty() && !o.resume)
+    throw OptionError("model", option_name("model") + " is required (unless " + option_name("resume") + " gives the checkpoint)");
+  positive(double(o.seq_len), "seq_len");
+  if (o.seq_len < 2) throw OptionError("seq_len", option_name("seq_len") + " must be at least 2");
+  positive(double(o.batch_tokens), "batch_tokens");
+  positive(double(o.grad_accum), "grad_accum");
+  positive(o.schedule.peak, "lr");
+  if (o.schedule.warmup < 0 || o.schedule.min_ratio < 0 || o.schedule.min_ratio > 1)
+    throw OptionError("warmup", option_name("warmup") + " must be >= 0 and " + option_name("min_lr_ratio") + " in [0, 1]");
+  positive(o.adam.eps, "adam_eps");
+  if (o.adam.beta1 < 0 || o.adam.beta1 >= 1 || o.adam.beta2 < 0 || o.adam.beta2 >= 1)
+    throw OptionError("beta1", option_name("beta1") + " and " + option_name("beta2") + " must lie in [0, 1)");
+  if (o.save_count < 0 || (o.save_count > 0 && o.save_every > 0))
+    throw OptionError("save_count", option_name("save_count") + " must be positive, and given without " + option_name("save_every"));
+  positive(double(o.log_every), "log_every");
+  not_negative(double(o.steps), "steps");
+  not_negative(o.epochs, "epochs");
+  if ((o.steps > 0) == (o.epochs > 0))
+    throw OptionError("steps", "give exactly one of " + option_name("steps") + " and " + option_name("epochs"));
+}
+
+}  // namespace upcycle
