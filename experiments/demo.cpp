@@ -1,0 +1,99 @@
+#include "experiments/demo.hpp"
+
+#include <chrono>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "experiments/stages.hpp"
+#include "report/experiment_report.hpp"
+
+namespace upcycle {
+
+namespace {
+
+namespace fs = std::filesystem;
+using O = DemoOptions;
+
+std::string setup_text(const ExperimentOptions& o, int64_t train, int64_t test, const fs::path& model) {
+  return fmt::format(
+      "Model: {}{} tuned on {} synthetic instruction samples (`upcycle data synth`, {} test samples of the "
+      "same families and phrasings) for {} steps, saving {} checkpoints; then each method tuned {} more steps "
+      "on the same data: **dense** continues the dense model, **sparse** copies its final FFN into {} experts "
+      "(random router), **upit** makes {} experts from the checkpoints by the genetic merge search and "
+      "pre-optimises the routers on seed data. Top-{} routing, seed {}. Exact match is greedy decoding "
+      "against the reference answer; the held-out columns ask the trained tasks in a phrasing never trained "
+      "on, and task families never trained on.",
+      model.string(), !o.base_tune ? std::string() : fmt::format(" after a base tuning of {} steps", o.base_tune->steps),
+      train, test, o.dense_tune.steps, o.dense_tune.save_count, o.tune.steps, o.experts, o.experts, o.top_k, o.seed);
+}
+
+OptionTable<O> make_table() {
+  OptionTable<O> t = {
+      option<O>("out", "output folder", [](O& o) -> auto& { return o.out; }),
+      option<O>("experts", "experts of the MoEs", [](O& o) -> auto& { return o.experts; }),
+      option<O>("train_samples", "synthetic training samples", [](O& o) -> auto& { return o.train_samples; }),
+      option<O>("dense_steps", "steps of the dense run", [](O& o) -> auto& { return o.dense_steps; }),
+      option<O>("steps", "steps of each method's tuning", [](O& o) -> auto& { return o.steps; }),
+      option<O>("overwrite", "remove DIR first", [](O& o) -> auto& { return o.overwrite; }),
+  };
+  add_settings_rows(t, [](O& o) -> auto& { return o.settings; });
+  return t;
+}
+
+}  // namespace
+
+const OptionTable<DemoOptions>& demo_option_table() {
+  static const OptionTable<DemoOptions> table = make_table();
+  return table;
+}
+
+void check_demo_options(const O& o) {
+  check_experiment_settings(o.settings);
+  if (o.dense_steps < o.settings.checkpoints)
+    throw OptionError("dense_steps", option_name("dense_steps") + " must be at least " + option_name("checkpoints"));
+  if (o.steps < 1) throw OptionError("steps", option_name("steps") + " must be positive");
+  if (o.experts < 1 || o.experts > 256 || o.settings.top_k > o.experts)  // checked before hours of work, not after
+    throw OptionError("experts", option_name("experts") + " must lie in [1, 256] and " + option_name("top_k") + " in [1, experts]");
+  if (o.train_samples < 1) throw OptionError("train_samples", option_name("train_samples") + " must be positive");
+}
+
+void run_demo(const O& d) {
+  const fs::path& out = d.out;
+  const uint64_t seed = d.settings.seed;
+  const int64_t test = d.settings.test_samples;
+  if (d.overwrite) fs::remove_all(out);
+  fs::create_directories(out / "data");
+  const auto start = std::chrono::steady_clock::now();
+
+  ExperimentOptions o;
+  o.train = out / "data" / "train.jsonl";
+  o.test = out / "data" / "test.jsonl";
+  synth_data(o.train, "train", d.train_samples, seed);
+  synth_data(o.test, "test", test, seed);
+  o.heldout = synth_heldout_sets(out / "data", test, seed);
+  o.init = initial_model(d.settings, out / "init", seed);
+  o.dense_dir = out / "dense-run";
+  o.out = out;
+  o.methods = {"dense", "sparse", "upit"};
+  o.experts = d.experts;
+  o.top_k = d.settings.top_k;
+  o.seed = seed;
+  set_experiment_tunings(d.settings, {d.dense_steps, 0}, {d.steps, 0}, o);
+  if (o.base_tune) o.base_dir = out / "base";
+  ExperimentReport report;
+  report.title = "upcycle demo: UpIT against sparse upcycling and the dense model";
+  report.results = run_experiment(o);
+  report.dense_dir = o.dense_dir;
+  report.base_dir = o.base_dir;
+  if (!o.base_dir.empty()) report.base_seconds = recorded_seconds(o.base_dir);
+  report.dense_seconds = recorded_seconds(o.dense_dir);
+  report.setup = setup_text(o, d.train_samples, test, o.init);
+  write_experiment_report(out, report);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (const MethodResult& m : report.results)
+    spdlog::info("{:>7}: eval loss {:.4f}, exact match {:.1f}%", m.method, m.loss, 100 * m.exact);
+  spdlog::info("demo done in {:.0f} s (this invocation): {}", seconds, (out / "report.md").string());
+}
+
+}  // namespace upcycle

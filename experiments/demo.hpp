@@ -1,0 +1,28 @@
+// `upcycle demo` as a function: UpIT end to end on synthetic instruction data against sparse
+// upcycling and the dense model at equal data and steps, with a report (report/).
+#pragma once
+#include <cstdint>
+#include <filesystem>
+
+#include "experiments/settings.hpp"
+
+namespace upcycle {
+
+struct DemoOptions {
+  std::filesystem::path out = "runs/demo";
+  int experts = 8;               // of the MoEs
+  int64_t train_samples = 4000;  // synthetic training samples
+  int64_t dense_steps = 400;     // the dense run's
+  int64_t steps = 500;           // each method's tuning
+  bool overwrite = false;        // remove out first
+  ExperimentSettings settings;
+};
+
+const OptionTable<DemoOptions>& demo_option_table();
+void check_demo_options(const DemoOptions& o);
+
+// Runs what is missing into o.out (data/, init/, base/, dense-run/, a folder per method) and
+// writes report.md, metrics.csv and plots/.
+void run_demo(const DemoOptions& o);
+
+}  // namespace upcycle
