@@ -1,7 +1,6 @@
-// A file written at any offsets, past the page cache (O_DIRECT) where it can. On the machines we
-// measure on, buffered writes of a 13 GB output cost the kernel 10 to 18 s of CPU copying into
-// the page cache (dd, 16 MB blocks); O_DIRECT writes of the same bytes cost 1 to 1.6 s and finish
-// sooner. A conversion needs those cores for merging.
+// A file written at any offsets, past the page cache (O_DIRECT) where it can: buffered writes
+// of a large output cost the kernel many times the CPU of direct ones copying into the page
+// cache (README: Benchmarks), and a conversion needs those cores for merging.
 //
 // O_DIRECT needs buffers, offsets and lengths aligned to pages. Whole pages of a write go to the
 // device as they are; the partial pages at its ends are assembled from the writes that share them

@@ -8,8 +8,8 @@
 #include "core/error.hpp"
 #include "core/json_file.hpp"
 #include "core/staged_path.hpp"
-#include "formats/open_checkpoint.hpp"
 #include "experiments/stages.hpp"
+#include "formats/open_checkpoint.hpp"
 
 namespace upcycle {
 

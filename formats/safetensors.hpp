@@ -1,4 +1,5 @@
-// One safetensors file (format in ../shared/DESIGN.md): a validated header and tensors mapped
+// One safetensors file (an 8-byte header length, a JSON header of dtypes, shapes and offsets, the
+// data): a validated header and tensors mapped
 // on demand; and a writer that lays out the header first and streams each tensor to its place.
 #pragma once
 #include <filesystem>

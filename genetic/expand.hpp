@@ -39,10 +39,8 @@ struct ExpansionOptions {
   // The distances are measured on at most this many elements of each FFN tensor (0: all): a
   // seeded random choice of its kDotBlock-element blocks, the same in every round, the inner
   // products scaled up to the whole tensor's. An estimate's error depends on the elements
-  // measured, not on the tensor's size. 2^18: on 4 intermediate checkpoints of a SmolLM2-135M
-  // tuning run (E = 8, 16 seeds), distances within 1.4e-3 of the exact ones and the same pool in
-  // 15 of 16 (the 16th kept a near-twin: same parents, weights 0.1423 for 0.1426); on llama-1b
-  // the same pool as 2^20, the 8-expert conversion 11.0 s against 13.1 to 14.1 s.
+  // measured, not on the tensor's size (README: what 2^18 costs in accuracy and saves in time,
+  // measured by scripts/search-sample-accuracy.sh and scripts/bench-convert.sh).
   // Element-wise child merges only: ties and slerp measure all.
   uint64_t sample_elements = uint64_t(1) << 18;
   // Each tensor is read this many elements at a time (a multiple of kDotBlock): the distances'

@@ -62,8 +62,8 @@ DropMask::DropMask(uint64_t seed, std::string_view key, size_t k, double p, uint
       cut_(uint64_t(std::ceil(std::ldexp(p, bits_)))),
       first_(first) {}
 
-// Draws are hashed a group at a time into z (the AVX-512 build's 64-bit vector multiplies make
-// this about 1.7x faster), split into a whole group's masks, and the wanted ones copied out.
+// Draws are hashed a group at a time into z (so the AVX-512 build's 64-bit vector multiplies
+// apply), split into a whole group's masks, and the wanted ones copied out.
 void DropMask::fill(size_t lo, size_t len, uint32_t* mask) const {
   constexpr size_t kGroup = 64;  // draws
   const uint64_t m = 64 / uint64_t(bits_);

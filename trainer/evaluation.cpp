@@ -9,7 +9,7 @@
 #include "text/model_text.hpp"
 #include "trainer/accuracy.hpp"
 #include "trainer/engine.hpp"
-#include "trainer/evaluate.hpp"
+#include "trainer/eval_loss.hpp"
 
 namespace upcycle {
 

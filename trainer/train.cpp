@@ -13,7 +13,7 @@
 #include "data/instruction_data.hpp"
 #include "formats/open_checkpoint.hpp"
 #include "trainer/batches.hpp"
-#include "trainer/evaluate.hpp"
+#include "trainer/eval_loss.hpp"
 #include "trainer/run_state.hpp"
 
 namespace upcycle {

@@ -1,7 +1,7 @@
 // The CUDA backend as a plugin: libupcycle_cuda.so, beside the executable, holds everything that
 // runs on the GPU with cuBLAS linked in, and is loaded on the first --device cuda. So the
 // executable starts without the CUDA libraries (a machine without them runs every CPU command)
-// and does not pay for mapping them (cuBLAS alone: about 210 MB resident at load).
+// and does not pay for mapping them (cuBLAS alone is hundreds of MB resident at load).
 #pragma once
 #include <string>
 

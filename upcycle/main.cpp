@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
 #ifdef __GLIBC__
   // Tensors of tens of MB are allocated and freed one after another (conversion, the expert
   // search). glibc maps every block over 32 MB afresh, so each one's pages were faulted in and
-  // zeroed again: half the search's time. From the heap, and kept there, they are reused.
+  // zeroed again, a large share of the search's time. From the heap, and kept there, they are reused.
   mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif

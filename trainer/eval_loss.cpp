@@ -1,4 +1,4 @@
-#include "trainer/evaluate.hpp"
+#include "trainer/eval_loss.hpp"
 
 #include <numeric>
 
