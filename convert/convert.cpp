@@ -186,13 +186,7 @@ OptionTable<O> make_table() {
       option<O>("aux_loss_coef", "router_aux_loss_coef in the config", [](O& o) -> auto& { return o.aux_loss_coef; }),
       text_option<O>(
           "dtype", "output dtype f32, bf16 or f16 (default: checkpoint 0's)", [](O& o) -> auto& { return o.dtype; },
-          [](const std::string& t) -> std::optional<DType> {
-            try {
-              return parse_storage_dtype(t);
-            } catch (const UsageError& e) {
-              throw OptionError("dtype", option_name("dtype") + ": " + e.what());
-            }
-          },
+          as_option("dtype", [](const std::string& t) { return std::optional<DType>(parse_storage_dtype(t)); }),
           [](const std::optional<DType>& t) { return t ? nlohmann::json(std::string(dtype_name(*t))) : nlohmann::json(); }),
       option<O>("fused", "write transformers v5's fused expert tensors (gate_up_proj, down_proj) instead of per-expert ones",
                 [](O& o) -> auto& { return o.fused; }),

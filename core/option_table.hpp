@@ -17,6 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/error.hpp"
+
 namespace upcycle {
 
 // How a value is written: Switch is a flag (true or false in JSON); TextList one or more texts
@@ -130,6 +132,18 @@ OptionRow<S> text_option(std::string key, std::string help, Field field, Parse p
   row.set = [field, parse](S& s, const nlohmann::json& v) { field(s) = parse(v.get<std::string>()); };
   row.get = [field, show](const S& s) -> nlohmann::json { return show(field(const_cast<S&>(s))); };
   return row;
+}
+
+// A parse function for text_option whose UsageError becomes the option's OptionError.
+template <class Parse>
+auto as_option(const char* key, Parse parse) {
+  return [key, parse](const std::string& text) {
+    try {
+      return parse(text);
+    } catch (const UsageError& e) {
+      throw OptionError(key, option_name(key) + ": " + e.what());
+    }
+  };
 }
 
 // The row of `key`; nullptr when the table has none.

@@ -15,18 +15,6 @@ void not_negative(double value, const char* key) {
   if (value < 0) throw OptionError(key, option_name(key) + " must not be negative");
 }
 
-// A parse function's UsageError as the option's OptionError.
-template <class Parse>
-auto as_option(const char* key, Parse parse) {
-  return [key, parse](const std::string& text) {
-    try {
-      return parse(text);
-    } catch (const UsageError& e) {
-      throw OptionError(key, option_name(key) + ": " + e.what());
-    }
-  };
-}
-
 OptionTable<O> make_table() {
   return {
       option<O>("model", "starting checkpoint (folder, .h5 or .gguf)", [](O& o) -> auto& { return o.model; }),
