@@ -260,10 +260,11 @@ class Assembler {
     std::vector<Tensor> in;
     for (size_t k = 0; k < source_.size(); ++k) in.push_back(source_.checkpoint(k).load(info.name));
     const merge::Options& o = opts_.shared_merge;
-    const bool with_base = merge::needs_base(o.method), given_base = with_base && source_.has_base();
+    const merge::MethodInfo& method = merge::method_info(o.method);
+    const bool with_base = method.needs_base, given_base = with_base && source_.has_base();
     if (given_base) in.push_back(source_.base_checkpoint()->load(info.name));  // last
     const uint64_t n = in[0].numel();
-    const uint64_t block = merge::merges_by_element(o.method) ? std::min(n, range_block(opts_.block_elements, in)) : n;
+    const uint64_t block = method.by_element ? std::min(n, range_block(opts_.block_elements, in)) : n;
     const size_t k_inputs = source_.size();
     using Inputs = std::vector<std::vector<float>>;  // a thread's blocks of the inputs, then the mean
     auto make = [in, o, with_base, given_base, k_inputs, name = info.name](Inputs& x, uint64_t first, std::span<float> out) {

@@ -25,7 +25,7 @@ using pool::Pool;
 
 merge::Method merge_method(const std::string& name, const char* option) {
   const auto m = merge::parse_method(name);
-  if (!m) throw UsageError(std::string(option) + ": '" + name + "' is not linear, task_arithmetic, ties, dare, dare_ties or slerp");
+  if (!m) throw UsageError(std::string(option) + ": '" + name + "' is not one of " + merge::method_names());
   return *m;
 }
 
@@ -214,10 +214,10 @@ int cmd_convert(const Args& args) {
       ("candidates", cli::po::value<int>()->default_value(8), "children drawn and scored per round")
       ("distance", cli::po::value<std::string>()->default_value("cosine"), "cosine or l2, of the FFN deltas")
       ("search-sample", cli::po::value<uint64_t>()->default_value(genetic::ExpansionOptions{}.sample_elements), "distances measured on at most N elements of each FFN tensor (seeded 4096-element blocks, scaled up); 0: all")
-      ("merge", cli::po::value<std::string>()->default_value("dare"), "child merge: dare, linear, task_arithmetic, ties, dare_ties, slerp")
+      ("merge", cli::po::value<std::string>()->default_value("dare"), ("child merge: " + merge::method_names()).c_str())
       ("drop-rate", cli::po::value<double>()->default_value(0.5), "DARE's drop rate p")
       ("density", cli::po::value<double>()->default_value(0.5), "TIES' kept fraction")
-      ("shared-merge", cli::po::value<std::string>()->default_value("linear"), "how shared weights merge (linear: the mean)")
+      ("shared-merge", cli::po::value<std::string>()->default_value("linear"), ("how shared weights merge: " + merge::method_names() + " (linear: the mean)").c_str())
       ("shared-from", cli::po::value<int>(), "take the shared weights from this checkpoint instead")
       ("router", cli::po::value<std::string>(), "router init: upit (default for upit), hidden, or random (the others')")
       ("seed-data", cli::po::value<std::string>(), "upit router: the seed data (instruction JSONL), all of it")
