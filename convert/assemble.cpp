@@ -150,8 +150,7 @@ class Assembler {
     const auto id = parse_tensor_name(name, opts_.fused ? Scheme::HFFused : Scheme::HF);
     if (!id) return false;
     if (id->role == Role::ExpertsGateUp || id->role == Role::ExpertsDown) return true;
-    const bool per_expert = id->role == Role::ExpertGate || id->role == Role::ExpertUp || id->role == Role::ExpertDown;
-    return per_expert && size_t(id->expert) >= pending_.known.size();
+    return role_info(id->role).scope == Scope::Expert && size_t(id->expert) >= pending_.known.size();
   }
 
   // The checkpoint a tensor is passed through from unchanged, with its name there; nullopt when
@@ -159,14 +158,14 @@ class Assembler {
   std::optional<std::pair<const Checkpoint*, std::string>> passthrough(const std::string& name) const {
     const auto id = parse_tensor_name(name, opts_.fused ? Scheme::HFFused : Scheme::HF);
     if (!id) return std::nullopt;
-    const bool per_expert = id->role == Role::ExpertGate || id->role == Role::ExpertUp || id->role == Role::ExpertDown;
-    if (per_expert) {
+    const RoleInfo& role = role_info(id->role);
+    if (role.scope == Scope::Expert) {
       if (size_t(id->expert) >= pending_.known.size()) return std::nullopt;  // computed, by contract
       const pool::ExpertRecipe& r = pending_.known[size_t(id->expert)];
       if (r.is_child() || r.redraw != 0) return std::nullopt;
-      return std::pair{&source_.checkpoint(size_t(r.checkpoint)), FfnSource::key(id->layer, dense_role(id->role))};
+      return std::pair{&source_.checkpoint(size_t(r.checkpoint)), FfnSource::key(id->layer, *role.dense)};
     }
-    const bool shared = id->role != Role::Router && id->role != Role::ExpertsGateUp && id->role != Role::ExpertsDown;
+    const bool shared = role.dense == id->role;  // a tensor of the dense model itself
     if (shared && opts_.shared_from) return std::pair{&source_.checkpoint(size_t(*opts_.shared_from)), name};
     return std::nullopt;
   }
@@ -185,7 +184,7 @@ class Assembler {
       case Role::Router: return Tensor::from_f32(info.shape, router(id->layer, info));  // small
       case Role::ExpertGate:
       case Role::ExpertUp:
-      case Role::ExpertDown: return expert(id->layer, dense_role(id->role), size_t(id->expert), info);
+      case Role::ExpertDown: return expert(id->layer, *role_info(id->role).dense, size_t(id->expert), info);
       case Role::ExpertsGateUp: return fused(id->layer, {Role::Gate, Role::Up}, info);
       case Role::ExpertsDown: return fused(id->layer, {Role::Down}, info);
       default: return merged(info);
@@ -193,10 +192,6 @@ class Assembler {
   }
 
  private:
-  static Role dense_role(Role expert_role) {
-    return expert_role == Role::ExpertGate ? Role::Gate : expert_role == Role::ExpertUp ? Role::Up : Role::Down;
-  }
-
   // The whole pool: waits for the search.
   const pool::Pool& pool() {
     if (!pool_) {
@@ -265,10 +260,11 @@ class Assembler {
     std::vector<Tensor> in;
     for (size_t k = 0; k < source_.size(); ++k) in.push_back(source_.checkpoint(k).load(info.name));
     const merge::Options& o = opts_.shared_merge;
-    const bool with_base = merge::needs_base(o.method), given_base = with_base && source_.has_base();
+    const merge::MethodInfo& method = merge::method_info(o.method);
+    const bool with_base = method.needs_base, given_base = with_base && source_.has_base();
     if (given_base) in.push_back(source_.base_checkpoint()->load(info.name));  // last
     const uint64_t n = in[0].numel();
-    const uint64_t block = merge::merges_by_element(o.method) ? std::min(n, range_block(opts_.block_elements, in)) : n;
+    const uint64_t block = method.by_element ? std::min(n, range_block(opts_.block_elements, in)) : n;
     const size_t k_inputs = source_.size();
     using Inputs = std::vector<std::vector<float>>;  // a thread's blocks of the inputs, then the mean
     auto make = [in, o, with_base, given_base, k_inputs, name = info.name](Inputs& x, uint64_t first, std::span<float> out) {

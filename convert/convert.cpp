@@ -135,7 +135,7 @@ RouterStageOptions router_options(const O& o) {
 
 // A choice among names, for the table and the checks.
 template <class Parse>
-void check_choice(const std::string& key, const std::string& value, Parse parse, const char* choices) {
+void check_choice(const std::string& key, const std::string& value, Parse parse, const std::string& choices) {
   if (!parse(value)) throw OptionError(key, option_name(key) + ": '" + value + "' is not " + choices);
 }
 
@@ -164,10 +164,11 @@ OptionTable<O> make_table() {
       option<O>("search_sample",
                 "distances measured on at most N elements of each FFN tensor (seeded 4096-element blocks, scaled up); 0: all",
                 [](O& o) -> auto& { return o.search_sample; }),
-      option<O>("merge", "child merge: dare, linear, task_arithmetic, ties, dare_ties, slerp", [](O& o) -> auto& { return o.merge; }),
+      option<O>("merge", "child merge: " + merge::method_names(), [](O& o) -> auto& { return o.merge; }),
       option<O>("drop_rate", "DARE's drop rate p", [](O& o) -> auto& { return o.drop_rate; }),
       option<O>("density", "TIES' kept fraction", [](O& o) -> auto& { return o.density; }),
-      option<O>("shared_merge", "how shared weights merge (linear: the mean)", [](O& o) -> auto& { return o.shared_merge; }),
+      option<O>("shared_merge", "how shared weights merge: " + merge::method_names() + " (linear: the mean)",
+                [](O& o) -> auto& { return o.shared_merge; }),
       option<O>("shared_from", "take the shared weights from this checkpoint instead", [](O& o) -> auto& { return o.shared_from; }),
       option<O>("router", "router init: upit (default for upit), hidden, or random (the others')",
                 [](O& o) -> auto& { return o.router; }),
@@ -210,8 +211,8 @@ void check_convert_options(const O& o) {
   if (E < 1 || E > 256) throw OptionError("experts", option_name("experts") + " must lie in [1, 256]");
   if (o.top_k < 1 || o.top_k > E)
     throw OptionError("top_k", option_name("top_k") + " must lie in [1, " + option_name("experts") + "] (" + std::to_string(E) + ")");
-  check_choice("merge", o.merge, merge::parse_method, "linear, task_arithmetic, ties, dare, dare_ties or slerp");
-  check_choice("shared_merge", o.shared_merge, merge::parse_method, "linear, task_arithmetic, ties, dare, dare_ties or slerp");
+  check_choice("merge", o.merge, merge::parse_method, "one of " + merge::method_names());
+  check_choice("shared_merge", o.shared_merge, merge::parse_method, "one of " + merge::method_names());
   if (!(o.drop_rate >= 0 && o.drop_rate < 1)) throw OptionError("drop_rate", option_name("drop_rate") + " must lie in [0, 1)");
   if (!(o.density > 0 && o.density <= 1)) throw OptionError("density", option_name("density") + " must lie in (0, 1]");
   if (o.shared_from) check_index("shared_from", *o.shared_from, K);

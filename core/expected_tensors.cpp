@@ -1,57 +1,68 @@
 #include "core/expected_tensors.hpp"
 
+#include <stdexcept>
+
 #include "core/error.hpp"
 
 namespace upcycle {
 
+namespace {
+
+int64_t dim_size(Dim dim, const ModelConfig& c) {
+  switch (dim) {
+    case Dim::None: break;
+    case Dim::One: return 1;
+    case Dim::Vocab: return c.vocab_size;
+    case Dim::Hidden: return c.hidden_size;
+    case Dim::QDim: return c.q_dim();
+    case Dim::KvDim: return c.kv_dim();
+    case Dim::Ffn: return c.intermediate_size;
+    case Dim::Experts: return c.num_local_experts;
+    case Dim::ExpertFfn: return c.expert_intermediate_size();
+    case Dim::TwoExpertFfn: return 2 * c.expert_intermediate_size();
+    case Dim::SharedFfn: return c.shared_expert_intermediate_size;
+  }
+  throw std::logic_error("dim_size: Dim::None has no size");
+}
+
+// A tensor's shape under this config, from its role's row.
+Shape role_shape(Role role, const ModelConfig& config) {
+  Shape shape;
+  for (Dim d : role_info(role).shape)
+    if (d != Dim::None) shape.push_back(dim_size(d, config));
+  return shape;
+}
+
+}  // namespace
+
 std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, Scheme scheme) {
-  const int64_t H = c.hidden_size, V = c.vocab_size, I = c.intermediate_size;
-  const int64_t E = c.num_local_experts, EI = c.expert_intermediate_size();
   std::vector<ExpectedTensor> out;
-  auto add = [&](Role role, int layer, int expert, Shape shape) {
+  auto add = [&](Role role, int layer = -1, int expert = -1) {
     TensorId id{role, layer, expert};
-    out.push_back({id, tensor_name(id, scheme), std::move(shape)});
+    out.push_back({id, tensor_name(id, scheme), role_shape(role, c)});
   };
-  add(Role::TokenEmbedding, -1, -1, {V, H});
+  add(Role::TokenEmbedding);
   for (int l = 0; l < int(c.num_hidden_layers); ++l) {
-    add(Role::AttnNorm, l, -1, {H});
-    add(Role::Q, l, -1, {c.q_dim(), H});
-    add(Role::K, l, -1, {c.kv_dim(), H});
-    add(Role::V, l, -1, {c.kv_dim(), H});
-    add(Role::O, l, -1, {H, c.q_dim()});
-    if (c.attention_bias) {
-      add(Role::QBias, l, -1, {c.q_dim()});
-      add(Role::KBias, l, -1, {c.kv_dim()});
-      add(Role::VBias, l, -1, {c.kv_dim()});
-    }
-    add(Role::FfnNorm, l, -1, {H});
+    for (Role r : {Role::AttnNorm, Role::Q, Role::K, Role::V, Role::O}) add(r, l);
+    if (c.attention_bias)
+      for (Role r : {Role::QBias, Role::KBias, Role::VBias}) add(r, l);
+    add(Role::FfnNorm, l);
     if (!c.is_moe()) {
-      add(Role::Gate, l, -1, {I, H});
-      add(Role::Up, l, -1, {I, H});
-      add(Role::Down, l, -1, {H, I});
+      for (Role r : {Role::Gate, Role::Up, Role::Down}) add(r, l);
       continue;
     }
-    add(Role::Router, l, -1, {E, H});
+    add(Role::Router, l);
     if (scheme == Scheme::HFFused) {
-      add(Role::ExpertsGateUp, l, -1, {E, 2 * EI, H});
-      add(Role::ExpertsDown, l, -1, {E, H, EI});
+      for (Role r : {Role::ExpertsGateUp, Role::ExpertsDown}) add(r, l);
     } else {
-      for (int e = 0; e < int(E); ++e) {
-        add(Role::ExpertGate, l, e, {EI, H});
-        add(Role::ExpertUp, l, e, {EI, H});
-        add(Role::ExpertDown, l, e, {H, EI});
-      }
+      for (int e = 0; e < int(c.num_local_experts); ++e)
+        for (Role r : {Role::ExpertGate, Role::ExpertUp, Role::ExpertDown}) add(r, l, e);
     }
-    if (c.model_type == "qwen2_moe" && c.shared_expert_intermediate_size > 0) {
-      const int64_t S = c.shared_expert_intermediate_size;
-      add(Role::SharedGate, l, -1, {S, H});
-      add(Role::SharedUp, l, -1, {S, H});
-      add(Role::SharedDown, l, -1, {H, S});
-      add(Role::SharedRouter, l, -1, {1, H});
-    }
+    if (c.model_type == "qwen2_moe" && c.shared_expert_intermediate_size > 0)
+      for (Role r : {Role::SharedGate, Role::SharedUp, Role::SharedDown, Role::SharedRouter}) add(r, l);
   }
-  add(Role::FinalNorm, -1, -1, {H});
-  if (!c.tie_word_embeddings) add(Role::LmHead, -1, -1, {V, H});
+  add(Role::FinalNorm);
+  if (!c.tie_word_embeddings) add(Role::LmHead);
   return out;
 }
 

@@ -1,5 +1,5 @@
-// The tensors a config implies: names and shapes, for validating checkpoints and for building
-// new ones (random init, MoE assembly).
+// The tensors a config implies: names and shapes (the roles' rows, tensor_roles.hpp), for
+// validating checkpoints and for building new ones (random init, MoE assembly).
 #pragma once
 #include <vector>
 

@@ -75,8 +75,7 @@ const Row* find_row(Role role, Scheme scheme) {
     if (r.role == role && r.scheme == scheme) return &r;
   if (scheme == Scheme::HFFused || scheme == Scheme::Qwen2Moe) {
     // Fused and Qwen2-MoE checkpoints have no per-expert w1/w3/w2 names of Mixtral's.
-    bool mixtral_only = role == Role::ExpertGate || role == Role::ExpertUp || role == Role::ExpertDown ||
-                        role == Role::Router;
+    const bool mixtral_only = role_info(role).scope == Scope::Expert || role == Role::Router;
     if (!mixtral_only) return find_row(role, Scheme::HF);
   }
   return nullptr;

@@ -1,27 +1,15 @@
 // The one table of tensor names: each tensor's role in the model and its name in each format
 // (the way llama.cpp keeps per-architecture name tables). No other code spells a tensor name.
+// The other facts about each role: tensor_roles.hpp.
 #pragma once
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-namespace upcycle {
+#include "core/tensor_roles.hpp"
 
-enum class Role {
-  TokenEmbedding,  // [V, H]
-  AttnNorm,        // [H]
-  Q, K, V, O,      // [nH*D, H], [nKV*D, H], [nKV*D, H], [H, nH*D]
-  QBias, KBias, VBias,  // qwen2: [nH*D], [nKV*D], [nKV*D]
-  FfnNorm,              // [H] (post_attention_layernorm)
-  Gate, Up, Down,       // dense FFN: [I, H], [I, H], [H, I]
-  Router,               // [E, H]
-  ExpertGate, ExpertUp, ExpertDown,  // one expert: [I, H], [I, H], [H, I] (w1, w3, w2)
-  ExpertsGateUp, ExpertsDown,        // fused (transformers v5; GGUF): [E, 2I, H], [E, H, I]
-  SharedGate, SharedUp, SharedDown, SharedRouter,  // qwen2_moe's shared expert
-  FinalNorm,  // [H]
-  LmHead,     // [V, H]
-};
+namespace upcycle {
 
 // Name schemes. HF is Llama/Mistral/Qwen2 and Mixtral's default per-expert layout; HFFused is
 // transformers v5's fused experts; Qwen2Moe names experts gate/up/down_proj under mlp.

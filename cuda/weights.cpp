@@ -34,7 +34,7 @@ DeviceWeights<float> zeros_like(Weights<float>& host, const ModelConfig& config,
   auto targets = parameters(device, config);
   auto sources = parameters(host, config);
   for (size_t i = 0; i < sources.size(); ++i) {
-    if (frozen[size_t(part_of(sources[i].tensor.id.role))]) continue;
+    if (frozen[size_t(role_info(sources[i].tensor.id.role).part)]) continue;
     targets[i].values->resize(sources[i].values->size());
     targets[i].values->zero();
   }

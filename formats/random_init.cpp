@@ -5,11 +5,6 @@
 
 namespace upcycle {
 
-namespace {
-bool is_norm(Role r) { return r == Role::AttnNorm || r == Role::FfnNorm || r == Role::FinalNorm; }
-bool is_bias(Role r) { return r == Role::QBias || r == Role::KBias || r == Role::VBias; }
-}  // namespace
-
 std::unique_ptr<Checkpoint> random_init(const ModelConfig& config, uint64_t seed, DType dtype, double std,
                                         std::vector<GeneratedFile> files) {
   if (std <= 0) std = config.raw.value("initializer_range", 0.02);
@@ -25,10 +20,10 @@ std::unique_ptr<Checkpoint> random_init(const ModelConfig& config, uint64_t seed
   auto loader = [seed, dtype, std, role_of = std::move(role_of)](const TensorInfo& info) {
     Tensor t = Tensor::zeros(DType::F32, info.shape);
     auto values = t.mutable_span<float>();
-    Role role = role_of.at(info.name);
-    if (is_norm(role)) {
+    const TensorKind kind = role_info(role_of.at(info.name)).kind;
+    if (kind == TensorKind::Norm) {
       std::fill(values.begin(), values.end(), 1.0f);
-    } else if (!is_bias(role)) {
+    } else if (kind == TensorKind::Weight) {
       Rng rng = Rng::stream(seed, info.name);
       for (float& v : values) v = float(rng.normal() * std);
     }

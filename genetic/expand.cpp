@@ -48,7 +48,7 @@ struct Worker {
 // when sampling applies (element-wise child merges: ties and slerp make a child only whole).
 uint64_t measured_dot_blocks(uint64_t n, const ExpansionOptions& o) {
   const uint64_t dots = dot_blocks(size_t(n));
-  if (o.sample_elements == 0 || !merge::merges_by_element(o.merge.method)) return dots;
+  if (o.sample_elements == 0 || !merge::method_info(o.merge.method).by_element) return dots;
   return std::min(dots, (o.sample_elements + kDotBlock - 1) / kDotBlock);
 }
 

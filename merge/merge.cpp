@@ -1,4 +1,4 @@
-// Method names, option checks, and the dispatch to each method's loop (kernels.hpp).
+// Method names, option checks, and the dispatch to each method's loop (method_loops.hpp).
 #include "merge/merge.hpp"
 
 #include <cmath>
@@ -11,21 +11,13 @@ namespace upcycle::merge {
 
 namespace {
 
-struct NamedMethod {
-  Method method;
-  const char* name;
-};
-constexpr NamedMethod kMethods[] = {{Method::Linear, "linear"}, {Method::TaskArithmetic, "task_arithmetic"},
-                                    {Method::Ties, "ties"},     {Method::Dare, "dare"},
-                                    {Method::DareTies, "dare_ties"}, {Method::Slerp, "slerp"}};
-
 // Everything merge_tensor promises to reject; returns the weights (all 1 when none are given).
 std::vector<double> checked_weights(std::span<float> out, std::span<const std::span<const float>> inputs,
                                     std::span<const float> base, const Options& o, std::string_view key,
                                     uint64_t first) {
+  const MethodInfo& m = method_info(o.method);
   auto fail = [&](const std::string& what) {
-    throw std::invalid_argument("merge " + std::string(method_name(o.method)) + " of '" + std::string(key) +
-                                "': " + what);
+    throw std::invalid_argument("merge " + std::string(m.name) + " of '" + std::string(key) + "': " + what);
   };
   const size_t n = out.size(), count = inputs.size();
   if (count == 0) fail("no inputs");
@@ -35,21 +27,21 @@ std::vector<double> checked_weights(std::span<float> out, std::span<const std::s
            std::to_string(n));
   if (!base.empty() && base.size() != n)
     fail("the base has " + std::to_string(base.size()) + " elements, the output " + std::to_string(n));
-  if (needs_base(o.method) && base.size() != n) fail("needs a base tensor");
-  if (o.method == Method::Slerp && count != 2) fail("needs exactly 2 inputs, got " + std::to_string(count));
+  if (m.needs_base && base.size() != n) fail("needs a base tensor");
+  if (m.inputs != 0 && count != size_t(m.inputs))
+    fail("needs exactly " + std::to_string(m.inputs) + " inputs, got " + std::to_string(count));
   if (!o.weights.empty() && o.weights.size() != count)
     fail(std::to_string(o.weights.size()) + " weights for " + std::to_string(count) + " inputs");
   std::vector<double> w = o.weights.empty() ? std::vector<double>(count, 1.0) : o.weights;
   for (double x : w)
     if (!std::isfinite(x)) fail("a weight is not finite");
-  if ((o.method == Method::Linear || o.method == Method::Slerp) && std::accumulate(w.begin(), w.end(), 0.0) == 0)
-    fail("the weights sum to 0");
-  if (o.method == Method::Ties && !(o.density > 0 && o.density <= 1))
+  if (m.normalised && std::accumulate(w.begin(), w.end(), 0.0) == 0) fail("the weights sum to 0");
+  if (m.params.density && !(o.density > 0 && o.density <= 1))
     fail("density " + std::to_string(o.density) + " is outside (0, 1]");
-  if ((o.method == Method::Dare || o.method == Method::DareTies) && !(o.drop_rate >= 0 && o.drop_rate < 1))
+  if (m.params.drop_rate && !(o.drop_rate >= 0 && o.drop_rate < 1))
     fail("drop_rate " + std::to_string(o.drop_rate) + " is outside [0, 1)");
-  if (needs_base(o.method) && !std::isfinite(o.lambda)) fail("lambda is not finite");
-  if (first != 0 && !merges_by_element(o.method)) fail("merges whole tensors only, not a part from element " + std::to_string(first));
+  if (m.params.lambda && !std::isfinite(o.lambda)) fail("lambda is not finite");
+  if (first != 0 && !m.by_element) fail("merges whole tensors only, not a part from element " + std::to_string(first));
   return w;
 }
 
@@ -68,20 +60,16 @@ std::vector<detail::DropMask> drop_masks(size_t count, const Options& o, std::st
 }  // namespace
 
 std::optional<Method> parse_method(std::string_view name) {
-  for (const auto& m : kMethods)
+  for (const MethodInfo& m : kMethods)
     if (name == m.name) return m.method;
   return std::nullopt;
 }
 
-const char* method_name(Method m) {
-  for (const auto& named : kMethods)
-    if (named.method == m) return named.name;
-  return "unknown";
+std::string method_names() {
+  std::string out;
+  for (const MethodInfo& m : kMethods) out += (out.empty() ? "" : ", ") + std::string(m.name);
+  return out;
 }
-
-bool needs_base(Method m) { return m != Method::Linear && m != Method::Slerp; }
-
-bool merges_by_element(Method m) { return m != Method::Ties && m != Method::Slerp; }
 
 void merge_tensor(std::span<float> out, std::span<const std::span<const float>> inputs, std::span<const float> base,
                   const Options& opts, std::string_view key, uint64_t first) {

@@ -28,18 +28,48 @@
 #include <string_view>
 #include <vector>
 
+#include "core/enum_table.hpp"
+
 namespace upcycle::merge {
 
 enum class Method { Linear, TaskArithmetic, Ties, Dare, DareTies, Slerp };
 
-// "linear", "task_arithmetic", "ties", "dare", "dare_ties", "slerp"; nullopt otherwise.
+// The Options fields a method reads besides the weights (drop_rate brings the seed with it).
+struct Params {
+  bool density = false, drop_rate = false, lambda = false;
+};
+
+// The registry: a row per method, read by parse_method, the checks, the help and the errors.
+struct MethodInfo {
+  Method method;
+  std::string_view name;
+  bool needs_base = false;  // merges deltas from a base
+  // Whether each output element depends on the same element of the inputs alone, so a tensor
+  // can be merged a part at a time (ties ranks the whole tensor, slerp measures its angle).
+  bool by_element = false;
+  bool normalised = false;  // divides by the sum of all the weights, which must not be 0
+  int inputs = 0;           // exactly this many inputs; 0: any number
+  Params params = {};
+};
+
+inline constexpr MethodInfo kMethods[] = {
+    {.method = Method::Linear, .name = "linear", .by_element = true, .normalised = true},
+    {.method = Method::TaskArithmetic, .name = "task_arithmetic", .needs_base = true, .by_element = true,
+     .params = {.lambda = true}},
+    {.method = Method::Ties, .name = "ties", .needs_base = true, .params = {.density = true, .lambda = true}},
+    {.method = Method::Dare, .name = "dare", .needs_base = true, .by_element = true,
+     .params = {.drop_rate = true, .lambda = true}},
+    {.method = Method::DareTies, .name = "dare_ties", .needs_base = true, .by_element = true,
+     .params = {.drop_rate = true, .lambda = true}},
+    {.method = Method::Slerp, .name = "slerp", .normalised = true, .inputs = 2},
+};
+static_assert(one_row_per_enumerator(kMethods, &MethodInfo::method, Method::Slerp), "a row per method, in order");
+
+constexpr const MethodInfo& method_info(Method m) { return kMethods[size_t(m)]; }
+// The method of a row's name; nullopt for any other name.
 std::optional<Method> parse_method(std::string_view name);
-const char* method_name(Method m);
-bool needs_base(Method m);  // task_arithmetic, ties, dare, dare_ties
-// Whether each output element depends on the same element of the inputs alone (linear,
-// task_arithmetic, dare, dare_ties), so a tensor can be merged a part at a time; ties (its trim
-// ranks the whole tensor) and slerp (its angle) cannot.
-bool merges_by_element(Method m);
+// "linear, task_arithmetic, ..., slerp": every name, for help texts and errors.
+std::string method_names();
 
 struct Options {
   Method method = Method::Linear;
@@ -59,7 +89,7 @@ struct Options {
 // options a method uses out of range (ties: density in (0, 1]; dare, dare_ties: drop_rate in
 // [0, 1); the delta methods: lambda finite), or a part (`first`) it cannot merge.
 // `first` > 0: the spans are elements [first, first + out.size()) of the tensor (by a
-// method that merges_by_element), merged exactly as those elements of the whole tensor are.
+// method that merges by_element), merged exactly as those elements of the whole tensor are.
 void merge_tensor(std::span<float> out, std::span<const std::span<const float>> inputs, std::span<const float> base,
                   const Options& opts, std::string_view key, uint64_t first = 0);
 

@@ -22,7 +22,7 @@ PoolTensor::PoolTensor(const FfnSource& source, const Pool& pool, int layer, Rol
   numel_ = checkpoints_[0].numel();
   std::vector<Tensor> inputs = checkpoints_;
   if (!base_.empty()) inputs.push_back(base_);
-  by_element_ = merge::merges_by_element(merge_.method);
+  by_element_ = merge::method_info(merge_.method).by_element;
   granule_ = range_block(1, inputs);
   block_ = by_element_ ? std::min(range_block(block_elements, inputs), numel_) : numel_;
   const int64_t intermediate = source.checkpoint(0).config().intermediate_size;
@@ -102,8 +102,8 @@ void PoolBlock::child(const ExpertRecipe& r, std::span<float> out) {
   merge::Options opts = t_.merge_;
   opts.weights = {r.weight_a, r.weight_b};
   opts.seed = r.seed;
-  const std::span<const float> base = merge::needs_base(opts.method) ? this->base() : std::span<const float>();
-  merge::merge_tensor(out, inputs, base, opts, t_.key_, first_);
+  const bool with_base = merge::method_info(opts.method).needs_base;
+  merge::merge_tensor(out, inputs, with_base ? this->base() : std::span<const float>(), opts, t_.key_, first_);
 }
 
 }  // namespace upcycle::pool

@@ -5,7 +5,7 @@
 # anything fails. Runs from any directory.
 #
 #   scripts/test.sh                 everything
-#   scripts/test.sh -R 'core: '     arguments go to ctest (here: only the core suite)
+#   scripts/test.sh -R '^core:'      arguments go to ctest (here: only the core suite)
 #
 # Environment (all optional): UPCYCLE_BUILD_DIR (default build), UPCYCLE_CUDA (AUTO, ON, OFF),
 # CMAKE_BUILD_TYPE (Release), CMAKE_ARGS (more cmake arguments), UPCYCLE_JOBS (build jobs),

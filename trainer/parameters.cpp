@@ -1,6 +1,7 @@
 #include "trainer/parameters.hpp"
 
 #include <algorithm>
+#include <iterator>
 #include <map>
 #include <sstream>
 
@@ -11,27 +12,9 @@ namespace upcycle {
 namespace {
 
 const char* const kPartNames[] = {"embeddings", "attention", "norms", "router", "experts"};
+static_assert(std::size(kPartNames) == size_t(Part::Count));
 
 }  // namespace
-
-Part part_of(Role role) {
-  switch (role) {
-    case Role::TokenEmbedding:
-    case Role::LmHead: return Part::Embeddings;
-    case Role::Q:
-    case Role::K:
-    case Role::V:
-    case Role::O:
-    case Role::QBias:
-    case Role::KBias:
-    case Role::VBias: return Part::Attention;
-    case Role::AttnNorm:
-    case Role::FfnNorm:
-    case Role::FinalNorm: return Part::Norms;
-    case Role::Router: return Part::Router;
-    default: return Part::Experts;
-  }
-}
 
 PartSet parse_parts(const std::string& list) {
   PartSet set;
@@ -55,25 +38,13 @@ std::string parts_string(const PartSet& parts) {
   return s;
 }
 
-bool decays(Role role) {
-  switch (role) {
-    case Role::AttnNorm:
-    case Role::FfnNorm:
-    case Role::FinalNorm:
-    case Role::QBias:
-    case Role::KBias:
-    case Role::VBias: return false;
-    default: return true;
-  }
-}
-
 template <class T>
 Weights<T> zeros_like(Weights<T>& w, const ModelConfig& config, const PartSet& frozen) {
   Weights<T> z;
   auto zs = parameters(z, config);
   auto ws = parameters(w, config);
   for (size_t i = 0; i < ws.size(); ++i)
-    if (!frozen[size_t(part_of(ws[i].tensor.id.role))]) zs[i].values->assign(ws[i].values->size(), T(0));
+    if (!frozen[size_t(role_info(ws[i].tensor.id.role).part)]) zs[i].values->assign(ws[i].values->size(), T(0));
   return z;
 }
 

@@ -70,18 +70,15 @@ std::vector<ParameterOf<V>> parameters(WeightsOf<V>& w, const ModelConfig& confi
   return out;
 }
 
-// The parts `--freeze` names. Norms belong to no part but `norms`: they gate both the
-// attention and the FFN.
-enum class Part { Embeddings, Attention, Norms, Router, Experts, Count };
-Part part_of(Role role);
+// The parts `--freeze` names (each role's part: role_info(role).part).
 using PartSet = std::bitset<size_t(Part::Count)>;
 // "router,experts" → the set; UsageError naming an unknown part. "experts" also covers a
 // dense model's FFN ("ffn" is its alias).
 PartSet parse_parts(const std::string& list);
 std::string parts_string(const PartSet& parts);
 
-// AdamW's rule: weight matrices decay; norms and biases do not.
-bool decays(Role role);
+// AdamW's rule: weights decay; norms and biases do not.
+inline bool decays(Role role) { return role_info(role).kind == TensorKind::Weight; }
 
 // Zeros shaped like `w`, except the tensors of frozen parts, left empty.
 template <class T>

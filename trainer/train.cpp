@@ -155,7 +155,8 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   // Counted on the host before the engine takes the weights (a GPU engine would download them).
   Weights<float> weights = load_weights<float>(*source_);
   const int64_t total = count_elements(weights, config_, [](Role) { return true; });
-  const int64_t trained = count_elements(weights, config_, [&](Role r) { return !o.frozen[size_t(part_of(r))]; });
+  const int64_t trained =
+      count_elements(weights, config_, [&](Role r) { return !o.frozen[size_t(role_info(r).part)]; });
   engine_ = make({config_, std::move(weights), source_->path(), TrainSetup{o.adam, o.frozen}});
   if (o.resume) {
     engine_->load_optimizer(*o.resume / kOptimizerFile);

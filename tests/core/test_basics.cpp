@@ -3,6 +3,8 @@
 
 #include <bit>
 #include <cmath>
+#include <map>
+#include <set>
 
 #include "core/config.hpp"
 #include "core/dtype.hpp"
@@ -164,18 +166,17 @@ TEST_CASE("config: parsing, defaults, validation and unknown fields carried thro
   CHECK(m.num_local_experts == 4);
 }
 
-TEST_CASE("name table: every name parses back to its role, in every scheme") {
+// A name holds an index for each level of its role's scope (the role table's) and no other.
+TEST_CASE("name table: every name parses back to its role and the indices of its scope, in every scheme") {
   for (Scheme s : {Scheme::HF, Scheme::HFFused, Scheme::Qwen2Moe, Scheme::GGUF}) {
-    for (int r = 0; r <= int(Role::LmHead); ++r) {
-      Role role = Role(r);
-      if (!has_name(role, s)) continue;
-      TensorId id{role, 3, -1};
-      if (role == Role::TokenEmbedding || role == Role::FinalNorm || role == Role::LmHead) id.layer = -1;
-      if (role == Role::ExpertGate || role == Role::ExpertUp || role == Role::ExpertDown) id.expert = 11;
-      std::string name = tensor_name(id, s);
-      auto back = parse_tensor_name(name, s);
-      REQUIRE_MESSAGE(back.has_value(), name);
-      CHECK(*back == id);
+    for (const RoleInfo& info : kRoleInfos) {
+      if (!has_name(info.role, s)) continue;
+      const std::string name = tensor_name({info.role, 3, 11}, s);  // leaves out the indices the role lacks
+      CAPTURE(name);
+      const TensorId id{info.role, info.scope == Scope::Model ? -1 : 3, info.scope == Scope::Expert ? 11 : -1};
+      CHECK(parse_tensor_name(name, s) == std::optional(id));
+      if (info.scope != Scope::Model) CHECK_THROWS_AS(tensor_name({info.role, -1, 11}, s), std::invalid_argument);
+      if (info.scope == Scope::Expert) CHECK_THROWS_AS(tensor_name({info.role, 3, -1}, s), std::invalid_argument);
     }
   }
   CHECK(tensor_name({Role::ExpertGate, 2, 5}, Scheme::HF) == "model.layers.2.block_sparse_moe.experts.5.w1.weight");
@@ -191,6 +192,79 @@ TEST_CASE("name table: every name parses back to its role, in every scheme") {
   CHECK(sorted == std::vector<std::string>{"model.embed_tokens.weight", "model.layers.2.input_layernorm.weight",
                                            "model.layers.10.mlp.up_proj.weight", "model.norm.weight",
                                            "lm_head.weight", "zzz"});
+}
+
+// The role table's kind and freeze part against what the Hugging Face names say.
+TEST_CASE("role table: kind and part agree with the names") {
+  for (Scheme s : {Scheme::HF, Scheme::HFFused, Scheme::Qwen2Moe}) {
+    for (const RoleInfo& info : kRoleInfos) {
+      if (!has_name(info.role, s)) continue;
+      const std::string name = tensor_name({info.role, 1, 2}, s);
+      CAPTURE(name);
+      const bool norm = name.find("norm") != std::string::npos, bias = name.ends_with(".bias");
+      CHECK(info.kind == (norm ? TensorKind::Norm : bias ? TensorKind::Bias : TensorKind::Weight));
+      Part part = Part::Experts;
+      if (name.find("embed_tokens") != std::string::npos || name == "lm_head.weight") part = Part::Embeddings;
+      else if (norm) part = Part::Norms;
+      else if (name.find("self_attn") != std::string::npos) part = Part::Attention;
+      else if (name.ends_with(".gate.weight")) part = Part::Router;
+      CHECK(info.part == part);
+    }
+  }
+}
+
+// A dense model's tensors are the roles that are their own dense counterpart; GGUF names an
+// expert's tensor as its counterpart's with the expert's index added; other roles have none.
+TEST_CASE("role table: dense counterparts") {
+  std::set<Role> dense, own;
+  for (const auto& e : expected_tensors(test::tiny_config("qwen2"))) dense.insert(e.id.role);
+  for (const RoleInfo& info : kRoleInfos)
+    if (info.dense == info.role) own.insert(info.role);
+  CHECK(dense == own);
+  for (const RoleInfo& info : kRoleInfos) {
+    CAPTURE(int(info.role));
+    if (info.scope != Scope::Expert) {
+      CHECK((!info.dense || info.dense == info.role));
+      continue;
+    }
+    REQUIRE(info.dense.has_value());
+    std::string name = tensor_name({info.role, 1, 2}, Scheme::GGUF);  // blk.1.ffn_up.2.weight
+    name.erase(name.find(".2."), 2);
+    CHECK(name == tensor_name({*info.dense, 1}, Scheme::GGUF));
+  }
+}
+
+TEST_CASE("role table: shapes from the config's sizes") {
+  // V 40, H 16, I 24, nH*D 4*8 = 32, nKV*D 8; qwen2_moe: 3 experts of I 12, a shared one of I 20.
+  json j = test::tiny_config("qwen2").to_json();
+  j["head_dim"] = 8;
+  j["num_key_value_heads"] = 1;
+  std::map<Role, Shape> shape;
+  auto add = [&](const json& config, Scheme s) {
+    for (const auto& e : expected_tensors(ModelConfig::from_json(config, "x"), s)) shape[e.id.role] = e.shape;
+  };
+  add(j, Scheme::HF);
+  j["model_type"] = "qwen2_moe";
+  j["num_experts"] = 3;
+  j["num_experts_per_tok"] = 2;
+  j["moe_intermediate_size"] = 12;
+  j["shared_expert_intermediate_size"] = 20;
+  add(j, Scheme::Qwen2Moe);
+  j["model_type"] = "mixtral";
+  j["num_local_experts"] = 3;
+  for (const char* key : {"num_experts", "moe_intermediate_size", "shared_expert_intermediate_size"}) j.erase(key);
+  add(j, Scheme::HFFused);
+  const std::map<Role, Shape> want = {
+      {Role::TokenEmbedding, {40, 16}}, {Role::AttnNorm, {16}},       {Role::Q, {32, 16}},
+      {Role::K, {8, 16}},               {Role::V, {8, 16}},           {Role::O, {16, 32}},
+      {Role::QBias, {32}},              {Role::KBias, {8}},           {Role::VBias, {8}},
+      {Role::FfnNorm, {16}},            {Role::Gate, {24, 16}},       {Role::Up, {24, 16}},
+      {Role::Down, {16, 24}},           {Role::Router, {3, 16}},      {Role::ExpertGate, {12, 16}},
+      {Role::ExpertUp, {12, 16}},       {Role::ExpertDown, {16, 12}}, {Role::ExpertsGateUp, {3, 48, 16}},
+      {Role::ExpertsDown, {3, 16, 24}}, {Role::SharedGate, {20, 16}}, {Role::SharedUp, {20, 16}},
+      {Role::SharedDown, {16, 20}},     {Role::SharedRouter, {1, 16}}, {Role::FinalNorm, {16}},
+      {Role::LmHead, {40, 16}}};
+  CHECK(shape == want);
 }
 
 TEST_CASE("layout: the tensors a config implies") {

@@ -3,10 +3,13 @@
 // gives byte-identical files, and bad input is named.
 #include <doctest/doctest.h>
 
+#include <cctype>
 #include <chrono>
 #include <fstream>
 #include <future>
+#include <set>
 #include <thread>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -309,6 +312,23 @@ TEST_CASE("convert: BTX, drop-upcycling and misuse") {
     r = run_upcycle("convert --checkpoints " + q(a) + " " + q(b) + " --experts 3 --router random " + bad + " --out " + q(dir / "o"));
     CHECK(r.code == 1);
     CHECK(r.err.find(std::string(bad).substr(0, std::string(bad).find(' '))) != std::string::npos);
+  }
+  // The merge options' help and errors list the registry's methods.
+  const std::string help = run_upcycle("convert --help").out;
+  for (auto [option, next] : {std::pair{"--merge", "--drop-rate"}, {"--shared-merge", "--shared-from"}}) {
+    CAPTURE(option);
+    const size_t from = help.find(std::string(option) + " arg"), to = help.find(std::string(next) + " arg");
+    REQUIRE(from < to);
+    std::set<std::string> words;
+    for (std::string w; char c : help.substr(from, to - from) + " ") {
+      if (std::isalnum(static_cast<unsigned char>(c)) || c == '_') w += c;
+      else if (!w.empty()) words.insert(std::exchange(w, ""));
+    }
+    for (const merge::MethodInfo& m : merge::kMethods) CHECK(words.contains(std::string(m.name)));
+    r = run_upcycle("convert --checkpoints " + q(a) + " " + q(b) + " --router random " + option + " frobnicate --out " +
+                    q(dir / "o"));
+    CHECK(r.code == 1);
+    CHECK(r.err.find("'frobnicate' is not one of " + merge::method_names()) != std::string::npos);
   }
   CHECK(!fs::exists(dir / "o"));
 }

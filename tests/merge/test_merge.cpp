@@ -19,9 +19,6 @@ using Vec = std::vector<float>;
 
 namespace {
 
-constexpr Method kAll[] = {Method::Linear, Method::TaskArithmetic, Method::Ties,
-                           Method::Dare,   Method::DareTies,       Method::Slerp};
-
 Vec merged(const Options& o, const std::vector<Vec>& inputs, const Vec& base = {}, std::string_view key = "w") {
   const std::vector<std::span<const float>> spans(inputs.begin(), inputs.end());
   Vec out(inputs.at(0).size());
@@ -68,15 +65,42 @@ struct ThreadCount {
 
 }  // namespace
 
-TEST_CASE("merge: method names") {
-  for (Method m : kAll) CHECK(parse_method(method_name(m)) == m);
-  CHECK(parse_method("dare_ties") == Method::DareTies);
-  CHECK(std::string(method_name(Method::TaskArithmetic)) == "task_arithmetic");
+TEST_CASE("merge: the registry's names") {
+  for (const MethodInfo& m : kMethods) CHECK(parse_method(m.name) == m.method);
+  CHECK(method_names() == "linear, task_arithmetic, ties, dare, dare_ties, slerp");
   CHECK_FALSE(parse_method("DARE").has_value());
   CHECK_FALSE(parse_method("").has_value());
-  CHECK_FALSE(needs_base(Method::Linear));
-  CHECK_FALSE(needs_base(Method::Slerp));
-  for (Method m : {Method::TaskArithmetic, Method::Ties, Method::Dare, Method::DareTies}) CHECK(needs_base(m));
+}
+
+// Each row's facts against what its method does: the options that change its output, whether a
+// base counts, whether only the weights' ratio does, how many inputs it takes.
+TEST_CASE("merge: each method reads what its registry row says") {
+  const size_t n = 4000;
+  const Vec base = test::random_values(n, 30), other_base = test::random_values(n, 33);
+  const std::vector<Vec> x = {test::random_values(n, 31), test::random_values(n, 32)};
+  for (const MethodInfo& m : kMethods) {
+    CAPTURE(m.name);
+    Options o = options(m.method, {1, 3});
+    o.seed = 3;
+    const Vec b = m.needs_base ? base : Vec{};
+    const Vec plain = merged(o, x, b);
+    auto changes = [&](void (*edit)(Options&)) {
+      Options e = o;
+      edit(e);
+      return !same_bits(merged(e, x, b), plain);
+    };
+    CHECK(changes([](Options& e) { e.density = 0.2; }) == m.params.density);
+    CHECK(changes([](Options& e) { e.drop_rate = 0.2; }) == m.params.drop_rate);
+    CHECK(changes([](Options& e) { e.seed = 4; }) == m.params.drop_rate);  // the seed draws DARE's masks
+    CHECK(changes([](Options& e) { e.lambda = 0.5; }) == m.params.lambda);
+    CHECK(same_bits(merged(o, x, other_base), merged(o, x, base)) == !m.needs_base);
+    o.weights = {2, 6};
+    if (m.normalised) CHECK(same_bits(merged(o, x, b), plain));  // ties is scale-free too: its disjoint mean
+    o.weights = {1, -1};
+    CHECK((error_of(o, x, b, n).find("sum to 0") != std::string::npos) == m.normalised);
+    o.weights = {};
+    CHECK(error_of(o, {x[0], x[1], x[0]}, b, n).empty() == (m.inputs == 0));
+  }
 }
 
 TEST_CASE("merge: linear is the normalised weighted mean") {
@@ -317,14 +341,15 @@ TEST_CASE("merge: every method gives the same bits on 1 and 2 threads") {
   const size_t n = 100'003;  // many chunks and a ragged last one
   const Vec base = test::random_values(n, 16);
   const std::vector<Vec> x = {test::random_values(n, 17), test::random_values(n, 18), test::random_values(n, 19)};
-  for (Method m : kAll) {
-    const std::string method = method_name(m);
+  for (const MethodInfo& info : kMethods) {
+    const Method m = info.method;
+    const std::string method(info.name);
     CAPTURE(method);
     Options o = options(m);
     o.seed = 7;
     o.density = 0.4;
     const std::vector<Vec> in = m == Method::Slerp ? std::vector<Vec>{x[0], x[1]} : x;
-    const Vec b = needs_base(m) ? base : Vec{};
+    const Vec b = info.needs_base ? base : Vec{};
     omp_set_num_threads(1);
     const Vec one = merged(o, in, b);
     omp_set_num_threads(2);
@@ -337,12 +362,13 @@ TEST_CASE("merge: the element-wise methods merge a tensor part by part to the sa
   const size_t n = 20'011;  // parts of odd sizes and offsets, not lined up with the kernels' chunks or DARE's draws
   const Vec base = test::random_values(n, 26);
   const std::vector<Vec> x = {test::random_values(n, 27), test::random_values(n, 28)};
-  for (Method m : kAll) {
-    const std::string method = method_name(m);
+  for (const MethodInfo& info : kMethods) {
+    const Method m = info.method;
+    const std::string method(info.name);
     CAPTURE(method);
     Options o = options(m, {0.3, 0.7});
     o.seed = 11;
-    const Vec b = needs_base(m) ? base : Vec{};
+    const Vec b = info.needs_base ? base : Vec{};
     const Vec whole = merged(o, x, b);
     Vec parts(n);
     std::string refused;
@@ -357,7 +383,7 @@ TEST_CASE("merge: the element-wise methods merge a tensor part by part to the sa
         break;
       }
     }
-    if (merges_by_element(m)) {
+    if (info.by_element) {
       CHECK(refused.empty());
       CHECK(same_bits(parts, whole));
     } else {
@@ -371,16 +397,16 @@ TEST_CASE("merge: out may be one of the inputs or the base") {
   const Vec base = test::random_values(n, 20);
   const std::vector<Vec> x = {test::random_values(n, 21), test::random_values(n, 22)};
   for (Method m : {Method::Linear, Method::Ties, Method::Dare, Method::DareTies, Method::Slerp}) {
-    const std::string method = method_name(m);
-    CAPTURE(method);
+    const MethodInfo& info = method_info(m);
+    CAPTURE(info.name);
     const Options o = options(m, {0.3, 0.7});
-    const Vec b = needs_base(m) ? base : Vec{};
+    const Vec b = info.needs_base ? base : Vec{};
     const Vec want = merged(o, x, b);
     std::vector<Vec> in = x;  // merge into input 1
     const std::vector<std::span<const float>> spans(in.begin(), in.end());
     merge_tensor(in[1], spans, b, o, "w");
     CHECK(same_bits(in[1], want));
-    if (needs_base(m)) {  // merge into the base
+    if (info.needs_base) {  // merge into the base
       Vec into = base;
       merge_tensor(into, std::vector<std::span<const float>>(x.begin(), x.end()), into, o, "w");
       CHECK(same_bits(into, want));

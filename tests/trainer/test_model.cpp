@@ -177,10 +177,7 @@ std::unique_ptr<Checkpoint> copied_experts(const Checkpoint& dense) {
   auto loader = [&dense](const TensorInfo& info) {
     TensorId id = *parse_tensor_name(info.name, Scheme::HF);
     if (id.role == Role::Router) return Tensor::from_f32(info.shape, random_values(*shape_elements(info.shape), 5));
-    const Role dense_role[] = {Role::Gate, Role::Up, Role::Down};
-    if (id.role == Role::ExpertGate || id.role == Role::ExpertUp || id.role == Role::ExpertDown)
-      id = {dense_role[int(id.role) - int(Role::ExpertGate)], id.layer, -1};
-    return dense.load(tensor_name(id, Scheme::HF));
+    return dense.load(tensor_name({*role_info(id.role).dense, id.layer}, Scheme::HF));  // the role table's
   };
   return std::make_unique<ComputedCheckpoint>(config, std::move(infos), loader);
 }

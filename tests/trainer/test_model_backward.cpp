@@ -83,7 +83,7 @@ void check_model_gradients(const ModelConfig& config, uint64_t seed, const LossO
   auto ps = parameters(model.weights(), config);
   auto gs = parameters(grads, config);
   for (size_t i = 0; i < ps.size(); ++i) {
-    if (frozen[size_t(part_of(ps[i].tensor.id.role))]) {
+    if (frozen[size_t(role_info(ps[i].tensor.id.role).part)]) {
       CHECK_MESSAGE(gs[i].values->empty(), ps[i].tensor.name << " is frozen but has a gradient");
       continue;
     }
