@@ -204,8 +204,8 @@ const OptionTable<ConvertOptions>& convert_option_table() {
 }
 
 void check_convert_options(const O& o) {
-  if (o.checkpoints.empty()) throw OptionError("checkpoints", option_name("checkpoints") + " is required");
-  if (o.out.empty()) throw OptionError("out", option_name("out") + " is required");
+  require_option(!o.checkpoints.empty(), "checkpoints");
+  require_option(!o.out.empty(), "out");
   const size_t K = o.checkpoints.size();
   const int E = o.experts.value_or(int(K));
   if (E < 1 || E > 256) throw OptionError("experts", option_name("experts") + " must lie in [1, 256]");

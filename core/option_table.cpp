@@ -76,6 +76,18 @@ std::string default_text(const nlohmann::json& v) {
   return v.dump();
 }
 
+void require_option(bool given, const std::string& key) {
+  if (!given) throw OptionError(key, option_name(key) + " is required");
+}
+
+void require_positive(double value, const std::string& key) {
+  if (!(value > 0)) throw OptionError(key, option_name(key) + " must be positive");
+}
+
+void require_not_negative(double value, const std::string& key) {
+  if (value < 0) throw OptionError(key, option_name(key) + " must not be negative");
+}
+
 void throw_config_error(const std::string& where, const std::string& message) { throw UsageError(where + ": " + message); }
 
 }  // namespace upcycle

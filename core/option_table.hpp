@@ -134,6 +134,11 @@ OptionRow<S> text_option(std::string key, std::string help, Field field, Parse p
   return row;
 }
 
+// The checks every stage makes, as OptionErrors naming the key.
+void require_option(bool given, const std::string& key);      // "<key> is required"
+void require_positive(double value, const std::string& key);  // "<key> must be positive"
+void require_not_negative(double value, const std::string& key);
+
 // A parse function for text_option whose UsageError becomes the option's OptionError.
 template <class Parse>
 auto as_option(const char* key, Parse parse) {

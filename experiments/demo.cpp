@@ -52,10 +52,10 @@ void check_demo_options(const O& o) {
   check_experiment_settings(o.settings);
   if (o.dense_steps < o.settings.checkpoints)
     throw OptionError("dense_steps", option_name("dense_steps") + " must be at least " + option_name("checkpoints"));
-  if (o.steps < 1) throw OptionError("steps", option_name("steps") + " must be positive");
+  require_positive(double(o.steps), "steps");
   if (o.experts < 1 || o.experts > 256 || o.settings.top_k > o.experts)  // checked before hours of work, not after
     throw OptionError("experts", option_name("experts") + " must lie in [1, 256] and " + option_name("top_k") + " in [1, experts]");
-  if (o.train_samples < 1) throw OptionError("train_samples", option_name("train_samples") + " must be positive");
+  require_positive(double(o.train_samples), "train_samples");
 }
 
 void run_demo(const O& d) {

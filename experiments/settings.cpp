@@ -10,10 +10,10 @@ void check_experiment_settings(const ExperimentSettings& s) {
                                    {"checkpoints", s.checkpoints},
                                    {"batch_tokens", s.batch_tokens},
                                    {"seed_samples", s.seed_samples}})
-    if (value < 1) throw OptionError(key, option_name(key) + " must be positive");
-  if (s.base_steps < 0) throw OptionError("base_steps", option_name("base_steps") + " must not be negative");
+    require_positive(double(value), key);
+  require_not_negative(double(s.base_steps), "base_steps");
   for (const auto& [key, value] : {std::pair{"lr", s.lr}, {"tune_lr", s.tune_lr}})
-    if (!(value > 0)) throw OptionError(key, option_name(key) + " must be positive");
+    require_positive(value, key);
 }
 
 std::filesystem::path initial_model(const ExperimentSettings& s, const std::filesystem::path& fresh, uint64_t seed) {

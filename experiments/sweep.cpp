@@ -107,14 +107,14 @@ void check_sweep_options(const O& s) {
   for (const std::string& m : s.methods)
     if (m != "dense" && m != "sparse" && m != "upit" && m != "btx" && m != "drop")
       throw OptionError("methods", option_name("methods") + ": unknown method '" + m + "' (dense, sparse, upit, btx, drop)");
-  if (s.repeats < 1) throw OptionError("repeats", option_name("repeats") + " must be positive");
+  require_positive(s.repeats, "repeats");
   if (s.settings.top_k > *std::min_element(s.experts.begin(), s.experts.end()) ||
       *std::max_element(s.experts.begin(), s.experts.end()) > 256)
     throw OptionError("top_k", option_name("top_k") + " must lie in [1, the smallest of " + option_name("experts") + "] and " +
                                    option_name("experts") + " in [1, 256]");
   if (s.dense_epochs <= 0 || s.epochs <= 0)
     throw OptionError("epochs", option_name("dense_epochs") + " and " + option_name("epochs") + " must be positive");
-  if (s.base_samples < 1) throw OptionError("base_samples", option_name("base_samples") + " must be positive");
+  require_positive(double(s.base_samples), "base_samples");
 }
 
 void run_sweep(const O& s) {

@@ -126,12 +126,12 @@ const OptionTable<EvalOptions>& eval_option_table() {
 }
 
 void check_eval_options(const EvalOptions& o) {
-  if (o.model.empty()) throw OptionError("model", option_name("model") + " is required");
-  if (o.data.empty()) throw OptionError("data", option_name("data") + " is required");
+  require_option(!o.model.empty(), "model");
+  require_option(!o.data.empty(), "data");
   if (o.metric != "loss" && o.metric != "exact" && o.metric != "choice")
     throw OptionError("metric", option_name("metric") + ": '" + o.metric + "' is not loss, exact or choice");
   for (const auto& [key, value] : {std::pair{"batch_tokens", o.batch_tokens}, {"seq_len", o.seq_len}, {"max_new_tokens", o.max_new_tokens}})
-    if (value < 1) throw OptionError(key, option_name(key) + " must be positive");
+    require_positive(double(value), key);
 }
 
 ojson evaluate(const EvalOptions& o) {

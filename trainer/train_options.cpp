@@ -8,13 +8,6 @@ namespace {
 
 using O = TrainOptions;
 
-void positive(double value, const char* key) {
-  if (!(value > 0)) throw OptionError(key, option_name(key) + " must be positive");
-}
-void not_negative(double value, const char* key) {
-  if (value < 0) throw OptionError(key, option_name(key) + " must not be negative");
-}
-
 OptionTable<O> make_table() {
   return {
       option<O>("model", "starting checkpoint (folder, .h5 or .gguf)", [](O& o) -> auto& { return o.model; }),
@@ -71,28 +64,28 @@ const OptionTable<TrainOptions>& train_option_table() {
 }
 
 void check_train_options(const TrainOptions& o) {
-  if (o.data.empty()) throw OptionError("data", option_name("data") + " is required");
-  if (o.out.empty()) throw OptionError("out", option_name("out") + " is required");
+  require_option(!o.data.empty(), "data");
+  require_option(!o.out.empty(), "out");
   if (o.val_fraction < 0 || o.val_fraction >= 1) throw OptionError("val_fraction", option_name("val_fraction") + " must lie in [0, 1)");
   if (o.val_data && o.val_fraction > 0)
     throw OptionError("val_data", "give " + option_name("val_data") + " or " + option_name("val_fraction") + ", not both");
   if (o.model.empty() && !o.resume)
     throw OptionError("model", option_name("model") + " is required (unless " + option_name("resume") + " gives the checkpoint)");
-  positive(double(o.seq_len), "seq_len");
+  require_positive(double(o.seq_len), "seq_len");
   if (o.seq_len < 2) throw OptionError("seq_len", option_name("seq_len") + " must be at least 2");
-  positive(double(o.batch_tokens), "batch_tokens");
-  positive(double(o.grad_accum), "grad_accum");
-  positive(o.schedule.peak, "lr");
+  require_positive(double(o.batch_tokens), "batch_tokens");
+  require_positive(double(o.grad_accum), "grad_accum");
+  require_positive(o.schedule.peak, "lr");
   if (o.schedule.warmup < 0 || o.schedule.min_ratio < 0 || o.schedule.min_ratio > 1)
     throw OptionError("warmup", option_name("warmup") + " must be >= 0 and " + option_name("min_lr_ratio") + " in [0, 1]");
-  positive(o.adam.eps, "adam_eps");
+  require_positive(o.adam.eps, "adam_eps");
   if (o.adam.beta1 < 0 || o.adam.beta1 >= 1 || o.adam.beta2 < 0 || o.adam.beta2 >= 1)
     throw OptionError("beta1", option_name("beta1") + " and " + option_name("beta2") + " must lie in [0, 1)");
   if (o.save_count < 0 || (o.save_count > 0 && o.save_every > 0))
     throw OptionError("save_count", option_name("save_count") + " must be positive, and given without " + option_name("save_every"));
-  positive(double(o.log_every), "log_every");
-  not_negative(double(o.steps), "steps");
-  not_negative(o.epochs, "epochs");
+  require_positive(double(o.log_every), "log_every");
+  require_not_negative(double(o.steps), "steps");
+  require_not_negative(o.epochs, "epochs");
   if ((o.steps > 0) == (o.epochs > 0))
     throw OptionError("steps", "give exactly one of " + option_name("steps") + " and " + option_name("epochs"));
 }
