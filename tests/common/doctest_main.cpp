@@ -1,2 +1,5 @@
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
-#include <doctest/doctest.h>
+// Every doctest suite's main but the CUDA one's (tests/common/doctest_runner.hpp).
+#define DOCTEST_CONFIG_IMPLEMENT
+#include "tests/common/doctest_runner.hpp"
+
+int main(int argc, char** argv) { return upcycle::test::run_doctest(argc, argv); }

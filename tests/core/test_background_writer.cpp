@@ -50,7 +50,7 @@ std::vector<std::pair<size_t, size_t>> shuffled_pieces(size_t n, uint64_t seed) 
 
 }  // namespace
 
-TEST_CASE("output file: pieces at any offsets, in any order, make the file; partial pages flushed, then completed") {
+TEST_CASE("output file: pieces at any offsets, in any order, make the file, partial pages flushed, then completed") {
   for (bool direct : {false, true}) {
     CAPTURE(direct);
     ScratchDir dir;

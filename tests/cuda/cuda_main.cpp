@@ -2,7 +2,7 @@
 // skipped, with the reason on stdout. Listing the cases (ctest discovers them at build time)
 // needs no GPU.
 #define DOCTEST_CONFIG_IMPLEMENT
-#include <doctest/doctest.h>
+#include "tests/common/doctest_runner.hpp"
 
 #include <cstdio>
 #include <string>
@@ -17,6 +17,5 @@ int main(int argc, char** argv) {
     std::printf("skipped: %s\n", reason.c_str());
     return 77;
   }
-  doctest::Context context(argc, argv);
-  return context.run();
+  return upcycle::test::run_doctest(argc, argv);
 }

@@ -39,7 +39,7 @@ TEST_CASE("data: Alpaca, chat and pre-tokenized lines in one file, with tasks") 
   CHECK(loads == 2);
 }
 
-TEST_CASE("data: a malformed line names the file and line; --skip-bad counts it; text needs a tokenizer") {
+TEST_CASE("data: a malformed line names the file and line, --skip-bad counts it, text needs a tokenizer") {
   test::ScratchDir dir;
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"{\"instruction\": \"x\"}", "no 'output'"},

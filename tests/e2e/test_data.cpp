@@ -75,7 +75,7 @@ TEST_CASE("data synth: --tasks restricts, --split picks the held-out data") {
   CHECK(list.out.find("held-out") != std::string::npos);
 }
 
-TEST_CASE("data synth: a seed gives a byte-identical file; an existing file needs --overwrite") {
+TEST_CASE("data synth: a seed gives a byte-identical file, an existing file needs --overwrite") {
   ScratchDir dir;
   synth("--n 50 --seed 9", dir / "a.jsonl");
   synth("--n 50 --seed 9", dir / "b.jsonl");

@@ -31,7 +31,7 @@ bool valid_svg(const fs::path& file) {
 
 }  // namespace
 
-TEST_CASE("demo: data, a dense run with checkpoints, three methods, evaluations and a report; rerun skips all") {
+TEST_CASE("demo: data, a dense run with checkpoints, three methods, evaluations and a report, rerun skips all") {
   ScratchDir dir;
   const fs::path out = dir / "demo";
   const std::string args = "demo --out '" + out.string() +
@@ -78,7 +78,7 @@ TEST_CASE("demo: data, a dense run with checkpoints, three methods, evaluations 
   }
 }
 
-TEST_CASE("sweep: a grid of data sizes and methods, sweep.csv and plots; misuse is named") {
+TEST_CASE("sweep: a grid of data sizes and methods, sweep.csv and plots, misuse is named") {
   ScratchDir dir;
   const fs::path out = dir / "sweep";
   const std::string args = "sweep --out '" + out.string() +

@@ -111,7 +111,7 @@ TEST_CASE("dtype conversion on export and on init") {
   CHECK(read_file(dir / "direct-bf16" / "model.safetensors") == read_file(dir / "bf16" / "model.safetensors"));
 }
 
-TEST_CASE("a fixed seed gives byte-identical files; another seed does not") {
+TEST_CASE("a fixed seed gives byte-identical files, another seed does not") {
   ScratchDir dir;
   fs::path cfg = write_config(dir, "mixtral");
   for (const char* name : {"a", "b"})
@@ -125,7 +125,7 @@ TEST_CASE("a fixed seed gives byte-identical files; another seed does not") {
   CHECK(read_file(dir / "a1.h5") == read_file(dir / "a2.h5"));
 }
 
-TEST_CASE("an existing output is refused and left untouched; --overwrite replaces it") {
+TEST_CASE("an existing output is refused and left untouched, --overwrite replaces it") {
   ScratchDir dir;
   fs::path cfg = write_config(dir, "llama");
   REQUIRE(run_upcycle("init -q --config " + q(cfg) + " --out " + q(dir / "m")).code == 0);

@@ -12,7 +12,7 @@ using namespace upcycle;
 using namespace upcycle::test;
 using json = nlohmann::json;
 
-TEST_CASE("run: dense tuning, conversion of its checkpoints, MoE tuning, evaluation; resumable") {
+TEST_CASE("run: dense tuning, conversion of its checkpoints, MoE tuning, evaluation, resumable") {
   ScratchDir dir;
   const fs::path model = write_chat_model(dir.path(), "llama", 21);
   {

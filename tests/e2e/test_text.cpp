@@ -53,7 +53,7 @@ json run_json(const std::string& args) {
 
 }  // namespace
 
-TEST_CASE("text: eval counts only the reply tokens; tune on Alpaca and chat lines learns the replies") {
+TEST_CASE("text: eval counts only the reply tokens, tune on Alpaca and chat lines learns the replies") {
   ScratchDir dir;
   const fs::path model = chat_model(dir, "llama", 3), data = qa_data(dir, "qa.jsonl");
   const json before = run_json("eval --model " + q(model) + " --data " + q(data) + " --json");

@@ -104,7 +104,7 @@ TEST_CASE("hf folder: f32 round trip, single file, config kept with torch_dtype"
   CHECK(f.metadata().at("format") == "pt");
 }
 
-TEST_CASE("hf folder: bf16 and f16 round trip bit exact; --dtype converts on write") {
+TEST_CASE("hf folder: bf16 and f16 round trip bit exact, --dtype converts on write") {
   test::ScratchDir dir;
   for (DType dtype : {DType::BF16, DType::F16}) {
     auto model = test::random_checkpoint(test::tiny_config("mixtral"), 3, dtype);

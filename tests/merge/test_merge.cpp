@@ -152,7 +152,7 @@ TEST_CASE("merge: ties trims by magnitude, elects signs and takes the disjoint m
   CHECK(merged(o, kTiesInputs, kTiesBase) == Vec{2, 4, 1, 2.5f, 1, 1});
 }
 
-TEST_CASE("merge: ties with density 1 keeps every delta; dare_ties with p = 0 is the same merge") {
+TEST_CASE("merge: ties with density 1 keeps every delta, dare_ties with p = 0 is the same merge") {
   Options o = options(Method::Ties, {1, 1, 2});
   o.density = 1;
   o.lambda = 0.5;
@@ -358,7 +358,7 @@ TEST_CASE("merge: every method gives the same bits on 1 and 2 threads") {
   }
 }
 
-TEST_CASE("merge: the element-wise methods merge a tensor part by part to the same bits; ties and slerp refuse parts") {
+TEST_CASE("merge: the element-wise methods merge a tensor part by part to the same bits, ties and slerp refuse parts") {
   const size_t n = 20'011;  // parts of odd sizes and offsets, not lined up with the kernels' chunks or DARE's draws
   const Vec base = test::random_values(n, 26);
   const std::vector<Vec> x = {test::random_values(n, 27), test::random_values(n, 28)};

@@ -175,7 +175,7 @@ TEST_CASE("router_losses: router BCE is stable for logits far beyond exp's range
   CHECK(loss_f < 1e-30);
 }
 
-TEST_CASE("router_losses: router BCE without counted tokens is 0 and adds nothing; bad targets throw") {
+TEST_CASE("router_losses: router BCE without counted tokens is 0 and adds nothing, bad targets throw") {
   const int64_t N = 5, E = 3;
   const Vec logits = random_vec(N * E, 7, 2.0);
   const std::vector<int32_t> none(size_t(N), -1);
