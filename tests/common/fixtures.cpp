@@ -164,6 +164,16 @@ std::vector<std::string> vocab_test_strings(const fs::path& inp) {
   return strings;
 }
 
+CountedLoads::CountedLoads(const Checkpoint& inner, std::atomic<int64_t>& loads)
+    : Checkpoint(inner.path(), inner.config(), inner.tensors(), inner.side_files(), inner.generated_files()),
+      inner_(inner),
+      loads_(loads) {}
+
+Tensor CountedLoads::load(const std::string& name) const {
+  ++loads_;
+  return inner_.load(name);
+}
+
 bool same_tensor(const Tensor& a, const Tensor& b) {
   return a.dtype() == b.dtype() && a.shape() == b.shape() && a.nbytes() == b.nbytes() &&
          std::memcmp(a.bytes().data(), b.bytes().data(), a.nbytes()) == 0;

@@ -1,6 +1,7 @@
 // What the test suites share: a scratch folder per test, small model configs, seeded random
 // tensors, raw file writing, and running the `upcycle` binary.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -75,6 +76,19 @@ std::optional<fs::path> shared_tokenizers();
 // The strings of a llama.cpp vocabulary test file (NAME.gguf.inp): each followed by a line
 // "__ggml_vocab_test__".
 std::vector<std::string> vocab_test_strings(const fs::path& inp);
+
+// Another checkpoint's tensors, config and files, its loads counted in `loads`: how often a
+// stage reads its inputs.
+class CountedLoads : public Checkpoint {
+ public:
+  CountedLoads(const Checkpoint& inner, std::atomic<int64_t>& loads);
+  Tensor load(const std::string& name) const override;
+  std::string_view format() const override { return inner_.format(); }
+
+ private:
+  const Checkpoint& inner_;
+  std::atomic<int64_t>& loads_;
+};
 
 // Bitwise equality of two tensors' dtype, shape and bytes.
 bool same_tensor(const Tensor& a, const Tensor& b);

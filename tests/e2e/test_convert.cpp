@@ -3,15 +3,18 @@
 // gives byte-identical files, and bad input is named.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <future>
 #include <thread>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
 #include "convert/assemble.hpp"
 #include "convert/router_stage.hpp"
+#include "convert/weights_checkpoint.hpp"
 #include "core/error.hpp"
 #include "formats/checkpoint_writer.hpp"
 #include "formats/open_checkpoint.hpp"
@@ -357,6 +360,121 @@ TEST_CASE("convert: UpIT's router stage assigns seed samples by loss and pre-opt
   r = run_upcycle("convert --checkpoints " + q(ckpts[0]) + " " + q(ckpts[1]) + " --out " + q(dir / "x"));
   CHECK(r.code == 1);
   CHECK(r.err.find("--seed-data or --data") != std::string::npos);
+}
+
+// The way back from load_weights: an assembled MoE's weights, as a checkpoint laid out like it,
+// are its tensors again (dtypes of passed-through bf16 FFNs and fused experts included).
+TEST_CASE("convert: an MoE's fp32 weights as a checkpoint laid out like it give its tensors back") {
+  ScratchDir dir;
+  std::vector<std::unique_ptr<Checkpoint>> owned;
+  std::vector<const Checkpoint*> ckpts;
+  WriteOptions w;
+  w.progress = false;
+  for (uint64_t k = 0; k < 2; ++k) {
+    const fs::path path = dir / ("c" + std::to_string(k));
+    write_checkpoint(*random_checkpoint(tiny_config(), 20 + k, DType::BF16), path, w);
+    owned.push_back(open_checkpoint(path));
+    ckpts.push_back(owned.back().get());
+  }
+  const pool::FfnSource source(ckpts, nullptr);
+  const pool::Pool pool = {{0}, {1}, {-1, 0, 1, 0.5, 0.5, 3}};
+  for (bool fused : {false, true}) {
+    CAPTURE(fused);
+    AssemblyOptions o;
+    o.fused = fused;
+    if (fused) o.shared_from = 0;  // passed through too: bf16 beside the f32 fused experts
+    const auto moe = assemble_moe(source, pool, o, {{"extra.json", [] { return std::optional<std::string>("{}"); }}});
+    auto weights = std::make_shared<Weights<float>>(load_weights<float>(*moe));
+    const auto view = checkpoint_like(*moe, weights);
+    CHECK(view->config().to_json() == moe->config().to_json());
+    CHECK(view->side_files() == moe->side_files());
+    REQUIRE(view->generated_files().size() == moe->generated_files().size());
+    CHECK(view->generated_files().back().name == "extra.json");
+    REQUIRE(view->tensors().size() == moe->tensors().size());
+    bool bf16 = false;
+    for (size_t i = 0; i < moe->tensors().size(); ++i) {
+      const TensorInfo& t = moe->tensors()[i];
+      CHECK(view->tensors()[i].name == t.name);
+      CHECK(view->tensors()[i].dtype == t.dtype);
+      CHECK_MESSAGE(same_tensor(view->load(t.name), moe->load(t.name)), t.name);
+      bf16 = bf16 || t.dtype == DType::BF16;
+    }
+    CHECK(bf16);  // the checkpoints' FFNs or shared weights, passed through
+    // The view reads the weights as they are when loaded.
+    weights->layers[0].router.assign(weights->layers[0].router.size(), 0.25f);
+    CHECK(view->load(tensor_name({Role::Router, 0}, fused ? Scheme::HFFused : Scheme::HF)).to_f32_vector() ==
+          weights->layers[0].router);
+  }
+}
+
+// The router stage builds the MoE once: the checkpoints' tensors are read only by the one
+// assembly load_weights reads, not by a second one for writing; and what it writes is the MoE
+// assembled whole with the routers it fitted.
+TEST_CASE("convert: the router stage assembles the MoE once and writes it with the routers it fitted") {
+  ScratchDir dir;
+  std::vector<std::unique_ptr<Checkpoint>> owned;
+  std::atomic<int64_t> loads{0};
+  std::vector<std::unique_ptr<CountedLoads>> counted;
+  std::vector<const Checkpoint*> ckpts;
+  for (int k = 0; k < 2; ++k) {
+    fs::create_directories(dir / std::to_string(k));
+    owned.push_back(open_checkpoint(write_chat_model(dir / std::to_string(k), "llama", uint64_t(30 + k))));
+    counted.push_back(std::make_unique<CountedLoads>(*owned.back(), loads));
+    ckpts.push_back(counted.back().get());
+  }
+  {
+    std::ofstream data(dir / "seed.jsonl");
+    for (int i = 0; i < 12; ++i)
+      data << nlohmann::json{{"instruction", "say " + std::to_string(i)}, {"output", std::string(size_t(2 + i % 4), char('a' + i % 5))}}.dump() << "\n";
+  }
+  const pool::FfnSource source(ckpts, nullptr);
+  const pool::Pool pool = {{0}, {1}, {-1, 0, 1, 0.6, 0.4, 9}};  // a child: merged when assembled
+  RouterStageOptions ro;
+  ro.data = dir / "seed.jsonl";
+  ro.data_is_seed = true;
+  ro.text_source = owned[0]->path();
+  ro.preopt.epochs = 2;
+  ro.preopt.lr = 1e-2;
+  ro.preopt.seq_len = 64;
+  ro.preopt.progress = false;
+  const GeneratedFile extra{"extra.json", [] { return std::optional<std::string>("{\"made\": true}\n"); }};
+  for (auto [fused, hidden, dtype] : {std::tuple{false, false, DType::F32}, std::tuple{true, false, DType::BF16},
+                                      std::tuple{false, true, DType::F16}}) {
+    CAPTURE(fused);
+    CAPTURE(hidden);
+    AssemblyOptions o;
+    o.fused = fused;
+    ro.hidden = hidden;
+    WriteOptions w;
+    w.progress = false;
+    w.dtype = dtype;
+    const Scheme scheme = fused ? Scheme::HFFused : Scheme::HF;
+    loads = 0;
+    const auto random = assemble_moe(source, pool, o);
+    const Weights<float> random_weights = load_weights<float>(*random);
+    const int64_t one_assembly = loads.load();
+    REQUIRE(one_assembly > 0);
+
+    loads = 0;
+    nlohmann::ordered_json report;
+    write_checkpoint(*moe_with_fitted_routers(source, pool, o, ro, report, {extra}), dir / "fitted", w);
+    CHECK(loads.load() == one_assembly);
+    CHECK(report["seed_samples"] == 12);
+
+    // The routers written are fitted, and the MoE assembled whole with them is the one written.
+    const auto written = open_checkpoint(dir / "fitted");
+    for (int l = 0; l < 2; ++l) {
+      const std::vector<float> router = tensor(*written, tensor_name({Role::Router, l}, scheme));
+      const std::vector<float>& start = random_weights.layers[size_t(l)].router;
+      CHECK(router != Tensor::from_f32({int64_t(start.size())}, start).to(dtype).to_f32_vector());  // as written
+      o.routers.push_back(router);
+    }
+    write_checkpoint(*assemble_moe(source, pool, o, {extra}), dir / "whole", w);
+    for (const char* file : {"model.safetensors", "config.json", "extra.json", "tokenizer.json"})
+      CHECK_MESSAGE(read_file(dir / "fitted" / file) == read_file(dir / "whole" / file), file);
+    fs::remove_all(dir / "fitted");
+    fs::remove_all(dir / "whole");
+  }
 }
 
 TEST_CASE("convert: the router stage's host memory is counted, and a machine without it is told so up front") {
