@@ -269,27 +269,28 @@ void convert(const O& o) {
   if (const auto available = available_memory(); available && p.router != "random")
     check_router_memory(moe_config(source, experts, p.assembly), ckpts[0]->config(), *available, ckpts[0]->path());
   if (p.search && !overlap) p.pool = search(p, source, p.report);
-  if (p.router != "random") {
-    RouterStageOptions ro = router_options(o);
-    ro.hidden = p.router == "hidden";
-    p.assembly.routers = fit_routers(source, p.pool, p.assembly, ro, p.report);
-  }
 
   WriteOptions w;
   w.overwrite = o.overwrite;
   w.dtype = o.dtype ? *o.dtype : output_dtype(ckpts[0]->tensors()[0].stored_dtype(), {});
   std::shared_future<Pool> searched;
-  if (overlap) {
-    p.search->progress = false;  // the writer's progress line is the one shown
-    searched = std::async(std::launch::async, [&] { return search(p, source, p.report); }).share();
-  }
   // Written after the weights; the search's part of it once the search is done.
   GeneratedFile report{"upcycle_convert.json", [&]() -> std::optional<std::string> {
                          if (searched.valid()) searched.wait();
                          return p.report.dump(2) + "\n";
                        }};
-  auto moe = overlap ? assemble_moe(source, PendingPool{size_t(p.search->experts), p.pool, searched}, p.assembly, {report})
-                     : assemble_moe(source, p.pool, p.assembly, {report});
+  std::unique_ptr<Checkpoint> moe;
+  if (p.router != "random") {  // the MoE the routers were fitted on is the one written
+    RouterStageOptions ro = router_options(o);
+    ro.hidden = p.router == "hidden";
+    moe = moe_with_fitted_routers(source, p.pool, p.assembly, ro, p.report, {report});
+  } else if (overlap) {
+    p.search->progress = false;  // the writer's progress line is the one shown
+    searched = std::async(std::launch::async, [&] { return search(p, source, p.report); }).share();
+    moe = assemble_moe(source, PendingPool{size_t(p.search->experts), p.pool, searched}, p.assembly, {report});
+  } else {
+    moe = assemble_moe(source, p.pool, p.assembly, {report});
+  }
   write_checkpoint(*moe, o.out, w);
   if (overlap) p.pool = searched.get();
   spdlog::info("wrote a mixtral of {} experts, top-{}, to {}", p.pool.size(), p.assembly.top_k, o.out.string());

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "convert/weights_checkpoint.hpp"
 #include "core/error.hpp"
 #include "core/expected_tensors.hpp"
 #include "core/progress.hpp"
@@ -67,18 +68,21 @@ void check_router_memory(const ModelConfig& moe, const ModelConfig& dense, uint6
               "streaming, in well under 1 GB)");
 }
 
-std::vector<std::vector<float>> fit_routers(const pool::FfnSource& source, const pool::Pool& pool,
-                                            const AssemblyOptions& assembly, const RouterStageOptions& o,
-                                            nlohmann::ordered_json& report) {
-  const auto start = assemble_moe(source, pool, assembly);  // random routers to start from
+std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& source, const pool::Pool& pool,
+                                                    const AssemblyOptions& assembly, const RouterStageOptions& o,
+                                                    nlohmann::ordered_json& report, std::vector<GeneratedFile> extra) {
+  std::unique_ptr<Checkpoint> start = assemble_moe(source, pool, assembly, std::move(extra));  // random routers
   const ModelConfig config = start->config();
-  Weights<float> moe = load_weights<float>(*start);
+  const std::filesystem::path path = start->path();
+  auto moe = std::make_shared<Weights<float>>(load_weights<float>(*start));
+  std::unique_ptr<Checkpoint> fitted = checkpoint_like(*start, moe);  // reads *moe when written
+  start.reset();  // its blocks of made experts go: nothing is assembled again
   const TokenizedData seed = seed_data(o, config.vocab_size);
   spdlog::info("router stage: {} seed samples from {}", seed.samples.size(), o.data.string());
 
   const int64_t E = config.num_local_experts;
   Progress scoring("scoring seed samples per expert", uint64_t(E) * seed.samples.size(), "samples", o.preopt.progress);
-  const router::Assignment a = router::assign_by_loss(config, moe, o.engine, seed, o.preopt.seq_len,
+  const router::Assignment a = router::assign_by_loss(config, *moe, o.engine, seed, o.preopt.seq_len,
                                                         [&] { scoring.advance(1); });
   scoring.finish();
   std::string counts;
@@ -87,19 +91,22 @@ std::vector<std::vector<float>> fit_routers(const pool::FfnSource& source, const
 
   report["seed_samples"] = seed.samples.size();
   report["seed_per_expert"] = a.counts;
-  if (o.hidden) return router::hidden_state_routers(config, moe, o.engine, seed, a.expert, o.preopt.seq_len);
+  if (o.hidden) {
+    auto routers = router::hidden_state_routers(config, *moe, o.engine, seed, a.expert, o.preopt.seq_len);
+    for (size_t l = 0; l < routers.size(); ++l) moe->layers.at(l).router = std::move(routers[l]);
+    return fitted;
+  }
 
-  const router::PreoptResult r =
-      router::preoptimise_routers({config, std::move(moe), start->path(), {}}, o.engine, seed, a.expert, o.preopt);
+  // Only the routers train (preoptimise_routers freezes every other part), and the weights come
+  // back from the engine: the rest is the assembly as loaded.
+  router::PreoptResult r = router::preoptimise_routers({config, std::move(*moe), path, {}}, o.engine, seed, a.expert, o.preopt);
+  *moe = std::move(r.weights);
   spdlog::info("router pre-optimisation: {} steps, BCE {:.4f} -> {:.4f}, LM loss {:.4f} -> {:.4f}", r.steps, r.first_bce,
                r.last_bce, r.first_ce, r.last_ce);
   report["router_steps"] = r.steps;
   report["router_bce"] = {r.first_bce, r.last_bce};
   report["router_lm_loss"] = {r.first_ce, r.last_ce};
-
-  std::vector<std::vector<float>> routers;
-  for (const auto& layer : r.weights.layers) routers.push_back(layer.router);
-  return routers;
+  return fitted;
 }
 
 }  // namespace upcycle

@@ -1,6 +1,6 @@
 // The router stage of `convert`: the MoE assembled with random routers is loaded, the seed data
 // assigned to experts by their own loss, and the routers pre-optimised (UpIT's stage 3) or set
-// from the experts' mean hidden states (the `hidden` ablation).
+// from the experts' mean hidden states (the `hidden` ablation); the MoE written is those weights.
 #pragma once
 #include <filesystem>
 #include <optional>
@@ -39,10 +39,15 @@ void check_router_memory(const ModelConfig& moe, const ModelConfig& dense, uint6
 // MemAvailable + SwapFree of /proc/meminfo, in bytes; nullopt where it cannot be read.
 std::optional<uint64_t> available_memory();
 
-// The routers, per layer [E·H]; `report` gets the seed size, the experts' sample counts and the
-// loss terms before and after.
-std::vector<std::vector<float>> fit_routers(const pool::FfnSource& source, const pool::Pool& pool,
-                                            const AssemblyOptions& assembly, const RouterStageOptions& opts,
-                                            nlohmann::ordered_json& report);
+// The MoE of `pool` with its routers fitted, assembled once: assemble_moe(source, pool,
+// assembly, extra) (random routers to start from) is loaded in fp32, the routers are fitted on
+// those weights (only the routers change), and the same weights are returned as a checkpoint with
+// the assembled one's tensors (names, order, dtypes), config and files, the fitted routers in
+// place of the random ones. `report` gets the seed size, the experts' sample counts and the loss
+// terms before and after.
+std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& source, const pool::Pool& pool,
+                                                    const AssemblyOptions& assembly, const RouterStageOptions& opts,
+                                                    nlohmann::ordered_json& report,
+                                                    std::vector<GeneratedFile> extra = {});
 
 }  // namespace upcycle

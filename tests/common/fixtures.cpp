@@ -117,6 +117,18 @@ std::unique_ptr<Checkpoint> random_checkpoint(const ModelConfig& config, uint64_
   return std::make_unique<ComputedCheckpoint>(config, std::move(infos), loader);
 }
 
+fs::path write_dense(const ScratchDir& dir, const std::string& name, uint64_t seed, const std::string& type,
+                     int64_t intermediate) {
+  ModelConfig c = tiny_config(type);
+  if (intermediate) c.intermediate_size = intermediate;
+  WriteOptions opts;
+  opts.progress = false;
+  write_checkpoint(*random_checkpoint(c, seed), dir / name, opts);
+  return dir / name;
+}
+
+std::vector<float> tensor_values(const Checkpoint& c, const std::string& name) { return c.load(name).to_f32_vector(); }
+
 void write_file(const fs::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), std::streamsize(bytes.size()));
@@ -162,6 +174,16 @@ std::vector<std::string> vocab_test_strings(const fs::path& inp) {
   for (size_t pos = 0, next; (next = text.find(separator, pos)) != std::string::npos; pos = next + separator.size())
     strings.push_back(text.substr(pos, next - pos));
   return strings;
+}
+
+CountedLoads::CountedLoads(const Checkpoint& inner, std::atomic<int64_t>& loads)
+    : Checkpoint(inner.path(), inner.config(), inner.tensors(), inner.side_files(), inner.generated_files()),
+      inner_(inner),
+      loads_(loads) {}
+
+Tensor CountedLoads::load(const std::string& name) const {
+  ++loads_;
+  return inner_.load(name);
 }
 
 bool same_tensor(const Tensor& a, const Tensor& b) {

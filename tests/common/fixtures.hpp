@@ -1,6 +1,7 @@
 // What the test suites share: a scratch folder per test, small model configs, seeded random
 // tensors, raw file writing, and running the `upcycle` binary.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -39,6 +40,13 @@ std::vector<float> random_values(size_t n, uint64_t seed);
 std::unique_ptr<Checkpoint> random_checkpoint(const ModelConfig& config, uint64_t seed, DType dtype = DType::F32,
                                               Scheme scheme = Scheme::HF);
 
+// A tiny dense checkpoint of `type` (intermediate_size replaced when given) written to dir/name.
+fs::path write_dense(const ScratchDir& dir, const std::string& name, uint64_t seed, const std::string& type = "llama",
+                     int64_t intermediate = 0);
+
+// A tensor's values as f32.
+std::vector<float> tensor_values(const Checkpoint& c, const std::string& name);
+
 // The byte tokenizer's files (text/byte_tokenizer.hpp) in dir, for models of vocab_size kChatVocab.
 inline constexpr int64_t kChatVocab = 258;
 void write_chat_tokenizer(const fs::path& dir);
@@ -75,6 +83,19 @@ std::optional<fs::path> shared_tokenizers();
 // The strings of a llama.cpp vocabulary test file (NAME.gguf.inp): each followed by a line
 // "__ggml_vocab_test__".
 std::vector<std::string> vocab_test_strings(const fs::path& inp);
+
+// Another checkpoint's tensors, config and files, its loads counted in `loads`: how often a
+// stage reads its inputs.
+class CountedLoads : public Checkpoint {
+ public:
+  CountedLoads(const Checkpoint& inner, std::atomic<int64_t>& loads);
+  Tensor load(const std::string& name) const override;
+  std::string_view format() const override { return inner_.format(); }
+
+ private:
+  const Checkpoint& inner_;
+  std::atomic<int64_t>& loads_;
+};
 
 // Bitwise equality of two tensors' dtype, shape and bytes.
 bool same_tensor(const Tensor& a, const Tensor& b);
