@@ -2,10 +2,19 @@
 // instantiated over trainer/ops, in float for real work and double for the gradient checks.
 #include "trainer/model.hpp"
 
+#include "core/error.hpp"
 #include "trainer/model_backward.hpp"
 #include "trainer/model_forward.hpp"
 
 namespace upcycle {
+
+AuxLoss parse_aux_loss(const std::string& name) {
+  if (name == "per-layer") return AuxLoss::PerLayer;
+  if (name == "global") return AuxLoss::Global;
+  throw UsageError("'" + name + "' is not per-layer or global");
+}
+
+std::string aux_loss_name(AuxLoss a) { return a == AuxLoss::PerLayer ? "per-layer" : "global"; }
 
 template class BasicTransformer<CpuBackend<float>>;
 template class BasicTransformer<CpuBackend<double>>;

@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <string>
 #include <vector>
 
 #include "trainer/batch.hpp"
@@ -49,12 +50,23 @@ struct Activations {
   typename B::template Vec<typename B::Stat> final_rstd;   // [N]
 };
 
+// How the load-balancing loss counts layers. PerLayer (the Switch Transformer's and UpIT's): each
+// MoE layer's E·Σ_e f_e·P_e on its own rows, averaged over layers, so that no layer can collapse
+// while the others hide it. Global (transformers' Mixtral): every layer's rows concatenated
+// before f and P are taken, kept for comparison.
+enum class AuxLoss { PerLayer, Global };
+
+// "per-layer" or "global"; UsageError otherwise.
+AuxLoss parse_aux_loss(const std::string& name);
+std::string aux_loss_name(AuxLoss a);
+
 // The training objective of one batch: ce_coef × next-token cross-entropy plus, for MoE, the
 // router's load-balancing loss (coef = config's router_aux_loss_coef), an optional z-loss and
 // UpIT's optional router pre-optimisation BCE (ops::router_bce_loss).
 struct LossOptions {
   double z_loss_coef = 0;  // router z-loss coefficient; 0: off
   bool load_balancing = true;  // the config's load-balancing loss; off in UpIT's router pre-optimisation
+  AuxLoss aux_loss = AuxLoss::PerLayer;
   // The cross-entropy is a sum over counted tokens divided by `normaliser` (0: this batch's own
   // count); with gradient accumulation it is the whole step's count, and aux_scale is
   // 1 / micro-batches so the step's gradient is that of the mean objective.

@@ -123,13 +123,22 @@ void BasicTransformer<B>::router_losses(const Acts& acts, const LossOptions& opt
     host_targets.insert(host_targets.end(), opts.router_targets.begin(), opts.router_targets.end());
   const Vec<int32_t> bce_targets = B::upload(host_targets);
   const double lb_coef = opts.load_balancing ? c.router_aux_loss_coef : 0.0;
-  report.aux = B::load_balancing_loss_forward(probs.data(), idx.data(), rows, E, k, lb_coef);
+  // Per layer: each layer's loss on its own N rows with coef / L, so their sum is the mean over
+  // layers. Global: all L·N rows at once.
+  const bool per_layer = opts.aux_loss == AuxLoss::PerLayer;
+  const int64_t lb_parts = per_layer ? L : 1, lb_rows = per_layer ? N : rows;
+  report.aux = 0;
+  for (int64_t p = 0; p < lb_parts; ++p)
+    report.aux += B::load_balancing_loss_forward(probs.data() + p * NE, idx.data() + p * Nk, lb_rows, E, k,
+                                                 lb_coef / double(lb_parts));
   if (opts.z_loss_coef > 0) report.z = B::router_z_loss_forward(logits.data(), rows, E, opts.z_loss_coef);
   if (!host_targets.empty())
     report.router_bce = B::router_bce_loss_forward(logits.data(), bce_targets.data(), rows, E, opts.router_bce_coef);
   if (!d_logits) return;
   Vec<Stat> d = B::template zeros<Stat>(size_t(L * NE));
-  B::load_balancing_loss_backward(d.data(), probs.data(), idx.data(), rows, E, k, lb_coef, opts.aux_scale);
+  for (int64_t p = 0; p < lb_parts; ++p)
+    B::load_balancing_loss_backward(d.data() + p * NE, probs.data() + p * NE, idx.data() + p * Nk, lb_rows, E, k,
+                                    lb_coef / double(lb_parts), opts.aux_scale);
   if (opts.z_loss_coef > 0)
     B::router_z_loss_backward(d.data(), logits.data(), rows, E, opts.z_loss_coef, opts.aux_scale);
   if (!host_targets.empty())

@@ -38,6 +38,7 @@ struct TrainOptions {
   double clip = 1.0;            // global gradient norm; <= 0: none
   double z_loss_coef = 0;
   std::optional<double> aux_loss_coef;  // overrides the config's router_aux_loss_coef
+  AuxLoss aux_loss = AuxLoss::PerLayer;  // how the load-balancing loss counts layers
   PartSet frozen;
   int64_t save_every = 0;            // 0: only the final (or stop) checkpoint
   int64_t save_count = 0;            // > 0: every ceil(steps / save_count) steps instead (final included)

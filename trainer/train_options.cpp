@@ -36,6 +36,8 @@ OptionTable<O> make_table() {
       option<O>("clip", "clip the global gradient norm to this; 0: off", [](O& o) -> auto& { return o.clip; }),
       option<O>("aux_loss_coef", "load-balancing coefficient (default: the config's, else 0.01)",
                 [](O& o) -> auto& { return o.aux_loss_coef; }),
+      text_option<O>("aux_loss", "load balancing per MoE layer (Switch, UpIT), or global over all layers' rows (transformers' Mixtral)",
+                     [](O& o) -> auto& { return o.aux_loss; }, as_option("aux_loss", parse_aux_loss), aux_loss_name),
       option<O>("z_loss_coef", "router z-loss coefficient; 0: off", [](O& o) -> auto& { return o.z_loss_coef; }),
       text_option<O>("freeze", "parts kept fixed: embeddings, attention, norms, router, experts (ffn), comma-separated",
                      [](O& o) -> auto& { return o.frozen; }, as_option("freeze", parse_parts), parts_string),

@@ -123,6 +123,30 @@ TEST_CASE("model backward: mixtral with the load-balancing and z losses") {
   check_model_gradients(with(tiny_config("mixtral"), {{"router_aux_loss_coef", 0.1}}), 24, opts);
 }
 
+TEST_CASE("model backward: mixtral with the global (transformers') load-balancing loss") {
+  LossOptions opts;
+  opts.aux_loss = AuxLoss::Global;
+  check_model_gradients(with(tiny_config("mixtral"), {{"router_aux_loss_coef", 0.1}}), 25, opts);
+}
+
+TEST_CASE("model backward: per-layer balancing is the mean of each layer's loss, global the loss of all rows") {
+  // One MoE layer: the two are one number. Two: the mean of each layer's loss is not the loss of
+  // the stacked rows (the values themselves: "load balancing loss: two layers collapsed ...").
+  ModelConfig one = with(tiny_config("mixtral"), {{"router_aux_loss_coef", 0.1}});
+  one.num_hidden_layers = 1;
+  const ModelConfig two = with(one, {{"num_hidden_layers", 2}});
+  LossOptions per_layer, global;
+  global.aux_loss = AuxLoss::Global;
+  const Batch batch = pack(kSequences);
+  const std::vector<int32_t> targets = targets_of(kSequences);
+  const Transformer<double> m1(*random_checkpoint(one, 26));
+  CHECK(m1.loss(batch, targets, per_layer).aux == m1.loss(batch, targets, global).aux);
+  const Transformer<double> m2(*random_checkpoint(two, 26));
+  const double p = m2.loss(batch, targets, per_layer).aux, g = m2.loss(batch, targets, global).aux;
+  CHECK(p > 0);
+  CHECK(p != doctest::Approx(g).epsilon(1e-9));
+}
+
 TEST_CASE("model backward: mixtral with UpIT's router pre-optimisation loss, everything unfrozen") {
   check_model_gradients(with(tiny_config("mixtral"), {{"router_aux_loss_coef", 0.1}}), 29, upit_options(kSequences));
 }

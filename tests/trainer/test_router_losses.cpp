@@ -108,6 +108,20 @@ TEST_CASE("load balancing loss: value as transformers computes it, gradient thro
   check_gradient("d_logits", d_logits.added(), numeric_gradient(logits, f));
 }
 
+TEST_CASE("load balancing loss: two layers collapsed onto opposite experts look balanced together, not per layer") {
+  // E = 2, k = 1, 2 tokens per layer. Layer 0 sends both to expert 0 (probs 0.9/0.1), layer 1
+  // both to expert 1 (0.1/0.9). Per layer: f = (1, 0), P = (0.9, 0.1), E·Σ f·P = 1.8 each, mean
+  // 1.8. Concatenated (transformers' value): f = P = (0.5, 0.5), E·Σ f·P = 1.0, as if balanced.
+  const std::vector<double> probs = {0.9, 0.1, 0.9, 0.1, 0.1, 0.9, 0.1, 0.9};
+  const std::vector<int32_t> idx = {0, 0, 1, 1};
+  const double global = load_balancing_loss_forward(probs.data(), idx.data(), 4, 2, 1, 1.0);
+  double per_layer = 0;
+  for (int l = 0; l < 2; ++l) per_layer += load_balancing_loss_forward(probs.data() + 4 * l, idx.data() + 2 * l, 2, 2, 1, 0.5);
+  CHECK(global == doctest::Approx(1.0).epsilon(1e-15));
+  CHECK(per_layer == doctest::Approx(1.8).epsilon(1e-15));
+  CHECK(per_layer > global);
+}
+
 TEST_CASE("router z-loss: value and gradient") {
   const int64_t N = 5, E = 6;
   const double coef = 1e-3, d_loss = 0.8;
