@@ -1,4 +1,6 @@
-// A sweep's results: sweep.csv (a row per cell), plots of exact match and loss against data size
+// A sweep's results: sweep.csv (a row per cell), summary.csv (mean and 95% interval over repeats per
+// metric, method, experts and data size), pairs.csv (paired differences between methods over
+// repeats, with intervals and p-values), plots of exact match and loss against data size
 // per method and expert count (means over repeats), and report.md with tables and findings.
 #pragma once
 #include <filesystem>

@@ -1,0 +1,120 @@
+// Intervals over repeats: Student-t intervals and paired t-tests against values computed by hand,
+// and a sweep report whose intervals are recomputed from its own CSV rows.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <map>
+#include <sstream>
+
+#include "report/statistics.hpp"
+#include "report/sweep_report.hpp"
+#include "tests/common/fixtures.hpp"
+
+using namespace upcycle;
+using namespace upcycle::test;
+
+namespace {
+
+std::vector<std::vector<std::string>> read_csv(const fs::path& file) {
+  std::vector<std::vector<std::string>> rows;
+  std::stringstream in(read_file(file));
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> cells;
+    std::stringstream l(line);
+    for (std::string cell; std::getline(l, cell, ',');) cells.push_back(cell);
+    if (!line.empty() && line.back() == ',') cells.push_back("");
+    rows.push_back(cells);
+  }
+  return rows;
+}
+
+}  // namespace
+
+TEST_CASE("statistics: Student-t intervals for small n") {
+  // t quantiles 0.975: df 1 12.7062, df 2 4.30265, df 4 2.77645 (tables).
+  const MeanInterval two = mean_interval({1.0, 3.0});  // mean 2, sd √2, half 12.7062 · √2/√2
+  CHECK(two.mean == 2.0);
+  CHECK(two.sd == doctest::Approx(std::sqrt(2.0)));
+  CHECK(two.high - two.mean == doctest::Approx(12.7062).epsilon(1e-5));
+  const MeanInterval three = mean_interval({1.0, 2.0, 3.0});  // sd 1, half 4.30265 / √3
+  CHECK(three.high - 2.0 == doctest::Approx(4.30265 / std::sqrt(3.0)).epsilon(1e-5));
+  CHECK(three.low == doctest::Approx(2.0 - 4.30265 / std::sqrt(3.0)).epsilon(1e-5));
+  const MeanInterval five = mean_interval({2, 4, 4, 5, 7});  // mean 4.4, sd √3.3
+  CHECK(five.high - five.mean == doctest::Approx(2.77645 * std::sqrt(3.3) / std::sqrt(5.0)).epsilon(1e-5));
+  const MeanInterval one = mean_interval({0.7});
+  CHECK(one.mean == 0.7);
+  CHECK(std::isnan(one.low));
+  CHECK(std::isnan(one.high));
+}
+
+TEST_CASE("statistics: a paired difference computed by hand") {
+  // Differences 0.02, 0.03, 0.01, 0.04: mean 0.025, sd 0.0129099, t = 0.025 / (0.0129099 / 2)
+  // = 3.87298 on 3 df: two-sided p 0.030466, interval 0.025 ± 3.18245 · 0.0064550.
+  const PairedDifference d = paired_difference({0.52, 0.53, 0.51, 0.54}, {0.50, 0.50, 0.50, 0.50});
+  CHECK(d.n == 4);
+  CHECK(d.mean_diff == doctest::Approx(0.025));
+  CHECK(d.low == doctest::Approx(0.025 - 3.18245 * 0.0064550).epsilon(1e-4));
+  CHECK(d.high == doctest::Approx(0.025 + 3.18245 * 0.0064550).epsilon(1e-4));
+  CHECK(d.p_value == doctest::Approx(0.030466).epsilon(1e-3));
+  CHECK(d.significant);
+  // Differences that straddle 0: not significant.
+  const PairedDifference none = paired_difference({0.52, 0.48, 0.51}, {0.50, 0.50, 0.50});
+  CHECK(none.low < 0);
+  CHECK(none.high > 0);
+  CHECK_FALSE(none.significant);
+  CHECK(none.p_value > 0.05);
+  // One pair: no interval, no claim.
+  const PairedDifference one = paired_difference({0.9}, {0.1});
+  CHECK(std::isnan(one.p_value));
+  CHECK_FALSE(one.significant);
+  CHECK_THROWS_AS(paired_difference({1, 2}, {1}), std::invalid_argument);
+}
+
+TEST_CASE("statistics: a sweep report's intervals are recomputed from its CSV rows") {
+  ScratchDir dir;
+  // upit beats sparse by 2 to 4 points in every repeat; sparse and dense differ by noise.
+  const double upit[] = {0.62, 0.60, 0.63}, sparse[] = {0.59, 0.58, 0.59}, dense[] = {0.58, 0.59, 0.585};
+  std::vector<SweepRow> rows;
+  for (int r = 0; r < 3; ++r)
+    for (auto [method, experts, exact] : {std::tuple{"upit", 4, upit[r]}, {"sparse", 4, sparse[r]}, {"dense", 1, dense[r]}}) {
+      MethodResult m;
+      m.method = method;
+      m.experts = experts;
+      m.exact = exact;
+      m.loss = 1.0 - exact;
+      rows.push_back({100, r, m});
+    }
+  write_sweep_report(dir.path(), rows, "test");
+
+  // summary.csv from sweep.csv: metric,method,experts,data,n,mean,sd,ci_low,ci_high.
+  std::map<std::string, std::vector<double>> exact;
+  for (const auto& row : rows) exact[row.result.method].push_back(row.result.exact);
+  int checked = 0;
+  for (const auto& s : read_csv(dir / "summary.csv")) {
+    if (s[0] != "exact") continue;
+    const MeanInterval want = mean_interval(exact.at(s[1]));
+    CHECK(std::stoi(s[4]) == 3);
+    CHECK(std::stod(s[5]) == doctest::Approx(want.mean).epsilon(1e-6));
+    CHECK(std::stod(s[7]) == doctest::Approx(want.low).epsilon(1e-6));
+    CHECK(std::stod(s[8]) == doctest::Approx(want.high).epsilon(1e-6));
+    ++checked;
+  }
+  CHECK(checked == 3);
+  // pairs.csv: metric,method_a,method_b,experts,data,n,mean_diff,ci_low,ci_high,p_value,significant.
+  std::map<std::string, std::vector<std::string>> by_pair;
+  for (const auto& p : read_csv(dir / "pairs.csv"))
+    if (p[0] == "exact") by_pair[p[1] + "-" + p[2]] = p;
+  REQUIRE(by_pair.size() == 3);
+  const auto& us = by_pair.at("upit-sparse");
+  const PairedDifference want = paired_difference(exact.at("upit"), exact.at("sparse"));
+  CHECK(std::stod(us[6]) == doctest::Approx(want.mean_diff).epsilon(1e-6));
+  CHECK(std::stod(us[7]) == doctest::Approx(want.low).epsilon(1e-6));
+  CHECK(std::stod(us[8]) == doctest::Approx(want.high).epsilon(1e-6));
+  CHECK(us[10] == (want.significant ? "1" : "0"));
+  CHECK(by_pair.at("sparse-dense")[10] == "0");
+  // The report's words follow the intervals: no "paper's shape" read from means.
+  const std::string md = read_file(dir / "report.md");
+  CHECK(md.find("upit E=4 − sparse E=4: +") != std::string::npos);
+  CHECK(md.find("sparse E=4 − dense: no significant difference") != std::string::npos);
+  CHECK(md.find("paper's shape") == std::string::npos);
+}
