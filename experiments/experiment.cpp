@@ -8,6 +8,7 @@
 #include "core/error.hpp"
 #include "core/json_file.hpp"
 #include "core/staged_path.hpp"
+#include "data/jsonl.hpp"
 #include "experiments/stages.hpp"
 #include "formats/open_checkpoint.hpp"
 
@@ -64,15 +65,16 @@ void convert(const std::string& method, const fs::path& into, const ExperimentOp
   upcycle::convert(c);
 }
 
-// An evaluation into file, unless it is there.
+// An evaluation into file (and its predictions, for exact), unless it is there.
 void evaluate(const fs::path& model, const fs::path& data, const std::string& metric, const fs::path& file,
-              const ExperimentOptions& o) {
+              const ExperimentOptions& o, const std::optional<fs::path>& predictions = {}) {
   if (fs::exists(file)) return;
   EvalOptions e = o.eval;
   e.model = model;
   e.data = data;
   e.metric = metric;
   e.out = file;
+  e.predictions = predictions;
   check_options(e, check_eval_options, "stage eval " + metric);
   upcycle::evaluate(e);
 }
@@ -94,9 +96,10 @@ MethodResult run_method(const std::string& method, const ExperimentOptions& o) {
   const fs::path final_model = tuned / "final";
   auto heldout_file = [&](const HeldoutSet& h) { return r.dir / ("eval-heldout-" + h.name + ".json"); };
   const fs::path last_eval = o.heldout.empty() ? r.dir / "eval-exact.json" : heldout_file(o.heldout.back());
+  const fs::path predictions = r.dir / "predictions-exact.jsonl";
   r.seconds += timed_stage(last_eval, r.dir / "eval_seconds.json", [&] {
     evaluate(final_model, o.test, "loss", r.dir / "eval-loss.json", o);
-    evaluate(final_model, o.test, "exact", r.dir / "eval-exact.json", o);
+    evaluate(final_model, o.test, "exact", r.dir / "eval-exact.json", o, predictions);
     for (const HeldoutSet& h : o.heldout) evaluate(final_model, h.data, "exact", heldout_file(h), o);
   });
   const json loss = read_json_file(r.dir / "eval-loss.json"), exact = read_json_file(r.dir / "eval-exact.json");
@@ -107,6 +110,11 @@ MethodResult run_method(const std::string& method, const ExperimentOptions& o) {
   r.exact_total = exact.at("total");
   const json tasks = exact.value("tasks", json::object());
   for (const auto& [task, t] : tasks.items()) r.exact_by_task[task] = t.at("acc");
+  if (fs::exists(predictions))
+    read_jsonl(predictions, false, [&](const json& line, int64_t) {
+      if (!line.contains("correct") || !line["correct"].is_boolean()) throw std::invalid_argument("no \"correct\": true or false");
+      r.exact_by_sample.push_back(line["correct"].get<bool>() ? 1 : 0);
+    });
   const auto tuned_model = open_checkpoint(final_model);
   r.total_params = int64_t(tuned_model->parameter_count());
   r.active_params = active_parameters(*tuned_model);

@@ -26,8 +26,9 @@ std::vector<std::vector<double>> final_expert_load(const std::filesystem::path& 
 // The held-out sets any result was evaluated on, by name.
 std::vector<std::string> heldout_names(const std::vector<MethodResult>& results);
 
-// Words on what the results show: the ranking by exact match and by loss against the paper's
-// shape (UpIT >= sparse > dense), and for each MoE how balanced its experts are.
+// Words on what the results show: the methods by exact match and by loss, each pair's difference
+// in exact match with its paired-bootstrap interval over the test samples (a claim only where the
+// interval excludes 0), where each tuning starts and ends, and how balanced each MoE's experts are.
 std::string findings(const ExperimentReport& r);
 
 // Writes dir/report.md, dir/metrics.csv and dir/plots/*.svg, each complete or not at all.

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace upcycle {
 
@@ -16,6 +17,7 @@ struct MethodResult {
   int64_t exact_total = 0;               // over this many samples
   std::map<std::string, double> heldout_exact;  // by held-out set name
   std::map<std::string, double> exact_by_task;
+  std::vector<double> exact_by_sample;   // 1 or 0 per test sample, in file order (empty: unknown)
   double seconds = 0;                    // wall time of its own stages (convert, tune, eval)
   std::filesystem::path dir;             // its folder: init/ (MoE), tuned/, eval-*.json
 };

@@ -2,6 +2,7 @@
 // paired difference of two methods run on the same seeds with its interval and a two-sided paired
 // t-test (Boost.Math's Student t distribution).
 #pragma once
+#include <cstdint>
 #include <vector>
 
 namespace upcycle {
@@ -27,5 +28,13 @@ struct PairedDifference {
 
 // std::invalid_argument when a and b differ in length.
 PairedDifference paired_difference(const std::vector<double>& a, const std::vector<double>& b, double level = 0.95);
+
+// For a single run: the mean of a[i] − b[i] over test samples i with a paired bootstrap over the
+// samples (`resamples` draws of n indices with replacement, seeded): the percentile interval and
+// a two-sided p of 2·min(share of draws <= 0, share >= 0). It measures the test set's sampling
+// noise only, not run-to-run variation. std::invalid_argument when a and b differ in length or
+// are empty.
+PairedDifference paired_bootstrap(const std::vector<double>& a, const std::vector<double>& b, int resamples = 2000,
+                                  uint64_t seed = 0, double level = 0.95);
 
 }  // namespace upcycle

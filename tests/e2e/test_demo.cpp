@@ -61,6 +61,10 @@ TEST_CASE("demo: data, a dense run with checkpoints, three methods, evaluations 
   CHECK(report.find("| upit | 4 |") != std::string::npos);
   CHECK(report.find(fmt::format("{:.4f}", upit_loss)) != std::string::npos);
   CHECK(report.find("## What the table shows") != std::string::npos);
+  // Pairs of methods from a paired bootstrap over the test samples, never the paper's shape from means.
+  CHECK(report.find("upit − sparse: ") != std::string::npos);
+  CHECK(report.find("by a paired bootstrap over the") != std::string::npos);
+  CHECK(report.find("paper's shape") == std::string::npos);
   for (const char* plot : {"loss.svg", "expert_load.svg", "distances.svg"}) CHECK_MESSAGE(valid_svg(out / "plots" / plot), plot);
 
   // Everything exists: the rerun trains nothing and writes the same table.

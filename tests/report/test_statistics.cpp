@@ -70,6 +70,31 @@ TEST_CASE("statistics: a paired difference computed by hand") {
   CHECK_THROWS_AS(paired_difference({1, 2}, {1}), std::invalid_argument);
 }
 
+TEST_CASE("statistics: a paired bootstrap over test samples, seeded") {
+  const std::vector<double> ones(50, 1.0), zeros(50, 0.0);
+  const PairedDifference all = paired_bootstrap(ones, zeros);
+  CHECK(all.mean_diff == 1.0);
+  CHECK(all.low == 1.0);
+  CHECK(all.high == 1.0);
+  CHECK(all.p_value == 0.0);
+  CHECK(all.significant);
+  // Ten samples a gets right and b wrong, ten the other way: no difference.
+  std::vector<double> a(40, 1.0), b(40, 1.0);
+  for (int i = 0; i < 10; ++i) b[size_t(i)] = 0, a[size_t(10 + i)] = 0;
+  const PairedDifference even = paired_bootstrap(a, b, 2000, 7);
+  CHECK(even.mean_diff == 0.0);
+  CHECK(even.low < 0);
+  CHECK(even.high > 0);
+  CHECK_FALSE(even.significant);
+  CHECK(even.p_value > 0.5);
+  // A seed gives the same interval; the normal approximation's half width is 1.96 · sd / √n.
+  const PairedDifference again = paired_bootstrap(a, b, 2000, 7);
+  CHECK(again.low == even.low);
+  CHECK(again.high == even.high);
+  CHECK(even.high == doctest::Approx(1.96 * std::sqrt(0.5 - 0.0) / std::sqrt(40.0) * std::sqrt(39.0 / 40.0)).epsilon(0.25));
+  CHECK_THROWS_AS(paired_bootstrap({}, {}), std::invalid_argument);
+}
+
 TEST_CASE("statistics: a sweep report's intervals are recomputed from its CSV rows") {
   ScratchDir dir;
   // upit beats sparse by 2 to 4 points in every repeat; sparse and dense differ by noise.
