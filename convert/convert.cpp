@@ -259,6 +259,9 @@ void convert(const O& o) {
   }
   std::unique_ptr<Checkpoint> base;
   if (o.base) base = open_checkpoint(*o.base);
+  if (!o.base && o.method == "upit" && ckpts.size() > 1)
+    spdlog::warn("no --base: the experts' deltas are taken from the checkpoints' mean, which they sum to zero around, so "
+                 "every pair looks far apart; give the model the dense run started from");
   const pool::FfnSource source(ckpts, base.get());
   Plan p = plan(o, int(source.size()));
   require(o.overwrite || !std::filesystem::exists(o.out), o.out, "already exists (pass --overwrite to replace it)");

@@ -36,6 +36,9 @@ double timed_stage(const fs::path& done, const fs::path& time_file, F&& stage) {
   return seconds;
 }
 
+// The model the dense run starts from: the base tuning's final model, else init.
+fs::path dense_start(const ExperimentOptions& o) { return o.base_tune ? o.base_dir / "final" : o.init; }
+
 void tune(TrainOptions options, const fs::path& model, const fs::path& data, const fs::path& dir, const ExperimentOptions& o,
           const std::string& name) {
   options.model = model;
@@ -55,7 +58,8 @@ void convert(const std::string& method, const fs::path& into, const ExperimentOp
   c.out = into;
   if (method == "upit") {
     c.checkpoints = checkpoints;
-    c.data = o.train;  // seed data: a share of it
+    c.base = dense_start(o);  // the deltas' base: the model the dense run started from
+    c.data = o.train;         // seed data: a share of it
   } else if (method == "btx") {
     c.checkpoints = checkpoints;
   } else {  // sparse, drop: copies of the final model's FFN
@@ -165,12 +169,11 @@ int64_t active_parameters(const Checkpoint& model) {
 }
 
 std::vector<MethodResult> run_experiment(const ExperimentOptions& o) {
-  fs::path start = o.init;
+  const fs::path start = dense_start(o);
   if (o.base_tune) {
     timed_stage(o.base_dir / "final", o.base_dir / kTimeFile, [&] {
       tune(*o.base_tune, o.init, o.base_train.empty() ? o.train : o.base_train, o.base_dir, o, "base");
     });
-    start = o.base_dir / "final";
   }
   timed_stage(o.dense_dir / "final", o.dense_dir / kTimeFile, [&] { tune(o.dense_tune, start, o.train, o.dense_dir, o, "dense run"); });
   std::vector<MethodResult> results;

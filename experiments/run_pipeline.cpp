@@ -64,6 +64,7 @@ Pipeline read_pipeline(const fs::path& config, const json& c) {
 
   read_options(convert_option_table(), convert, p.convert, where + "convert");
   p.convert.out = p.out / "moe-init";
+  if (!p.convert.base && !p.dense.model.empty()) p.convert.base = p.dense.model;  // the deltas' base
   p.convert_has_checkpoints = !p.convert.checkpoints.empty();
   if (!p.convert_has_checkpoints) {  // the dense run's, once it has run: checked now as far as their number is known
     const size_t k = saved_checkpoints(p.dense);

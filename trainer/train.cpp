@@ -13,6 +13,7 @@
 #include "data/instruction_data.hpp"
 #include "formats/open_checkpoint.hpp"
 #include "trainer/batches.hpp"
+#include "trainer/collapse_watch.hpp"
 #include "trainer/eval_loss.hpp"
 #include "trainer/run_state.hpp"
 
@@ -116,6 +117,7 @@ class Trainer {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   int64_t first_step_ = 1;
   int64_t end_ = 0;  // the last step of this invocation (--stop-at, else the run's last)
+  CollapseWatch collapse_;
 };
 
 Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
@@ -220,7 +222,10 @@ void Trainer::log_step(int64_t step, const StepStats& s, double lr, double norm,
                               {"tokens", s.tokens},   {"counted", s.counted}, {"tokens_per_s", s.tokens / step_seconds},
                               {"epoch", state_.cursor.epoch + double(state_.cursor.index) / double(data_.samples.size())},
                               {"elapsed_s", elapsed}};
-  if (config_.is_moe()) j["expert_load"] = expert_load(s);
+  if (config_.is_moe()) {
+    j["expert_load"] = expert_load(s);
+    collapse_.observe(step, s.expert_tokens);
+  }
   metrics_ << j.dump() << "\n" << std::flush;
   if (step % o_.log_every != 0 && step != end_) return;
   const double per_step = elapsed / double(step - first_step_ + 1);

@@ -8,6 +8,7 @@
 #include "core/error.hpp"
 #include "tests/common/fixtures.hpp"
 #include "trainer/batches.hpp"
+#include "trainer/collapse_watch.hpp"
 #include "trainer/optimizer.hpp"
 #include "trainer/schedule.hpp"
 
@@ -110,4 +111,18 @@ TEST_CASE("optimizer: the state saved and loaded continues the same updates") {
   for (size_t i = 0; i < p1.size(); ++i) CHECK_MESSAGE(*p1[i].values == *p2[i].values, p1[i].tensor.name);
   AdamW unfrozen(w2, config, hyper, {});
   CHECK_THROWS_AS(unfrozen.load(dir / "opt.safetensors"), InputError);  // no router moments there
+}
+
+TEST_CASE("collapse watch: a layer's idlest expert under a tenth of an even share for 50 steps is told, once") {
+  CollapseWatch w;
+  const std::vector<std::vector<int64_t>> balanced = {{25, 25, 25, 25}, {30, 20, 25, 25}};
+  const std::vector<std::vector<int64_t>> collapsed = {{25, 25, 25, 25}, {60, 38, 2, 0}};  // layer 1: 0 of an even 25
+  for (int64_t s = 1; s <= 49; ++s) CHECK_FALSE(w.observe(s, collapsed));
+  CHECK_FALSE(w.observe(50, balanced));  // a balanced step restarts the count
+  for (int64_t s = 51; s <= 99; ++s) CHECK_FALSE(w.observe(s, collapsed));
+  CHECK(w.observe(100, collapsed));  // the 50th step in a row
+  CHECK_FALSE(w.observe(101, collapsed));  // once per run
+  CollapseWatch edge;
+  const std::vector<std::vector<int64_t>> at_tenth = {{10, 100, 100, 190}};  // exactly 0.1 of an even 100: not under
+  for (int64_t s = 1; s <= 60; ++s) CHECK_FALSE(edge.observe(s, at_tenth));
 }
