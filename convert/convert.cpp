@@ -70,6 +70,9 @@ Pool search(const Plan& p, const pool::FfnSource& source, nlohmann::ordered_json
   return x.pool;
 }
 
+// --router, else upit for UpIT and random for the baselines.
+std::string router_init(const O& o) { return o.router.value_or(o.method == "upit" ? "upit" : "random"); }
+
 // The plan of checked options over K checkpoints.
 Plan plan(const O& o, int K) {
   Plan p;
@@ -84,7 +87,7 @@ Plan plan(const O& o, int K) {
   a.child_merge.density = o.density;
   a.shared_merge.method = *merge::parse_method(o.shared_merge);
   a.shared_from = o.shared_from;
-  p.router = o.router.value_or(o.method == "upit" ? "upit" : "random");
+  p.router = router_init(o);
   p.report = {{"method", o.method}, {"experts", E}, {"top_k", a.top_k}, {"seed", o.seed}, {"router", p.router}};
 
   if (o.method == "upit") {
@@ -216,7 +219,7 @@ void check_convert_options(const O& o) {
   if (!(o.drop_rate >= 0 && o.drop_rate < 1)) throw OptionError("drop_rate", option_name("drop_rate") + " must lie in [0, 1)");
   if (!(o.density > 0 && o.density <= 1)) throw OptionError("density", option_name("density") + " must lie in (0, 1]");
   if (o.shared_from) check_index("shared_from", *o.shared_from, K);
-  const std::string router = o.router.value_or(o.method == "upit" ? "upit" : "random");
+  const std::string router = router_init(o);
   if (router != "random" && router != "upit" && router != "hidden")
     throw OptionError("router", option_name("router") + " must be upit, hidden or random");
   if (router != "random") {

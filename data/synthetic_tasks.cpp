@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "core/random.hpp"
 #include "core/staged_path.hpp"
@@ -396,6 +397,8 @@ std::vector<SynthSample> synth_samples(const SynthOptions& options) {
   return samples;
 }
 
+namespace {
+
 std::string synth_jsonl(const std::vector<SynthSample>& samples) {
   std::string out;
   for (const auto& s : samples)
@@ -405,6 +408,7 @@ std::string synth_jsonl(const std::vector<SynthSample>& samples) {
   return out;
 }
 
+// "add 50, subtract 50, ...", in the families' order.
 std::string synth_counts(const std::vector<SynthSample>& samples) {
   std::map<std::string, int64_t> count;
   for (const auto& s : samples) ++count[s.task];
@@ -415,10 +419,15 @@ std::string synth_counts(const std::vector<SynthSample>& samples) {
   return out;
 }
 
-void write_synthetic_data(const std::vector<SynthSample>& samples, const std::filesystem::path& out, bool overwrite) {
+}  // namespace
+
+void write_synthetic_data(const SynthOptions& options, const std::filesystem::path& out, bool overwrite) {
+  const std::vector<SynthSample> samples = synth_samples(options);
   StagedPath staged(out, overwrite);
   write_text_file(staged.temp(), synth_jsonl(samples));
   staged.commit();
+  spdlog::info("wrote {} {} samples to {} (seed {}): {}", samples.size(), synth_split_name(options.split), out.string(),
+               options.seed, synth_counts(samples));
 }
 
 }  // namespace upcycle

@@ -54,11 +54,9 @@ std::vector<std::string> synth_phrasings(std::string_view family);
 // or HeldoutPhrasings; a training family in HeldoutTasks).
 std::vector<SynthSample> synth_samples(const SynthOptions& options);
 
-// Samples as Alpaca JSONL with a "task" on every line.
-std::string synth_jsonl(const std::vector<SynthSample>& samples);
-// "add 50, subtract 50, ...", in the families' order.
-std::string synth_counts(const std::vector<SynthSample>& samples);
-// synth_jsonl into `out`, complete or not at all; InputError when it exists and !overwrite.
-void write_synthetic_data(const std::vector<SynthSample>& samples, const std::filesystem::path& out, bool overwrite);
+// synth_samples(options) into `out` as Alpaca JSONL with a "task" on every line, complete or not
+// at all, and logged with the count of each family. std::invalid_argument as synth_samples;
+// InputError when `out` exists and !overwrite.
+void write_synthetic_data(const SynthOptions& options, const std::filesystem::path& out, bool overwrite);
 
 }  // namespace upcycle

@@ -24,6 +24,12 @@ void inherit(json& stage, const json& from, std::initializer_list<const char*> k
     if (!stage.contains(key) && from.contains(key)) stage[key] = from[key];
 }
 
+// UsageError naming `where` for any of `keys` the stage sets: the pipeline sets them.
+void refuse_keys(const json& stage, std::initializer_list<const char*> keys, const std::string& where) {
+  for (const char* key : keys)
+    if (stage.contains(key)) throw_config_error(where, std::string(key) + " is the pipeline's to set");
+}
+
 // The checkpoints a dense run of these options saves, where the options say (0: not known before
 // it runs, as for save_every over epochs).
 size_t saved_checkpoints(const TrainOptions& t) {
@@ -51,12 +57,9 @@ Pipeline read_pipeline(const fs::path& config, const json& c) {
   for (json* stage : {&dense, &convert, &moe}) inherit(*stage, c, {"seed", "template"});
   if (!convert.contains("seed_data")) inherit(convert, dense, {"data"});
   inherit(moe, dense, {"data"});
-  for (const char* key : {"out", "model"})
-    if (moe.contains(key)) throw_config_error(where + "moe", std::string(key) + " is the pipeline's to set");
-  for (const char* key : {"out"}) {
-    if (dense.contains(key)) throw_config_error(where + "dense", std::string(key) + " is the pipeline's to set");
-    if (convert.contains(key)) throw_config_error(where + "convert", std::string(key) + " is the pipeline's to set");
-  }
+  refuse_keys(dense, {"out"}, where + "dense");
+  refuse_keys(convert, {"out"}, where + "convert");
+  refuse_keys(moe, {"out", "model"}, where + "moe");
 
   read_options(train_option_table(), dense, p.dense, where + "dense");
   p.dense.out = p.out / "dense";
@@ -89,8 +92,7 @@ Pipeline read_pipeline(const fs::path& config, const json& c) {
     const std::string name = "eval[" + std::to_string(i) + "]";
     if (e.is_object()) {
       inherit(e, c, {"template"});
-      for (const char* key : {"model", "out"})
-        if (e.contains(key)) throw_config_error(where + name, std::string(key) + " is the pipeline's to set");
+      refuse_keys(e, {"model", "out"}, where + name);
     }
     EvalOptions o;
     read_options(eval_option_table(), e, o, where + name);

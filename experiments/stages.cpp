@@ -60,9 +60,7 @@ void synth_data(const fs::path& file, const std::string& split, int64_t n, uint6
   o.n = n;
   o.seed = seed;
   o.split = *parse_synth_split(split);
-  const std::vector<SynthSample> samples = synth_samples(o);
-  write_synthetic_data(samples, file, false);
-  spdlog::info("wrote {} {} samples to {} (seed {}): {}", samples.size(), split, file.string(), seed, synth_counts(samples));
+  write_synthetic_data(o, file, false);
 }
 
 void init_demo_model(const fs::path& dir, uint64_t seed) {

@@ -241,8 +241,7 @@ std::string pair_words(const ExperimentReport& r) {
   std::vector<const MethodResult*> ms;
   for (const MethodResult& m : r.results)
     if (m.exact_by_sample.size() == size_t(m.exact_total) && m.exact_total > 0) ms.push_back(&m);
-  auto order = [](const MethodResult* m) { return m->method == "upit" ? 0 : m->method == "dense" ? 2 : 1; };
-  std::stable_sort(ms.begin(), ms.end(), [&](auto a, auto b) { return order(a) < order(b); });
+  std::stable_sort(ms.begin(), ms.end(), [](auto a, auto b) { return pair_rank(a->method) < pair_rank(b->method); });
   std::string words;
   for (size_t i = 0; i < ms.size(); ++i)
     for (size_t j = i + 1; j < ms.size(); ++j) {

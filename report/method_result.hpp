@@ -22,4 +22,10 @@ struct MethodResult {
   std::filesystem::path dir;             // its folder: init/ (MoE), tuned/, eval-*.json
 };
 
+// Which side of a comparison a method takes (a − b with a ranked first): UpIT first, dense last,
+// the other baselines between, sparse upcycling last of them.
+inline int pair_rank(const std::string& method) {
+  return method == "upit" ? 0 : method == "dense" ? 3 : method == "sparse" ? 2 : 1;
+}
+
 }  // namespace upcycle

@@ -64,11 +64,6 @@ std::string summary_csv(const std::vector<SweepRow>& rows) {
   return out;
 }
 
-// Which of two methods is `a` in a pair (a − b): UpIT first, dense last, the others between.
-int rank(const std::string& method) {
-  return method == "upit" ? 0 : method == "dense" ? 3 : method == "sparse" ? 2 : 1;
-}
-
 struct Pair {
   const Metric* metric;
   MethodResult a, b;  // a's and b's arm (method, experts)
@@ -87,7 +82,7 @@ std::vector<Pair> pairs(const std::vector<SweepRow>& rows) {
       for (const auto& [kb, rb] : by_arm) {
         const auto& [data_a, method_a, experts_a] = ka;
         const auto& [data_b, method_b, experts_b] = kb;
-        if (data_a != data_b || rank(method_a) > rank(method_b) || (rank(method_a) == rank(method_b) && method_a >= method_b) ||
+        if (data_a != data_b || pair_rank(method_a) > pair_rank(method_b) || (pair_rank(method_a) == pair_rank(method_b) && method_a >= method_b) ||
             (method_b != "dense" && experts_a != experts_b))
           continue;
         std::vector<double> va, vb;

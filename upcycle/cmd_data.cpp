@@ -1,11 +1,7 @@
 // `upcycle data SUBCOMMAND`: instruction data made here. `data synth` writes synthetic tasks with
 // exact answers (data/synthetic_tasks.hpp) as Alpaca JSONL with a "task" on every line.
 #include <cstdio>
-#include <map>
 #include <stdexcept>
-
-#include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
 #include "data/synthetic_tasks.hpp"
@@ -82,16 +78,11 @@ int synth(const Args& args) {
   if (!parsed) throw UsageError("--split: '" + split + "' is not train, test, heldout-phrasings or heldout-tasks");
   opts.split = *parsed;
   if (vm->count("tasks")) opts.tasks = split_tasks((*vm)["tasks"].as<std::string>());
-  std::vector<SynthSample> samples;
   try {
-    samples = synth_samples(opts);
+    write_synthetic_data(opts, (*vm)["out"].as<std::string>(), vm->count("overwrite") > 0);
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string("--tasks: ") + e.what());
   }
-
-  write_synthetic_data(samples, (*vm)["out"].as<std::string>(), vm->count("overwrite") > 0);
-  spdlog::info("wrote {} {} samples to {} (seed {}): {}", samples.size(), split, (*vm)["out"].as<std::string>(), opts.seed,
-               synth_counts(samples));
   return 0;
 }
 
