@@ -124,6 +124,7 @@ RouterStageOptions router_options(const O& o) {
   r.data = r.data_is_seed ? *o.seed_data : *o.data;
   r.fraction = o.seed_fraction;
   r.min_samples = o.seed_min;
+  r.random_assignment = o.seed_assign == "random";
   r.text_source = o.tokenizer.value_or(o.checkpoints.at(0));
   r.chat_template = o.chat_template;
   r.skip_bad = o.skip_bad;
@@ -179,6 +180,8 @@ OptionTable<O> make_table() {
       option<O>("data", "upit router: draw the seed data from this training data", [](O& o) -> auto& { return o.data; }),
       option<O>("seed_fraction", "share of --data drawn as seed data", [](O& o) -> auto& { return o.seed_fraction; }),
       option<O>("seed_min", "at least this many seed samples", [](O& o) -> auto& { return o.seed_min; }),
+      option<O>("seed_assign", "loss (each seed sample to the expert scoring it best), or random (ablation)",
+                [](O& o) -> auto& { return o.seed_assign; }),
       option<O>("router_epochs", "passes of router pre-optimisation", [](O& o) -> auto& { return o.router_epochs; }),
       option<O>("router_lr", "its learning rate (AdamW, constant)", [](O& o) -> auto& { return o.router_lr; }),
       option<O>("tokenizer", "for text seed data (default: checkpoint 0's)", [](O& o) -> auto& { return o.tokenizer; }),
@@ -226,6 +229,8 @@ void check_convert_options(const O& o) {
     if (!o.seed_data && !o.data)
       throw OptionError("seed_data", "the " + router + " router is fitted on seed data: give " + option_name("seed_data") + " or " +
                                          option_name("data") + " (or " + option_name("router") + " random)");
+    if (o.seed_assign != "loss" && o.seed_assign != "random")
+      throw OptionError("seed_assign", option_name("seed_assign") + " must be loss or random");
     if (!(o.seed_fraction > 0 && o.seed_fraction <= 1) || o.seed_min < 1)
       throw OptionError("seed_fraction", option_name("seed_fraction") + " must lie in (0, 1] and " + option_name("seed_min") + " be positive");
     if (o.router_epochs < 1 || !(o.router_lr > 0) || o.seq_len < 2 || o.batch_tokens < 1)

@@ -41,6 +41,7 @@ struct ConvertOptions {
   std::optional<std::filesystem::path> seed_data;  // the router's seed data, all of it, or
   std::optional<std::filesystem::path> data;       // training data it is drawn from
   double seed_fraction = 0.01;
+  std::string seed_assign = "loss";                // loss (each seed sample to its best expert) or random (ablation)
   int64_t seed_min = 100;
   int64_t router_epochs = 4;
   double router_lr = 1e-3;

@@ -1,5 +1,6 @@
 #include "convert/router_stage.hpp"
 
+#include <cmath>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -82,14 +83,20 @@ std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& sourc
 
   const int64_t E = config.num_local_experts;
   Progress scoring("scoring seed samples per expert", uint64_t(E) * seed.samples.size(), "samples", o.preopt.progress);
-  const router::Assignment a = router::assign_by_loss(config, *moe, o.engine, seed, o.preopt.seq_len,
-                                                        [&] { scoring.advance(1); });
+  router::Assignment a = router::assign_by_loss(config, *moe, o.engine, seed, o.preopt.seq_len, [&] { scoring.advance(1); });
   scoring.finish();
+  report["seed_samples"] = seed.samples.size();
+  report["seed_loss_distances"] = router::loss_distances(a);
+  std::vector<double> mean_loss(size_t(E), 0.0);
+  for (const auto& loss : a.loss)
+    for (int64_t e = 0; e < E; ++e) mean_loss[size_t(e)] += std::isfinite(loss[size_t(e)]) ? loss[size_t(e)] / double(a.loss.size()) : 0.0;
+  report["seed_mean_loss"] = mean_loss;
+  report["seed_per_expert_lowest_loss"] = a.counts;
+  if (o.random_assignment) router::assign_at_random(a, o.preopt.seed);
   std::string counts;
   for (int64_t c : a.counts) counts += " " + std::to_string(c);
-  spdlog::info("seed samples per expert (lowest loss):{}", counts);
-
-  report["seed_samples"] = seed.samples.size();
+  spdlog::info("seed samples per expert ({}):{}", o.random_assignment ? "drawn at random" : "lowest loss", counts);
+  report["seed_assignment"] = o.random_assignment ? "random" : "loss";
   report["seed_per_expert"] = a.counts;
   if (o.hidden) {
     auto routers = router::hidden_state_routers(config, *moe, o.engine, seed, a.expert, o.preopt.seq_len);

@@ -22,6 +22,7 @@ struct RouterStageOptions {
   std::string chat_template = "auto";
   bool skip_bad = false;
   bool hidden = false;                     // the `hidden` init in place of the pre-optimisation
+  bool random_assignment = false;          // ablation: each seed sample to a random expert, not the best-scoring
   EngineFactory engine = make_cpu_engine;  // where the models run (--device)
   router::PreoptOptions preopt;
 };
@@ -43,8 +44,8 @@ std::optional<uint64_t> available_memory();
 // assembly, extra) (random routers to start from) is loaded in fp32, the routers are fitted on
 // those weights (only the routers change), and the same weights are returned as a checkpoint with
 // the assembled one's tensors (names, order, dtypes), config and files, the fitted routers in
-// place of the random ones. `report` gets the seed size, the experts' sample counts and the loss
-// terms before and after.
+// place of the random ones. `report` gets the seed size, the experts' sample counts, their mean
+// seed loss and functional distances (router::loss_distances), and the loss terms before and after.
 std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& source, const pool::Pool& pool,
                                                     const AssemblyOptions& assembly, const RouterStageOptions& opts,
                                                     nlohmann::ordered_json& report,

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "core/progress.hpp"
 #include "experiments/stages.hpp"
 #include "report/experiment_report.hpp"
 
@@ -15,7 +16,7 @@ namespace {
 namespace fs = std::filesystem;
 using O = DemoOptions;
 
-std::string setup_text(const ExperimentOptions& o, int64_t train, int64_t test, const fs::path& model) {
+std::string setup_text(const ExperimentOptions& o, int64_t train, int64_t test, const fs::path& model, int repeats) {
   return fmt::format(
       "Model: {}{} tuned on {} synthetic instruction samples (`upcycle data synth`, {} test samples of the "
       "same families and phrasings) for {} steps, saving {} checkpoints; then each method tuned {} more steps "
@@ -23,9 +24,11 @@ std::string setup_text(const ExperimentOptions& o, int64_t train, int64_t test, 
       "(random router), **upit** makes {} experts from the checkpoints by the genetic merge search and "
       "pre-optimises the routers on seed data. Top-{} routing, seed {}. Exact match is greedy decoding "
       "against the reference answer; the held-out columns ask the trained tasks in a phrasing never trained "
-      "on, and task families never trained on.",
+      "on, and task families never trained on. {} repeat(s) share the data and the base tuning (seed {}); repeat r "
+      "has its own dense run and methods with seed {} + r (data order, the genetic search, router initialisation), "
+      "the same for every method, so methods are compared in pairs.",
       model.string(), !o.base_tune ? std::string() : fmt::format(" after a base tuning of {} steps", o.base_tune->steps),
-      train, test, o.dense_tune.steps, o.dense_tune.save_count, o.tune.steps, o.experts, o.experts, o.top_k, o.seed);
+      train, test, o.dense_tune.steps, o.dense_tune.save_count, o.tune.steps, o.experts, o.experts, o.top_k, o.base_seed, repeats, o.base_seed, o.base_seed);
 }
 
 OptionTable<O> make_table() {
@@ -35,6 +38,8 @@ OptionTable<O> make_table() {
       option<O>("train_samples", "synthetic training samples", [](O& o) -> auto& { return o.train_samples; }),
       option<O>("dense_steps", "steps of the dense run", [](O& o) -> auto& { return o.dense_steps; }),
       option<O>("steps", "steps of each method's tuning", [](O& o) -> auto& { return o.steps; }),
+      option<O>("repeats", "repeats with seeds seed, seed + 1, ... (each its own dense run and methods)",
+                [](O& o) -> auto& { return o.repeats; }),
       option<O>("overwrite", "remove DIR first", [](O& o) -> auto& { return o.overwrite; }),
   };
   add_settings_rows(t, [](O& o) -> auto& { return o.settings; });
@@ -56,6 +61,7 @@ void check_demo_options(const O& o) {
   if (o.experts < 1 || o.experts > 256 || o.settings.top_k > o.experts)  // checked before hours of work, not after
     throw OptionError("experts", option_name("experts") + " must lie in [1, 256] and " + option_name("top_k") + " in [1, experts]");
   require_positive(double(o.train_samples), "train_samples");
+  if (o.repeats < 1 || o.repeats > 100) throw OptionError("repeats", option_name("repeats") + " must lie in [1, 100]");
 }
 
 void run_demo(const O& d) {
@@ -66,6 +72,7 @@ void run_demo(const O& d) {
   fs::create_directories(out / "data");
   const auto start = std::chrono::steady_clock::now();
 
+  // What the repeats share: the data, the starting model and its base tuning.
   ExperimentOptions o;
   o.train = out / "data" / "train.jsonl";
   o.test = out / "data" / "test.jsonl";
@@ -73,26 +80,33 @@ void run_demo(const O& d) {
   synth_data(o.test, "test", test, seed);
   o.heldout = synth_heldout_sets(out / "data", test, seed);
   o.init = initial_model(d.settings, out / "init", seed);
-  o.dense_dir = out / "dense-run";
-  o.out = out;
   o.methods = {"dense", "sparse", "upit"};
   o.experts = d.experts;
   o.top_k = d.settings.top_k;
-  o.seed = seed;
+  o.base_seed = seed;
   set_experiment_tunings(d.settings, {d.dense_steps, 0}, {d.steps, 0}, o);
   if (o.base_tune) o.base_dir = out / "base";
+
   ExperimentReport report;
   report.title = "upcycle demo: UpIT against sparse upcycling and the dense model";
-  report.results = run_experiment(o);
-  report.dense_dir = o.dense_dir;
   report.base_dir = o.base_dir;
+  Progress progress("demo", uint64_t(d.repeats), "repeats");
+  for (int r = 0; r < d.repeats; ++r) {
+    // Repeat r: its own dense run and methods, with seed + r for data order, the search and routers.
+    o.seed = seed + uint64_t(r);
+    o.out = out / fmt::format("r{}", r);
+    o.dense_dir = o.out / "dense-run";
+    spdlog::info("demo repeat {}/{} (seed {}): {}", r + 1, d.repeats, o.seed, o.out.string());
+    for (MethodResult& m : run_experiment(o)) report.rows.push_back({d.train_samples, r, o.seed, std::move(m)});
+    report.dense_seconds += recorded_seconds(o.dense_dir);
+    if (r == 0) report.dense_dir = o.dense_dir;
+    progress.advance(1);
+  }
+  progress.finish();
   if (!o.base_dir.empty()) report.base_seconds = recorded_seconds(o.base_dir);
-  report.dense_seconds = recorded_seconds(o.dense_dir);
-  report.setup = setup_text(o, d.train_samples, test, o.init);
+  report.setup = setup_text(o, d.train_samples, test, o.init, d.repeats);
   write_experiment_report(out, report);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  for (const MethodResult& m : report.results)
-    spdlog::info("{:>7}: eval loss {:.4f}, exact match {:.1f}%", m.method, m.loss, 100 * m.exact);
   spdlog::info("demo done in {:.0f} s (this invocation): {}", seconds, (out / "report.md").string());
 }
 

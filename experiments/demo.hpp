@@ -14,6 +14,7 @@ struct DemoOptions {
   int64_t train_samples = 4000;  // synthetic training samples
   int64_t dense_steps = 400;     // the dense run's
   int64_t steps = 500;           // each method's tuning
+  int repeats = 3;               // seeds seed, seed + 1, ...: each its own dense run and methods
   bool overwrite = false;        // remove out first
   ExperimentSettings settings;
 };
@@ -21,8 +22,8 @@ struct DemoOptions {
 const OptionTable<DemoOptions>& demo_option_table();
 void check_demo_options(const DemoOptions& o);
 
-// Runs what is missing into o.out (data/, init/, base/, dense-run/, a folder per method) and
-// writes report.md, metrics.csv and plots/.
+// Runs what is missing into o.out (data/, init/, base/ shared; r0/, r1/, ... each with dense-run/
+// and a folder per method) and writes report.md, metrics.csv, summary.csv, pairs.csv and plots/.
 void run_demo(const DemoOptions& o);
 
 }  // namespace upcycle

@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "core/checkpoint.hpp"
@@ -9,6 +10,7 @@
 #include "core/json_file.hpp"
 #include "core/staged_path.hpp"
 #include "data/jsonl.hpp"
+#include "experiments/methods.hpp"
 #include "experiments/stages.hpp"
 #include "formats/open_checkpoint.hpp"
 
@@ -39,33 +41,46 @@ double timed_stage(const fs::path& done, const fs::path& time_file, F&& stage) {
 // The model the dense run starts from: the base tuning's final model, else init.
 fs::path dense_start(const ExperimentOptions& o) { return o.base_tune ? o.base_dir / "final" : o.init; }
 
-void tune(TrainOptions options, const fs::path& model, const fs::path& data, const fs::path& dir, const ExperimentOptions& o,
+void tune(TrainOptions options, const fs::path& model, const fs::path& data, const fs::path& dir, uint64_t seed,
           const std::string& name) {
   options.model = model;
   options.data = data;
-  options.seed = o.seed;
+  options.seed = seed;
   if (!tune_stage(std::move(options), dir, name))
     throw InputError(dir, "stopped before its last step: remove stop_at from the tune options");
 }
 
-void convert(const std::string& method, const fs::path& into, const ExperimentOptions& o) {
-  const std::vector<fs::path> checkpoints = dense_checkpoints(o.dense_dir);
+// The dense run a method converts: the shared one, or for a method with a checkpoint per expert
+// one saving E checkpoints (the same steps and seed), run here unless it exists.
+fs::path dense_run_for(const ExperimentMethod& m, const ExperimentOptions& o) {
+  if (!m.checkpoint_per_expert || o.experts == o.dense_tune.save_count) return o.dense_dir;
+  const fs::path dir = o.dense_dir.string() + fmt::format("-k{}", o.experts);
+  TrainOptions t = o.dense_tune;
+  t.save_count = o.experts;
+  timed_stage(dir / "final", dir / kTimeFile,
+              [&] { tune(t, dense_start(o), o.train, dir, o.seed, fmt::format("dense run saving {}", o.experts)); });
+  return dir;
+}
+
+void convert(const ExperimentMethod& m, const fs::path& into, const ExperimentOptions& o) {
+  const std::vector<fs::path> checkpoints = dense_checkpoints(dense_run_for(m, o));
   ConvertOptions c = o.convert;
-  c.method = method;
+  c.method = m.convert;
   c.experts = o.experts;
   c.top_k = o.top_k;
   c.seed = o.seed;
   c.out = into;
-  if (method == "upit") {
+  if (c.method == "upit") {
     c.checkpoints = checkpoints;
     c.base = dense_start(o);  // the deltas' base: the model the dense run started from
     c.data = o.train;         // seed data: a share of it
-  } else if (method == "btx") {
+  } else if (c.method == "btx") {
     c.checkpoints = checkpoints;
   } else {  // sparse, drop: copies of the final model's FFN
     c.checkpoints = {checkpoints.back()};
   }
-  check_options(c, check_convert_options, "stage convert " + method);
+  if (m.change_convert) m.change_convert(c);
+  check_options(c, check_convert_options, std::string("stage convert ") + m.name);
   upcycle::convert(c);
 }
 
@@ -83,20 +98,22 @@ void evaluate(const fs::path& model, const fs::path& data, const std::string& me
   upcycle::evaluate(e);
 }
 
-MethodResult run_method(const std::string& method, const ExperimentOptions& o) {
+MethodResult run_method(const ExperimentMethod& m, const ExperimentOptions& o) {
   MethodResult r;
-  r.method = method;
-  r.dir = o.out / method;
+  r.method = m.name;
+  r.dir = o.out / m.name;
   fs::create_directories(r.dir);
-  const bool moe = method != "dense";
   fs::path start = o.dense_dir / "final";
-  if (moe) {
+  if (m.convert) {
     start = r.dir / "init";
-    r.seconds += timed_stage(start, r.dir / "convert_seconds.json", [&] { convert(method, start, o); });
+    r.seconds += timed_stage(start, r.dir / "convert_seconds.json", [&] { convert(m, start, o); });
     r.experts = o.experts;
   }
+  evaluate(start, o.test, "loss", r.dir / "eval-start-loss.json", o);  // where the tuning starts from
+  TrainOptions method_tune = o.tune;
+  if (m.change_tune) m.change_tune(method_tune);
   const fs::path tuned = r.dir / "tuned";
-  r.seconds += timed_stage(tuned / "final", r.dir / "tune_seconds.json", [&] { tune(o.tune, start, o.train, tuned, o, method); });
+  r.seconds += timed_stage(tuned / "final", r.dir / "tune_seconds.json", [&] { tune(method_tune, start, o.train, tuned, o.seed, m.name); });
   const fs::path final_model = tuned / "final";
   auto heldout_file = [&](const HeldoutSet& h) { return r.dir / ("eval-heldout-" + h.name + ".json"); };
   const fs::path last_eval = o.heldout.empty() ? r.dir / "eval-exact.json" : heldout_file(o.heldout.back());
@@ -108,6 +125,7 @@ MethodResult run_method(const std::string& method, const ExperimentOptions& o) {
   });
   const json loss = read_json_file(r.dir / "eval-loss.json"), exact = read_json_file(r.dir / "eval-exact.json");
   for (const HeldoutSet& h : o.heldout) r.heldout_exact[h.name] = read_json_file(heldout_file(h)).at("acc").get<double>();
+  r.start_loss = read_json_file(r.dir / "eval-start-loss.json").at("loss");
   r.loss = loss.at("loss");
   r.ppl = loss.at("ppl");
   r.exact = exact.at("acc");
@@ -172,14 +190,16 @@ std::vector<MethodResult> run_experiment(const ExperimentOptions& o) {
   const fs::path start = dense_start(o);
   if (o.base_tune) {
     timed_stage(o.base_dir / "final", o.base_dir / kTimeFile, [&] {
-      tune(*o.base_tune, o.init, o.base_train.empty() ? o.train : o.base_train, o.base_dir, o, "base");
+      tune(*o.base_tune, o.init, o.base_train.empty() ? o.train : o.base_train, o.base_dir, o.base_seed, "base");
     });
   }
-  timed_stage(o.dense_dir / "final", o.dense_dir / kTimeFile, [&] { tune(o.dense_tune, start, o.train, o.dense_dir, o, "dense run"); });
+  timed_stage(o.dense_dir / "final", o.dense_dir / kTimeFile, [&] { tune(o.dense_tune, start, o.train, o.dense_dir, o.seed, "dense run"); });
   std::vector<MethodResult> results;
-  for (const std::string& m : o.methods) {
-    spdlog::info("method {}: {}", m, (o.out / m).string());
-    results.push_back(run_method(m, o));
+  for (const std::string& name : o.methods) {
+    const ExperimentMethod* m = find_experiment_method(name);
+    if (!m) throw UsageError("unknown method '" + name + "' (" + experiment_method_names() + ")");
+    spdlog::info("method {}: {}", name, (o.out / name).string());
+    results.push_back(run_method(*m, o));
   }
   return results;
 }

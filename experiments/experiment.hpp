@@ -5,7 +5,8 @@
 //   dense   the dense run's final model, tuned further (the baseline without experts)
 //   sparse  sparse upcycling: every expert a copy of the final FFN, random router
 //   upit    UpIT: the checkpoints' FFNs plus merged children, routers pre-optimised on seed data
-//   btx, drop: the other baselines of `convert`
+//   btx, drop: the other baselines of `convert`; upit-no-router and the other ablations
+//   (experiments/methods.hpp has the table)
 // Every stage is skipped when its result exists, so an interrupted experiment resumes.
 #pragma once
 #include <cstdint>
@@ -57,10 +58,11 @@ struct ExperimentOptions {
   // model, so that even the first checkpoint is a capable model (as when tuning a pretrained one).
   std::filesystem::path base_dir;
   std::optional<TrainOptions> base_tune;  // none: no base tuning
+  uint64_t base_seed = 0;            // its seed (repeats may share one base tuning)
   std::filesystem::path base_train;  // its data (empty: train)
   std::filesystem::path train, test; // instruction data (test: loss and exact match)
   std::vector<HeldoutSet> heldout;   // exact match on each too
-  std::vector<std::string> methods;  // dense, sparse, upit, btx, drop
+  std::vector<std::string> methods;  // names in experiment_methods()
   int experts = 8, top_k = 2;
   // The stages' options; the experiment sets what ties them together (models, data, folders,
   // the seed, and for convert the method, experts and checkpoints).
@@ -68,7 +70,7 @@ struct ExperimentOptions {
   TrainOptions tune;                 // every method's run
   ConvertOptions convert;            // router_epochs, seed_min, ...
   EvalOptions eval = experiment_eval_options();
-  uint64_t seed = 0;
+  uint64_t seed = 0;                 // the dense run's and every method's (data order, search, routers)
 };
 
 // Runs what is missing and gathers every method's results, in the order of o.methods.

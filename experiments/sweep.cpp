@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/progress.hpp"
+#include "experiments/methods.hpp"
 #include "experiments/stages.hpp"
 #include "report/sweep_report.hpp"
 
@@ -82,7 +83,7 @@ OptionTable<O> make_table() {
                      [](const std::string& v) { return int_list("experts", v); }, joined<int64_t>),
       text_option<O>("data", "training-data sizes (samples)", [](O& o) -> auto& { return o.data; },
                      [](const std::string& v) { return int_list("data", v); }, joined<int64_t>),
-      text_option<O>("methods", "dense, sparse, upit, btx, drop", [](O& o) -> auto& { return o.methods; },
+      text_option<O>("methods", "methods and ablations by name: " + experiment_method_names(), [](O& o) -> auto& { return o.methods; },
                      [](const std::string& v) { return split_list("methods", v); }, joined<std::string>),
       option<O>("repeats", "repeats of every cell with seeds seed, seed + 1, ...", [](O& o) -> auto& { return o.repeats; }),
       option<O>("out", "output folder", [](O& o) -> auto& { return o.out; }),
@@ -105,8 +106,8 @@ const OptionTable<SweepOptions>& sweep_option_table() {
 void check_sweep_options(const O& s) {
   check_experiment_settings(s.settings);
   for (const std::string& m : s.methods)
-    if (m != "dense" && m != "sparse" && m != "upit" && m != "btx" && m != "drop")
-      throw OptionError("methods", option_name("methods") + ": unknown method '" + m + "' (dense, sparse, upit, btx, drop)");
+    if (!find_experiment_method(m))
+      throw OptionError("methods", option_name("methods") + ": unknown method '" + m + "' (" + experiment_method_names() + ")");
   require_positive(s.repeats, "repeats");
   if (s.settings.top_k > *std::min_element(s.experts.begin(), s.experts.end()) ||
       *std::max_element(s.experts.begin(), s.experts.end()) > 256)
@@ -126,7 +127,7 @@ void run_sweep(const O& s) {
   synth_data(test, "test", s.settings.test_samples, seed);
   const std::vector<HeldoutSet> heldout = synth_heldout_sets(out, s.settings.test_samples, seed);
   const std::vector<Cell> cells = grid(s.data, s.repeats, s.methods, s.experts);
-  std::vector<SweepRow> rows;
+  std::vector<RepeatRow> rows;
   Progress progress("sweep", cells.size(), "cells");
   for (const Cell& c : cells) {
     const uint64_t cell_seed = seed + uint64_t(c.repeat);
@@ -143,6 +144,7 @@ void run_sweep(const O& s) {
     o.experts = c.experts;
     o.top_k = s.settings.top_k;
     o.seed = cell_seed;
+    o.base_seed = cell_seed;
     set_experiment_tunings(s.settings, {0, s.dense_epochs}, {0, s.epochs}, o);
     if (o.base_tune) {
       o.base_dir = out / fmt::format("base-r{}", c.repeat);
@@ -151,7 +153,7 @@ void run_sweep(const O& s) {
     }
     spdlog::info("sweep cell {}/{}: {} samples, repeat {}, {}{}", rows.size() + 1, cells.size(), c.data, c.repeat, c.method,
                  c.method == "dense" ? "" : fmt::format(" with {} experts", c.experts));
-    rows.push_back({c.data, c.repeat, run_experiment(o).at(0)});
+    rows.push_back({c.data, c.repeat, cell_seed, run_experiment(o).at(0)});
     progress.advance(1);
   }
   progress.finish();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <set>
 
 #include <fmt/format.h>
@@ -12,7 +13,6 @@
 #include "core/json_file.hpp"
 #include "core/staged_path.hpp"
 #include "report/plot.hpp"
-#include "report/statistics.hpp"
 
 namespace upcycle {
 
@@ -47,11 +47,11 @@ Series loss_series(const std::string& name, const fs::path& metrics, size_t wind
   return s;
 }
 
-std::string loss_plot(const ExperimentReport& r) {
+std::string loss_plot(const ExperimentReport& r, const std::vector<MethodResult>& results) {
   LinePlot p{"Training loss (moving mean of 10 steps)", "step", "loss", {}, false, true, false};
   if (!r.base_dir.empty()) p.series.push_back(loss_series("base", r.base_dir / "metrics.jsonl", 10));
   p.series.push_back(loss_series("dense run (checkpoints)", r.dense_dir / "metrics.jsonl", 10));
-  for (const MethodResult& m : r.results) p.series.push_back(loss_series(m.method, metrics_of(m), 10));
+  for (const MethodResult& m : results) p.series.push_back(loss_series(m.method, metrics_of(m), 10));
   return line_plot_svg(p);
 }
 
@@ -64,9 +64,9 @@ Heatmap matrix_map(const std::string& title, const std::string& axis, const std:
 
 std::vector<std::vector<double>> to_matrix(const json& j) { return j.get<std::vector<std::vector<double>>>(); }
 
-std::string load_plot(const ExperimentReport& r) {
+std::string load_plot(const std::vector<MethodResult>& results) {
   std::vector<Heatmap> maps;
-  for (const MethodResult& m : r.results) {
+  for (const MethodResult& m : results) {
     const auto load = final_expert_load(metrics_of(m));
     if (load.empty()) continue;
     Heatmap h{m.method, "expert", "layer", {}, {}, load, true};
@@ -78,8 +78,8 @@ std::string load_plot(const ExperimentReport& r) {
 }
 
 // UpIT's convert report: the expert distances before and after the expansion.
-std::string distance_plot(const ExperimentReport& r) {
-  for (const MethodResult& m : r.results) {
+std::string distance_plot(const std::vector<MethodResult>& results) {
+  for (const MethodResult& m : results) {
     const fs::path file = m.dir / "init" / "upcycle_convert.json";
     if (m.method != "upit" || !fs::exists(file)) continue;
     const json j = read_json_file(file);
@@ -91,92 +91,168 @@ std::string distance_plot(const ExperimentReport& r) {
   return {};
 }
 
-std::vector<std::string> all_tasks(const ExperimentReport& r) {
-  std::set<std::string> tasks;
-  for (const MethodResult& m : r.results)
-    for (const auto& [t, acc] : m.exact_by_task) tasks.insert(t);
-  return {tasks.begin(), tasks.end()};
-}
+// The methods in the order the first repeat ran them, each with its results over the repeats.
+using PerMethod = std::vector<std::pair<std::string, std::vector<const MethodResult*>>>;
 
-std::string csv(const ExperimentReport& r) {
-  const auto tasks = all_tasks(r);
-  const auto sets = heldout_names(r.results);
-  std::string out = "method,experts,total_params,active_params,eval_loss,eval_ppl,exact,seconds";
-  for (const auto& h : sets) out += ",exact_heldout_" + h;
-  for (const auto& t : tasks) out += ",exact_" + t;
-  out += "\n";
-  for (const MethodResult& m : r.results) {
-    out += fmt::format("{},{},{},{},{:.6f},{:.6f},{:.6f},{:.1f}", m.method, m.experts, m.total_params, m.active_params,
-                       m.loss, m.ppl, m.exact, m.seconds);
-    for (const auto& h : sets) out += m.heldout_exact.count(h) ? fmt::format(",{:.6f}", m.heldout_exact.at(h)) : ",";
-    for (const auto& t : tasks) out += m.exact_by_task.count(t) ? fmt::format(",{:.6f}", m.exact_by_task.at(t)) : ",";
-    out += "\n";
+PerMethod per_method(const ExperimentReport& r) {
+  PerMethod out;
+  for (const RepeatRow& row : r.rows) {
+    auto it = std::find_if(out.begin(), out.end(), [&](const auto& m) { return m.first == row.result.method; });
+    if (it == out.end()) it = out.insert(out.end(), {row.result.method, {}});
+    it->second.push_back(&row.result);
   }
   return out;
 }
 
+// The first repeat's results, for the plots and the curves.
+std::vector<MethodResult> first_repeat(const ExperimentReport& r) {
+  std::vector<MethodResult> out;
+  for (const RepeatRow& row : r.rows)
+    if (row.repeat == r.rows.front().repeat) out.push_back(row.result);
+  return out;
+}
+
+template <class Get>
+MeanInterval over(const std::vector<const MethodResult*>& ms, Get get) {
+  std::vector<double> v;
+  for (const MethodResult* m : ms) v.push_back(get(*m));
+  return mean_interval(v);
+}
+
+// "34.2 [31.0, 37.4]": the mean and its 95% interval over repeats (the mean alone for one).
+std::string with_interval(const MeanInterval& m, const char* format, double scale) {
+  std::string s = fmt::format(fmt::runtime(format), scale * m.mean);
+  if (m.n > 1)
+    s += " [" + fmt::format(fmt::runtime(format), scale * m.low) + ", " + fmt::format(fmt::runtime(format), scale * m.high) + "]";
+  return s;
+}
+
+std::vector<std::string> all_tasks(const std::vector<RepeatRow>& rows) {
+  std::set<std::string> tasks;
+  for (const RepeatRow& row : rows)
+    for (const auto& [t, acc] : row.result.exact_by_task) tasks.insert(t);
+  return {tasks.begin(), tasks.end()};
+}
+
+std::vector<std::string> heldout_names(const std::vector<RepeatRow>& rows) {
+  std::set<std::string> names;
+  for (const RepeatRow& row : rows)
+    for (const auto& [name, acc] : row.result.heldout_exact) names.insert(name);
+  return {names.begin(), names.end()};
+}
+
 std::string millions(int64_t n) { return fmt::format("{:.2f} M", double(n) / 1e6); }
 
-std::string markdown(const ExperimentReport& r, bool has_load, bool has_distances) {
-  std::string md = "# " + r.title + "\n\n" + r.setup + "\n\n";
-  const auto sets = heldout_names(r.results);
-  md += "| method | experts | total params | active params | eval loss | exact match |";
-  for (const auto& h : sets) md += " held-out " + h + " |";
-  md += " wall time |\n|---|---:|---:|---:|---:|---:|";
+std::string results_table(const ExperimentReport& r) {
+  const auto sets = heldout_names(r.rows);
+  std::string md = "| method | experts | total params | active params | loss before tuning | eval loss | exact match (%) |";
+  for (const auto& h : sets) md += " held-out " + h + " (%) |";
+  md += " wall time per repeat |\n|---|---:|---:|---:|---:|---:|---:|";
   for (size_t i = 0; i < sets.size(); ++i) md += "---:|";
   md += "---:|\n";
-  for (const MethodResult& m : r.results) {
-    md += fmt::format("| {} | {} | {} | {} | {:.4f} | {:.1f}% |", m.method, m.experts, millions(m.total_params),
-                      millions(m.active_params), m.loss, 100 * m.exact);
-    for (const auto& h : sets) md += m.heldout_exact.count(h) ? fmt::format(" {:.1f}% |", 100 * m.heldout_exact.at(h)) : " |";
-    md += fmt::format(" {:.0f} s |\n", m.seconds);
+  for (const auto& [method, ms] : per_method(r)) {
+    const MethodResult& m = *ms.front();
+    md += fmt::format("| {} | {} | {} | {} | {} | {} | {} |", method, m.experts, millions(m.total_params),
+                      millions(m.active_params), with_interval(over(ms, [](auto& x) { return x.start_loss; }), "{:.4f}", 1),
+                      with_interval(over(ms, [](auto& x) { return x.loss; }), "{:.4f}", 1),
+                      with_interval(over(ms, [](auto& x) { return x.exact; }), "{:.1f}", 100));
+    for (const auto& h : sets)
+      md += " " + with_interval(over(ms, [&](auto& x) { return x.heldout_exact.count(h) ? x.heldout_exact.at(h) : NAN; }),
+                                "{:.1f}", 100) + " |";
+    md += fmt::format(" {:.0f} s |\n", over(ms, [](auto& x) { return x.seconds; }).mean);
   }
-  if (!r.base_dir.empty()) md += fmt::format("\nThe base tuning took {:.0f} s.", r.base_seconds);
-  md += fmt::format("\nThe shared dense run (its checkpoints feed every method) took {:.0f} s.\n", r.dense_seconds);
-  md += "\n## What the table shows\n\n" + findings(r) + "\n";
-  const auto tasks = all_tasks(r);
-  if (!tasks.empty()) {
-    md += "\n## Exact match per task\n\n| task |";
-    for (const MethodResult& m : r.results) md += " " + m.method + " |";
-    md += "\n|---|";
-    for (size_t i = 0; i < r.results.size(); ++i) md += "---:|";
-    md += "\n";
-    for (const auto& t : tasks) {
-      md += "| " + t + " |";
-      for (const MethodResult& m : r.results)
-        md += m.exact_by_task.count(t) ? fmt::format(" {:.0f}% |", 100 * m.exact_by_task.at(t)) : " |";
-      md += "\n";
-    }
-  }
-  md += "\n## Plots\n\n![training loss](plots/loss.svg)\n";
-  if (has_load) md += "\n![expert load](plots/expert_load.svg)\n";
-  if (has_distances) md += "\n![expert distances](plots/distances.svg)\n";
-  md += "\nEvery number here is in metrics.csv; each method's folder holds its model, its training\n"
-        "metrics (tuned/metrics.jsonl) and its evaluations (eval-*.json).\n";
   return md;
 }
 
-const MethodResult* find(const ExperimentReport& r, const std::string& method) {
-  for (const MethodResult& m : r.results)
-    if (m.method == method) return &m;
-  return nullptr;
+std::string task_table(const ExperimentReport& r) {
+  const auto tasks = all_tasks(r.rows);
+  if (tasks.empty()) return {};
+  const PerMethod methods = per_method(r);
+  std::string md = "\n## Exact match per task (%, mean over repeats)\n\n| task |";
+  for (const auto& [method, ms] : methods) md += " " + method + " |";
+  md += "\n|---|";
+  for (size_t i = 0; i < methods.size(); ++i) md += "---:|";
+  md += "\n";
+  for (const auto& t : tasks) {
+    md += "| " + t + " |";
+    for (const auto& [method, ms] : methods)
+      md += fmt::format(" {:.0f} |", 100 * over(ms, [&](auto& x) { return x.exact_by_task.count(t) ? x.exact_by_task.at(t) : NAN; }).mean);
+    md += "\n";
+  }
+  return md;
 }
 
-// How far the busiest and the idlest expert are from an even share, over the layers.
-std::string balance_words(const MethodResult& m) {
-  const auto load = final_expert_load(metrics_of(m));
-  if (load.empty()) return {};
-  double most = 0, least = 1;
-  for (const auto& layer : load)
-    for (double share : layer) most = std::max(most, share), least = std::min(least, share);
-  const double even = 1.0 / double(load[0].size());
-  std::string s = fmt::format("{}: the busiest expert takes {:.1f}x an even share, the idlest {:.2f}x", m.method,
-                              most / even, least / even);
-  if (least < 0.1 * even) s += " (some experts are nearly unused: a sign of router collapse)";
-  return s + ".";
+std::string markdown(const ExperimentReport& r, bool has_load, bool has_distances) {
+  const int repeats = int(per_method(r).front().second.size());
+  std::string md = "# " + r.title + "\n\n" + r.setup + "\n\n";
+  md += fmt::format("## Results ({} repeat{}; mean{})\n\n", repeats, repeats > 1 ? "s" : "",
+                    repeats > 1 ? " [95% CI over repeats]" : "");
+  md += results_table(r);
+  if (!r.base_dir.empty()) md += fmt::format("\nThe base tuning (shared by the repeats) took {:.0f} s.", r.base_seconds);
+  md += fmt::format("\nThe dense runs (each repeat's checkpoints feed its methods) took {:.0f} s in all.\n", r.dense_seconds);
+  md += "\n## What the runs show\n\n" + findings(r) + task_table(r);
+  md += "\n## Plots (first repeat)\n\n![training loss](plots/loss.svg)\n";
+  if (has_load) md += "\n![expert load](plots/expert_load.svg)\n";
+  if (has_distances) md += "\n![expert distances](plots/distances.svg)\n";
+  md += "\nEvery number here is in metrics.csv (a row per repeat and method), summary.csv and pairs.csv; each\n"
+        "repeat's folder holds its dense run and a folder per method with its model, its training metrics\n"
+        "(tuned/metrics.jsonl) and its evaluations (eval-*.json).\n";
+  return md;
 }
 
-// The converted model's quality before any tuning shows in the first step's loss.
+// Each layer's idlest and busiest expert relative to an even share over the last tenth of tuning,
+// the extremes over the repeats.
+std::string balance_words(const std::string& method, const std::vector<const MethodResult*>& ms) {
+  std::vector<double> idlest, busiest;  // [L]
+  for (const MethodResult* m : ms) {
+    const auto load = final_expert_load(metrics_of(*m));
+    for (size_t l = 0; l < load.size(); ++l) {
+      const double even = 1.0 / double(load[l].size());
+      const auto [lo, hi] = std::minmax_element(load[l].begin(), load[l].end());
+      if (idlest.size() <= l) idlest.push_back(1e9), busiest.push_back(0);
+      idlest[l] = std::min(idlest[l], *lo / even);
+      busiest[l] = std::max(busiest[l], *hi / even);
+    }
+  }
+  if (idlest.empty()) return {};
+  std::string per_layer;
+  for (size_t l = 0; l < idlest.size(); ++l) per_layer += fmt::format("{}{:.2f}/{:.2f}", l ? ", " : "", idlest[l], busiest[l]);
+  const double least = *std::min_element(idlest.begin(), idlest.end());
+  std::string s = fmt::format("- {}: each layer's idlest/busiest expert over the last tenth of tuning, relative to an even share "
+                              "(the extremes over {} repeat{}): {}",
+                              method, ms.size(), ms.size() > 1 ? "s" : "", per_layer);
+  if (least < 0.1) s += " (some experts are nearly unused: router collapse)";
+  return s + ".\n";
+}
+
+// The test loss of what each tuning starts from: the converted MoEs against the dense run's final
+// model (sparse upcycling's copies compute it exactly), paired by repeat.
+std::string start_words(const ExperimentReport& r) {
+  const PerMethod methods = per_method(r);
+  const auto dense = std::find_if(methods.begin(), methods.end(), [](const auto& m) { return m.first == "dense"; });
+  if (dense == methods.end() || std::isnan(dense->second.front()->start_loss)) return {};
+  std::string s = fmt::format("Test loss before each method's tuning: the dense run's final model {}",
+                              with_interval(over(dense->second, [](auto& x) { return x.start_loss; }), "{:.4f}", 1));
+  std::optional<PairedDifference> upit;
+  for (const auto& [method, ms] : methods) {
+    if (method == "dense" || ms.size() != dense->second.size()) continue;
+    std::vector<double> a, b;
+    for (size_t i = 0; i < ms.size(); ++i) a.push_back(ms[i]->start_loss), b.push_back(dense->second[i]->start_loss);
+    const PairedDifference d = paired_difference(a, b);
+    s += fmt::format("; {}'s converted model {:+.4f}", method, d.mean_diff);
+    if (d.n > 1) s += fmt::format(" [{:+.4f}, {:+.4f}]{}", d.low, d.high, d.significant ? "" : " (no significant difference)");
+    if (method == "upit") upit = d;
+  }
+  s += " against it.";
+  if (upit && upit->mean_diff > 0 && (upit->significant || upit->n == 1))
+    s += fmt::format(" UpIT's converted model starts worse than the dense model its experts came from{}; the ablations "
+                     "upit-no-router, upit-random-seed and upit-no-expand (`upcycle sweep --methods`) isolate the router "
+                     "pre-optimisation, its seed data and the expansion.",
+                     upit->n == 1 ? " in this one run (no interval)" : "");
+  return s + "\n";
+}
+
+// The converted model's quality before any tuning also shows in the first step's loss.
 std::string start_end_words(const MethodResult& m) {
   const std::vector<json> lines = read_metrics(metrics_of(m));
   if (lines.empty()) return m.method + ": no training metrics";
@@ -186,38 +262,7 @@ std::string start_end_words(const MethodResult& m) {
   return fmt::format("{}: {:.4f} -> {:.4f}", m.method, lines.front()["loss"].get<double>(), end);
 }
 
-// What in the runs explains UpIT not leading: how the converted models start, router collapse,
-// the test set's resolution.
-std::string reasons(const MethodResult& sparse, const MethodResult& upit) {
-  std::string out;
-  const std::vector<json> s = read_metrics(metrics_of(sparse)), u = read_metrics(metrics_of(upit));
-  if (!s.empty() && !u.empty() && u.front()["loss"].get<double>() > s.front()["loss"].get<double>())
-    out += fmt::format(" UpIT's converted model starts worse (first-step loss {:.4f} against sparse upcycling's {:.4f}): its "
-                       "experts include the dense run's early checkpoints, weaker models rather than differently skilled ones "
-                       "(the paper's checkpoints come from tuning a strong pretrained model);",
-                       u.front()["loss"].get<double>(), s.front()["loss"].get<double>());
-  for (const MethodResult* m : {&sparse, &upit}) {
-    const auto load = final_expert_load(metrics_of(*m));
-    double least = 1;
-    for (const auto& layer : load)
-      for (double share : layer) least = std::min(least, share);
-    if (!load.empty() && least < 0.1 / double(load[0].size()))
-      out += fmt::format(" {}'s routers collapse onto a few experts (one gets under a tenth of an even share), so few "
-                         "experts train;", m->method);
-  }
-  out += fmt::format(" one test sample is {:.2f} points of exact match.",
-                     100.0 / double(std::max<int64_t>(1, upit.exact_total)));
-  return out;
-}
-
 }  // namespace
-
-std::vector<std::string> heldout_names(const std::vector<MethodResult>& results) {
-  std::set<std::string> names;
-  for (const MethodResult& m : results)
-    for (const auto& [name, acc] : m.heldout_exact) names.insert(name);
-  return {names.begin(), names.end()};
-}
 
 std::vector<std::vector<double>> final_expert_load(const fs::path& metrics) {
   std::vector<json> lines;
@@ -235,60 +280,30 @@ std::vector<std::vector<double>> final_expert_load(const fs::path& metrics) {
   return mean;
 }
 
-// Exact match of each pair of methods (a − b, UpIT first, dense last) over the test samples: a
-// paired bootstrap, marked as one run's, whose sentence follows its interval alone.
-std::string pair_words(const ExperimentReport& r) {
-  std::vector<const MethodResult*> ms;
-  for (const MethodResult& m : r.results)
-    if (m.exact_by_sample.size() == size_t(m.exact_total) && m.exact_total > 0) ms.push_back(&m);
-  std::stable_sort(ms.begin(), ms.end(), [](auto a, auto b) { return pair_rank(a->method) < pair_rank(b->method); });
-  std::string words;
-  for (size_t i = 0; i < ms.size(); ++i)
-    for (size_t j = i + 1; j < ms.size(); ++j) {
-      if (ms[i]->exact_by_sample.size() != ms[j]->exact_by_sample.size()) continue;
-      const PairedDifference d = paired_bootstrap(ms[i]->exact_by_sample, ms[j]->exact_by_sample);
-      const std::string numbers =
-          fmt::format("{:+.1f} points exact match, 95% CI [{:+.1f}, {:+.1f}] by a paired bootstrap over the {} test samples "
-                      "(2,000 resamples; one run, so it covers the test set's noise, not run-to-run variation)",
-                      100 * d.mean_diff, 100 * d.low, 100 * d.high, d.n);
-      words += fmt::format("- {} − {}: {}.\n", ms[i]->method, ms[j]->method,
-                           d.significant ? numbers : "no significant difference (" + numbers + ")");
-    }
-  return words;
-}
-
 std::string findings(const ExperimentReport& r) {
-  std::vector<const MethodResult*> by_exact;
-  for (const MethodResult& m : r.results) by_exact.push_back(&m);
-  std::stable_sort(by_exact.begin(), by_exact.end(), [](auto a, auto b) { return a->exact > b->exact; });
-  std::string words = "By exact match: ";
-  for (size_t i = 0; i < by_exact.size(); ++i)
-    words += fmt::format("{}{} {:.1f}%", i ? ", then " : "", by_exact[i]->method, 100 * by_exact[i]->exact);
-  auto by_loss = by_exact;
-  std::stable_sort(by_loss.begin(), by_loss.end(), [](auto a, auto b) { return a->loss < b->loss; });
-  words += ". By eval loss: ";
-  for (size_t i = 0; i < by_loss.size(); ++i)
-    words += fmt::format("{}{} {:.4f}", i ? ", then " : "", by_loss[i]->method, by_loss[i]->loss);
-  words += ".\n\n";
-  words += pair_words(r);
-  const MethodResult *sparse = find(r, "sparse"), *upit = find(r, "upit");
-  if (sparse && upit) words += "\nWhat the runs show about UpIT against sparse upcycling:" + reasons(*sparse, *upit) + "\n";
-  words += "\nWhere each tuning starts and ends (training loss of its first step, mean of its last tenth):";
-  for (const MethodResult& m : r.results) words += "\n- " + start_end_words(m);
-  for (const MethodResult& m : r.results) {
-    const std::string b = balance_words(m);
-    if (!b.empty()) words += "\n- " + b;
-  }
-  return words + "\n";
+  const int repeats = int(per_method(r).front().second.size());
+  std::string words = repeats > 1 ? fmt::format("Paired differences over the {} repeats (the same seed on both sides; pairs.csv):\n\n", repeats)
+                                  : "Paired differences of one run (pairs.csv):\n\n";
+  words += pair_sentences(method_pairs(r.rows), false);
+  const std::string start = start_words(r);
+  if (!start.empty()) words += "\n" + start;
+  words += "\nWhere each tuning starts and ends in the first repeat (training loss of its first step, mean of its last tenth):";
+  for (const MethodResult& m : first_repeat(r)) words += "\n- " + start_end_words(m);
+  words += "\n\nExpert load:\n\n";
+  for (const auto& [method, ms] : per_method(r)) words += balance_words(method, ms);
+  return words;
 }
 
 void write_experiment_report(const fs::path& dir, const ExperimentReport& r) {
   fs::create_directories(dir / "plots");
-  replace_text_file(dir / "plots" / "loss.svg", loss_plot(r));
-  const std::string load = load_plot(r), distances = distance_plot(r);
+  const std::vector<MethodResult> first = first_repeat(r);
+  replace_text_file(dir / "plots" / "loss.svg", loss_plot(r, first));
+  const std::string load = load_plot(first), distances = distance_plot(first);
   if (!load.empty()) replace_text_file(dir / "plots" / "expert_load.svg", load);
   if (!distances.empty()) replace_text_file(dir / "plots" / "distances.svg", distances);
-  replace_text_file(dir / "metrics.csv", csv(r));
+  replace_text_file(dir / "metrics.csv", rows_csv(r.rows));
+  replace_text_file(dir / "summary.csv", summary_csv(r.rows));
+  replace_text_file(dir / "pairs.csv", pairs_csv(method_pairs(r.rows)));
   replace_text_file(dir / "report.md", markdown(r, !load.empty(), !distances.empty()));
 }
 

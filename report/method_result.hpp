@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -13,6 +14,9 @@ struct MethodResult {
   int experts = 1;                       // 1 for dense
   int64_t total_params = 0, active_params = 0;
   double loss = 0, ppl = 0;              // on the test data's replies
+  // The test loss of the model the tuning starts from (the converted MoE; dense: the dense run's
+  // final model), NaN when unknown.
+  double start_loss = std::numeric_limits<double>::quiet_NaN();
   double exact = 0;                      // exact-match accuracy
   int64_t exact_total = 0;               // over this many samples
   std::map<std::string, double> heldout_exact;  // by held-out set name
@@ -23,7 +27,7 @@ struct MethodResult {
 };
 
 // Which side of a comparison a method takes (a − b with a ranked first): UpIT first, dense last,
-// the other baselines between, sparse upcycling last of them.
+// UpIT's ablations and the other baselines between, sparse upcycling last of them.
 inline int pair_rank(const std::string& method) {
   return method == "upit" ? 0 : method == "dense" ? 3 : method == "sparse" ? 2 : 1;
 }

@@ -7,17 +7,11 @@
 #include <string>
 #include <vector>
 
-#include "report/method_result.hpp"
+#include "report/repeats.hpp"
 
 namespace upcycle {
 
-struct SweepRow {
-  int64_t data = 0;  // training samples
-  int repeat = 0;
-  MethodResult result;
-};
-
 // Writes dir/sweep.csv, dir/plots/{exact,loss}.svg and dir/report.md (each complete or not at all).
-void write_sweep_report(const std::filesystem::path& dir, const std::vector<SweepRow>& rows, const std::string& setup);
+void write_sweep_report(const std::filesystem::path& dir, const std::vector<RepeatRow>& rows, const std::string& setup);
 
 }  // namespace upcycle

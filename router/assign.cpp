@@ -1,7 +1,9 @@
 #include "router/assign.hpp"
 
+#include <cmath>
 #include <limits>
 
+#include "core/random.hpp"
 #include "trainer/batches.hpp"
 
 namespace upcycle::router {
@@ -55,6 +57,27 @@ Assignment assign_by_loss(const ModelConfig& config, const Weights<float>& moe, 
     ++a.counts[size_t(best)];
   }
   return a;
+}
+
+void assign_at_random(Assignment& a, uint64_t seed) {
+  const size_t E = a.counts.size();
+  Rng rng = Rng::stream(seed, "random seed assignment");
+  a.counts.assign(E, 0);
+  for (int32_t& e : a.expert) ++a.counts[size_t(e = int32_t(rng.below(E)))];
+}
+
+std::vector<std::vector<double>> loss_distances(const Assignment& a) {
+  const size_t E = a.counts.size();
+  std::vector<std::vector<double>> d(E, std::vector<double>(E, 0.0));
+  for (size_t i = 0; i < E; ++i)
+    for (size_t j = i + 1; j < E; ++j) {
+      double sum = 0;
+      int64_t n = 0;
+      for (const auto& loss : a.loss)
+        if (std::isfinite(loss[i]) && std::isfinite(loss[j])) sum += std::fabs(loss[i] - loss[j]), ++n;
+      d[i][j] = d[j][i] = n ? sum / double(n) : 0.0;
+    }
+  return d;
 }
 
 }  // namespace upcycle::router

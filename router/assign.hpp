@@ -26,4 +26,13 @@ EngineSpec expert_dense_model(const ModelConfig& config, const Weights<float>& m
 Assignment assign_by_loss(const ModelConfig& config, const Weights<float>& moe, EngineFactory make,
                           const TokenizedData& seed, int64_t seq_len, const std::function<void()>& progress = {});
 
+// The ablation of the assignment: each sample to an expert drawn uniformly (seeded), the losses
+// kept; counts recomputed.
+void assign_at_random(Assignment& a, uint64_t seed);
+
+// How differently the experts score the seed data, in function rather than in weights: [E][E],
+// the mean over samples (those with a finite loss under both) of |loss_i − loss_j| per counted
+// token; 0 on the diagonal.
+std::vector<std::vector<double>> loss_distances(const Assignment& a);
+
 }  // namespace upcycle::router

@@ -1,5 +1,6 @@
 // `upcycle sweep`: experiments over a grid of expert counts, training-data sizes and methods
 // (experiments/sweep.hpp).
+#include "experiments/methods.hpp"
 #include "experiments/sweep.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
@@ -15,9 +16,12 @@ int cmd_sweep(const Args& args) {
       "data and evaluated) for every cell of a grid: training-data size x repeat x method x expert\n"
       "count (dense has none). Data of each size and repeat comes from `upcycle data synth` (seed +\n"
       "repeat); the test set is shared. The dense run of a data size and repeat is shared by its\n"
-      "cells. Tuning is by epochs, so more data is more steps. Writes DIR/sweep.csv, DIR/plots/\n"
-      "(exact match and loss against data size per method and expert count) and DIR/report.md.\n"
-      "Finished cells are skipped when run again, so an interrupted sweep continues.";
+      "cells. Tuning is by epochs, so more data is more steps. Writes DIR/sweep.csv (a row per\n"
+      "cell), DIR/summary.csv (means with 95% t intervals over repeats), DIR/pairs.csv (paired\n"
+      "differences of methods on the same seeds), DIR/plots/ and DIR/report.md. Finished cells\n"
+      "are skipped when run again, so an interrupted sweep continues.\n\n"
+      "Methods (--methods), the baselines and UpIT's ablations:\n" +
+      experiment_methods_help();
   cli::add_options(spec, sweep_option_table());
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;

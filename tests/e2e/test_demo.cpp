@@ -36,46 +36,61 @@ TEST_CASE("demo: data, a dense run with checkpoints, three methods, evaluations 
   const fs::path out = dir / "demo";
   const std::string args = "demo --out '" + out.string() +
                            "' --base-steps 4 --dense-steps 6 --checkpoints 3 --steps 3 --train-samples 120 --test-samples 10 "
-                           "--batch-tokens 512 --experts 4 --seed-samples 12";
+                           "--batch-tokens 512 --experts 4 --seed-samples 12 --repeats 2";
   auto r = run_upcycle(args);
   REQUIRE_MESSAGE(r.code == 0, r.err);
-  // The dense run saved its checkpoints evenly (--save-count): steps 2 and 4, then final.
-  for (const char* d : {"step-000002", "step-000004", "final"}) CHECK(fs::exists(out / "dense-run" / d));
+  // Two repeats share the data and the base tuning; each has its own dense run, which saved its
+  // checkpoints evenly (--save-count): steps 2 and 4, then final.
   CHECK(fs::exists(out / "init" / "tokenizer.json"));
   CHECK(fs::exists(out / "base" / "final"));
-  const auto convert = json::parse(read_file(out / "upit" / "init" / "upcycle_convert.json"));
+  for (const char* repeat : {"r0", "r1"})
+    for (const char* d : {"step-000002", "step-000004", "final"}) CHECK(fs::exists(out / repeat / "dense-run" / d));
+  const auto convert = json::parse(read_file(out / "r0" / "upit" / "init" / "upcycle_convert.json"));
   CHECK(convert["pool"].size() == 4);
   CHECK(convert["distances_before"].size() == 3);
+  // Seeds differ between repeats: the dense runs' data order differs.
+  CHECK(read_file(out / "r0" / "dense-run" / "metrics.jsonl") != read_file(out / "r1" / "dense-run" / "metrics.jsonl"));
 
   const auto csv = lines(read_file(out / "metrics.csv"));
-  REQUIRE(csv.size() == 4);
-  CHECK(csv[0].rfind("method,experts,total_params,active_params,eval_loss,eval_ppl,exact,seconds,"
+  REQUIRE(csv.size() == 7);  // header, then 2 repeats x 3 methods
+  CHECK(csv[0].rfind("data,repeat,seed,method,experts,total_params,active_params,start_loss,eval_loss,eval_ppl,exact,seconds,"
                      "exact_heldout_phrasings,exact_heldout_tasks,", 0) == 0);
-  const double heldout = json::parse(read_file(out / "sparse" / "eval-heldout-tasks.json"))["acc"];
-  CHECK(csv[2].find(fmt::format(",{:.6f},", heldout)) != std::string::npos);
-  CHECK(csv[1].rfind("dense,1,", 0) == 0);
-  CHECK(csv[3].rfind("upit,4,", 0) == 0);
-  // The table's loss is the method's own evaluation.
-  const double upit_loss = json::parse(read_file(out / "upit" / "eval-loss.json"))["loss"];
+  const double heldout = json::parse(read_file(out / "r1" / "sparse" / "eval-heldout-tasks.json"))["acc"];
+  CHECK(csv[5].rfind("120,1,1,sparse,4,", 0) == 0);
+  CHECK(csv[5].find(fmt::format(",{:.6f},", heldout)) != std::string::npos);
+  CHECK(csv[1].rfind("120,0,0,dense,1,", 0) == 0);
+  CHECK(csv[3].rfind("120,0,0,upit,4,", 0) == 0);
+  // Sparse upcycling's copies of the final FFN compute the dense run's final model exactly: the
+  // same loss before tuning.
+  const double dense_start = json::parse(read_file(out / "r0" / "dense" / "eval-start-loss.json"))["loss"];
+  const double sparse_start = json::parse(read_file(out / "r0" / "sparse" / "eval-start-loss.json"))["loss"];
+  CHECK(sparse_start == doctest::Approx(dense_start).epsilon(1e-5));
+  CHECK(fs::exists(out / "r0" / "upit" / "eval-start-loss.json"));
+  // The table's loss is the methods' own evaluations, mean over the repeats.
+  const double upit_loss = (json::parse(read_file(out / "r0" / "upit" / "eval-loss.json"))["loss"].get<double>() +
+                            json::parse(read_file(out / "r1" / "upit" / "eval-loss.json"))["loss"].get<double>()) / 2;
   const std::string report = read_file(out / "report.md");
   CHECK(report.find("| upit | 4 |") != std::string::npos);
-  CHECK(report.find(fmt::format("{:.4f}", upit_loss)) != std::string::npos);
-  CHECK(report.find("## What the table shows") != std::string::npos);
-  // Pairs of methods from a paired bootstrap over the test samples, never the paper's shape from means.
-  CHECK(report.find("upit − sparse: ") != std::string::npos);
-  CHECK(report.find("by a paired bootstrap over the") != std::string::npos);
+  CHECK(report.find(fmt::format("{:.4f} [", upit_loss)) != std::string::npos);
+  CHECK(report.find("## Results (2 repeats; mean [95% CI over repeats])") != std::string::npos);
+  // Pairs of methods from paired t intervals over the repeats, never the paper's shape from means.
+  CHECK(report.find("upit E=4 − sparse E=4: ") != std::string::npos);
+  CHECK(report.find("2 repeats, p = ") != std::string::npos);
+  CHECK(report.find("Test loss before each method's tuning") != std::string::npos);
   CHECK(report.find("paper's shape") == std::string::npos);
+  CHECK(lines(read_file(out / "pairs.csv")).size() == 1 + 2 * 3);  // exact and loss for 3 pairs
+  CHECK(lines(read_file(out / "summary.csv")).size() == 1 + 2 * 3);
   for (const char* plot : {"loss.svg", "expert_load.svg", "distances.svg"}) CHECK_MESSAGE(valid_svg(out / "plots" / plot), plot);
 
   // Everything exists: the rerun trains nothing and writes the same table.
-  const auto tuned = fs::last_write_time(out / "upit" / "tuned" / "final" / "model.safetensors");
+  const auto tuned = fs::last_write_time(out / "r1" / "upit" / "tuned" / "final" / "model.safetensors");
   r = run_upcycle(args);
   REQUIRE_MESSAGE(r.code == 0, r.err);
-  CHECK(fs::last_write_time(out / "upit" / "tuned" / "final" / "model.safetensors") == tuned);
+  CHECK(fs::last_write_time(out / "r1" / "upit" / "tuned" / "final" / "model.safetensors") == tuned);
   CHECK(r.err.find("is done, skipped") != std::string::npos);
   CHECK(lines(read_file(out / "metrics.csv")) == csv);
 
-  for (const char* bad : {"--experts 0", "--top-k 3 --experts 2", "--steps 0", "--checkpoints 9 --dense-steps 4"}) {
+  for (const char* bad : {"--experts 0", "--top-k 3 --experts 2", "--steps 0", "--checkpoints 9 --dense-steps 4", "--repeats 0"}) {
     r = run_upcycle("demo --out '" + (dir / "bad").string() + "' " + bad);
     CHECK_MESSAGE(r.code == 1, bad);
     CHECK_MESSAGE(!fs::exists(dir / "bad" / "data"), bad);  // refused before any work
@@ -86,16 +101,21 @@ TEST_CASE("sweep: a grid of data sizes and methods, sweep.csv and plots, misuse 
   ScratchDir dir;
   const fs::path out = dir / "sweep";
   const std::string args = "sweep --out '" + out.string() +
-                           "' --experts 2 --data 40,80 --methods dense,upit --test-samples 6 --base-steps 3 --base-samples 20 --dense-epochs 1 "
+                           "' --experts 2 --data 40,80 --methods dense,upit,upit-no-router --test-samples 6 --base-steps 3 --base-samples 20 --dense-epochs 1 "
                            "--checkpoints 2 --epochs 0.5 --batch-tokens 512 --seed-samples 8";
   auto r = run_upcycle(args);
   REQUIRE_MESSAGE(r.code == 0, r.err);
   const auto csv = lines(read_file(out / "sweep.csv"));
-  REQUIRE(csv.size() == 5);  // header, then 2 sizes x (dense, upit E=2)
+  REQUIRE(csv.size() == 7);  // header, then 2 sizes x (dense, upit E=2, upit-no-router E=2)
   CHECK(fs::exists(out / "base-r0" / "final"));  // one base tuning, shared by every cell
-  CHECK(csv[1].rfind("40,0,dense,1,", 0) == 0);
-  CHECK(csv[2].rfind("40,0,upit,2,", 0) == 0);
-  CHECK(csv[4].rfind("80,0,upit,2,", 0) == 0);
+  CHECK(csv[1].rfind("40,0,0,dense,1,", 0) == 0);
+  CHECK(csv[2].rfind("40,0,0,upit,2,", 0) == 0);
+  CHECK(csv[5].rfind("80,0,0,upit,2,", 0) == 0);
+  // The ablation by name: UpIT's pool with a random router.
+  const auto ablation = json::parse(read_file(out / "n40-r0" / "e2" / "upit-no-router" / "init" / "upcycle_convert.json"));
+  CHECK(ablation["router"] == "random");
+  CHECK(ablation["method"] == "upit");
+  CHECK(read_file(out / "report.md").find("upit E=2 − upit-no-router E=2") != std::string::npos);
   // More data, more steps: tuning is by epochs.
   CHECK(lines(read_file(out / "n80-r0" / "dense-run" / "metrics.jsonl")).size() >
         lines(read_file(out / "n40-r0" / "dense-run" / "metrics.jsonl")).size());

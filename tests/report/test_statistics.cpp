@@ -2,10 +2,12 @@
 // and a sweep report whose intervals are recomputed from its own CSV rows.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <sstream>
 
+#include "report/repeats.hpp"
 #include "report/statistics.hpp"
 #include "report/sweep_report.hpp"
 #include "tests/common/fixtures.hpp"
@@ -99,7 +101,7 @@ TEST_CASE("statistics: a sweep report's intervals are recomputed from its CSV ro
   ScratchDir dir;
   // upit beats sparse by 2 to 4 points in every repeat; sparse and dense differ by noise.
   const double upit[] = {0.62, 0.60, 0.63}, sparse[] = {0.59, 0.58, 0.59}, dense[] = {0.58, 0.59, 0.585};
-  std::vector<SweepRow> rows;
+  std::vector<RepeatRow> rows;
   for (int r = 0; r < 3; ++r)
     for (auto [method, experts, exact] : {std::tuple{"upit", 4, upit[r]}, {"sparse", 4, sparse[r]}, {"dense", 1, dense[r]}}) {
       MethodResult m;
@@ -107,13 +109,21 @@ TEST_CASE("statistics: a sweep report's intervals are recomputed from its CSV ro
       m.experts = experts;
       m.exact = exact;
       m.loss = 1.0 - exact;
-      rows.push_back({100, r, m});
+      rows.push_back({100, r, uint64_t(r), m});
     }
   write_sweep_report(dir.path(), rows, "test");
 
-  // summary.csv from sweep.csv: metric,method,experts,data,n,mean,sd,ci_low,ci_high.
+  // summary.csv from sweep.csv's rows (read back by column name): metric,method,experts,data,n,
+  // mean,sd,ci_low,ci_high.
+  const auto sweep = read_csv(dir / "sweep.csv");
+  auto column = [&](const char* name) {
+    return size_t(std::find(sweep[0].begin(), sweep[0].end(), name) - sweep[0].begin());
+  };
+  REQUIRE(column("exact") < sweep[0].size());
+  REQUIRE(sweep[0][2] == "seed");
   std::map<std::string, std::vector<double>> exact;
-  for (const auto& row : rows) exact[row.result.method].push_back(row.result.exact);
+  for (size_t i = 1; i < sweep.size(); ++i) exact[sweep[i][column("method")]].push_back(std::stod(sweep[i][column("exact")]));
+  REQUIRE(exact.at("upit").size() == 3);
   int checked = 0;
   for (const auto& s : read_csv(dir / "summary.csv")) {
     if (s[0] != "exact") continue;
@@ -142,4 +152,35 @@ TEST_CASE("statistics: a sweep report's intervals are recomputed from its CSV ro
   CHECK(md.find("upit E=4 − sparse E=4: +") != std::string::npos);
   CHECK(md.find("sparse E=4 − dense: no significant difference") != std::string::npos);
   CHECK(md.find("paper's shape") == std::string::npos);
+}
+
+TEST_CASE("statistics: with one repeat, exact match pairs come from a bootstrap over test samples, loss pairs make no claim") {
+  std::vector<RepeatRow> rows;
+  for (auto [method, experts, right] : {std::tuple{"upit", 4, 30}, {"dense", 1, 10}}) {
+    MethodResult m;
+    m.method = method;
+    m.experts = experts;
+    for (int i = 0; i < 40; ++i) m.exact_by_sample.push_back(i < right ? 1 : 0);
+    m.exact = right / 40.0;
+    m.loss = 1.0;
+    rows.push_back({100, 0, 0, m});
+  }
+  const std::vector<MethodPair> ps = method_pairs(rows);
+  REQUIRE(ps.size() == 2);
+  const MethodPair& exact = ps[0].metric == "exact" ? ps[0] : ps[1];
+  const MethodPair& loss = ps[0].metric == "exact" ? ps[1] : ps[0];
+  CHECK(exact.bootstrap);
+  CHECK(exact.d.n == 40);  // over the test samples, not repeats
+  CHECK(exact.d.mean_diff == doctest::Approx(0.5));
+  CHECK(exact.d.significant);
+  const PairedDifference want = paired_bootstrap(rows[0].result.exact_by_sample, rows[1].result.exact_by_sample);
+  CHECK(exact.d.low == want.low);
+  CHECK(!loss.bootstrap);
+  CHECK(std::isnan(loss.d.low));
+  const std::string csv = pairs_csv(ps);
+  CHECK(csv.find(",1,bootstrap\n") != std::string::npos);
+  const std::string words = pair_sentences(ps, false);
+  CHECK(words.find("upit E=4 − dense: +50 points exact match, 95% CI [") != std::string::npos);
+  CHECK(words.find("by a paired bootstrap over the 40 test samples") != std::string::npos);
+  CHECK(words.find("in one run: no interval, so no claim") != std::string::npos);
 }

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "router/assign.hpp"
 #include "router/hidden_init.hpp"
@@ -150,4 +151,34 @@ TEST_CASE("router: the hidden init is the unit-length mean router input of each 
     }
   }
   CHECK(routers[0][0] != routers[0][size_t(H)]);  // experts 0 and 1 differ
+}
+
+TEST_CASE("router: functional distances are the mean absolute loss gap per sample, the random assignment is seeded") {
+  router::Assignment a;
+  // Three samples under three experts; sample 2 has no counted token under expert 2.
+  const double inf = std::numeric_limits<double>::infinity();
+  a.loss = {{1.0, 1.5, 3.0}, {2.0, 1.0, 2.0}, {0.5, 0.5, inf}};
+  a.expert = {0, 1, 0};
+  a.counts = {2, 1, 0};
+  const auto d = router::loss_distances(a);
+  CHECK(d[0][0] == 0);
+  CHECK(d[0][1] == doctest::Approx((0.5 + 1.0 + 0.0) / 3));
+  CHECK(d[1][0] == d[0][1]);
+  CHECK(d[0][2] == doctest::Approx((2.0 + 0.0) / 2));  // sample 2 left out: no finite loss under expert 2
+  CHECK(d[1][2] == doctest::Approx((1.5 + 1.0) / 2));
+
+  router::Assignment b = a, c = a;
+  b.expert.assign(300, 0);
+  c.expert.assign(300, 0);
+  router::assign_at_random(b, 7);
+  router::assign_at_random(c, 7);
+  CHECK(b.expert == c.expert);
+  int64_t total = 0;
+  for (int64_t n : b.counts) {
+    CHECK(n > 60);  // about 100 each of 300
+    total += n;
+  }
+  CHECK(total == 300);
+  router::assign_at_random(c, 8);
+  CHECK(b.expert != c.expert);
 }

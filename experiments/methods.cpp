@@ -1,0 +1,46 @@
+#include "experiments/methods.hpp"
+
+namespace upcycle {
+
+const std::vector<ExperimentMethod>& experiment_methods() {
+  static const std::vector<ExperimentMethod> methods = {
+      {"dense", "the dense run's final model, tuned further (no experts)", nullptr},
+      {"sparse", "sparse upcycling: every expert a copy of the final FFN, random router", "sparse"},
+      {"drop", "drop-upcycling: copies of the final FFN with half of each expert's neurons re-drawn", "drop"},
+      {"btx", "Branch-Train-MiX: the checkpoints' FFNs as experts, random router", "btx"},
+      {"upit", "UpIT: the checkpoints' FFNs, grown by the genetic merge search, routers pre-optimised on seed data", "upit"},
+      {"upit-no-router", "UpIT with a random router (no pre-optimisation)", "upit", false,
+       [](ConvertOptions& c) { c.router = "random"; }},
+      {"upit-hidden-router", "UpIT with routers set from the experts' mean hidden states (mergekit's gate)", "upit", false,
+       [](ConvertOptions& c) { c.router = "hidden"; }},
+      {"upit-random-seed", "UpIT with each seed sample given to a random expert, not the one scoring it best", "upit", false,
+       [](ConvertOptions& c) { c.seed_assign = "random"; }},
+      {"upit-no-expand", "UpIT without the search: a dense run saving E checkpoints, each an expert", "upit", true,
+       [](ConvertOptions& c) { c.no_expand = true; }},
+      {"upit-random-parents", "UpIT with the search's parents drawn at random, not among the most distant pairs", "upit", false,
+       [](ConvertOptions& c) { c.parents = "random"; }},
+      {"upit-global-balance", "UpIT tuned with transformers' global load-balancing loss instead of the per-layer one", "upit",
+       false, nullptr, [](TrainOptions& t) { t.aux_loss = AuxLoss::Global; }},
+  };
+  return methods;
+}
+
+const ExperimentMethod* find_experiment_method(const std::string& name) {
+  for (const ExperimentMethod& m : experiment_methods())
+    if (name == m.name) return &m;
+  return nullptr;
+}
+
+std::string experiment_method_names() {
+  std::string names;
+  for (const ExperimentMethod& m : experiment_methods()) names += (names.empty() ? "" : ", ") + std::string(m.name);
+  return names;
+}
+
+std::string experiment_methods_help() {
+  std::string help;
+  for (const ExperimentMethod& m : experiment_methods()) help += "  " + std::string(m.name) + ": " + m.help + "\n";
+  return help;
+}
+
+}  // namespace upcycle
