@@ -1,5 +1,7 @@
 #include "core/option_table.hpp"
 
+#include <sstream>
+
 #include <algorithm>
 #include <cmath>
 
@@ -89,5 +91,16 @@ void require_not_negative(double value, const std::string& key) {
 }
 
 void throw_config_error(const std::string& where, const std::string& message) { throw UsageError(where + ": " + message); }
+
+std::vector<std::string> comma_list(const std::string& key, const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    if (item.empty()) throw OptionError(key, option_name(key) + ": '" + text + "' holds an empty item");
+    out.push_back(item);
+  }
+  if (out.empty()) throw OptionError(key, option_name(key) + " needs at least one value");
+  return out;
+}
 
 }  // namespace upcycle

@@ -41,6 +41,9 @@ std::string render_option_names(const std::string& message, bool as_flags);
 // A key as a command-line flag: "save_every" -> "--save-every".
 std::string option_flag(const std::string& key);
 
+// "a,b,c" as its items; OptionError naming `key` for an empty list or item.
+std::vector<std::string> comma_list(const std::string& key, const std::string& text);
+
 template <class S>
 struct OptionRow {
   std::string key;

@@ -3,9 +3,11 @@
 #include <chrono>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "core/progress.hpp"
+#include "experiments/methods.hpp"
 #include "experiments/stages.hpp"
 #include "report/experiment_report.hpp"
 
@@ -26,9 +28,10 @@ std::string setup_text(const ExperimentOptions& o, int64_t train, int64_t test, 
       "against the reference answer; the held-out columns ask the trained tasks in a phrasing never trained "
       "on, and task families never trained on. {} repeat(s) share the data and the base tuning (seed {}); repeat r "
       "has its own dense run and methods with seed {} + r (data order, the genetic search, router initialisation), "
-      "the same for every method, so methods are compared in pairs.",
+      "the same for every method, so methods are compared in pairs. Methods: {}.",
       model.string(), !o.base_tune ? std::string() : fmt::format(" after a base tuning of {} steps", o.base_tune->steps),
-      train, test, o.dense_tune.steps, o.dense_tune.save_count, o.tune.steps, o.experts, o.experts, o.top_k, o.base_seed, repeats, o.base_seed, o.base_seed);
+      train, test, o.dense_tune.steps, o.dense_tune.save_count, o.tune.steps, o.experts, o.experts, o.top_k, o.base_seed, repeats, o.base_seed, o.base_seed,
+      fmt::format("{}", fmt::join(o.methods, ", ")));
 }
 
 OptionTable<O> make_table() {
@@ -38,6 +41,10 @@ OptionTable<O> make_table() {
       option<O>("train_samples", "synthetic training samples", [](O& o) -> auto& { return o.train_samples; }),
       option<O>("dense_steps", "steps of the dense run", [](O& o) -> auto& { return o.dense_steps; }),
       option<O>("steps", "steps of each method's tuning", [](O& o) -> auto& { return o.steps; }),
+      text_option<O>("methods", "methods and ablations by name (see `upcycle sweep --help`)",
+                     [](O& o) -> auto& { return o.methods; },
+                     [](const std::string& v) { return experiment_method_list("methods", v); },
+                     [](const std::vector<std::string>& v) { return fmt::format("{}", fmt::join(v, ",")); }),
       option<O>("repeats", "repeats with seeds seed, seed + 1, ... (each its own dense run and methods)",
                 [](O& o) -> auto& { return o.repeats; }),
       option<O>("overwrite", "remove DIR first", [](O& o) -> auto& { return o.overwrite; }),
@@ -80,7 +87,7 @@ void run_demo(const O& d) {
   synth_data(o.test, "test", test, seed);
   o.heldout = synth_heldout_sets(out / "data", test, seed);
   o.init = initial_model(d.settings, out / "init", seed);
-  o.methods = {"dense", "sparse", "upit"};
+  o.methods = d.methods;
   o.experts = d.experts;
   o.top_k = d.settings.top_k;
   o.base_seed = seed;

@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "experiments/settings.hpp"
 
@@ -12,8 +14,9 @@ struct DemoOptions {
   std::filesystem::path out = "runs/demo";
   int experts = 8;               // of the MoEs
   int64_t train_samples = 4000;  // synthetic training samples
-  int64_t dense_steps = 400;     // the dense run's
-  int64_t steps = 500;           // each method's tuning
+  int64_t dense_steps = 250;     // the dense run's
+  int64_t steps = 300;           // each method's tuning
+  std::vector<std::string> methods{"dense", "sparse", "upit"};  // names in experiment_methods()
   int repeats = 3;               // seeds seed, seed + 1, ...: each its own dense run and methods
   bool overwrite = false;        // remove out first
   ExperimentSettings settings;

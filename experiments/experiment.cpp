@@ -123,6 +123,7 @@ MethodResult run_method(const ExperimentMethod& m, const ExperimentOptions& o) {
     evaluate(final_model, o.test, "exact", r.dir / "eval-exact.json", o, predictions);
     for (const HeldoutSet& h : o.heldout) evaluate(final_model, h.data, "exact", heldout_file(h), o);
   });
+  if (m.convert) evaluate(final_model, o.test, "routing", r.dir / "eval-routing.json", o);
   const json loss = read_json_file(r.dir / "eval-loss.json"), exact = read_json_file(r.dir / "eval-exact.json");
   for (const HeldoutSet& h : o.heldout) r.heldout_exact[h.name] = read_json_file(heldout_file(h)).at("acc").get<double>();
   r.start_loss = read_json_file(r.dir / "eval-start-loss.json").at("loss");

@@ -19,6 +19,8 @@ const std::vector<ExperimentMethod>& experiment_methods() {
        [](ConvertOptions& c) { c.no_expand = true; }},
       {"upit-random-parents", "UpIT with the search's parents drawn at random, not among the most distant pairs", "upit", false,
        [](ConvertOptions& c) { c.parents = "random"; }},
+      {"upit-shared-final", "UpIT with attention, embeddings and norms from the final checkpoint, not the checkpoints' mean",
+       "upit", false, [](ConvertOptions& c) { c.shared_from = int(c.checkpoints.size()) - 1; }},
       {"upit-global-balance", "UpIT tuned with transformers' global load-balancing loss instead of the per-layer one", "upit",
        false, nullptr, [](TrainOptions& t) { t.aux_loss = AuxLoss::Global; }},
   };
@@ -29,6 +31,14 @@ const ExperimentMethod* find_experiment_method(const std::string& name) {
   for (const ExperimentMethod& m : experiment_methods())
     if (name == m.name) return &m;
   return nullptr;
+}
+
+std::vector<std::string> experiment_method_list(const std::string& key, const std::string& text) {
+  const std::vector<std::string> names = comma_list(key, text);
+  for (const std::string& name : names)
+    if (!find_experiment_method(name))
+      throw OptionError(key, option_name(key) + ": unknown method '" + name + "' (" + experiment_method_names() + ")");
+  return names;
 }
 
 std::string experiment_method_names() {

@@ -24,6 +24,10 @@ const std::vector<ExperimentMethod>& experiment_methods();
 // The method named `name`; nullptr when there is none.
 const ExperimentMethod* find_experiment_method(const std::string& name);
 
+// "dense,sparse,upit" as method names; OptionError naming `key` for an empty item or an unknown
+// method.
+std::vector<std::string> experiment_method_list(const std::string& key, const std::string& text);
+
 // "dense, sparse, ..." for errors, and a line per method for help texts.
 std::string experiment_method_names();
 std::string experiment_methods_help();

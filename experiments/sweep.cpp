@@ -1,7 +1,6 @@
 #include "experiments/sweep.hpp"
 
 #include <algorithm>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -19,22 +18,10 @@ namespace {
 namespace fs = std::filesystem;
 using O = SweepOptions;
 
-// "a,b,c" as its items; OptionError naming `key` for an empty list or item.
-std::vector<std::string> split_list(const std::string& key, const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream in(text);
-  for (std::string item; std::getline(in, item, ',');) {
-    if (item.empty()) throw OptionError(key, option_name(key) + ": '" + text + "' holds an empty item");
-    out.push_back(item);
-  }
-  if (out.empty()) throw OptionError(key, option_name(key) + " needs at least one value");
-  return out;
-}
-
 // "2,4,8" -> {2, 4, 8}: positive integers.
 std::vector<int64_t> int_list(const std::string& key, const std::string& text) {
   std::vector<int64_t> out;
-  for (const std::string& item : split_list(key, text)) {
+  for (const std::string& item : comma_list(key, text)) {
     size_t used = 0;
     int64_t v = 0;
     try {
@@ -84,7 +71,7 @@ OptionTable<O> make_table() {
       text_option<O>("data", "training-data sizes (samples)", [](O& o) -> auto& { return o.data; },
                      [](const std::string& v) { return int_list("data", v); }, joined<int64_t>),
       text_option<O>("methods", "methods and ablations by name: " + experiment_method_names(), [](O& o) -> auto& { return o.methods; },
-                     [](const std::string& v) { return split_list("methods", v); }, joined<std::string>),
+                     [](const std::string& v) { return experiment_method_list("methods", v); }, joined<std::string>),
       option<O>("repeats", "repeats of every cell with seeds seed, seed + 1, ...", [](O& o) -> auto& { return o.repeats; }),
       option<O>("out", "output folder", [](O& o) -> auto& { return o.out; }),
       option<O>("base_samples", "the base tuning's own synthetic data (other samples than the cells')",
@@ -105,9 +92,6 @@ const OptionTable<SweepOptions>& sweep_option_table() {
 
 void check_sweep_options(const O& s) {
   check_experiment_settings(s.settings);
-  for (const std::string& m : s.methods)
-    if (!find_experiment_method(m))
-      throw OptionError("methods", option_name("methods") + ": unknown method '" + m + "' (" + experiment_method_names() + ")");
   require_positive(s.repeats, "repeats");
   if (s.settings.top_k > *std::min_element(s.experts.begin(), s.experts.end()) ||
       *std::max_element(s.experts.begin(), s.experts.end()) > 256)

@@ -13,6 +13,7 @@
 #include "core/json_file.hpp"
 #include "core/staged_path.hpp"
 #include "report/plot.hpp"
+#include "report/upit_findings.hpp"
 
 namespace upcycle {
 
@@ -75,6 +76,26 @@ std::string load_plot(const std::vector<MethodResult>& results) {
     maps.push_back(std::move(h));
   }
   return maps.empty() ? std::string() : heatmaps_svg(maps, "Expert load per layer (share of routed tokens, end of tuning)");
+}
+
+// Which experts each task's reply tokens go to in a method's tuned MoE (eval-routing.json), a
+// heatmap per layer of task x expert (the paper's Figure 5); empty when it was not measured.
+std::string task_routing_plot(const MethodResult& m) {
+  const fs::path file = m.dir / "eval-routing.json";
+  if (!fs::exists(file)) return {};
+  const json tasks = read_json_file(file).at("tasks");
+  std::vector<Heatmap> maps;
+  for (const auto& [task, layers] : tasks.items())
+    for (size_t l = 0; l < layers.size(); ++l) {
+      if (maps.size() <= l) {
+        maps.push_back({fmt::format("layer {}", l), "expert", "task", {}, {}, {}, false});
+        for (size_t e = 0; e < layers[l].size(); ++e) maps[l].col_names.push_back(std::to_string(e));
+      }
+      maps[l].row_names.push_back(task);
+      maps[l].values.push_back(layers[l].get<std::vector<double>>());
+    }
+  if (maps.empty()) return {};
+  return heatmaps_svg(maps, m.method + ": share of each task's reply tokens routed to each expert (test set, after tuning)");
 }
 
 // UpIT's convert report: the expert distances before and after the expansion.
@@ -182,7 +203,7 @@ std::string task_table(const ExperimentReport& r) {
   return md;
 }
 
-std::string markdown(const ExperimentReport& r, bool has_load, bool has_distances) {
+std::string markdown(const ExperimentReport& r, bool has_load, bool has_distances, const std::vector<std::string>& routing_plots) {
   const int repeats = int(per_method(r).front().second.size());
   std::string md = "# " + r.title + "\n\n" + r.setup + "\n\n";
   md += fmt::format("## Results ({} repeat{}; mean{})\n\n", repeats, repeats > 1 ? "s" : "",
@@ -194,6 +215,7 @@ std::string markdown(const ExperimentReport& r, bool has_load, bool has_distance
   md += "\n## Plots (first repeat)\n\n![training loss](plots/loss.svg)\n";
   if (has_load) md += "\n![expert load](plots/expert_load.svg)\n";
   if (has_distances) md += "\n![expert distances](plots/distances.svg)\n";
+  for (const std::string& method : routing_plots) md += "\n![" + method + ": routing by task](plots/routing-" + method + ".svg)\n";
   md += "\nEvery number here is in metrics.csv (a row per repeat and method), summary.csv and pairs.csv; each\n"
         "repeat's folder holds its dense run and a folder per method with its model, its training metrics\n"
         "(tuned/metrics.jsonl) and its evaluations (eval-*.json).\n";
@@ -246,8 +268,8 @@ std::string start_words(const ExperimentReport& r) {
   s += " against it.";
   if (upit && upit->mean_diff > 0 && (upit->significant || upit->n == 1))
     s += fmt::format(" UpIT's converted model starts worse than the dense model its experts came from{}; the ablations "
-                     "upit-no-router, upit-random-seed and upit-no-expand (`upcycle sweep --methods`) isolate the router "
-                     "pre-optimisation, its seed data and the expansion.",
+                     "upit-no-router, upit-random-seed, upit-no-expand and upit-shared-final (`upcycle sweep --methods`) "
+                     "isolate the router pre-optimisation, its seed assignment, the expansion and the merged shared weights.",
                      upit->n == 1 ? " in this one run (no interval)" : "");
   return s + "\n";
 }
@@ -287,6 +309,11 @@ std::string findings(const ExperimentReport& r) {
   words += pair_sentences(method_pairs(r.rows), false);
   const std::string start = start_words(r);
   if (!start.empty()) words += "\n" + start;
+  std::vector<fs::path> upit_conversions;
+  for (const RepeatRow& row : r.rows)
+    if (row.result.method == "upit") upit_conversions.push_back(row.result.dir / "init");
+  const std::string pool = upit_pool_findings(upit_conversions);
+  if (!pool.empty()) words += "\nUpIT's experts, measured:\n\n" + pool;
   words += "\nWhere each tuning starts and ends in the first repeat (training loss of its first step, mean of its last tenth):";
   for (const MethodResult& m : first_repeat(r)) words += "\n- " + start_end_words(m);
   words += "\n\nExpert load:\n\n";
@@ -304,7 +331,14 @@ void write_experiment_report(const fs::path& dir, const ExperimentReport& r) {
   replace_text_file(dir / "metrics.csv", rows_csv(r.rows));
   replace_text_file(dir / "summary.csv", summary_csv(r.rows));
   replace_text_file(dir / "pairs.csv", pairs_csv(method_pairs(r.rows)));
-  replace_text_file(dir / "report.md", markdown(r, !load.empty(), !distances.empty()));
+  std::vector<std::string> routing_plots;  // the methods with one
+  for (const MethodResult& m : first) {
+    const std::string svg = task_routing_plot(m);
+    if (svg.empty()) continue;
+    replace_text_file(dir / "plots" / ("routing-" + m.method + ".svg"), svg);
+    routing_plots.push_back(m.method);
+  }
+  replace_text_file(dir / "report.md", markdown(r, !load.empty(), !distances.empty(), routing_plots));
 }
 
 }  // namespace upcycle

@@ -1,5 +1,6 @@
 #include "report/sweep_report.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
@@ -75,6 +76,39 @@ std::string upit_by_experts(const Table& exact, const std::set<int64_t>& sizes, 
   return trend.empty() ? "" : fmt::format("- UpIT at {} samples by expert count (means): {}.\n", largest, trend);
 }
 
+// "34.2 [31.0, 37.4]" in points (the mean alone for one repeat).
+std::string points(const MeanInterval& m) {
+  return m.n > 1 ? fmt::format("{:.1f} [{:.1f}, {:.1f}]", 100 * m.mean, 100 * m.low, 100 * m.high) : fmt::format("{:.1f}", 100 * m.mean);
+}
+
+// Per expert count: sparse upcycling's best exact match over the data sizes, and the smallest size
+// at which UpIT's mean reaches it, with both intervals (whether they overlap says whether the
+// reach is more than noise).
+std::string data_efficiency(const Table& exact, const std::set<int>& experts) {
+  std::string md;
+  for (int k : experts) {
+    const auto sparse = exact.find(fmt::format("sparse E={}", k)), upit = exact.find(fmt::format("upit E={}", k));
+    if (sparse == exact.end() || upit == exact.end()) continue;
+    const auto best = std::max_element(sparse->second.begin(), sparse->second.end(),
+                                       [](const auto& a, const auto& b) { return a.second.mean < b.second.mean; });
+    md += fmt::format("| {} | {} at {} |", k, points(best->second), best->first);
+    const auto reach = std::find_if(upit->second.begin(), upit->second.end(),
+                                    [&](const auto& d) { return d.second.mean >= best->second.mean; });
+    if (reach == upit->second.end()) {
+      md += " not reached |  |  |\n";
+      continue;
+    }
+    const bool apart = reach->second.n > 1 && best->second.n > 1 &&
+                       (reach->second.low > best->second.high || reach->second.high < best->second.low);
+    md += fmt::format(" {} | {} | {} |\n", reach->first, points(reach->second),
+                      reach->second.n < 2 ? "one repeat: no interval" : apart ? "no (UpIT above)" : "yes: within noise");
+  }
+  if (md.empty()) return {};
+  return "\n## Data efficiency\n\nThe smallest training-data size at which UpIT's mean exact match reaches sparse upcycling's "
+         "best (means [95% CI over repeats]):\n\n| experts | sparse's best (%) at samples | UpIT reaches it at | UpIT there (%) "
+         "| intervals overlap |\n|---:|---:|---:|---:|---|\n" + md;
+}
+
 }  // namespace
 
 void write_sweep_report(const fs::path& dir, const std::vector<RepeatRow>& rows, const std::string& setup) {
@@ -96,6 +130,7 @@ void write_sweep_report(const fs::path& dir, const std::vector<RepeatRow>& rows,
                    markdown_table(exact, sizes, "{:.1f}", 100) + "\n## Eval loss\n\n" + markdown_table(loss, sizes, "{:.4f}", 1) +
                    "\n## What it shows\n\nPaired differences over repeats (the same seed on both sides; pairs.csv, "
                    "summary.csv):\n\n" + pair_sentences(ps, true) + upit_by_experts(exact, sizes, experts) +
+                   data_efficiency(exact, experts) +
                    "\n![exact match](plots/exact.svg)\n\n![eval loss](plots/loss.svg)\n\nEvery cell is a row of sweep.csv; "
                    "each cell's folder holds its models, training metrics and evaluations.\n";
   replace_text_file(dir / "report.md", md);

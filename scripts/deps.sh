@@ -5,7 +5,7 @@
 #   scripts/deps.sh --fuzz     also clang and libFuzzer, for the fuzz targets (README: Fuzzing)
 #
 # System packages come from apt-get, as root (through sudo when not root and sudo exists); the
-# Python modules (numpy, safetensors, h5py, gguf) from pip. A second run checks and exits
+# Python modules (numpy, safetensors, h5py, gguf, tokenizers, tensorboard) from pip. A second run checks and exits
 # without touching the network. The CUDA toolkit is not installed here: machines with a GPU
 # bring their own, and the build uses it when it finds nvcc (UPCYCLE_CUDA=AUTO).
 set -euo pipefail
@@ -75,7 +75,7 @@ if ! command -v python3 >/dev/null 2>&1; then
   warn "no python3: the interop tests will skip"
   exit 0
 fi
-modules=(numpy safetensors h5py gguf tokenizers)
+modules=(numpy safetensors h5py gguf tokenizers tensorboard)
 missing_py=()
 for m in "${modules[@]}"; do
   python3 -c "import $m" >/dev/null 2>&1 || missing_py+=("$m")

@@ -1,5 +1,8 @@
 #include "trainer/evaluation.hpp"
 
+#include <map>
+#include <span>
+
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
@@ -8,6 +11,7 @@
 #include "formats/open_checkpoint.hpp"
 #include "text/model_text.hpp"
 #include "trainer/accuracy.hpp"
+#include "trainer/batches.hpp"
 #include "trainer/engine.hpp"
 #include "trainer/eval_loss.hpp"
 
@@ -100,16 +104,57 @@ ojson eval_choice(EvalContext& c) {
   return j;
 }
 
+// Per task, which experts the reply positions go to: {task: [L][E] shares of the routed slots}.
+ojson eval_routing(EvalContext& c) {
+  const ModelConfig& config = c.ckpt->config();
+  require(config.is_moe(), c.o.model, "routing is measured on an MoE; this is a dense " + config.model_type + " model");
+  const TokenizedData data = read_instruction_data(c.data, [&]() -> const ChatEncoder& { return c.chat(); }, c.skip_bad);
+  c.warn_skipped(data.skipped);
+  check_vocabulary(data, config.vocab_size);
+  std::map<std::string, std::vector<size_t>> by_task;
+  for (size_t i = 0; i < data.samples.size(); ++i) by_task[data.samples[i].task].push_back(i);
+  const auto engine = load_engine(*c.ckpt, c.device);
+  Progress progress("routing", data.samples.size(), "samples");
+  ojson tasks = ojson::object();
+  for (const auto& [task, indices] : by_task) {
+    std::vector<std::vector<int64_t>> counts;  // [L][E]
+    for (size_t at = 0; at < indices.size();) {
+      const std::span<const size_t> rest(indices.data() + at, indices.size() - at);
+      const size_t n = samples_that_fit(data, rest, c.o.seq_len, c.o.batch_tokens);
+      const MicroBatch mb = make_micro_batch(data, rest.first(n), c.o.seq_len);
+      const LossReport r = engine->loss(mb.batch, mb.targets);
+      if (counts.empty()) counts = r.counted_expert_tokens;
+      else
+        for (size_t l = 0; l < counts.size(); ++l)
+          for (size_t e = 0; e < counts[l].size(); ++e) counts[l][e] += r.counted_expert_tokens[l][e];
+      at += n;
+      progress.advance(n);
+    }
+    ojson layers = ojson::array();
+    for (const auto& row : counts) {
+      int64_t total = 0;
+      for (int64_t x : row) total += x;
+      ojson shares = ojson::array();
+      for (int64_t x : row) shares.push_back(total ? double(x) / double(total) : 0.0);
+      layers.push_back(std::move(shares));
+    }
+    tasks[task.empty() ? "(no task)" : task] = std::move(layers);
+  }
+  progress.finish();
+  return {{"metric", "routing"}, {"samples", data.samples.size()}, {"tasks", std::move(tasks)}};
+}
+
 OptionTable<O> make_table() {
   return {
       option<O>("model", "checkpoint (folder, .h5 or .gguf)", [](O& o) -> auto& { return o.model; }),
       option<O>("data", "JSONL data set", [](O& o) -> auto& { return o.data; }),
-      option<O>("metric", "loss, exact or choice", [](O& o) -> auto& { return o.metric; }),
+      option<O>("metric", "loss, exact, choice, or routing (MoE: each task's reply tokens' share per expert and layer)",
+                [](O& o) -> auto& { return o.metric; }),
       option<O>("out", "also write the JSON object to this file", [](O& o) -> auto& { return o.out; }),
       option<O>("template", "auto (the model's), chatml, llama2 or alpaca", [](O& o) -> auto& { return o.chat_template; }),
       option<O>("tokenizer", "tokenizer (default: the model's)", [](O& o) -> auto& { return o.tokenizer; }),
-      option<O>("batch_tokens", "tokens per forward pass (loss)", [](O& o) -> auto& { return o.batch_tokens; }),
-      option<O>("seq_len", "samples longer than this are cut (loss)", [](O& o) -> auto& { return o.seq_len; }),
+      option<O>("batch_tokens", "tokens per forward pass (loss, routing)", [](O& o) -> auto& { return o.batch_tokens; }),
+      option<O>("seq_len", "samples longer than this are cut (loss, routing)", [](O& o) -> auto& { return o.seq_len; }),
       option<O>("max_new_tokens", "longest reply (exact)", [](O& o) -> auto& { return o.max_new_tokens; }),
       option<O>("predictions", "write each prediction to this JSONL (exact)", [](O& o) -> auto& { return o.predictions; }),
       option<O>("skip_bad", "skip malformed data lines (counted in the log) instead of failing",
@@ -128,15 +173,18 @@ const OptionTable<EvalOptions>& eval_option_table() {
 void check_eval_options(const EvalOptions& o) {
   require_option(!o.model.empty(), "model");
   require_option(!o.data.empty(), "data");
-  if (o.metric != "loss" && o.metric != "exact" && o.metric != "choice")
-    throw OptionError("metric", option_name("metric") + ": '" + o.metric + "' is not loss, exact or choice");
+  if (o.metric != "loss" && o.metric != "exact" && o.metric != "choice" && o.metric != "routing")
+    throw OptionError("metric", option_name("metric") + ": '" + o.metric + "' is not loss, exact, choice or routing");
   for (const auto& [key, value] : {std::pair{"batch_tokens", o.batch_tokens}, {"seq_len", o.seq_len}, {"max_new_tokens", o.max_new_tokens}})
     require_positive(double(value), key);
 }
 
 ojson evaluate(const EvalOptions& o) {
   EvalContext c{o, o.data, o.tokenizer.value_or(o.model), o.skip_bad, open_checkpoint(o.model), engine_for_device(o.device), nullptr};
-  const ojson j = o.metric == "loss" ? eval_loss(c) : o.metric == "exact" ? eval_exact(c) : eval_choice(c);
+  const ojson j = o.metric == "loss"    ? eval_loss(c)
+                  : o.metric == "exact"   ? eval_exact(c)
+                  : o.metric == "routing" ? eval_routing(c)
+                                          : eval_choice(c);
   if (o.out) {
     StagedPath out(*o.out, /*overwrite=*/true);
     write_text_file(out.temp(), j.dump(2) + "\n");

@@ -1,5 +1,6 @@
 // `eval` as a function: a model on a data set, by loss and perplexity over the reply tokens,
-// exact match of greedy replies, or multiple-choice accuracy by log-likelihood; the results as
+// exact match of greedy replies, multiple-choice accuracy by log-likelihood, or (an MoE) which
+// experts each task's reply tokens go to; the results as
 // the JSON object `eval --json` prints.
 #pragma once
 #include <cstdint>
@@ -16,7 +17,7 @@ namespace upcycle {
 struct EvalOptions {
   std::filesystem::path model;  // checkpoint (folder, .h5 or .gguf)
   std::filesystem::path data;   // JSONL data set
-  std::string metric = "loss";  // loss, exact or choice
+  std::string metric = "loss";  // loss, exact, choice or routing
   std::optional<std::filesystem::path> out;          // also written here (complete or not at all)
   std::string chat_template = "auto";                // auto (the model's), chatml, llama2 or alpaca
   std::optional<std::filesystem::path> tokenizer;    // default: the model's
@@ -33,7 +34,8 @@ const OptionTable<EvalOptions>& eval_option_table();
 void check_eval_options(const EvalOptions& o);
 
 // loss: {metric, loss, ppl, tokens, samples}; exact: {metric, acc, correct, total, tasks};
-// choice: {metric, acc, acc_norm, total, tasks} (tasks only when the data names them).
+// choice: {metric, acc, acc_norm, total, tasks} (tasks only when the data names them);
+// routing (MoE): {metric, samples, tasks: {task: [L][E] shares of the reply positions' slots}}.
 // InputError for bad data or checkpoints.
 nlohmann::ordered_json evaluate(const EvalOptions& o);
 

@@ -92,6 +92,11 @@ struct LossReport {
   double z = 0;           // z-loss (already times its coef)
   double router_bce = 0;  // router pre-optimisation BCE (already times its coef); 0 when off
   std::vector<std::vector<int64_t>> expert_tokens;  // MoE: [L][E] slots routed to each expert
+  std::vector<double> router_entropy;  // MoE: [L] Σ over tokens of the router distribution's entropy (nats)
+  // MoE, loss() only: [L][E] slots routed to each expert from the positions whose target counts
+  // (the reply: which experts a task's answers go to).
+  std::vector<std::vector<int64_t>> counted_expert_tokens;
+  int64_t routed = 0;                  // MoE: tokens routed in each layer
   double ce() const { return tokens ? ce_sum / double(tokens) : 0.0; }
 };
 

@@ -4,6 +4,7 @@
 // forward. Template definitions, included where the model is instantiated.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 #include "trainer/model.hpp"
@@ -22,6 +23,15 @@ inline int64_t counted(const std::vector<int32_t>& targets) {
   return std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t != ops::kIgnoreIndex; });
 }
 
+// Σ over rows of −Σ_e p·log p for probs [rows, E] (0·log 0 = 0): the routers' entropy, telemetry.
+template <class T>
+double entropy_sum(const std::vector<T>& probs) {
+  double sum = 0;
+  for (const T p : probs)
+    if (p > 0) sum -= double(p) * std::log(double(p));
+  return sum;
+}
+
 }  // namespace model_detail
 
 template <class B>
@@ -33,6 +43,15 @@ LossReport BasicTransformer<B>::loss(const Batch& batch, const std::vector<int32
   LossReport report;
   head_loss(acts.final_out, targets, opts.normaliser, opts.ce_coef, report, nullptr, nullptr);
   router_losses(acts, opts, report, nullptr);
+  const int64_t k = config_.num_experts_per_tok;
+  for (const LayerActs& a : acts.layers) {
+    if (!config_.is_moe()) break;
+    auto& tokens = report.counted_expert_tokens.emplace_back(size_t(config_.num_local_experts), 0);
+    const std::vector<int32_t> idx = B::download(a.idx);  // [N,k]
+    for (size_t n = 0; n < targets.size(); ++n)
+      if (targets[n] != ops::kIgnoreIndex)
+        for (int64_t j = 0; j < k; ++j) ++tokens[size_t(idx[n * size_t(k) + size_t(j)])];
+  }
   return report;
 }
 
@@ -115,7 +134,9 @@ void BasicTransformer<B>::router_losses(const Acts& acts, const LossOptions& opt
     B::copy(idx.data() + l * Nk, a.idx.data(), Nk);
     auto& tokens = report.expert_tokens.emplace_back(size_t(E), 0);
     for (int32_t e : B::download(a.idx)) ++tokens[size_t(e)];
+    report.router_entropy.push_back(model_detail::entropy_sum(B::download(a.probs)));
   }
+  report.routed = N;
   const int64_t rows = L * N;
   // The router BCE's targets, the batch's repeated for every layer: [L·N].
   std::vector<int32_t> host_targets;

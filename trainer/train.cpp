@@ -1,5 +1,6 @@
 #include "trainer/train.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include "trainer/collapse_watch.hpp"
 #include "trainer/eval_loss.hpp"
 #include "trainer/run_state.hpp"
+#include "trainer/tensorboard.hpp"
 
 namespace upcycle {
 
@@ -31,13 +33,19 @@ struct StepStats {
   double ce_sum = 0, aux = 0, z = 0;
   int64_t counted = 0, tokens = 0;
   std::vector<std::vector<int64_t>> expert_tokens;  // [L][E]
+  std::vector<double> entropy;                      // [L] Σ over routed tokens
+  int64_t routed = 0;                               // tokens routed in each layer
   double loss() const { return counted ? ce_sum / double(counted) : 0.0; }
 };
 
-void add_expert_tokens(std::vector<std::vector<int64_t>>& into, const std::vector<std::vector<int64_t>>& add) {
-  if (into.empty()) into.assign(add.size(), std::vector<int64_t>(add.empty() ? 0 : add[0].size(), 0));
+void add_routing(StepStats& s, const LossReport& r) {
+  const auto& add = r.expert_tokens;
+  if (s.expert_tokens.empty()) s.expert_tokens.assign(add.size(), std::vector<int64_t>(add.empty() ? 0 : add[0].size(), 0));
   for (size_t l = 0; l < add.size(); ++l)
-    for (size_t e = 0; e < add[l].size(); ++e) into[l][e] += add[l][e];
+    for (size_t e = 0; e < add[l].size(); ++e) s.expert_tokens[l][e] += add[l][e];
+  s.entropy.resize(r.router_entropy.size(), 0.0);
+  for (size_t l = 0; l < r.router_entropy.size(); ++l) s.entropy[l] += r.router_entropy[l];
+  s.routed += r.routed;
 }
 
 // The output folder: created if needed; a fresh run refuses one that holds a run unless told to
@@ -71,16 +79,28 @@ std::ofstream open_metrics(const fs::path& file, int64_t keep_up_to) {
   return out;
 }
 
-nlohmann::json expert_load(const StepStats& s) {
-  nlohmann::json layers = nlohmann::json::array();
-  for (const auto& counts : s.expert_tokens) {
+// The step's routing per MoE layer: each expert's share of the routed slots, the idlest and the
+// busiest share relative to an even one (1/E), and the router's mean entropy per token (nats).
+void add_routing_json(nlohmann::ordered_json& j, const StepStats& s) {
+  nlohmann::json load = nlohmann::json::array(), idlest = nlohmann::json::array(), busiest = nlohmann::json::array(),
+                 entropy = nlohmann::json::array();
+  for (size_t l = 0; l < s.expert_tokens.size(); ++l) {
+    const auto& counts = s.expert_tokens[l];
     int64_t total = 0;
     for (int64_t c : counts) total += c;
     nlohmann::json row = nlohmann::json::array();
     for (int64_t c : counts) row.push_back(total ? double(c) / double(total) : 0.0);
-    layers.push_back(std::move(row));
+    const auto [lo, hi] = std::minmax_element(counts.begin(), counts.end());
+    const double even = double(total) / double(std::max<size_t>(1, counts.size()));
+    idlest.push_back(even > 0 ? double(*lo) / even : 0.0);
+    busiest.push_back(even > 0 ? double(*hi) / even : 0.0);
+    load.push_back(std::move(row));
+    entropy.push_back(s.routed && l < s.entropy.size() ? s.entropy[l] / double(s.routed) : 0.0);
   }
-  return layers;
+  j["expert_load"] = std::move(load);
+  j["load_idlest"] = std::move(idlest);
+  j["load_busiest"] = std::move(busiest);
+  j["router_entropy"] = std::move(entropy);
 }
 
 // Steps for o.epochs passes: epoch 0's micro-batches over the accumulation, rounded up.
@@ -102,6 +122,7 @@ class Trainer {
   void save(const std::string& folder);
   TokenizedData read_data(const fs::path& file);
   void validate(int64_t step);
+  void write_metrics(const nlohmann::ordered_json& j);
 
   const TrainOptions& o_;
   int64_t save_every_ = 0;
@@ -118,6 +139,7 @@ class Trainer {
   int64_t first_step_ = 1;
   int64_t end_ = 0;  // the last step of this invocation (--stop-at, else the run's last)
   CollapseWatch collapse_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  // --tensorboard
 };
 
 Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
@@ -167,6 +189,7 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   sampler_ = std::make_unique<BatchSampler>(data_, o.seq_len, o.batch_tokens, o.seed);
   sampler_->seek(state_.cursor);
   metrics_ = open_metrics(o.out / kMetricsFile, state_.step);
+  if (o.tensorboard) tensorboard_ = std::make_unique<TensorBoardWriter>(*o.tensorboard);
   first_step_ = state_.step + 1;
 
   spdlog::info("{} {} on {}: {} parameters, {} trained{}; {} samples{}, {} tokens per micro-batch x {}",
@@ -210,7 +233,7 @@ StepStats Trainer::accumulate() {
     s.ce_sum += r.ce_sum;
     s.aux += r.aux * lo.aux_scale;
     s.z += r.z * lo.aux_scale;
-    add_expert_tokens(s.expert_tokens, r.expert_tokens);
+    add_routing(s, r);
   }
   return s;
 }
@@ -222,23 +245,47 @@ void Trainer::log_step(int64_t step, const StepStats& s, double lr, double norm,
                               {"tokens", s.tokens},   {"counted", s.counted}, {"tokens_per_s", s.tokens / step_seconds},
                               {"epoch", state_.cursor.epoch + double(state_.cursor.index) / double(data_.samples.size())},
                               {"elapsed_s", elapsed}};
+  std::string routing;
   if (config_.is_moe()) {
-    j["expert_load"] = expert_load(s);
+    add_routing_json(j, s);
     collapse_.observe(step, s.expert_tokens);
+    const auto& idlest = j["load_idlest"];
+    routing = fmt::format("  aux {:.4f}  idlest {:.2f}", s.aux,
+                          idlest.empty() ? 0.0 : std::min_element(idlest.begin(), idlest.end())->get<double>());
   }
-  metrics_ << j.dump() << "\n" << std::flush;
+  write_metrics(j);
   if (step % o_.log_every != 0 && step != end_) return;
   const double per_step = elapsed / double(step - first_step_ + 1);
   spdlog::info("step {}/{}  loss {:.4f}{}  lr {:.3g}  |g| {:.3g}  {:.0f} tok/s  ETA {}", step, state_.steps, s.loss(),
-               config_.is_moe() ? fmt::format("  aux {:.4f}", s.aux) : std::string(), lr, norm, s.tokens / step_seconds,
+               routing, lr, norm, s.tokens / step_seconds,
                format_duration(per_step * double(end_ - step)));
+}
+
+// A line of metrics.jsonl, and with --tensorboard its numbers as scalars: "loss", "val_loss",
+// per layer "load_idlest/layer0", per layer and expert "expert_load/layer0/expert3".
+void Trainer::write_metrics(const nlohmann::ordered_json& j) {
+  metrics_ << j.dump() << "\n" << std::flush;
+  if (!tensorboard_) return;
+  std::vector<std::pair<std::string, double>> scalars;
+  for (const auto& [key, value] : j.items()) {
+    if (key == "step") continue;
+    if (value.is_number()) scalars.emplace_back(key, value.get<double>());
+    if (!value.is_array()) continue;
+    for (size_t l = 0; l < value.size(); ++l) {
+      const std::string layer = fmt::format("{}/layer{}", key, l);
+      if (value[l].is_number()) scalars.emplace_back(layer, value[l].get<double>());
+      for (size_t e = 0; value[l].is_array() && e < value[l].size(); ++e)
+        scalars.emplace_back(fmt::format("{}/expert{}", layer, e), value[l][e].get<double>());
+    }
+  }
+  tensorboard_->scalars(j.at("step").get<int64_t>(), scalars);
 }
 
 void Trainer::validate(int64_t step) {
   const EvalLoss e = evaluate_loss(*engine_, val_, o_.seq_len, o_.batch_tokens);
   const nlohmann::ordered_json j = {
       {"step", step}, {"val_loss", e.loss()}, {"val_ppl", e.ppl()}, {"val_tokens", e.tokens}};
-  metrics_ << j.dump() << "\n" << std::flush;
+  write_metrics(j);
   spdlog::info("step {}: validation loss {:.4f}, perplexity {:.3f} over {} tokens", step, e.loss(), e.ppl(), e.tokens);
 }
 

@@ -48,6 +48,7 @@ struct TrainOptions {
   bool skip_bad = false;
   bool overwrite = false;            // an existing out/final may be replaced
   int64_t log_every = 1;
+  std::optional<std::filesystem::path> tensorboard;  // also write the metrics as TensorBoard events here
   std::string device = "cpu";        // where it runs (engine_for_device)
 };
 

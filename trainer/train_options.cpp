@@ -53,6 +53,8 @@ OptionTable<O> make_table() {
       option<O>("skip_bad", "skip malformed data lines (counted in the log) instead of failing",
                 [](O& o) -> auto& { return o.skip_bad; }),
       option<O>("log_every", "progress line every N steps", [](O& o) -> auto& { return o.log_every; }),
+      option<O>("tensorboard", "also write the metrics as TensorBoard event files into this folder",
+                [](O& o) -> auto& { return o.tensorboard; }),
       option<O>("overwrite", "start over in a DIR that holds a run", [](O& o) -> auto& { return o.overwrite; }),
       option<O>("device", kDeviceHelp, [](O& o) -> auto& { return o.device; }),
   };

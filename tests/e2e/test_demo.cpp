@@ -80,7 +80,11 @@ TEST_CASE("demo: data, a dense run with checkpoints, three methods, evaluations 
   CHECK(report.find("paper's shape") == std::string::npos);
   CHECK(lines(read_file(out / "pairs.csv")).size() == 1 + 2 * 3);  // exact and loss for 3 pairs
   CHECK(lines(read_file(out / "summary.csv")).size() == 1 + 2 * 3);
-  for (const char* plot : {"loss.svg", "expert_load.svg", "distances.svg"}) CHECK_MESSAGE(valid_svg(out / "plots" / plot), plot);
+  for (const char* plot : {"loss.svg", "expert_load.svg", "distances.svg", "routing-sparse.svg", "routing-upit.svg"})
+    CHECK_MESSAGE(valid_svg(out / "plots" / plot), plot);
+  CHECK(report.find("UpIT's experts, measured") != std::string::npos);
+  // Routing telemetry per layer in every MoE tuning's metrics.
+  CHECK(read_file(out / "r0" / "upit" / "tuned" / "metrics.jsonl").find("\"router_entropy\"") != std::string::npos);
 
   // Everything exists: the rerun trains nothing and writes the same table.
   const auto tuned = fs::last_write_time(out / "r1" / "upit" / "tuned" / "final" / "model.safetensors");

@@ -106,6 +106,28 @@ TEST_CASE("text: eval counts only the reply tokens, tune on Alpaca and chat line
   CHECK(gen["stopped"] == true);
 }
 
+TEST_CASE("text: eval routing gives each task's reply-token share per MoE layer and expert, a dense model is refused") {
+  ScratchDir dir;
+  const fs::path moe = chat_model(dir, "mixtral", 3), data = qa_data(dir, "qa.jsonl");
+  const json j = run_json("eval --model " + q(moe) + " --data " + q(data) + " --metric routing --json");
+  CHECK(j["metric"] == "routing");
+  CHECK(j["samples"] == kPairs.size());
+  const ModelConfig config = tiny_config("mixtral");
+  REQUIRE(j["tasks"].size() == 3);  // de, fr, es
+  for (const auto& [task, layers] : j["tasks"].items()) {
+    REQUIRE(layers.size() == size_t(config.num_hidden_layers));
+    for (const auto& layer : layers) {
+      REQUIRE(layer.size() == size_t(config.num_local_experts));
+      double sum = 0;
+      for (const auto& share : layer) sum += share.get<double>();
+      CHECK_MESSAGE(sum == doctest::Approx(1.0), task);
+    }
+  }
+  const auto r = run_upcycle("eval --model " + q(chat_model(dir, "llama", 3)) + " --data " + q(data) + " --metric routing");
+  CHECK(r.code != 0);
+  CHECK(r.err.find("routing is measured on an MoE") != std::string::npos);
+}
+
 TEST_CASE("text: a validation share is held out of the training data, seeded") {
   ScratchDir dir;
   const fs::path model = chat_model(dir, "llama", 4), data = qa_data(dir, "qa.jsonl");

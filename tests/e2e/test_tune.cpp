@@ -3,7 +3,12 @@
 // parts stay fixed, bad data and misuse are named.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "formats/checkpoint_writer.hpp"
 #include "formats/open_checkpoint.hpp"
@@ -63,6 +68,38 @@ TEST_CASE("tune: N steps, stop, resume, N more equals 2N straight, byte for byte
   // The older checkpoint gave its optimizer state up to the newer one.
   CHECK(!fs::exists(dir / "b" / "step-000006" / "optimizer.safetensors"));
   CHECK(fs::exists(dir / "b" / "step-000006" / "model.safetensors"));
+}
+
+TEST_CASE("tune: an MoE's metrics carry each layer's expert shares, idlest and busiest against even, router entropy") {
+  ScratchDir dir;
+  const fs::path model = tiny_model(dir, "mixtral", 2), data = sequences(dir, 24);
+  const auto r = run_upcycle("tune --model " + q(model) + " --out " + q(dir / "a") + " --data " + q(data) +
+                             " --steps 4 --batch-tokens 40 --log-every 1");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(r.err.find("idlest ") != std::string::npos);
+  std::stringstream in(read_file(dir / "a" / "metrics.jsonl"));
+  int steps = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (!j.contains("expert_load")) continue;
+    ++steps;
+    const auto& load = j["expert_load"];
+    REQUIRE(load.size() == j["load_idlest"].size());
+    REQUIRE(load.size() == j["router_entropy"].size());
+    for (size_t l = 0; l < load.size(); ++l) {
+      const std::vector<double> shares = load[l].get<std::vector<double>>();
+      const double E = double(shares.size());
+      double sum = 0;
+      for (double x : shares) sum += x;
+      CHECK(sum == doctest::Approx(1.0));
+      CHECK(j["load_idlest"][l].get<double>() == doctest::Approx(E * *std::min_element(shares.begin(), shares.end())));
+      CHECK(j["load_busiest"][l].get<double>() == doctest::Approx(E * *std::max_element(shares.begin(), shares.end())));
+      const double entropy = j["router_entropy"][l];
+      CHECK(entropy > 0);  // a softmax router over 2 experts is never certain
+      CHECK(entropy <= std::log(E) + 1e-9);
+    }
+  }
+  CHECK(steps == 4);
 }
 
 TEST_CASE("tune: a NaN loss stops the run and the last checkpoint stays intact") {
