@@ -23,6 +23,8 @@ const std::vector<ExperimentMethod>& experiment_methods() {
        "upit", false, [](ConvertOptions& c) { c.shared_from = int(c.checkpoints.size()) - 1; }},
       {"upit-global-balance", "UpIT tuned with transformers' global load-balancing loss instead of the per-layer one", "upit",
        false, nullptr, [](TrainOptions& t) { t.aux_loss = AuxLoss::Global; }},
+      {"upit-bias-balance", "UpIT tuned with auxiliary-loss-free bias balancing (DeepSeek-V3) instead of the loss", "upit",
+       false, nullptr, [](TrainOptions& t) { t.balance = Balance::Bias; }},
   };
   return methods;
 }

@@ -117,7 +117,7 @@ void BasicDecoder<B>::ffn_block(size_t layer, int64_t n) {
     weights_.resize(size_t(n * k));
     idx_.resize(size_t(n * k));
     B::router_logits(router_logits_.data(), normed_.data(), w.router.data(), nullptr, n, H, E);
-    B::router_forward(idx_.data(), weights_.data(), probs_.data(), router_logits_.data(), n, E, k);
+    B::router_forward(idx_.data(), weights_.data(), probs_.data(), router_logits_.data(), nullptr, n, E, k);
     const ops::MoeShape shape{n, H, c.expert_intermediate_size(), E, k};
     B::moe_forward(out_.data(), moe_, normed_.data(), idx_.data(), weights_.data(), experts_[layer].weights(), shape);
   } else {

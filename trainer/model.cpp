@@ -16,6 +16,14 @@ AuxLoss parse_aux_loss(const std::string& name) {
 
 std::string aux_loss_name(AuxLoss a) { return a == AuxLoss::PerLayer ? "per-layer" : "global"; }
 
+Balance parse_balance(const std::string& name) {
+  if (name == "loss") return Balance::Loss;
+  if (name == "bias") return Balance::Bias;
+  throw UsageError("'" + name + "' is not loss or bias");
+}
+
+std::string balance_name(Balance b) { return b == Balance::Loss ? "loss" : "bias"; }
+
 template class BasicTransformer<CpuBackend<float>>;
 template class BasicTransformer<CpuBackend<double>>;
 

@@ -60,6 +60,12 @@ enum class AuxLoss { PerLayer, Global };
 AuxLoss parse_aux_loss(const std::string& name);
 std::string aux_loss_name(AuxLoss a);
 
+// How tuning balances an MoE's experts: the load-balancing loss (AuxLoss), or a per-expert
+// selection bias with no loss (trainer/selection_bias.hpp).
+enum class Balance { Loss, Bias };
+Balance parse_balance(const std::string& name);  // "loss" or "bias"; UsageError otherwise
+std::string balance_name(Balance b);
+
 // The training objective of one batch: ce_coef × next-token cross-entropy plus, for MoE, the
 // router's load-balancing loss (coef = config's router_aux_loss_coef), an optional z-loss and
 // UpIT's optional router pre-optimisation BCE (ops::router_bce_loss).
@@ -78,6 +84,10 @@ struct LossOptions {
   // BCE is a mean over layers, tokens and experts. std::invalid_argument for a dense model, a
   // size other than the batch's tokens, or an expert outside [-1, E).
   std::vector<int32_t> router_targets;
+  // Auxiliary-loss-free balancing (DeepSeek-V3): [L][E] added to the router's probabilities to
+  // choose the top k, never to the gate weights. Empty: none. std::invalid_argument for a dense
+  // model or another shape.
+  std::vector<std::vector<float>> selection_bias;
   double router_bce_coef = 0;
   // Scales the cross-entropy term (and its gradient); UpIT's pre-optimisation uses 0.5. Only the
   // gradient is scaled: LossReport::ce_sum stays the plain sum, so reports of runs with different
@@ -142,11 +152,11 @@ class BasicTransformer {
   using Layer = LayerWeightsOf<Vec<Act>>;
   using LayerGrads = LayerWeightsOf<Vec<Grad>>;
 
-  // Everything up to the final norm; acts.final_out [N, H].
-  void forward_hidden(const Batch& batch, Acts& acts) const;
+  // Everything up to the final norm; acts.final_out [N, H]. selection_bias: as LossOptions'.
+  void forward_hidden(const Batch& batch, Acts& acts, const std::vector<std::vector<float>>& selection_bias = {}) const;
   void attention_block(const Layer& w, LayerActs& a, const Acts& acts) const;
   Vec<Act> dense_ffn(const Layer& w, LayerActs& a) const;
-  Vec<Act> moe_ffn(const Layer& w, LayerActs& a) const;
+  Vec<Act> moe_ffn(const Layer& w, LayerActs& a, const std::vector<float>* selection_bias) const;
   // out[N,O] = in[N,I]·Wᵀ + bias
   Vec<Act> linear(const Vec<Act>& in, const Vec<Act>& W, const Vec<Act>& bias, int64_t N, int64_t I, int64_t O) const;
   // out[N,C] = rmsnorm(in[N,C]) ⊙ weight, rstd[N]

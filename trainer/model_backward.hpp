@@ -39,7 +39,7 @@ LossReport BasicTransformer<B>::loss(const Batch& batch, const std::vector<int32
                                      const LossOptions& opts) const {
   check_loss_options(batch, opts);
   Acts acts;
-  forward_hidden(batch, acts);
+  forward_hidden(batch, acts, opts.selection_bias);
   LossReport report;
   head_loss(acts.final_out, targets, opts.normaliser, opts.ce_coef, report, nullptr, nullptr);
   router_losses(acts, opts, report, nullptr);
@@ -62,7 +62,7 @@ LossReport BasicTransformer<B>::loss_and_grad(const Batch& batch, const std::vec
   const int64_t N = int64_t(batch.ids.size()), H = c.hidden_size;
   check_loss_options(batch, opts);
   Acts acts;
-  forward_hidden(batch, acts);
+  forward_hidden(batch, acts, opts.selection_bias);
   LossReport report;
   Vec<Act> d_final = B::template zeros<Act>(size_t(N * H));  // [N,H]
   Grad* d_head = or_null(weights_.lm_head.empty() ? grads.embedding : grads.lm_head);
@@ -82,6 +82,12 @@ LossReport BasicTransformer<B>::loss_and_grad(const Batch& batch, const std::vec
 
 template <class B>
 void BasicTransformer<B>::check_loss_options(const Batch& batch, const LossOptions& opts) const {
+  if (!opts.selection_bias.empty()) {
+    if (!config_.is_moe()) throw std::invalid_argument("loss: a selection bias given for a dense model");
+    bool shaped = opts.selection_bias.size() == weights_.layers.size();
+    for (const auto& b : opts.selection_bias) shaped = shaped && int64_t(b.size()) == config_.num_local_experts;
+    if (!shaped) throw std::invalid_argument("loss: the selection bias is not [layers][experts]");
+  }
   if (opts.router_targets.empty()) return;
   if (!config_.is_moe()) throw std::invalid_argument("loss: router targets given for a dense model");
   if (opts.router_targets.size() != batch.ids.size())

@@ -63,7 +63,8 @@ auto BasicTransformer<B>::ffn_inputs(const Batch& batch) const -> std::vector<Ve
 }
 
 template <class B>
-void BasicTransformer<B>::forward_hidden(const Batch& batch, Acts& acts) const {
+void BasicTransformer<B>::forward_hidden(const Batch& batch, Acts& acts,
+                                         const std::vector<std::vector<float>>& selection_bias) const {
   const ModelConfig& c = config_;
   model_detail::check_batch(batch, c.vocab_size, rope_.max_positions);
   const int64_t N = int64_t(batch.ids.size()), H = c.hidden_size, V = c.vocab_size;
@@ -79,7 +80,7 @@ void BasicTransformer<B>::forward_hidden(const Batch& batch, Acts& acts) const {
     LayerActs& a = acts.layers[l];
     a.x = std::move(x);
     attention_block(w, a, acts);
-    x = c.is_moe() ? moe_ffn(w, a) : dense_ffn(w, a);
+    x = c.is_moe() ? moe_ffn(w, a, selection_bias.empty() ? nullptr : &selection_bias[l]) : dense_ffn(w, a);
     B::add_into(x.data(), a.h.data(), N * H);
   }
   acts.x = std::move(x);
@@ -148,7 +149,8 @@ auto BasicTransformer<B>::dense_ffn(const Layer& w, LayerActs& a) const -> Vec<A
 
 // Σ_j w[n,j]·FFN_{idx[n,j]}(ffn_in[n]) with the top-k of softmax(ffn_in·routerᵀ), renormalised.
 template <class B>
-auto BasicTransformer<B>::moe_ffn(const Layer& w, LayerActs& a) const -> Vec<Act> {
+auto BasicTransformer<B>::moe_ffn(const Layer& w, LayerActs& a, const std::vector<float>* selection_bias) const
+    -> Vec<Act> {
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, N = int64_t(a.h.size()) / H;
   const int64_t E = c.num_local_experts, k = c.num_experts_per_tok;
@@ -158,7 +160,10 @@ auto BasicTransformer<B>::moe_ffn(const Layer& w, LayerActs& a) const -> Vec<Act
   a.probs = Vec<Stat>(size_t(N * E));
   a.idx = Vec<int32_t>(size_t(N * k));
   a.w = Vec<Stat>(size_t(N * k));
-  B::router_forward(a.idx.data(), a.w.data(), a.probs.data(), a.router_logits.data(), N, E, k);
+  const Vec<Stat> bias = selection_bias ? B::upload(std::vector<Stat>(selection_bias->begin(), selection_bias->end()))
+                                        : Vec<Stat>();  // [E]
+  B::router_forward(a.idx.data(), a.w.data(), a.probs.data(), a.router_logits.data(),
+                    selection_bias ? bias.data() : nullptr, N, E, k);
   Vec<Act> out(size_t(N * H));
   const ExpertPointers<Act> experts(w);
   B::moe_forward(out.data(), a.moe, a.ffn_in.data(), a.idx.data(), a.w.data(), experts.weights(), moe_shape(N));

@@ -27,9 +27,10 @@ void save_checkpoint(const fs::path& dir, const Checkpoint& weights, DType dtype
   opts.progress = false;
   write_checkpoint(weights, staged.temp(), opts);
   engine.save_optimizer(staged.temp() / kOptimizerFile);
-  const nlohmann::ordered_json j = {{"step", state.step},       {"epoch", state.cursor.epoch},
-                                    {"index", state.cursor.index}, {"seed", state.seed},
-                                    {"samples", state.samples}, {"steps", state.steps}};
+  nlohmann::ordered_json j = {{"step", state.step},       {"epoch", state.cursor.epoch},
+                              {"index", state.cursor.index}, {"seed", state.seed},
+                              {"samples", state.samples}, {"steps", state.steps}};
+  if (!state.selection_bias.empty()) j["selection_bias"] = state.selection_bias;
   write_text_file(staged.temp() / kTrainerStateFile, j.dump(2) + "\n");
   staged.commit();
 }
@@ -56,6 +57,13 @@ RunState load_run_state(const fs::path& dir) {
   s.steps = number("steps");
   require(j["seed"].is_number_unsigned(), file, "seed", "not an unsigned integer");
   s.seed = j["seed"].get<uint64_t>();
+  if (j.contains("selection_bias")) {
+    try {
+      s.selection_bias = j["selection_bias"].get<SelectionBias>();
+    } catch (const nlohmann::json::exception&) {
+      throw InputError(file, "selection_bias: not a list of lists of numbers");
+    }
+  }
   require(fs::exists(dir / kOptimizerFile), dir / kOptimizerFile,
           "missing: only the latest checkpoint of a run keeps its optimizer state (--keep-states keeps all)");
   return s;

@@ -1,6 +1,7 @@
 // What a training checkpoint holds besides the weights, and how checkpoints are laid out:
 // out/step-NNNNNN/ (or out/final/) is a Hugging Face model folder that every command reads, plus
-// optimizer.safetensors (AdamW's moments) and trainer_state.json (step, data position, seed), so
+// optimizer.safetensors (AdamW's moments) and trainer_state.json (step, data position, seed, and
+// with --balance bias the selection bias), so
 // that a resumed run continues exactly. Each folder appears complete or not at all.
 #pragma once
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include "core/dtype.hpp"
 #include "trainer/batches.hpp"
 #include "trainer/engine.hpp"
+#include "trainer/selection_bias.hpp"
 
 namespace upcycle {
 
@@ -23,6 +25,7 @@ struct RunState {
   uint64_t seed = 0;
   int64_t samples = 0;  // the data's sample count, to notice other data on resume
   int64_t steps = 0;    // the run's planned steps (its schedule's length)
+  SelectionBias selection_bias;  // --balance bias: [L][E]; empty otherwise
 };
 
 std::string step_folder_name(int64_t step);  // "step-000042"

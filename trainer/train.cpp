@@ -17,6 +17,7 @@
 #include "trainer/collapse_watch.hpp"
 #include "trainer/eval_loss.hpp"
 #include "trainer/run_state.hpp"
+#include "trainer/selection_bias.hpp"
 #include "trainer/tensorboard.hpp"
 
 namespace upcycle {
@@ -123,6 +124,7 @@ class Trainer {
   TokenizedData read_data(const fs::path& file);
   void validate(int64_t step);
   void write_metrics(const nlohmann::ordered_json& j);
+  void start_selection_bias();
 
   const TrainOptions& o_;
   int64_t save_every_ = 0;
@@ -156,7 +158,7 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   check_vocabulary(data_, config_.vocab_size);
   check_vocabulary(val_, config_.vocab_size);
 
-  state_ = {0, {}, o.seed, int64_t(data_.samples.size()), steps};
+  state_ = {0, {}, o.seed, int64_t(data_.samples.size()), steps, {}};
   end_ = o.stop_at ? std::min(o.stop_at, steps) : steps;
   if (o.resume) {
     const RunState saved = load_run_state(*o.resume);
@@ -174,6 +176,7 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
       }
     state_.step = saved.step;
     state_.cursor = saved.cursor;
+    state_.selection_bias = saved.selection_bias;
     last_saved_ = *o.resume;
   }
   // Counted on the host before the engine takes the weights (a GPU engine would download them).
@@ -182,6 +185,7 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   const int64_t trained =
       count_elements(weights, config_, [&](Role r) { return !o.frozen[size_t(role_info(r).part)]; });
   engine_ = make({config_, std::move(weights), source_->path(), TrainSetup{o.adam, o.frozen}});
+  start_selection_bias();
   if (o.resume) {
     engine_->load_optimizer(*o.resume / kOptimizerFile);
     require(engine_->steps() == state_.step, *o.resume / kOptimizerFile, "its step count differs from the state's");
@@ -223,6 +227,8 @@ StepStats Trainer::accumulate() {
     s.tokens += int64_t(micro.back().targets.size());
   }
   LossOptions lo;
+  lo.load_balancing = o_.balance == Balance::Loss;
+  lo.selection_bias = state_.selection_bias;
   lo.z_loss_coef = o_.z_loss_coef;
   lo.aux_loss = o_.aux_loss;
   lo.normaliser = std::max<int64_t>(1, s.counted);
@@ -248,6 +254,7 @@ void Trainer::log_step(int64_t step, const StepStats& s, double lr, double norm,
   std::string routing;
   if (config_.is_moe()) {
     add_routing_json(j, s);
+    if (!state_.selection_bias.empty()) j["selection_bias"] = state_.selection_bias;
     collapse_.observe(step, s.expert_tokens);
     const auto& idlest = j["load_idlest"];
     routing = fmt::format("  aux {:.4f}  idlest {:.2f}", s.aux,
@@ -259,6 +266,22 @@ void Trainer::log_step(int64_t step, const StepStats& s, double lr, double norm,
   spdlog::info("step {}/{}  loss {:.4f}{}  lr {:.3g}  |g| {:.3g}  {:.0f} tok/s  ETA {}", step, state_.steps, s.loss(),
                routing, lr, norm, s.tokens / step_seconds,
                format_duration(per_step * double(end_ - step)));
+}
+
+// --balance bias on an MoE: zeros for a fresh run, the saved bias for a resumed one (checked
+// against the model's shape).
+void Trainer::start_selection_bias() {
+  if (o_.balance != Balance::Bias) {
+    if (!state_.selection_bias.empty())
+      throw InputError(*o_.resume, "was trained with --balance bias: resume it with --balance bias");
+    return;
+  }
+  require(config_.is_moe(), o_.resume ? *o_.resume : o_.model, "--balance bias balances an MoE's experts; this model is dense");
+  const auto L = size_t(config_.num_hidden_layers), E = size_t(config_.num_local_experts);
+  if (state_.selection_bias.empty()) state_.selection_bias.assign(L, std::vector<float>(E, 0.f));
+  bool shaped = state_.selection_bias.size() == L;
+  for (const auto& b : state_.selection_bias) shaped = shaped && b.size() == E;
+  require(shaped, o_.resume ? *o_.resume / kTrainerStateFile : o_.model, "the selection bias is not [layers][experts]");
 }
 
 // A line of metrics.jsonl, and with --tensorboard its numbers as scalars: "loss", "val_loss",
@@ -315,6 +338,7 @@ TrainResult Trainer::run() {
                                            last_saved_.empty() ? "" : "; the last checkpoint is " + last_saved_.string()));
     const double lr = schedule.at(step);
     engine_->step(lr);
+    if (!state_.selection_bias.empty()) nudge_selection_bias(state_.selection_bias, s.expert_tokens, o_.bias_rate);
     state_.step = step;
     state_.cursor = sampler_->cursor();
     log_step(step, s, lr, norm, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

@@ -39,6 +39,8 @@ struct TrainOptions {
   double z_loss_coef = 0;
   std::optional<double> aux_loss_coef;  // overrides the config's router_aux_loss_coef
   AuxLoss aux_loss = AuxLoss::PerLayer;  // how the load-balancing loss counts layers
+  Balance balance = Balance::Loss;       // bias: no load-balancing loss, a selection bias instead
+  double bias_rate = 1e-3;               // --balance bias: the bias's step per optimizer step
   PartSet frozen;
   int64_t save_every = 0;            // 0: only the final (or stop) checkpoint
   int64_t save_count = 0;            // > 0: every ceil(steps / save_count) steps instead (final included)

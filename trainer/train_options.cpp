@@ -38,6 +38,11 @@ OptionTable<O> make_table() {
                 [](O& o) -> auto& { return o.aux_loss_coef; }),
       text_option<O>("aux_loss", "load balancing per MoE layer (Switch, UpIT), or global over all layers' rows (transformers' Mixtral)",
                      [](O& o) -> auto& { return o.aux_loss; }, as_option("aux_loss", parse_aux_loss), aux_loss_name),
+      text_option<O>("balance",
+                     "loss (the load-balancing loss), or bias: no such loss, a per-expert bias added to the router's "
+                     "probabilities for the top-k choice only, nudged each step toward even load (DeepSeek-V3)",
+                     [](O& o) -> auto& { return o.balance; }, as_option("balance", parse_balance), balance_name),
+      option<O>("bias_rate", "--balance bias: the bias's change per step", [](O& o) -> auto& { return o.bias_rate; }),
       option<O>("z_loss_coef", "router z-loss coefficient; 0: off", [](O& o) -> auto& { return o.z_loss_coef; }),
       text_option<O>("freeze", "parts kept fixed: embeddings, attention, norms, router, experts (ffn), comma-separated",
                      [](O& o) -> auto& { return o.frozen; }, as_option("freeze", parse_parts), parts_string),
@@ -88,6 +93,7 @@ void check_train_options(const TrainOptions& o) {
   if (o.save_count < 0 || (o.save_count > 0 && o.save_every > 0))
     throw OptionError("save_count", option_name("save_count") + " must be positive, and given without " + option_name("save_every"));
   require_positive(double(o.log_every), "log_every");
+  require_positive(o.bias_rate, "bias_rate");
   require_not_negative(double(o.steps), "steps");
   require_not_negative(o.epochs, "epochs");
   if ((o.steps > 0) == (o.epochs > 0))

@@ -19,11 +19,11 @@ __device__ __forceinline__ bool ranks_before(float key, int e, float other_key, 
   return key > other_key || (key == other_key && e < other_e);
 }
 
-// logits, probs [N,E]; idx, w [N,k]. Lanes stride over the experts. Pass j takes the first
-// expert in rank order after pass j−1's pick, which is the CPU's "largest not yet taken" with
-// ties to the lower index, without keeping a taken set.
-__global__ void router_forward_kernel(int32_t* idx, float* w, float* probs, const float* logits, int64_t N, int E,
-                                      int k) {
+// logits, probs [N,E]; bias [E] or null; idx, w [N,k]. Lanes stride over the experts. Pass j
+// takes the first expert in rank order (of probs + bias) after pass j−1's pick, which is the
+// CPU's "largest not yet taken" with ties to the lower index, without keeping a taken set.
+__global__ void router_forward_kernel(int32_t* idx, float* w, float* probs, const float* logits, const float* bias,
+                                      int64_t N, int E, int k) {
   const int lane = threadIdx.x & 31;
   const int64_t n = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (n >= N) return;  // the whole warp: no lane is left out of a shuffle
@@ -44,7 +44,7 @@ __global__ void router_forward_kernel(int32_t* idx, float* w, float* probs, cons
     float best_key = -INFINITY, best_p = 0.f;  // -INFINITY: nothing eligible yet (ranks are >= -1)
     int best_e = INT_MAX;
     for (int e = lane; e < E; e += 32) {
-      const float pe = p[e], key = rank(pe);
+      const float pe = p[e], key = rank(bias ? pe + bias[e] : pe);
       if (ranks_before(prev_key, prev_e, key, e) && ranks_before(key, e, best_key, best_e))
         best_key = key, best_p = pe, best_e = e;
     }
@@ -78,12 +78,12 @@ __global__ void router_backward_kernel(float* d_logits, const float* d_w, const 
 
 }  // namespace
 
-void router_forward(int32_t* idx, float* w, float* probs, const float* logits, int64_t N, int64_t E, int64_t k,
-                    cudaStream_t stream) {
+void router_forward(int32_t* idx, float* w, float* probs, const float* logits, const float* bias, int64_t N, int64_t E,
+                    int64_t k, cudaStream_t stream) {
   ops::require_arg(k >= 1 && k <= E, "router", "top_k must be in [1, experts]");
   ops::require_arg(E <= INT_MAX && N >= 0, "router", "experts must fit in int32 and tokens be >= 0");
   if (N == 0) return;
-  router_forward_kernel<<<blocks_for(N, kWarps), kThreads, 0, stream>>>(idx, w, probs, logits, N, int(E), int(k));
+  router_forward_kernel<<<blocks_for(N, kWarps), kThreads, 0, stream>>>(idx, w, probs, logits, bias, N, int(E), int(k));
   UPCYCLE_CUDA_LAUNCHED("router_forward");
 }
 

@@ -9,8 +9,8 @@
 namespace upcycle::cuda {
 
 // As ops::router_forward (ties: lower index first) and ops::router_backward (adds into d_logits).
-void router_forward(int32_t* idx, float* w, float* probs, const float* logits, int64_t N, int64_t E, int64_t k,
-                    cudaStream_t stream = nullptr);
+void router_forward(int32_t* idx, float* w, float* probs, const float* logits, const float* bias, int64_t N, int64_t E,
+                    int64_t k, cudaStream_t stream = nullptr);
 void router_backward(float* d_logits, const float* d_w, const float* w, const int32_t* idx, int64_t N, int64_t E,
                      int64_t k, cudaStream_t stream = nullptr);
 

@@ -36,7 +36,7 @@ struct Routed {
 };
 Routed cpu_route(const std::vector<float>& logits, int64_t N, int64_t E, int64_t k) {
   Routed r{std::vector<int32_t>(size_t(N * k)), Doubles(size_t(N * k)), Doubles(size_t(N * E))};
-  ops::router_forward(r.idx.data(), r.w.data(), r.probs.data(), widen(logits).data(), N, E, k);
+  ops::router_forward(r.idx.data(), r.w.data(), r.probs.data(), widen(logits).data(), nullptr, N, E, k);
   return r;
 }
 
@@ -83,19 +83,40 @@ TEST_CASE("router: forward as the CPU op, ties to the lower index") {
     auto idx = poisoned<int32_t>(size_t(N * k));
     auto w = poisoned<float>(size_t(N * k));
     auto probs = poisoned<float>(size_t(N * E));
-    cuda::router_forward(idx.data(), w.data(), probs.data(), to_device<float>(logits).data(), N, E, k);
+    cuda::router_forward(idx.data(), w.data(), probs.data(), to_device<float>(logits).data(), nullptr, N, E, k);
     CHECK(idx.download() == want.idx);
     check_close(to_host(probs), narrow(want.probs), tolerance<float>(), "probs");
     check_close(to_host(w), narrow(want.w), tolerance<float>(), "w");
   }
 }
 
+TEST_CASE("router: a selection bias picks the experts as the CPU op, the weights stay the unbiased probabilities") {
+  const int64_t N = 37;
+  for (auto [E, k] : kShapes) {
+    CAPTURE(E);
+    CAPTURE(k);
+    const std::vector<float> logits = router_logits(N, E, uint64_t(20 * E + k));
+    const std::vector<float> bias = uniform(size_t(E), uint64_t(E), -0.3f, 0.3f);
+    std::vector<int32_t> want_idx(size_t(N * k));
+    Doubles want_w(size_t(N * k)), want_probs(size_t(N * E));
+    ops::router_forward(want_idx.data(), want_w.data(), want_probs.data(), widen(logits).data(), widen(bias).data(), N, E, k);
+
+    auto idx = poisoned<int32_t>(size_t(N * k));
+    auto w = poisoned<float>(size_t(N * k));
+    auto probs = poisoned<float>(size_t(N * E));
+    cuda::router_forward(idx.data(), w.data(), probs.data(), to_device<float>(logits).data(), to_device<float>(bias).data(), N,
+                         E, k);
+    CHECK(idx.download() == want_idx);
+    check_close(to_host(w), narrow(want_w), tolerance<float>(), "w");
+  }
+}
+
 TEST_CASE("router: forward checks top_k and does nothing for no tokens") {
   cuda::DeviceBuffer<float> buf(8);
   cuda::DeviceBuffer<int32_t> idx(8);
-  CHECK_THROWS_AS(cuda::router_forward(idx.data(), buf.data(), buf.data(), buf.data(), 1, 4, 5), std::invalid_argument);
-  CHECK_THROWS_AS(cuda::router_forward(idx.data(), buf.data(), buf.data(), buf.data(), 1, 4, 0), std::invalid_argument);
-  cuda::router_forward(nullptr, nullptr, nullptr, nullptr, 0, 4, 2);
+  CHECK_THROWS_AS(cuda::router_forward(idx.data(), buf.data(), buf.data(), buf.data(), nullptr, 1, 4, 5), std::invalid_argument);
+  CHECK_THROWS_AS(cuda::router_forward(idx.data(), buf.data(), buf.data(), buf.data(), nullptr, 1, 4, 0), std::invalid_argument);
+  cuda::router_forward(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 4, 2);
   cuda::router_backward(nullptr, nullptr, nullptr, nullptr, 0, 4, 2);
   UPCYCLE_CUDA(cudaDeviceSynchronize());
 }
@@ -226,7 +247,7 @@ TEST_CASE("router: losses and gradients give the same bits on every run") {
   auto idx = poisoned<int32_t>(size_t(N * k));
   auto w = poisoned<float>(size_t(N * k));
   auto probs = poisoned<float>(size_t(N * E));
-  cuda::router_forward(idx.data(), w.data(), probs.data(), logits_dev.data(), N, E, k);
+  cuda::router_forward(idx.data(), w.data(), probs.data(), logits_dev.data(), nullptr, N, E, k);
 
   struct Run {
     double losses[3];

@@ -102,6 +102,37 @@ TEST_CASE("tune: an MoE's metrics carry each layer's expert shares, idlest and b
   CHECK(steps == 4);
 }
 
+TEST_CASE("tune: --balance bias drops the balancing loss, keeps its bias in the metrics and resumes exactly") {
+  ScratchDir dir;
+  const fs::path model = tiny_model(dir, "mixtral", 2), data = sequences(dir, 24);
+  const std::string common = " --data " + q(data) + " --steps 8 --lr 3e-3 --batch-tokens 40 --seed 4 --balance bias --bias-rate 0.01";
+  auto r = run_upcycle("tune --model " + q(model) + " --out " + q(dir / "a") + common);
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  std::stringstream in(read_file(dir / "a" / "metrics.jsonl"));
+  std::string line;
+  std::getline(in, line);
+  const auto first = nlohmann::json::parse(line);
+  CHECK(first["aux_loss"].get<double>() == 0.0);
+  REQUIRE(first.contains("selection_bias"));
+  double moved = 0;
+  for (const auto& layer : first["selection_bias"])
+    for (const auto& b : layer) moved += std::fabs(b.get<double>());
+  CHECK(moved > 0);  // one step nudged every expert off even load
+  REQUIRE(run_upcycle("tune --model " + q(model) + " --out " + q(dir / "b") + common + " --stop-at 4").code == 0);
+  CHECK(read_file(dir / "b" / "step-000004" / "trainer_state.json").find("selection_bias") != std::string::npos);
+  // The bias is the run's: resuming it without --balance bias is refused.
+  r = run_upcycle("tune --resume " + q(dir / "b" / "step-000004") + " --out " + q(dir / "c") + " --data " + q(data) +
+                  " --steps 8 --lr 3e-3 --batch-tokens 40 --seed 4");
+  CHECK(r.code != 0);
+  CHECK_MESSAGE(r.err.find("--balance bias") != std::string::npos, r.err);
+  r = run_upcycle("tune --resume " + q(dir / "b" / "step-000004") + " --out " + q(dir / "b") + common);
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(read_file(dir / "a" / "final" / "model.safetensors") == read_file(dir / "b" / "final" / "model.safetensors"));
+  // A dense model has no experts to balance.
+  r = run_upcycle("tune --model " + q(tiny_model(dir, "llama", 0)) + " --out " + q(dir / "d") + common);
+  CHECK(r.code != 0);
+}
+
 TEST_CASE("tune: a NaN loss stops the run and the last checkpoint stays intact") {
   ScratchDir dir;
   const fs::path model = tiny_model(dir, "llama", 3), data = sequences(dir, 8);

@@ -168,7 +168,7 @@ TEST_CASE("moe: experts that are all the same FFN equal the dense SwiGLU FFN") {
   const Vec logits = separated_logits(N, E, 2);
   std::vector<int32_t> idx(N * k);
   Vec w(N * k), probs(N * E);
-  router_forward(idx.data(), w.data(), probs.data(), logits.data(), N, E, k);
+  router_forward(idx.data(), w.data(), probs.data(), logits.data(), nullptr, N, E, k);
 
   Vec gate(N * I), up(N * I), act(N * I), dense(N * H);
   matmul_forward(gate.data(), x.data(), ex.gate[0].data(), static_cast<const double*>(nullptr), N, H, I);
@@ -195,7 +195,7 @@ TEST_CASE("moe: router, experts and auxiliary losses differentiated end to end t
   Vec w(N * k), probs(N * E), out(N * H);
   MoeSaved<double> saved;
   auto loss = [&] {
-    router_forward(idx.data(), w.data(), probs.data(), logits.data(), N, E, k);
+    router_forward(idx.data(), w.data(), probs.data(), logits.data(), nullptr, N, E, k);
     moe_forward(out.data(), saved, x.data(), idx.data(), w.data(), p.weights(), shape);
     return dot(out, R) + load_balancing_loss_forward(probs.data(), idx.data(), N, E, k, lb_coef) +
            router_z_loss_forward(logits.data(), N, E, z_coef);

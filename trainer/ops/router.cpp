@@ -17,15 +17,16 @@ void softmax_row(T* p, const T* x, int64_t E) {
   for (int64_t e = 0; e < E; ++e) p[e] = T(std::exp(double(x[e] - mx)) / sum);
 }
 
-// k passes of "largest not yet taken": E is small (tens), and the strict > keeps the lower index
-// on a tie, as a stable sort would.
+// k passes of "largest p[e] + bias[e] not yet taken": E is small (tens), and the strict > keeps
+// the lower index on a tie, as a stable sort would.
 template <class T>
-void top_k_row(int32_t* idx, const T* p, int64_t E, int64_t k) {
+void top_k_row(int32_t* idx, const T* p, const T* bias, int64_t E, int64_t k) {
+  auto key = [&](int64_t e) { return bias ? p[e] + bias[e] : p[e]; };
   for (int64_t j = 0; j < k; ++j) {
     int32_t best = -1;
     for (int64_t e = 0; e < E; ++e) {
       if (std::find(idx, idx + j, int32_t(e)) != idx + j) continue;
-      if (best < 0 || p[e] > p[best]) best = int32_t(e);
+      if (best < 0 || key(e) > key(best)) best = int32_t(e);
     }
     idx[j] = best;
   }
@@ -34,13 +35,14 @@ void top_k_row(int32_t* idx, const T* p, int64_t E, int64_t k) {
 }  // namespace
 
 template <class T>
-void router_forward(int32_t* idx, T* w, T* probs, const T* logits, int64_t N, int64_t E, int64_t k) {
+void router_forward(int32_t* idx, T* w, T* probs, const T* logits, const std::type_identity_t<T>* bias, int64_t N, int64_t E,
+                    int64_t k) {
   require_arg(k >= 1 && k <= E, "router", "top_k must be in [1, experts]");
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     T* p = probs + n * E;
     softmax_row(p, logits + n * E, E);
-    top_k_row(idx + n * k, p, E, k);
+    top_k_row(idx + n * k, p, bias, E, k);
     double kept = 0;
     for (int64_t j = 0; j < k; ++j) kept += p[idx[n * k + j]];
     for (int64_t j = 0; j < k; ++j) w[n * k + j] = T(p[idx[n * k + j]] / kept);
@@ -58,8 +60,8 @@ void router_backward(T* d_logits, const T* d_w, const T* w, const int32_t* idx, 
   }
 }
 
-template void router_forward(int32_t*, float*, float*, const float*, int64_t, int64_t, int64_t);
-template void router_forward(int32_t*, double*, double*, const double*, int64_t, int64_t, int64_t);
+template void router_forward(int32_t*, float*, float*, const float*, const float*, int64_t, int64_t, int64_t);
+template void router_forward(int32_t*, double*, double*, const double*, const double*, int64_t, int64_t, int64_t);
 template void router_backward(float*, const float*, const float*, const int32_t*, int64_t, int64_t, int64_t);
 template void router_backward(double*, const double*, const double*, const int32_t*, int64_t, int64_t, int64_t);
 

@@ -2,17 +2,21 @@
 // probabilities renormalised to sum to 1.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 namespace upcycle::ops {
 
 // forward:  probs[N,E] = softmax(logits[N,E]) (sum in double)
-//           idx[N,k]   = the k most probable experts, most probable first (ties: lower index)
+//           idx[N,k]   = the k experts of highest probs[n,e] + bias[e], highest first (ties:
+//                        lower index); bias [E] may be null (0): auxiliary-loss-free balancing
+//                        (DeepSeek-V3) shifts the selection only, never the weights
 //           w[N,k]     = probs[n, idx[n,j]] / Σ_j' probs[n, idx[n,j']]
 // backward: the selection is piecewise constant, and w is exactly the softmax of the selected
 //           logits alone, so only those get a gradient:
 //           d_logits[n, idx[n,j]] += w[n,j] · (d_w[n,j] − Σ_j' d_w[n,j'] · w[n,j'])
 template <class T>
-void router_forward(int32_t* idx, T* w, T* probs, const T* logits, int64_t N, int64_t E, int64_t k);
+void router_forward(int32_t* idx, T* w, T* probs, const T* logits, const std::type_identity_t<T>* bias, int64_t N, int64_t E,
+                    int64_t k);
 template <class T>
 void router_backward(T* d_logits, const T* d_w, const T* w, const int32_t* idx, int64_t N, int64_t E, int64_t k);
 
