@@ -17,6 +17,18 @@ void print_text(const ojson& j) {
                 (long long)j["tokens"].get<int64_t>(), (long long)j["samples"].get<int64_t>());
     return;
   }
+  if (j["metric"] == "routing") {
+    std::printf("share of each task's reply tokens routed to each expert (%lld samples)\n", (long long)j["samples"].get<int64_t>());
+    for (const auto& [task, layers] : j["tasks"].items()) {
+      std::printf("  %s\n", task.c_str());
+      for (size_t l = 0; l < layers.size(); ++l) {
+        std::printf("    layer %zu:", l);
+        for (const auto& share : layers[l]) std::printf(" %.3f", share.get<double>());
+        std::printf("\n");
+      }
+    }
+    return;
+  }
   const bool choice = j["metric"] == "choice";
   std::printf("acc %.4f", j["acc"].get<double>());
   if (choice) std::printf("  acc_norm %.4f", j["acc_norm"].get<double>());
@@ -33,7 +45,7 @@ void print_text(const ojson& j) {
 
 int cmd_eval(const Args& args) {
   cli::Spec spec;
-  spec.usage = "upcycle eval --model PATH --data FILE [--metric loss|exact|choice] [--json] [options]";
+  spec.usage = "upcycle eval --model PATH --data FILE [--metric loss|exact|choice|routing] [--json] [options]";
   spec.summary =
       "Evaluates a dense or MoE model, on the CPU or the GPU (--device).\n"
       "  loss    (default) token-weighted mean cross-entropy over the counted tokens (the replies of\n"

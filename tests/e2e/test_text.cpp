@@ -123,7 +123,11 @@ TEST_CASE("text: eval routing gives each task's reply-token share per MoE layer 
       CHECK_MESSAGE(sum == doctest::Approx(1.0), task);
     }
   }
-  const auto r = run_upcycle("eval --model " + q(chat_model(dir, "llama", 3)) + " --data " + q(data) + " --metric routing");
+  // As text: a line per task, a line per layer under it.
+  auto r = run_upcycle("eval --model " + q(moe) + " --data " + q(data) + " --metric routing");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(r.out.find("\n  de\n    layer 0: ") != std::string::npos);
+  r = run_upcycle("eval --model " + q(chat_model(dir, "llama", 3)) + " --data " + q(data) + " --metric routing");
   CHECK(r.code != 0);
   CHECK(r.err.find("routing is measured on an MoE") != std::string::npos);
 }
