@@ -11,10 +11,13 @@ namespace upcycle {
 AuxLoss parse_aux_loss(const std::string& name) {
   if (name == "per-layer") return AuxLoss::PerLayer;
   if (name == "global") return AuxLoss::Global;
-  throw UsageError("'" + name + "' is not per-layer or global");
+  if (name == "global-batch") return AuxLoss::GlobalBatch;
+  throw UsageError("'" + name + "' is not per-layer, global or global-batch");
 }
 
-std::string aux_loss_name(AuxLoss a) { return a == AuxLoss::PerLayer ? "per-layer" : "global"; }
+std::string aux_loss_name(AuxLoss a) {
+  return a == AuxLoss::PerLayer ? "per-layer" : a == AuxLoss::Global ? "global" : "global-batch";
+}
 
 Balance parse_balance(const std::string& name) {
   if (name == "loss") return Balance::Loss;

@@ -53,10 +53,11 @@ struct Activations {
 // How the load-balancing loss counts layers. PerLayer (the Switch Transformer's and UpIT's): each
 // MoE layer's E·Σ_e f_e·P_e on its own rows, averaged over layers, so that no layer can collapse
 // while the others hide it. Global (transformers' Mixtral): every layer's rows concatenated
-// before f and P are taken, kept for comparison.
-enum class AuxLoss { PerLayer, Global };
+// before f and P are taken, kept for comparison. GlobalBatch (Qwen3-MoE): per layer, with f
+// counted over the whole step (every micro-batch: LossOptions::balance_counts), not the batch.
+enum class AuxLoss { PerLayer, Global, GlobalBatch };
 
-// "per-layer" or "global"; UsageError otherwise.
+// "per-layer", "global" or "global-batch"; UsageError otherwise.
 AuxLoss parse_aux_loss(const std::string& name);
 std::string aux_loss_name(AuxLoss a);
 
@@ -88,6 +89,10 @@ struct LossOptions {
   // choose the top k, never to the gate weights. Empty: none. std::invalid_argument for a dense
   // model or another shape.
   std::vector<std::vector<float>> selection_bias;
+  // Global-batch balancing: [L][E] the step's routed slots per expert and the tokens they were
+  // counted over, from a routing pass over all its micro-batches. Empty: f from this batch.
+  std::vector<std::vector<int64_t>> balance_counts;
+  int64_t balance_tokens = 0;
   double router_bce_coef = 0;
   // Scales the cross-entropy term (and its gradient); UpIT's pre-optimisation uses 0.5. Only the
   // gradient is scaled: LossReport::ce_sum stays the plain sum, so reports of runs with different

@@ -88,6 +88,11 @@ void BasicTransformer<B>::check_loss_options(const Batch& batch, const LossOptio
     for (const auto& b : opts.selection_bias) shaped = shaped && int64_t(b.size()) == config_.num_local_experts;
     if (!shaped) throw std::invalid_argument("loss: the selection bias is not [layers][experts]");
   }
+  if (!opts.balance_counts.empty()) {
+    bool shaped = config_.is_moe() && opts.balance_counts.size() == weights_.layers.size() && opts.balance_tokens > 0;
+    for (const auto& c : opts.balance_counts) shaped = shaped && int64_t(c.size()) == config_.num_local_experts;
+    if (!shaped) throw std::invalid_argument("loss: the global-batch counts are not [layers][experts] with tokens > 0");
+  }
   if (opts.router_targets.empty()) return;
   if (!config_.is_moe()) throw std::invalid_argument("loss: router targets given for a dense model");
   if (opts.router_targets.size() != batch.ids.size())
@@ -151,13 +156,16 @@ void BasicTransformer<B>::router_losses(const Acts& acts, const LossOptions& opt
   const Vec<int32_t> bce_targets = B::upload(host_targets);
   const double lb_coef = opts.load_balancing ? c.router_aux_loss_coef : 0.0;
   // Per layer: each layer's loss on its own N rows with coef / L, so their sum is the mean over
-  // layers. Global: all L·N rows at once.
-  const bool per_layer = opts.aux_loss == AuxLoss::PerLayer;
+  // layers; global-batch the same with f from the whole step's counts. Global: all L·N rows at once.
+  const bool per_layer = opts.aux_loss != AuxLoss::Global;
   const int64_t lb_parts = per_layer ? L : 1, lb_rows = per_layer ? N : rows;
+  const bool step_counts = opts.aux_loss == AuxLoss::GlobalBatch && !opts.balance_counts.empty();
+  auto counts = [&](int64_t p) { return step_counts ? opts.balance_counts[size_t(p)].data() : nullptr; };
+  const int64_t counted = step_counts ? opts.balance_tokens : 0;
   report.aux = 0;
   for (int64_t p = 0; p < lb_parts; ++p)
     report.aux += B::load_balancing_loss_forward(probs.data() + p * NE, idx.data() + p * Nk, lb_rows, E, k,
-                                                 lb_coef / double(lb_parts));
+                                                 lb_coef / double(lb_parts), counts(p), counted);
   if (opts.z_loss_coef > 0) report.z = B::router_z_loss_forward(logits.data(), rows, E, opts.z_loss_coef);
   if (!host_targets.empty())
     report.router_bce = B::router_bce_loss_forward(logits.data(), bce_targets.data(), rows, E, opts.router_bce_coef);
@@ -165,7 +173,7 @@ void BasicTransformer<B>::router_losses(const Acts& acts, const LossOptions& opt
   Vec<Stat> d = B::template zeros<Stat>(size_t(L * NE));
   for (int64_t p = 0; p < lb_parts; ++p)
     B::load_balancing_loss_backward(d.data() + p * NE, probs.data() + p * NE, idx.data() + p * Nk, lb_rows, E, k,
-                                    lb_coef / double(lb_parts), opts.aux_scale);
+                                    lb_coef / double(lb_parts), opts.aux_scale, counts(p), counted);
   if (opts.z_loss_coef > 0)
     B::router_z_loss_backward(d.data(), logits.data(), rows, E, opts.z_loss_coef, opts.aux_scale);
   if (!host_targets.empty())

@@ -125,6 +125,7 @@ class Trainer {
   void validate(int64_t step);
   void write_metrics(const nlohmann::ordered_json& j);
   void start_selection_bias();
+  void count_step_routing(const std::vector<MicroBatch>& micro, LossOptions& lo);
 
   const TrainOptions& o_;
   int64_t save_every_ = 0;
@@ -229,6 +230,8 @@ StepStats Trainer::accumulate() {
   LossOptions lo;
   lo.load_balancing = o_.balance == Balance::Loss;
   lo.selection_bias = state_.selection_bias;
+  if (lo.load_balancing && o_.aux_loss == AuxLoss::GlobalBatch && micro.size() > 1 && config_.is_moe())
+    count_step_routing(micro, lo);
   lo.z_loss_coef = o_.z_loss_coef;
   lo.aux_loss = o_.aux_loss;
   lo.normaliser = std::max<int64_t>(1, s.counted);
@@ -266,6 +269,22 @@ void Trainer::log_step(int64_t step, const StepStats& s, double lr, double norm,
   spdlog::info("step {}/{}  loss {:.4f}{}  lr {:.3g}  |g| {:.3g}  {:.0f} tok/s  ETA {}", step, state_.steps, s.loss(),
                routing, lr, norm, s.tokens / step_seconds,
                format_duration(per_step * double(end_ - step)));
+}
+
+// Global-batch balancing: a forward pass over every micro-batch of the step counts where its
+// tokens go, so that each micro-batch's loss takes f from the whole step. (With one micro-batch
+// the batch's own f is that already.)
+void Trainer::count_step_routing(const std::vector<MicroBatch>& micro, LossOptions& lo) {
+  LossOptions routing;
+  routing.load_balancing = false;
+  routing.selection_bias = lo.selection_bias;
+  for (const MicroBatch& mb : micro) {
+    const LossReport r = engine_->loss(mb.batch, mb.targets, routing);
+    if (lo.balance_counts.empty()) lo.balance_counts.assign(r.expert_tokens.size(), std::vector<int64_t>(r.expert_tokens[0].size(), 0));
+    for (size_t l = 0; l < r.expert_tokens.size(); ++l)
+      for (size_t e = 0; e < r.expert_tokens[l].size(); ++e) lo.balance_counts[l][e] += r.expert_tokens[l][e];
+    lo.balance_tokens += r.routed;
+  }
 }
 
 // --balance bias on an MoE: zeros for a fresh run, the saved bias for a resumed one (checked

@@ -36,7 +36,10 @@ OptionTable<O> make_table() {
       option<O>("clip", "clip the global gradient norm to this; 0: off", [](O& o) -> auto& { return o.clip; }),
       option<O>("aux_loss_coef", "load-balancing coefficient (default: the config's, else 0.01)",
                 [](O& o) -> auto& { return o.aux_loss_coef; }),
-      text_option<O>("aux_loss", "load balancing per MoE layer (Switch, UpIT), or global over all layers' rows (transformers' Mixtral)",
+      text_option<O>("aux_loss",
+                     "load balancing per MoE layer (per-layer: Switch, UpIT), over all layers' rows (global: "
+                     "transformers' Mixtral), or per layer with f counted over the whole step's micro-batches "
+                     "(global-batch: Qwen3-MoE; one more forward pass per micro-batch when --grad-accum > 1)",
                      [](O& o) -> auto& { return o.aux_loss; }, as_option("aux_loss", parse_aux_loss), aux_loss_name),
       text_option<O>("balance",
                      "loss (the load-balancing loss), or bias: no such loss, a per-expert bias added to the router's "

@@ -20,9 +20,11 @@ void router_backward(float* d_logits, const float* d_w, const float* w, const in
 // std::invalid_argument as the CPU op does; a backward, which does not wait, skips them
 // (they are the caller's to check; the model checks them on the host).
 double load_balancing_loss_forward(const float* probs, const int32_t* idx, int64_t N, int64_t E, int64_t k,
-                                   double coef, cudaStream_t stream = nullptr);
+                                   double coef, const int64_t* counts = nullptr, int64_t counted_tokens = 0,
+                                   cudaStream_t stream = nullptr);
 void load_balancing_loss_backward(float* d_logits, const float* probs, const int32_t* idx, int64_t N, int64_t E,
-                                  int64_t k, double coef, double d_loss, cudaStream_t stream = nullptr);
+                                  int64_t k, double coef, double d_loss, const int64_t* counts = nullptr,
+                                  int64_t counted_tokens = 0, cudaStream_t stream = nullptr);
 double router_z_loss_forward(const float* logits, int64_t N, int64_t E, double coef, cudaStream_t stream = nullptr);
 void router_z_loss_backward(float* d_logits, const float* logits, int64_t N, int64_t E, double coef, double d_loss,
                             cudaStream_t stream = nullptr);

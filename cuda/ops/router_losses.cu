@@ -194,28 +194,38 @@ void require_sizes(const char* op, int64_t N, int64_t E) {
   ops::require_arg(N >= 0 && E >= 1 && E <= INT_MAX, op, "tokens must be >= 0 and experts in [1, 2^31)");
 }
 
+// The global-batch counts [E] on the device, and the tokens they were counted over.
+void upload_counts(DeviceBuffer<unsigned long long>& into, const int64_t* counts, int64_t counted_tokens, int64_t E,
+                   cudaStream_t stream) {
+  ops::require_arg(counted_tokens > 0, "load balancing loss", "global-batch counts need a positive token count");
+  into.upload(std::vector<unsigned long long>(counts, counts + E), stream);
+}
+
 }  // namespace
 
 double load_balancing_loss_forward(const float* probs, const int32_t* idx, int64_t N, int64_t E, int64_t k, double coef,
-                                   cudaStream_t stream) {
+                                   const int64_t* global_counts, int64_t counted_tokens, cudaStream_t stream) {
   require_sizes("load balancing loss", N, E);
   if (N == 0) return 0.0;
   DeviceBuffer<unsigned long long> counts(size_t(E), stream);
   DeviceBuffer<Totals> totals(1, stream);
-  count_selections(counts.data(), &totals.data()->bad, idx, N, E, k, stream);
+  if (global_counts) upload_counts(counts, global_counts, counted_tokens, E, stream);
+  else count_selections(counts.data(), &totals.data()->bad, idx, N, E, k, stream);
   reduce_rows(totals.data(), BalanceTerm{probs, counts.data(), E}, N, stream);
   const Totals h = fetch(totals.data(), stream);
   ops::require_arg(h.bad == 0, "load balancing loss", std::to_string(h.bad) + " expert indices outside [0, E)");
-  return coef * double(E) * h.sum / (double(N) * double(N));
+  return coef * double(E) * h.sum / (double(N) * double(global_counts ? counted_tokens : N));
 }
 
 void load_balancing_loss_backward(float* d_logits, const float* probs, const int32_t* idx, int64_t N, int64_t E,
-                                  int64_t k, double coef, double d_loss, cudaStream_t stream) {
+                                  int64_t k, double coef, double d_loss, const int64_t* global_counts,
+                                  int64_t counted_tokens, cudaStream_t stream) {
   require_sizes("load balancing loss", N, E);
   if (N == 0) return;
   DeviceBuffer<unsigned long long> counts(size_t(E) + 1, stream);  // the last: slots outside [0, E), skipped
-  count_selections(counts.data(), counts.data() + E, idx, N, E, k, stream);
-  const float scale = float(d_loss * coef * double(E) / (double(N) * double(N)));
+  if (global_counts) upload_counts(counts, global_counts, counted_tokens, E, stream);  // counts[E] unused
+  else count_selections(counts.data(), counts.data() + E, idx, N, E, k, stream);
+  const float scale = float(d_loss * coef * double(E) / (double(N) * double(global_counts ? counted_tokens : N)));
   balance_backward<<<blocks_for(N, kWarps), kThreads, 0, stream>>>(d_logits, probs, counts.data(), N, E, scale);
   UPCYCLE_CUDA_LAUNCHED("load_balancing_loss_backward");
 }

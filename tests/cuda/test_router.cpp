@@ -164,6 +164,34 @@ TEST_CASE("router: load-balancing loss and its gradient as the CPU op") {
   }
 }
 
+TEST_CASE("router: load-balancing loss with global-batch counts as the CPU op") {
+  const int64_t N = 37;
+  const double coef = 0.02, d_loss = 1.7;
+  for (auto [E, k] : kShapes) {
+    CAPTURE(E);
+    CAPTURE(k);
+    const Routed r = cpu_route(router_logits(N, E, uint64_t(70 * E + k)), N, E, k);
+    const std::vector<float> probs = narrow(r.probs);
+    const Doubles probs_d = widen(probs);
+    const auto probs_dev = to_device<float>(probs);
+    const auto idx_dev = to_device_ints(r.idx);
+    std::vector<int64_t> step(static_cast<size_t>(E));
+    for (int64_t e = 0; e < E; ++e) step[size_t(e)] = 3 * e + 5;  // a step of 4 · N tokens
+    const double want = ops::load_balancing_loss_forward(probs_d.data(), r.idx.data(), N, E, k, coef, step.data(), 4 * N);
+    const double got = cuda::load_balancing_loss_forward(probs_dev.data(), idx_dev.data(), N, E, k, coef, step.data(), 4 * N);
+    check_close(Doubles{got}, Doubles{want}, tolerance<float>(), "loss");
+
+    Doubles contribution(size_t(N * E), 0.0);
+    ops::load_balancing_loss_backward(contribution.data(), probs_d.data(), r.idx.data(), N, E, k, coef, d_loss, step.data(),
+                                      4 * N);
+    const AddedInto expect = added_into(contribution, uint64_t(80 * E + k));
+    auto d_logits = to_device<float>(expect.start);
+    cuda::load_balancing_loss_backward(d_logits.data(), probs_dev.data(), idx_dev.data(), N, E, k, coef, d_loss, step.data(),
+                                       4 * N);
+    check_close(widen(to_host(d_logits)), expect.want, tolerance<float>(), "d_logits");
+  }
+}
+
 TEST_CASE("router: load-balancing loss rejects an expert index outside 0 to E-1") {
   const int64_t N = 5, E = 4, k = 2;
   const auto probs = to_device<float>(uniform(size_t(N * E), 1, 0.f, 1.f));

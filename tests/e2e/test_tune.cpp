@@ -133,6 +133,27 @@ TEST_CASE("tune: --balance bias drops the balancing loss, keeps its bias in the 
   CHECK(r.code != 0);
 }
 
+TEST_CASE("tune: global-batch balancing equals per-layer with one micro-batch a step, and differs with several") {
+  ScratchDir dir;
+  const fs::path model = tiny_model(dir, "mixtral", 2), data = sequences(dir, 24);
+  auto tune = [&](const std::string& out, const std::string& extra) {
+    const auto r = run_upcycle("tune --model " + q(model) + " --out " + q(dir / out) + " --data " + q(data) +
+                               " --steps 4 --lr 3e-3 --batch-tokens 40 --seed 2 --aux-loss-coef 0.1" + extra);
+    REQUIRE_MESSAGE(r.code == 0, r.err);
+    return read_file(dir / out / "final" / "model.safetensors");
+  };
+  CHECK(tune("layer", "") == tune("batch", " --aux-loss global-batch"));
+  CHECK(tune("layer2", " --grad-accum 2") != tune("batch2", " --aux-loss global-batch --grad-accum 2"));
+  // The losses are the same language-model losses, only the balancing term differs.
+  std::stringstream a(read_file(dir / "layer2" / "metrics.jsonl")), b(read_file(dir / "batch2" / "metrics.jsonl"));
+  std::string la, lb;
+  std::getline(a, la);
+  std::getline(b, lb);
+  const auto ja = nlohmann::json::parse(la), jb = nlohmann::json::parse(lb);
+  CHECK(ja["loss"].get<double>() == jb["loss"].get<double>());  // the first step starts from the same weights
+  CHECK(ja["aux_loss"].get<double>() != jb["aux_loss"].get<double>());
+}
+
 TEST_CASE("tune: a NaN loss stops the run and the last checkpoint stays intact") {
   ScratchDir dir;
   const fs::path model = tiny_model(dir, "llama", 3), data = sequences(dir, 8);

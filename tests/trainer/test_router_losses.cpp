@@ -122,6 +122,40 @@ TEST_CASE("load balancing loss: two layers collapsed onto opposite experts look 
   CHECK(per_layer > global);
 }
 
+TEST_CASE("load balancing loss: global-batch counts replace the batch's f, P stays the batch's") {
+  const int64_t N = 7, E = 4, k = 2;
+  const double coef = 0.02;
+  Vec logits = separated_logits(N, E, 3);
+  const Routed r = route(logits, N, E, k);
+  // The batch's own counts give the plain loss.
+  std::vector<int64_t> own(E, 0);
+  for (int32_t e : r.idx) ++own[size_t(e)];
+  const double plain = load_balancing_loss_forward(r.probs.data(), r.idx.data(), N, E, k, coef);
+  CHECK(load_balancing_loss_forward(r.probs.data(), r.idx.data(), N, E, k, coef, own.data(), N) ==
+        doctest::Approx(plain).epsilon(1e-14));
+  // A step of 20 tokens whose counts differ: coef·E·Σ_e (C_e / 20)·P_e with P the batch's mean.
+  const std::vector<int64_t> step = {16, 10, 8, 6};
+  double want = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    double P = 0;
+    for (int64_t n = 0; n < N; ++n) P += r.probs[size_t(n * E + e)] / double(N);
+    want += double(step[size_t(e)]) / 20.0 * P;
+  }
+  CHECK(load_balancing_loss_forward(r.probs.data(), r.idx.data(), N, E, k, coef, step.data(), 20) ==
+        doctest::Approx(coef * double(E) * want).epsilon(1e-14));
+  // Its gradient against central differences (the counts are fixed, so the loss is smooth in the logits).
+  const double d_loss = 1.3;
+  GradBuffer d_logits(N * E, 2);
+  load_balancing_loss_backward(d_logits.data(), r.probs.data(), r.idx.data(), N, E, k, coef, d_loss, step.data(), 20);
+  auto f = [&] {
+    const Routed now = route(logits, N, E, k);
+    return d_loss * load_balancing_loss_forward(now.probs.data(), now.idx.data(), N, E, k, coef, step.data(), 20);
+  };
+  check_gradient("d_logits", d_logits.added(), numeric_gradient(logits, f));
+  CHECK_THROWS_AS(load_balancing_loss_forward(r.probs.data(), r.idx.data(), N, E, k, coef, step.data(), 0),
+                  std::invalid_argument);
+}
+
 TEST_CASE("router z-loss: value and gradient") {
   const int64_t N = 5, E = 6;
   const double coef = 1e-3, d_loss = 0.8;

@@ -11,9 +11,16 @@ namespace upcycle::ops {
 
 namespace {
 
-// f[e]: the fraction of tokens that picked expert e in any of their k slots.
-std::vector<double> selection_fractions(const int32_t* idx, int64_t N, int64_t E, int64_t k) {
+// f[e]: the fraction of tokens that picked expert e in any of their k slots: this batch's, or
+// counts[e] / counted_tokens when counts is given (global-batch balancing).
+std::vector<double> selection_fractions(const int32_t* idx, int64_t N, int64_t E, int64_t k, const int64_t* counts,
+                                        int64_t counted_tokens) {
   std::vector<double> f(size_t(E), 0.0);
+  if (counts) {
+    require_arg(counted_tokens > 0, "load balancing loss", "global-batch counts need a positive token count");
+    for (int64_t e = 0; e < E; ++e) f[size_t(e)] = double(counts[e]) / double(counted_tokens);
+    return f;
+  }
   for (int64_t s = 0; s < N * k; ++s) {
     require_arg(idx[s] >= 0 && idx[s] < E, "load balancing loss", "expert index outside [0, E)");
     f[size_t(idx[s])] += 1.0;
@@ -52,9 +59,10 @@ double sigmoid(double z) {
 }  // namespace
 
 template <class T>
-double load_balancing_loss_forward(const T* probs, const int32_t* idx, int64_t N, int64_t E, int64_t k, double coef) {
+double load_balancing_loss_forward(const T* probs, const int32_t* idx, int64_t N, int64_t E, int64_t k, double coef,
+                                   const int64_t* counts, int64_t counted_tokens) {
   if (N == 0) return 0.0;
-  const std::vector<double> f = selection_fractions(idx, N, E, k);
+  const std::vector<double> f = selection_fractions(idx, N, E, k, counts, counted_tokens);
   std::vector<double> P(size_t(E), 0.0);
   for (int64_t n = 0; n < N; ++n)
     for (int64_t e = 0; e < E; ++e) P[size_t(e)] += probs[n * E + e];
@@ -65,9 +73,9 @@ double load_balancing_loss_forward(const T* probs, const int32_t* idx, int64_t N
 
 template <class T>
 void load_balancing_loss_backward(T* d_logits, const T* probs, const int32_t* idx, int64_t N, int64_t E, int64_t k,
-                                  double coef, double d_loss) {
+                                  double coef, double d_loss, const int64_t* counts, int64_t counted_tokens) {
   if (N == 0) return;
-  std::vector<double> g = selection_fractions(idx, N, E, k);
+  std::vector<double> g = selection_fractions(idx, N, E, k, counts, counted_tokens);
   for (double& x : g) x *= d_loss * coef * double(E) / double(N);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
@@ -129,12 +137,14 @@ void router_bce_loss_backward(T* d_logits, const T* logits, const int32_t* targe
   }
 }
 
-template double load_balancing_loss_forward(const float*, const int32_t*, int64_t, int64_t, int64_t, double);
-template double load_balancing_loss_forward(const double*, const int32_t*, int64_t, int64_t, int64_t, double);
+template double load_balancing_loss_forward(const float*, const int32_t*, int64_t, int64_t, int64_t, double, const int64_t*,
+                                            int64_t);
+template double load_balancing_loss_forward(const double*, const int32_t*, int64_t, int64_t, int64_t, double, const int64_t*,
+                                            int64_t);
 template void load_balancing_loss_backward(float*, const float*, const int32_t*, int64_t, int64_t, int64_t, double,
-                                           double);
+                                           double, const int64_t*, int64_t);
 template void load_balancing_loss_backward(double*, const double*, const int32_t*, int64_t, int64_t, int64_t, double,
-                                           double);
+                                           double, const int64_t*, int64_t);
 template double router_z_loss_forward(const float*, int64_t, int64_t, double);
 template double router_z_loss_forward(const double*, int64_t, int64_t, double);
 template void router_z_loss_backward(float*, const float*, int64_t, int64_t, double, double);

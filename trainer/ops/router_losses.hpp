@@ -15,11 +15,15 @@ namespace upcycle::ops {
 //           d_logits[n,e] += probs[n,e] · (g[e] − Σ_e' g[e']·probs[n,e'])
 // transformers concatenates every layer's logits before averaging; passing all layers' rows at
 // once (N = layers·tokens) gives exactly its value.
+// Global-batch balancing (Qwen3-MoE): counts [E] and counted_tokens, the slots per expert and the
+// tokens of the whole step (every micro-batch), give f[e] = counts[e] / counted_tokens in place
+// of this batch's own; P stays this batch's. Null counts: this batch's f.
 template <class T>
-double load_balancing_loss_forward(const T* probs, const int32_t* idx, int64_t N, int64_t E, int64_t k, double coef);
+double load_balancing_loss_forward(const T* probs, const int32_t* idx, int64_t N, int64_t E, int64_t k, double coef,
+                                   const int64_t* counts = nullptr, int64_t counted_tokens = 0);
 template <class T>
 void load_balancing_loss_backward(T* d_logits, const T* probs, const int32_t* idx, int64_t N, int64_t E, int64_t k,
-                                  double coef, double d_loss);
+                                  double coef, double d_loss, const int64_t* counts = nullptr, int64_t counted_tokens = 0);
 
 // forward:  z[n] = logsumexp_e logits[n,e],  loss = coef · mean_n z[n]²
 // backward: d_logits[n,e] += d_loss · coef · 2·z[n]/N · softmax(logits[n])[e]
