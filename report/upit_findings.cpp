@@ -22,6 +22,7 @@ struct PoolFigures {
   double child_weights = 0, child_function = 0;            // mean over (child, parent) pairs; NaN: no children
   double top_share = 0;                                    // the seed share of the expert that scores most samples best
   std::string counts;                                      // "checkpoint 0: 3, ..."
+  std::vector<double> checkpoint_loss;                     // each checkpoint's mean seed loss, in checkpoint order
 };
 
 double at(const json& m, size_t i, size_t j) { return m.at(i).at(j).get<double>(); }
@@ -61,6 +62,8 @@ PoolFigures figures(const json& j) {
     f.counts += fmt::format("{}{} {}", e ? ", " : "", pool.at(e).at("describe").get<std::string>(), c);
   }
   f.top_share = total ? double(top) / double(total) : 0.0;
+  if (j.contains("seed_mean_loss"))
+    for (size_t e : checkpoints) f.checkpoint_loss.push_back(j["seed_mean_loss"].at(e).get<double>());
   return f;
 }
 
@@ -95,6 +98,13 @@ std::string upit_pool_findings(const std::vector<fs::path>& converted) {
   md += *std::min_element(top.begin(), top.end()) > 0.9
             ? ": nearly every sample goes to one expert, so the router pre-optimisation has little to learn.\n"
             : ".\n";
+  if (const auto& loss = all[0].checkpoint_loss; loss.size() > 1) {
+    std::string list;
+    for (size_t i = 0; i < loss.size(); ++i) list += fmt::format("{}{:.4f}", i ? ", " : "", loss[i]);
+    const bool later_better = std::is_sorted(loss.rbegin(), loss.rend()) && loss.front() > loss.back();
+    md += fmt::format("- The checkpoints' mean seed loss, earliest first (first repeat): {}{}.\n", list,
+                      later_better ? ": each later checkpoint scores the seed data better" : "");
+  }
   md += fmt::format("- Between the checkpoints: cosine distance {} of the FFN deltas, and {} mean gap in seed loss per sample "
                     "(nats per token).\n",
                     spread(column(&PoolFigures::checkpoint_weights), "{:.3f}"),
