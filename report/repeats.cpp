@@ -1,5 +1,6 @@
 #include "report/repeats.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
@@ -18,9 +19,10 @@ struct Metric {
   double MethodResult::*field;
   const char* words;  // "points exact match"
   double scale;       // 100 for shares, written in points
+  int digits;         // decimals of a difference in the sentences
 };
-const Metric kMetrics[] = {{"exact", &MethodResult::exact, "points exact match", 100},
-                           {"eval_loss", &MethodResult::loss, "eval loss (lower is better)", 1}};
+const Metric kMetrics[] = {{"exact", &MethodResult::exact, "points exact match", 100, 1},
+                           {"eval_loss", &MethodResult::loss, "eval loss (lower is better)", 1, 4}};
 
 // A number for the CSVs: empty where there is none (NaN: one repeat has no interval).
 std::string number(double v) { return std::isnan(v) ? "" : fmt::format("{:.6f}", v); }
@@ -65,6 +67,19 @@ MethodPair pair_of(const Metric& m, const std::map<int, const MethodResult*>& ra
     p.bootstrap = true;
   }
   return p;
+}
+
+// Holm's step-down adjustment of the p values of one metric's pairs, in place.
+void adjust_holm(std::vector<MethodPair>& pairs, const std::string& metric) {
+  std::vector<MethodPair*> tested;
+  for (MethodPair& p : pairs)
+    if (p.metric == metric && !std::isnan(p.d.p_value)) tested.push_back(&p);
+  std::sort(tested.begin(), tested.end(), [](auto a, auto b) { return a->d.p_value < b->d.p_value; });
+  double running = 0;
+  for (size_t i = 0; i < tested.size(); ++i) {
+    running = std::max(running, std::min(1.0, double(tested.size() - i) * tested[i]->d.p_value));
+    tested[i]->p_holm = running;
+  }
 }
 
 const Metric& metric_named(const std::string& name) {
@@ -127,28 +142,37 @@ std::vector<MethodPair> method_pairs(const std::vector<RepeatRow>& rows) {
         for (const auto& [repeat, result] : ra) shared = shared || rb.count(repeat);
         if (shared) out.push_back(pair_of(m, ra, rb, data_a));
       }
+  for (const Metric& m : kMetrics) adjust_holm(out, m.name);
   return out;
 }
 
 std::string pairs_csv(const std::vector<MethodPair>& ps) {
-  std::string out = "metric,method_a,method_b,experts,data,n,mean_diff,ci_low,ci_high,p_value,significant,interval\n";
+  std::string out = "metric,method_a,method_b,experts,data,n,mean_diff,ci_low,ci_high,p_value,significant,interval,p_holm\n";
   for (const MethodPair& p : ps)
-    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{}\n", p.metric, p.a.method, p.b.method, p.a.experts, p.data, p.d.n,
-                       number(p.d.mean_diff), number(p.d.low), number(p.d.high), number(p.d.p_value),
-                       p.d.significant ? 1 : 0, p.bootstrap ? "bootstrap" : "t");
+    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{}\n", p.metric, p.a.method, p.b.method, p.a.experts, p.data,
+                       p.d.n, number(p.d.mean_diff), number(p.d.low), number(p.d.high), number(p.d.p_value),
+                       p.d.significant ? 1 : 0, p.bootstrap ? "bootstrap" : "t", number(p.p_holm));
   return out;
 }
 
 std::string pair_sentences(const std::vector<MethodPair>& ps, bool with_data) {
   std::string words;
+  int tested = 0;
+  for (const MethodPair& p : ps) tested += !std::isnan(p.d.p_value);
+  if (tested > 1)
+    words += fmt::format("{} comparisons with a p value: at 95% each, about {:.1f} would show a difference by chance alone "
+                         "if no method differed, so each difference also says whether it survives Holm's correction "
+                         "over its metric's comparisons.\n\n",
+                         tested, 0.05 * tested);
   for (const MethodPair& p : ps) {
     const Metric& m = metric_named(p.metric);
     const double k = m.scale;
+    auto signed_value = [&](double v) { return fmt::format("{:+.{}f}", k * v, m.digits); };
     const std::string what =
         (with_data ? fmt::format("- {} samples, ", p.data) : std::string("- ")) + arm_name(p.a) + " − " + arm_name(p.b);
     if (std::isnan(p.d.low)) {
-      words += fmt::format("{}: {:+.4g} {} in one run: no interval, so no claim (run --repeats 3 or more).\n", what,
-                           k * p.d.mean_diff, m.words);
+      words += fmt::format("{}: {} {} in one run: no interval, so no claim (run --repeats 3 or more).\n", what,
+                           signed_value(p.d.mean_diff), m.words);
       continue;
     }
     const std::string over =
@@ -156,10 +180,15 @@ std::string pair_sentences(const std::vector<MethodPair>& ps, bool with_data) {
                                   "the test set's noise, not run-to-run variation)",
                                   p.d.n)
                     : fmt::format("{} repeats, p = {:.3g}", p.d.n, p.d.p_value);
-    const std::string numbers =
-        fmt::format("{:+.4g} {}, 95% CI [{:+.4g}, {:+.4g}], {}", k * p.d.mean_diff, m.words, k * p.d.low, k * p.d.high, over);
-    words += p.d.significant ? fmt::format("{}: {}.\n", what, numbers)
-                             : fmt::format("{}: no significant difference ({}).\n", what, numbers);
+    const std::string numbers = fmt::format("{} {}, 95% CI [{}, {}], {}", signed_value(p.d.mean_diff), m.words,
+                                            signed_value(p.d.low), signed_value(p.d.high), over);
+    if (!p.d.significant) {
+      words += fmt::format("{}: no significant difference ({}).\n", what, numbers);
+      continue;
+    }
+    const bool survives = std::isnan(p.p_holm) || p.p_holm < 0.05;
+    words += fmt::format("{}: {}{}.\n", what, numbers,
+                         survives ? "" : fmt::format(" (not significant after Holm's correction: p = {:.3g})", p.p_holm));
   }
   return words;
 }

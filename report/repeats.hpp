@@ -4,6 +4,7 @@
 // sentences that say only what those intervals show.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -40,18 +41,23 @@ struct MethodPair {
   int64_t data = 0;
   PairedDifference d;
   bool bootstrap = false;
+  // d.p_value adjusted by Holm's step-down method over every pair of the same metric with a p
+  // value: many comparisons at 95% each find some "differences" by chance. NaN: no p value.
+  double p_holm = std::numeric_limits<double>::quiet_NaN();
 };
 
-// Every pair, a ranked before b by pair_rank().
+// Every pair, a ranked before b by pair_rank(), with Holm's adjusted p values.
 std::vector<MethodPair> method_pairs(const std::vector<RepeatRow>& rows);
 
-// metric,method_a,method_b,experts,data,n,mean_diff,ci_low,ci_high,p_value,significant,interval
-// (interval: "t" over repeats or "bootstrap" over test samples).
+// metric,method_a,method_b,experts,data,n,mean_diff,ci_low,ci_high,p_value,significant,interval,
+// p_holm (interval: "t" over repeats or "bootstrap" over test samples).
 std::string pairs_csv(const std::vector<MethodPair>& pairs);
 
 // A sentence per pair from its interval alone: "upit − sparse: +1.9 points exact match, 95% CI
 // [+0.4, +3.4], 5 repeats, p = 0.02", or "no significant difference (...)" where the interval
-// covers 0; no claim where there is no interval. with_data names the data size first.
+// covers 0; no claim where there is no interval; a difference whose Holm-adjusted p is 0.05 or
+// more says so. with_data names the data size first. A first line says how many comparisons
+// there are and how many would come out significant by chance alone.
 std::string pair_sentences(const std::vector<MethodPair>& pairs, bool with_data);
 
 }  // namespace upcycle

@@ -178,9 +178,41 @@ TEST_CASE("statistics: with one repeat, exact match pairs come from a bootstrap 
   CHECK(!loss.bootstrap);
   CHECK(std::isnan(loss.d.low));
   const std::string csv = pairs_csv(ps);
-  CHECK(csv.find(",1,bootstrap\n") != std::string::npos);
+  CHECK(csv.find(",1,bootstrap,") != std::string::npos);
   const std::string words = pair_sentences(ps, false);
-  CHECK(words.find("upit E=4 − dense: +50 points exact match, 95% CI [") != std::string::npos);
+  CHECK(words.find("upit E=4 − dense: +50.0 points exact match, 95% CI [") != std::string::npos);
   CHECK(words.find("by a paired bootstrap over the 40 test samples") != std::string::npos);
   CHECK(words.find("in one run: no interval, so no claim") != std::string::npos);
+}
+
+TEST_CASE("statistics: Holm's correction over a report's comparisons, by hand") {
+  // Three methods, four repeats: upit ahead of sparse by a steady 2 points, dense by noise.
+  const double upit[] = {0.62, 0.60, 0.63, 0.61}, sparse[] = {0.60, 0.585, 0.61, 0.585}, dense[] = {0.58, 0.61, 0.60, 0.57};
+  std::vector<RepeatRow> rows;
+  for (int r = 0; r < 4; ++r)
+    for (auto [method, experts, exact] : {std::tuple{"upit", 4, upit[r]}, {"sparse", 4, sparse[r]}, {"dense", 1, dense[r]}}) {
+      MethodResult m;
+      m.method = method;
+      m.experts = experts;
+      m.exact = exact;
+      m.loss = 1.0;  // the same everywhere: no loss difference has a p value below 1
+      rows.push_back({100, r, uint64_t(r), m});
+    }
+  const std::vector<MethodPair> ps = method_pairs(rows);
+  std::vector<double> p;  // the exact-match pairs' raw p values, ascending
+  for (const MethodPair& x : ps)
+    if (x.metric == "exact") p.push_back(x.d.p_value);
+  REQUIRE(p.size() == 3);
+  std::sort(p.begin(), p.end());
+  const double want[] = {std::min(1.0, 3 * p[0]), std::max(std::min(1.0, 3 * p[0]), std::min(1.0, 2 * p[1])),
+                         std::max({std::min(1.0, 3 * p[0]), std::min(1.0, 2 * p[1]), std::min(1.0, p[2])})};
+  for (const MethodPair& x : ps) {
+    if (x.metric != "exact") continue;
+    const size_t rank = size_t(std::find(p.begin(), p.end(), x.d.p_value) - p.begin());
+    CHECK(x.p_holm == doctest::Approx(want[rank]).epsilon(1e-12));
+    CHECK(x.p_holm >= x.d.p_value);
+  }
+  const std::string words = pair_sentences(ps, false);
+  CHECK(words.rfind("6 comparisons with a p value: at 95% each, about 0.3 would show a difference by chance alone", 0) == 0);
+  CHECK(pairs_csv(ps).rfind("metric,method_a,method_b,experts,data,n,mean_diff,ci_low,ci_high,p_value,significant,interval,p_holm\n", 0) == 0);
 }
