@@ -82,5 +82,5 @@ TEST_CASE("run: dense tuning, conversion of its checkpoints, MoE tuning, evaluat
   refused(bad, "bad.json: stage convert: search_sample must be a non-negative integer");
   bad["convert"].erase("search_sample");
   bad["eval"] = json::array({{{"data", data}, {"metric", "bleu"}}});
-  refused(bad, "bad.json: stage eval[0]: metric: 'bleu' is not loss, exact or choice");
+  refused(bad, "bad.json: stage eval[0]: metric: 'bleu' is not loss, exact, choice or routing");
 }
