@@ -91,6 +91,14 @@ ModelConfig ModelConfig::from_json(const json& j, const std::filesystem::path& s
   if (const json* rs = field(j, "rope_scaling")) {
     require(rs->is_object(), src, "field 'rope_scaling' must be an object or null");
     c.rope_scaling = *rs;
+    parse_rope_scaling(c.rope_scaling, src);  // refused here, so inspect and convert refuse it too
+  }
+  // The FFNs compute SwiGLU: a config asking for another activation is refused, not misread.
+  if (const json* act = field(j, "hidden_act")) {
+    require(act->is_string(), src, "field 'hidden_act' must be a string");
+    const std::string name = act->get<std::string>();
+    require(name == "silu" || name == "swish", src,
+            "field 'hidden_act' = '" + name + "' is not supported (silu; the FFNs compute SwiGLU)");
   }
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", false, src);
   const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen2_moe";
@@ -189,6 +197,33 @@ json ModelConfig::to_json() const {
     j["shared_expert_intermediate_size"] = shared_expert_intermediate_size;
   }
   return j;
+}
+
+RopeScaling parse_rope_scaling(const nlohmann::ordered_json& j, const std::filesystem::path& source) {
+  RopeScaling s;
+  if (j.is_null()) return s;
+  auto number = [&](const char* key, double fallback) {
+    if (!j.contains(key)) return fallback;
+    require(j[key].is_number(), source, "rope_scaling", std::string("'") + key + "' must be a number");
+    return j[key].get<double>();
+  };
+  const char* type_key = j.contains("rope_type") ? "rope_type" : "type";
+  require(j.contains(type_key) && j[type_key].is_string(), source, "rope_scaling", "no 'rope_type' string");
+  const std::string type = j[type_key].get<std::string>();
+  if (type == "default") return s;
+  s.factor = number("factor", s.factor);
+  require(s.factor > 0, source, "rope_scaling", "'factor' must be positive");
+  if (type == "linear") {
+    s.type = RopeScaling::Type::Linear;
+    return s;
+  }
+  require(type == "llama3", source, "rope_scaling", "type '" + type + "' is not supported (default, linear, llama3)");
+  s.type = RopeScaling::Type::Llama3;
+  s.low_freq_factor = number("low_freq_factor", s.low_freq_factor);
+  s.high_freq_factor = number("high_freq_factor", s.high_freq_factor);
+  s.original_max_position_embeddings = number("original_max_position_embeddings", s.original_max_position_embeddings);
+  require(s.high_freq_factor > s.low_freq_factor, source, "rope_scaling", "'high_freq_factor' must exceed 'low_freq_factor'");
+  return s;
 }
 
 }  // namespace upcycle

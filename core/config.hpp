@@ -10,6 +10,21 @@
 
 namespace upcycle {
 
+// config.json's rope_scaling, for the types whose inv_freq transformers adjusts without changing
+// the attention scale.
+struct RopeScaling {
+  enum class Type { Default, Linear, Llama3 };
+  Type type = Type::Default;
+  double factor = 1.0;                             // linear, llama3
+  double low_freq_factor = 1.0;                    // llama3
+  double high_freq_factor = 4.0;                   // llama3
+  double original_max_position_embeddings = 8192;  // llama3
+};
+
+// rope_scaling (null: none; absent, "default", "linear" or "llama3"); InputError naming `source`
+// for another type or a value out of range.
+RopeScaling parse_rope_scaling(const nlohmann::ordered_json& j, const std::filesystem::path& source);
+
 struct ModelConfig {
   std::string model_type;  // llama, mistral, qwen2, mixtral; qwen2_moe on read
   int64_t vocab_size = 0;
@@ -22,7 +37,7 @@ struct ModelConfig {
   int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
-  nlohmann::ordered_json rope_scaling;  // null when absent; llama3 scaling etc.
+  nlohmann::ordered_json rope_scaling;  // null when absent; checked by parse_rope_scaling on read
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v (and for llama o) biases; always on for qwen2
   std::optional<int64_t> sliding_window;  // mistral / qwen2 when enabled

@@ -74,34 +74,7 @@ template Weights<float> load_weights(const Checkpoint&);
 template Weights<double> load_weights(const Checkpoint&);
 
 ops::RopeScaling rope_scaling(const ModelConfig& config, const std::filesystem::path& source) {
-  ops::RopeScaling s;
-  const auto& j = config.rope_scaling;
-  if (j.is_null()) return s;
-  auto number = [&](const char* key, double fallback) {
-    if (!j.contains(key)) return fallback;
-    require(j[key].is_number(), source, "rope_scaling", std::string("'") + key + "' must be a number");
-    return j[key].get<double>();
-  };
-  const char* type_key = j.contains("rope_type") ? "rope_type" : "type";
-  require(j.contains(type_key) && j[type_key].is_string(), source, "rope_scaling", "no 'rope_type' string");
-  const std::string type = j[type_key].get<std::string>();
-  if (type == "default") return s;
-  s.factor = number("factor", s.factor);
-  require(s.factor > 0, source, "rope_scaling", "'factor' must be positive");
-  if (type == "linear") {
-    s.type = ops::RopeScaling::Type::Linear;
-    return s;
-  }
-  require(type == "llama3", source, "rope_scaling",
-          "type '" + type + "' is not supported (default, linear, llama3)");
-  s.type = ops::RopeScaling::Type::Llama3;
-  s.low_freq_factor = number("low_freq_factor", s.low_freq_factor);
-  s.high_freq_factor = number("high_freq_factor", s.high_freq_factor);
-  s.original_max_position_embeddings =
-      number("original_max_position_embeddings", s.original_max_position_embeddings);
-  require(s.high_freq_factor > s.low_freq_factor, source, "rope_scaling",
-          "'high_freq_factor' must exceed 'low_freq_factor'");
-  return s;
+  return parse_rope_scaling(config.rope_scaling, source);
 }
 
 std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make, std::optional<TrainSetup> training) {

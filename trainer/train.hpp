@@ -35,7 +35,7 @@ struct TrainOptions {
   int64_t grad_accum = 1;       // micro-batches per step
   LrSchedule schedule{.peak = 2e-5};  // total is set from steps
   ops::AdamWConfig adam;        // lr comes from the schedule
-  double clip = 1.0;            // global gradient norm; <= 0: none
+  double clip = 1.0;            // global gradient norm; 0: none
   double z_loss_coef = 0;
   std::optional<double> aux_loss_coef;  // overrides the config's router_aux_loss_coef
   AuxLoss aux_loss = AuxLoss::PerLayer;  // how the load-balancing loss counts layers

@@ -98,6 +98,10 @@ void check_train_options(const TrainOptions& o) {
   require_positive(double(o.log_every), "log_every");
   require_positive(o.bias_rate, "bias_rate");
   require_not_negative(double(o.steps), "steps");
+  for (const auto& [key, value] : {std::pair{"stop_at", double(o.stop_at)}, {"save_every", double(o.save_every)},
+                                   {"clip", o.clip}, {"z_loss_coef", o.z_loss_coef}, {"weight_decay", o.adam.weight_decay}})
+    require_not_negative(value, key);
+  if (o.aux_loss_coef) require_not_negative(*o.aux_loss_coef, "aux_loss_coef");
   require_not_negative(o.epochs, "epochs");
   if ((o.steps > 0) == (o.epochs > 0))
     throw OptionError("steps", "give exactly one of " + option_name("steps") + " and " + option_name("epochs"));

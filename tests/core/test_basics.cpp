@@ -152,6 +152,18 @@ TEST_CASE("config: parsing, defaults, validation and unknown fields carried thro
   bad([](json& j) { j["rms_norm_eps"] = 0; }, "rms_norm_eps");
   bad([](json& j) { j["model_type"] = "mixtral"; j["num_experts_per_tok"] = 9; j["num_local_experts"] = 4; },
       "num_experts_per_tok");
+  // Fields that change the computation are refused, not misread (issue 25): another activation,
+  // an unknown or out-of-range rope scaling, at the config's parse (so inspect and convert too).
+  bad([](json& j) { j["hidden_act"] = "gelu"; }, "'hidden_act' = 'gelu' is not supported");
+  bad([](json& j) { j["rope_scaling"] = {{"type", "weird"}, {"factor", 2.0}}; }, "type 'weird' is not supported");
+  bad([](json& j) { j["rope_scaling"] = {{"type", "linear"}, {"factor", -3.0}}; }, "'factor' must be positive");
+  bad([](json& j) { j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 4.0}}; },
+      "'high_freq_factor' must exceed");
+  for (const char* act : {"silu", "swish"}) {
+    json ok = test::tiny_config("llama").to_json();
+    ok["hidden_act"] = act;
+    CHECK_NOTHROW(ModelConfig::from_json(ok, "x"));
+  }
 
   json j = test::tiny_config("llama").to_json();
   j["head_dim"] = 8;  // explicit head_dim lifts the divisibility rule

@@ -204,4 +204,10 @@ TEST_CASE("tune: bad data and misuse are named") {
   CHECK(run_upcycle(base + q(dir / "bad.jsonl") + " --freeze routers").code == 1);
   CHECK(run_upcycle("tune --model " + q(model) + " --data x --out y").code == 1);  // no --steps
   CHECK(run_upcycle("tune --model " + q(model) + " --data x --out y --steps 0").code == 1);
+  // Negative values that used to be accepted (issue 25): --stop-at -1 trained nothing and exited 0.
+  for (const char* option : {"--stop-at", "--save-every", "--clip", "--z-loss-coef", "--aux-loss-coef", "--weight-decay"}) {
+    r = run_upcycle("tune --model " + q(model) + " --data x --out y --steps 2 " + option + " -1");
+    CHECK_MESSAGE(r.code == 1, option);
+    CHECK_MESSAGE(r.err.find(std::string(option) + " must not be negative") != std::string::npos, r.err);
+  }
 }

@@ -556,7 +556,7 @@ TEST_CASE("gguf config: Hugging Face fields from llama.cpp keys") {
     w.set("mistral.rope.dimension_count", gguf_u32(32));
     w.set("mistral.vocab_size", gguf_u32(1000));
     w.set("mistral.context_length", gguf_u32(32768));
-    w.set("mistral.rope.scaling.type", gguf_string("yarn"));
+    w.set("mistral.rope.scaling.type", gguf_string("linear"));
     w.set("mistral.rope.scaling.factor", gguf_f32(4.0f));
     w.set("mistral.rope.scaling.original_context_length", gguf_u32(8192));
     w.write(dir / "m.gguf");
@@ -568,7 +568,7 @@ TEST_CASE("gguf config: Hugging Face fields from llama.cpp keys") {
     CHECK(c.max_position_embeddings == 32768);
     CHECK_FALSE(c.sliding_window.has_value());  // null, not transformers' 4096 default
     CHECK(c.rope_scaling == nlohmann::ordered_json::parse(
-                                R"({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192})"));
+                                R"({"rope_type": "linear", "factor": 4.0, "original_max_position_embeddings": 8192})"));
     CHECK(c.raw["architectures"] == nlohmann::ordered_json::array({"MistralForCausalLM"}));
     CHECK(c.tie_word_embeddings);  // no output tensor
   }
@@ -596,6 +596,16 @@ TEST_CASE("gguf config: Hugging Face fields from llama.cpp keys") {
     missing.set("general.architecture", gguf_string("llama"));
     missing.set("llama.embedding_length", gguf_u32(64));
     rejected(missing, "key 'llama.attention.head_count': missing");
+    GgufWriter yarn;  // a scaling we do not compute is refused, not misread
+    yarn.set("general.architecture", gguf_string("llama"));
+    yarn.set("llama.block_count", gguf_u32(2));
+    yarn.set("llama.embedding_length", gguf_u32(64));
+    yarn.set("llama.feed_forward_length", gguf_u32(96));
+    yarn.set("llama.attention.head_count", gguf_u32(4));
+    yarn.set("llama.vocab_size", gguf_u32(100));
+    yarn.set("llama.rope.scaling.type", gguf_string("yarn"));
+    yarn.set("llama.rope.scaling.factor", gguf_f32(4.0f));
+    rejected(yarn, "type 'yarn' is not supported");
     GgufWriter invalid;  // through ModelConfig's validation
     invalid.set("general.architecture", gguf_string("llama"));
     for (auto key : {"block_count", "embedding_length", "feed_forward_length", "attention.head_count", "vocab_size"})

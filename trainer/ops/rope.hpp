@@ -4,18 +4,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/config.hpp"
+
 namespace upcycle::ops {
 
-// config.json's rope_scaling, for the types whose inv_freq transformers adjusts without changing
-// the attention scale.
-struct RopeScaling {
-  enum class Type { Default, Linear, Llama3 };
-  Type type = Type::Default;
-  double factor = 1.0;                             // linear, llama3
-  double low_freq_factor = 1.0;                    // llama3
-  double high_freq_factor = 4.0;                   // llama3
-  double original_max_position_embeddings = 8192;  // llama3
-};
+using RopeScaling = upcycle::RopeScaling;  // config.json's rope_scaling (core/config.hpp)
 
 // inv_freq[D/2]: theta^(-2i/D); linear divides every one by `factor`; llama3 keeps the short
 // wavelengths (< original/high_freq_factor), divides the long ones (> original/low_freq_factor)
