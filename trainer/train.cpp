@@ -104,6 +104,13 @@ void add_routing_json(nlohmann::ordered_json& j, const StepStats& s) {
   j["router_entropy"] = std::move(entropy);
 }
 
+bool has_counted_token(const TokenizedData& data) {
+  for (const TokenizedSample& s : data.samples)
+    for (size_t t = 1; t < s.labels.size(); ++t)  // label 0 is never a target: nothing predicts it
+      if (s.labels[t] != kIgnoreLabel) return true;
+  return false;
+}
+
 // Steps for o.epochs passes: epoch 0's micro-batches over the accumulation, rounded up.
 int64_t steps_for_epochs(const TokenizedData& data, const TrainOptions& o) {
   BatchSampler sampler(data, o.seq_len, o.batch_tokens, o.seed);
@@ -148,6 +155,7 @@ class Trainer {
 Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   prepare_out(o);
   data_ = read_data(o.data);
+  require(has_counted_token(data_), o.data, "no sample has a token that counts (every label is -100): nothing to learn");
   if (o.val_data) val_ = read_data(*o.val_data);
   else if (o.val_fraction > 0) val_ = split_off(data_, o.val_fraction, o.seed);
   const int64_t steps = o.steps > 0 ? o.steps : steps_for_epochs(data_, o);
@@ -166,6 +174,10 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
     require(saved.samples == state_.samples, o.data,
             "holds " + std::to_string(state_.samples) + " samples, the resumed run had " + std::to_string(saved.samples));
     require(saved.seed == o.seed, *o.resume, "was trained with --seed " + std::to_string(saved.seed));
+    require(saved.step < end_, *o.resume,
+            fmt::format("is at step {}, and this run would stop at step {}: nothing to train (give more --steps or "
+                        "--epochs, or a later --stop-at)",
+                        saved.step, end_));
     if (saved.steps != steps)
       spdlog::warn("the resumed run planned {} steps, this one {}: the schedule differs from a straight run",
                    saved.steps, steps);

@@ -204,6 +204,18 @@ TEST_CASE("tune: bad data and misuse are named") {
   CHECK(run_upcycle(base + q(dir / "bad.jsonl") + " --freeze routers").code == 1);
   CHECK(run_upcycle("tune --model " + q(model) + " --data x --out y").code == 1);  // no --steps
   CHECK(run_upcycle("tune --model " + q(model) + " --data x --out y --steps 0").code == 1);
+  // Data with no counted token used to train a step at loss 0 and save it (issue 25).
+  write_file(dir / "uncounted.jsonl", "{\"input_ids\":[1,2,3],\"labels\":[1,-100,-100]}\n");
+  r = run_upcycle("tune --model " + q(model) + " --out " + q(dir / "u") + " --steps 1 --data " + q(dir / "uncounted.jsonl"));
+  CHECK(r.code == 2);
+  CHECK_MESSAGE(r.err.find("uncounted.jsonl: no sample has a token that counts") != std::string::npos, r.err);
+  CHECK(!fs::exists(dir / "u" / "final"));
+  // Resuming past the run's end used to exit 0 having trained nothing (issue 25).
+  const std::string seqs = q(sequences(dir, 6));
+  REQUIRE(run_upcycle("tune --model " + q(model) + " --out " + q(dir / "s") + " --data " + seqs + " --steps 4 --stop-at 2").code == 0);
+  r = run_upcycle("tune --resume " + q(dir / "s" / "step-000002") + " --out " + q(dir / "s") + " --data " + seqs + " --steps 2");
+  CHECK(r.code == 2);
+  CHECK_MESSAGE(r.err.find("is at step 2, and this run would stop at step 2: nothing to train") != std::string::npos, r.err);
   // Negative values that used to be accepted (issue 25): --stop-at -1 trained nothing and exited 0.
   for (const char* option : {"--stop-at", "--save-every", "--clip", "--z-loss-coef", "--aux-loss-coef", "--weight-decay"}) {
     r = run_upcycle("tune --model " + q(model) + " --data x --out y --steps 2 " + option + " -1");
