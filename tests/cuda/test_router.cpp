@@ -139,57 +139,37 @@ TEST_CASE("router: backward adds into d_logits as the CPU op") {
   }
 }
 
-TEST_CASE("router: load-balancing loss and its gradient as the CPU op") {
+TEST_CASE("router: load-balancing loss and its gradient as the CPU op, with the batch's counts or a step's") {
   const int64_t N = 37;
   const double coef = 0.02, d_loss = 1.7;
-  for (auto [E, k] : kShapes) {
-    CAPTURE(E);
-    CAPTURE(k);
-    const Routed r = cpu_route(router_logits(N, E, uint64_t(50 * E + k)), N, E, k);
-    const std::vector<float> probs = narrow(r.probs);
-    const Doubles probs_d = widen(probs);
-    const auto probs_dev = to_device<float>(probs);
-    const auto idx_dev = to_device_ints(r.idx);
+  for (auto [E, k] : kShapes)
+    for (const bool step_counts : {false, true}) {
+      CAPTURE(E);
+      CAPTURE(k);
+      CAPTURE(step_counts);
+      const Routed r = cpu_route(router_logits(N, E, uint64_t(50 * E + k)), N, E, k);
+      const std::vector<float> probs = narrow(r.probs);
+      const Doubles probs_d = widen(probs);
+      const auto probs_dev = to_device<float>(probs);
+      const auto idx_dev = to_device_ints(r.idx);
+      std::vector<int64_t> step(static_cast<size_t>(E));
+      for (int64_t e = 0; e < E; ++e) step[size_t(e)] = 3 * e + 5;  // global-batch counts of a step of 4 · N tokens
+      const int64_t* counts = step_counts ? step.data() : nullptr;
+      const int64_t tokens = step_counts ? 4 * N : 0;
 
-    const double want = ops::load_balancing_loss_forward(probs_d.data(), r.idx.data(), N, E, k, coef);
-    const double got = cuda::load_balancing_loss_forward(probs_dev.data(), idx_dev.data(), N, E, k, coef);
-    check_close(Doubles{got}, Doubles{want}, tolerance<float>(), "loss");
+      const double want = ops::load_balancing_loss_forward(probs_d.data(), r.idx.data(), N, E, k, coef, counts, tokens);
+      const double got = cuda::load_balancing_loss_forward(probs_dev.data(), idx_dev.data(), N, E, k, coef, counts, tokens);
+      check_close(Doubles{got}, Doubles{want}, tolerance<float>(), "loss");
 
-    Doubles contribution(size_t(N * E), 0.0);
-    ops::load_balancing_loss_backward(contribution.data(), probs_d.data(), r.idx.data(), N, E, k, coef, d_loss);
-    const AddedInto expect = added_into(contribution, uint64_t(60 * E + k));
-    auto d_logits = to_device<float>(expect.start);
-    cuda::load_balancing_loss_backward(d_logits.data(), probs_dev.data(), idx_dev.data(), N, E, k, coef, d_loss);
-    check_close(widen(to_host(d_logits)), expect.want, tolerance<float>(), "d_logits");
-  }
-}
-
-TEST_CASE("router: load-balancing loss with global-batch counts as the CPU op") {
-  const int64_t N = 37;
-  const double coef = 0.02, d_loss = 1.7;
-  for (auto [E, k] : kShapes) {
-    CAPTURE(E);
-    CAPTURE(k);
-    const Routed r = cpu_route(router_logits(N, E, uint64_t(70 * E + k)), N, E, k);
-    const std::vector<float> probs = narrow(r.probs);
-    const Doubles probs_d = widen(probs);
-    const auto probs_dev = to_device<float>(probs);
-    const auto idx_dev = to_device_ints(r.idx);
-    std::vector<int64_t> step(static_cast<size_t>(E));
-    for (int64_t e = 0; e < E; ++e) step[size_t(e)] = 3 * e + 5;  // a step of 4 · N tokens
-    const double want = ops::load_balancing_loss_forward(probs_d.data(), r.idx.data(), N, E, k, coef, step.data(), 4 * N);
-    const double got = cuda::load_balancing_loss_forward(probs_dev.data(), idx_dev.data(), N, E, k, coef, step.data(), 4 * N);
-    check_close(Doubles{got}, Doubles{want}, tolerance<float>(), "loss");
-
-    Doubles contribution(size_t(N * E), 0.0);
-    ops::load_balancing_loss_backward(contribution.data(), probs_d.data(), r.idx.data(), N, E, k, coef, d_loss, step.data(),
-                                      4 * N);
-    const AddedInto expect = added_into(contribution, uint64_t(80 * E + k));
-    auto d_logits = to_device<float>(expect.start);
-    cuda::load_balancing_loss_backward(d_logits.data(), probs_dev.data(), idx_dev.data(), N, E, k, coef, d_loss, step.data(),
-                                       4 * N);
-    check_close(widen(to_host(d_logits)), expect.want, tolerance<float>(), "d_logits");
-  }
+      Doubles contribution(size_t(N * E), 0.0);
+      ops::load_balancing_loss_backward(contribution.data(), probs_d.data(), r.idx.data(), N, E, k, coef, d_loss, counts,
+                                        tokens);
+      const AddedInto expect = added_into(contribution, uint64_t(60 * E + k));
+      auto d_logits = to_device<float>(expect.start);
+      cuda::load_balancing_loss_backward(d_logits.data(), probs_dev.data(), idx_dev.data(), N, E, k, coef, d_loss, counts,
+                                         tokens);
+      check_close(widen(to_host(d_logits)), expect.want, tolerance<float>(), "d_logits");
+    }
 }
 
 TEST_CASE("router: load-balancing loss rejects an expert index outside 0 to E-1") {
