@@ -140,32 +140,10 @@ MeanInterval over(const std::vector<const MethodResult*>& ms, Get get) {
   return mean_interval(v);
 }
 
-// "34.2 [31.0, 37.4]": the mean and its 95% interval over repeats (the mean alone for one).
-std::string with_interval(const MeanInterval& m, const char* format, double scale) {
-  std::string s = fmt::format(fmt::runtime(format), scale * m.mean);
-  if (m.n > 1)
-    s += " [" + fmt::format(fmt::runtime(format), scale * m.low) + ", " + fmt::format(fmt::runtime(format), scale * m.high) + "]";
-  return s;
-}
-
-std::vector<std::string> all_tasks(const std::vector<RepeatRow>& rows) {
-  std::set<std::string> tasks;
-  for (const RepeatRow& row : rows)
-    for (const auto& [t, acc] : row.result.exact_by_task) tasks.insert(t);
-  return {tasks.begin(), tasks.end()};
-}
-
-std::vector<std::string> heldout_names(const std::vector<RepeatRow>& rows) {
-  std::set<std::string> names;
-  for (const RepeatRow& row : rows)
-    for (const auto& [name, acc] : row.result.heldout_exact) names.insert(name);
-  return {names.begin(), names.end()};
-}
-
 std::string millions(int64_t n) { return fmt::format("{:.2f} M", double(n) / 1e6); }
 
 std::string results_table(const ExperimentReport& r) {
-  const auto sets = heldout_names(r.rows);
+  const auto sets = heldout_set_names(r.rows);
   std::string md = "| method | experts | total params | active params | loss before tuning | eval loss | exact match (%) |";
   for (const auto& h : sets) md += " held-out " + h + " (%) |";
   md += " wall time per repeat |\n|---|---:|---:|---:|---:|---:|---:|";
@@ -174,19 +152,19 @@ std::string results_table(const ExperimentReport& r) {
   for (const auto& [method, ms] : per_method(r)) {
     const MethodResult& m = *ms.front();
     md += fmt::format("| {} | {} | {} | {} | {} | {} | {} |", method, m.experts, millions(m.total_params),
-                      millions(m.active_params), with_interval(over(ms, [](auto& x) { return x.start_loss; }), "{:.4f}", 1),
-                      with_interval(over(ms, [](auto& x) { return x.loss; }), "{:.4f}", 1),
-                      with_interval(over(ms, [](auto& x) { return x.exact; }), "{:.1f}", 100));
+                      millions(m.active_params), mean_with_interval(over(ms, [](auto& x) { return x.start_loss; }), 4, 1),
+                      mean_with_interval(over(ms, [](auto& x) { return x.loss; }), 4, 1),
+                      mean_with_interval(over(ms, [](auto& x) { return x.exact; }), 1, 100));
     for (const auto& h : sets)
-      md += " " + with_interval(over(ms, [&](auto& x) { return x.heldout_exact.count(h) ? x.heldout_exact.at(h) : NAN; }),
-                                "{:.1f}", 100) + " |";
+      md += " " + mean_with_interval(over(ms, [&](auto& x) { return x.heldout_exact.count(h) ? x.heldout_exact.at(h) : NAN; }),
+                                     1, 100) + " |";
     md += fmt::format(" {:.0f} s |\n", over(ms, [](auto& x) { return x.seconds; }).mean);
   }
   return md;
 }
 
 std::string task_table(const ExperimentReport& r) {
-  const auto tasks = all_tasks(r.rows);
+  const auto tasks = task_names(r.rows);
   if (tasks.empty()) return {};
   const PerMethod methods = per_method(r);
   std::string md = "\n## Exact match per task (%, mean over repeats)\n\n| task |";
@@ -200,25 +178,6 @@ std::string task_table(const ExperimentReport& r) {
       md += fmt::format(" {:.0f} |", 100 * over(ms, [&](auto& x) { return x.exact_by_task.count(t) ? x.exact_by_task.at(t) : NAN; }).mean);
     md += "\n";
   }
-  return md;
-}
-
-std::string markdown(const ExperimentReport& r, bool has_load, bool has_distances, const std::vector<std::string>& routing_plots) {
-  const int repeats = int(per_method(r).front().second.size());
-  std::string md = "# " + r.title + "\n\n" + r.setup + "\n\n";
-  md += fmt::format("## Results ({} repeat{}; mean{})\n\n", repeats, repeats > 1 ? "s" : "",
-                    repeats > 1 ? " [95% CI over repeats]" : "");
-  md += results_table(r);
-  if (!r.base_dir.empty()) md += fmt::format("\nThe base tuning (shared by the repeats) took {:.0f} s.", r.base_seconds);
-  md += fmt::format("\nThe dense runs (each repeat's checkpoints feed its methods) took {:.0f} s in all.\n", r.dense_seconds);
-  md += "\n## What the runs show\n\n" + findings(r) + task_table(r);
-  md += "\n## Plots (first repeat)\n\n![training loss](plots/loss.svg)\n";
-  if (has_load) md += "\n![expert load](plots/expert_load.svg)\n";
-  if (has_distances) md += "\n![expert distances](plots/distances.svg)\n";
-  for (const std::string& method : routing_plots) md += "\n![" + method + ": routing by task](plots/routing-" + method + ".svg)\n";
-  md += "\nEvery number here is in metrics.csv (a row per repeat and method), summary.csv and pairs.csv; each\n"
-        "repeat's folder holds its dense run and a folder per method with its model, its training metrics\n"
-        "(tuned/metrics.jsonl) and its evaluations (eval-*.json).\n";
   return md;
 }
 
@@ -254,7 +213,7 @@ std::string start_words(const ExperimentReport& r) {
   const auto dense = std::find_if(methods.begin(), methods.end(), [](const auto& m) { return m.first == "dense"; });
   if (dense == methods.end() || std::isnan(dense->second.front()->start_loss)) return {};
   std::string s = fmt::format("Test loss before each method's tuning: the dense run's final model {}",
-                              with_interval(over(dense->second, [](auto& x) { return x.start_loss; }), "{:.4f}", 1));
+                              mean_with_interval(over(dense->second, [](auto& x) { return x.start_loss; }), 4, 1));
   std::optional<PairedDifference> upit;
   for (const auto& [method, ms] : methods) {
     if (method == "dense" || ms.size() != dense->second.size()) continue;
@@ -284,6 +243,49 @@ std::string start_end_words(const MethodResult& m) {
   return fmt::format("{}: {:.4f} -> {:.4f}", m.method, lines.front()["loss"].get<double>(), end);
 }
 
+// Words on what the results show: each pair of methods' differences with their intervals (a claim
+// only where the interval excludes 0), every method's test loss before its tuning against the
+// dense run's final model, UpIT's experts, where each tuning starts and ends, and how balanced
+// each MoE's experts are.
+std::string findings(const ExperimentReport& r, const std::vector<MethodPair>& pairs) {
+  const int repeats = int(per_method(r).front().second.size());
+  std::string words = repeats > 1 ? fmt::format("Paired differences over the {} repeats (the same seed on both sides; pairs.csv):\n\n", repeats)
+                                  : "Paired differences of one run (pairs.csv):\n\n";
+  words += pair_sentences(pairs, false);
+  const std::string start = start_words(r);
+  if (!start.empty()) words += "\n" + start;
+  std::vector<fs::path> upit_conversions;
+  for (const RepeatRow& row : r.rows)
+    if (row.result.method == "upit") upit_conversions.push_back(row.result.dir / "init");
+  const std::string pool = upit_pool_findings(upit_conversions);
+  if (!pool.empty()) words += "\nUpIT's experts, measured:\n\n" + pool;
+  words += "\nWhere each tuning starts and ends in the first repeat (training loss of its first step, mean of its last tenth):";
+  for (const MethodResult& m : first_repeat(r)) words += "\n- " + start_end_words(m);
+  words += "\n\nExpert load:\n\n";
+  for (const auto& [method, ms] : per_method(r)) words += balance_words(method, ms);
+  return words;
+}
+
+std::string markdown(const ExperimentReport& r, const std::vector<MethodPair>& pairs, bool has_load, bool has_distances,
+                     const std::vector<std::string>& routing_plots) {
+  const int repeats = int(per_method(r).front().second.size());
+  std::string md = "# " + r.title + "\n\n" + r.setup + "\n\n";
+  md += fmt::format("## Results ({} repeat{}; mean{})\n\n", repeats, repeats > 1 ? "s" : "",
+                    repeats > 1 ? " [95% CI over repeats]" : "");
+  md += results_table(r);
+  if (!r.base_dir.empty()) md += fmt::format("\nThe base tuning (shared by the repeats) took {:.0f} s.", r.base_seconds);
+  md += fmt::format("\nThe dense runs (each repeat's checkpoints feed its methods) took {:.0f} s in all.\n", r.dense_seconds);
+  md += "\n## What the runs show\n\n" + findings(r, pairs) + task_table(r);
+  md += "\n## Plots (first repeat)\n\n![training loss](plots/loss.svg)\n";
+  if (has_load) md += "\n![expert load](plots/expert_load.svg)\n";
+  if (has_distances) md += "\n![expert distances](plots/distances.svg)\n";
+  for (const std::string& method : routing_plots) md += "\n![" + method + ": routing by task](plots/routing-" + method + ".svg)\n";
+  md += "\nEvery number here is in metrics.csv (a row per repeat and method), summary.csv and pairs.csv; each\n"
+        "repeat's folder holds its dense run and a folder per method with its model, its training metrics\n"
+        "(tuned/metrics.jsonl) and its evaluations (eval-*.json).\n";
+  return md;
+}
+
 }  // namespace
 
 std::vector<std::vector<double>> final_expert_load(const fs::path& metrics) {
@@ -302,24 +304,6 @@ std::vector<std::vector<double>> final_expert_load(const fs::path& metrics) {
   return mean;
 }
 
-std::string findings(const ExperimentReport& r) {
-  const int repeats = int(per_method(r).front().second.size());
-  std::string words = repeats > 1 ? fmt::format("Paired differences over the {} repeats (the same seed on both sides; pairs.csv):\n\n", repeats)
-                                  : "Paired differences of one run (pairs.csv):\n\n";
-  words += pair_sentences(method_pairs(r.rows), false);
-  const std::string start = start_words(r);
-  if (!start.empty()) words += "\n" + start;
-  std::vector<fs::path> upit_conversions;
-  for (const RepeatRow& row : r.rows)
-    if (row.result.method == "upit") upit_conversions.push_back(row.result.dir / "init");
-  const std::string pool = upit_pool_findings(upit_conversions);
-  if (!pool.empty()) words += "\nUpIT's experts, measured:\n\n" + pool;
-  words += "\nWhere each tuning starts and ends in the first repeat (training loss of its first step, mean of its last tenth):";
-  for (const MethodResult& m : first_repeat(r)) words += "\n- " + start_end_words(m);
-  words += "\n\nExpert load:\n\n";
-  for (const auto& [method, ms] : per_method(r)) words += balance_words(method, ms);
-  return words;
-}
 
 void write_experiment_report(const fs::path& dir, const ExperimentReport& r) {
   fs::create_directories(dir / "plots");
@@ -330,7 +314,8 @@ void write_experiment_report(const fs::path& dir, const ExperimentReport& r) {
   if (!distances.empty()) replace_text_file(dir / "plots" / "distances.svg", distances);
   replace_text_file(dir / "metrics.csv", rows_csv(r.rows));
   replace_text_file(dir / "summary.csv", summary_csv(r.rows));
-  replace_text_file(dir / "pairs.csv", pairs_csv(method_pairs(r.rows)));
+  const std::vector<MethodPair> pairs = method_pairs(r.rows);
+  replace_text_file(dir / "pairs.csv", pairs_csv(pairs));
   std::vector<std::string> routing_plots;  // the methods with one
   for (const MethodResult& m : first) {
     const std::string svg = task_routing_plot(m);
@@ -338,7 +323,7 @@ void write_experiment_report(const fs::path& dir, const ExperimentReport& r) {
     replace_text_file(dir / "plots" / ("routing-" + m.method + ".svg"), svg);
     routing_plots.push_back(m.method);
   }
-  replace_text_file(dir / "report.md", markdown(r, !load.empty(), !distances.empty(), routing_plots));
+  replace_text_file(dir / "report.md", markdown(r, pairs, !load.empty(), !distances.empty(), routing_plots));
 }
 
 }  // namespace upcycle

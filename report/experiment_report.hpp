@@ -24,12 +24,6 @@ struct ExperimentReport {
 // steps, from its metrics.jsonl; empty for a dense run.
 std::vector<std::vector<double>> final_expert_load(const std::filesystem::path& metrics);
 
-// Words on what the results show: each pair of methods' differences with their intervals (a claim
-// only where the interval excludes 0), every method's test loss before its tuning against the
-// dense run's final model, where each tuning starts and ends, and how balanced each MoE's experts
-// are.
-std::string findings(const ExperimentReport& r);
-
 // Writes dir/report.md, dir/metrics.csv, dir/summary.csv, dir/pairs.csv and dir/plots/*.svg,
 // each complete or not at all.
 void write_experiment_report(const std::filesystem::path& dir, const ExperimentReport& r);

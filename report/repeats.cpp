@@ -94,9 +94,23 @@ std::string arm_name(const MethodResult& m) {
   return m.method == "dense" ? "dense" : fmt::format("{} E={}", m.method, m.experts);
 }
 
+std::string mean_with_interval(const MeanInterval& m, int digits, double scale) {
+  std::string s = fmt::format("{:.{}f}", scale * m.mean, digits);
+  if (m.n > 1) s += fmt::format(" [{:.{}f}, {:.{}f}]", scale * m.low, digits, scale * m.high, digits);
+  return s;
+}
+
+std::vector<std::string> heldout_set_names(const std::vector<RepeatRow>& rows) {
+  return names_of(rows, [](const MethodResult& m) -> auto& { return m.heldout_exact; });
+}
+
+std::vector<std::string> task_names(const std::vector<RepeatRow>& rows) {
+  return names_of(rows, [](const MethodResult& m) -> auto& { return m.exact_by_task; });
+}
+
 std::string rows_csv(const std::vector<RepeatRow>& rows) {
-  const auto sets = names_of(rows, [](const MethodResult& m) -> auto& { return m.heldout_exact; });
-  const auto tasks = names_of(rows, [](const MethodResult& m) -> auto& { return m.exact_by_task; });
+  const auto sets = heldout_set_names(rows);
+  const auto tasks = task_names(rows);
   std::string out = "data,repeat,seed,method,experts,total_params,active_params,start_loss,eval_loss,eval_ppl,exact,seconds";
   for (const auto& h : sets) out += ",exact_heldout_" + h;
   for (const auto& t : tasks) out += ",exact_" + t;

@@ -23,6 +23,14 @@ struct RepeatRow {
 // A line of tables and plots: a method at an expert count ("dense", "upit E=8").
 std::string arm_name(const MethodResult& m);
 
+// "34.2 [31.0, 37.4]": scale × the mean with its 95% interval, `digits` decimals (the mean alone
+// for one repeat).
+std::string mean_with_interval(const MeanInterval& m, int digits, double scale);
+
+// The held-out sets and the tasks any row was evaluated on, sorted.
+std::vector<std::string> heldout_set_names(const std::vector<RepeatRow>& rows);
+std::vector<std::string> task_names(const std::vector<RepeatRow>& rows);
+
 // One row per repeat, method and expert count: data,repeat,seed,method,experts,..., then each
 // held-out set's and each task's exact match.
 std::string rows_csv(const std::vector<RepeatRow>& rows);

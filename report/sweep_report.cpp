@@ -41,7 +41,7 @@ std::string plot(const Table& t, const std::string& title, const std::string& y_
   return line_plot_svg(p);
 }
 
-std::string markdown_table(const Table& t, const std::set<int64_t>& sizes, const char* format, double scale) {
+std::string markdown_table(const Table& t, const std::set<int64_t>& sizes, int digits, double scale) {
   std::string md = "| method |";
   for (int64_t d : sizes) md += fmt::format(" {} samples |", d);
   md += "\n|---|";
@@ -52,11 +52,7 @@ std::string markdown_table(const Table& t, const std::set<int64_t>& sizes, const
     for (int64_t d : sizes) {
       const auto it = by_data.find(d);
       if (it == by_data.end()) { md += " |"; continue; }
-      md += " " + fmt::format(fmt::runtime(format), scale * it->second.mean);
-      if (it->second.n > 1)
-        md += " [" + fmt::format(fmt::runtime(format), scale * it->second.low) + ", " +
-              fmt::format(fmt::runtime(format), scale * it->second.high) + "]";
-      md += " |";
+      md += " " + mean_with_interval(it->second, digits, scale) + " |";
     }
     md += "\n";
   }
@@ -76,11 +72,6 @@ std::string upit_by_experts(const Table& exact, const std::set<int64_t>& sizes, 
   return trend.empty() ? "" : fmt::format("- UpIT at {} samples by expert count (means): {}.\n", largest, trend);
 }
 
-// "34.2 [31.0, 37.4]" in points (the mean alone for one repeat).
-std::string points(const MeanInterval& m) {
-  return m.n > 1 ? fmt::format("{:.1f} [{:.1f}, {:.1f}]", 100 * m.mean, 100 * m.low, 100 * m.high) : fmt::format("{:.1f}", 100 * m.mean);
-}
-
 // Per expert count: sparse upcycling's best exact match over the data sizes, and the smallest size
 // at which UpIT's mean reaches it, with both intervals (whether they overlap says whether the
 // reach is more than noise).
@@ -91,7 +82,7 @@ std::string data_efficiency(const Table& exact, const std::set<int>& experts) {
     if (sparse == exact.end() || upit == exact.end()) continue;
     const auto best = std::max_element(sparse->second.begin(), sparse->second.end(),
                                        [](const auto& a, const auto& b) { return a.second.mean < b.second.mean; });
-    md += fmt::format("| {} | {} at {} |", k, points(best->second), best->first);
+    md += fmt::format("| {} | {} at {} |", k, mean_with_interval(best->second, 1, 100), best->first);
     const auto reach = std::find_if(upit->second.begin(), upit->second.end(),
                                     [&](const auto& d) { return d.second.mean >= best->second.mean; });
     if (reach == upit->second.end()) {
@@ -100,7 +91,7 @@ std::string data_efficiency(const Table& exact, const std::set<int>& experts) {
     }
     const bool apart = reach->second.n > 1 && best->second.n > 1 &&
                        (reach->second.low > best->second.high || reach->second.high < best->second.low);
-    md += fmt::format(" {} | {} | {} |\n", reach->first, points(reach->second),
+    md += fmt::format(" {} | {} | {} |\n", reach->first, mean_with_interval(reach->second, 1, 100),
                       reach->second.n < 2 ? "one repeat: no interval" : apart ? "no (UpIT above)" : "yes: within noise");
   }
   if (md.empty()) return {};
@@ -127,7 +118,7 @@ void write_sweep_report(const fs::path& dir, const std::vector<RepeatRow>& rows,
   const std::vector<MethodPair> ps = method_pairs(rows);
   replace_text_file(dir / "pairs.csv", pairs_csv(ps));
   std::string md = "# upcycle sweep\n\n" + setup + "\n\n## Exact match (%, mean [95% CI over repeats])\n\n" +
-                   markdown_table(exact, sizes, "{:.1f}", 100) + "\n## Eval loss\n\n" + markdown_table(loss, sizes, "{:.4f}", 1) +
+                   markdown_table(exact, sizes, 1, 100) + "\n## Eval loss\n\n" + markdown_table(loss, sizes, 4, 1) +
                    "\n## What it shows\n\nPaired differences over repeats (the same seed on both sides; pairs.csv, "
                    "summary.csv):\n\n" + pair_sentences(ps, true) + upit_by_experts(exact, sizes, experts) +
                    data_efficiency(exact, experts) +

@@ -173,10 +173,12 @@ class BasicTransformer {
                  LossReport& report, Act* d_hidden, Grad* d_head) const;
   // std::invalid_argument when opts asks for what the model or the batch cannot give.
   void check_loss_options(const Batch& batch, const LossOptions& opts) const;
-  // The router losses over every layer's rows at once (transformers' convention); with
-  // d_logits (one [N, E] per layer), adds their gradients there.
-  void router_losses(const Acts& acts, const LossOptions& opts, LossReport& report,
-                     std::vector<Vec<Stat>>* d_logits) const;
+  // The router losses over every layer's rows at once (transformers' convention), and the
+  // routing telemetry (slots per expert, router entropy; with counted_targets, also the slots of
+  // the positions whose target counts); with d_logits (one [N, E] per layer), adds their
+  // gradients there.
+  void router_losses(const Acts& acts, const LossOptions& opts, LossReport& report, std::vector<Vec<Stat>>* d_logits,
+                     const std::vector<int32_t>* counted_targets = nullptr) const;
   void backward(Acts& acts, Vec<Act>& d_x, std::vector<Vec<Stat>>& d_router_logits, GradSet& grads) const;
   void ffn_backward(const Layer& w, LayerActs& a, const Vec<Act>& d_out, Vec<Act>& d_h, Vec<Stat>& d_router_logits,
                     LayerGrads& g) const;

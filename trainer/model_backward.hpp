@@ -42,16 +42,7 @@ LossReport BasicTransformer<B>::loss(const Batch& batch, const std::vector<int32
   forward_hidden(batch, acts, opts.selection_bias);
   LossReport report;
   head_loss(acts.final_out, targets, opts.normaliser, opts.ce_coef, report, nullptr, nullptr);
-  router_losses(acts, opts, report, nullptr);
-  const int64_t k = config_.num_experts_per_tok;
-  for (const LayerActs& a : acts.layers) {
-    if (!config_.is_moe()) break;
-    auto& tokens = report.counted_expert_tokens.emplace_back(size_t(config_.num_local_experts), 0);
-    const std::vector<int32_t> idx = B::download(a.idx);  // [N,k]
-    for (size_t n = 0; n < targets.size(); ++n)
-      if (targets[n] != ops::kIgnoreIndex)
-        for (int64_t j = 0; j < k; ++j) ++tokens[size_t(idx[n * size_t(k) + size_t(j)])];
-  }
+  router_losses(acts, opts, report, nullptr, &targets);
   return report;
 }
 
@@ -130,7 +121,8 @@ void BasicTransformer<B>::head_loss(const Vec<Act>& hidden, const std::vector<in
 
 template <class B>
 void BasicTransformer<B>::router_losses(const Acts& acts, const LossOptions& opts, LossReport& report,
-                                        std::vector<Vec<Stat>>* d_logits) const {
+                                        std::vector<Vec<Stat>>* d_logits,
+                                        const std::vector<int32_t>* counted_targets) const {
   const ModelConfig& c = config_;
   if (!c.is_moe()) return;
   const int64_t E = c.num_local_experts, k = c.num_experts_per_tok, L = int64_t(acts.layers.size());
@@ -144,7 +136,14 @@ void BasicTransformer<B>::router_losses(const Acts& acts, const LossOptions& opt
     B::copy(logits.data() + l * NE, a.router_logits.data(), NE);
     B::copy(idx.data() + l * Nk, a.idx.data(), Nk);
     auto& tokens = report.expert_tokens.emplace_back(size_t(E), 0);
-    for (int32_t e : B::download(a.idx)) ++tokens[size_t(e)];
+    const std::vector<int32_t> host_idx = B::download(a.idx);  // [N,k]
+    for (int32_t e : host_idx) ++tokens[size_t(e)];
+    if (counted_targets) {
+      auto& counted = report.counted_expert_tokens.emplace_back(size_t(E), 0);
+      for (int64_t n = 0; n < N; ++n)
+        if ((*counted_targets)[size_t(n)] != ops::kIgnoreIndex)
+          for (int64_t j = 0; j < k; ++j) ++counted[size_t(host_idx[size_t(n * k + j)])];
+    }
     report.router_entropy.push_back(model_detail::entropy_sum(B::download(a.probs)));
   }
   report.routed = N;
