@@ -12,6 +12,7 @@
 #include "core/random.hpp"
 #include "formats/checkpoint_writer.hpp"
 #include "formats/open_checkpoint.hpp"
+#include "trainer/batches.hpp"
 
 namespace upcycle {
 
@@ -131,7 +132,7 @@ RouterStageOptions router_options(const O& o) {
   r.engine = engine_for_device(o.device);
   r.preopt.epochs = o.router_epochs;
   r.preopt.lr = o.router_lr;
-  r.preopt.seq_len = o.seq_len;
+  r.seq_len = o.seq_len;
   r.preopt.batch_tokens = o.batch_tokens;
   r.preopt.seed = o.seed;
   return r;
@@ -186,7 +187,7 @@ OptionTable<O> make_table() {
       option<O>("router_lr", "its learning rate (AdamW, constant)", [](O& o) -> auto& { return o.router_lr; }),
       option<O>("tokenizer", "for text seed data (default: checkpoint 0's)", [](O& o) -> auto& { return o.tokenizer; }),
       option<O>("template", "chat template: auto, chatml, llama2, alpaca", [](O& o) -> auto& { return o.chat_template; }),
-      option<O>("seq_len", "seed samples longer than this are cut", [](O& o) -> auto& { return o.seq_len; }),
+      option<O>("seq_len", std::string(kSeqLenHelp) + " (seed samples)", [](O& o) -> auto& { return o.seq_len; }),
       option<O>("batch_tokens", "tokens per micro-batch of the router stage", [](O& o) -> auto& { return o.batch_tokens; }),
       option<O>("skip_bad", "skip malformed seed data lines instead of failing", [](O& o) -> auto& { return o.skip_bad; }),
       option<O>("device", std::string("where the router stage runs: ") + kDeviceHelp, [](O& o) -> auto& { return o.device; }),
@@ -233,7 +234,7 @@ void check_convert_options(const O& o) {
       throw OptionError("seed_assign", option_name("seed_assign") + " must be loss or random");
     if (!(o.seed_fraction > 0 && o.seed_fraction <= 1) || o.seed_min < 1)
       throw OptionError("seed_fraction", option_name("seed_fraction") + " must lie in (0, 1] and " + option_name("seed_min") + " be positive");
-    if (o.router_epochs < 1 || !(o.router_lr > 0) || o.seq_len < 2 || o.batch_tokens < 1)
+    if (o.router_epochs < 1 || !(o.router_lr > 0) || (o.seq_len && *o.seq_len < 2) || o.batch_tokens < 1)
       throw OptionError("router_epochs", option_name("router_epochs") + ", " + option_name("router_lr") + ", " + option_name("seq_len") +
                                              " (>= 2) and " + option_name("batch_tokens") + " must be positive");
   }

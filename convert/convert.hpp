@@ -47,7 +47,8 @@ struct ConvertOptions {
   double router_lr = 1e-3;
   std::optional<std::filesystem::path> tokenizer;  // for text seed data (default: checkpoint 0's)
   std::string chat_template = "auto";
-  int64_t seq_len = 2048, batch_tokens = 4096;     // the router stage's
+  std::optional<int64_t> seq_len;                 // the router stage's (model_seq_len)
+  int64_t batch_tokens = 4096;                    // the router stage's
   bool skip_bad = false;
   std::string device = "cpu";                      // where the router stage runs
   double aux_loss_coef = 0.01;                     // router_aux_loss_coef in the config

@@ -16,20 +16,22 @@
 #include "router/assign.hpp"
 #include "router/hidden_init.hpp"
 #include "router/seed_data.hpp"
+#include "trainer/batches.hpp"
 
 namespace upcycle {
 
 namespace {
 
-TokenizedData seed_data(const RouterStageOptions& o, int64_t vocab) {
+TokenizedData seed_data(const RouterStageOptions& o, const ModelConfig& config) {
   std::unique_ptr<ChatEncoder> encoder;
   auto source = [&]() -> const ChatEncoder& {
     if (!encoder) encoder = load_chat_encoder(o.text_source, o.chat_template);
     return *encoder;
   };
   TokenizedData data = read_instruction_data(o.data, source, o.skip_bad);
-  if (data.skipped) spdlog::warn("{}: skipped {} malformed lines", o.data.string(), data.skipped);
-  check_vocabulary(data, vocab);
+  fit_context(data, config.max_position_embeddings, o.skip_bad);
+  if (data.skipped) spdlog::warn("{}: skipped {} malformed or over-long lines", o.data.string(), data.skipped);
+  check_vocabulary(data, config.vocab_size);
   if (o.data_is_seed) return data;
   return router::draw_seed_data(data, o.fraction, o.min_samples, o.preopt.seed);
 }
@@ -78,12 +80,14 @@ std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& sourc
   auto moe = std::make_shared<Weights<float>>(load_weights<float>(*start));
   std::unique_ptr<Checkpoint> fitted = checkpoint_like(*start, moe);  // reads *moe when written
   start.reset();  // its blocks of made experts go: nothing is assembled again
-  const TokenizedData seed = seed_data(o, config.vocab_size);
+  const TokenizedData seed = seed_data(o, config);
+  router::PreoptOptions preopt = o.preopt;
+  preopt.seq_len = model_seq_len(o.seq_len, config);
   spdlog::info("router stage: {} seed samples from {}", seed.samples.size(), o.data.string());
 
   const int64_t E = config.num_local_experts;
-  Progress scoring("scoring seed samples per expert", uint64_t(E) * seed.samples.size(), "samples", o.preopt.progress);
-  router::Assignment a = router::assign_by_loss(config, *moe, o.engine, seed, o.preopt.seq_len, [&] { scoring.advance(1); });
+  Progress scoring("scoring seed samples per expert", uint64_t(E) * seed.samples.size(), "samples", preopt.progress);
+  router::Assignment a = router::assign_by_loss(config, *moe, o.engine, seed, preopt.seq_len, [&] { scoring.advance(1); });
   scoring.finish();
   report["seed_samples"] = seed.samples.size();
   report["seed_loss_distances"] = router::loss_distances(a);
@@ -92,21 +96,21 @@ std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& sourc
     for (int64_t e = 0; e < E; ++e) mean_loss[size_t(e)] += std::isfinite(loss[size_t(e)]) ? loss[size_t(e)] / double(a.loss.size()) : 0.0;
   report["seed_mean_loss"] = mean_loss;
   report["seed_per_expert_lowest_loss"] = a.counts;
-  if (o.random_assignment) router::assign_at_random(a, o.preopt.seed);
+  if (o.random_assignment) router::assign_at_random(a, preopt.seed);
   std::string counts;
   for (int64_t c : a.counts) counts += " " + std::to_string(c);
   spdlog::info("seed samples per expert ({}):{}", o.random_assignment ? "drawn at random" : "lowest loss", counts);
   report["seed_assignment"] = o.random_assignment ? "random" : "loss";
   report["seed_per_expert"] = a.counts;
   if (o.hidden) {
-    auto routers = router::hidden_state_routers(config, *moe, o.engine, seed, a.expert, o.preopt.seq_len);
+    auto routers = router::hidden_state_routers(config, *moe, o.engine, seed, a.expert, preopt.seq_len);
     for (size_t l = 0; l < routers.size(); ++l) moe->layers.at(l).router = std::move(routers[l]);
     return fitted;
   }
 
   // Only the routers train (preoptimise_routers freezes every other part), and the weights come
   // back from the engine: the rest is the assembly as loaded.
-  router::PreoptResult r = router::preoptimise_routers({config, std::move(*moe), path, {}}, o.engine, seed, a.expert, o.preopt);
+  router::PreoptResult r = router::preoptimise_routers({config, std::move(*moe), path, {}}, o.engine, seed, a.expert, preopt);
   *moe = std::move(r.weights);
   spdlog::info("router pre-optimisation: {} steps, BCE {:.4f} -> {:.4f}, LM loss {:.4f} -> {:.4f}", r.steps, r.first_bce,
                r.last_bce, r.first_ce, r.last_ce);

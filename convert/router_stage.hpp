@@ -24,7 +24,8 @@ struct RouterStageOptions {
   bool hidden = false;                     // the `hidden` init in place of the pre-optimisation
   bool random_assignment = false;          // ablation: each seed sample to a random expert, not the best-scoring
   EngineFactory engine = make_cpu_engine;  // where the models run (--device)
-  router::PreoptOptions preopt;
+  std::optional<int64_t> seq_len;          // seed samples longer than this are cut (model_seq_len)
+  router::PreoptOptions preopt;            // its seq_len is set from seq_len
 };
 
 // The host memory the router stage holds: the MoE's weights in fp32, and one expert's dense

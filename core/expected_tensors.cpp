@@ -1,6 +1,8 @@
 #include "core/expected_tensors.hpp"
 
+#include <algorithm>
 #include <stdexcept>
+#include <unordered_set>
 
 #include "core/error.hpp"
 
@@ -31,6 +33,34 @@ Shape role_shape(Role role, const ModelConfig& config) {
   for (Dim d : role_info(role).shape)
     if (d != Dim::None) shape.push_back(dim_size(d, config));
   return shape;
+}
+
+// Buffers transformers recomputes and skips when loading (older Llama checkpoints store them).
+bool ignored_on_load(const std::string& name) {
+  const std::string suffix = ".rotary_emb.inv_freq";
+  return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Tensors the config does not account for (a layer past num_hidden_layers, an expert past
+// num_local_experts, a head the config ties, a name of no known role): a model built from the
+// config would drop them without a word, so they are refused, the first few named.
+void refuse_unaccounted(const Checkpoint& ckpt, const std::vector<ExpectedTensor>& expected) {
+  std::unordered_set<std::string> known;
+  for (const ExpectedTensor& e : expected) known.insert(e.name);
+  std::vector<std::string> extra;
+  for (const TensorInfo& t : ckpt.tensors())
+    if (!known.count(t.name) && !ignored_on_load(t.name)) extra.push_back(t.name);
+  if (extra.empty()) return;
+  constexpr size_t kNamed = 4;
+  std::string names;
+  for (size_t i = 0; i < std::min(extra.size(), kNamed); ++i) names += (i ? ", '" : "'") + extra[i] + "'";
+  if (extra.size() > kNamed) names += " and " + std::to_string(extra.size() - kNamed) + " more";
+  const ModelConfig& c = ckpt.config();
+  std::string why = std::to_string(extra.size()) + " tensor(s) the config does not account for (" +
+                    std::to_string(c.num_hidden_layers) + " layers";
+  if (c.is_moe()) why += ", " + std::to_string(c.num_local_experts) + " experts";
+  if (c.tie_word_embeddings) why += ", output tied to the embeddings";
+  throw InputError(ckpt.path(), why + "), which a model built from it would ignore: " + names);
 }
 
 }  // namespace
@@ -76,12 +106,14 @@ Scheme detect_scheme(const ModelConfig& config, const std::vector<TensorInfo>& t
 
 void check_tensors_match_config(const Checkpoint& ckpt) {
   const Scheme scheme = detect_scheme(ckpt.config(), ckpt.tensors());
-  for (const ExpectedTensor& want : expected_tensors(ckpt.config(), scheme)) {
+  const std::vector<ExpectedTensor> expected = expected_tensors(ckpt.config(), scheme);
+  for (const ExpectedTensor& want : expected) {
     const TensorInfo* have = ckpt.find(want.name);
     require(have != nullptr, ckpt.path(), "tensor '" + want.name + "'", "required by the config but missing");
     require(have->shape == want.shape, ckpt.path(), "tensor '" + want.name + "'",
             "shape " + shape_string(have->shape) + " but the config implies " + shape_string(want.shape));
   }
+  refuse_unaccounted(ckpt, expected);
 }
 
 }  // namespace upcycle

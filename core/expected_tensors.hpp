@@ -23,7 +23,8 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config, Scheme s
 // Qwen2Moe for qwen2_moe configs, else HF.
 Scheme detect_scheme(const ModelConfig& config, const std::vector<TensorInfo>& tensors);
 
-// Throws InputError when a tensor the config requires is missing or misshapen.
+// Throws InputError when a tensor the config requires is missing or misshapen, or when the
+// checkpoint holds tensors the config does not account for.
 void check_tensors_match_config(const Checkpoint& ckpt);
 
 }  // namespace upcycle

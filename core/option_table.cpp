@@ -49,6 +49,7 @@ bool json_fits(ValueKind kind, const nlohmann::json& v) {
     case ValueKind::Real: return v.is_number();
     case ValueKind::Text: return v.is_string();
     case ValueKind::TextList:
+    case ValueKind::CommaList:
       return v.is_string() || (v.is_array() && std::all_of(v.begin(), v.end(), [](const auto& e) { return e.is_string(); }));
   }
   return false;
@@ -62,8 +63,15 @@ const char* kind_text(ValueKind kind) {
     case ValueKind::Real: return "a number";
     case ValueKind::Text: return "a string";
     case ValueKind::TextList: return "a string or a list of strings";
+    case ValueKind::CommaList: return "a comma-separated string or a list of strings";
   }
   return "?";
+}
+
+std::string joined_list(const nlohmann::json& list) {
+  std::string out;
+  for (const auto& item : list) out += (out.empty() ? "" : ",") + item.get<std::string>();
+  return out;
 }
 
 std::string default_text(const nlohmann::json& v) {

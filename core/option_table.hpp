@@ -22,8 +22,9 @@
 namespace upcycle {
 
 // How a value is written: Switch is a flag (true or false in JSON); TextList one or more texts
-// (a JSON list, or a single text).
-enum class ValueKind { Switch, Integer, Unsigned, Real, Text, TextList };
+// (a JSON list, or a single text); CommaList one text of comma-separated items (in JSON also a
+// list of them, joined).
+enum class ValueKind { Switch, Integer, Unsigned, Real, Text, TextList, CommaList };
 
 // A mistake in one option or a combination of them. The message may name options through
 // option_name(key), which each front end writes its own way.
@@ -128,10 +129,12 @@ OptionRow<S> option(std::string key, std::string help, Field field) {
   return row;
 }
 
-// A text row read by parse (OptionError naming the key for a text it refuses) and shown by show.
+// A text row read by parse (OptionError naming the key for a text it refuses) and shown by show;
+// kind CommaList where parse takes comma-separated items.
 template <class S, class Field, class Parse, class Show>
-OptionRow<S> text_option(std::string key, std::string help, Field field, Parse parse, Show show) {
-  OptionRow<S> row{std::move(key), ValueKind::Text, std::move(help), nullptr, nullptr};
+OptionRow<S> text_option(std::string key, std::string help, Field field, Parse parse, Show show,
+                         ValueKind kind = ValueKind::Text) {
+  OptionRow<S> row{std::move(key), kind, std::move(help), nullptr, nullptr};
   row.set = [field, parse](S& s, const nlohmann::json& v) { field(s) = parse(v.get<std::string>()); };
   row.get = [field, show](const S& s) -> nlohmann::json { return show(field(const_cast<S&>(s))); };
   return row;
@@ -166,6 +169,9 @@ const OptionRow<S>* find_option(const OptionTable<S>& table, const std::string& 
 bool json_fits(ValueKind kind, const nlohmann::json& value);
 const char* kind_text(ValueKind kind);  // "an integer", "a list of texts", ...
 
+// A JSON list of texts as one comma-separated text.
+std::string joined_list(const nlohmann::json& list);
+
 // A default as a person writes it: 2e-05, not 2.0000000000000002e-05; "" for none.
 std::string default_text(const nlohmann::json& value);
 
@@ -191,7 +197,9 @@ void read_options(const OptionTable<S>& table, const nlohmann::json& object, S& 
     if (value.is_null()) continue;
     if (!json_fits(row->kind, value)) throw_config_error(where, key + " must be " + kind_text(row->kind));
     try {
-      row->set(into, row->kind == ValueKind::TextList && value.is_string() ? nlohmann::json::array({value}) : value);
+      row->set(into, row->kind == ValueKind::TextList && value.is_string()  ? nlohmann::json::array({value})
+                     : row->kind == ValueKind::CommaList && value.is_array() ? nlohmann::json(joined_list(value))
+                                                                            : value);
     } catch (const OptionError& e) {
       throw_config_error(where, render_option_names(e.what(), false));
     }

@@ -1,9 +1,16 @@
 #include "core/staged_path.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <charconv>
 #include <fstream>
+#include <optional>
+#include <string_view>
 #include <system_error>
+
+#include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
 
@@ -11,12 +18,46 @@ namespace upcycle {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+constexpr std::string_view kPartial = ".partial-";
+
+// The process that staged `name` (".NAME.partial-PID", or its ".old" during a replace), if any.
+std::optional<pid_t> staging_process(const std::string& name) {
+  if (name.empty() || name[0] != '.') return std::nullopt;
+  const size_t at = name.rfind(kPartial);
+  if (at == std::string::npos) return std::nullopt;
+  std::string_view digits = std::string_view(name).substr(at + kPartial.size());
+  if (digits.ends_with(".old")) digits.remove_suffix(4);
+  pid_t pid = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), pid);
+  if (ec != std::errc() || end != digits.data() + digits.size() || pid <= 0) return std::nullopt;
+  return pid;
+}
+
+bool process_runs(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
+
+}  // namespace
+
+void remove_stale_staging(const fs::path& folder) {
+  std::error_code ec;
+  for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::optional<pid_t> pid = staging_process(it->path().filename().string());
+    if (!pid || *pid == ::getpid() || process_runs(*pid)) continue;
+    std::error_code removed;
+    fs::remove_all(it->path(), removed);
+    if (!removed)
+      spdlog::info("removed {}: a staging entry left by process {}, which no longer runs", it->path().string(), *pid);
+  }
+}
+
 StagedPath::StagedPath(fs::path final_path, bool overwrite) : final_(std::move(final_path)), overwrite_(overwrite) {
   if (final_.filename().empty()) final_ = final_.parent_path();  // "out/" names the folder "out"
   fs::path parent = final_.parent_path().empty() ? fs::path(".") : final_.parent_path();
   require(fs::is_directory(parent), final_, "the folder it goes in does not exist");
   require(overwrite || !fs::exists(final_), final_, "already exists (pass --overwrite to replace it)");
-  temp_ = parent / ("." + final_.filename().string() + ".partial-" + std::to_string(::getpid()));
+  remove_stale_staging(parent);
+  temp_ = parent / ("." + final_.filename().string() + std::string(kPartial) + std::to_string(::getpid()));
   std::error_code ec;
   fs::remove_all(temp_, ec);
 }

@@ -24,6 +24,11 @@ class StagedPath {
   bool overwrite_, committed_ = false;
 };
 
+// Removes the staging entries (".NAME.partial-PID", and their ".old") in `folder` whose process
+// no longer runs: what a killed writer left, each up to a whole checkpoint. Every StagedPath does
+// this in its folder; each removal is logged.
+void remove_stale_staging(const std::filesystem::path& folder);
+
 // Writes `text` to `path` (replacing it); InputError naming the path on failure.
 void write_text_file(const std::filesystem::path& path, const std::string& text);
 // The same under a temporary name, renamed over `path` when complete.

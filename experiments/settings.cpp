@@ -12,6 +12,7 @@ void check_experiment_settings(const ExperimentSettings& s) {
                                    {"seed_samples", s.seed_samples}})
     require_positive(double(value), key);
   require_not_negative(double(s.base_steps), "base_steps");
+  require_not_negative(s.aux_loss_coef, "aux_loss_coef");
   for (const auto& [key, value] : {std::pair{"lr", s.lr}, {"tune_lr", s.tune_lr}})
     require_positive(value, key);
 }
@@ -29,6 +30,7 @@ void set_experiment_tunings(const ExperimentSettings& s, TuneLength dense_length
   o.dense_tune.save_count = s.checkpoints;
   o.tune = tune_options(method_length, s.tune_lr, 10, s.batch_tokens);
   o.convert.seed_min = s.seed_samples;
+  o.convert.aux_loss_coef = s.aux_loss_coef;
 }
 
 }  // namespace upcycle

@@ -34,4 +34,15 @@ void check_vocabulary(const TokenizedData& data, int64_t vocab) {
                   std::to_string(vocab));
 }
 
+void fit_context(TokenizedData& data, int64_t context, bool skip_bad) {
+  std::erase_if(data.samples, [&](const TokenizedSample& s) {
+    if (int64_t(s.ids.size()) <= context) return false;
+    require(skip_bad, data.path, "line " + std::to_string(s.line),
+            "a sample of " + std::to_string(s.ids.size()) + " tokens is longer than the model's context of " +
+                std::to_string(context) + " positions (max_position_embeddings; --skip-bad passes over it)");
+    ++data.skipped;
+    return true;
+  });
+}
+
 }  // namespace upcycle

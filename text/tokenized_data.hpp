@@ -32,4 +32,8 @@ TokenizedData split_off(TokenizedData& data, double fraction, uint64_t seed);
 // InputError naming the sample's line when an id or label is >= vocab.
 void check_vocabulary(const TokenizedData& data, int64_t vocab);
 
+// Samples longer than the model's context (max_position_embeddings): an InputError naming the
+// file and line, or with skip_bad dropped and counted in data.skipped.
+void fit_context(TokenizedData& data, int64_t context, bool skip_bad);
+
 }  // namespace upcycle

@@ -5,12 +5,23 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/option_table.hpp"
 #include "core/random.hpp"
 #include "trainer/ops/cross_entropy.hpp"
 
 namespace upcycle {
 
 static_assert(kIgnoreLabel == ops::kIgnoreIndex);
+
+int64_t model_seq_len(std::optional<int64_t> seq_len, const ModelConfig& config) {
+  const int64_t context = config.max_position_embeddings;
+  if (!seq_len) return std::min(context, kDefaultSeqLen);
+  if (*seq_len > context)
+    throw OptionError("seq_len", option_name("seq_len") + " " + std::to_string(*seq_len) +
+                                     " is longer than the model's context of " + std::to_string(context) +
+                                     " positions (max_position_embeddings)");
+  return *seq_len;
+}
 
 BatchSampler::BatchSampler(const TokenizedData& data, int64_t seq_len, int64_t batch_tokens, uint64_t seed)
     : data_(data), seq_len_(seq_len), batch_tokens_(batch_tokens), seed_(seed) {

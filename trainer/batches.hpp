@@ -3,6 +3,7 @@
 // other by the attention, positions restarting), and the next-token targets.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -17,6 +18,13 @@ struct MicroBatch {
   int64_t counted = 0;           // targets that count
   std::vector<size_t> samples;   // the data's samples packed, in order
 };
+
+// The sequence length a run uses: --seq-len when given (an OptionError above the model's
+// context), else the model's max_position_embeddings, at most kDefaultSeqLen.
+inline constexpr int64_t kDefaultSeqLen = 2048;
+int64_t model_seq_len(std::optional<int64_t> seq_len, const ModelConfig& config);
+inline constexpr const char* kSeqLenHelp =
+    "longest sample in tokens, longer ones are cut (default: the model's max_position_embeddings, at most 2048)";
 
 // The samples data[indices] packed into one micro-batch, each cut to its first seq_len tokens.
 MicroBatch make_micro_batch(const TokenizedData& data, std::span<const size_t> indices, int64_t seq_len);

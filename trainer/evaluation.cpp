@@ -35,7 +35,16 @@ struct EvalContext {
     return *encoder;
   }
   void warn_skipped(int64_t skipped) const {
-    if (skipped) spdlog::warn("{}: skipped {} malformed lines", data.string(), skipped);
+    if (skipped) spdlog::warn("{}: skipped {} malformed or over-long lines", data.string(), skipped);
+  }
+  int64_t seq_len() const { return model_seq_len(o.seq_len, ckpt->config()); }
+  // The data as tokens, each sample within the model's context and vocabulary.
+  TokenizedData tokenized() {
+    TokenizedData d = read_instruction_data(data, [&]() -> const ChatEncoder& { return chat(); }, skip_bad);
+    fit_context(d, ckpt->config().max_position_embeddings, skip_bad);
+    check_vocabulary(d, ckpt->config().vocab_size);
+    warn_skipped(d.skipped);
+    return d;
   }
 };
 
@@ -49,13 +58,12 @@ ojson per_task(const Accuracy& a) {
 }
 
 ojson eval_loss(EvalContext& c) {
-  const TokenizedData data = read_instruction_data(c.data, [&]() -> const ChatEncoder& { return c.chat(); }, c.skip_bad);
-  c.warn_skipped(data.skipped);
-  check_vocabulary(data, c.ckpt->config().vocab_size);
+  const int64_t seq_len = c.seq_len();
+  const TokenizedData data = c.tokenized();
   Progress progress("eval", data.samples.size(), "samples");
   int64_t shown = 0;
   const auto engine = load_engine(*c.ckpt, c.device);
-  const EvalLoss e = evaluate_loss(*engine, data, c.o.seq_len, c.o.batch_tokens,
+  const EvalLoss e = evaluate_loss(*engine, data, seq_len, c.o.batch_tokens,
                                    [&](int64_t done) { progress.advance(uint64_t(done - shown)); shown = done; });
   progress.finish();
   require(e.tokens > 0, c.data, "no sample has a token that counts (labels all -100)");
@@ -108,9 +116,8 @@ ojson eval_choice(EvalContext& c) {
 ojson eval_routing(EvalContext& c) {
   const ModelConfig& config = c.ckpt->config();
   require(config.is_moe(), c.o.model, "routing is measured on an MoE; this is a dense " + config.model_type + " model");
-  const TokenizedData data = read_instruction_data(c.data, [&]() -> const ChatEncoder& { return c.chat(); }, c.skip_bad);
-  c.warn_skipped(data.skipped);
-  check_vocabulary(data, config.vocab_size);
+  const int64_t seq_len = c.seq_len();
+  const TokenizedData data = c.tokenized();
   std::map<std::string, std::vector<size_t>> by_task;
   for (size_t i = 0; i < data.samples.size(); ++i) by_task[data.samples[i].task].push_back(i);
   const auto engine = load_engine(*c.ckpt, c.device);
@@ -120,8 +127,8 @@ ojson eval_routing(EvalContext& c) {
     std::vector<std::vector<int64_t>> counts;  // [L][E]
     for (size_t at = 0; at < indices.size();) {
       const std::span<const size_t> rest(indices.data() + at, indices.size() - at);
-      const size_t n = samples_that_fit(data, rest, c.o.seq_len, c.o.batch_tokens);
-      const MicroBatch mb = make_micro_batch(data, rest.first(n), c.o.seq_len);
+      const size_t n = samples_that_fit(data, rest, seq_len, c.o.batch_tokens);
+      const MicroBatch mb = make_micro_batch(data, rest.first(n), seq_len);
       const LossReport r = engine->loss(mb.batch, mb.targets);
       if (counts.empty()) counts = r.counted_expert_tokens;
       else
@@ -154,7 +161,7 @@ OptionTable<O> make_table() {
       option<O>("template", "auto (the model's), chatml, llama2 or alpaca", [](O& o) -> auto& { return o.chat_template; }),
       option<O>("tokenizer", "tokenizer (default: the model's)", [](O& o) -> auto& { return o.tokenizer; }),
       option<O>("batch_tokens", "tokens per forward pass (loss, routing)", [](O& o) -> auto& { return o.batch_tokens; }),
-      option<O>("seq_len", "samples longer than this are cut (loss, routing)", [](O& o) -> auto& { return o.seq_len; }),
+      option<O>("seq_len", std::string(kSeqLenHelp) + " (loss, routing)", [](O& o) -> auto& { return o.seq_len; }),
       option<O>("max_new_tokens", "longest reply (exact)", [](O& o) -> auto& { return o.max_new_tokens; }),
       option<O>("predictions", "write each prediction to this JSONL (exact)", [](O& o) -> auto& { return o.predictions; }),
       option<O>("skip_bad", "skip malformed data lines (counted in the log) instead of failing",
@@ -175,8 +182,9 @@ void check_eval_options(const EvalOptions& o) {
   require_option(!o.data.empty(), "data");
   if (o.metric != "loss" && o.metric != "exact" && o.metric != "choice" && o.metric != "routing")
     throw OptionError("metric", option_name("metric") + ": '" + o.metric + "' is not loss, exact, choice or routing");
-  for (const auto& [key, value] : {std::pair{"batch_tokens", o.batch_tokens}, {"seq_len", o.seq_len}, {"max_new_tokens", o.max_new_tokens}})
+  for (const auto& [key, value] : {std::pair{"batch_tokens", o.batch_tokens}, {"max_new_tokens", o.max_new_tokens}})
     require_positive(double(value), key);
+  if (o.seq_len && *o.seq_len < 2) throw OptionError("seq_len", option_name("seq_len") + " must be at least 2");
 }
 
 ojson evaluate(const EvalOptions& o) {

@@ -22,7 +22,7 @@ struct EvalOptions {
   std::string chat_template = "auto";                // auto (the model's), chatml, llama2 or alpaca
   std::optional<std::filesystem::path> tokenizer;    // default: the model's
   int64_t batch_tokens = 4096;                       // loss: tokens per forward pass
-  int64_t seq_len = 2048;                            // loss: longer samples are cut
+  std::optional<int64_t> seq_len;                    // loss, routing: longer samples are cut (model_seq_len)
   int64_t max_new_tokens = 128;                      // exact: longest reply
   std::optional<std::filesystem::path> predictions;  // exact: each prediction, as JSONL
   bool skip_bad = false;                             // skip malformed lines (counted in the log)

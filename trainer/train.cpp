@@ -112,8 +112,8 @@ bool has_counted_token(const TokenizedData& data) {
 }
 
 // Steps for o.epochs passes: epoch 0's micro-batches over the accumulation, rounded up.
-int64_t steps_for_epochs(const TokenizedData& data, const TrainOptions& o) {
-  BatchSampler sampler(data, o.seq_len, o.batch_tokens, o.seed);
+int64_t steps_for_epochs(const TokenizedData& data, const TrainOptions& o, int64_t seq_len) {
+  BatchSampler sampler(data, seq_len, o.batch_tokens, o.seed);
   int64_t micro = 0;
   for (; sampler.cursor().epoch == 0 && size_t(sampler.cursor().index) < data.samples.size(); ++micro) sampler.next();
   return int64_t(std::ceil(o.epochs * double(micro) / double(o.grad_accum)));
@@ -135,6 +135,7 @@ class Trainer {
   void count_step_routing(const std::vector<MicroBatch>& micro, LossOptions& lo);
 
   const TrainOptions& o_;
+  int64_t seq_len_ = 0;  // model_seq_len
   int64_t save_every_ = 0;
   std::unique_ptr<ChatEncoder> encoder_;  // loaded for the first text record
   TokenizedData data_, val_;
@@ -154,18 +155,17 @@ class Trainer {
 
 Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   prepare_out(o);
+  source_ = open_checkpoint(o.resume ? *o.resume : o.model);
+  config_ = source_->config();
+  if (o.aux_loss_coef) config_.router_aux_loss_coef = *o.aux_loss_coef;
+  seq_len_ = model_seq_len(o.seq_len, config_);
   data_ = read_data(o.data);
   require(has_counted_token(data_), o.data, "no sample has a token that counts (every label is -100): nothing to learn");
   if (o.val_data) val_ = read_data(*o.val_data);
   else if (o.val_fraction > 0) val_ = split_off(data_, o.val_fraction, o.seed);
-  const int64_t steps = o.steps > 0 ? o.steps : steps_for_epochs(data_, o);
+  const int64_t steps = o.steps > 0 ? o.steps : steps_for_epochs(data_, o, seq_len_);
   require(steps > 0, o.out, "the run needs a positive number of steps or epochs");
   save_every_ = o.save_count > 0 ? (steps + o.save_count - 1) / o.save_count : o.save_every;  // epochs are steps now
-  source_ = open_checkpoint(o.resume ? *o.resume : o.model);
-  config_ = source_->config();
-  if (o.aux_loss_coef) config_.router_aux_loss_coef = *o.aux_loss_coef;
-  check_vocabulary(data_, config_.vocab_size);
-  check_vocabulary(val_, config_.vocab_size);
 
   state_ = {0, {}, o.seed, int64_t(data_.samples.size()), steps, {}};
   end_ = o.stop_at ? std::min(o.stop_at, steps) : steps;
@@ -203,7 +203,7 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
     engine_->load_optimizer(*o.resume / kOptimizerFile);
     require(engine_->steps() == state_.step, *o.resume / kOptimizerFile, "its step count differs from the state's");
   }
-  sampler_ = std::make_unique<BatchSampler>(data_, o.seq_len, o.batch_tokens, o.seed);
+  sampler_ = std::make_unique<BatchSampler>(data_, seq_len_, o.batch_tokens, o.seed);
   sampler_->seek(state_.cursor);
   metrics_ = open_metrics(o.out / kMetricsFile, state_.step);
   if (o.tensorboard) tensorboard_ = std::make_unique<TensorBoardWriter>(*o.tensorboard);
@@ -227,7 +227,9 @@ TokenizedData Trainer::read_data(const fs::path& file) {
     return *encoder_;
   };
   TokenizedData data = read_instruction_data(file, encoder, o_.skip_bad);
-  if (data.skipped) spdlog::warn("{}: skipped {} malformed lines", file.string(), data.skipped);
+  fit_context(data, config_.max_position_embeddings, o_.skip_bad);
+  check_vocabulary(data, config_.vocab_size);
+  if (data.skipped) spdlog::warn("{}: skipped {} malformed or over-long lines", file.string(), data.skipped);
   return data;
 }
 
@@ -336,7 +338,7 @@ void Trainer::write_metrics(const nlohmann::ordered_json& j) {
 }
 
 void Trainer::validate(int64_t step) {
-  const EvalLoss e = evaluate_loss(*engine_, val_, o_.seq_len, o_.batch_tokens);
+  const EvalLoss e = evaluate_loss(*engine_, val_, seq_len_, o_.batch_tokens);
   const nlohmann::ordered_json j = {
       {"step", step}, {"val_loss", e.loss()}, {"val_ppl", e.ppl()}, {"val_tokens", e.tokens}};
   write_metrics(j);

@@ -30,7 +30,7 @@ struct TrainOptions {
   int64_t steps = 0;         // optimizer steps of the whole run (the schedule's length), or
   double epochs = 0;         // with steps 0: passes over the data (epoch 0's micro-batches / grad_accum)
   int64_t stop_at = 0;       // stop (with a checkpoint) after this step; 0: run to `steps`
-  int64_t seq_len = 2048;    // longer samples are cut
+  std::optional<int64_t> seq_len;  // longer samples are cut; default: model_seq_len
   int64_t batch_tokens = 4096;  // tokens per micro-batch (whole samples; at least one)
   int64_t grad_accum = 1;       // micro-batches per step
   LrSchedule schedule{.peak = 2e-5};  // total is set from steps

@@ -1,5 +1,6 @@
 // `tune`'s options as a table, and their checks (trainer/train.hpp).
 #include "core/error.hpp"
+#include "trainer/batches.hpp"
 #include "trainer/train.hpp"
 
 namespace upcycle {
@@ -27,7 +28,7 @@ OptionTable<O> make_table() {
       option<O>("warmup", "steps of linear warmup", [](O& o) -> auto& { return o.schedule.warmup; }),
       option<O>("min_lr_ratio", "the decay's floor, as a fraction of --lr", [](O& o) -> auto& { return o.schedule.min_ratio; }),
       option<O>("batch_tokens", "tokens per micro-batch (whole samples)", [](O& o) -> auto& { return o.batch_tokens; }),
-      option<O>("seq_len", "samples longer than this are cut", [](O& o) -> auto& { return o.seq_len; }),
+      option<O>("seq_len", kSeqLenHelp, [](O& o) -> auto& { return o.seq_len; }),
       option<O>("grad_accum", "micro-batches per optimizer step", [](O& o) -> auto& { return o.grad_accum; }),
       option<O>("weight_decay", "AdamW weight decay (weight matrices only)", [](O& o) -> auto& { return o.adam.weight_decay; }),
       option<O>("beta1", "AdamW beta1", [](O& o) -> auto& { return o.adam.beta1; }),
@@ -48,7 +49,8 @@ OptionTable<O> make_table() {
       option<O>("bias_rate", "--balance bias: the bias's change per step", [](O& o) -> auto& { return o.bias_rate; }),
       option<O>("z_loss_coef", "router z-loss coefficient; 0: off", [](O& o) -> auto& { return o.z_loss_coef; }),
       text_option<O>("freeze", "parts kept fixed: embeddings, attention, norms, router, experts (ffn), comma-separated",
-                     [](O& o) -> auto& { return o.frozen; }, as_option("freeze", parse_parts), parts_string),
+                     [](O& o) -> auto& { return o.frozen; }, as_option("freeze", parse_parts), parts_string,
+                     ValueKind::CommaList),
       option<O>("save_every", "write step-NNNNNN/ every N steps", [](O& o) -> auto& { return o.save_every; }),
       option<O>("save_count", "or N checkpoints evenly over the run, final/ included", [](O& o) -> auto& { return o.save_count; }),
       option<O>("keep_states", "keep the optimizer state in every checkpoint (default: the latest only)",
@@ -83,8 +85,7 @@ void check_train_options(const TrainOptions& o) {
     throw OptionError("val_data", "give " + option_name("val_data") + " or " + option_name("val_fraction") + ", not both");
   if (o.model.empty() && !o.resume)
     throw OptionError("model", option_name("model") + " is required (unless " + option_name("resume") + " gives the checkpoint)");
-  require_positive(double(o.seq_len), "seq_len");
-  if (o.seq_len < 2) throw OptionError("seq_len", option_name("seq_len") + " must be at least 2");
+  if (o.seq_len && *o.seq_len < 2) throw OptionError("seq_len", option_name("seq_len") + " must be at least 2");
   require_positive(double(o.batch_tokens), "batch_tokens");
   require_positive(double(o.grad_accum), "grad_accum");
   require_positive(o.schedule.peak, "lr");

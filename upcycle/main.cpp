@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
+#include "core/option_table.hpp"
 #include "upcycle/commands.hpp"
 #include "upcycle/cuda_plugin.hpp"
 #include "upcycle/version.hpp"
@@ -84,6 +85,10 @@ int main(int argc, char** argv) {
     return cmd->run(upcycle::Args(argv + 2, argv + argc));
   } catch (const upcycle::UsageError& e) {
     std::fprintf(stderr, "upcycle %s: %s\nTry 'upcycle %s --help'.\n", cmd->name, e.what(), cmd->name);
+    return 1;
+  } catch (const upcycle::OptionError& e) {  // an option found wrong once the model is known
+    std::fprintf(stderr, "upcycle %s: %s\nTry 'upcycle %s --help'.\n", cmd->name,
+                 upcycle::render_option_names(e.what(), true).c_str(), cmd->name);
     return 1;
   } catch (const upcycle::InputError& e) {
     std::fprintf(stderr, "upcycle %s: error: %s\n", cmd->name, e.what());

@@ -214,7 +214,7 @@ TEST_CASE("convert: the router stage assembles the MoE once and writes it with t
   ro.text_source = owned[0]->path();
   ro.preopt.epochs = 2;
   ro.preopt.lr = 1e-2;
-  ro.preopt.seq_len = 64;
+  ro.seq_len = 64;
   ro.preopt.progress = false;
   const GeneratedFile extra{"extra.json", [] { return std::optional<std::string>("{\"made\": true}\n"); }};
   for (auto [fused, hidden, dtype] : {std::tuple{false, false, DType::F32}, std::tuple{true, false, DType::BF16},

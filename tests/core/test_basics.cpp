@@ -1,6 +1,9 @@
 // dtype conversions, tensor type, config parsing and validation, the name table, staged outputs.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <bit>
 #include <cmath>
 #include <map>
@@ -311,4 +314,21 @@ TEST_CASE("staged outputs appear only when committed") {
   test::write_file(again.temp(), "file replaces folder");
   again.commit();
   CHECK(test::read_file(dir / "out") == "file replaces folder");
+}
+
+TEST_CASE("a staged output removes the staging entries of writers that no longer run") {
+  test::ScratchDir dir;
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  REQUIRE(child > 0);
+  ::waitpid(child, nullptr, 0);  // a pid that ran and ended
+  const std::string dead = std::to_string(child), alive = std::to_string(::getppid());
+  const std::vector<std::string> stale = {".step-000004.partial-" + dead, ".final.partial-" + dead + ".old"};
+  const std::vector<std::string> kept = {".step-000008.partial-" + alive, "step.partial-" + dead,
+                                         ".x.partial-" + dead + "a", "plain"};
+  for (const auto& name : stale) std::filesystem::create_directories(dir / name / "inner");
+  for (const auto& name : kept) test::write_file(dir / name, "x");
+  { StagedPath staged(dir / "out", false); }
+  for (const auto& name : stale) CHECK_MESSAGE(!std::filesystem::exists(dir / name), name);
+  for (const auto& name : kept) CHECK_MESSAGE(std::filesystem::exists(dir / name), name);
 }

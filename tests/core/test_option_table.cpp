@@ -18,6 +18,7 @@ struct Opts {
   std::optional<std::filesystem::path> data;
   std::vector<std::filesystem::path> files;
   bool quick = false;
+  std::vector<std::string> parts;  // a comma-separated text on the command line
 };
 
 const OptionTable<Opts>& table() {
@@ -30,6 +31,9 @@ const OptionTable<Opts>& table() {
       option<Opts>("data", "data", [](Opts& o) -> auto& { return o.data; }),
       option<Opts>("files", "files", [](Opts& o) -> auto& { return o.files; }),
       option<Opts>("quick", "quick", [](Opts& o) -> auto& { return o.quick; }),
+      text_option<Opts>(
+          "parts", "parts", [](Opts& o) -> auto& { return o.parts; },
+          [](const std::string& text) { return comma_list("parts", text); }, joined_list, ValueKind::CommaList),
   };
   return t;
 }
@@ -77,6 +81,12 @@ TEST_CASE("option table: a config object sets the fields it names and leaves the
   read_options(table(), json{{"files", {"b", "c"}}, {"lr", 1}}, o, "where");
   CHECK(o.files.size() == 2);
   CHECK(o.lr == 1.0);  // an integer is a number
+  // A comma-separated option takes a JSON list too (a run config's "freeze": ["norms",
+  // "attention"] failed before, issue 25).
+  read_options(table(), json{{"parts", {"norms", "attention"}}}, o, "where");
+  CHECK(o.parts == std::vector<std::string>{"norms", "attention"});
+  read_options(table(), json{{"parts", "router,norms"}}, o, "where");
+  CHECK(o.parts == std::vector<std::string>{"router", "norms"});
 }
 
 TEST_CASE("option table: a config's mistakes name the stage and the key") {
@@ -86,6 +96,8 @@ TEST_CASE("option table: a config's mistakes name the stage and the key") {
   CHECK(read_error(json{{"experts", int64_t(1) << 40}}) == "run.json: stage tune: experts 1099511627776 is out of range");
   CHECK(read_error(json{{"files", {"a", 2}}}) == "run.json: stage tune: files must be a string or a list of strings");
   CHECK(read_error(json{{"quick", 1}}) == "run.json: stage tune: quick must be true or false");
+  CHECK(read_error(json{{"parts", {"a", 2}}}) ==
+        "run.json: stage tune: parts must be a comma-separated string or a list of strings");
   CHECK(read_error(json::array()) == "run.json: stage tune: must be an object of the stage's options");
   CHECK(read_error(json{{"steps", 0}}) == "run.json: stage tune: steps must be positive, or give quick");
   CHECK(read_error(json{{"steps", 2}}).empty());

@@ -191,7 +191,7 @@ TEST_CASE("tune: bad data and misuse are named") {
   CHECK(r.err.find("bad.jsonl: line 2: bad JSON") != std::string::npos);
   r = run_upcycle(base + q(dir / "bad.jsonl") + " --skip-bad");
   CHECK_MESSAGE(r.code == 0, r.err);
-  CHECK(r.err.find("skipped 2 malformed lines") != std::string::npos);
+  CHECK(r.err.find("skipped 2 malformed or over-long lines") != std::string::npos);
 
   write_file(dir / "oov.jsonl", "{\"input_ids\":[1,2,3]}\n{\"input_ids\":[1,40]}\n");
   r = run_upcycle(base + q(dir / "oov.jsonl") + " --overwrite");
@@ -216,6 +216,27 @@ TEST_CASE("tune: bad data and misuse are named") {
   r = run_upcycle("tune --resume " + q(dir / "s" / "step-000002") + " --out " + q(dir / "s") + " --data " + seqs + " --steps 2");
   CHECK(r.code == 2);
   CHECK_MESSAGE(r.err.find("is at step 2, and this run would stop at step 2: nothing to train") != std::string::npos, r.err);
+  // A sample longer than the model's context used to fail inside the forward pass, naming
+  // neither file nor line ("position 64 outside the rope table"; issue 25).
+  std::string ids = "1";
+  for (int i = 0; i < 69; ++i) ids += ",2";
+  write_file(dir / "long.jsonl", "{\"input_ids\":[1,2,3]}\n{\"input_ids\":[" + ids + "]}\n");
+  const std::string on_long = " --model " + q(model) + " --data " + q(dir / "long.jsonl");
+  for (const bool tune : {true, false}) {
+    int out = 0;  // a new run folder for each tune
+    auto command = [&] { return tune ? "tune --steps 1 --out " + q(dir / ("l" + std::to_string(out++))) : "eval --metric loss"; };
+    r = run_upcycle(command() + on_long);
+    CHECK(r.code == 2);
+    CHECK_MESSAGE(r.err.find("long.jsonl: line 2: a sample of 70 tokens is longer than the model's context of 64 positions") !=
+                      std::string::npos,
+                  r.err);
+    r = run_upcycle(command() + on_long + " --skip-bad");
+    CHECK_MESSAGE(r.code == 0, r.err);
+    CHECK_MESSAGE(r.err.find("skipped 1 malformed or over-long lines") != std::string::npos, r.err);
+    r = run_upcycle(command() + on_long + " --seq-len 65");
+    CHECK(r.code == 1);
+    CHECK_MESSAGE(r.err.find("--seq-len 65 is longer than the model's context of 64 positions") != std::string::npos, r.err);
+  }
   // Negative values that used to be accepted (issue 25): --stop-at -1 trained nothing and exited 0.
   for (const char* option : {"--stop-at", "--save-every", "--clip", "--z-loss-coef", "--aux-loss-coef", "--weight-decay"}) {
     r = run_upcycle("tune --model " + q(model) + " --data x --out y --steps 2 " + option + " -1");

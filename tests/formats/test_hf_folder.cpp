@@ -330,6 +330,28 @@ TEST_CASE("hf folder: malformed folders are refused naming the file and the prob
   write_hf_folder(*edited(*model, "model.layers.1.self_attn.k_proj.weight", Shape{8, 15}), dir / "misshapen", quiet());
   CHECK(contains(error_of([&] { open_checkpoint(dir / "misshapen"); }),
                  "tensor 'model.layers.1.self_attn.k_proj.weight': shape [8, 15] but the config implies [8, 16]"));
+  // Tensors the config does not account for are refused, not dropped.
+  auto edit_config = [](const std::function<void(json&)>& change) {
+    return [change](const fs::path& folder) {
+      json j = read_json(folder / "config.json");
+      change(j);
+      write_json(folder / "config.json", j);
+    };
+  };
+  expect(single, edit_config([](json& j) { j["num_hidden_layers"] = 1; }), "",
+         "9 tensor(s) the config does not account for (1 layers), which a model built from it would ignore: "
+         "'model.layers.1.input_layernorm.weight'");
+  expect(single, edit_config([](json& j) { j["tie_word_embeddings"] = true; }), "",
+         "1 tensor(s) the config does not account for (2 layers, output tied to the embeddings), which a model "
+         "built from it would ignore: 'lm_head.weight'");
+  std::vector<TensorInfo> extra = model->tensors();
+  extra.push_back({"model.layers.0.mlp.extra.weight", DType::F32, {2}});
+  write_hf_folder(ComputedCheckpoint(model->config(), extra,
+                                     [&](const TensorInfo& t) {
+                                       return t.shape == Shape{2} ? Tensor::zeros(DType::F32, t.shape) : model->load(t.name);
+                                     }),
+                  dir / "extra", quiet());
+  CHECK(contains(error_of([&] { open_checkpoint(dir / "extra"); }), "ignore: 'model.layers.0.mlp.extra.weight'"));
 }
 
 TEST_CASE("hf folder: a Hugging Face hub cache snapshot (symlinks into blobs) opens") {
