@@ -7,7 +7,7 @@ const std::vector<ExperimentMethod>& experiment_methods() {
       {"dense", "the dense run's final model, tuned further (no experts)", nullptr},
       {"sparse", "sparse upcycling: every expert a copy of the final FFN, random router", "sparse"},
       {"drop", "drop-upcycling: copies of the final FFN with half of each expert's neurons re-drawn", "drop"},
-      {"btx", "Branch-Train-MiX: the checkpoints' FFNs as experts, random router", "btx"},
+      {"btx", "Branch-Train-MiX: the checkpoints' FFNs as experts (a dense run saving E), random router", "btx", true},
       {"upit", "UpIT: the checkpoints' FFNs, grown by the genetic merge search, routers pre-optimised on seed data", "upit"},
       {"upit-no-router", "UpIT with a random router (no pre-optimisation)", "upit", false,
        [](ConvertOptions& c) { c.router = "random"; }},

@@ -119,6 +119,14 @@ int64_t steps_for_epochs(const TokenizedData& data, const TrainOptions& o, int64
   return int64_t(std::ceil(o.epochs * double(micro) / double(o.grad_accum)));
 }
 
+// Whether step (of `steps`) writes a checkpoint: every save_every steps, or with save_count = N
+// at ceil(i * steps / N) for i = 1..N, the last being the final step (N checkpoints where
+// steps >= N; a fixed interval of ceil(steps / N) gave fewer where N did not divide steps).
+bool saves_at(int64_t step, int64_t steps, const TrainOptions& o) {
+  if (o.save_count > 0) return step * o.save_count / steps > (step - 1) * o.save_count / steps;
+  return o.save_every > 0 && step % o.save_every == 0;
+}
+
 class Trainer {
  public:
   Trainer(const TrainOptions& o, EngineFactory make);
@@ -136,7 +144,6 @@ class Trainer {
 
   const TrainOptions& o_;
   int64_t seq_len_ = 0;  // model_seq_len
-  int64_t save_every_ = 0;
   std::unique_ptr<ChatEncoder> encoder_;  // loaded for the first text record
   TokenizedData data_, val_;
   std::unique_ptr<Checkpoint> source_;
@@ -165,7 +172,6 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   else if (o.val_fraction > 0) val_ = split_off(data_, o.val_fraction, o.seed);
   const int64_t steps = o.steps > 0 ? o.steps : steps_for_epochs(data_, o, seq_len_);
   require(steps > 0, o.out, "the run needs a positive number of steps or epochs");
-  save_every_ = o.save_count > 0 ? (steps + o.save_count - 1) / o.save_count : o.save_every;  // epochs are steps now
 
   state_ = {0, {}, o.seed, int64_t(data_.samples.size()), steps, {}};
   end_ = o.stop_at ? std::min(o.stop_at, steps) : steps;
@@ -377,7 +383,7 @@ TrainResult Trainer::run() {
     log_step(step, s, lr, norm, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     result = {step, s.loss(), last_saved_};
     if (!val_.samples.empty() && ((o_.eval_every > 0 && step % o_.eval_every == 0) || step == end_)) validate(step);
-    if (save_every_ > 0 && step % save_every_ == 0 && step != end_) save(step_folder_name(step));
+    if (saves_at(step, state_.steps, o_) && step != end_) save(step_folder_name(step));
   }
   if (state_.step == end_ && first_step_ <= end_) save(end_ == state_.steps ? kFinalFolder : step_folder_name(end_));
   result.checkpoint = last_saved_;

@@ -43,7 +43,7 @@ struct TrainOptions {
   double bias_rate = 1e-3;               // --balance bias: the bias's step per optimizer step
   PartSet frozen;
   int64_t save_every = 0;            // 0: only the final (or stop) checkpoint
-  int64_t save_count = 0;            // > 0: every ceil(steps / save_count) steps instead (final included)
+  int64_t save_count = 0;            // > 0: this many instead, evenly over the run (final included)
   bool keep_all_states = false;      // optimizer state in every checkpoint, not just the latest
   DType save_dtype = DType::F32;     // f32 resumes exactly; bf16/f16 halve the files
   uint64_t seed = 0;

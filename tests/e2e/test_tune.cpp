@@ -51,6 +51,21 @@ TEST_CASE("tune: a small model overfits a few sequences") {
   CHECK(open_checkpoint(dir / "run" / "final")->config().model_type == "llama");
 }
 
+TEST_CASE("tune: --save-count N writes N checkpoints evenly over the run, also where N does not divide the steps") {
+  ScratchDir dir;
+  const fs::path model = tiny_model(dir, "llama", 2), data = sequences(dir, 4);
+  // 20 steps, 8 checkpoints: at ceil(2.5 i). A fixed interval of ceil(20 / 8) = 3 wrote 7.
+  const auto r = run_upcycle("tune --model " + q(model) + " --data " + q(data) + " --out " + q(dir / "run") +
+                             " --steps 20 --save-count 8 --batch-tokens 64 --log-every 20");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  std::vector<std::string> saved;
+  for (const auto& e : fs::directory_iterator(dir / "run"))
+    if (fs::is_directory(e.path())) saved.push_back(e.path().filename().string());
+  std::sort(saved.begin(), saved.end());
+  CHECK(saved == std::vector<std::string>{"final", "step-000003", "step-000005", "step-000008", "step-000010",
+                                          "step-000013", "step-000015", "step-000018"});
+}
+
 TEST_CASE("tune: N steps, stop, resume, N more equals 2N straight, byte for byte (MoE)") {
   ScratchDir dir;
   const fs::path model = tiny_model(dir, "mixtral", 2), data = sequences(dir, 24);
