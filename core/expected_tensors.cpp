@@ -65,7 +65,8 @@ void refuse_unaccounted(const Checkpoint& ckpt, const std::vector<ExpectedTensor
 
 }  // namespace
 
-std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, Scheme scheme) {
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, std::optional<Scheme> named) {
+  const Scheme scheme = named.value_or(c.model_type == "qwen2_moe" ? Scheme::Qwen2Moe : Scheme::HF);
   std::vector<ExpectedTensor> out;
   auto add = [&](Role role, int layer = -1, int expert = -1) {
     TensorId id{role, layer, expert};

@@ -1,6 +1,7 @@
 // The tensors a config implies: names and shapes (the roles' rows, tensor_roles.hpp), for
 // validating checkpoints and for building new ones (random init, MoE assembly).
 #pragma once
+#include <optional>
 #include <vector>
 
 #include "core/checkpoint.hpp"
@@ -14,10 +15,10 @@ struct ExpectedTensor {
   Shape shape;
 };
 
-// Every tensor of a model with this config, in canonical order, named in `scheme` (HF by
-// default; HFFused for transformers v5's fused experts). Mixtral gets a router and per-expert
-// FFNs in place of the dense FFN.
-std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config, Scheme scheme = Scheme::HF);
+// Every tensor of a model with this config, in canonical order, named in `scheme` (by default
+// the config's own: Qwen2Moe for qwen2_moe, else HF; HFFused for transformers v5's fused
+// experts). Mixtral gets a router and per-expert FFNs in place of the dense FFN.
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config, std::optional<Scheme> scheme = std::nullopt);
 
 // The scheme a set of Hugging Face names uses: HFFused when fused expert tensors are present,
 // Qwen2Moe for qwen2_moe configs, else HF.

@@ -1,5 +1,7 @@
 #include "trainer/optimizer.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <span>
 
@@ -70,16 +72,29 @@ int64_t load_moments(const std::filesystem::path& file, Weights<float>& m, Weigh
   const SafetensorsFile f = SafetensorsFile::open(file);
   std::map<std::string, const SafetensorsEntry*> by_name;
   for (const auto& e : f.entries()) by_name[e.info.name] = &e;
-  for (auto [prefix, moments] : {std::pair{"exp_avg.", &m}, std::pair{"exp_avg_sq.", &v}})
+  for (auto [prefix, moments] : {std::pair{"exp_avg.", &m}, std::pair{"exp_avg_sq.", &v}}) {
+    const bool squares = moments == &v;
     for_each_trained(*moments, config, [&](const Parameter<float>& p) {
       const std::string name = prefix + p.tensor.name;
-      auto it = by_name.find(name);
-      require(it != by_name.end(), file, "tensor '" + name + "'", "missing (was the run frozen differently?)");
-      const Tensor t = f.load(*it->second).to(DType::F32);
-      require(t.shape() == p.tensor.shape, file, "tensor '" + name + "'", "shape differs from the model's");
+      const auto it = by_name.find(name);
+      const std::string where = "tensor '" + name + "'";
+      require(it != by_name.end(), file, where, "missing (was the run frozen differently?)");
+      // The moments are written in f32: another dtype is not this tool's state, and rounded
+      // moments would not resume the run exactly.
+      require(it->second->info.dtype == DType::F32, file, where,
+              "stored as " + std::string(dtype_name(it->second->info.dtype)) + ", but optimizer moments are f32");
+      const Tensor t = f.load(*it->second);
+      require(t.shape() == p.tensor.shape, file, where, "shape differs from the model's");
       const auto s = t.span<float>();
+      require(std::all_of(s.begin(), s.end(), [&](float x) { return std::isfinite(x) && (!squares || x >= 0); }), file,
+              where, squares ? "holds a negative or non-finite value" : "holds a non-finite value");
       p.values->assign(s.begin(), s.end());
+      by_name.erase(it);
     });
+  }
+  require(by_name.empty(), file, "tensor '" + (by_name.empty() ? "" : by_name.begin()->first) + "'",
+          "not a moment of this model's trained parameters (" + std::to_string(by_name.size()) +
+              " such; was the run frozen differently?)");
   auto steps = f.metadata().find(kSteps);
   require(steps != f.metadata().end(), file, std::string("no '") + kSteps + "' in the metadata");
   const std::string& text = steps->second;

@@ -180,6 +180,12 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
     require(saved.samples == state_.samples, o.data,
             "holds " + std::to_string(state_.samples) + " samples, the resumed run had " + std::to_string(saved.samples));
     require(saved.seed == o.seed, *o.resume, "was trained with --seed " + std::to_string(saved.seed));
+    // Each micro-batch takes at least one sample and never spans two epochs: a cursor past what
+    // saved.step steps can reach is not this run's (it would change the data order silently).
+    require(saved.cursor.index <= saved.samples && saved.cursor.epoch <= saved.step * o.grad_accum,
+            *o.resume / kTrainerStateFile, "epoch and index",
+            fmt::format("({}, {}) lie beyond where {} steps of {} micro-batches over {} samples can reach",
+                        saved.cursor.epoch, saved.cursor.index, saved.step, o.grad_accum, saved.samples));
     require(saved.step < end_, *o.resume,
             fmt::format("is at step {}, and this run would stop at step {}: nothing to train (give more --steps or "
                         "--epochs, or a later --stop-at)",

@@ -6,12 +6,14 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "formats/checkpoint_writer.hpp"
 #include "formats/open_checkpoint.hpp"
+#include "formats/safetensors.hpp"
 #include "tests/common/fixtures.hpp"
 #include "trainer/model.hpp"
 
@@ -231,6 +233,42 @@ TEST_CASE("tune: bad data and misuse are named") {
   r = run_upcycle("tune --resume " + q(dir / "s" / "step-000002") + " --out " + q(dir / "s") + " --data " + seqs + " --steps 2");
   CHECK(r.code == 2);
   CHECK_MESSAGE(r.err.find("is at step 2, and this run would stop at step 2: nothing to train") != std::string::npos, r.err);
+  // Resume states that were accepted (issue 25): a cursor no run of 2 steps reaches (it changed
+  // the data order), an optimizer file with a tensor of no parameter, or f16 moments.
+  const fs::path good = dir / "s" / "step-000002";
+  auto resume_broken = [&](const std::string& name, const std::function<void(const fs::path&)>& spoil) {
+    const fs::path copy = dir / "s" / ("step-" + name);
+    fs::copy(good, copy, fs::copy_options::recursive);
+    spoil(copy);
+    return run_upcycle("tune --resume " + q(copy) + " --out " + q(dir / "s") + " --data " + seqs + " --steps 4");
+  };
+  r = resume_broken("epoch", [](const fs::path& c) {
+    auto j = nlohmann::json::parse(read_file(c / "trainer_state.json"));
+    j["epoch"] = int64_t(1'000'000'000'000);
+    write_file(c / "trainer_state.json", j.dump());
+  });
+  CHECK(r.code == 2);
+  CHECK_MESSAGE(r.err.find("trainer_state.json: epoch and index: (1000000000000, ") != std::string::npos, r.err);
+  auto rewrite_moments = [](const fs::path& c, DType dtype, bool extra) {
+    const fs::path file = c / "optimizer.safetensors", old = c / "old.safetensors";
+    fs::rename(file, old);
+    const SafetensorsFile f = SafetensorsFile::open(old);
+    std::vector<TensorInfo> infos;
+    for (const auto& e : f.entries()) infos.push_back({e.info.name, dtype, e.info.shape});
+    if (extra) infos.push_back({"exp_avg.model.layers.9.mlp.gate_proj.weight", DType::F32, {2}});
+    SafetensorsWriter w(file, infos, f.metadata());
+    for (const auto& e : f.entries()) w.write(f.load(e));
+    if (extra) w.write(Tensor::zeros(DType::F32, {2}));
+    w.finish();
+  };
+  r = resume_broken("extra", [&](const fs::path& c) { rewrite_moments(c, DType::F32, true); });
+  CHECK(r.code == 2);
+  CHECK_MESSAGE(r.err.find("tensor 'exp_avg.model.layers.9.mlp.gate_proj.weight': not a moment of this model's trained "
+                           "parameters") != std::string::npos,
+                r.err);
+  r = resume_broken("f16", [&](const fs::path& c) { rewrite_moments(c, DType::F16, false); });
+  CHECK(r.code == 2);
+  CHECK_MESSAGE(r.err.find("stored as f16, but optimizer moments are f32") != std::string::npos, r.err);
   // A sample longer than the model's context used to fail inside the forward pass, naming
   // neither file nor line ("position 64 outside the rope table"; issue 25).
   std::string ids = "1";
