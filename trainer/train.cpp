@@ -51,16 +51,22 @@ void add_routing(StepStats& s, const LossReport& r) {
 
 // The output folder: created if needed; a fresh run refuses one that holds a run unless told to
 // overwrite, so an earlier run's checkpoints are never mixed with this one's.
-void prepare_out(const TrainOptions& o) {
-  std::error_code ec;
-  fs::create_directories(o.out, ec);
-  require(!ec, o.out, "cannot create the output folder: " + ec.message());
+// Refuses an output folder holding a run unless resuming or overwriting. The folder itself is
+// made only once every input has been checked (create_out), so a refused run leaves nothing.
+void check_out(const TrainOptions& o) {
   if (o.resume || o.overwrite) return;
+  std::error_code ec;
   for (const auto& entry : fs::directory_iterator(o.out, ec)) {
     const std::string name = entry.path().filename().string();
     require(name != kFinalFolder && name.rfind("step-", 0) != 0, o.out,
             "already holds a run (" + name + "): --resume DIR continues it, --overwrite starts over");
   }
+}
+
+void create_out(const fs::path& out) {
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  require(!ec, out, "cannot create the output folder: " + ec.message());
 }
 
 // The metrics of a resumed run keep the lines up to its step; a fresh run starts the file anew.
@@ -161,7 +167,7 @@ class Trainer {
 };
 
 Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
-  prepare_out(o);
+  check_out(o);
   source_ = open_checkpoint(o.resume ? *o.resume : o.model);
   config_ = source_->config();
   if (o.aux_loss_coef) config_.router_aux_loss_coef = *o.aux_loss_coef;
@@ -217,6 +223,7 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   }
   sampler_ = std::make_unique<BatchSampler>(data_, seq_len_, o.batch_tokens, o.seed);
   sampler_->seek(state_.cursor);
+  create_out(o.out);
   metrics_ = open_metrics(o.out / kMetricsFile, state_.step);
   if (o.tensorboard) tensorboard_ = std::make_unique<TensorBoardWriter>(*o.tensorboard);
   first_step_ = state_.step + 1;
