@@ -88,6 +88,16 @@ void StagedPath::commit() {
   committed_ = true;
 }
 
+void StagedPath::run(const std::function<void()>& write) const {
+  try {
+    write();
+  } catch (const InputError& e) {
+    const std::string temp = temp_.string();
+    if (e.file().compare(0, temp.size(), temp) != 0) throw;
+    throw InputError(final_.string() + e.file().substr(temp.size()), e.where(), e.detail());
+  }
+}
+
 void write_text_file(const std::filesystem::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;

@@ -2,6 +2,7 @@
 // one and renames when done. An abandoned stage (error, exception) removes its temporary.
 #pragma once
 #include <filesystem>
+#include <functional>
 #include <string>
 
 namespace upcycle {
@@ -18,6 +19,9 @@ class StagedPath {
   const std::filesystem::path& final_path() const { return final_; }
   // Renames the temporary to the final name (replacing an old output when overwrite was given).
   void commit();
+  // Runs `write`, which writes under temp(). An InputError it throws naming a path under temp()
+  // is rethrown naming that path under the final name: the one the user gave.
+  void run(const std::function<void()>& write) const;
 
  private:
   std::filesystem::path final_, temp_;

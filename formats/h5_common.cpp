@@ -7,6 +7,11 @@ namespace upcycle::h5 {
 std::unique_lock<std::recursive_mutex> lock_hdf5() {
   static std::recursive_mutex mutex;
   std::unique_lock lock(mutex);
+  // libhdf5's exit handler closes the files still registered with it, and crashes (SIGSEGV) on
+  // one whose close failed, as on a full disk: every handle here closes itself (Id), so the
+  // handler is switched off before the library first starts.
+  static const bool no_exit_handler = H5dont_atexit() >= 0;
+  (void)no_exit_handler;
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // our one-line errors, not HDF5's stack dumps
   return lock;
 }

@@ -361,28 +361,29 @@ void write_hf_folder(const Checkpoint& in, const fs::path& out, const WriteOptio
   for (const Shard& s : shards) data_bytes += s.data_bytes;
 
   StagedPath staged(out, opts.overwrite);
-  std::error_code ec;
-  fs::create_directory(staged.temp(), ec);
-  if (ec) throw InputError(staged.temp(), "cannot create the output folder: " + ec.message());
-
-  write_text_file(staged.temp() / kConfig, output_config(in, tensors).dump(2) + "\n");
   Progress progress("writing " + staged.final_path().filename().string(), data_bytes, "B", opts.progress);
-  if (shards.size() == 1) {
-    write_shard(in, shards[0], staged.temp() / kSingle, progress)->finish();
-  } else {
-    // A shard's writer goes on writing what it has queued while the next shard is made, and is
-    // finished before the one after starts: at most two open at once.
-    std::unique_ptr<SafetensorsWriter> previous;
-    for (size_t i = 0; i < shards.size(); ++i) {
-      auto writer = write_shard(in, shards[i], staged.temp() / shard_name(i, shards.size()), progress);
-      if (previous) previous->finish();
-      previous = std::move(writer);
+  staged.run([&] {
+    std::error_code ec;
+    fs::create_directory(staged.temp(), ec);
+    if (ec) throw InputError(staged.temp(), "cannot create the output folder: " + ec.message());
+    write_text_file(staged.temp() / kConfig, output_config(in, tensors).dump(2) + "\n");
+    if (shards.size() == 1) {
+      write_shard(in, shards[0], staged.temp() / kSingle, progress)->finish();
+    } else {
+      // A shard's writer goes on writing what it has queued while the next shard is made, and
+      // is finished before the one after starts: at most two open at once.
+      std::unique_ptr<SafetensorsWriter> previous;
+      for (size_t i = 0; i < shards.size(); ++i) {
+        auto writer = write_shard(in, shards[i], staged.temp() / shard_name(i, shards.size()), progress);
+        if (previous) previous->finish();
+        previous = std::move(writer);
+      }
+      previous->finish();
+      write_text_file(staged.temp() / kIndex, index_json(shards).dump(2) + "\n");
     }
-    previous->finish();
-    write_text_file(staged.temp() / kIndex, index_json(shards).dump(2) + "\n");
-  }
-  copy_side_files(in.side_files(), staged.temp());
-  write_generated_files(in.generated_files(), staged.temp());
+    copy_side_files(in.side_files(), staged.temp());
+    write_generated_files(in.generated_files(), staged.temp());
+  });
   staged.commit();
   progress.finish();
 }

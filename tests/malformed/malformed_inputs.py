@@ -15,7 +15,9 @@ import argparse
 import collections
 import json
 import os
+import resource
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -35,6 +37,7 @@ class Case:
     code: int             # the exit code it must end with
     names: str            # what the message must name (a file, a flag, a key)
     absent: list = field(default_factory=list)  # paths that must not exist afterwards
+    file_limit: int = 0   # > 0: files may grow to this many bytes (a full disk, without a mount)
 
 
 class Corpus:
@@ -55,8 +58,8 @@ class Corpus:
         self.n += 1
         return self.root / f"{self.n:03d}-{stem}{suffix}"
 
-    def add(self, name, args, code, names, absent=()):
-        self.cases.append(Case(name, [str(a) for a in args], code, str(names), [str(p) for p in absent]))
+    def add(self, name, args, code, names, absent=(), file_limit=0):
+        self.cases.append(Case(name, [str(a) for a in args], code, str(names), [str(p) for p in absent], file_limit))
 
     def folder_copy(self, stem, base):
         path = self.fresh(stem)
@@ -366,6 +369,26 @@ def run_config_cases(c):
         c.add(f"run config: {name}", ["run", "--config", path], code, path.name, [Path(good["out"]) / "dense"])
 
 
+# --- outputs that do not fit -------------------------------------------------------------------
+
+def full_disk_cases(c):
+    """Writers that run out of room: RLIMIT_FSIZE makes writes past a size fail (EFBIG) as a full
+    disk fails them (ENOSPC). libhdf5 once crashed at exit after such a failure (issue 25)."""
+    for limit in (4096, 200_000):
+        for name, make in [
+            ("init to HDF5", lambda out: ["init", "--preset", "demo", "--out", out]),
+            ("init to a folder", lambda out: ["init", "--preset", "demo", "--out", out]),
+            ("export to HDF5", lambda out: ["export", c.model, out]),
+            ("export to a folder", lambda out: ["export", c.model, out]),
+            ("convert to HDF5", lambda out: ["convert", "--checkpoints", c.model, "--method", "sparse", "--experts", "2",
+                                              "--out", out]),
+            ("convert to a folder", lambda out: ["convert", "--checkpoints", c.model, "--method", "sparse",
+                                                 "--experts", "2", "--out", out]),
+        ]:
+            out = c.fresh("full", ".h5" if "HDF5" in name else "")
+            c.add(f"full disk at {limit} bytes: {name}", make(out), BAD_INPUT, out, [out], file_limit=limit)
+
+
 # --- option misuse ------------------------------------------------------------------------------
 
 def option_cases(c):
@@ -409,11 +432,20 @@ def option_cases(c):
     c.add("options: export --dtype q4", ["export", m, "never", "--dtype", "q4"], USAGE, "--dtype")
 
 
+def limit_files(limit):
+    """In the child before exec: files stop growing at `limit` bytes, and the write fails rather
+    than the process being killed by SIGXFSZ."""
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
 def run_case(upcycle, case, cwd):
     start = time.monotonic()
     try:
         r = subprocess.run([upcycle, *case.args], capture_output=True, text=True, errors="replace", timeout=TIMEOUT_S,
-                           cwd=cwd)
+                           cwd=cwd, preexec_fn=limit_files(case.file_limit) if case.file_limit else None)
     except subprocess.TimeoutExpired:
         return "timeout", [f"no exit within {TIMEOUT_S} s"], time.monotonic() - start
     problems = []
@@ -445,7 +477,7 @@ def main():
         c = Corpus(upcycle, root)
         c.make_good()
         for make in (config_cases, safetensors_cases, hdf5_cases, tokenizer_cases, data_cases, resume_cases,
-                     run_config_cases, option_cases):
+                     run_config_cases, full_disk_cases, option_cases):
             make(c)
         gguf_cases(c, source)
         work = root / "cwd"  # relative outputs land here
