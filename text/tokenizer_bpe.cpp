@@ -22,6 +22,28 @@ constexpr TokenId kDropped = -1;
 
 uint64_t pair_key(TokenId a, TokenId b) { return uint64_t(uint32_t(a)) << 32 | uint32_t(b); }
 
+// A word longer than this is merged piece by piece, each piece cut before a UTF-8 character
+// start: the candidate heap grows with the word (about 32 bytes per byte, n log n time), so one
+// enormous word (a 50 MB blob with no space) would cost gigabytes. Words of natural text are far
+// shorter; in such a blob the tokens may differ from Hugging Face's at the cuts.
+constexpr size_t kMaxWordBytes = size_t(1) << 16;
+// Words longer than this are not cached: they rarely repeat, and each would be copied.
+constexpr size_t kMaxCachedWordBytes = 256;
+
+// The pieces of at most kMaxWordBytes that `word` is merged in.
+std::vector<std::string_view> word_pieces(std::string_view word) {
+  std::vector<std::string_view> pieces;
+  while (word.size() > kMaxWordBytes) {
+    size_t cut = kMaxWordBytes;
+    while (cut > 0 && (uint8_t(word[cut]) & 0xC0) == 0x80) --cut;  // not inside a character
+    if (cut == 0) cut = kMaxWordBytes;                             // no character start: bytes
+    pieces.push_back(word.substr(0, cut));
+    word.remove_prefix(cut);
+  }
+  pieces.push_back(word);
+  return pieces;
+}
+
 // One word's symbols (a linked list in place) and its candidate merges (a min-heap), kept
 // between words so their buffers are reused.
 struct Work {
@@ -180,8 +202,8 @@ void BpeTokenizer::encode_raw(std::string_view text, std::vector<TokenId>& out, 
     if (whole != whole_.end())
       out.push_back(whole->second);
     else
-      merge_word(word, out, work);
-    cache.add(word, std::span(out).subspan(first));
+      for (std::string_view piece : word_pieces(word)) merge_word(piece, out, work);
+    if (word.size() <= kMaxCachedWordBytes) cache.add(word, std::span(out).subspan(first));
   }
 }
 

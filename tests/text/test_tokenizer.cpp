@@ -170,6 +170,21 @@ TEST_CASE("tokenizer: GPT-2 byte-level BPE from GGUF reproduces llama.cpp's test
   CHECK(t->encode("Hello<|endoftext|> world", true) == std::vector<TokenId>{50256, 15496, 50256, 995});
 }
 
+TEST_CASE("tokenizer: a word longer than 64 KiB is merged in pieces cut before a character, losslessly") {
+  auto dir = test::shared_tokenizers();
+  if (!dir) return;
+  auto t = load_tokenizer(*dir / "ggml-vocab-gpt-2.gguf");
+  // 3-byte characters: 65536 is not a character start, so the first cut falls at 65535.
+  std::string word;
+  for (int i = 0; i < 30000; ++i) word += "\xE6\x97\xA5";  // 90000 bytes, no space: one word
+  const std::vector<TokenId> ids = t->encode(word);
+  std::vector<TokenId> pieces = t->encode(word.substr(0, 65535));
+  const std::vector<TokenId> rest = t->encode(word.substr(65535));
+  pieces.insert(pieces.end(), rest.begin(), rest.end());
+  CHECK(ids == pieces);
+  CHECK(t->decode(ids) == word);
+}
+
 TEST_CASE("tokenizer: Llama-2 SentencePiece from GGUF reproduces llama.cpp's test vectors") {
   auto dir = test::shared_tokenizers();
   if (!dir) return;
