@@ -21,7 +21,8 @@ std::string format_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
   if (s < 60) std::snprintf(buf, sizeof buf, "%.1fs", s);
   else if (s < 3600) std::snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
-  else std::snprintf(buf, sizeof buf, "%dh%02dm", int(s) / 3600, int(s) % 3600 / 60);
+  else if (s < 1e3 * 86400) std::snprintf(buf, sizeof buf, "%lldh%02dm", (long long)(s / 3600), int(std::fmod(s, 3600) / 60));
+  else return "over 1000 days";  // an int of seconds would overflow (--epochs 1e12 printed a negative ETA)
   return buf;
 }
 

@@ -117,12 +117,17 @@ bool has_counted_token(const TokenizedData& data) {
   return false;
 }
 
-// Steps for o.epochs passes: epoch 0's micro-batches over the accumulation, rounded up.
+// The most steps a run takes: more is a mistake (--epochs 1e12), not a plan.
+constexpr int64_t kMaxSteps = 1'000'000'000;
+
+// Steps for o.epochs passes: epoch 0's micro-batches over the accumulation, rounded up (past
+// kMaxSteps: kMaxSteps + 1, never a cast that overflows).
 int64_t steps_for_epochs(const TokenizedData& data, const TrainOptions& o, int64_t seq_len) {
   BatchSampler sampler(data, seq_len, o.batch_tokens, o.seed);
   int64_t micro = 0;
   for (; sampler.cursor().epoch == 0 && size_t(sampler.cursor().index) < data.samples.size(); ++micro) sampler.next();
-  return int64_t(std::ceil(o.epochs * double(micro) / double(o.grad_accum)));
+  const double steps = std::ceil(o.epochs * double(micro) / double(o.grad_accum));
+  return steps > double(kMaxSteps) ? kMaxSteps + 1 : int64_t(steps);
 }
 
 // Whether step (of `steps`) writes a checkpoint: every save_every steps, or with save_count = N
@@ -178,6 +183,10 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   else if (o.val_fraction > 0) val_ = split_off(data_, o.val_fraction, o.seed);
   const int64_t steps = o.steps > 0 ? o.steps : steps_for_epochs(data_, o, seq_len_);
   require(steps > 0, o.out, "the run needs a positive number of steps or epochs");
+  if (steps > kMaxSteps)
+    throw OptionError(o.steps > 0 ? "steps" : "epochs", fmt::format("{} makes {} steps, more than a run can take ({})",
+                                                                    option_name(o.steps > 0 ? "steps" : "epochs"), steps,
+                                                                    kMaxSteps));
 
   state_ = {0, {}, o.seed, int64_t(data_.samples.size()), steps, {}};
   end_ = o.stop_at ? std::min(o.stop_at, steps) : steps;

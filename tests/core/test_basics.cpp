@@ -13,6 +13,7 @@
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/expected_tensors.hpp"
+#include "core/progress.hpp"
 #include "core/staged_path.hpp"
 #include "core/tensor.hpp"
 #include "core/tensor_names.hpp"
@@ -331,4 +332,13 @@ TEST_CASE("a staged output removes the staging entries of writers that no longer
   { StagedPath staged(dir / "out", false); }
   for (const auto& name : stale) CHECK_MESSAGE(!std::filesystem::exists(dir / name), name);
   for (const auto& name : kept) CHECK_MESSAGE(std::filesystem::exists(dir / name), name);
+}
+
+TEST_CASE("durations read as a person writes them, huge ones without overflow") {
+  CHECK(format_duration(5.25) == "5.2s");
+  CHECK(format_duration(65) == "1m05s");
+  CHECK(format_duration(7260) == "2h01m");
+  CHECK(format_duration(1e7) == "2777h46m");
+  CHECK(format_duration(1e13) == "over 1000 days");  // --epochs 1e12 printed a negative ETA
+  CHECK(format_duration(-1) == "?");
 }
