@@ -242,6 +242,11 @@ void check_convert_options(const O& o) {
     if (o.no_expand && E > int(K))
       throw OptionError("no_expand", option_name("no_expand") + " keeps the checkpoints as they are: " + option_name("experts") +
                                          " must be at most " + std::to_string(K));
+    if (K < 2 && E > int(K))
+      throw OptionError("checkpoints", option_name("method") + " upit makes " + std::to_string(E) + " experts (" +
+                                           option_name("experts") + ") by merging pairs of checkpoints: give two or more " +
+                                           option_name("checkpoints") + ", or use " + option_name("method") +
+                                           " sparse or drop");
     if (o.candidates < 1 || o.distant_pairs < 1)
       throw OptionError("candidates", option_name("candidates") + " and " + option_name("distant_pairs") + " must be positive");
     check_choice("parents", o.parents, genetic::parse_parent_choice, "distant or random");

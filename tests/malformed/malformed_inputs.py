@@ -348,7 +348,7 @@ def resume_cases(c):
 # --- run configs --------------------------------------------------------------------------------
 
 def run_config_cases(c):
-    good = {"out": str(c.fresh("pipeline")), "dense": {"model": str(c.model), "data": str(c.data), "steps": 2},
+    good = {"out": str(c.fresh("pipeline")), "dense": {"model": str(c.model), "data": str(c.data), "steps": 2, "save_every": 1},
             "convert": {"experts": 2, "router": "random"}, "moe": {"steps": 2}}
     variants = [
         ("not JSON", "{\"out\":", BAD_INPUT),
@@ -414,6 +414,8 @@ def option_cases(c):
                         ("--seed-assign", "foo"), ("--parents", "foo"), ("--distance", "foo"), ("--candidates", "0")]:
         c.add(f"options: convert {flag} {value}", conv + [flag, value], USAGE, flag)
     c.add("options: convert --top-k above --experts", conv + ["--experts", "2", "--top-k", "3"], USAGE, "--top-k")
+    c.add("options: convert upit from one checkpoint", ["convert", "--checkpoints", m, "--data", d, "--experts", "4",
+                                                         "--out", "never"], USAGE, "--checkpoints", [Path("never")])
     c.add("options: convert without --out", ["convert", "--checkpoints", m], USAGE, "--out")
     ev = ["eval", "--model", m, "--data", d]
     for flag, value in [("--metric", "foo"), ("--batch-tokens", "0"), ("--max-new-tokens", "0"), ("--seq-len", "99999")]:
