@@ -111,6 +111,16 @@ ModelConfig ModelConfig::from_json(const json& j, const std::filesystem::path& s
     if (field(j, "sliding_window")) c.sliding_window = get_int(j, "sliding_window", std::nullopt, src);
     else if (c.model_type == "mistral" && !j.contains("sliding_window")) c.sliding_window = 4096;  // transformers' default
   }
+  // Qwen2 slides only in the layers from max_window_layers on: from 0 is every layer (what the
+  // attention computes), past the last is none; a mix is refused, not computed as every layer.
+  if (qwen && c.sliding_window && field(j, "max_window_layers")) {
+    const int64_t from = get_int(j, "max_window_layers", std::nullopt, src);
+    if (from >= c.num_hidden_layers) c.sliding_window.reset();
+    else
+      require(from <= 0, src,
+              "field 'max_window_layers' = " + std::to_string(from) + ": a sliding window in only some of the " +
+                  std::to_string(c.num_hidden_layers) + " layers is not supported");
+  }
 
   if (c.model_type == "mixtral") {
     c.num_local_experts = get_int(j, "num_local_experts", 8, src);

@@ -177,6 +177,18 @@ TEST_CASE("config: parsing, defaults, validation and unknown fields carried thro
 
   ModelConfig q = test::tiny_config("qwen2");
   CHECK(q.attention_bias);
+  // Qwen2's window covers the layers from max_window_layers on: all, none, or (refused) some.
+  auto qwen_window = [](std::optional<int> from) {
+    json w = test::tiny_config("qwen2").to_json();
+    w["use_sliding_window"] = true;
+    w["sliding_window"] = 16;
+    if (from) w["max_window_layers"] = *from;
+    return ModelConfig::from_json(w, "cfg.json").sliding_window;
+  };
+  CHECK(qwen_window(std::nullopt) == 16);
+  CHECK(qwen_window(0) == 16);
+  CHECK(qwen_window(2) == std::nullopt);  // the tiny config's 2 layers all attend in full
+  CHECK_THROWS_WITH_AS(qwen_window(1), doctest::Contains("a sliding window in only some of the 2 layers"), InputError);
   ModelConfig m = test::tiny_config("mixtral");
   CHECK(m.is_moe());
   CHECK(m.num_local_experts == 4);
