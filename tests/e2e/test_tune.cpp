@@ -36,13 +36,17 @@ fs::path sequences(const ScratchDir& dir, int n, const std::string& name = "data
 
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
+// `upcycle tune` of a tiny llama (weights from `seed`) on 4 sequences into dir/run.
+RunResult tune_tiny(const ScratchDir& dir, uint64_t seed, const std::string& options) {
+  const fs::path model = tiny_model(dir, "llama", seed), data = sequences(dir, 4);
+  return run_upcycle("tune --model " + q(model) + " --data " + q(data) + " --out " + q(dir / "run") + " " + options);
+}
+
 }  // namespace
 
 TEST_CASE("tune: a small model overfits a few sequences") {
   ScratchDir dir;
-  const fs::path model = tiny_model(dir, "llama", 1), data = sequences(dir, 4);
-  const auto r = run_upcycle("tune --model " + q(model) + " --data " + q(data) + " --out " + q(dir / "run") +
-                             " --steps 150 --lr 1e-2 --warmup 5 --batch-tokens 64 --log-every 50");
+  const auto r = tune_tiny(dir, 1, "--steps 150 --lr 1e-2 --warmup 5 --batch-tokens 64 --log-every 50");
   REQUIRE_MESSAGE(r.code == 0, r.err);
   const auto l = read_losses(dir / "run" / "metrics.jsonl");
   REQUIRE(l.size() == 150);
@@ -55,10 +59,8 @@ TEST_CASE("tune: a small model overfits a few sequences") {
 
 TEST_CASE("tune: --save-count N writes N checkpoints evenly over the run, also where N does not divide the steps") {
   ScratchDir dir;
-  const fs::path model = tiny_model(dir, "llama", 2), data = sequences(dir, 4);
   // 20 steps, 8 checkpoints: at ceil(2.5 i). A fixed interval of ceil(20 / 8) = 3 wrote 7.
-  const auto r = run_upcycle("tune --model " + q(model) + " --data " + q(data) + " --out " + q(dir / "run") +
-                             " --steps 20 --save-count 8 --batch-tokens 64 --log-every 20");
+  const auto r = tune_tiny(dir, 2, "--steps 20 --save-count 8 --batch-tokens 64 --log-every 20");
   REQUIRE_MESSAGE(r.code == 0, r.err);
   std::vector<std::string> saved;
   for (const auto& e : fs::directory_iterator(dir / "run"))
