@@ -56,7 +56,9 @@ void Progress::draw(bool final_line) {
   auto amount = [&](double v) { return unit_ == "B" ? format_bytes(v) : std::to_string(uint64_t(v)) + " " + unit_; };
   std::string line = label_ + ": " + amount(double(done_)) + " / " + amount(double(total_));
   if (total_ > 0) line += " (" + std::to_string(int(100.0 * done_ / total_)) + "%)";
-  line += ", " + amount(rate) + "/s";
+  // Slow units (a sweep's cells) as seconds each: "0 cells/s" says nothing.
+  if (unit_ != "B" && rate > 0 && rate < 1) line += ", " + format_duration(1 / rate) + " each";
+  else line += ", " + amount(rate) + "/s";
   if (final_line) line += ", done in " + format_duration(elapsed);
   else if (rate > 0 && total_ > done_) line += ", ETA " + format_duration((total_ - done_) / rate);
   std::fprintf(stderr, tty_ ? "\r\033[K%s%s" : "%s%s", line.c_str(), final_line || !tty_ ? "\n" : "");
