@@ -189,7 +189,10 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
                                                                     kMaxSteps));
 
   state_ = {0, {}, o.seed, int64_t(data_.samples.size()), steps, {}};
-  end_ = o.stop_at ? std::min(o.stop_at, steps) : steps;
+  if (o.stop_at > steps)
+    throw OptionError("stop_at", fmt::format("{} {} lies past the run's last step ({})", option_name("stop_at"), o.stop_at,
+                                             steps));
+  end_ = o.stop_at ? o.stop_at : steps;
   if (o.resume) {
     const RunState saved = load_run_state(*o.resume);
     require(saved.samples == state_.samples, o.data,

@@ -405,6 +405,8 @@ def option_cases(c):
                         ("--warmup", "-1"), ("--epochs", "-2"), ("--save-every", "-1")]:
         args = tune + (["--steps", "2"] if flag != "--steps" else []) + [flag, value]
         c.add(f"options: tune {flag} {value}", args, USAGE, flag, [Path("never")])
+    c.add("options: tune --stop-at past the run", tune + ["--steps", "2", "--stop-at", "5"], USAGE, "--stop-at",
+          [Path("never")])
     c.add("options: tune --epochs 1e12", tune + ["--epochs", "1e12"], USAGE, "--epochs", [Path("never")])
     c.add("options: tune --steps 2e9", tune + ["--steps", "2000000000"], USAGE, "--steps", [Path("never")])
     c.add("options: tune without --data", ["tune", "--model", m, "--out", "never", "--steps", "1"], USAGE, "--data")
