@@ -8,6 +8,8 @@
 #include "core/json_file.hpp"
 #include "core/staged_path.hpp"
 #include "experiments/stages.hpp"
+#include "formats/open_checkpoint.hpp"
+#include "trainer/batches.hpp"
 #include "trainer/evaluation.hpp"
 #include "trainer/train.hpp"
 
@@ -46,6 +48,19 @@ struct Pipeline {
   std::vector<EvalOptions> evals;
   std::vector<std::string> eval_names;  // the config's where for each: "eval[0]"
 };
+
+// Every stage's seq_len against the dense model's context, which the MoE keeps: a stage's
+// mistake is found before the first stage runs, not after the ones before it.
+void check_sequence_lengths(const Pipeline& p, const std::string& where) {
+  if (!fs::exists(p.dense.model)) return;  // its stage says so
+  const ModelConfig model = open_checkpoint(p.dense.model)->config();
+  auto check = [&](std::optional<int64_t> seq_len) { model_seq_len(seq_len, model); };
+  check_options(p.dense, [&](const TrainOptions& t) { check(t.seq_len); }, where + "dense");
+  check_options(p.convert, [&](const ConvertOptions& o) { check(o.seq_len); }, where + "convert");
+  check_options(p.moe, [&](const TrainOptions& t) { check(t.seq_len); }, where + "moe");
+  for (size_t i = 0; i < p.evals.size(); ++i)
+    check_options(p.evals[i], [&](const EvalOptions& e) { check(e.seq_len); }, where + p.eval_names[i]);
+}
 
 Pipeline read_pipeline(const fs::path& config, const json& c) {
   Pipeline p;
@@ -101,6 +116,7 @@ Pipeline read_pipeline(const fs::path& config, const json& c) {
     p.evals.push_back(o);
     p.eval_names.push_back(name);
   }
+  check_sequence_lengths(p, where);
   return p;
 }
 

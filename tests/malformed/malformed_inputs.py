@@ -361,6 +361,7 @@ def run_config_cases(c):
         ("moe naming its model", json.dumps({**good, "moe": {"steps": 2, "model": "x"}}), USAGE),
         ("an eval metric unknown", json.dumps({**good, "eval": [{"data": str(c.data), "metric": "bogus"}]}), USAGE),
         ("eval not a list", json.dumps({**good, "eval": 3}), BAD_INPUT),
+        ("a stage's seq_len past the model's context", json.dumps({**good, "moe": {"steps": 2, "seq_len": 99999}}), USAGE),
         ("top_k above experts", json.dumps({**good, "convert": {"experts": 2, "top_k": 3, "router": "random"}}), USAGE),
     ]
     for name, text, code in variants:
