@@ -18,7 +18,7 @@ int cmd_demo(const Args& args) {
       "  dense/ sparse/ upit/  each method's model (init/ for the MoEs), tuning (tuned/), evaluations\n"
       "  report.md, metrics.csv, plots/  the results table, in words, and plots\n"
       "Finished stages are skipped when run again, so an interrupted demo continues; --overwrite starts\n"
-      "afresh. The defaults take about 13 minutes on two cores.";
+      "afresh. The defaults take about 12 minutes on two cores.";
   cli::add_options(spec, demo_option_table());
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;
