@@ -28,10 +28,7 @@ TokenizedData seed_data(const RouterStageOptions& o, const ModelConfig& config) 
     if (!encoder) encoder = load_chat_encoder(o.text_source, o.chat_template);
     return *encoder;
   };
-  TokenizedData data = read_instruction_data(o.data, source, o.skip_bad);
-  fit_context(data, config.max_position_embeddings, o.skip_bad);
-  if (data.skipped) spdlog::warn("{}: skipped {} malformed or over-long lines", o.data.string(), data.skipped);
-  check_vocabulary(data, config.vocab_size);
+  TokenizedData data = read_instruction_data(o.data, source, o.skip_bad, config);
   if (o.data_is_seed) return data;
   return router::draw_seed_data(data, o.fraction, o.min_samples, o.preopt.seed);
 }

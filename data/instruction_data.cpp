@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <spdlog/spdlog.h>
+
 #include "core/error.hpp"
 #include "data/jsonl.hpp"
 
@@ -103,6 +105,15 @@ TokenizedData read_instruction_data(const std::filesystem::path& path, const Enc
     r.tokens.line = line;
     data.samples.push_back(std::move(r.tokens));
   });
+  return data;
+}
+
+TokenizedData read_instruction_data(const std::filesystem::path& path, const EncoderSource& encoder, bool skip_bad,
+                                    const ModelConfig& model) {
+  TokenizedData data = read_instruction_data(path, encoder, skip_bad);
+  fit_context(data, model.max_position_embeddings, skip_bad);
+  check_vocabulary(data, model.vocab_size);
+  if (data.skipped) spdlog::warn("{}: skipped {} malformed or over-long lines", path.string(), data.skipped);
   return data;
 }
 

@@ -9,6 +9,8 @@
 #include <functional>
 #include <vector>
 
+#include "core/config.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include "text/chat_encoder.hpp"
@@ -42,5 +44,10 @@ InstructionRecords read_instruction_records(const std::filesystem::path& path, b
 // conversation the template rejects is a malformed line.
 using EncoderSource = std::function<const ChatEncoder&()>;
 TokenizedData read_instruction_data(const std::filesystem::path& path, const EncoderSource& encoder, bool skip_bad);
+
+// The same, for a model of this config: every sample within its context (longer ones refused
+// naming the line, or with skip_bad skipped) and its vocabulary; what was skipped is logged.
+TokenizedData read_instruction_data(const std::filesystem::path& path, const EncoderSource& encoder, bool skip_bad,
+                                    const ModelConfig& model);
 
 }  // namespace upcycle

@@ -22,7 +22,7 @@ struct ExperimentSettings {
   int64_t seed_samples = 100;  // UpIT's seed set: at least this many training samples
   // The MoEs' load-balancing coefficient. Not the tool's 0.01: on the demo's model at 8 experts,
   // 0.01 left layer 0's idlest expert at 0.21 of an even share; 0.03 kept every layer above 0.47
-  // at no cost in loss (README, "Balancing coefficient").
+  // at no cost in loss (README, "What the demo shows").
   double aux_loss_coef = 0.03;
   uint64_t seed = 0;
 };

@@ -30,18 +30,16 @@ constexpr size_t kMaxWordBytes = size_t(1) << 16;
 // Words longer than this are not cached: they rarely repeat, and each would be copied.
 constexpr size_t kMaxCachedWordBytes = 256;
 
-// The pieces of at most kMaxWordBytes that `word` is merged in.
-std::vector<std::string_view> word_pieces(std::string_view word) {
-  std::vector<std::string_view> pieces;
-  while (word.size() > kMaxWordBytes) {
-    size_t cut = kMaxWordBytes;
-    while (cut > 0 && (uint8_t(word[cut]) & 0xC0) == 0x80) --cut;  // not inside a character
+// The next piece of at most kMaxWordBytes that a word is merged in, taken off the front of `rest`.
+std::string_view take_piece(std::string_view& rest) {
+  size_t cut = std::min(rest.size(), kMaxWordBytes);
+  if (cut < rest.size()) {
+    while (cut > 0 && (uint8_t(rest[cut]) & 0xC0) == 0x80) --cut;  // not inside a character
     if (cut == 0) cut = kMaxWordBytes;                             // no character start: bytes
-    pieces.push_back(word.substr(0, cut));
-    word.remove_prefix(cut);
   }
-  pieces.push_back(word);
-  return pieces;
+  const std::string_view piece = rest.substr(0, cut);
+  rest.remove_prefix(cut);
+  return piece;
 }
 
 // One word's symbols (a linked list in place) and its candidate merges (a min-heap), kept
@@ -202,7 +200,7 @@ void BpeTokenizer::encode_raw(std::string_view text, std::vector<TokenId>& out, 
     if (whole != whole_.end())
       out.push_back(whole->second);
     else
-      for (std::string_view piece : word_pieces(word)) merge_word(piece, out, work);
+      for (std::string_view rest = word; !rest.empty();) merge_word(take_piece(rest), out, work);
     if (word.size() <= kMaxCachedWordBytes) cache.add(word, std::span(out).subspan(first));
   }
 }

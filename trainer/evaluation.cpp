@@ -35,16 +35,12 @@ struct EvalContext {
     return *encoder;
   }
   void warn_skipped(int64_t skipped) const {
-    if (skipped) spdlog::warn("{}: skipped {} malformed or over-long lines", data.string(), skipped);
+    if (skipped) spdlog::warn("{}: skipped {} malformed lines", data.string(), skipped);
   }
   int64_t seq_len() const { return model_seq_len(o.seq_len, ckpt->config()); }
   // The data as tokens, each sample within the model's context and vocabulary.
   TokenizedData tokenized() {
-    TokenizedData d = read_instruction_data(data, [&]() -> const ChatEncoder& { return chat(); }, skip_bad);
-    fit_context(d, ckpt->config().max_position_embeddings, skip_bad);
-    check_vocabulary(d, ckpt->config().vocab_size);
-    warn_skipped(d.skipped);
-    return d;
+    return read_instruction_data(data, [&]() -> const ChatEncoder& { return chat(); }, skip_bad, ckpt->config());
   }
 };
 

@@ -49,10 +49,9 @@ void add_routing(StepStats& s, const LossReport& r) {
   s.routed += r.routed;
 }
 
-// The output folder: created if needed; a fresh run refuses one that holds a run unless told to
-// overwrite, so an earlier run's checkpoints are never mixed with this one's.
-// Refuses an output folder holding a run unless resuming or overwriting. The folder itself is
-// made only once every input has been checked (create_out), so a refused run leaves nothing.
+// Refuses an output folder holding a run unless resuming or overwriting, so an earlier run's
+// checkpoints are never mixed with this one's. The folder itself is made only once every input
+// has been checked (create_out), so a refused run leaves nothing.
 void check_out(const TrainOptions& o) {
   if (o.resume || o.overwrite) return;
   std::error_code ec;
@@ -257,11 +256,7 @@ TokenizedData Trainer::read_data(const fs::path& file) {
     }
     return *encoder_;
   };
-  TokenizedData data = read_instruction_data(file, encoder, o_.skip_bad);
-  fit_context(data, config_.max_position_embeddings, o_.skip_bad);
-  check_vocabulary(data, config_.vocab_size);
-  if (data.skipped) spdlog::warn("{}: skipped {} malformed or over-long lines", file.string(), data.skipped);
-  return data;
+  return read_instruction_data(file, encoder, o_.skip_bad, config_);
 }
 
 StepStats Trainer::accumulate() {
