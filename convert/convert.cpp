@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <future>
+#include <memory>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "convert/assemble.hpp"
 #include "convert/router_stage.hpp"
+#include "convert/seed_scoring.hpp"
 #include "core/error.hpp"
 #include "core/random.hpp"
 #include "formats/checkpoint_writer.hpp"
@@ -67,12 +70,22 @@ Pool search(const Plan& p, const pool::FfnSource& source, nlohmann::ordered_json
   report["search_sample"] = o.sample_elements;
   report["distances_before"] = x.before;
   report["distances_after"] = x.after;
+  report["fitness"] = genetic::fitness_name(o.fitness);
+  if (o.fitness == genetic::Fitness::Function) {
+    spdlog::info("seed-loss distances between the checkpoints:{}", matrix_text(x.function_before));
+    spdlog::info("between the {} experts:{}", x.pool.size(), matrix_text(x.function_after));
+    report["function_distances_before"] = x.function_before;
+    report["function_distances_after"] = x.function_after;
+  }
   report["pool"] = pool_json(x.pool);
   return x.pool;
 }
 
 // --router, else upit for UpIT and random for the baselines.
 std::string router_init(const O& o) { return o.router.value_or(o.method == "upit" ? "upit" : "random"); }
+
+// The router stage's fit and the search in function read seed data.
+bool uses_seed_data(const O& o) { return router_init(o) != "random" || (o.method == "upit" && o.fitness == "function"); }
 
 // The plan of checked options over K checkpoints.
 Plan plan(const O& o, int K) {
@@ -98,6 +111,7 @@ Plan plan(const O& o, int K) {
     x.distant_pairs = o.distant_pairs;
     x.parents = *genetic::parse_parent_choice(o.parents);
     x.distance = *genetic::parse_distance(o.distance);
+    x.fitness = *genetic::parse_fitness(o.fitness);
     x.merge = a.child_merge;
     x.seed = o.seed;
     x.sample_elements = o.search_sample;
@@ -122,7 +136,7 @@ Plan plan(const O& o, int K) {
 RouterStageOptions router_options(const O& o) {
   RouterStageOptions r;
   r.data_is_seed = o.seed_data.has_value();
-  r.data = r.data_is_seed ? *o.seed_data : *o.data;
+  r.data = o.seed_data ? *o.seed_data : o.data.value_or("");
   r.fraction = o.seed_fraction;
   r.min_samples = o.seed_min;
   r.random_assignment = o.seed_assign == "random";
@@ -166,6 +180,10 @@ OptionTable<O> make_table() {
       option<O>("distant_pairs", "parents drawn among this many most distant pairs", [](O& o) -> auto& { return o.distant_pairs; }),
       option<O>("candidates", "children drawn and scored per round", [](O& o) -> auto& { return o.candidates; }),
       option<O>("distance", "cosine or l2, of the FFN deltas", [](O& o) -> auto& { return o.distance; }),
+      option<O>("fitness",
+                "what the search maximises the diversity of: weights (the FFN deltas', the paper's) or function (the "
+                "experts' losses on the seed data: a dense forward pass over it per checkpoint and candidate)",
+                [](O& o) -> auto& { return o.fitness; }),
       option<O>("search_sample",
                 "distances measured on at most N elements of each FFN tensor (seeded 4096-element blocks, scaled up); 0: all",
                 [](O& o) -> auto& { return o.search_sample; }),
@@ -226,10 +244,13 @@ void check_convert_options(const O& o) {
   const std::string router = router_init(o);
   if (router != "random" && router != "upit" && router != "hidden")
     throw OptionError("router", option_name("router") + " must be upit, hidden or random");
-  if (router != "random") {
-    if (!o.seed_data && !o.data)
-      throw OptionError("seed_data", "the " + router + " router is fitted on seed data: give " + option_name("seed_data") + " or " +
-                                         option_name("data") + " (or " + option_name("router") + " random)");
+  if (uses_seed_data(o)) {
+    if (!o.seed_data && !o.data) {
+      const std::string what = router != "random" ? "the " + router + " router is fitted"
+                                                  : option_name("fitness") + " function scores the experts";
+      throw OptionError(router != "random" ? "seed_data" : "fitness", what + " on seed data: give " + option_name("seed_data") +
+                                                                          " or " + option_name("data"));
+    }
     if (o.seed_assign != "loss" && o.seed_assign != "random")
       throw OptionError("seed_assign", option_name("seed_assign") + " must be loss or random");
     if (!(o.seed_fraction > 0 && o.seed_fraction <= 1) || o.seed_min < 1)
@@ -251,6 +272,7 @@ void check_convert_options(const O& o) {
       throw OptionError("candidates", option_name("candidates") + " and " + option_name("distant_pairs") + " must be positive");
     check_choice("parents", o.parents, genetic::parse_parent_choice, "distant or random");
     check_choice("distance", o.distance, genetic::parse_distance, "cosine or l2");
+    check_choice("fitness", o.fitness, genetic::parse_fitness, "weights or function");
   } else if (o.method == "sparse" || o.method == "drop") {
     check_index("from", o.from, K);
     if (o.method == "drop" && !(o.drop_ratio > 0 && o.drop_ratio <= 1))
@@ -285,7 +307,19 @@ void convert(const O& o) {
   const int experts = p.search ? p.search->experts : int(p.pool.size());
   if (const auto available = available_memory(); available && p.router != "random")
     check_router_memory(moe_config(source, experts, p.assembly), ckpts[0]->config(), *available, ckpts[0]->path());
-  if (p.search && !overlap) p.pool = search(p, source, p.report);
+  RouterStageOptions ro = router_options(o);
+  ro.hidden = p.router == "hidden";
+  std::optional<TokenizedData> seed;
+  if (uses_seed_data(o)) seed = read_seed_data(ro, source.checkpoint(0).config());
+  if (p.search && p.search->fitness == genetic::Fitness::Function) {  // the scorer lives as long as the search needs it
+    auto scorer = std::make_shared<const SeedScorer>(source, p.assembly, ro.engine, *seed,
+                                                     model_seq_len(o.seq_len, source.checkpoint(0).config()));
+    p.search->seed_losses = [scorer](const Pool& pool, size_t e) { return (*scorer)(pool, e); };
+  }
+  if (p.search && !overlap) {
+    p.pool = search(p, source, p.report);
+    p.search->seed_losses = {};  // its weights go before the router stage loads the MoE
+  }
 
   WriteOptions w;
   w.overwrite = o.overwrite;
@@ -298,9 +332,7 @@ void convert(const O& o) {
                        }};
   std::unique_ptr<Checkpoint> moe;
   if (p.router != "random") {  // the MoE the routers were fitted on is the one written
-    RouterStageOptions ro = router_options(o);
-    ro.hidden = p.router == "hidden";
-    moe = moe_with_fitted_routers(source, p.pool, p.assembly, ro, p.report, {report});
+    moe = moe_with_fitted_routers(source, p.pool, p.assembly, ro, *seed, p.report, {report});
   } else if (overlap) {
     p.search->progress = false;  // the writer's progress line is the one shown
     searched = std::async(std::launch::async, [&] { return search(p, source, p.report); }).share();

@@ -32,6 +32,7 @@ struct ConvertOptions {
   std::string parents = "distant";                 // distant or random
   int distant_pairs = 3, candidates = 8;
   std::string distance = "cosine";                 // cosine or l2
+  std::string fitness = "weights";                 // the search's: weights (the deltas') or function (seed losses)
   uint64_t search_sample = genetic::ExpansionOptions{}.sample_elements;  // per FFN tensor measured (0: all)
   std::string merge = "dare";                      // the children's merge
   double drop_rate = 0.5, density = 0.5;           // DARE's p, TIES' kept fraction

@@ -13,6 +13,7 @@
 #include "core/expected_tensors.hpp"
 #include "core/progress.hpp"
 #include "data/instruction_data.hpp"
+#include "genetic/distance.hpp"
 #include "router/assign.hpp"
 #include "router/hidden_init.hpp"
 #include "router/seed_data.hpp"
@@ -20,9 +21,7 @@
 
 namespace upcycle {
 
-namespace {
-
-TokenizedData seed_data(const RouterStageOptions& o, const ModelConfig& config) {
+TokenizedData read_seed_data(const RouterStageOptions& o, const ModelConfig& config) {
   std::unique_ptr<ChatEncoder> encoder;
   auto source = [&]() -> const ChatEncoder& {
     if (!encoder) encoder = load_chat_encoder(o.text_source, o.chat_template);
@@ -32,6 +31,8 @@ TokenizedData seed_data(const RouterStageOptions& o, const ModelConfig& config) 
   if (o.data_is_seed) return data;
   return router::draw_seed_data(data, o.fraction, o.min_samples, o.preopt.seed);
 }
+
+namespace {
 
 std::string gigabytes(uint64_t bytes) { return fmt::format("{:.1f} GB", double(bytes) / 1e9); }
 
@@ -70,14 +71,14 @@ void check_router_memory(const ModelConfig& moe, const ModelConfig& dense, uint6
 
 std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& source, const pool::Pool& pool,
                                                     const AssemblyOptions& assembly, const RouterStageOptions& o,
-                                                    nlohmann::ordered_json& report, std::vector<GeneratedFile> extra) {
+                                                    const TokenizedData& seed, nlohmann::ordered_json& report,
+                                                    std::vector<GeneratedFile> extra) {
   std::unique_ptr<Checkpoint> start = assemble_moe(source, pool, assembly, std::move(extra));  // random routers
   const ModelConfig config = start->config();
   const std::filesystem::path path = start->path();
   auto moe = std::make_shared<Weights<float>>(load_weights<float>(*start));
   std::unique_ptr<Checkpoint> fitted = checkpoint_like(*start, moe);  // reads *moe when written
   start.reset();  // its blocks of made experts go: nothing is assembled again
-  const TokenizedData seed = seed_data(o, config);
   router::PreoptOptions preopt = o.preopt;
   preopt.seq_len = model_seq_len(o.seq_len, config);
   spdlog::info("router stage: {} seed samples from {}", seed.samples.size(), o.data.string());
@@ -87,7 +88,7 @@ std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& sourc
   router::Assignment a = router::assign_by_loss(config, *moe, o.engine, seed, preopt.seq_len, [&] { scoring.advance(1); });
   scoring.finish();
   report["seed_samples"] = seed.samples.size();
-  report["seed_loss_distances"] = router::loss_distances(a);
+  report["seed_loss_distances"] = genetic::function_distances(router::losses_by_expert(a));
   std::vector<double> mean_loss(size_t(E), 0.0);
   for (const auto& loss : a.loss)
     for (int64_t e = 0; e < E; ++e) mean_loss[size_t(e)] += std::isfinite(loss[size_t(e)]) ? loss[size_t(e)] / double(a.loss.size()) : 0.0;

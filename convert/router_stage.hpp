@@ -41,15 +41,20 @@ void check_router_memory(const ModelConfig& moe, const ModelConfig& dense, uint6
 // MemAvailable + SwapFree of /proc/meminfo, in bytes; nullopt where it cannot be read.
 std::optional<uint64_t> available_memory();
 
+// The seed data of the options: all of o.data (data_is_seed), or a share drawn from it; read for
+// `config`'s vocabulary and context (read_instruction_data).
+TokenizedData read_seed_data(const RouterStageOptions& o, const ModelConfig& config);
+
 // The MoE of `pool` with its routers fitted, assembled once: assemble_moe(source, pool,
 // assembly, extra) (random routers to start from) is loaded in fp32, the routers are fitted on
 // those weights (only the routers change), and the same weights are returned as a checkpoint with
 // the assembled one's tensors (names, order, dtypes), config and files, the fitted routers in
-// place of the random ones. `report` gets the seed size, the experts' sample counts, their mean
-// seed loss and functional distances (router::loss_distances), and the loss terms before and after.
+// place of the random ones, fitted on `seed` (read_seed_data). `report` gets the seed size, the
+// experts' sample counts, their mean seed loss and distances in function
+// (genetic::function_distances), and the loss terms before and after.
 std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& source, const pool::Pool& pool,
                                                     const AssemblyOptions& assembly, const RouterStageOptions& opts,
-                                                    nlohmann::ordered_json& report,
+                                                    const TokenizedData& seed, nlohmann::ordered_json& report,
                                                     std::vector<GeneratedFile> extra = {});
 
 }  // namespace upcycle

@@ -19,6 +19,8 @@ const std::vector<ExperimentMethod>& experiment_methods() {
        [](ConvertOptions& c) { c.no_expand = true; }},
       {"upit-random-parents", "UpIT with the search's parents drawn at random, not among the most distant pairs", "upit", false,
        [](ConvertOptions& c) { c.parents = "random"; }},
+      {"upit-function-fitness", "UpIT whose search maximises the experts' diversity in seed loss, not in FFN weights", "upit",
+       false, [](ConvertOptions& c) { c.fitness = "function"; }},
       {"upit-shared-final", "UpIT with attention, embeddings and norms from the final checkpoint, not the checkpoints' mean",
        "upit", false, [](ConvertOptions& c) { c.shared_from = int(c.checkpoints.size()) - 1; }},
       {"upit-global-balance", "UpIT tuned with transformers' global load-balancing loss instead of the per-layer one", "upit",

@@ -125,6 +125,21 @@ std::vector<std::vector<double>> Gram::matrix(Distance d) const {
   return m;
 }
 
+std::vector<std::vector<double>> function_distances(const std::vector<std::vector<double>>& losses) {
+  const size_t E = losses.size();
+  std::vector<std::vector<double>> d(E, std::vector<double>(E, 0.0));
+  for (size_t i = 0; i < E; ++i)
+    for (size_t j = i + 1; j < E; ++j) {
+      if (losses[i].size() != losses[j].size()) throw std::invalid_argument("function_distances: experts scored on different samples");
+      double sum = 0;
+      int64_t n = 0;
+      for (size_t s = 0; s < losses[i].size(); ++s)
+        if (std::isfinite(losses[i][s]) && std::isfinite(losses[j][s])) sum += std::fabs(losses[i][s] - losses[j][s]), ++n;
+      d[i][j] = d[j][i] = n ? sum / double(n) : 0.0;
+    }
+  return d;
+}
+
 Diversity diversity(const std::vector<std::vector<double>>& dist) {
   Diversity out;
   double sum = 0, min = std::numeric_limits<double>::infinity();

@@ -1,6 +1,6 @@
 // Distances between experts from their FFN deltas (expert − base): inner products summed over a
 // layer's gate, up and down tensors give that layer's distance; the experts' distance is the mean
-// over layers.
+// over layers. And distances in function: how differently two experts score the seed data.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -44,6 +44,11 @@ class Gram {
   std::vector<std::vector<double>> layers_;
   size_t n_ = 0;
 };
+
+// Distances in function between experts, each given by its loss on every seed sample ([E][S], mean
+// loss per counted token; +inf where a sample has none): [E][E], the mean over samples finite
+// under both of |loss_i − loss_j|; 0 on the diagonal and where no sample is finite under both.
+std::vector<std::vector<double>> function_distances(const std::vector<std::vector<double>>& losses);
 
 // Mean and minimum of the off-diagonal entries of a distance matrix (0 for fewer than 2 experts).
 struct Diversity {

@@ -18,6 +18,14 @@ std::optional<ParentChoice> parse_parent_choice(std::string_view name) {
   return std::nullopt;
 }
 
+std::optional<Fitness> parse_fitness(std::string_view name) {
+  if (name == "weights") return Fitness::Weights;
+  if (name == "function") return Fitness::Function;
+  return std::nullopt;
+}
+
+const char* fitness_name(Fitness f) { return f == Fitness::Weights ? "weights" : "function"; }
+
 namespace {
 
 // What one thread works with: a block of the pool, and room for deltas (the pool members') and a
@@ -227,10 +235,15 @@ Expansion expand_pool(const FfnSource& source, const ExpansionOptions& o) {
     throw std::invalid_argument("expand_pool: experts, candidates and distant_pairs must be positive");
   if (o.block_elements == 0 || o.block_elements % kDotBlock)
     throw std::invalid_argument("expand_pool: block_elements must be a positive multiple of kDotBlock");
+  const bool by_function = o.fitness == Fitness::Function;
+  if (by_function && !o.seed_losses) throw std::invalid_argument("expand_pool: the fitness in function needs seed_losses");
   const int K = int(source.size());
   if (o.experts > K && K < 2) throw std::invalid_argument("expand_pool: growing the pool needs two checkpoints or more");
   const int rounds = std::max(0, o.experts - K);
-  Progress progress("expert search", uint64_t(1 + rounds) * uint64_t(source.layers()) * 3, "tensors", o.progress);
+  // In function the scoring of the seed data takes the time, so its progress is the one shown.
+  Progress progress("expert search", uint64_t(1 + rounds) * uint64_t(source.layers()) * 3, "tensors", o.progress && !by_function);
+  Progress scoring("expert search: scoring the seed data", by_function ? uint64_t(K + rounds * o.candidates) : 0, "experts",
+                   o.progress && by_function);
 
   const uint64_t numel = source.tensor(0, 0, Role::Gate).numel(), sampled = measured_dot_blocks(numel, o);
   if (sampled < dot_blocks(size_t(numel)))
@@ -240,22 +253,44 @@ Expansion expand_pool(const FfnSource& source, const ExpansionOptions& o) {
   for (int k = 0; k < K; ++k) out.pool.push_back({k});
   Gram gram = checkpoint_gram(source, out.pool, o, progress);
   out.before = gram.matrix(o.distance);
+  std::vector<std::vector<double>> losses;  // [pool member][seed sample], in function only
+  if (by_function) {
+    for (int k = 0; k < K; ++k, scoring.advance(1)) losses.push_back(o.seed_losses(out.pool, size_t(k)));
+    out.function_before = function_distances(losses);
+  }
+  const auto& before = by_function ? out.function_before : out.before;  // what the search maximises
   if (o.experts <= K) {
-    out.pool = choose_checkpoints(out.before, o.experts);
+    out.pool = choose_checkpoints(before, o.experts);
     out.after = submatrix(out.before, out.pool);
+    if (by_function) out.function_after = submatrix(out.function_before, out.pool);
     progress.finish();
+    scoring.finish();
     return out;
   }
   for (int round = 0; round < rounds; ++round) {
     const size_t n = out.pool.size();
-    const Pool candidates = draw_candidates(gram.matrix(o.distance), o, round);
+    const Pool candidates = draw_candidates(by_function ? function_distances(losses) : gram.matrix(o.distance), o, round);
     Gram trial = gram;
     trial.resize(n + candidates.size());
     measure(source, out.pool, candidates, o, trial, progress);
+    // The distances among the pool and the candidates: [n + candidates][n + candidates].
+    std::vector<std::vector<double>> all;
+    if (by_function) {
+      std::vector<std::vector<double>> with = losses;
+      for (const auto& c : candidates) {
+        Pool grown = out.pool;
+        grown.push_back(c);
+        with.push_back(o.seed_losses(grown, n));
+        scoring.advance(1);
+      }
+      all = function_distances(with);
+      losses = std::move(with);  // the winner's row is kept below, the others dropped
+    } else {
+      all = trial.matrix(o.distance);
+    }
     // Score each candidate's pool: the pool's distances plus its own row.
     size_t best = 0;
     Diversity best_div;
-    const auto all = trial.matrix(o.distance);
     for (size_t c = 0; c < candidates.size(); ++c) {
       std::vector<size_t> members(n);
       for (size_t i = 0; i < n; ++i) members[i] = i;
@@ -276,12 +311,18 @@ Expansion expand_pool(const FfnSource& source, const ExpansionOptions& o) {
       next.add(l, n, n, trial.get(l, n + best, n + best));
     }
     gram = std::move(next);
+    if (by_function) {
+      std::swap(losses[n], losses[n + best]);
+      losses.resize(n + 1);
+    }
     out.pool.push_back(candidates[best]);
-    spdlog::info("expansion round {}/{}: expert {} = {}; pool diversity mean {:.4f}, min {:.4f}", round + 1, rounds, n,
-                 describe(candidates[best]), best_div.mean, best_div.min);
+    spdlog::info("expansion round {}/{}: expert {} = {}; pool diversity in {} mean {:.4f}, min {:.4f}", round + 1, rounds, n,
+                 describe(candidates[best]), fitness_name(o.fitness), best_div.mean, best_div.min);
   }
   progress.finish();
+  scoring.finish();
   out.after = gram.matrix(o.distance);
+  if (by_function) out.function_after = function_distances(losses);
   return out;
 }
 

@@ -5,8 +5,13 @@
 // keeps the best. One round is one pass over the FFN tensors. With E <= K it instead keeps the E
 // checkpoints that are farthest apart: the most distant pair, then repeatedly the checkpoint
 // farthest from those chosen (the largest minimum distance).
+// The distance is the paper's, between FFN deltas in weights, or (Fitness::Function) between the
+// experts' losses on the seed data: DARE's random drop moves a child far in weights while it
+// scores the seed data much as its parents do, so diversity in weights need not be diversity in
+// what the experts do.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string_view>
 #include <vector>
@@ -28,12 +33,23 @@ using pool::PoolTensor;
 enum class ParentChoice { Distant, Random };
 std::optional<ParentChoice> parse_parent_choice(std::string_view name);  // "distant", "random"
 
+// What the search's distances are taken between.
+enum class Fitness { Weights, Function };
+std::optional<Fitness> parse_fitness(std::string_view name);  // "weights", "function"
+const char* fitness_name(Fitness f);
+
+// Expert e of `pool` scored on every seed sample ([S]: the mean loss per counted token, +inf for a
+// sample with none), by the caller that holds the model and the seed data.
+using SeedLosses = std::function<std::vector<double>(const Pool& pool, size_t e)>;
+
 struct ExpansionOptions {
   int experts = 8;           // E
   int candidates = 8;        // children drawn and scored per round
   int distant_pairs = 3;     // `distant`: parents drawn among this many most distant pairs
   ParentChoice parents = ParentChoice::Distant;
   Distance distance = Distance::Cosine;
+  Fitness fitness = Fitness::Weights;
+  SeedLosses seed_losses;    // Fitness::Function: required (one call per checkpoint and per candidate)
   merge::Options merge{merge::Method::Dare};  // the child merge (weights and seed per child)
   uint64_t seed = 0;
   // The distances are measured on at most this many elements of each FFN tensor (0: all): a
@@ -53,9 +69,12 @@ struct Expansion {
   Pool pool;                                 // E recipes
   std::vector<std::vector<double>> before;   // distances between the K checkpoints
   std::vector<std::vector<double>> after;    // between the E experts of the pool
+  // Fitness::Function: the experts' distances in function (function_distances), as before/after.
+  std::vector<std::vector<double>> function_before, function_after;
 };
 
-// std::invalid_argument for options out of range (experts < 1, candidates < 1, ...).
+// std::invalid_argument for options out of range (experts < 1, candidates < 1, ...) or
+// Fitness::Function without seed_losses.
 Expansion expand_pool(const FfnSource& source, const ExpansionOptions& opts);
 
 }  // namespace upcycle::genetic

@@ -106,4 +106,22 @@ void PoolBlock::child(const ExpertRecipe& r, std::span<float> out) {
   merge::merge_tensor(out, inputs, with_base ? this->base() : std::span<const float>(), opts, t_.key_, first_);
 }
 
+std::vector<float> whole_expert(const PoolTensor& t, size_t e) {
+  std::vector<float> out(t.numel());
+  const uint64_t block = t.block_elements();
+  // One block alone (ties, slerp: the whole tensor) runs on this thread, whose merge may use them all.
+#pragma omp parallel if (t.blocks() > 1)
+  {
+    PoolBlock b(t);  // one per thread: its buffers serve every block the thread makes
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < int64_t(t.blocks()); ++i) {
+      const uint64_t first = uint64_t(i) * block;
+      b.seek(first, std::min(block, t.numel() - first));
+      const std::span<const float> x = b.expert(e);
+      std::copy(x.begin(), x.end(), out.begin() + ptrdiff_t(first));
+    }
+  }
+  return out;
+}
+
 }  // namespace upcycle::pool

@@ -89,4 +89,8 @@ class PoolBlock {
   bool have_base_ = false;
 };
 
+// Expert e of the tensor's pool, whole ([numel]): its blocks made in parallel, the same values a
+// writer of the assembled MoE gets.
+std::vector<float> whole_expert(const PoolTensor& t, size_t e);
+
 }  // namespace upcycle::pool

@@ -8,9 +8,8 @@
 
 namespace upcycle::router {
 
-EngineSpec expert_dense_model(const ModelConfig& c, const Weights<float>& w, int expert) {
-  if (!c.is_moe() || expert < 0 || expert >= c.num_local_experts)
-    throw std::invalid_argument("expert_dense_model: not an expert of an MoE model");
+EngineSpec dense_model_with(const ModelConfig& c, const Weights<float>& w, std::vector<Ffn> ffn, std::string name) {
+  if (!c.is_moe() || ffn.size() != w.layers.size()) throw std::invalid_argument("dense_model_with: not an MoE, or not an FFN per layer");
   nlohmann::ordered_json j = c.to_json();
   j["model_type"] = c.sliding_window ? "mistral" : "llama";
   for (const char* key : {"num_local_experts", "num_experts_per_tok", "router_aux_loss_coef", "architectures"}) j.erase(key);
@@ -18,19 +17,36 @@ EngineSpec expert_dense_model(const ModelConfig& c, const Weights<float>& w, int
   d.embedding = w.embedding;
   d.final_norm = w.final_norm;
   d.lm_head = w.lm_head;
-  for (const LayerWeights<float>& l : w.layers) {
-    LayerWeights<float> x = l;
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    LayerWeights<float> x = w.layers[l];  // every shared tensor, whatever the layer holds
     x.router.clear();
-    x.gate = l.expert_gate[size_t(expert)];
-    x.up = l.expert_up[size_t(expert)];
-    x.down = l.expert_down[size_t(expert)];
     x.expert_gate.clear();
     x.expert_up.clear();
     x.expert_down.clear();
+    x.gate = std::move(ffn[l].gate), x.up = std::move(ffn[l].up), x.down = std::move(ffn[l].down);
     d.layers.push_back(std::move(x));
   }
-  const std::string name = "<expert " + std::to_string(expert) + "'s dense model>";
   return {ModelConfig::from_json(j, name), std::move(d), name, {}};
+}
+
+EngineSpec expert_dense_model(const ModelConfig& c, const Weights<float>& w, int expert) {
+  if (!c.is_moe() || expert < 0 || expert >= c.num_local_experts)
+    throw std::invalid_argument("expert_dense_model: not an expert of an MoE model");
+  std::vector<Ffn> ffn;
+  for (const LayerWeights<float>& l : w.layers)
+    ffn.push_back({l.expert_gate[size_t(expert)], l.expert_up[size_t(expert)], l.expert_down[size_t(expert)]});
+  return dense_model_with(c, w, std::move(ffn), "<expert " + std::to_string(expert) + "'s dense model>");
+}
+
+std::vector<double> seed_losses(Engine& dense, const TokenizedData& seed, int64_t seq_len, const std::function<void()>& progress) {
+  std::vector<double> loss(seed.samples.size(), std::numeric_limits<double>::infinity());
+  for (size_t s = 0; s < seed.samples.size(); ++s) {
+    const size_t one[] = {s};
+    const MicroBatch mb = make_micro_batch(seed, one, seq_len);
+    if (mb.counted > 0) loss[s] = dense.loss(mb.batch, mb.targets).ce();
+    if (progress) progress();
+  }
+  return loss;
 }
 
 Assignment assign_by_loss(const ModelConfig& config, const Weights<float>& moe, EngineFactory make,
@@ -38,15 +54,10 @@ Assignment assign_by_loss(const ModelConfig& config, const Weights<float>& moe, 
   const int E = int(config.num_local_experts);
   const size_t S = seed.samples.size();
   Assignment a;
-  a.loss.assign(S, std::vector<double>(size_t(E), std::numeric_limits<double>::infinity()));
+  a.loss.assign(S, std::vector<double>(size_t(E)));
   for (int e = 0; e < E; ++e) {
-    const auto dense = make(expert_dense_model(config, moe, e));
-    for (size_t s = 0; s < S; ++s) {
-      const size_t one[] = {s};
-      const MicroBatch mb = make_micro_batch(seed, one, seq_len);
-      if (mb.counted > 0) a.loss[s][size_t(e)] = dense->loss(mb.batch, mb.targets).ce();
-      if (progress) progress();
-    }
+    const std::vector<double> loss = seed_losses(*make(expert_dense_model(config, moe, e)), seed, seq_len, progress);
+    for (size_t s = 0; s < S; ++s) a.loss[s][size_t(e)] = loss[s];
   }
   a.counts.assign(size_t(E), 0);
   for (size_t s = 0; s < S; ++s) {
@@ -66,18 +77,11 @@ void assign_at_random(Assignment& a, uint64_t seed) {
   for (int32_t& e : a.expert) ++a.counts[size_t(e = int32_t(rng.below(E)))];
 }
 
-std::vector<std::vector<double>> loss_distances(const Assignment& a) {
-  const size_t E = a.counts.size();
-  std::vector<std::vector<double>> d(E, std::vector<double>(E, 0.0));
-  for (size_t i = 0; i < E; ++i)
-    for (size_t j = i + 1; j < E; ++j) {
-      double sum = 0;
-      int64_t n = 0;
-      for (const auto& loss : a.loss)
-        if (std::isfinite(loss[i]) && std::isfinite(loss[j])) sum += std::fabs(loss[i] - loss[j]), ++n;
-      d[i][j] = d[j][i] = n ? sum / double(n) : 0.0;
-    }
-  return d;
+std::vector<std::vector<double>> losses_by_expert(const Assignment& a) {
+  std::vector<std::vector<double>> out(a.counts.size());
+  for (const auto& loss : a.loss)
+    for (size_t e = 0; e < out.size(); ++e) out[e].push_back(loss[e]);
+  return out;
 }
 
 }  // namespace upcycle::router

@@ -3,6 +3,8 @@
 // (response) tokens, and given to the expert with the lowest.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "text/tokenized_data.hpp"
@@ -16,9 +18,22 @@ struct Assignment {
   std::vector<int64_t> counts;             // [E] samples per expert
 };
 
-// The dense model of expert e of an MoE (config, weights): its config as llama (or mistral) with
-// the MoE's shared weights and expert e's FFN as the dense FFN.
+// One FFN per layer: gate [I, H], up [I, H], down [H, I].
+struct Ffn {
+  std::vector<float> gate, up, down;
+};
+
+// The dense model of an MoE's (config, weights) shared weights with ffn[l] as layer l's FFN: its
+// config as llama (or mistral). `name` names it in errors.
+EngineSpec dense_model_with(const ModelConfig& config, const Weights<float>& moe, std::vector<Ffn> ffn, std::string name);
+
+// The dense model of expert e of an MoE: its shared weights and expert e's FFN.
 EngineSpec expert_dense_model(const ModelConfig& config, const Weights<float>& moe, int expert);
+
+// A dense model's loss on each seed sample ([S]: the mean per counted token, +inf for a sample
+// with none), one sample at a time. `progress` (may be empty) is told each sample done.
+std::vector<double> seed_losses(Engine& dense, const TokenizedData& seed, int64_t seq_len,
+                                const std::function<void()>& progress = {});
 
 // Each expert's dense model runs on an engine of `make`. Samples with no counted token get the
 // loss +inf everywhere and go to expert 0. `progress` (may be empty) is told each (expert,
@@ -30,9 +45,7 @@ Assignment assign_by_loss(const ModelConfig& config, const Weights<float>& moe, 
 // kept; counts recomputed.
 void assign_at_random(Assignment& a, uint64_t seed);
 
-// How differently the experts score the seed data, in function rather than in weights: [E][E],
-// the mean over samples (those with a finite loss under both) of |loss_i − loss_j| per counted
-// token; 0 on the diagonal.
-std::vector<std::vector<double>> loss_distances(const Assignment& a);
+// The losses by expert: [E][S] of a.loss's [S][E].
+std::vector<std::vector<double>> losses_by_expert(const Assignment& a);
 
 }  // namespace upcycle::router

@@ -236,7 +236,8 @@ TEST_CASE("convert: the router stage assembles the MoE once and writes it with t
 
     loads = 0;
     nlohmann::ordered_json report;
-    write_checkpoint(*moe_with_fitted_routers(source, pool, o, ro, report, {extra}), dir / "fitted", w);
+    const TokenizedData seed = read_seed_data(ro, owned[0]->config());
+    write_checkpoint(*moe_with_fitted_routers(source, pool, o, ro, seed, report, {extra}), dir / "fitted", w);
     CHECK(loads.load() == one_assembly);
     CHECK(report["seed_samples"] == 12);
 

@@ -239,6 +239,45 @@ TEST_CASE("convert: UpIT's router stage assigns seed samples by loss and pre-opt
   r = run_upcycle("convert --checkpoints " + q(ckpts[0]) + " " + q(ckpts[1]) + " --out " + q(dir / "x"));
   CHECK(r.code == 1);
   CHECK(r.err.find("--seed-data or --data") != std::string::npos);
+  r = run_upcycle("convert --checkpoints " + q(ckpts[0]) + " " + q(ckpts[1]) + " --router random --fitness function --out " +
+                  q(dir / "x"));
+  CHECK(r.code == 1);
+  CHECK(r.err.find("--fitness function scores the experts on seed data") != std::string::npos);
+}
+
+TEST_CASE("convert: the search in function scores each expert as the router stage does, and a seed repeats it") {
+  ScratchDir dir;
+  std::vector<fs::path> ckpts;
+  for (int k = 0; k < 3; ++k) {
+    fs::create_directories(dir / std::to_string(k));
+    ckpts.push_back(write_chat_model(dir / std::to_string(k), "llama", uint64_t(20 + k)));
+  }
+  {
+    std::ofstream data(dir / "data.jsonl");
+    for (int i = 0; i < 16; ++i)
+      data << nlohmann::json{{"instruction", "word " + std::to_string(i)}, {"output", std::string(size_t(1 + i % 5), char('a' + i % 7))}}.dump() << "\n";
+  }
+  const std::string args = "convert --checkpoints " + q(ckpts[0]) + " " + q(ckpts[1]) + " " + q(ckpts[2]) +
+                           " --experts 5 --candidates 3 --fitness function --seed-data " + q(dir / "data.jsonl") +
+                           " --router-epochs 1 --seq-len 128 --out ";
+  auto r = run_upcycle(args + q(dir / "a"));
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const auto report = nlohmann::json::parse(read_file(dir / "a" / "upcycle_convert.json"));
+  CHECK(report["fitness"] == "function");
+  // The search's seed losses of the pool it chose are those the router stage measures on the
+  // assembled MoE: the scorer's dense models are the written experts'.
+  const auto& searched = report["function_distances_after"];
+  const auto& routed = report["seed_loss_distances"];
+  REQUIRE(searched.size() == 5);
+  REQUIRE(routed.size() == 5);
+  for (size_t i = 0; i < 5; ++i)
+    for (size_t j = 0; j < 5; ++j) CHECK(searched[i][j].get<double>() == doctest::Approx(routed[i][j].get<double>()).epsilon(1e-9));
+  for (size_t i = 0; i < 3; ++i)
+    for (size_t j = 0; j < 3; ++j) CHECK(report["function_distances_before"][i][j] == searched[i][j]);
+  CHECK(searched[3][4].get<double>() > 0);
+  // A seed gives the same files.
+  REQUIRE(run_upcycle(args + q(dir / "b")).code == 0);
+  for (const char* f : {"model.safetensors", "upcycle_convert.json"}) CHECK(read_file(dir / "a" / f) == read_file(dir / "b" / f));
 }
 
 // The way back from load_weights: an assembled MoE's weights, as a checkpoint laid out like it,

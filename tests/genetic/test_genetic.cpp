@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "core/error.hpp"
 #include "genetic/expand.hpp"
@@ -219,4 +220,79 @@ TEST_CASE("genetic: a sampled search estimates the distances from a seeded share
   const Expansion exact = expand_pool(src, o);
   o.sample_elements = 65536 * 4;
   CHECK(expand_pool(src, o).after == exact.after);
+}
+
+TEST_CASE("genetic: distances in function are the mean absolute loss gap over samples finite under both") {
+  const double inf = std::numeric_limits<double>::infinity();
+  // Three experts on three samples; sample 2 has no counted token under expert 2.
+  const auto d = function_distances({{1.0, 2.0, 0.5}, {1.5, 1.0, 0.5}, {3.0, 2.0, inf}});
+  CHECK(d[0][0] == 0);
+  CHECK(d[0][1] == doctest::Approx((0.5 + 1.0 + 0.0) / 3));
+  CHECK(d[1][0] == d[0][1]);
+  CHECK(d[0][2] == doctest::Approx((2.0 + 0.0) / 2));
+  CHECK(d[1][2] == doctest::Approx((1.5 + 1.0) / 2));
+  CHECK_THROWS_AS(function_distances({{1.0}, {1.0, 2.0}}), std::invalid_argument);
+}
+
+namespace {
+
+// A stand-in for the model: checkpoint k scores the one seed sample k / 2, a child its weight on
+// parent a. Every call is kept, so the test sees the candidates the search drew.
+struct FakeScores {
+  std::vector<ExpertRecipe> seen;
+  SeedLosses losses() {
+    return [this](const Pool& pool, size_t e) {
+      const ExpertRecipe& r = pool.at(e);
+      seen.push_back(r);
+      return std::vector<double>{r.is_child() ? r.weight_a : r.checkpoint / 2.0};
+    };
+  }
+};
+
+}  // namespace
+
+TEST_CASE("genetic: the search in function keeps the candidate whose seed losses make the most diverse pool") {
+  Checkpoints c({1, 2});
+  const FfnSource src(c.ptrs, nullptr);
+  ExpansionOptions o = search_options(3, 6, 5);
+  o.fitness = Fitness::Function;
+  CHECK_THROWS_AS(expand_pool(src, o), std::invalid_argument);  // no seed_losses
+  FakeScores fake;
+  o.seed_losses = fake.losses();
+  const Expansion x = expand_pool(src, o);
+  REQUIRE(fake.seen.size() == 2 + 6);  // the checkpoints, then each candidate once
+  // The pool {0, 0.5, w} scores mean + min of {0.5, w, |w − 0.5|}: recomputed for every candidate.
+  const auto score = [](double w) { return diversity({{0, 0.5, w}, {0.5, 0, std::fabs(w - 0.5)}, {w, std::fabs(w - 0.5), 0}}).score(); };
+  double best = -1;
+  for (size_t i = 2; i < fake.seen.size(); ++i) best = std::max(best, score(fake.seen[i].weight_a));
+  REQUIRE(x.pool.size() == 3);
+  CHECK(score(x.pool[2].weight_a) == best);
+  CHECK(x.function_before == std::vector<std::vector<double>>{{0, 0.5}, {0.5, 0}});
+  CHECK(x.function_after[2][0] == x.pool[2].weight_a);
+  CHECK(x.after.size() == 3);  // the distances in weights are still reported
+  // In weights, the same seed draws the same candidates and may keep another: the search's
+  // choice is the fitness's.
+  ExpansionOptions w = o;
+  w.fitness = Fitness::Weights;
+  CHECK(expand_pool(src, w).function_after.empty());
+}
+
+TEST_CASE("genetic: choosing E <= K in function keeps the checkpoints farthest apart in seed loss") {
+  Checkpoints c({1, 2, 3});
+  const FfnSource src(c.ptrs, nullptr);
+  ExpansionOptions o = search_options(2);
+  const Pool in_weights = expand_pool(src, o).pool;
+  // The checkpoint the choice in weights leaves out scores the seed data far from the other two,
+  // which score it alike: in function it must be kept.
+  int left_out = 0;
+  while (left_out == in_weights[0].checkpoint || left_out == in_weights[1].checkpoint) ++left_out;
+  o.fitness = Fitness::Function;
+  o.seed_losses = [&](const Pool& pool, size_t e) {
+    const int k = pool[e].checkpoint;
+    return std::vector<double>{k == left_out ? 1.0 : 0.01 * k};
+  };
+  const Expansion x = expand_pool(src, o);
+  REQUIRE(x.pool.size() == 2);
+  CHECK((x.pool[0].checkpoint == left_out || x.pool[1].checkpoint == left_out));
+  CHECK(x.function_after[0][1] >= 0.98);
 }

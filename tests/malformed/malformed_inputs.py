@@ -414,7 +414,8 @@ def option_cases(c):
     conv = ["convert", "--checkpoints", m, m, "--data", d, "--out", "never"]
     for flag, value in [("--experts", "0"), ("--experts", "999"), ("--method", "foo"), ("--merge", "foo"),
                         ("--drop-rate", "1"), ("--density", "0"), ("--search-sample", "-1"), ("--router", "foo"),
-                        ("--seed-assign", "foo"), ("--parents", "foo"), ("--distance", "foo"), ("--candidates", "0")]:
+                        ("--seed-assign", "foo"), ("--parents", "foo"), ("--distance", "foo"), ("--fitness", "foo"),
+                        ("--candidates", "0")]:
         c.add(f"options: convert {flag} {value}", conv + [flag, value], USAGE, flag)
     c.add("options: convert --top-k above --experts", conv + ["--experts", "2", "--top-k", "3"], USAGE, "--top-k")
     c.add("options: convert upit from one checkpoint", ["convert", "--checkpoints", m, "--data", d, "--experts", "4",
