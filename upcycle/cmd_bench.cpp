@@ -1,10 +1,13 @@
 // `upcycle bench`: the machine's matmul ceiling, then forward and training throughput of two
 // standard shapes measured in the same run: dense with SmolLM2-135M's shape and an MoE of the
-// same shape with 4 experts top-2. Ratios to the ceiling are the figures to compare.
+// same shape with 4 experts top-2. Ratios to the ceiling are the figures to compare. And the
+// matrix-vector product of decoding on weights in each stored dtype, against the f32 path.
 #include <sys/resource.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 
 #include <nlohmann/json.hpp>
@@ -16,7 +19,9 @@
 #include "formats/random_init.hpp"
 #include "trainer/flops.hpp"
 #include "trainer/model.hpp"
+#include "core/quant.hpp"
 #include "trainer/ops/matmul.hpp"
+#include "trainer/ops/stored_matmul.hpp"
 #include "trainer/optimizer.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
@@ -52,6 +57,46 @@ double sgemm_gflops(int64_t n) {
     if (i > 0) best = std::min(best, s);
   }
   return 2.0 * double(n) * double(n) * double(n) / best / 1e9;
+}
+
+// Decoding's product, one token against a weight too large for any cache (8192 x 4096): the f32
+// matmul the model runs today, then ops::stored_matmul_forward on the same values stored as f32,
+// bf16, f16 and Q8_0 (each value's q the f32 value's scaled and rounded; only the bytes matter
+// here). Milliseconds per product, the weight bytes read per second, and each one's speed-up
+// over the f32 matmul.
+nlohmann::ordered_json bench_matvec(const BenchOptions& o) {
+  const int64_t O = 8192, I = 4096;
+  Rng rng(3);
+  std::vector<float> w(static_cast<size_t>(O * I)), x(static_cast<size_t>(I)), y(static_cast<size_t>(O));
+  for (float& v : w) v = float(rng.uniform() - 0.5);
+  for (float& v : x) v = float(rng.uniform() - 0.5);
+  BenchOptions many = o;
+  many.steps = std::max<int64_t>(o.steps, 20);
+  nlohmann::ordered_json j;
+  j["matvec_shape"] = {O, I};
+  const double f32_s = seconds_per_call(many, [&] { ops::matmul_forward<float>(y.data(), x.data(), w.data(), nullptr, 1, I, O); });
+  j["matvec_ms_f32_matmul"] = 1e3 * f32_s;
+  for (DType t : {DType::F32, DType::BF16, DType::F16, DType::Q8_0}) {
+    std::vector<std::byte> bytes(*dtype_bytes(t, w.size()));
+    if (t == DType::Q8_0) {
+      for (size_t b = 0; b < w.size() / 32; ++b) {  // d = 1/254 (0.5 / 127), q = round(254 x)
+        const uint16_t d = f32_to_f16(1.0f / 254);
+        std::memcpy(&bytes[b * 34], &d, 2);
+        for (size_t i = 0; i < 32; ++i) bytes[b * 34 + 2 + i] = std::byte(uint8_t(int8_t(std::lround(254 * w[b * 32 + i]))));
+      }
+    } else {
+      convert(DType::F32, w.data(), t, bytes.data(), w.size());
+    }
+    const ops::StoredMatrix W{t, bytes.data(), O, I};
+    const double s = seconds_per_call(many, [&] { ops::stored_matmul_forward(y.data(), x.data(), W, nullptr, 1); });
+    const std::string name(dtype_name(t));
+    j["matvec_ms_" + name] = 1e3 * s;
+    j["matvec_gb_per_s_" + name] = double(bytes.size()) / s / 1e9;
+    j["matvec_speedup_" + name] = f32_s / s;
+    spdlog::info("matvec {}x{} {}: {:.2f} ms ({:.1f} GB/s), {:.2f}x the f32 matmul's {:.2f} ms", O, I, name, 1e3 * s,
+                 double(bytes.size()) / s / 1e9, f32_s / s, 1e3 * f32_s);
+  }
+  return j;
 }
 
 struct ModelFigures {
@@ -134,6 +179,8 @@ int cmd_bench(const Args& args) {
       "cores), then forward and training steps (forward, backward, clipping, AdamW) of a dense model\n"
       "with SmolLM2-135M's shape and an MoE of the same shape with 4 experts top-2, random weights.\n"
       "GFLOP/s count 6 x active matmul parameters + causal attention per token (trainer/flops.hpp).\n"
+      "Then decoding's matrix-vector product (8192 x 4096) on weights stored as f32, bf16, f16 and\n"
+      "Q8_0, against the f32 matmul the model runs.\n"
       "--device cuda: the bf16 GEMM ceiling (cuBLAS), then bf16 training (fp32 master weights and\n"
       "gradients, AdamW) of the shapes smollm2, smollm2-moe (8 experts top-2), llama-1b and moe-1b\n"
       "(about 1 B active parameters, 8 experts top-2), with tokens/s and MFU against the ceiling;\n"
@@ -146,7 +193,7 @@ int cmd_bench(const Args& args) {
       ("steps", cli::po::value<int64_t>(), "timed steps (cpu 3, cuda 10)")
       ("warmup", cli::po::value<int64_t>(), "untimed steps first (cpu 1, cuda 3)")
       ("sgemm-size", cli::po::value<int64_t>(), "n of the ceiling's n^3 product (cpu 2048, cuda 8192)")
-      ("only", cli::po::value<std::string>(), "cpu: dense or moe")
+      ("only", cli::po::value<std::string>(), "cpu: dense, moe or matvec")
       ("shape", cli::po::value<std::vector<std::string>>()->multitoken(),
        "cuda: shapes to run (smollm2 smollm2-moe llama-1b moe-1b; default all)");
   auto vm = cli::parse(spec, args);
@@ -166,7 +213,7 @@ int cmd_bench(const Args& args) {
   if (o.seq_len < 2 || o.batch < 1 || o.steps < 1 || o.warmup < 0 || n < 64 || n > 16384)
     throw UsageError("--seq-len >= 2, --batch >= 1, --steps >= 1, --warmup >= 0, --sgemm-size in [64, 16384]");
   const std::string only = vm->count("only") ? (*vm)["only"].as<std::string>() : "";
-  if (!only.empty() && only != "dense" && only != "moe") throw UsageError("--only: dense or moe");
+  if (!only.empty() && only != "dense" && only != "moe" && only != "matvec") throw UsageError("--only: dense, moe or matvec");
   if (gpu) return print_json_or_table(run_cuda_bench(o, n, *vm), vm->count("json") > 0);
 
   nlohmann::ordered_json j;
@@ -175,7 +222,7 @@ int cmd_bench(const Args& args) {
   j["seq_len"] = o.seq_len;
   j["batch"] = o.batch;
   for (const bool moe : {false, true}) {
-    if (!only.empty() && (only == "moe") != moe) continue;
+    if (!only.empty() && only != (moe ? "moe" : "dense")) continue;
     const std::string p = moe ? "moe_" : "";
     const ModelFigures f = bench_model(moe ? "moe" : "dense", bench_config(moe), o);
     j[p + "forward_tokens_per_s"] = f.forward_tokens_per_s;
@@ -183,6 +230,7 @@ int cmd_bench(const Args& args) {
     j[p + "train_gflops"] = f.train_gflops;
     j[p + "train_fraction_of_sgemm"] = f.train_gflops / j["sgemm_gflops"].get<double>();
   }
+  if (only.empty() || only == "matvec") j.update(bench_matvec(o));
   j["peak_rss_mb"] = peak_rss_mb();
   return print_json_or_table(j, vm->count("json") > 0);
 }

@@ -1,0 +1,118 @@
+// Linear layers over stored-dtype weights: every dtype and both paths (the dot products of
+// decoding, the widened panels of longer inputs) against the f32 op on the same values widened,
+// and the dot path's bits the same for any thread count.
+#include <doctest/doctest.h>
+
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "core/quant.hpp"
+#include "core/random.hpp"
+#include "trainer/ops/matmul.hpp"
+#include "trainer/ops/stored_matmul.hpp"
+
+using namespace upcycle;
+using namespace upcycle::ops;
+
+namespace {
+
+std::vector<float> random_floats(size_t n, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v) x = float(rng.uniform() * 2 - 1);
+  return v;
+}
+
+// Q8_0 blocks of the values: d = max |x| / 127 as f16, q = x / d rounded.
+std::vector<std::byte> q8_0(const std::vector<float>& v) {
+  std::vector<std::byte> out;
+  for (size_t b = 0; b < v.size(); b += 32) {
+    float amax = 0;
+    for (size_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(v[b + i]));
+    const uint16_t h = f32_to_f16(amax / 127);
+    const float d = f16_to_f32(h);
+    const size_t at = out.size();
+    out.resize(at + 34);
+    std::memcpy(out.data() + at, &h, 2);
+    for (size_t i = 0; i < 32; ++i) {
+      const auto q = int8_t(d == 0 ? 0 : std::lround(v[b + i] / d));
+      std::memcpy(out.data() + at + 2 + i, &q, 1);
+    }
+  }
+  return out;
+}
+
+// W's values stored as t.
+std::vector<std::byte> stored(DType t, const std::vector<float>& w) {
+  if (t == DType::Q8_0) return q8_0(w);
+  std::vector<std::byte> out(*dtype_bytes(t, w.size()));
+  convert(DType::F32, w.data(), t, out.data(), w.size());
+  return out;
+}
+
+double max_relative_error(const std::vector<float>& a, const std::vector<float>& b) {
+  double worst = 0, scale = 0;
+  for (float x : b) scale = std::max(scale, double(std::fabs(x)));
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(double(a[i]) - b[i]) / scale);
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("stored_matmul: every dtype and both paths compute the f32 product of the stored values") {
+  for (DType t : {DType::F32, DType::BF16, DType::F16, DType::Q8_0})
+    for (int64_t I : {96, 100})
+      for (int64_t N : {int64_t(1), int64_t(3), kDotRows, kDotRows + 1, int64_t(37)}) {
+        if (t == DType::Q8_0 && I % 32) continue;
+        const int64_t O = kPanelRows + 44;  // a panel and a part
+        CAPTURE(dtype_name(t));
+        CAPTURE(I);
+        CAPTURE(N);
+        const std::vector<float> w = random_floats(size_t(O * I), 1), x = random_floats(size_t(N * I), 2),
+                                 bias = random_floats(size_t(O), 3);
+        const std::vector<std::byte> bytes = stored(t, w);
+        std::vector<float> widened(w.size()), want(size_t(N * O)), got(size_t(N * O));
+        dequantize(t, bytes.data(), bytes.size(), widened.data(), w.size());
+        matmul_forward<float>(want.data(), x.data(), widened.data(), bias.data(), N, I, O);
+        const StoredMatrix W{t, bytes.data(), O, I};
+        stored_matmul_forward(got.data(), x.data(), W, bias.data(), N);
+        CHECK(max_relative_error(got, want) < 1e-5);
+        if (t != DType::F32) CHECK(max_relative_error(widened, w) > 0);  // the stored values are not w's: a test of the dtype
+      }
+}
+
+TEST_CASE("stored_matmul: the dot path gives the same bits for any thread count; bad shapes are refused") {
+  const int64_t O = 300, I = 128, N = 2;
+  const std::vector<float> w = random_floats(size_t(O * I), 4), x = random_floats(size_t(N * I), 5);
+  const std::vector<std::byte> bytes = stored(DType::BF16, w);
+  const StoredMatrix W{DType::BF16, bytes.data(), O, I};
+  std::vector<float> one(size_t(N * O)), two(size_t(N * O));
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  stored_matmul_forward(one.data(), x.data(), W, nullptr, N);
+  omp_set_num_threads(2);
+  stored_matmul_forward(two.data(), x.data(), W, nullptr, N);
+  omp_set_num_threads(threads);
+  CHECK(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
+
+  CHECK_THROWS_AS(stored_matmul_forward(one.data(), x.data(), {DType::Q8_0, bytes.data(), O, 100}, nullptr, 1), std::invalid_argument);
+  CHECK_THROWS_AS(stored_matmul_forward(one.data(), x.data(), {DType::Q4_K, bytes.data(), O, 256}, nullptr, 1), std::invalid_argument);
+  CHECK_THROWS_AS(stored_matmul_forward(one.data(), x.data(), {DType::BF16, nullptr, O, I}, nullptr, 1), std::invalid_argument);
+}
+
+TEST_CASE("stored_matmul: the AVX-512 dot products give the portable loops' bits") {
+  for (DType t : {DType::F32, DType::BF16, DType::F16, DType::Q8_0})
+    for (int64_t n : {int64_t(32), int64_t(4096), int64_t(4100)}) {
+      if (t == DType::Q8_0 && n % 32) continue;
+      CAPTURE(dtype_name(t));
+      CAPTURE(n);
+      const std::vector<float> w = random_floats(size_t(n), 6), x = random_floats(size_t(n), 7);
+      const std::vector<std::byte> bytes = stored(t, w);
+      const float fast = detail::row_dot(t, bytes.data(), x.data(), n), portable = detail::row_dot(t, bytes.data(), x.data(), n, true);
+      CHECK(std::memcmp(&fast, &portable, sizeof fast) == 0);
+    }
+}

@@ -1,0 +1,208 @@
+#include "trainer/ops/stored_matmul.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define UPCYCLE_HAVE_AVX512_DOTS 1
+#endif
+
+#include "core/quant.hpp"
+#include "core/simd.hpp"
+
+namespace upcycle::ops {
+
+namespace {
+
+constexpr int kLanes = 16;
+constexpr int64_t kQ8Block = 32, kQ8Bytes = 34;
+
+// The lanes added pairwise (8 + 8, 4 + 4, ...): a fixed order whatever the vector width.
+inline float lane_sum(float* acc) {
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
+  return acc[0];
+}
+
+// ⟨w, x⟩ over n values, lane l taking the values at l mod 16; the tail past the last whole 16
+// goes to its lanes in order.
+UPCYCLE_SIMD_CLONES
+float dot_f32(const float* w, const float* x, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += w[i + l] * x[i + l];
+  for (; i < n; ++i) acc[i % kLanes] += w[i] * x[i];
+  return lane_sum(acc);
+}
+
+UPCYCLE_SIMD_CLONES
+float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += std::bit_cast<float>(uint32_t(w[i + l]) << 16) * x[i + l];
+  for (; i < n; ++i) acc[i % kLanes] += std::bit_cast<float>(uint32_t(w[i]) << 16) * x[i];
+  return lane_sum(acc);
+}
+
+UPCYCLE_SIMD_CLONES
+float dot_f16(const uint16_t* w, const float* x, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += float(std::bit_cast<_Float16>(w[i + l])) * x[i + l];
+  for (; i < n; ++i) acc[i % kLanes] += float(std::bit_cast<_Float16>(w[i])) * x[i];
+  return lane_sum(acc);
+}
+
+// Per block: s[l] = q[l]·x[l] + q[l+16]·x[l+16], then acc[l] += d·s[l].
+UPCYCLE_SIMD_CLONES
+float dot_q8_0(const std::byte* w, const float* x, int64_t n) {
+  float acc[kLanes] = {};
+  for (int64_t b = 0; b < n / kQ8Block; ++b, w += kQ8Bytes, x += kQ8Block) {
+    uint16_t h;
+    std::memcpy(&h, w, sizeof h);
+    const float d = float(std::bit_cast<_Float16>(h));
+    int8_t q[kQ8Block];
+    std::memcpy(q, w + 2, sizeof q);
+    float qx[kQ8Block];  // whole-block loops, which vectorise where per-lane ones of int8 do not
+    for (int i = 0; i < kQ8Block; ++i) qx[i] = float(q[i]) * x[i];
+    float s[kLanes];
+    for (int l = 0; l < kLanes; ++l) s[l] = qx[l] + qx[l + kLanes];
+    for (int l = 0; l < kLanes; ++l) acc[l] += d * s[l];
+  }
+  return lane_sum(acc);
+}
+
+#ifdef UPCYCLE_HAVE_AVX512_DOTS
+// The same sums written with AVX-512 where the compiler's vectorisation of the loops above falls
+// short (int8 and f16 conversions): one register is the 16 lanes, each operation the loop's, in
+// its order (products and sums apart, as -ffp-contract=off keeps them), so the bits are the same.
+#define UPCYCLE_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
+// GCC 12's AVX-512 headers start conversions from _mm512_undefined_*, which it then reports.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+UPCYCLE_AVX512 float dot_f16_avx512(const uint16_t* w, const float* x, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const __m512 wf = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i)));
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(wf, _mm512_loadu_ps(x + i)));
+  }
+  alignas(64) float lanes[kLanes];
+  _mm512_store_ps(lanes, acc);
+  for (; i < n; ++i) lanes[i % kLanes] += _cvtsh_ss(w[i]) * x[i];
+  return lane_sum(lanes);
+}
+
+// 16 int8 as f32.
+UPCYCLE_AVX512 inline __m512 int8_lanes(const std::byte* q) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))));
+}
+
+UPCYCLE_AVX512 float dot_q8_0_avx512(const std::byte* w, const float* x, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t b = 0; b < n / kQ8Block; ++b, w += kQ8Bytes, x += kQ8Block) {
+    uint16_t h;
+    std::memcpy(&h, w, sizeof h);
+    const __m512 d = _mm512_set1_ps(_cvtsh_ss(h));
+    const __m512 s = _mm512_add_ps(_mm512_mul_ps(int8_lanes(w + 2), _mm512_loadu_ps(x)),
+                                   _mm512_mul_ps(int8_lanes(w + 2 + kLanes), _mm512_loadu_ps(x + kLanes)));
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(d, s));
+  }
+  alignas(64) float lanes[kLanes];
+  _mm512_store_ps(lanes, acc);
+  return lane_sum(lanes);
+}
+
+bool has_avx512_dots() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c");
+  return yes;
+}
+#else
+bool has_avx512_dots() { return false; }
+#endif
+
+}  // namespace
+
+float detail::row_dot(DType t, const std::byte* row, const float* x, int64_t n, bool portable) {
+#ifdef UPCYCLE_HAVE_AVX512_DOTS
+  if (!portable && has_avx512_dots()) {
+    if (t == DType::F16) return dot_f16_avx512(reinterpret_cast<const uint16_t*>(row), x, n);
+    if (t == DType::Q8_0) return dot_q8_0_avx512(row, x, n);
+  }
+#endif
+  switch (t) {
+    case DType::F32: return dot_f32(reinterpret_cast<const float*>(row), x, n);
+    case DType::BF16: return dot_bf16(reinterpret_cast<const uint16_t*>(row), x, n);
+    case DType::F16: return dot_f16(reinterpret_cast<const uint16_t*>(row), x, n);
+    default: return dot_q8_0(row, x, n);
+  }
+}
+
+namespace {
+
+// out[n·O + r] = ⟨W_r, in_n⟩ for every row r and input n < N.
+void dots(float* out, const float* in, const StoredMatrix& W, int64_t N, size_t row_bytes) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < W.rows; ++r) {
+    const std::byte* row = W.data + size_t(r) * row_bytes;
+    for (int64_t n = 0; n < N; ++n) out[n * W.rows + r] = detail::row_dot(W.dtype, row, in + n * W.cols, W.cols);
+  }
+}
+
+using Rows = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// Panels of rows widened to f32, each multiplied by the f32 matmul into its columns of out.
+void panels(float* out, const float* in, const StoredMatrix& W, int64_t N, size_t row_bytes) {
+  const int64_t I = W.cols, O = W.rows;
+  std::vector<float> panel(size_t(std::min(kPanelRows, O) * I));
+  const Eigen::Map<const Rows> x(in, N, I);
+  for (int64_t r0 = 0; r0 < O; r0 += kPanelRows) {
+    const int64_t rows = std::min(kPanelRows, O - r0);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r)
+      dequantize(W.dtype, W.data + size_t(r0 + r) * row_bytes, row_bytes, panel.data() + r * I, uint64_t(I));
+    const Eigen::Map<const Rows> w(panel.data(), rows, I);
+    Eigen::Map<Rows, 0, Eigen::OuterStride<>> y(out + r0, N, rows, Eigen::OuterStride<>(O));
+    y.noalias() = x * w.transpose();
+  }
+}
+
+}  // namespace
+
+bool stored_matmul_supports(DType t) {
+  return t == DType::F32 || t == DType::BF16 || t == DType::F16 || t == DType::Q8_0;
+}
+
+size_t stored_row_bytes(DType t, int64_t cols) {
+  if (!stored_matmul_supports(t))
+    throw std::invalid_argument("stored_matmul: " + std::string(dtype_name(t)) + " weights are not supported");
+  const auto bytes = cols >= 0 ? dtype_bytes(t, uint64_t(cols)) : std::nullopt;
+  if (!bytes) throw std::invalid_argument("stored_matmul: a row of " + std::to_string(cols) + " " + std::string(dtype_name(t)) + " values");
+  return size_t(*bytes);
+}
+
+void stored_matmul_forward(float* out, const float* in, const StoredMatrix& W, const float* bias, int64_t N) {
+  const size_t row_bytes = stored_row_bytes(W.dtype, W.cols);
+  if (W.rows < 0 || N < 0 || (W.rows > 0 && !W.data)) throw std::invalid_argument("stored_matmul: a shape W cannot have");
+  if (N <= kDotRows) {
+    dots(out, in, W, N, row_bytes);
+  } else {
+    panels(out, in, W, N, row_bytes);
+  }
+  if (bias)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t r = 0; r < W.rows; ++r) out[n * W.rows + r] += bias[r];
+}
+
+}  // namespace upcycle::ops

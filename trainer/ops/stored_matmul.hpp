@@ -1,0 +1,43 @@
+// Linear layers over weights kept in their stored dtype (f32, bf16, f16, or GGUF's Q8_0), read
+// in place from a mapped file or a copy and never widened whole: what inference and frozen
+// weights need so that a model is not held in f32 (a bf16 model in half the memory, Q8_0 in
+// about a quarter) and so that decoding, which streams every weight once per token, reads fewer
+// bytes.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.hpp"
+
+namespace upcycle::ops {
+
+// A weight W [rows O, cols I], row major as nn.Linear stores it, borrowed. A Q8_0 row is I/32
+// blocks of 34 bytes (an f16 scale d, then 32 int8 q; the value is d·q).
+struct StoredMatrix {
+  DType dtype = DType::F32;
+  const std::byte* data = nullptr;
+  int64_t rows = 0, cols = 0;
+};
+
+bool stored_matmul_supports(DType t);  // f32, bf16, f16, q8_0
+// The bytes of one row of `cols` values; std::invalid_argument for a dtype not supported or a
+// Q8_0 row that is not whole blocks.
+size_t stored_row_bytes(DType t, int64_t cols);
+
+// out[N,O] = in[N,I] · Wᵀ + bias[O] (bias may be null), in f32.
+// N <= kDotRows (decoding): each row of W is read once and dotted in its stored type with each
+//   input, 16 lanes wide and the lanes added pairwise at the end: the same bits on every CPU and
+//   for any thread count.
+// Larger N: panels of kPanelRows rows widened to f32 and multiplied by the f32 matmul (OpenBLAS),
+//   whose bits depend on the CPU and threads as ops::matmul_forward's do.
+// Call outside OpenMP parallel regions; std::invalid_argument for a shape W cannot have.
+inline constexpr int64_t kDotRows = 4, kPanelRows = 256;
+void stored_matmul_forward(float* out, const float* in, const StoredMatrix& W, const float* bias, int64_t N);
+
+namespace detail {
+// One row's dot product with x over n values, as the dot path computes it: with AVX-512 where the
+// CPU has it (f16, Q8_0), or the portable loops (`portable`), which give the same bits.
+float row_dot(DType t, const std::byte* row, const float* x, int64_t n, bool portable = false);
+}  // namespace detail
+
+}  // namespace upcycle::ops
