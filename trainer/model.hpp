@@ -158,7 +158,11 @@ class BasicTransformer {
   using LayerGrads = LayerWeightsOf<Vec<Grad>>;
 
   // Everything up to the final norm; acts.final_out [N, H]. selection_bias: as LossOptions'.
-  void forward_hidden(const Batch& batch, Acts& acts, const std::vector<std::vector<float>>& selection_bias = {}) const;
+  // Without `for_backward`, each layer keeps only its routing (router_logits, probs, idx: what
+  // the router's losses and figures read) once it is done: memory of one layer's activations,
+  // reused layer after layer, where the backward needs them all.
+  void forward_hidden(const Batch& batch, Acts& acts, const std::vector<std::vector<float>>& selection_bias = {},
+                      bool for_backward = true) const;
   void attention_block(const Layer& w, LayerActs& a, const Acts& acts) const;
   Vec<Act> dense_ffn(const Layer& w, LayerActs& a) const;
   Vec<Act> moe_ffn(const Layer& w, LayerActs& a, const std::vector<float>* selection_bias) const;

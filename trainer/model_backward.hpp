@@ -39,7 +39,7 @@ LossReport BasicTransformer<B>::loss(const Batch& batch, const std::vector<int32
                                      const LossOptions& opts) const {
   check_loss_options(batch, opts);
   Acts acts;
-  forward_hidden(batch, acts, opts.selection_bias);
+  forward_hidden(batch, acts, opts.selection_bias, false);
   LossReport report;
   head_loss(acts.final_out, targets, opts.normaliser, opts.ce_coef, report, nullptr, nullptr);
   router_losses(acts, opts, report, nullptr, &targets);

@@ -48,7 +48,7 @@ BasicTransformer<B>::BasicTransformer(ModelConfig config, WeightSet weights, con
 template <class B>
 auto BasicTransformer<B>::forward(const Batch& batch) const -> Vec<Act> {
   Acts acts;
-  forward_hidden(batch, acts);
+  forward_hidden(batch, acts, {}, false);
   const int64_t N = int64_t(batch.ids.size());
   return linear(acts.final_out, head(), {}, N, config_.hidden_size, config_.vocab_size);  // [N,V]
 }
@@ -63,8 +63,8 @@ auto BasicTransformer<B>::ffn_inputs(const Batch& batch) const -> std::vector<Ve
 }
 
 template <class B>
-void BasicTransformer<B>::forward_hidden(const Batch& batch, Acts& acts,
-                                         const std::vector<std::vector<float>>& selection_bias) const {
+void BasicTransformer<B>::forward_hidden(const Batch& batch, Acts& acts, const std::vector<std::vector<float>>& selection_bias,
+                                         bool for_backward) const {
   const ModelConfig& c = config_;
   model_detail::check_batch(batch, c.vocab_size, rope_.max_positions);
   const int64_t N = int64_t(batch.ids.size()), H = c.hidden_size, V = c.vocab_size;
@@ -82,6 +82,13 @@ void BasicTransformer<B>::forward_hidden(const Batch& batch, Acts& acts,
     attention_block(w, a, acts);
     x = c.is_moe() ? moe_ffn(w, a, selection_bias.empty() ? nullptr : &selection_bias[l]) : dense_ffn(w, a);
     B::add_into(x.data(), a.h.data(), N * H);
+    if (!for_backward) {
+      LayerActs routing;
+      routing.router_logits = std::move(a.router_logits);
+      routing.probs = std::move(a.probs);
+      routing.idx = std::move(a.idx);
+      a = std::move(routing);
+    }
   }
   acts.x = std::move(x);
   rmsnorm(acts.final_out, acts.final_rstd, acts.x, weights_.final_norm, N);

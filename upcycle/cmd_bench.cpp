@@ -99,8 +99,15 @@ nlohmann::ordered_json bench_matvec(const BenchOptions& o) {
   return j;
 }
 
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) / 1024.0;
+}
+
 struct ModelFigures {
   double forward_tokens_per_s = 0, train_tokens_per_s = 0, train_gflops = 0;
+  double forward_peak_rss_mb = 0;  // the process's peak once the forward ran (alone with --only)
 };
 
 ModelFigures bench_model(const std::string& label, const ModelConfig& c, const BenchOptions& o) {
@@ -119,7 +126,8 @@ ModelFigures bench_model(const std::string& label, const ModelConfig& c, const B
 
   ModelFigures f;
   f.forward_tokens_per_s = tokens / seconds_per_call(o, [&] { model.loss(batch, targets); });
-  spdlog::info("{}: forward {:.0f} tokens/s", label, f.forward_tokens_per_s);
+  f.forward_peak_rss_mb = peak_rss_mb();
+  spdlog::info("{}: forward {:.0f} tokens/s, peak RSS {:.0f} MB", label, f.forward_tokens_per_s, f.forward_peak_rss_mb);
   Weights<float> grads = zeros_like(model.weights(), c);
   AdamW optimizer(model.weights(), c, {}, {});
   const double step_s = seconds_per_call(o, [&] {
@@ -144,12 +152,6 @@ ModelConfig bench_config(bool moe) {
     j["num_experts_per_tok"] = 2;
   }
   return ModelConfig::from_json(j, moe ? "bench moe" : "bench dense");
-}
-
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return double(u.ru_maxrss) / 1024.0;
 }
 
 nlohmann::ordered_json run_cuda_bench(const BenchOptions& o, int64_t gemm_size, const cli::po::variables_map& vm) {
@@ -226,6 +228,7 @@ int cmd_bench(const Args& args) {
     const std::string p = moe ? "moe_" : "";
     const ModelFigures f = bench_model(moe ? "moe" : "dense", bench_config(moe), o);
     j[p + "forward_tokens_per_s"] = f.forward_tokens_per_s;
+    j[p + "forward_peak_rss_mb"] = f.forward_peak_rss_mb;
     j[p + "train_tokens_per_s"] = f.train_tokens_per_s;
     j[p + "train_gflops"] = f.train_gflops;
     j[p + "train_fraction_of_sgemm"] = f.train_gflops / j["sgemm_gflops"].get<double>();

@@ -123,6 +123,26 @@ TEST_CASE("model backward: mixtral with the load-balancing and z losses") {
   check_model_gradients(with(tiny_config("mixtral"), {{"router_aux_loss_coef", 0.1}}), 24, opts);
 }
 
+TEST_CASE("model backward: loss, which keeps only each layer's routing, reports what loss_and_grad does") {
+  const ModelConfig config = with(tiny_config("mixtral"), {{"router_aux_loss_coef", 0.1}});
+  Transformer<double> model(*random_checkpoint(config, 26));
+  const Batch batch = pack(kSequences);
+  const std::vector<int32_t> targets = targets_of(kSequences);
+  LossOptions opts = upit_options(kSequences);
+  opts.z_loss_coef = 0.01;
+  Weights<double> grads = zeros_like(model.weights(), config);
+  const LossReport trained = model.loss_and_grad(batch, targets, grads, opts), scored = model.loss(batch, targets, opts);
+  CHECK(scored.ce_sum == trained.ce_sum);
+  CHECK(scored.tokens == trained.tokens);
+  CHECK(scored.aux == trained.aux);
+  CHECK(scored.z == trained.z);
+  CHECK(scored.router_bce == trained.router_bce);
+  CHECK(scored.expert_tokens == trained.expert_tokens);
+  CHECK(scored.router_entropy == trained.router_entropy);
+  CHECK(scored.aux > 0);
+  CHECK(scored.router_bce > 0);
+}
+
 TEST_CASE("model backward: mixtral with the global (transformers') load-balancing loss") {
   LossOptions opts;
   opts.aux_loss = AuxLoss::Global;
