@@ -31,36 +31,32 @@ inline float lane_sum(float* acc) {
   return acc[0];
 }
 
-// ⟨w, x⟩ over n values, lane l taking the values at l mod 16; the tail past the last whole 16
-// goes to its lanes in order.
-UPCYCLE_SIMD_CLONES
-float dot_f32(const float* w, const float* x, int64_t n) {
+// ⟨w, x⟩ over n values, w's widened by `widen`, lane l taking the values at l mod 16; the tail
+// past the last whole 16 goes to its lanes in order. Inlined into each dtype's SIMD clones, so
+// each is vectorised for its width.
+template <class W, class Widen>
+[[gnu::always_inline]] inline float dot_lanes(const W* w, const float* x, int64_t n, Widen widen) {
   float acc[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] += w[i + l] * x[i + l];
-  for (; i < n; ++i) acc[i % kLanes] += w[i] * x[i];
+    for (int l = 0; l < kLanes; ++l) acc[l] += widen(w[i + l]) * x[i + l];
+  for (; i < n; ++i) acc[i % kLanes] += widen(w[i]) * x[i];
   return lane_sum(acc);
+}
+
+UPCYCLE_SIMD_CLONES
+float dot_f32(const float* w, const float* x, int64_t n) {
+  return dot_lanes(w, x, n, [](float v) { return v; });
 }
 
 UPCYCLE_SIMD_CLONES
 float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
-  float acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] += std::bit_cast<float>(uint32_t(w[i + l]) << 16) * x[i + l];
-  for (; i < n; ++i) acc[i % kLanes] += std::bit_cast<float>(uint32_t(w[i]) << 16) * x[i];
-  return lane_sum(acc);
+  return dot_lanes(w, x, n, [](uint16_t v) { return std::bit_cast<float>(uint32_t(v) << 16); });
 }
 
 UPCYCLE_SIMD_CLONES
 float dot_f16(const uint16_t* w, const float* x, int64_t n) {
-  float acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] += float(std::bit_cast<_Float16>(w[i + l])) * x[i + l];
-  for (; i < n; ++i) acc[i % kLanes] += float(std::bit_cast<_Float16>(w[i])) * x[i];
-  return lane_sum(acc);
+  return dot_lanes(w, x, n, [](uint16_t v) { return float(std::bit_cast<_Float16>(v)); });
 }
 
 // Per block: s[l] = q[l]·x[l] + q[l+16]·x[l+16], then acc[l] += d·s[l].
