@@ -85,7 +85,7 @@ TEST_CASE("stored_matmul: every dtype and both paths compute the f32 product of 
       }
 }
 
-TEST_CASE("stored_matmul: the dot path gives the same bits for any thread count; bad shapes are refused") {
+TEST_CASE("stored_matmul: the dot path gives the same bits for any thread count, and bad shapes are refused") {
   const int64_t O = 300, I = 128, N = 2;
   const std::vector<float> w = random_floats(size_t(O * I), 4), x = random_floats(size_t(N * I), 5);
   const std::vector<std::byte> bytes = stored(DType::BF16, w);
