@@ -20,6 +20,7 @@
 #include "trainer/flops.hpp"
 #include "trainer/model.hpp"
 #include "core/quant.hpp"
+#include "trainer/ops/bf16_matmul.hpp"
 #include "trainer/ops/matmul.hpp"
 #include "trainer/ops/stored_matmul.hpp"
 #include "trainer/optimizer.hpp"
@@ -103,6 +104,24 @@ double peak_rss_mb() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return double(u.ru_maxrss) / 1024.0;
+}
+
+// The same n^3 product in bf16 with f32 sums (ops::bf16_matmul_forward, oneDNN): the ceiling
+// of the bf16 path, best of three after a warm-up.
+double bf16_gemm_gflops(int64_t n) {
+  Rng rng(1);
+  std::vector<uint16_t> a(static_cast<size_t>(n * n)), b(static_cast<size_t>(n * n));
+  std::vector<float> c(static_cast<size_t>(n * n));
+  for (auto* v : {&a, &b})
+    for (uint16_t& x : *v) x = f32_to_bf16(float(rng.uniform() - 0.5));
+  double best = 1e30;
+  for (int i = 0; i < 4; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ops::bf16_matmul_forward(c.data(), a.data(), b.data(), n, n, n);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (i > 0) best = std::min(best, s);
+  }
+  return 2.0 * double(n) * double(n) * double(n) / best / 1e9;
 }
 
 struct ModelFigures {
@@ -221,6 +240,10 @@ int cmd_bench(const Args& args) {
   nlohmann::ordered_json j;
   j["sgemm_gflops"] = sgemm_gflops(n);
   spdlog::info("sgemm {}^3: {:.1f} GFLOP/s", n, j["sgemm_gflops"].get<double>());
+  j["bf16_gemm_gflops"] = bf16_gemm_gflops(n);
+  j["bf16_gemm_isa"] = ops::bf16_matmul_isa();
+  spdlog::info("bf16 GEMM {}^3 (oneDNN, {}): {:.1f} GFLOP/s, {:.2f}x sgemm", n, ops::bf16_matmul_isa(),
+               j["bf16_gemm_gflops"].get<double>(), j["bf16_gemm_gflops"].get<double>() / j["sgemm_gflops"].get<double>());
   j["seq_len"] = o.seq_len;
   j["batch"] = o.batch;
   for (const bool moe : {false, true}) {

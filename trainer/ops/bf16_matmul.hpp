@@ -1,0 +1,19 @@
+// Matrix products in bf16 with f32 accumulation, on oneDNN, which picks at run time what the CPU
+// has: AMX tiles, AVX512-BF16 dot products, or its own f32 emulation. The compute of the bf16
+// path ("CPU speed and memory"): weights and activations as bf16, sums in f32.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace upcycle::ops {
+
+// out[N,O] = in[N,I] · W[O,I]ᵀ: in and W as bf16 bits (row major, W as nn.Linear stores it),
+// out in f32. The same bits on every call for a fixed CPU and thread count (oneDNN's kernels are
+// deterministic for a fixed ISA and threads); other CPUs may round the sums differently. Call
+// outside OpenMP parallel regions.
+void bf16_matmul_forward(float* out, const uint16_t* in, const uint16_t* W, int64_t N, int64_t I, int64_t O);
+
+// The instruction set oneDNN runs these on here: "avx512_core_amx", "avx512_core_bf16", ...
+std::string bf16_matmul_isa();
+
+}  // namespace upcycle::ops
