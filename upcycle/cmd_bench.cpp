@@ -13,13 +13,13 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/random.hpp"
 #include "formats/model_presets.hpp"
 #include "formats/random_init.hpp"
 #include "trainer/flops.hpp"
 #include "trainer/model.hpp"
-#include "core/quant.hpp"
 #include "trainer/ops/bf16_matmul.hpp"
 #include "trainer/ops/matmul.hpp"
 #include "trainer/ops/stored_matmul.hpp"
@@ -44,20 +44,25 @@ double seconds_per_call(const BenchOptions& o, const std::function<void()>& fn) 
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / double(o.steps);
 }
 
-// Best of three n×n×n products through the same matmul op the model uses (OpenBLAS sgemm).
+// GFLOP/s of an n×n×n product: the best of three calls of `product` after one that warms up.
+double cube_gflops(int64_t n, const std::function<void()>& product) {
+  double best = 1e30;
+  for (int i = 0; i < 4; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    product();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (i > 0) best = std::min(best, s);
+  }
+  return 2.0 * double(n) * double(n) * double(n) / best / 1e9;
+}
+
+// The ceiling: the product through the same matmul op the model uses (OpenBLAS sgemm).
 double sgemm_gflops(int64_t n) {
   Rng rng(1);
   std::vector<float> a(size_t(n * n)), b(size_t(n * n)), c(size_t(n * n));
   for (auto* v : {&a, &b})
     for (float& x : *v) x = float(rng.uniform() - 0.5);
-  double best = 1e30;
-  for (int i = 0; i < 4; ++i) {  // the first warms up
-    const auto t0 = std::chrono::steady_clock::now();
-    ops::matmul_forward<float>(c.data(), a.data(), b.data(), nullptr, n, n, n);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (i > 0) best = std::min(best, s);
-  }
-  return 2.0 * double(n) * double(n) * double(n) / best / 1e9;
+  return cube_gflops(n, [&] { ops::matmul_forward<float>(c.data(), a.data(), b.data(), nullptr, n, n, n); });
 }
 
 // Decoding's product, one token against a weight too large for any cache (8192 x 4096): the f32
@@ -106,22 +111,15 @@ double peak_rss_mb() {
   return double(u.ru_maxrss) / 1024.0;
 }
 
-// The same n^3 product in bf16 with f32 sums (ops::bf16_matmul_forward, oneDNN): the ceiling
-// of the bf16 path, best of three after a warm-up.
+// The same product in bf16 with f32 sums (ops::bf16_matmul_forward, oneDNN): the bf16 path's
+// ceiling.
 double bf16_gemm_gflops(int64_t n) {
   Rng rng(1);
   std::vector<uint16_t> a(static_cast<size_t>(n * n)), b(static_cast<size_t>(n * n));
   std::vector<float> c(static_cast<size_t>(n * n));
   for (auto* v : {&a, &b})
     for (uint16_t& x : *v) x = f32_to_bf16(float(rng.uniform() - 0.5));
-  double best = 1e30;
-  for (int i = 0; i < 4; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    ops::bf16_matmul_forward(c.data(), a.data(), b.data(), n, n, n);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (i > 0) best = std::min(best, s);
-  }
-  return 2.0 * double(n) * double(n) * double(n) / best / 1e9;
+  return cube_gflops(n, [&] { ops::bf16_matmul_forward(c.data(), a.data(), b.data(), n, n, n); });
 }
 
 struct ModelFigures {

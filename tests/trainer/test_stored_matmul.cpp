@@ -11,7 +11,8 @@
 #include <vector>
 
 #include "core/quant.hpp"
-#include "core/random.hpp"
+#include "tests/common/fixtures.hpp"
+#include "tests/common/gguf_writer.hpp"
 #include "trainer/ops/matmul.hpp"
 #include "trainer/ops/stored_matmul.hpp"
 
@@ -20,38 +21,13 @@ using namespace upcycle::ops;
 
 namespace {
 
-std::vector<float> random_floats(size_t n, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> v(n);
-  for (float& x : v) x = float(rng.uniform() * 2 - 1);
-  return v;
-}
-
-// Q8_0 blocks of the values: d = max |x| / 127 as f16, q = x / d rounded.
-std::vector<std::byte> q8_0(const std::vector<float>& v) {
-  std::vector<std::byte> out;
-  for (size_t b = 0; b < v.size(); b += 32) {
-    float amax = 0;
-    for (size_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(v[b + i]));
-    const uint16_t h = f32_to_f16(amax / 127);
-    const float d = f16_to_f32(h);
-    const size_t at = out.size();
-    out.resize(at + 34);
-    std::memcpy(out.data() + at, &h, 2);
-    for (size_t i = 0; i < 32; ++i) {
-      const auto q = int8_t(d == 0 ? 0 : std::lround(v[b + i] / d));
-      std::memcpy(out.data() + at + 2 + i, &q, 1);
-    }
-  }
-  return out;
-}
-
-// W's values stored as t.
+// W's values stored as t (tests/common's encoder: Q8_0 by round-to-nearest blocks).
 std::vector<std::byte> stored(DType t, const std::vector<float>& w) {
-  if (t == DType::Q8_0) return q8_0(w);
-  std::vector<std::byte> out(*dtype_bytes(t, w.size()));
-  convert(DType::F32, w.data(), t, out.data(), w.size());
-  return out;
+  const uint32_t type = t == DType::F32 ? test::ggml::F32 : t == DType::BF16 ? test::ggml::BF16
+                        : t == DType::F16 ? test::ggml::F16 : test::ggml::Q8_0;
+  const std::string bytes = test::encode(type, w);
+  const auto* first = reinterpret_cast<const std::byte*>(bytes.data());
+  return {first, first + bytes.size()};
 }
 
 double max_relative_error(const std::vector<float>& a, const std::vector<float>& b) {
@@ -72,8 +48,8 @@ TEST_CASE("stored_matmul: every dtype and both paths compute the f32 product of 
         CAPTURE(dtype_name(t));
         CAPTURE(I);
         CAPTURE(N);
-        const std::vector<float> w = random_floats(size_t(O * I), 1), x = random_floats(size_t(N * I), 2),
-                                 bias = random_floats(size_t(O), 3);
+        const std::vector<float> w = test::random_values(size_t(O * I), 1), x = test::random_values(size_t(N * I), 2),
+                                 bias = test::random_values(size_t(O), 3);
         const std::vector<std::byte> bytes = stored(t, w);
         std::vector<float> widened(w.size()), want(size_t(N * O)), got(size_t(N * O));
         dequantize(t, bytes.data(), bytes.size(), widened.data(), w.size());
@@ -87,7 +63,7 @@ TEST_CASE("stored_matmul: every dtype and both paths compute the f32 product of 
 
 TEST_CASE("stored_matmul: the dot path gives the same bits for any thread count, and bad shapes are refused") {
   const int64_t O = 300, I = 128, N = 2;
-  const std::vector<float> w = random_floats(size_t(O * I), 4), x = random_floats(size_t(N * I), 5);
+  const std::vector<float> w = test::random_values(size_t(O * I), 4), x = test::random_values(size_t(N * I), 5);
   const std::vector<std::byte> bytes = stored(DType::BF16, w);
   const StoredMatrix W{DType::BF16, bytes.data(), O, I};
   std::vector<float> one(size_t(N * O)), two(size_t(N * O));
@@ -110,7 +86,7 @@ TEST_CASE("stored_matmul: the AVX-512 dot products give the portable loops' bits
       if (t == DType::Q8_0 && n % 32) continue;
       CAPTURE(dtype_name(t));
       CAPTURE(n);
-      const std::vector<float> w = random_floats(size_t(n), 6), x = random_floats(size_t(n), 7);
+      const std::vector<float> w = test::random_values(size_t(n), 6), x = test::random_values(size_t(n), 7);
       const std::vector<std::byte> bytes = stored(t, w);
       const float fast = detail::row_dot(t, bytes.data(), x.data(), n), portable = detail::row_dot(t, bytes.data(), x.data(), n, true);
       CHECK(std::memcmp(&fast, &portable, sizeof fast) == 0);
