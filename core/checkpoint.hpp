@@ -44,6 +44,9 @@ class Checkpoint {
   const TensorInfo* find(std::string_view name) const;
   // Loads one tensor; InputError naming the file and tensor when it is absent or unreadable.
   virtual Tensor load(const std::string& name) const = 0;
+  // The same as the file stores it, quantized types kept (GGUF's; load() gives them as f32), for
+  // a model that computes on the stored bytes (trainer/stored_weights.hpp).
+  virtual Tensor load_stored(const std::string& name) const { return load(name); }
   virtual std::string_view format() const = 0;  // "safetensors", "hdf5", "gguf", "computed"
   // Whether loading the tensor waits on work still under way (an expert search running while
   // its output is written): writers that can place tensors in any order take the others first.

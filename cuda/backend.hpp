@@ -20,6 +20,7 @@
 #include "cuda/ops/router.hpp"
 #include "cuda/ops/swiglu.hpp"
 #include "cuda/runtime.hpp"
+#include "trainer/model_math.hpp"
 #include "trainer/parameters.hpp"
 #include "trainer/weights.hpp"
 
@@ -37,12 +38,14 @@ Weights<float> download(DeviceWeights<T>& device, const ModelConfig& config);
 DeviceWeights<float> zeros_like(Weights<float>& host, const ModelConfig& config, const PartSet& frozen = {});
 
 template <class T>
-struct Backend {
+struct Backend : BufferWeightOps<Backend<T>> {
   using Act = T;
   using Stat = float;
   using Grad = float;
   template <class U>
   using Vec = DeviceBuffer<U>;
+  using Weight = Vec<T>;
+  using Experts = ExpertPointers<T>;
   using Rope = RopeTable;
   using MoeSaved = cuda::MoeSaved<T>;
 

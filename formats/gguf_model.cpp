@@ -184,21 +184,16 @@ int64_t hf_row(int64_t gguf_row, int64_t head_rows) {
   return head * head_rows + (r % 2) * (head_rows / 2) + r / 2;
 }
 
-// raw [R, ...] with its rows back in Hugging Face order; quantized rows are dequantized on the way
-// (a row is whole blocks: checked when the file was opened).
+// raw [R, ...] with its rows back in Hugging Face order, in its stored dtype (a quantized row is
+// whole blocks: checked when the file was opened).
 Tensor unpermute_rows(const Tensor& raw, int64_t heads) {
-  const bool quantized = is_quantized(raw.dtype());
-  Tensor out = Tensor::zeros(quantized ? DType::F32 : raw.dtype(), raw.shape());
+  Tensor out = Tensor::zeros(raw.dtype(), raw.shape());
   const int64_t rows = raw.dim(0), head_rows = rows / heads;
-  const uint64_t row_elems = raw.numel() / uint64_t(rows);
-  const uint64_t in_row_bytes = raw.nbytes() / uint64_t(rows), out_row_bytes = out.nbytes() / uint64_t(rows);
+  const uint64_t row_bytes = raw.nbytes() / uint64_t(rows);
   const std::byte* src = raw.bytes().data();
   std::byte* dst = out.mutable_bytes().data();
-  for (int64_t g = 0; g < rows; ++g, src += in_row_bytes) {
-    std::byte* to = dst + uint64_t(hf_row(g, head_rows)) * out_row_bytes;
-    if (quantized) dequantize(raw.dtype(), src, in_row_bytes, reinterpret_cast<float*>(to), row_elems);
-    else std::memcpy(to, src, in_row_bytes);
-  }
+  for (int64_t g = 0; g < rows; ++g, src += row_bytes)
+    std::memcpy(dst + uint64_t(hf_row(g, head_rows)) * row_bytes, src, row_bytes);
   return out;
 }
 
@@ -225,12 +220,15 @@ class GgufCheckpoint final : public Checkpoint {
         sources_(std::move(sources)) {}
 
   Tensor load(const std::string& name) const override {
+    const Tensor t = load_stored(name);
+    return is_quantized(t.dtype()) ? t.to(DType::F32) : t;
+  }
+  Tensor load_stored(const std::string& name) const override {
     auto it = sources_.find(name);
     require(it != sources_.end(), path(), "tensor '" + name + "'", "not in this checkpoint");
-    const GgufTensor& t = file_.tensors()[it->second.index];
-    const Tensor raw = file_.load_raw(t);
+    const Tensor raw = file_.load_raw(file_.tensors()[it->second.index]);
     if (it->second.interleaved_heads > 0) return unpermute_rows(raw, it->second.interleaved_heads);
-    return is_quantized(t.dtype) ? raw.to(DType::F32) : raw;
+    return raw;
   }
   std::string_view format() const override { return "gguf"; }
 

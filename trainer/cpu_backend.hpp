@@ -1,9 +1,13 @@
 // The CPU backend of the transformer: the reference ops of trainer/ops over std::vector
 // buffers. A backend B gives the model (trainer/model.hpp) its buffer type B::Vec<U>, its
 // storage types (Act for activations and the weights the forward reads, Stat for per-row
-// statistics and router values, Grad for weight gradients), the rope table and the MoE's saved
-// state, and every op under the name and argument order of trainer/ops. cuda/backend.hpp is
-// the GPU's; on the CPU every type is T and the ops are trainer/ops themselves.
+// statistics and router values, Grad for weight gradients), its Weight (one tensor of the
+// weights: a buffer of Act here) and Experts (a layer's experts as its moe ops take them), the
+// rope table and the MoE's saved state, every op under the name and argument order of
+// trainer/ops, and the ops on weights (linear_forward, linear_backward, embedding_lookup:
+// BufferWeightOps for buffers). cuda/backend.hpp is the GPU's, trainer/stored_backend.hpp the
+// CPU's over weights in their stored dtype; here every type is T and the ops are trainer/ops
+// themselves.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -21,17 +25,20 @@
 #include "trainer/ops/router.hpp"
 #include "trainer/ops/router_losses.hpp"
 #include "trainer/ops/swiglu.hpp"
+#include "trainer/model_math.hpp"
 #include "trainer/weights.hpp"
 
 namespace upcycle {
 
 template <class T>
-struct CpuBackend {
+struct CpuBackend : BufferWeightOps<CpuBackend<T>> {
   using Act = T;
   using Stat = T;
   using Grad = T;
   template <class U>
   using Vec = std::vector<U>;
+  using Weight = Vec<T>;              // one tensor of the weights the model reads
+  using Experts = ExpertPointers<T>;  // a layer's experts as moe_forward takes them
   using Rope = ops::RopeTable<T>;
   using MoeSaved = ops::MoeSaved<T>;
 

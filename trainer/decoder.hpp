@@ -50,12 +50,12 @@ class BasicDecoder final : public TokenDecoder {
   void attention_block(size_t layer, int64_t n);
   void ffn_block(size_t layer, int64_t n);
   // normed_ [n,H] = rmsnorm(x_) ⊙ weight
-  void norm(const Vec<Act>& weight, int64_t n);
+  void norm(const typename B::Weight& weight, int64_t n);
 
   const BasicTransformer<B>& model_;
   int64_t capacity_, length_ = 0;
   std::vector<Vec<Act>> k_cache_, v_cache_;  // per layer [capacity, nKV·D], k after rope
-  std::vector<ExpertPointers<Act>> experts_;  // per layer; empty for dense
+  std::vector<typename B::Experts> experts_;  // per layer; empty for dense
   // Scratch, reused across appends (resized when n changes).
   Vec<int32_t> positions_;                          // [n]
   Vec<Act> x_, normed_, q_, attn_, out_;            // [n,H], [n,H], [n,nH·D], [n,nH·D], [n,H]

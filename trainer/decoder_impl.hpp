@@ -46,7 +46,7 @@ std::vector<float> BasicDecoder<B>::append(std::span<const int32_t> ids) {
                                   std::to_string(V));
   const Vec<int32_t> device_ids = B::upload(std::vector<int32_t>(ids.begin(), ids.end()));
   x_.resize(size_t(n * H));
-  B::embedding_forward(x_.data(), model_.weights().embedding.data(), device_ids.data(), n, H, V);
+  B::embedding_lookup(x_.data(), model_.weights().embedding, device_ids.data(), n, H, V);
   std::vector<int32_t> positions(static_cast<size_t>(n));
   std::iota(positions.begin(), positions.end(), int32_t(length_));
   positions_ = B::upload(positions);
@@ -61,13 +61,13 @@ std::vector<float> BasicDecoder<B>::append(std::span<const int32_t> ids) {
   B::rmsnorm_forward(normed_.data(), rstd_.data(), x_.data() + (n - 1) * H, model_.weights().final_norm.data(), 1, H,
                      c.rms_norm_eps);
   Vec<Act> logits(static_cast<size_t>(V));
-  B::matmul_forward(logits.data(), normed_.data(), model_.head().data(), nullptr, 1, H, V);
+  B::linear_forward(logits.data(), normed_.data(), model_.head(), nullptr, 1, H, V);
   const auto host = B::download(logits);
   return {host.begin(), host.end()};
 }
 
 template <class B>
-void BasicDecoder<B>::norm(const Vec<Act>& weight, int64_t n) {
+void BasicDecoder<B>::norm(const typename B::Weight& weight, int64_t n) {
   const ModelConfig& c = model_.config();
   normed_.resize(size_t(n * c.hidden_size));
   rstd_.resize(size_t(n));
@@ -84,9 +84,9 @@ void BasicDecoder<B>::attention_block(size_t layer, int64_t n) {
   q_.resize(size_t(n * c.q_dim()));
   Act* k = k_cache_[layer].data() + length_ * c.kv_dim();  // the new rows [n,nKV·D]
   Act* v = v_cache_[layer].data() + length_ * c.kv_dim();
-  B::matmul_forward(q_.data(), normed_.data(), w.q.data(), or_null(w.q_bias), n, H, c.q_dim());
-  B::matmul_forward(k, normed_.data(), w.k.data(), or_null(w.k_bias), n, H, c.kv_dim());
-  B::matmul_forward(v, normed_.data(), w.v.data(), or_null(w.v_bias), n, H, c.kv_dim());
+  B::linear_forward(q_.data(), normed_.data(), w.q, or_null(w.q_bias), n, H, c.q_dim());
+  B::linear_forward(k, normed_.data(), w.k, or_null(w.k_bias), n, H, c.kv_dim());
+  B::linear_forward(v, normed_.data(), w.v, or_null(w.v_bias), n, H, c.kv_dim());
   B::rope_forward(q_.data(), q_.data(), positions_.data(), model_.rope(), n, nH);
   B::rope_forward(k, k, positions_.data(), model_.rope(), n, nKV);
   ops::AttentionShape shape;
@@ -98,7 +98,7 @@ void BasicDecoder<B>::attention_block(size_t layer, int64_t n) {
   attn_.resize(q_.size());
   B::attention_cached(attn_.data(), q_.data(), k_cache_[layer].data(), v_cache_[layer].data(), length_, shape);
   out_.resize(x_.size());
-  B::matmul_forward(out_.data(), attn_.data(), w.o.data(), nullptr, n, c.q_dim(), H);
+  B::linear_forward(out_.data(), attn_.data(), w.o, nullptr, n, c.q_dim(), H);
   B::add_into(x_.data(), out_.data(), n * H);
 }
 
@@ -125,10 +125,10 @@ void BasicDecoder<B>::ffn_block(size_t layer, int64_t n) {
     gate_.resize(size_t(n * I));
     up_.resize(size_t(n * I));
     act_.resize(size_t(n * I));
-    B::matmul_forward(gate_.data(), normed_.data(), w.gate.data(), nullptr, n, H, I);
-    B::matmul_forward(up_.data(), normed_.data(), w.up.data(), nullptr, n, H, I);
+    B::linear_forward(gate_.data(), normed_.data(), w.gate, nullptr, n, H, I);
+    B::linear_forward(up_.data(), normed_.data(), w.up, nullptr, n, H, I);
     B::swiglu_forward(act_.data(), gate_.data(), up_.data(), n * I);
-    B::matmul_forward(out_.data(), act_.data(), w.down.data(), nullptr, n, I, H);
+    B::linear_forward(out_.data(), act_.data(), w.down, nullptr, n, I, H);
   }
   B::add_into(x_.data(), out_.data(), n * H);
 }

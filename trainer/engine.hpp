@@ -69,6 +69,10 @@ class Engine {
 using EngineFactory = std::unique_ptr<Engine> (*)(EngineSpec&& spec);
 
 std::unique_ptr<Engine> make_cpu_engine(EngineSpec&& spec);
+// The CPU's engine for inference: the checkpoint's weights as stored (bf16, f16 and Q8_0 matrices
+// read in place, trainer/stored_weights.hpp), never widened whole; the training calls throw
+// std::logic_error. InputError naming the file when the weights do not load.
+std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt);
 
 // Engines by --device name: "cpu" always; others registered by the program at start (the CUDA
 // plugin's, upcycle/cuda_plugin.hpp), each loaded on first use. UsageError for an unknown name.
@@ -79,7 +83,8 @@ inline constexpr const char* kDeviceHelp =
     "cpu, or cuda: bf16 weights and activations with fp32 accumulation (and fp32 master weights and "
     "AdamW when training) on the GPU, through libupcycle_cuda.so beside upcycle";
 
-// An engine over a checkpoint's weights (InputError naming the file when they do not load).
+// An engine over a checkpoint's weights (InputError naming the file when they do not load). On the
+// CPU without training: make_cpu_inference_engine's.
 std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make = make_cpu_engine,
                                     std::optional<TrainSetup> training = {});
 

@@ -123,7 +123,8 @@ class BasicTransformer {
   using Grad = typename B::Grad;  // weight gradients
   template <class U>
   using Vec = typename B::template Vec<U>;
-  using WeightSet = WeightsOf<Vec<Act>>;
+  using Weight = typename B::Weight;  // one weight tensor as the backend holds it
+  using WeightSet = WeightsOf<Weight>;
   using GradSet = WeightsOf<Vec<Grad>>;
 
   explicit BasicTransformer(const Checkpoint& ckpt);
@@ -133,7 +134,7 @@ class BasicTransformer {
   const WeightSet& weights() const { return weights_; }
   WeightSet& weights() { return weights_; }
   // The LM head [V, H]: lm_head, or the embedding when tied.
-  const Vec<Act>& head() const { return weights_.lm_head.empty() ? weights_.embedding : weights_.lm_head; }
+  const Weight& head() const { return weights_.lm_head.empty() ? weights_.embedding : weights_.lm_head; }
   const typename B::Rope& rope() const { return rope_; }
 
   // logits [N, V]; std::invalid_argument when the batch's sizes disagree or an id or a
@@ -154,7 +155,7 @@ class BasicTransformer {
  private:
   using Acts = Activations<B>;
   using LayerActs = LayerActivations<B>;
-  using Layer = LayerWeightsOf<Vec<Act>>;
+  using Layer = LayerWeightsOf<Weight>;
   using LayerGrads = LayerWeightsOf<Vec<Grad>>;
 
   // Everything up to the final norm; acts.final_out [N, H]. selection_bias: as LossOptions'.
@@ -167,9 +168,9 @@ class BasicTransformer {
   Vec<Act> dense_ffn(const Layer& w, LayerActs& a) const;
   Vec<Act> moe_ffn(const Layer& w, LayerActs& a, const std::vector<float>* selection_bias) const;
   // out[N,O] = in[N,I]·Wᵀ + bias
-  Vec<Act> linear(const Vec<Act>& in, const Vec<Act>& W, const Vec<Act>& bias, int64_t N, int64_t I, int64_t O) const;
+  Vec<Act> linear(const Vec<Act>& in, const Weight& W, const Weight& bias, int64_t N, int64_t I, int64_t O) const;
   // out[N,C] = rmsnorm(in[N,C]) ⊙ weight, rstd[N]
-  void rmsnorm(Vec<Act>& out, Vec<Stat>& rstd, const Vec<Act>& in, const Vec<Act>& weight, int64_t N) const;
+  void rmsnorm(Vec<Act>& out, Vec<Stat>& rstd, const Vec<Act>& in, const Weight& weight, int64_t N) const;
   // The head and the cross-entropy, chunk by chunk; with d_hidden, also their backward:
   // d_hidden [N, H] receives the gradient of final_out and d_head the head's.
   // The gradient is that of ce_coef · ce_sum / normaliser.

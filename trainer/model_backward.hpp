@@ -109,13 +109,13 @@ void BasicTransformer<B>::head_loss(const Vec<Act>& hidden, const std::vector<in
     const int64_t R = std::min(chunk, N - r0);
     const Act* x = hidden.data() + r0 * H;
     const int32_t* t = all_targets.data() + r0;
-    B::matmul_forward(logits.data(), x, head().data(), nullptr, R, H, V);  // [R,V]
+    B::linear_forward(logits.data(), x, head(), nullptr, R, H, V);  // [R,V]
     const ops::CrossEntropyLoss ce = B::cross_entropy_forward(lse.data(), logits.data(), t, R, V);
     report.ce_sum += ce.mean * double(ce.count);
     report.tokens += ce.count;
     if (!d_hidden || ce.count == 0 || ce_coef == 0) continue;
     B::cross_entropy_backward(logits.data(), logits.data(), lse.data(), t, R, V, count, ce_coef);
-    B::matmul_backward(d_hidden + r0 * H, d_head, nullptr, logits.data(), x, head().data(), R, H, V);
+    B::linear_backward(d_hidden + r0 * H, d_head, nullptr, logits.data(), x, head(), R, H, V);
   }
 }
 
@@ -211,7 +211,7 @@ void BasicTransformer<B>::ffn_backward(const Layer& w, LayerActs& a, const Vec<A
     const int64_t E = c.num_local_experts, k = c.num_experts_per_tok;
     Vec<Stat> d_w = B::template zeros<Stat>(size_t(N * k));  // [N,k]
     B::moe_backward(d_in.data(), d_w.data(), ExpertGradPointers<Grad>(g).grads(), d_out.data(), a.w.data(),
-                    ExpertPointers<Act>(w).weights(), a.moe, moe_shape(N));
+                    typename B::Experts(w).weights(), a.moe, moe_shape(N));
     B::router_backward(d_router_logits.data(), d_w.data(), a.w.data(), a.idx.data(), N, E, k);
     B::router_logits_backward(d_in.data(), or_null(g.router), d_router_logits.data(), a.ffn_in.data(),
                               w.router.data(), N, H, E);
@@ -219,10 +219,10 @@ void BasicTransformer<B>::ffn_backward(const Layer& w, LayerActs& a, const Vec<A
     const int64_t I = c.intermediate_size;
     Vec<Act> d_act = B::template zeros<Act>(size_t(N * I)), d_gate = B::template zeros<Act>(size_t(N * I)),
              d_up = B::template zeros<Act>(size_t(N * I));  // [N,I]
-    B::matmul_backward(d_act.data(), or_null(g.down), nullptr, d_out.data(), a.act.data(), w.down.data(), N, I, H);
+    B::linear_backward(d_act.data(), or_null(g.down), nullptr, d_out.data(), a.act.data(), w.down, N, I, H);
     B::swiglu_backward(d_gate.data(), d_up.data(), d_act.data(), a.gate.data(), a.up.data(), N * I);
-    B::matmul_backward(d_in.data(), or_null(g.gate), nullptr, d_gate.data(), a.ffn_in.data(), w.gate.data(), N, H, I);
-    B::matmul_backward(d_in.data(), or_null(g.up), nullptr, d_up.data(), a.ffn_in.data(), w.up.data(), N, H, I);
+    B::linear_backward(d_in.data(), or_null(g.gate), nullptr, d_gate.data(), a.ffn_in.data(), w.gate, N, H, I);
+    B::linear_backward(d_in.data(), or_null(g.up), nullptr, d_up.data(), a.ffn_in.data(), w.up, N, H, I);
   }
   B::rmsnorm_backward(d_h.data(), or_null(g.ffn_norm), d_in.data(), a.h.data(), w.ffn_norm.data(),
                       a.ffn_rstd.data(), N, H);
@@ -236,7 +236,7 @@ void BasicTransformer<B>::attention_backward(const Layer& w, const LayerActs& a,
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, N = int64_t(a.x.size()) / H, QD = c.q_dim(), KD = c.kv_dim();
   Vec<Act> d_attn = B::template zeros<Act>(size_t(N * QD));  // [N,nH·D]
-  B::matmul_backward(d_attn.data(), or_null(g.o), nullptr, d_out.data(), a.attn.data(), w.o.data(), N, QD, H);
+  B::linear_backward(d_attn.data(), or_null(g.o), nullptr, d_out.data(), a.attn.data(), w.o, N, QD, H);
   Vec<Act> d_q = B::template zeros<Act>(size_t(N * QD)), d_k = B::template zeros<Act>(size_t(N * KD)),
            d_v = B::template zeros<Act>(size_t(N * KD));
   B::attention_backward(d_q.data(), d_k.data(), d_v.data(), d_attn.data(), a.q.data(), a.k.data(), a.v.data(),
@@ -247,11 +247,11 @@ void BasicTransformer<B>::attention_backward(const Layer& w, const LayerActs& a,
   B::rope_backward(d_q0.data(), d_q.data(), acts.positions.data(), rope_, N, c.num_attention_heads);
   B::rope_backward(d_k0.data(), d_k.data(), acts.positions.data(), rope_, N, c.num_key_value_heads);
   Vec<Act> d_in = B::template zeros<Act>(size_t(N * H));  // [N,H] gradient of attn_in
-  B::matmul_backward(d_in.data(), or_null(g.q), or_null(g.q_bias), d_q0.data(), a.attn_in.data(), w.q.data(), N, H,
+  B::linear_backward(d_in.data(), or_null(g.q), or_null(g.q_bias), d_q0.data(), a.attn_in.data(), w.q, N, H,
                      QD);
-  B::matmul_backward(d_in.data(), or_null(g.k), or_null(g.k_bias), d_k0.data(), a.attn_in.data(), w.k.data(), N, H,
+  B::linear_backward(d_in.data(), or_null(g.k), or_null(g.k_bias), d_k0.data(), a.attn_in.data(), w.k, N, H,
                      KD);
-  B::matmul_backward(d_in.data(), or_null(g.v), or_null(g.v_bias), d_v.data(), a.attn_in.data(), w.v.data(), N, H,
+  B::linear_backward(d_in.data(), or_null(g.v), or_null(g.v_bias), d_v.data(), a.attn_in.data(), w.v, N, H,
                      KD);
   B::rmsnorm_backward(d_x.data(), or_null(g.attn_norm), d_in.data(), a.x.data(), w.attn_norm.data(),
                       a.attn_rstd.data(), N, H);

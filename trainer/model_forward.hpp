@@ -73,7 +73,7 @@ void BasicTransformer<B>::forward_hidden(const Batch& batch, Acts& acts, const s
   acts.cu_seqlens = B::upload(batch.cu_seqlens);
   acts.max_seqlen = model_detail::longest(batch.cu_seqlens);
   Vec<Act> x(size_t(N * H));  // [N,H]
-  B::embedding_forward(x.data(), weights_.embedding.data(), acts.ids.data(), N, H, V);
+  B::embedding_lookup(x.data(), weights_.embedding, acts.ids.data(), N, H, V);
   acts.layers.resize(weights_.layers.size());
   for (size_t l = 0; l < weights_.layers.size(); ++l) {
     const Layer& w = weights_.layers[l];
@@ -95,15 +95,15 @@ void BasicTransformer<B>::forward_hidden(const Batch& batch, Acts& acts, const s
 }
 
 template <class B>
-auto BasicTransformer<B>::linear(const Vec<Act>& in, const Vec<Act>& W, const Vec<Act>& bias, int64_t N, int64_t I,
+auto BasicTransformer<B>::linear(const Vec<Act>& in, const Weight& W, const Weight& bias, int64_t N, int64_t I,
                                  int64_t O) const -> Vec<Act> {
   Vec<Act> out(size_t(N * O));
-  B::matmul_forward(out.data(), in.data(), W.data(), or_null(bias), N, I, O);
+  B::linear_forward(out.data(), in.data(), W, or_null(bias), N, I, O);
   return out;
 }
 
 template <class B>
-void BasicTransformer<B>::rmsnorm(Vec<Act>& out, Vec<Stat>& rstd, const Vec<Act>& in, const Vec<Act>& weight,
+void BasicTransformer<B>::rmsnorm(Vec<Act>& out, Vec<Stat>& rstd, const Vec<Act>& in, const Weight& weight,
                                   int64_t N) const {
   const int64_t C = config_.hidden_size;
   out = Vec<Act>(size_t(N * C));
@@ -172,7 +172,7 @@ auto BasicTransformer<B>::moe_ffn(const Layer& w, LayerActs& a, const std::vecto
   B::router_forward(a.idx.data(), a.w.data(), a.probs.data(), a.router_logits.data(),
                     selection_bias ? bias.data() : nullptr, N, E, k);
   Vec<Act> out(size_t(N * H));
-  const ExpertPointers<Act> experts(w);
+  const typename B::Experts experts(w);
   B::moe_forward(out.data(), a.moe, a.ffn_in.data(), a.idx.data(), a.w.data(), experts.weights(), moe_shape(N));
   return out;
 }

@@ -80,8 +80,22 @@ TEST_CASE("stored_matmul: the dot path gives the same bits for any thread count,
   CHECK_THROWS_AS(stored_matmul_forward(one.data(), x.data(), {DType::BF16, nullptr, O, I}, nullptr, 1), std::invalid_argument);
 }
 
+TEST_CASE("stored_matmul: f32 weights give the f32 matmul's bits on both paths") {
+  const int64_t O = 70, I = 96;
+  const std::vector<float> w = test::random_values(size_t(O * I), 8), bias = test::random_values(size_t(O), 9);
+  const StoredMatrix W{DType::F32, reinterpret_cast<const std::byte*>(w.data()), O, I};
+  for (int64_t N : {int64_t(1), kDotRows + 3}) {
+    CAPTURE(N);
+    const std::vector<float> x = test::random_values(size_t(N * I), 10);
+    std::vector<float> want(size_t(N * O)), got(size_t(N * O));
+    matmul_forward<float>(want.data(), x.data(), w.data(), bias.data(), N, I, O);
+    stored_matmul_forward(got.data(), x.data(), W, bias.data(), N);
+    CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+  }
+}
+
 TEST_CASE("stored_matmul: the AVX-512 dot products give the portable loops' bits") {
-  for (DType t : {DType::F32, DType::BF16, DType::F16, DType::Q8_0})
+  for (DType t : {DType::BF16, DType::F16, DType::Q8_0})
     for (int64_t n : {int64_t(32), int64_t(4096), int64_t(4100)}) {
       if (t == DType::Q8_0 && n % 32) continue;
       CAPTURE(dtype_name(t));
@@ -91,4 +105,29 @@ TEST_CASE("stored_matmul: the AVX-512 dot products give the portable loops' bits
       const float fast = detail::row_dot(t, bytes.data(), x.data(), n), portable = detail::row_dot(t, bytes.data(), x.data(), n, true);
       CHECK(std::memcmp(&fast, &portable, sizeof fast) == 0);
     }
+}
+
+TEST_CASE("stored_matmul: the input's gradient and the row lookup against the f32 ops on the widened values") {
+  const int64_t O = kPanelRows + 44, I = 96, N = 5;
+  for (DType t : {DType::F32, DType::BF16, DType::F16, DType::Q8_0}) {
+    CAPTURE(dtype_name(t));
+    const std::vector<float> w = test::random_values(size_t(O * I), 11), d_out = test::random_values(size_t(N * O), 12);
+    const std::vector<std::byte> bytes = stored(t, w);
+    std::vector<float> widened(w.size());
+    dequantize(t, bytes.data(), bytes.size(), widened.data(), w.size());
+    const StoredMatrix W{t, bytes.data(), O, I};
+
+    std::vector<float> want = test::random_values(size_t(N * I), 13), got = want;  // added into
+    matmul_backward<float>(want.data(), nullptr, nullptr, d_out.data(), nullptr, widened.data(), N, I, O);
+    stored_matmul_backward_input(got.data(), d_out.data(), W, N);
+    CHECK(max_relative_error(got, want) < 1e-5);
+
+    const std::vector<int32_t> ids = {3, int32_t(O - 1), 0, 3};
+    std::vector<float> rows(ids.size() * size_t(I));
+    stored_gather_rows(rows.data(), W, ids.data(), int64_t(ids.size()));
+    for (size_t n = 0; n < ids.size(); ++n)
+      CHECK(std::memcmp(rows.data() + n * size_t(I), widened.data() + size_t(ids[n]) * size_t(I), size_t(I) * sizeof(float)) == 0);
+    const int32_t bad = int32_t(O);
+    CHECK_THROWS_AS(stored_gather_rows(rows.data(), W, &bad, 1), std::invalid_argument);
+  }
 }

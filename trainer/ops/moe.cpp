@@ -43,11 +43,27 @@ int64_t expert_count(const std::vector<int64_t>& offsets, int64_t e) {
   return offsets[size_t(e + 1)] - offsets[size_t(e)];
 }
 
-}  // namespace
-
+// One expert's linear layer over its n rows: out[n,O] = in[n,I]·Wᵀ, and its backward (d_in and
+// d_W added into; either may be null).
 template <class T>
-void moe_forward(T* out, MoeSaved<T>& s, const T* x, const int32_t* idx, const T* w, const ExpertWeights<T>& experts,
-                 const MoeShape& shape) {
+void expert_forward(T* out, const T* in, const T* W, int64_t n, int64_t I, int64_t O) {
+  matmul_forward<T>(out, in, W, nullptr, n, I, O);
+}
+void expert_forward(float* out, const float* in, const StoredMatrix& W, int64_t n, int64_t, int64_t) {
+  stored_matmul_forward(out, in, W, nullptr, n);
+}
+template <class T>
+void expert_backward(T* d_in, T* d_W, const T* d_out, const T* in, const T* W, int64_t n, int64_t I, int64_t O) {
+  matmul_backward<T>(d_in, d_W, nullptr, d_out, in, W, n, I, O);
+}
+void expert_backward(float* d_in, float* /*d_W: null, checked*/, const float* d_out, const float*,
+                     const StoredMatrix& W, int64_t n, int64_t, int64_t) {
+  if (d_in) stored_matmul_backward_input(d_in, d_out, W, n);
+}
+
+template <class T, class M>
+void forward_impl(T* out, MoeSaved<T>& s, const T* x, const int32_t* idx, const T* w, const ExpertsOf<M>& experts,
+                  const MoeShape& shape) {
   const int64_t N = shape.tokens, H = shape.hidden, I = shape.inter, E = shape.experts, k = shape.top_k;
   const int64_t rows = N * k;
   s.order.resize(size_t(rows));
@@ -66,14 +82,14 @@ void moe_forward(T* out, MoeSaved<T>& s, const T* x, const int32_t* idx, const T
     const int64_t n = expert_count(s.offsets, e);
     if (n == 0) continue;
     const T* xe = expert_rows(s.x, s, e, H);
-    matmul_forward<T>(expert_rows(s.gate, s, e, I), xe, experts.gate[e], nullptr, n, H, I);
-    matmul_forward<T>(expert_rows(s.up, s, e, I), xe, experts.up[e], nullptr, n, H, I);
+    expert_forward(expert_rows(s.gate, s, e, I), xe, experts.gate[e], n, H, I);
+    expert_forward(expert_rows(s.up, s, e, I), xe, experts.up[e], n, H, I);
   }
   swiglu_forward(s.act.data(), s.gate.data(), s.up.data(), rows * I);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t n = expert_count(s.offsets, e);
     if (n == 0) continue;
-    matmul_forward<T>(expert_rows(s.y, s, e, H), expert_rows(s.act, s, e, I), experts.down[e], nullptr, n, I, H);
+    expert_forward(expert_rows(s.y, s, e, H), expert_rows(s.act, s, e, I), experts.down[e], n, I, H);
   }
   // Combine per token (not per row): each output row has one writer, summing in slot order.
 #pragma omp parallel for schedule(static)
@@ -88,9 +104,9 @@ void moe_forward(T* out, MoeSaved<T>& s, const T* x, const int32_t* idx, const T
   }
 }
 
-template <class T>
-void moe_backward(T* d_x, T* d_w, const ExpertGrads<T>& d_experts, const T* d_out, const T* w,
-                  const ExpertWeights<T>& experts, const MoeSaved<T>& s, const MoeShape& shape) {
+template <class T, class M>
+void backward_impl(T* d_x, T* d_w, const ExpertGrads<T>& d_experts, const T* d_out, const T* w,
+                   const ExpertsOf<M>& experts, const MoeSaved<T>& s, const MoeShape& shape) {
   const int64_t N = shape.tokens, H = shape.hidden, I = shape.inter, E = shape.experts, k = shape.top_k;
   const int64_t rows = N * k;
   if (d_w) {
@@ -113,8 +129,8 @@ void moe_backward(T* d_x, T* d_w, const ExpertGrads<T>& d_experts, const T* d_ou
   for (int64_t e = 0; e < E; ++e) {
     const int64_t n = expert_count(s.offsets, e);
     if (n == 0) continue;
-    matmul_backward<T>(expert_rows(d_act, s, e, I), grad_of(d_experts.down, e), nullptr, expert_rows(d_y, s, e, H),
-                       expert_rows(s.act, s, e, I), experts.down[e], n, I, H);
+    expert_backward(expert_rows(d_act, s, e, I), grad_of(d_experts.down, e), expert_rows(d_y, s, e, H),
+                    expert_rows(s.act, s, e, I), experts.down[e], n, I, H);
   }
   std::vector<T> d_gate(size_t(rows * I), T(0)), d_up(size_t(rows * I), T(0));
   swiglu_backward(d_gate.data(), d_up.data(), d_act.data(), s.gate.data(), s.up.data(), rows * I);
@@ -125,9 +141,8 @@ void moe_backward(T* d_x, T* d_w, const ExpertGrads<T>& d_experts, const T* d_ou
     if (n == 0) continue;
     T* d_xe = d_x ? expert_rows(d_xs, s, e, H) : nullptr;
     const T* xe = expert_rows(s.x, s, e, H);
-    matmul_backward<T>(d_xe, grad_of(d_experts.gate, e), nullptr, expert_rows(d_gate, s, e, I), xe, experts.gate[e], n,
-                       H, I);
-    matmul_backward<T>(d_xe, grad_of(d_experts.up, e), nullptr, expert_rows(d_up, s, e, I), xe, experts.up[e], n, H, I);
+    expert_backward(d_xe, grad_of(d_experts.gate, e), expert_rows(d_gate, s, e, I), xe, experts.gate[e], n, H, I);
+    expert_backward(d_xe, grad_of(d_experts.up, e), expert_rows(d_up, s, e, I), xe, experts.up[e], n, H, I);
   }
   if (!d_x) return;
   // Scatter back per token: each d_x row has one writer.
@@ -138,6 +153,32 @@ void moe_backward(T* d_x, T* d_w, const ExpertGrads<T>& d_experts, const T* d_ou
       for (int64_t c = 0; c < H; ++c) d_x[t * H + c] += g[c];
     }
   }
+}
+
+}  // namespace
+
+template <class T>
+void moe_forward(T* out, MoeSaved<T>& s, const T* x, const int32_t* idx, const T* w, const ExpertWeights<T>& experts,
+                 const MoeShape& shape) {
+  forward_impl(out, s, x, idx, w, experts, shape);
+}
+void moe_forward(float* out, MoeSaved<float>& s, const float* x, const int32_t* idx, const float* w,
+                 const StoredExperts& experts, const MoeShape& shape) {
+  forward_impl(out, s, x, idx, w, experts, shape);
+}
+template <class T>
+void moe_backward(T* d_x, T* d_w, const ExpertGrads<T>& d_experts, const T* d_out, const T* w,
+                  const ExpertWeights<T>& experts, const MoeSaved<T>& s, const MoeShape& shape) {
+  backward_impl(d_x, d_w, d_experts, d_out, w, experts, s, shape);
+}
+void moe_backward(float* d_x, float* d_w, const ExpertGrads<float>& d_experts, const float* d_out, const float* w,
+                  const StoredExperts& experts, const MoeSaved<float>& s, const MoeShape& shape) {
+  auto frozen = [&](float* const* grads) {
+    return !grads || std::all_of(grads, grads + shape.experts, [](const float* g) { return g == nullptr; });
+  };
+  require_arg(frozen(d_experts.gate) && frozen(d_experts.up) && frozen(d_experts.down), "moe",
+              "experts in their stored dtype are frozen");
+  backward_impl(d_x, d_w, d_experts, d_out, w, experts, s, shape);
 }
 
 template void moe_forward(float*, MoeSaved<float>&, const float*, const int32_t*, const float*,

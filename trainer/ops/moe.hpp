@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "trainer/ops/stored_matmul.hpp"
+
 namespace upcycle::ops {
 
 struct MoeShape {
@@ -15,14 +17,18 @@ struct MoeShape {
   int64_t top_k = 0;    // k
 };
 
-// Expert e's SwiGLU FFN, one pointer per expert: gate[e] [I,H], up[e] [I,H], down[e] [H,I]
-// (Mixtral's w1, w3, w2).
-template <class T>
-struct ExpertWeights {
-  const T* const* gate;
-  const T* const* up;
-  const T* const* down;
+// Expert e's SwiGLU FFN, one matrix M per expert: gate[e] [I,H], up[e] [I,H], down[e] [H,I]
+// (Mixtral's w1, w3, w2). M is a pointer to T values, or a StoredMatrix (weights in their stored
+// dtype, frozen: the inference model's).
+template <class M>
+struct ExpertsOf {
+  const M* gate;
+  const M* up;
+  const M* down;
 };
+template <class T>
+using ExpertWeights = ExpertsOf<const T*>;
+using StoredExperts = ExpertsOf<StoredMatrix>;
 // Their gradients, added into; a null array: that weight is frozen.
 template <class T>
 struct ExpertGrads {
@@ -54,12 +60,17 @@ struct MoeSaved {
 // backward: d_w[n,j] += d_out[n,:]·FFN_{idx[n,j]}(x[n,:])        (feeds router_backward)
 //           then each expert's FFN backward on d_y[row] = w[slot]·d_out[token], and
 //           d_x[n,:] += Σ_j (the d_x of slot n·k+j);  expert gradients added into d_experts.
-// d_x or d_w may be null (not wanted).
+// d_x or d_w may be null (not wanted). Stored experts are frozen: d_experts must be empty
+// (std::invalid_argument otherwise).
 template <class T>
 void moe_forward(T* out, MoeSaved<T>& saved, const T* x, const int32_t* idx, const T* w,
                  const ExpertWeights<T>& experts, const MoeShape& shape);
+void moe_forward(float* out, MoeSaved<float>& saved, const float* x, const int32_t* idx, const float* w,
+                 const StoredExperts& experts, const MoeShape& shape);
 template <class T>
 void moe_backward(T* d_x, T* d_w, const ExpertGrads<T>& d_experts, const T* d_out, const T* w,
                   const ExpertWeights<T>& experts, const MoeSaved<T>& saved, const MoeShape& shape);
+void moe_backward(float* d_x, float* d_w, const ExpertGrads<float>& d_experts, const float* d_out, const float* w,
+                  const StoredExperts& experts, const MoeSaved<float>& saved, const MoeShape& shape);
 
 }  // namespace upcycle::ops

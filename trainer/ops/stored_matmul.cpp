@@ -16,6 +16,7 @@
 
 #include "core/quant.hpp"
 #include "core/simd.hpp"
+#include "trainer/ops/matmul.hpp"
 
 namespace upcycle::ops {
 
@@ -42,11 +43,6 @@ template <class W, class Widen>
     for (int l = 0; l < kLanes; ++l) acc[l] += widen(w[i + l]) * x[i + l];
   for (; i < n; ++i) acc[i % kLanes] += widen(w[i]) * x[i];
   return lane_sum(acc);
-}
-
-UPCYCLE_SIMD_CLONES
-float dot_f32(const float* w, const float* x, int64_t n) {
-  return dot_lanes(w, x, n, [](float v) { return v; });
 }
 
 UPCYCLE_SIMD_CLONES
@@ -138,10 +134,10 @@ float detail::row_dot(DType t, const std::byte* row, const float* x, int64_t n, 
   }
 #endif
   switch (t) {
-    case DType::F32: return dot_f32(reinterpret_cast<const float*>(row), x, n);
     case DType::BF16: return dot_bf16(reinterpret_cast<const uint16_t*>(row), x, n);
     case DType::F16: return dot_f16(reinterpret_cast<const uint16_t*>(row), x, n);
-    default: return dot_q8_0(row, x, n);
+    case DType::Q8_0: return dot_q8_0(row, x, n);
+    default: throw std::logic_error("row_dot: no dot path for " + std::string(dtype_name(t)));
   }
 }
 
@@ -158,21 +154,34 @@ void dots(float* out, const float* in, const StoredMatrix& W, int64_t N, size_t 
 
 using Rows = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-// Panels of rows widened to f32, each multiplied by the f32 matmul into its columns of out.
-void panels(float* out, const float* in, const StoredMatrix& W, int64_t N, size_t row_bytes) {
+// W's rows in panels of kPanelRows widened to f32: use(r0, panel [rows, I]) for each in turn.
+template <class Use>
+void for_each_panel(const StoredMatrix& W, size_t row_bytes, Use use) {
   const int64_t I = W.cols, O = W.rows;
   std::vector<float> panel(size_t(std::min(kPanelRows, O) * I));
-  const Eigen::Map<const Rows> x(in, N, I);
   for (int64_t r0 = 0; r0 < O; r0 += kPanelRows) {
     const int64_t rows = std::min(kPanelRows, O - r0);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; ++r)
       dequantize(W.dtype, W.data + size_t(r0 + r) * row_bytes, row_bytes, panel.data() + r * I, uint64_t(I));
-    const Eigen::Map<const Rows> w(panel.data(), rows, I);
-    Eigen::Map<Rows, 0, Eigen::OuterStride<>> y(out + r0, N, rows, Eigen::OuterStride<>(O));
-    y.noalias() = x * w.transpose();
+    use(r0, Eigen::Map<const Rows>(panel.data(), rows, I));
   }
 }
+
+// Each panel multiplied by the f32 matmul into its columns of out.
+void panels(float* out, const float* in, const StoredMatrix& W, int64_t N, size_t row_bytes) {
+  const Eigen::Map<const Rows> x(in, N, W.cols);
+  for_each_panel(W, row_bytes, [&](int64_t r0, const Eigen::Map<const Rows>& w) {
+    Eigen::Map<Rows, 0, Eigen::OuterStride<>> y(out + r0, N, w.rows(), Eigen::OuterStride<>(W.rows));
+    y.noalias() = x * w.transpose();
+  });
+}
+
+void check_shape(const StoredMatrix& W, int64_t N) {
+  if (W.rows < 0 || N < 0 || (W.rows > 0 && !W.data)) throw std::invalid_argument("stored_matmul: a shape W cannot have");
+}
+
+const float* f32_values(const StoredMatrix& W) { return reinterpret_cast<const float*>(W.data); }
 
 }  // namespace
 
@@ -190,7 +199,8 @@ size_t stored_row_bytes(DType t, int64_t cols) {
 
 void stored_matmul_forward(float* out, const float* in, const StoredMatrix& W, const float* bias, int64_t N) {
   const size_t row_bytes = stored_row_bytes(W.dtype, W.cols);
-  if (W.rows < 0 || N < 0 || (W.rows > 0 && !W.data)) throw std::invalid_argument("stored_matmul: a shape W cannot have");
+  check_shape(W, N);
+  if (W.dtype == DType::F32) return matmul_forward<float>(out, in, f32_values(W), bias, N, W.cols, W.rows);
   if (N <= kDotRows) {
     dots(out, in, W, N, row_bytes);
   } else {
@@ -199,6 +209,29 @@ void stored_matmul_forward(float* out, const float* in, const StoredMatrix& W, c
   if (bias)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t r = 0; r < W.rows; ++r) out[n * W.rows + r] += bias[r];
+}
+
+void stored_matmul_backward_input(float* d_in, const float* d_out, const StoredMatrix& W, int64_t N) {
+  const size_t row_bytes = stored_row_bytes(W.dtype, W.cols);
+  check_shape(W, N);
+  if (W.dtype == DType::F32)
+    return matmul_backward<float>(d_in, nullptr, nullptr, d_out, nullptr, f32_values(W), N, W.cols, W.rows);
+  Eigen::Map<Rows> dx(d_in, N, W.cols);
+  for_each_panel(W, row_bytes, [&](int64_t r0, const Eigen::Map<const Rows>& w) {
+    const Eigen::Map<const Rows, 0, Eigen::OuterStride<>> dy(d_out + r0, N, w.rows(), Eigen::OuterStride<>(W.rows));
+    dx.noalias() += dy * w;
+  });
+}
+
+void stored_gather_rows(float* out, const StoredMatrix& W, const int32_t* ids, int64_t N) {
+  const size_t row_bytes = stored_row_bytes(W.dtype, W.cols);
+  check_shape(W, N);
+  for (int64_t n = 0; n < N; ++n)
+    if (ids[n] < 0 || ids[n] >= W.rows)
+      throw std::invalid_argument("embedding: token id " + std::to_string(ids[n]) + " outside the table");
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n)
+    dequantize(W.dtype, W.data + size_t(ids[n]) * row_bytes, row_bytes, out + n * W.cols, uint64_t(W.cols));
 }
 
 }  // namespace upcycle::ops

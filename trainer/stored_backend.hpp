@@ -1,0 +1,70 @@
+// The CPU backend over weights in their stored dtype (trainer/stored_weights.hpp): CpuBackend<float>'s
+// buffers and ops, with every weight matrix read in place by the stored matmul
+// (trainer/ops/stored_matmul.hpp) and the embedding's rows widened as they are looked up. What
+// inference runs on (forward, eval, generate), so that the model is never held in f32.
+// Its weights are frozen: the backward gives the inputs' gradients and refuses a weight's.
+#pragma once
+#include <stdexcept>
+#include <vector>
+
+#include "trainer/cpu_backend.hpp"
+#include "trainer/stored_weights.hpp"
+
+namespace upcycle {
+
+struct CpuStoredBackend : CpuBackend<float> {
+  using Weight = StoredWeight;
+
+  // A layer's experts as the stored moe ops take them.
+  class Experts {
+   public:
+    explicit Experts(const LayerWeightsOf<StoredWeight>& w) {
+      for (size_t e = 0; e < w.expert_gate.size(); ++e) {
+        gate_.push_back(w.expert_gate[e].matrix());
+        up_.push_back(w.expert_up[e].matrix());
+        down_.push_back(w.expert_down[e].matrix());
+      }
+    }
+    ops::StoredExperts weights() const { return {gate_.data(), up_.data(), down_.data()}; }
+
+   private:
+    std::vector<ops::StoredMatrix> gate_, up_, down_;
+  };
+
+  static StoredWeights load(const Checkpoint& ckpt) { return load_stored_weights(ckpt); }
+
+  // out[N,O] = in[N,I]·Wᵀ + bias
+  static void linear_forward(float* out, const float* in, const StoredWeight& W, const float* bias, int64_t N,
+                             int64_t I, int64_t O) {
+    ops::stored_matmul_forward(out, in, matrix(W, I, O), bias, N);
+  }
+  // d_in[N,I] += d_out[N,O]·W; std::logic_error when a weight's gradient is asked for.
+  static void linear_backward(float* d_in, float* d_W, float* d_bias, const float* d_out, const float* /*in*/,
+                              const StoredWeight& W, int64_t N, int64_t I, int64_t O) {
+    if (d_W || d_bias) throw std::logic_error("CpuStoredBackend: weights in their stored dtype are frozen");
+    if (d_in) ops::stored_matmul_backward_input(d_in, d_out, matrix(W, I, O), N);
+  }
+  static void embedding_lookup(float* out, const StoredWeight& table, const int32_t* ids, int64_t N, int64_t H,
+                               int64_t V) {
+    ops::stored_gather_rows(out, matrix(table, H, V), ids, N);
+  }
+  static void moe_forward(float* out, MoeSaved& saved, const float* x, const int32_t* idx, const float* w,
+                          const ops::StoredExperts& experts, const ops::MoeShape& shape) {
+    ops::moe_forward(out, saved, x, idx, w, experts, shape);
+  }
+  static void moe_backward(float* d_x, float* d_w, const ops::ExpertGrads<float>& d_experts, const float* d_out,
+                           const float* w, const ops::StoredExperts& experts, const MoeSaved& saved,
+                           const ops::MoeShape& shape) {
+    ops::moe_backward(d_x, d_w, d_experts, d_out, w, experts, saved, shape);
+  }
+
+ private:
+  // W as a matrix [O, I]; std::logic_error when it is not that shape (a caller's mistake).
+  static ops::StoredMatrix matrix(const StoredWeight& W, int64_t I, int64_t O) {
+    const ops::StoredMatrix m = W.matrix();
+    if (m.rows != O || m.cols != I) throw std::logic_error("CpuStoredBackend: a weight of another shape");
+    return m;
+  }
+};
+
+}  // namespace upcycle

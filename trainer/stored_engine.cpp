@@ -1,0 +1,54 @@
+// The CPU's inference Engine: the model over weights in their stored dtype
+// (trainer/stored_backend.hpp), for forward, eval and generate. It trains nothing.
+#include <spdlog/spdlog.h>
+
+#include <stdexcept>
+
+#include "trainer/engine.hpp"
+#include "trainer/stored_model.hpp"
+
+namespace upcycle {
+
+namespace {
+
+class StoredEngine final : public Engine {
+ public:
+  explicit StoredEngine(const Checkpoint& ckpt) : model_(ckpt) {}
+
+  const ModelConfig& config() const override { return model_.config(); }
+  std::string device() const override { return "cpu"; }
+  std::vector<float> forward(const Batch& batch) override { return model_.forward(batch); }
+  LossReport loss(const Batch& batch, const std::vector<int32_t>& targets, const LossOptions& opts) override {
+    return model_.loss(batch, targets, opts);
+  }
+  std::vector<std::vector<float>> ffn_inputs(const Batch& batch) override { return model_.ffn_inputs(batch); }
+  std::unique_ptr<TokenDecoder> decoder(int64_t capacity) const override {
+    return std::make_unique<StoredDecoder>(model_, capacity);
+  }
+
+  void zero_grads() override { inference_only(); }
+  LossReport accumulate(const Batch&, const std::vector<int32_t>&, const LossOptions&) override { inference_only(); }
+  double clip(double) override { inference_only(); }
+  void step(double) override { inference_only(); }
+  int64_t steps() const override { return 0; }
+  Weights<float>& host_weights() override { inference_only(); }
+  void save_optimizer(const std::filesystem::path&) override { inference_only(); }
+  void load_optimizer(const std::filesystem::path&) override { inference_only(); }
+
+ private:
+  [[noreturn]] static void inference_only() {
+    throw std::logic_error("Engine: the CPU's inference engine keeps the weights as stored and trains nothing");
+  }
+
+  StoredModel model_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt) {
+  auto engine = std::make_unique<StoredEngine>(ckpt);
+  spdlog::debug("{}: weights used as stored ({:.1f} MB)", ckpt.path().string(), double(ckpt.stored_bytes()) / 1e6);
+  return engine;
+}
+
+}  // namespace upcycle

@@ -1,0 +1,42 @@
+// The inference model's weights: every matrix as the checkpoint stores it (f32, bf16, f16 or
+// GGUF's Q8_0; a view of the mapped file where the format allows), never widened whole, so that
+// a bf16 model takes half the memory of f32 and Q8_0 about a quarter, and decoding, which reads
+// every weight once per token, reads that much less. Vectors (norms, biases) and the router,
+// which the ops read as floats and which are small, are held in f32; matrices of another stored
+// type (GGUF's 4- and 6-bit ones) are widened to f32 until a kernel computes on them.
+#pragma once
+#include "core/checkpoint.hpp"
+#include "trainer/ops/stored_matmul.hpp"
+#include "trainer/weights.hpp"
+
+namespace upcycle {
+
+// One weight tensor, shared (copies are cheap and read the same bytes).
+class StoredWeight {
+ public:
+  StoredWeight() = default;
+  explicit StoredWeight(Tensor t) : tensor_(std::move(t)) {}
+
+  bool empty() const { return tensor_.numel() == 0; }
+  size_t size() const { return size_t(tensor_.numel()); }
+  DType dtype() const { return tensor_.dtype(); }
+  uint64_t nbytes() const { return tensor_.nbytes(); }
+  // The f32 values; std::logic_error for a tensor kept in another dtype.
+  const float* data() const { return tensor_.span<float>().data(); }
+  // As a matrix [shape[0], the rest]; std::logic_error for a dtype the stored matmul cannot read.
+  ops::StoredMatrix matrix() const;
+  // Rows [first, first + rows) of matrix e of a stacked [E, R, C] tensor (fused experts), a view.
+  StoredWeight slice(const Shape& shape, int64_t e, int64_t first, int64_t rows) const;
+
+ private:
+  Tensor tensor_;
+};
+
+using StoredWeights = WeightsOf<StoredWeight>;
+
+// Every tensor of the checkpoint by role (fused experts split into views of each expert's rows).
+// InputError naming the file and tensor when one is missing or misshapen, or the model type is
+// not one the forward pass computes.
+StoredWeights load_stored_weights(const Checkpoint& ckpt);
+
+}  // namespace upcycle
