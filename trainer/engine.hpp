@@ -15,6 +15,7 @@
 #include "trainer/model.hpp"
 #include "trainer/ops/adamw.hpp"
 #include "trainer/parameters.hpp"
+#include "trainer/stored_weights.hpp"
 
 namespace upcycle {
 
@@ -70,9 +71,13 @@ using EngineFactory = std::unique_ptr<Engine> (*)(EngineSpec&& spec);
 
 std::unique_ptr<Engine> make_cpu_engine(EngineSpec&& spec);
 // The CPU's engine for inference: the checkpoint's weights as stored (bf16, f16 and Q8_0 matrices
-// read in place, trainer/stored_weights.hpp), never widened whole; the training calls throw
-// std::logic_error. InputError naming the file when the weights do not load.
-std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt);
+// read in place, trainer/stored_weights.hpp), never widened whole, computed in `precision`; the
+// training calls throw std::logic_error. InputError naming the file when the weights do not load.
+std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt, Precision precision = Precision::F32);
+inline constexpr const char* kPrecisionHelp =
+    "f32 or bf16 (default: the device's, f32 on the CPU, bf16 on the GPU). On the CPU, bf16 multiplies bf16 "
+    "weights (matrices of other types but Q8_0 converted when loaded) by activations rounded to bf16, with f32 "
+    "sums, on oneDNN (AMX or AVX512-BF16 where the CPU has them): forward, eval and generate";
 
 // Engines by --device name: "cpu" always; others registered by the program at start (the CUDA
 // plugin's, upcycle/cuda_plugin.hpp), each loaded on first use. UsageError for an unknown name.
@@ -83,9 +88,12 @@ inline constexpr const char* kDeviceHelp =
     "cpu, or cuda: bf16 weights and activations with fp32 accumulation (and fp32 master weights and "
     "AdamW when training) on the GPU, through libupcycle_cuda.so beside upcycle";
 
-// An engine over a checkpoint's weights (InputError naming the file when they do not load). On the
-// CPU without training: make_cpu_inference_engine's.
+// An engine over a checkpoint's weights (InputError naming the file when they do not load), in
+// `precision` (none: the device's). On the CPU without training: make_cpu_inference_engine's.
+// UsageError for a precision the device cannot give there: bf16 training on the CPU, f32 on the
+// GPU.
 std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make = make_cpu_engine,
-                                    std::optional<TrainSetup> training = {});
+                                    std::optional<TrainSetup> training = {},
+                                    std::optional<Precision> precision = {});
 
 }  // namespace upcycle

@@ -30,6 +30,10 @@ struct EvalContext {
   EngineFactory device;
   std::unique_ptr<ChatEncoder> encoder;  // loaded when text needs it
 
+  std::unique_ptr<Engine> engine() const {
+    return load_engine(*ckpt, device, {}, o.precision.empty() ? std::nullopt : std::optional(parse_precision(o.precision)));
+  }
+
   const ChatEncoder& chat() {
     if (!encoder) encoder = load_chat_encoder(text_source, o.chat_template);
     return *encoder;
@@ -58,7 +62,7 @@ ojson eval_loss(EvalContext& c) {
   const TokenizedData data = c.tokenized();
   Progress progress("eval", data.samples.size(), "samples");
   int64_t shown = 0;
-  const auto engine = load_engine(*c.ckpt, c.device);
+  const auto engine = c.engine();
   const EvalLoss e = evaluate_loss(*engine, data, seq_len, c.o.batch_tokens,
                                    [&](int64_t done) { progress.advance(uint64_t(done - shown)); shown = done; });
   progress.finish();
@@ -71,7 +75,7 @@ ojson eval_exact(EvalContext& c) {
   c.warn_skipped(data.skipped);
   std::string predictions;  // JSONL, written whole at the end
   Progress progress("exact match", data.records.size(), "samples");
-  const Accuracy a = exact_match(*load_engine(*c.ckpt, c.device), c.chat(), data.records, c.o.max_new_tokens, c.data,
+  const Accuracy a = exact_match(*c.engine(), c.chat(), data.records, c.o.max_new_tokens, c.data,
                                  [&](const ExactPrediction& p) {
                                    progress.advance(1);
                                    predictions += ojson{{"line", p.record->line}, {"task", p.record->task},
@@ -97,7 +101,7 @@ ojson eval_choice(EvalContext& c) {
   const auto tokenizer = load_tokenizer(c.text_source);
   Progress progress("multiple choice", data.items.size(), "questions");
   int64_t shown = 0;
-  const ChoiceAccuracy a = multiple_choice(*load_engine(*c.ckpt, c.device), *tokenizer, read_model_text_info(c.text_source).add_bos, data.items,
+  const ChoiceAccuracy a = multiple_choice(*c.engine(), *tokenizer, read_model_text_info(c.text_source).add_bos, data.items,
                                            [&](int64_t done) { progress.advance(uint64_t(done - shown)); shown = done; });
   progress.finish();
   ojson j = {{"metric", "choice"}, {"acc", a.acc.all.rate()}, {"acc_norm", a.acc_norm.all.rate()}, {"total", a.acc.all.total}};
@@ -116,7 +120,7 @@ ojson eval_routing(EvalContext& c) {
   const TokenizedData data = c.tokenized();
   std::map<std::string, std::vector<size_t>> by_task;
   for (size_t i = 0; i < data.samples.size(); ++i) by_task[data.samples[i].task].push_back(i);
-  const auto engine = load_engine(*c.ckpt, c.device);
+  const auto engine = c.engine();
   Progress progress("routing", data.samples.size(), "samples");
   ojson tasks = ojson::object();
   for (const auto& [task, indices] : by_task) {
@@ -163,6 +167,7 @@ OptionTable<O> make_table() {
       option<O>("skip_bad", "skip malformed data lines (counted in the log) instead of failing",
                 [](O& o) -> auto& { return o.skip_bad; }),
       option<O>("device", kDeviceHelp, [](O& o) -> auto& { return o.device; }),
+      option<O>("precision", kPrecisionHelp, [](O& o) -> auto& { return o.precision; }),
   };
 }
 
@@ -181,6 +186,8 @@ void check_eval_options(const EvalOptions& o) {
   for (const auto& [key, value] : {std::pair{"batch_tokens", o.batch_tokens}, {"max_new_tokens", o.max_new_tokens}})
     require_positive(double(value), key);
   if (o.seq_len && *o.seq_len < 2) throw OptionError("seq_len", option_name("seq_len") + " must be at least 2");
+  if (!o.precision.empty() && o.precision != "f32" && o.precision != "bf16")
+    throw OptionError("precision", option_name("precision") + ": '" + o.precision + "' is not f32 or bf16");
 }
 
 ojson evaluate(const EvalOptions& o) {

@@ -27,10 +27,11 @@ struct EvalOptions {
   std::optional<std::filesystem::path> predictions;  // exact: each prediction, as JSONL
   bool skip_bad = false;                             // skip malformed lines (counted in the log)
   std::string device = "cpu";
+  std::string precision;  // f32 or bf16 (kPrecisionHelp); empty: the device's
 };
 
 const OptionTable<EvalOptions>& eval_option_table();
-// OptionError for a missing model or data, an unknown metric, sizes below 1.
+// OptionError for a missing model or data, an unknown metric or precision, sizes below 1.
 void check_eval_options(const EvalOptions& o);
 
 // loss: {metric, loss, ppl, tokens, samples}; exact: {metric, acc, correct, total, tasks};

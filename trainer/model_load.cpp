@@ -2,6 +2,8 @@
 // rope_scaling.
 #include <string>
 
+#include "core/error.hpp"
+
 #include "trainer/engine.hpp"
 #include "trainer/load_by_role.hpp"
 #include "trainer/model.hpp"
@@ -31,8 +33,15 @@ ops::RopeScaling rope_scaling(const ModelConfig& config, const std::filesystem::
   return parse_rope_scaling(config.rope_scaling, source);
 }
 
-std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make, std::optional<TrainSetup> training) {
-  if (make == make_cpu_engine && !training) return make_cpu_inference_engine(ckpt);
+std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make, std::optional<TrainSetup> training,
+                                    std::optional<Precision> precision) {
+  if (make == make_cpu_engine) {
+    if (!training) return make_cpu_inference_engine(ckpt, precision.value_or(Precision::F32));
+    if (precision == Precision::BF16)
+      throw UsageError("--precision bf16: training on the CPU computes in f32 (bf16 serves forward, eval and generate)");
+  } else if (precision == Precision::F32) {
+    throw UsageError("--precision f32: the GPU computes in bf16");
+  }
   return make({ckpt.config(), load_weights<float>(ckpt), ckpt.path(), std::move(training)});
 }
 

@@ -13,7 +13,8 @@ namespace {
 
 class StoredEngine final : public Engine {
  public:
-  explicit StoredEngine(const Checkpoint& ckpt) : model_(ckpt) {}
+  StoredEngine(const Checkpoint& ckpt, Precision precision)
+      : model_(ckpt.config(), load_stored_weights(ckpt, precision), ckpt.path()) {}
 
   const ModelConfig& config() const override { return model_.config(); }
   std::string device() const override { return "cpu"; }
@@ -45,9 +46,10 @@ class StoredEngine final : public Engine {
 
 }  // namespace
 
-std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt) {
-  auto engine = std::make_unique<StoredEngine>(ckpt);
-  spdlog::debug("{}: weights used as stored ({:.1f} MB)", ckpt.path().string(), double(ckpt.stored_bytes()) / 1e6);
+std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt, Precision precision) {
+  auto engine = std::make_unique<StoredEngine>(ckpt, precision);
+  spdlog::debug("{}: weights used as stored ({:.1f} MB), computed in {}", ckpt.path().string(),
+                double(ckpt.stored_bytes()) / 1e6, precision_name(precision));
   return engine;
 }
 

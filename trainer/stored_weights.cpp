@@ -3,6 +3,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "core/error.hpp"
 #include "trainer/load_by_role.hpp"
 
 namespace upcycle {
@@ -12,7 +13,7 @@ ops::StoredMatrix StoredWeight::matrix() const {
     throw std::logic_error("StoredWeight: a " + std::string(dtype_name(tensor_.dtype())) + " tensor of shape " +
                            shape_string(tensor_.shape()) + " is not a matrix the stored matmul reads");
   const int64_t rows = tensor_.dim(0);
-  return {tensor_.dtype(), tensor_.bytes().data(), rows, rows ? int64_t(tensor_.numel()) / rows : 0};
+  return {tensor_.dtype(), tensor_.bytes().data(), rows, rows ? int64_t(tensor_.numel()) / rows : 0, bf16_products_};
 }
 
 StoredWeight StoredWeight::slice(const Shape& shape, int64_t e, int64_t first, int64_t rows) const {
@@ -21,15 +22,38 @@ StoredWeight StoredWeight::slice(const Shape& shape, int64_t e, int64_t first, i
   // The view keeps the whole stacked tensor (and so its mapping) alive.
   const auto whole = std::make_shared<Tensor>(tensor_);
   std::shared_ptr<const std::byte> bytes(whole, whole->bytes().data() + offset);
-  return StoredWeight(Tensor::borrowed(tensor_.dtype(), {rows, shape[2]}, std::move(bytes)));
+  return StoredWeight(Tensor::borrowed(tensor_.dtype(), {rows, shape[2]}, std::move(bytes)), bf16_products_);
 }
 
-StoredWeights load_stored_weights(const Checkpoint& ckpt) {
+Precision parse_precision(const std::string& name) {
+  if (name == "f32") return Precision::F32;
+  if (name == "bf16") return Precision::BF16;
+  throw UsageError("'" + name + "' is not f32 or bf16");
+}
+
+std::string precision_name(Precision p) { return p == Precision::F32 ? "f32" : "bf16"; }
+
+namespace {
+
+// t as bf16 (a quantized t by way of f32), its mapped pages (if any) dropped from memory once read.
+Tensor to_bf16(const Tensor& t) {
+  Tensor out = is_quantized(t.dtype()) ? t.to(DType::F32).to(DType::BF16) : t.to(DType::BF16);
+  t.release(0, t.numel());
+  return out;
+}
+
+}  // namespace
+
+StoredWeights load_stored_weights(const Checkpoint& ckpt, Precision precision) {
+  const bool bf16 = precision == Precision::BF16;
   auto load = [&](const std::string& name) { return ckpt.load_stored(name); };
-  // Matrices stay as stored where the stored matmul reads their dtype; the rest become f32.
-  auto keep = [](const Tensor& t, Role role) {
-    const bool matrix = t.rank() >= 2 && role != Role::Router;
-    return StoredWeight(matrix && ops::stored_matmul_supports(t.dtype()) ? t : t.to(DType::F32));
+  // Matrices stay as stored where the stored matmul reads their dtype, except that under bf16 any
+  // but bf16 and Q8_0 become bf16; other matrices become f32, as do vectors and the router.
+  auto keep = [&](const Tensor& t, Role role) {
+    if (t.rank() < 2 || role == Role::Router) return StoredWeight(t.to(DType::F32));
+    if (t.dtype() == DType::BF16 || t.dtype() == DType::Q8_0 || (!bf16 && ops::stored_matmul_supports(t.dtype())))
+      return StoredWeight(t, bf16);
+    return bf16 ? StoredWeight(to_bf16(t), true) : StoredWeight(t.to(DType::F32));
   };
   auto slice = [](const StoredWeight& all, const Shape& shape, int64_t e, int64_t first, int64_t rows) {
     return all.slice(shape, e, first, rows);

@@ -4,7 +4,11 @@
 // every weight once per token, reads that much less. Vectors (norms, biases) and the router,
 // which the ops read as floats and which are small, are held in f32; matrices of another stored
 // type (GGUF's 4- and 6-bit ones) are widened to f32 until a kernel computes on them.
+// Under Precision::BF16 every matrix but Q8_0 ones becomes bf16 (a copy, the mapped pages it was
+// read from dropped behind it) multiplied in bf16 (ops::StoredMatrix::bf16_products).
 #pragma once
+#include <string>
+
 #include "core/checkpoint.hpp"
 #include "trainer/ops/stored_matmul.hpp"
 #include "trainer/weights.hpp"
@@ -15,7 +19,7 @@ namespace upcycle {
 class StoredWeight {
  public:
   StoredWeight() = default;
-  explicit StoredWeight(Tensor t) : tensor_(std::move(t)) {}
+  explicit StoredWeight(Tensor t, bool bf16_products = false) : tensor_(std::move(t)), bf16_products_(bf16_products) {}
 
   bool empty() const { return tensor_.numel() == 0; }
   size_t size() const { return size_t(tensor_.numel()); }
@@ -30,13 +34,21 @@ class StoredWeight {
 
  private:
   Tensor tensor_;
+  bool bf16_products_ = false;
 };
+
+// What a model computes in on the CPU: f32 (the default, the same bits on every run), or bf16
+// (weights and activations in bf16, sums in f32, on oneDNN: AMX or AVX512-BF16 where the CPU has
+// them; the same bits for a fixed CPU and thread count).
+enum class Precision { F32, BF16 };
+Precision parse_precision(const std::string& name);  // "f32" or "bf16"; UsageError otherwise
+std::string precision_name(Precision p);
 
 using StoredWeights = WeightsOf<StoredWeight>;
 
 // Every tensor of the checkpoint by role (fused experts split into views of each expert's rows).
 // InputError naming the file and tensor when one is missing or misshapen, or the model type is
 // not one the forward pass computes.
-StoredWeights load_stored_weights(const Checkpoint& ckpt);
+StoredWeights load_stored_weights(const Checkpoint& ckpt, Precision precision = Precision::F32);
 
 }  // namespace upcycle

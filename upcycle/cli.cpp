@@ -35,6 +35,15 @@ DType parse_output_dtype(const std::string& text, const std::string& option) {
   }
 }
 
+std::optional<Precision> precision_option(const po::variables_map& vm) {
+  if (!vm.count("precision")) return std::nullopt;
+  try {
+    return parse_precision(vm["precision"].as<std::string>());
+  } catch (const UsageError& e) {
+    throw UsageError(std::string("--precision: ") + e.what());
+  }
+}
+
 uint64_t parse_size(const std::string& text, const std::string& option) {
   size_t pos = 0;
   double value = 0;

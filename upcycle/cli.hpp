@@ -10,6 +10,7 @@
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/option_table.hpp"
+#include "trainer/stored_weights.hpp"
 
 namespace upcycle::cli {
 
@@ -28,6 +29,10 @@ std::optional<po::variables_map> parse(Spec& spec, const std::vector<std::string
 
 // A storage dtype for outputs: f32, bf16 or f16; UsageError naming the option otherwise.
 DType parse_output_dtype(const std::string& text, const std::string& option);
+
+// --precision (trainer/engine.hpp's kPrecisionHelp) when given, else none: the device's own.
+// UsageError for a value other than f32 or bf16.
+std::optional<Precision> precision_option(const po::variables_map& vm);
 
 // A size like "5GB", "500MB", "2GiB", "123" (bytes); UsageError naming the option otherwise.
 uint64_t parse_size(const std::string& text, const std::string& option);

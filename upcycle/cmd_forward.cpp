@@ -59,26 +59,29 @@ void write_floats(const std::vector<float>& values, const std::filesystem::path&
 
 int cmd_forward(const Args& args) {
   cli::Spec spec;
-  spec.usage = "upcycle forward --model PATH --tokens 1,2,3 --out FILE [--device cpu|cuda] [--overwrite]";
+  spec.usage =
+      "upcycle forward --model PATH --tokens 1,2,3 --out FILE [--device cpu|cuda] [--precision f32|bf16] [--overwrite]";
   spec.summary =
       "Runs the model's forward pass (f32 on the CPU, bf16 on the GPU) over one sequence of token\n"
       "ids (positions 0, 1, ...) and writes the logits to FILE as raw little-endian float32, shape [tokens, vocab],\n"
-      "row major. The model is any checkpoint (llama, mistral, qwen2 or mixtral; any format; bf16\n"
-      "and f16 weights are converted to f32 on load).";
+      "row major. The model is any checkpoint (llama, mistral, qwen2 or mixtral; any format). On the\n"
+      "CPU its bf16, f16 and Q8_0 matrices are read as stored, never widened whole.";
   spec.options.add_options()
       ("model", cli::po::value<std::string>()->required(), "checkpoint (folder, .h5 or .gguf)")
       ("tokens", cli::po::value<std::string>()->required(), "comma-separated token ids in [0, vocab)")
       ("out", cli::po::value<std::string>()->required(), "output file of float32 logits")
       ("overwrite", "replace FILE if it exists")
-      ("device", cli::po::value<std::string>()->default_value("cpu"), kDeviceHelp);
+      ("device", cli::po::value<std::string>()->default_value("cpu"), kDeviceHelp)
+      ("precision", cli::po::value<std::string>(), kPrecisionHelp);
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;
 
   const std::vector<int32_t> ids = parse_tokens((*vm)["tokens"].as<std::string>());
   const EngineFactory device = engine_for_device((*vm)["device"].as<std::string>());
+  const std::optional<Precision> precision = cli::precision_option(*vm);
   const auto ckpt = open_checkpoint((*vm)["model"].as<std::string>());
   check_tokens(ids, *ckpt);
-  const std::vector<float> logits = load_engine(*ckpt, device)->forward(pack({ids}));
+  const std::vector<float> logits = load_engine(*ckpt, device, {}, precision)->forward(pack({ids}));
   const std::string out = (*vm)["out"].as<std::string>();
   write_floats(logits, out, vm->count("overwrite") > 0);
   spdlog::info("wrote logits [{}, {}] to {}", ids.size(), ckpt->config().vocab_size, out);

@@ -84,9 +84,9 @@ int cmd_generate(const Args& args) {
   cli::Spec spec;
   spec.usage = "upcycle generate --model PATH (--prompt TEXT | --chat TEXT) [options]";
   spec.summary =
-      "Generates text with a dense or MoE model (f32 on the CPU, bf16 on the GPU; keys and values\n"
-      "cached), greedy by default or sampled with --temperature and --top-p, and prints it as it\n"
-      "comes. --prompt continues plain text; --chat asks as a user turn through the model's chat\n"
+      "Generates text with a dense or MoE model (on the CPU in f32 or --precision bf16, its bf16,\n"
+      "f16 and Q8_0 matrices read as stored; bf16 on the GPU; keys and values cached), greedy by\n"
+      "default or sampled with --temperature and --top-p, and prints it as it comes. --prompt continues plain text; --chat asks as a user turn through the model's chat\n"
       "template (or --template) and stops at the end of the reply. Speed goes to the log: prefill\n"
       "and decoding tokens/s. --json prints one object instead: text, tokens, prompt_tokens,\n"
       "stopped, prefill_tokens_per_s, decode_tokens_per_s.";
@@ -102,7 +102,8 @@ int cmd_generate(const Args& args) {
       ("top-p", cli::po::value<double>()->default_value(1.0), "nucleus sampling mass in (0, 1]")
       ("seed", cli::po::value<uint64_t>()->default_value(0), "sampling seed")
       ("json", "print a JSON object with the text and the speed")
-      ("device", cli::po::value<std::string>()->default_value("cpu"), kDeviceHelp);
+      ("device", cli::po::value<std::string>()->default_value("cpu"), kDeviceHelp)
+      ("precision", cli::po::value<std::string>(), kPrecisionHelp);
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;
   const int64_t max_new = (*vm)["max-new-tokens"].as<int64_t>();
@@ -111,6 +112,7 @@ int cmd_generate(const Args& args) {
   const bool json = vm->count("json") > 0;
 
   const EngineFactory device = engine_for_device((*vm)["device"].as<std::string>());
+  const std::optional<Precision> precision = cli::precision_option(*vm);
   const std::string model_path = (*vm)["model"].as<std::string>();
   const Prompt prompt = make_prompt(*vm);
   const auto ckpt = open_checkpoint(model_path);
@@ -120,7 +122,7 @@ int cmd_generate(const Args& args) {
               std::to_string(limit));
   for (TokenId id : prompt.ids)
     require(id < ckpt->config().vocab_size, model_path, "the tokenizer's token " + std::to_string(id) + " is outside the model's vocabulary");
-  const auto engine = load_engine(*ckpt, device);
+  const auto engine = load_engine(*ckpt, device, {}, precision);
   const auto decoder = engine->decoder(std::min<int64_t>(limit, int64_t(prompt.ids.size()) + max_new));
   const int64_t room = decoder->capacity() - int64_t(prompt.ids.size()) + 1;
   if (room < max_new) spdlog::warn("max_position_embeddings {} leaves room for {} new tokens", limit, room);

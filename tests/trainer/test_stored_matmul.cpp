@@ -95,7 +95,7 @@ TEST_CASE("stored_matmul: f32 weights give the f32 matmul's bits on both paths")
 }
 
 TEST_CASE("stored_matmul: the AVX-512 dot products give the portable loops' bits") {
-  for (DType t : {DType::BF16, DType::F16, DType::Q8_0})
+  for (DType t : {DType::F32, DType::BF16, DType::F16, DType::Q8_0})
     for (int64_t n : {int64_t(32), int64_t(4096), int64_t(4100)}) {
       if (t == DType::Q8_0 && n % 32) continue;
       CAPTURE(dtype_name(t));

@@ -8,7 +8,7 @@
 #include <cstring>
 #include <numeric>
 
-#include "formats/checkpoint_writer.hpp"
+#include "core/error.hpp"
 #include "formats/gguf_model.hpp"
 #include "formats/open_checkpoint.hpp"
 #include "tests/common/fixtures.hpp"
@@ -166,4 +166,57 @@ TEST_CASE("stored model: the CPU's inference engine runs it, and refuses to trai
   CHECK_THROWS_AS(engine->host_weights(), std::logic_error);
   TrainSetup setup;
   CHECK_NOTHROW(load_engine(*ckpt, make_cpu_engine, setup)->zero_grads());  // training: the f32 engine
+}
+
+TEST_CASE("stored model: bf16 precision multiplies bf16 copies and follows the f32 logits") {
+  const auto moe = random_checkpoint(block_config("mixtral"), 17);  // f32: converted when loaded
+  const StoredWeights w = load_stored_weights(*moe, Precision::BF16);
+  CHECK(w.layers[0].q.dtype() == DType::BF16);
+  CHECK(w.layers[0].q.matrix().bf16_products);
+  CHECK(w.layers[0].expert_up[2].matrix().bf16_products);
+  CHECK(w.layers[0].router.dtype() == DType::F32);
+  CHECK_FALSE(load_stored_weights(*moe).layers[0].q.matrix().bf16_products);
+
+  // Dense: an MoE's top-k may flip on a rounding, which moves its logits by more than rounding.
+  const auto ckpt = random_checkpoint(block_config("qwen2"), 17);
+  const StoredModel bf16(ckpt->config(), load_stored_weights(*ckpt, Precision::BF16), ckpt->path());
+  const Model f32(*ckpt);
+  const Batch batch = pack({kIds});  // more than kDotRows rows: oneDNN's bf16 product
+  const auto got = bf16.forward(batch), want = f32.forward(batch);
+  const double error = max_relative_error(got, want);
+  CHECK(error > 0);  // rounded to bf16: not the f32 bits
+  CHECK(error < 2e-2);
+  const int64_t V = ckpt->config().vocab_size;
+  for (int64_t n = 0; n < int64_t(kIds.size()); ++n) {
+    CAPTURE(n);
+    const std::vector<float> a(got.begin() + n * V, got.begin() + (n + 1) * V), b(want.begin() + n * V, want.begin() + (n + 1) * V);
+    CHECK(argmax(a) == argmax(b));
+  }
+  CHECK_THROWS_AS(parse_precision("fp8"), UsageError);
+  CHECK_THROWS_AS(load_engine(*ckpt, make_cpu_engine, TrainSetup{}, Precision::BF16), UsageError);
+}
+
+TEST_CASE("stored model: SmolLM2-135M-Instruct in bf16 gives f32's greedy text and logits within 5%") {
+  const auto gguf = smollm2_gguf();
+  if (!gguf) {
+    MESSAGE("skipped: SmolLM2 GGUF not fetched (scripts/fetch-smollm2.sh)");
+    return;
+  }
+  const auto ckpt = open_checkpoint(*gguf);
+  const auto f32 = load_engine(*ckpt), bf16 = load_engine(*ckpt, make_cpu_engine, {}, Precision::BF16);
+  // "The capital of France is" in SmolLM2's vocabulary, then greedy continuation.
+  const std::vector<int32_t> prompt = {504, 3575, 282, 4649, 314};
+  const Batch batch = pack({prompt});
+  CHECK(max_relative_error(bf16->forward(batch), f32->forward(batch)) < 5e-2);
+  auto greedy = [&](Engine& e) {
+    const auto d = e.decoder(32);
+    std::vector<float> logits = d->append(prompt);
+    std::vector<int32_t> out;
+    for (int i = 0; i < 16; ++i) {
+      out.push_back(int32_t(argmax(logits)));
+      logits = d->append(std::span<const int32_t>(&out.back(), 1));
+    }
+    return out;
+  };
+  CHECK(greedy(*bf16) == greedy(*f32));
 }

@@ -1,6 +1,10 @@
 #include "trainer/ops/matmul.hpp"
 
+#include <type_traits>
+
 #include <Eigen/Core>
+
+#include "trainer/ops/stored_matmul.hpp"
 
 namespace upcycle::ops {
 
@@ -13,6 +17,11 @@ using RowVec = Eigen::Matrix<T, 1, Eigen::Dynamic>;
 
 template <class T>
 void matmul_forward(T* out, const T* in, const T* W, const T* bias, int64_t N, int64_t I, int64_t O) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (N <= kDotRows) {  // decoding: the stored matmul's dot path on f32 rows
+      return stored_matmul_forward(out, in, {DType::F32, reinterpret_cast<const std::byte*>(W), O, I}, bias, N);
+    }
+  }
   Eigen::Map<const Rows<T>> x(in, N, I), w(W, O, I);
   Eigen::Map<Rows<T>> y(out, N, O);
   y.noalias() = x * w.transpose();

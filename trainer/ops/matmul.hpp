@@ -9,7 +9,10 @@ namespace upcycle::ops {
 //           d_W[O,I]  += d_out[N,O]ᵀ · in[N,I]
 //           d_bias[O] += Σ_n d_out[n,:]
 // Any of d_in, d_W, d_bias may be null: that gradient is not wanted (a frozen weight, an input
-// that is data). The products run on OpenBLAS; call these outside OpenMP parallel regions.
+// that is data). The products run on OpenBLAS, except the float forward of at most kDotRows
+// inputs (decoding), which runs stored_matmul's dot path: both threads stream W once (OpenBLAS
+// runs such a product on one thread) and the bits are the same for any thread count. Call these
+// outside OpenMP parallel regions.
 template <class T>
 void matmul_forward(T* out, const T* in, const T* W, const T* bias, int64_t N, int64_t I, int64_t O);
 template <class T>

@@ -16,6 +16,7 @@
 
 #include "core/quant.hpp"
 #include "core/simd.hpp"
+#include "trainer/ops/bf16_matmul.hpp"
 #include "trainer/ops/matmul.hpp"
 
 namespace upcycle::ops {
@@ -43,6 +44,11 @@ template <class W, class Widen>
     for (int l = 0; l < kLanes; ++l) acc[l] += widen(w[i + l]) * x[i + l];
   for (; i < n; ++i) acc[i % kLanes] += widen(w[i]) * x[i];
   return lane_sum(acc);
+}
+
+UPCYCLE_SIMD_CLONES
+float dot_f32(const float* w, const float* x, int64_t n) {
+  return dot_lanes(w, x, n, [](float v) { return v; });
 }
 
 UPCYCLE_SIMD_CLONES
@@ -134,6 +140,7 @@ float detail::row_dot(DType t, const std::byte* row, const float* x, int64_t n, 
   }
 #endif
   switch (t) {
+    case DType::F32: return dot_f32(reinterpret_cast<const float*>(row), x, n);
     case DType::BF16: return dot_bf16(reinterpret_cast<const uint16_t*>(row), x, n);
     case DType::F16: return dot_f16(reinterpret_cast<const uint16_t*>(row), x, n);
     case DType::Q8_0: return dot_q8_0(row, x, n);
@@ -177,6 +184,13 @@ void panels(float* out, const float* in, const StoredMatrix& W, int64_t N, size_
   });
 }
 
+// The inputs rounded to bf16, times the bf16 weights on oneDNN.
+void bf16_products(float* out, const float* in, const StoredMatrix& W, int64_t N) {
+  std::vector<uint16_t> x(size_t(N * W.cols));
+  convert(DType::F32, in, DType::BF16, x.data(), x.size());
+  bf16_matmul_forward(out, x.data(), reinterpret_cast<const uint16_t*>(W.data), N, W.cols, W.rows);
+}
+
 void check_shape(const StoredMatrix& W, int64_t N) {
   if (W.rows < 0 || N < 0 || (W.rows > 0 && !W.data)) throw std::invalid_argument("stored_matmul: a shape W cannot have");
 }
@@ -200,9 +214,11 @@ size_t stored_row_bytes(DType t, int64_t cols) {
 void stored_matmul_forward(float* out, const float* in, const StoredMatrix& W, const float* bias, int64_t N) {
   const size_t row_bytes = stored_row_bytes(W.dtype, W.cols);
   check_shape(W, N);
-  if (W.dtype == DType::F32) return matmul_forward<float>(out, in, f32_values(W), bias, N, W.cols, W.rows);
+  if (W.dtype == DType::F32 && N > kDotRows) return matmul_forward<float>(out, in, f32_values(W), bias, N, W.cols, W.rows);
   if (N <= kDotRows) {
     dots(out, in, W, N, row_bytes);
+  } else if (W.bf16_products && W.dtype == DType::BF16) {
+    bf16_products(out, in, W, N);
   } else {
     panels(out, in, W, N, row_bytes);
   }

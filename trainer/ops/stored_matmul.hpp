@@ -17,6 +17,9 @@ struct StoredMatrix {
   DType dtype = DType::F32;
   const std::byte* data = nullptr;
   int64_t rows = 0, cols = 0;
+  // bf16 weights under --precision bf16: products of more than kDotRows inputs in bf16 on oneDNN
+  // (ops::bf16_matmul_forward), the inputs rounded to bf16 and the sums in f32.
+  bool bf16_products = false;
 };
 
 bool stored_matmul_supports(DType t);  // f32, bf16, f16, q8_0
@@ -25,12 +28,14 @@ bool stored_matmul_supports(DType t);  // f32, bf16, f16, q8_0
 size_t stored_row_bytes(DType t, int64_t cols);
 
 // out[N,O] = in[N,I] · Wᵀ + bias[O] (bias may be null), in f32.
-// f32 weights: ops::matmul_forward on them as they are, so the bits are the f32 model's.
-// Others, N <= kDotRows (decoding): each row of W is read once and dotted in its stored type with
-//   each input, 16 lanes wide and the lanes added pairwise at the end: the same bits on every CPU
-//   and for any thread count.
-// Others, larger N: panels of kPanelRows rows widened to f32 and multiplied by the f32 matmul
-//   (OpenBLAS), whose bits depend on the CPU and threads as ops::matmul_forward's do.
+// N <= kDotRows (decoding): each row of W is read once and dotted in its stored type with each
+//   input, 16 lanes wide and the lanes added pairwise at the end: the same bits on every CPU and
+//   for any thread count. ops::matmul_forward<float> takes this path too, so f32 weights give the
+//   f32 model's bits on both paths.
+// Larger N: f32 weights go to ops::matmul_forward as they are; others in panels of kPanelRows rows
+//   widened to f32 and multiplied by the f32 matmul (OpenBLAS), whose bits depend on the CPU and
+//   threads as ops::matmul_forward's do; or, bf16 weights with bf16_products, one bf16 product on
+//   oneDNN (deterministic for a fixed CPU and thread count).
 // Call outside OpenMP parallel regions; std::invalid_argument for a shape W cannot have.
 inline constexpr int64_t kDotRows = 4, kPanelRows = 256;
 void stored_matmul_forward(float* out, const float* in, const StoredMatrix& W, const float* bias, int64_t N);
@@ -44,9 +49,8 @@ void stored_matmul_backward_input(float* d_in, const float* d_out, const StoredM
 void stored_gather_rows(float* out, const StoredMatrix& W, const int32_t* ids, int64_t N);
 
 namespace detail {
-// One row's dot product with x over n values, as the dot path computes it (bf16, f16, Q8_0): with
-// AVX-512 where the CPU has it (f16, Q8_0), or the portable loops (`portable`), which give the
-// same bits.
+// One row's dot product with x over n values, as the dot path computes it: with AVX-512 where the
+// CPU has it (f16, Q8_0), or the portable loops (`portable`), which give the same bits.
 float row_dot(DType t, const std::byte* row, const float* x, int64_t n, bool portable = false);
 }  // namespace detail
 
