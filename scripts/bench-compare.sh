@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Our CPU trainer against PyTorch on the same machine, in one run: `upcycle bench --json`, then
-# scripts/bench-torch.py with the same shapes, batch and threads, then the ratios.
+# scripts/bench-torch.py with the same shapes, batch and threads, then the ratios, one per
+# (precision, model, path): f32 against f32, bf16 against torch.autocast's bf16.
 #   scripts/bench-compare.sh [--python PYTHON] [--out FILE.json]
 # PYTHON (default python3) must have torch and transformers (pip); upcycle is built as
 # scripts/test.sh builds it (UPCYCLE_BUILD_DIR, CMAKE_ARGS, ...).
@@ -27,11 +28,19 @@ theirs="$(OMP_NUM_THREADS="$threads" "$python" "$here/bench-torch.py" --json --t
 "$python" - "$ours" "$theirs" "$out" <<'PY'
 import json, sys
 ours, theirs, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
-pairs = [("train_tokens_per_s", "dense_train_tokens_per_s"), ("forward_tokens_per_s", "dense_forward_tokens_per_s"),
-         ("moe_train_tokens_per_s", "moe_train_tokens_per_s"), ("moe_forward_tokens_per_s", "moe_forward_tokens_per_s")]
-ratios = {a: ours[a] / theirs[b] for a, b in pairs}
-for a, b in pairs:
-    print(f"{a:28s} upcycle {ours[a]:8.1f}   torch {theirs[b]:8.1f}   ratio {ratios[a]:.2f}")
+# (ratio key, ours, torch's): f32 against f32, bf16 against bf16 autocast.
+pairs = [("f32_dense_train", "train_tokens_per_s", "dense_train_tokens_per_s"),
+         ("f32_dense_forward", "forward_tokens_per_s", "dense_forward_tokens_per_s"),
+         ("f32_moe_train", "moe_train_tokens_per_s", "moe_train_tokens_per_s"),
+         ("f32_moe_forward", "moe_forward_tokens_per_s", "moe_forward_tokens_per_s"),
+         ("bf16_dense_forward", "bf16_forward_tokens_per_s", "dense_bf16_forward_tokens_per_s"),
+         ("bf16_moe_forward", "moe_bf16_forward_tokens_per_s", "moe_bf16_forward_tokens_per_s")]
+ratios = {k: ours[a] / theirs[b] for k, a, b in pairs if a in ours and b in theirs}
+print(f"{'tokens/s':20s} {'upcycle':>9s} {'torch':>9s}  ratio")
+for k, a, b in pairs:
+    if k in ratios:
+        print(f"{k:20s} {ours[a]:9.1f} {theirs[b]:9.1f}  {ratios[k]:.2f}")
+print("bf16 training: not on the CPU yet (tune --precision bf16 is refused)")
 print(f"sgemm ceiling {ours['sgemm_gflops']:.1f} GFLOP/s; training at {ours['train_fraction_of_sgemm']:.2f} (dense), "
       f"{ours['moe_train_fraction_of_sgemm']:.2f} (moe) of it")
 if out:

@@ -11,6 +11,7 @@ upcycle trains, and times them with the default attention (sdpa):
 For each model it reports:
   train tokens/s    forward + backward + clip_grad_norm_(1.0) + AdamW step
   forward tokens/s  model(input_ids) under torch.no_grad()
+  bf16 forward      the same under torch.autocast("cpu", dtype=torch.bfloat16)
 where tokens/s = batch * seq_len * steps / seconds, after --warmup untimed
 steps.  Peak RSS of the whole process is reported at the end.
 
@@ -106,15 +107,22 @@ def bench(torch, transformers, kind, args):
         with torch.no_grad():
             model(input_ids=ids)
 
+    def bf16_forward_step():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            model(input_ids=ids)
+
     tokens = args.batch * args.seq_len * args.steps
     model.train()
     train_s = timed(train_step, args.warmup, args.steps)
     model.eval()
     forward_s = timed(forward_step, args.warmup, args.steps)
-    log(f"{kind}: train {train_s:.2f}s, forward {forward_s:.2f}s for {tokens} tokens")
+    bf16_forward_s = timed(bf16_forward_step, args.warmup, args.steps)
+    log(f"{kind}: train {train_s:.2f}s, forward {forward_s:.2f}s, bf16 forward {bf16_forward_s:.2f}s "
+        f"for {tokens} tokens")
     return {
         f"{kind}_train_tokens_per_s": round(tokens / train_s, 1),
         f"{kind}_forward_tokens_per_s": round(tokens / forward_s, 1),
+        f"{kind}_bf16_forward_tokens_per_s": round(tokens / bf16_forward_s, 1),
     }
 
 

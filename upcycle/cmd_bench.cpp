@@ -24,6 +24,7 @@
 #include "trainer/ops/matmul.hpp"
 #include "trainer/ops/stored_matmul.hpp"
 #include "trainer/optimizer.hpp"
+#include "trainer/stored_model.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
 #include "upcycle/cuda_plugin.hpp"
@@ -124,13 +125,15 @@ double bf16_gemm_gflops(int64_t n) {
 
 struct ModelFigures {
   double forward_tokens_per_s = 0, train_tokens_per_s = 0, train_gflops = 0;
+  double bf16_forward_tokens_per_s = 0;  // the inference model in --precision bf16
   double forward_peak_rss_mb = 0;  // the process's peak once the forward ran (alone with --only)
 };
 
 ModelFigures bench_model(const std::string& label, const ModelConfig& c, const BenchOptions& o) {
   spdlog::info("{}: {} layers, hidden {}, {} experts; {} x {} tokens per step", label, c.num_hidden_layers,
                c.hidden_size, c.num_local_experts, o.batch, o.seq_len);
-  Transformer<float> model(*random_init(c, 1));
+  const auto ckpt = random_init(c, 1);
+  Transformer<float> model(*ckpt);
   Rng rng(2);
   std::vector<std::vector<int32_t>> seqs(size_t(o.batch));
   std::vector<int32_t> targets;
@@ -145,6 +148,11 @@ ModelFigures bench_model(const std::string& label, const ModelConfig& c, const B
   f.forward_tokens_per_s = tokens / seconds_per_call(o, [&] { model.loss(batch, targets); });
   f.forward_peak_rss_mb = peak_rss_mb();
   spdlog::info("{}: forward {:.0f} tokens/s, peak RSS {:.0f} MB", label, f.forward_tokens_per_s, f.forward_peak_rss_mb);
+  {
+    const StoredModel bf16(c, load_stored_weights(*ckpt, Precision::BF16), ckpt->path());
+    f.bf16_forward_tokens_per_s = tokens / seconds_per_call(o, [&] { bf16.loss(batch, targets); });
+    spdlog::info("{}: bf16 forward {:.0f} tokens/s", label, f.bf16_forward_tokens_per_s);
+  }
   Weights<float> grads = zeros_like(model.weights(), c);
   AdamW optimizer(model.weights(), c, {}, {});
   const double step_s = seconds_per_call(o, [&] {
@@ -197,6 +205,7 @@ int cmd_bench(const Args& args) {
       "Measures, in one run: the sgemm ceiling (an n^3 product through the model's matmul, all\n"
       "cores) and the bf16 one (the same product in bf16 with f32 sums, oneDNN), then forward\n"
       "and training steps (forward, backward, clipping, AdamW) of a dense model\n"
+      "(and the forward in --precision bf16)\n"
       "with SmolLM2-135M's shape and an MoE of the same shape with 4 experts top-2, random weights.\n"
       "GFLOP/s count 6 x active matmul parameters + causal attention per token (trainer/flops.hpp).\n"
       "Then decoding's matrix-vector product (8192 x 4096) on weights stored as f32, bf16, f16 and\n"
@@ -251,6 +260,7 @@ int cmd_bench(const Args& args) {
     const ModelFigures f = bench_model(moe ? "moe" : "dense", bench_config(moe), o);
     j[p + "forward_tokens_per_s"] = f.forward_tokens_per_s;
     j[p + "forward_peak_rss_mb"] = f.forward_peak_rss_mb;
+    j[p + "bf16_forward_tokens_per_s"] = f.bf16_forward_tokens_per_s;
     j[p + "train_tokens_per_s"] = f.train_tokens_per_s;
     j[p + "train_gflops"] = f.train_gflops;
     j[p + "train_fraction_of_sgemm"] = f.train_gflops / j["sgemm_gflops"].get<double>();

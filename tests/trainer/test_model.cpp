@@ -278,6 +278,13 @@ TEST_CASE("model: upcycle forward writes [tokens, vocab] float32 logits equal to
   CHECK(bad.code == 2);
   CHECK(bad.err.find("token 40 is outside the vocabulary") != std::string::npos);
   CHECK(run_upcycle("forward --model x --tokens 1,a --out y").code == 1);
+  const RunResult bf16 = run_upcycle("forward --model '" + (dir / "model").string() + "' --tokens 1,7,39,3,5,8 --out '" +
+                                     (dir / "bf16.f32").string() + "' --precision bf16");
+  CHECK_MESSAGE(bf16.code == 0, bf16.err);
+  const RunResult fp8 = run_upcycle("forward --model '" + (dir / "model").string() + "' --tokens 1 --out '" +
+                                    (dir / "fp8.f32").string() + "' --precision fp8");
+  CHECK(fp8.code == 1);
+  CHECK(fp8.err.find("--precision: 'fp8' is not f32 or bf16") != std::string::npos);
 }
 
 TEST_CASE("model: rope_scaling from the config maps to the rope op's scaling") {
