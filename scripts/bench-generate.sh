@@ -7,7 +7,7 @@
 #                             [--repeats 3] [--threads N] [--prompt TEXT] [--out FILE.json]
 # PYTHON has llama-cpp-python (pip builds llama.cpp from source). --convert-python (default:
 # PYTHON) has torch, transformers, sentencepiece and numpy: the converter needs them, and the
-# transformers row (f32, scripts/bench-generate-torch.py) runs on it. Files go under
+# transformers row (f32) runs on it. Each peer runs in scripts/bench-generate-peer.py. Files go under
 # ${UPCYCLE_CACHE:-~/.cache/upcycle}/bench-generate and are made once. upcycle is built as
 # scripts/test.sh builds it (or UPCYCLE_BIN).
 set -euo pipefail
@@ -70,7 +70,7 @@ for ((r = 1; r <= repeats; r++)); do
   for type in f32 bf16 q8_0; do
     gguf="$work/smollm2-$type.gguf"
     upcycle_say "repeat $r/$repeats: $type"
-    OMP_NUM_THREADS=$threads "$python" "$here/bench-generate-llama.py" "$gguf" --prompt "$prompt" \
+    OMP_NUM_THREADS=$threads "$python" "$here/bench-generate-peer.py" llama.cpp "$gguf" --prompt "$prompt" \
       --tokens "$tokens" --threads "$threads" --json |
       "$python" -c "import json,sys; j=json.load(sys.stdin); j.update(tool='llama.cpp', type='$type'); print(json.dumps(j))" >>"$runs"
     OMP_NUM_THREADS=$threads "$bin" generate --model "$gguf" --prompt "$prompt" --max-new-tokens "$tokens" --json |
@@ -78,7 +78,7 @@ for ((r = 1; r <= repeats; r++)); do
   done
 done
 torch_line=""
-if torch_line=$(OMP_NUM_THREADS=$threads "$convert_python" "$here/bench-generate-torch.py" "$folder" \
+if torch_line=$(OMP_NUM_THREADS=$threads "$convert_python" "$here/bench-generate-peer.py" transformers "$folder" \
                 --prompt "$prompt" --tokens "$tokens" --threads "$threads" --json 2>/dev/null); then :; else torch_line=""; fi
 
 "$python" - "$runs" "$torch_line" "$out" "$threads" "$tokens" <<'PY'

@@ -1,30 +1,19 @@
 // The CPU's Engine: Transformer<float> and, for training, AdamW on its weights in place.
 #include <stdexcept>
 
-#include "trainer/engine.hpp"
+#include "trainer/cpu_model_engine.hpp"
 #include "trainer/optimizer.hpp"
 
 namespace upcycle {
 
 namespace {
 
-class CpuEngine final : public Engine {
+class CpuEngine final : public CpuModelEngine<Transformer<float>, Decoder> {
  public:
-  explicit CpuEngine(EngineSpec&& spec) : model_(spec.config, std::move(spec.weights), spec.source) {
+  explicit CpuEngine(EngineSpec&& spec) : CpuModelEngine(spec.config, std::move(spec.weights), spec.source) {
     if (!spec.training) return;
     optimizer_.emplace(model_.weights(), model_.config(), spec.training->adam, spec.training->frozen);
     grads_ = zeros_like(model_.weights(), model_.config(), spec.training->frozen);
-  }
-
-  const ModelConfig& config() const override { return model_.config(); }
-  std::string device() const override { return "cpu"; }
-  std::vector<float> forward(const Batch& batch) override { return model_.forward(batch); }
-  LossReport loss(const Batch& batch, const std::vector<int32_t>& targets, const LossOptions& opts) override {
-    return model_.loss(batch, targets, opts);
-  }
-  std::vector<std::vector<float>> ffn_inputs(const Batch& batch) override { return model_.ffn_inputs(batch); }
-  std::unique_ptr<TokenDecoder> decoder(int64_t capacity) const override {
-    return std::make_unique<Decoder>(model_, capacity);
   }
 
   void zero_grads() override {
@@ -49,7 +38,6 @@ class CpuEngine final : public Engine {
     return *optimizer_;
   }
 
-  Transformer<float> model_;
   std::optional<AdamW> optimizer_;  // refers to model_'s weights
   Weights<float> grads_;
 };

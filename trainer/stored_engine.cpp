@@ -4,28 +4,17 @@
 
 #include <stdexcept>
 
-#include "trainer/engine.hpp"
+#include "trainer/cpu_model_engine.hpp"
 #include "trainer/stored_model.hpp"
 
 namespace upcycle {
 
 namespace {
 
-class StoredEngine final : public Engine {
+class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
  public:
   StoredEngine(const Checkpoint& ckpt, Precision precision)
-      : model_(ckpt.config(), load_stored_weights(ckpt, precision), ckpt.path()) {}
-
-  const ModelConfig& config() const override { return model_.config(); }
-  std::string device() const override { return "cpu"; }
-  std::vector<float> forward(const Batch& batch) override { return model_.forward(batch); }
-  LossReport loss(const Batch& batch, const std::vector<int32_t>& targets, const LossOptions& opts) override {
-    return model_.loss(batch, targets, opts);
-  }
-  std::vector<std::vector<float>> ffn_inputs(const Batch& batch) override { return model_.ffn_inputs(batch); }
-  std::unique_ptr<TokenDecoder> decoder(int64_t capacity) const override {
-    return std::make_unique<StoredDecoder>(model_, capacity);
-  }
+      : CpuModelEngine(ckpt.config(), load_stored_weights(ckpt, precision), ckpt.path()) {}
 
   void zero_grads() override { inference_only(); }
   LossReport accumulate(const Batch&, const std::vector<int32_t>&, const LossOptions&) override { inference_only(); }
@@ -40,8 +29,6 @@ class StoredEngine final : public Engine {
   [[noreturn]] static void inference_only() {
     throw std::logic_error("Engine: the CPU's inference engine keeps the weights as stored and trains nothing");
   }
-
-  StoredModel model_;
 };
 
 }  // namespace
