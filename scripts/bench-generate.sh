@@ -2,7 +2,8 @@
 # Decoding speed of `upcycle generate` against llama.cpp and transformers, in one run, on the same
 # files of SmolLM2-135M-Instruct: GGUFs in f32, bf16 and Q8_0 made by llama.cpp's own converter
 # (convert_hf_to_gguf.py, from llama-cpp-python's source package) from `upcycle export`'s f32
-# folder; the same prompt, token count and threads; runs alternating, medians reported.
+# folder, and the Q4_1 file as published (scripts/fetch-smollm2.sh); the same prompt, token
+# count and threads; runs alternating, medians reported.
 #   scripts/bench-generate.sh --python PYTHON [--convert-python PYTHON] [--tokens 128]
 #                             [--repeats 3] [--threads N] [--prompt TEXT] [--out FILE.json]
 # PYTHON has llama-cpp-python (pip builds llama.cpp from source). --convert-python (default:
@@ -40,10 +41,12 @@ mkdir -p "$work"
 
 # The f32 folder, and llama.cpp's converter from the source package of the installed version.
 folder="$work/smollm2-f32"
+published=$(bash "$here/fetch-smollm2.sh")
 if [[ ! -d $folder ]]; then
   upcycle_say "export: SmolLM2 to $folder"
-  "$bin" export -q "$(bash "$here/fetch-smollm2.sh")" "$folder" --dtype f32
+  "$bin" export -q "$published" "$folder" --dtype f32
 fi
+ln -sf "$published" "$work/smollm2-q4_1.gguf"
 version=$("$python" -c "import llama_cpp; print(llama_cpp.__version__)")
 llama_src="$work/llama-cpp-python-$version"
 if [[ ! -f $llama_src/vendor/llama.cpp/convert_hf_to_gguf.py ]]; then
@@ -67,7 +70,7 @@ done
 runs="$work/runs.jsonl"
 : >"$runs"
 for ((r = 1; r <= repeats; r++)); do
-  for type in f32 bf16 q8_0; do
+  for type in f32 bf16 q8_0 q4_1; do
     gguf="$work/smollm2-$type.gguf"
     upcycle_say "repeat $r/$repeats: $type"
     OMP_NUM_THREADS=$threads "$python" "$here/bench-generate-peer.py" llama.cpp "$gguf" --prompt "$prompt" \
@@ -88,7 +91,7 @@ runs = [json.loads(l) for l in open(runs_file)]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 rows = {}
 print(f"decoding tokens/s, {tokens} new tokens, {threads} threads, {cpu}")
-for t in ("f32", "bf16", "q8_0"):
+for t in ("f32", "bf16", "q8_0", "q4_1"):
     ours = [r["decode_tokens_per_s"] for r in runs if r["type"] == t and r["tool"] == "upcycle"]
     theirs = [r["decode_tokens_per_s"] for r in runs if r["type"] == t and r["tool"] == "llama.cpp"]
     texts = {r["tool"]: r["text"].strip() for r in runs if r["type"] == t}

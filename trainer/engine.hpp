@@ -70,14 +70,14 @@ class Engine {
 using EngineFactory = std::unique_ptr<Engine> (*)(EngineSpec&& spec);
 
 std::unique_ptr<Engine> make_cpu_engine(EngineSpec&& spec);
-// The CPU's engine for inference: the checkpoint's weights as stored (bf16, f16 and Q8_0 matrices
-// read in place, trainer/stored_weights.hpp), never widened whole, computed in `precision`; the
+// The CPU's engine for inference: the checkpoint's weights as stored (bf16, f16 and GGUF's
+// quantized matrices read in place, trainer/stored_weights.hpp), never widened whole, computed in `precision`; the
 // training calls throw std::logic_error. InputError naming the file when the weights do not load.
 std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt, Precision precision = Precision::F32);
 inline constexpr const char* kPrecisionHelp =
     "f32 or bf16 (default: the device's, f32 on the CPU, bf16 on the GPU). On the CPU, bf16 multiplies bf16 "
-    "weights (matrices of other types but Q8_0 converted when loaded) by activations rounded to bf16, with f32 "
-    "sums, on oneDNN (AMX or AVX512-BF16 where the CPU has them): forward, eval and generate";
+    "weights (f32 and f16 matrices converted when loaded; quantized ones kept) by activations rounded to bf16, "
+    "with f32 sums, on oneDNN (AMX or AVX512-BF16 where the CPU has them): forward, eval and generate";
 
 // Engines by --device name: "cpu" always; others registered by the program at start (the CUDA
 // plugin's, upcycle/cuda_plugin.hpp), each loaded on first use. UsageError for an unknown name.

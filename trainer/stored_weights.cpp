@@ -35,9 +35,9 @@ std::string precision_name(Precision p) { return p == Precision::F32 ? "f32" : "
 
 namespace {
 
-// t as bf16 (a quantized t by way of f32), its mapped pages (if any) dropped from memory once read.
+// t as bf16, its mapped pages (if any) dropped from memory once read.
 Tensor to_bf16(const Tensor& t) {
-  Tensor out = is_quantized(t.dtype()) ? t.to(DType::F32).to(DType::BF16) : t.to(DType::BF16);
+  Tensor out = t.to(DType::BF16);
   t.release(0, t.numel());
   return out;
 }
@@ -47,13 +47,13 @@ Tensor to_bf16(const Tensor& t) {
 StoredWeights load_stored_weights(const Checkpoint& ckpt, Precision precision) {
   const bool bf16 = precision == Precision::BF16;
   auto load = [&](const std::string& name) { return ckpt.load_stored(name); };
-  // Matrices stay as stored where the stored matmul reads their dtype, except that under bf16 any
-  // but bf16 and Q8_0 become bf16; other matrices become f32, as do vectors and the router.
+  // Matrices stay as stored (under bf16, f32 and f16 ones become bf16); vectors and the router
+  // become f32.
   auto keep = [&](const Tensor& t, Role role) {
-    if (t.rank() < 2 || role == Role::Router) return StoredWeight(t.to(DType::F32));
-    if (t.dtype() == DType::BF16 || t.dtype() == DType::Q8_0 || (!bf16 && ops::stored_matmul_supports(t.dtype())))
-      return StoredWeight(t, bf16);
-    return bf16 ? StoredWeight(to_bf16(t), true) : StoredWeight(t.to(DType::F32));
+    if (t.rank() < 2 || role == Role::Router || !ops::stored_matmul_supports(t.dtype()))
+      return StoredWeight(t.to(DType::F32));
+    if (bf16 && (t.dtype() == DType::F32 || t.dtype() == DType::F16)) return StoredWeight(to_bf16(t), true);
+    return StoredWeight(t, bf16);
   };
   auto slice = [](const StoredWeight& all, const Shape& shape, int64_t e, int64_t first, int64_t rows) {
     return all.slice(shape, e, first, rows);

@@ -1,11 +1,11 @@
 // The inference model's weights: every matrix as the checkpoint stores it (f32, bf16, f16 or
-// GGUF's Q8_0; a view of the mapped file where the format allows), never widened whole, so that
-// a bf16 model takes half the memory of f32 and Q8_0 about a quarter, and decoding, which reads
-// every weight once per token, reads that much less. Vectors (norms, biases) and the router,
-// which the ops read as floats and which are small, are held in f32; matrices of another stored
-// type (GGUF's 4- and 6-bit ones) are widened to f32 until a kernel computes on them.
-// Under Precision::BF16 every matrix but Q8_0 ones becomes bf16 (a copy, the mapped pages it was
-// read from dropped behind it) multiplied in bf16 (ops::StoredMatrix::bf16_products).
+// GGUF's Q8_0, Q4_0, Q4_1, Q4_K and Q6_K; a view of the mapped file where the format allows),
+// never widened whole, so that a bf16 model takes half the memory of f32 and Q8_0 about a quarter,
+// and decoding, which reads every weight once per token, reads that much less. Vectors (norms,
+// biases) and the router, which the ops read as floats and which are small, are held in f32.
+// Under Precision::BF16 the f32 and f16 matrices become bf16 (a copy, the mapped pages it was read
+// from dropped behind it) multiplied in bf16 (ops::StoredMatrix::bf16_products); quantized ones
+// stay as they are.
 #pragma once
 #include <string>
 

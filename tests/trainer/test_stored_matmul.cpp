@@ -23,8 +23,9 @@ namespace {
 
 // W's values stored as t (tests/common's encoder: Q8_0 by round-to-nearest blocks).
 std::vector<std::byte> stored(DType t, const std::vector<float>& w) {
-  const uint32_t type = t == DType::F32 ? test::ggml::F32 : t == DType::BF16 ? test::ggml::BF16
-                        : t == DType::F16 ? test::ggml::F16 : test::ggml::Q8_0;
+  using namespace test::ggml;
+  const uint32_t type = t == DType::F32 ? F32 : t == DType::BF16 ? BF16 : t == DType::F16 ? F16 : t == DType::Q8_0 ? Q8_0
+                        : t == DType::Q4_0 ? Q4_0 : t == DType::Q4_1 ? Q4_1 : t == DType::Q4_K ? Q4_K : Q6_K;
   const std::string bytes = test::encode(type, w);
   const auto* first = reinterpret_cast<const std::byte*>(bytes.data());
   return {first, first + bytes.size()};
@@ -39,11 +40,13 @@ double max_relative_error(const std::vector<float>& a, const std::vector<float>&
 
 }  // namespace
 
+const DType kAll[] = {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K};
+
 TEST_CASE("stored_matmul: every dtype and both paths compute the f32 product of the stored values") {
-  for (DType t : {DType::F32, DType::BF16, DType::F16, DType::Q8_0})
-    for (int64_t I : {96, 100})
+  for (DType t : kAll)
+    for (int64_t I : {96, 100, 512})
       for (int64_t N : {int64_t(1), int64_t(3), kDotRows, kDotRows + 1, int64_t(37)}) {
-        if (t == DType::Q8_0 && I % 32) continue;
+        if (I % int64_t(dtype_info(t).block_elems)) continue;
         const int64_t O = kPanelRows + 44;  // a panel and a part
         CAPTURE(dtype_name(t));
         CAPTURE(I);
@@ -76,7 +79,8 @@ TEST_CASE("stored_matmul: the dot path gives the same bits for any thread count,
   CHECK(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
 
   CHECK_THROWS_AS(stored_matmul_forward(one.data(), x.data(), {DType::Q8_0, bytes.data(), O, 100}, nullptr, 1), std::invalid_argument);
-  CHECK_THROWS_AS(stored_matmul_forward(one.data(), x.data(), {DType::Q4_K, bytes.data(), O, 256}, nullptr, 1), std::invalid_argument);
+  CHECK_THROWS_AS(stored_matmul_forward(one.data(), x.data(), {DType::Q4_K, bytes.data(), O, 100}, nullptr, 1), std::invalid_argument);
+  CHECK_THROWS_AS(stored_matmul_forward(one.data(), x.data(), {DType::F64, bytes.data(), O, I}, nullptr, 1), std::invalid_argument);
   CHECK_THROWS_AS(stored_matmul_forward(one.data(), x.data(), {DType::BF16, nullptr, O, I}, nullptr, 1), std::invalid_argument);
 }
 
@@ -95,9 +99,9 @@ TEST_CASE("stored_matmul: f32 weights give the f32 matmul's bits on both paths")
 }
 
 TEST_CASE("stored_matmul: the AVX-512 dot products give the portable loops' bits") {
-  for (DType t : {DType::F32, DType::BF16, DType::F16, DType::Q8_0})
+  for (DType t : kAll)
     for (int64_t n : {int64_t(32), int64_t(4096), int64_t(4100)}) {
-      if (t == DType::Q8_0 && n % 32) continue;
+      if (n % int64_t(dtype_info(t).block_elems)) continue;
       CAPTURE(dtype_name(t));
       CAPTURE(n);
       const std::vector<float> w = test::random_values(size_t(n), 6), x = test::random_values(size_t(n), 7);
@@ -107,9 +111,23 @@ TEST_CASE("stored_matmul: the AVX-512 dot products give the portable loops' bits
     }
 }
 
+TEST_CASE("stored_matmul: a 4- or 6-bit row's dot is the f32 dot of the row widened, to rounding") {
+  for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K}) {
+    CAPTURE(dtype_name(t));
+    const int64_t n = 1024;
+    const std::vector<float> w = test::random_values(size_t(n), 14), x = test::random_values(size_t(n), 15);
+    const std::vector<std::byte> bytes = stored(t, w);
+    std::vector<float> widened(static_cast<size_t>(n));
+    dequantize(t, bytes.data(), bytes.size(), widened.data(), uint64_t(n));
+    double want = 0, scale = 0;
+    for (int64_t i = 0; i < n; ++i) want += double(widened[size_t(i)]) * x[size_t(i)], scale += std::fabs(widened[size_t(i)] * x[size_t(i)]);
+    CHECK(std::fabs(detail::row_dot(t, bytes.data(), x.data(), n) - want) < 1e-6 * scale);
+  }
+}
+
 TEST_CASE("stored_matmul: the input's gradient and the row lookup against the f32 ops on the widened values") {
-  const int64_t O = kPanelRows + 44, I = 96, N = 5;
-  for (DType t : {DType::F32, DType::BF16, DType::F16, DType::Q8_0}) {
+  const int64_t O = kPanelRows + 44, I = 256, N = 5;
+  for (DType t : kAll) {
     CAPTURE(dtype_name(t));
     const std::vector<float> w = test::random_values(size_t(O * I), 11), d_out = test::random_values(size_t(N * O), 12);
     const std::vector<std::byte> bytes = stored(t, w);

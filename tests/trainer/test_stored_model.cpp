@@ -116,18 +116,20 @@ TEST_CASE("stored model: bf16 and f16 checkpoints are used as stored and compute
   check_close(*random_checkpoint(block_config("qwen2"), 13, DType::BF16), 1e-5);
 }
 
-TEST_CASE("stored model: a Q8_0 GGUF stays quantized and computes the f32 model's logits on its values") {
+TEST_CASE("stored model: a quantized GGUF stays quantized and computes the f32 model's logits on its values") {
   ScratchDir dir;
-  for (const char* arch : {"llama", "qwen2"}) {
-    CAPTURE(arch);
-    const auto path = dir / (std::string(arch) + ".gguf");
-    write_gguf_model(*random_checkpoint(block_config(arch), 14), path, {arch, ggml::Q8_0});
-    const auto ckpt = open_gguf(path);
-    const StoredModel stored(*ckpt);
-    CHECK(stored.weights().layers[0].q.dtype() == DType::Q8_0);  // llama's q rows un-interleaved, still quantized
-    CHECK(stored.weights().embedding.dtype() == DType::Q8_0);
-    check_close(*ckpt, 1e-5);
-  }
+  for (auto [type, dtype] : {std::pair{ggml::Q8_0, DType::Q8_0}, {ggml::Q4_1, DType::Q4_1}})
+    for (const char* arch : {"llama", "qwen2"}) {
+      CAPTURE(arch);
+      CAPTURE(dtype_name(dtype));
+      const auto path = dir / (std::string(arch) + ".gguf");
+      write_gguf_model(*random_checkpoint(block_config(arch), 14), path, {arch, type});
+      const auto ckpt = open_gguf(path);
+      const StoredModel stored(*ckpt);
+      CHECK(stored.weights().layers[0].q.dtype() == dtype);  // llama's q rows un-interleaved, still quantized
+      CHECK(stored.weights().embedding.dtype() == dtype);
+      check_close(*ckpt, 1e-5);
+    }
 }
 
 TEST_CASE("stored model: the router's gradients through frozen stored weights are the f32 model's") {

@@ -25,6 +25,7 @@ namespace {
 
 constexpr int kLanes = 16;
 constexpr int64_t kQ8Block = 32, kQ8Bytes = 34;
+constexpr int64_t kMaxBlock = 256;  // the largest quantization block (the K types')
 
 // The lanes added pairwise (8 + 8, 4 + 4, ...): a fixed order whatever the vector width.
 inline float lane_sum(float* acc) {
@@ -80,9 +81,62 @@ float dot_q8_0(const std::byte* w, const float* x, int64_t n) {
   return lane_sum(acc);
 }
 
+// Q4_0 and Q4_1 blocks (18 and 20 bytes per 32 values: f16 d (and m), then 16 bytes whose low
+// nibbles are values 0-15 and high ones 16-31), widened as core's dequantize widens them
+// (d·(q − 8); d·q + m).
+[[gnu::always_inline]] inline float f16_at(const std::byte* p) {
+  uint16_t h;
+  std::memcpy(&h, p, sizeof h);
+  return float(std::bit_cast<_Float16>(h));
+}
+[[gnu::always_inline]] inline void widen_q4_0(const std::byte* b, float* v) {
+  const float d = f16_at(b);
+  const auto* qs = reinterpret_cast<const uint8_t*>(b + 2);
+  for (int i = 0; i < 16; ++i) v[i] = d * float(int(qs[i] & 0x0f) - 8);
+  for (int i = 0; i < 16; ++i) v[i + 16] = d * float(int(qs[i] >> 4) - 8);
+}
+[[gnu::always_inline]] inline void widen_q4_1(const std::byte* b, float* v) {
+  const float d = f16_at(b), m = f16_at(b + 2);
+  const auto* qs = reinterpret_cast<const uint8_t*>(b + 4);
+  for (int i = 0; i < 16; ++i) v[i] = d * float(qs[i] & 0x0f) + m;
+  for (int i = 0; i < 16; ++i) v[i + 16] = d * float(qs[i] >> 4) + m;
+}
+
+// GGUF's 4- and 6-bit types: each block widened (Q4_0 and Q4_1 inline, the K types by core's
+// dequantize, 256 values a call), then its runs of 16 values taken in turn by two sets of lanes
+// (even runs, odd runs: two chains of additions, not one, where widening leaves the adds the
+// bound), the sets added lane by lane at the end, then the lanes pairwise.
+template <class Widen>
+[[gnu::always_inline]] inline float dot_widened(const std::byte* w, const float* x, int64_t n, int64_t block,
+                                                int64_t block_bytes, Widen widen) {
+  float acc[2][kLanes] = {};
+  float values[kMaxBlock];
+  for (int64_t b = 0; b < n / block; ++b, w += block_bytes, x += block) {
+    widen(w, values);
+    for (int64_t i = 0; i < block; i += kLanes)
+      for (int l = 0; l < kLanes; ++l) acc[(i / kLanes) % 2][l] += values[i + l] * x[i + l];
+  }
+  for (int l = 0; l < kLanes; ++l) acc[0][l] += acc[1][l];
+  return lane_sum(acc[0]);
+}
+
+UPCYCLE_SIMD_CLONES
+float dot_q4_0(const std::byte* w, const float* x, int64_t n) { return dot_widened(w, x, n, 32, 18, widen_q4_0); }
+
+UPCYCLE_SIMD_CLONES
+float dot_q4_1(const std::byte* w, const float* x, int64_t n) { return dot_widened(w, x, n, 32, 20, widen_q4_1); }
+
+UPCYCLE_SIMD_CLONES
+float dot_k_blocks(DType t, const std::byte* w, const float* x, int64_t n) {
+  const DTypeInfo& info = dtype_info(t);
+  return dot_widened(w, x, n, info.block_elems, info.block_bytes, [&](const std::byte* b, float* v) {
+    dequantize(t, b, info.block_bytes, v, info.block_elems);
+  });
+}
+
 #ifdef UPCYCLE_HAVE_AVX512_DOTS
 // The same sums written with AVX-512 where the compiler's vectorisation of the loops above falls
-// short (int8 and f16 conversions): one register is the 16 lanes, each operation the loop's, in
+// short (int8, 4-bit and f16 conversions): one register is the 16 lanes, each operation the loop's, in
 // its order (products and sums apart, as -ffp-contract=off keeps them), so the bits are the same.
 #define UPCYCLE_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
 // GCC 12's AVX-512 headers start conversions from _mm512_undefined_*, which it then reports.
@@ -121,12 +175,72 @@ UPCYCLE_AVX512 float dot_q8_0_avx512(const std::byte* w, const float* x, int64_t
   return lane_sum(lanes);
 }
 
+// Q4_0 and Q4_1 as widen_q4_0 / widen_q4_1 and dot_widened compute them: the low nibbles are
+// values 0-15 (the even run), the high ones 16-31 (the odd run).
+template <bool kQ4_1>
+UPCYCLE_AVX512 float dot_q4_avx512(const std::byte* w, const float* x, int64_t n) {
+  constexpr int64_t block_bytes = kQ4_1 ? 20 : 18;
+  __m512 even = _mm512_setzero_ps(), odd = _mm512_setzero_ps();
+  for (int64_t b = 0; b < n / 32; ++b, w += block_bytes, x += 32) {
+    uint16_t h[2];
+    std::memcpy(h, w, kQ4_1 ? 4 : 2);
+    const __m512 d = _mm512_set1_ps(_cvtsh_ss(h[0]));
+    const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (kQ4_1 ? 4 : 2))));
+    __m512i lo = _mm512_and_si512(q, _mm512_set1_epi32(0x0f)), hi = _mm512_srli_epi32(q, 4);
+    __m512 v_lo, v_hi;
+    if constexpr (kQ4_1) {
+      const __m512 m = _mm512_set1_ps(_cvtsh_ss(h[1]));
+      v_lo = _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(lo)), m);
+      v_hi = _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(hi)), m);
+    } else {
+      const __m512i eight = _mm512_set1_epi32(8);
+      v_lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(lo, eight)));
+      v_hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(hi, eight)));
+    }
+    even = _mm512_add_ps(even, _mm512_mul_ps(v_lo, _mm512_loadu_ps(x)));
+    odd = _mm512_add_ps(odd, _mm512_mul_ps(v_hi, _mm512_loadu_ps(x + kLanes)));
+  }
+  alignas(64) float lanes[kLanes];
+  _mm512_store_ps(lanes, _mm512_add_ps(even, odd));
+  return lane_sum(lanes);
+}
+
 bool has_avx512_dots() {
   static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c");
   return yes;
 }
 #else
+// Q4_0 and Q4_1 as widen_q4_0 / widen_q4_1 and dot_widened compute them: the low nibbles are
+// values 0-15 (the even run), the high ones 16-31 (the odd run).
+template <bool kQ4_1>
+UPCYCLE_AVX512 float dot_q4_avx512(const std::byte* w, const float* x, int64_t n) {
+  constexpr int64_t block_bytes = kQ4_1 ? 20 : 18;
+  __m512 even = _mm512_setzero_ps(), odd = _mm512_setzero_ps();
+  for (int64_t b = 0; b < n / 32; ++b, w += block_bytes, x += 32) {
+    uint16_t h[2];
+    std::memcpy(h, w, kQ4_1 ? 4 : 2);
+    const __m512 d = _mm512_set1_ps(_cvtsh_ss(h[0]));
+    const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (kQ4_1 ? 4 : 2))));
+    __m512i lo = _mm512_and_si512(q, _mm512_set1_epi32(0x0f)), hi = _mm512_srli_epi32(q, 4);
+    __m512 v_lo, v_hi;
+    if constexpr (kQ4_1) {
+      const __m512 m = _mm512_set1_ps(_cvtsh_ss(h[1]));
+      v_lo = _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(lo)), m);
+      v_hi = _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(hi)), m);
+    } else {
+      const __m512i eight = _mm512_set1_epi32(8);
+      v_lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(lo, eight)));
+      v_hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(hi, eight)));
+    }
+    even = _mm512_add_ps(even, _mm512_mul_ps(v_lo, _mm512_loadu_ps(x)));
+    odd = _mm512_add_ps(odd, _mm512_mul_ps(v_hi, _mm512_loadu_ps(x + kLanes)));
+  }
+  alignas(64) float lanes[kLanes];
+  _mm512_store_ps(lanes, _mm512_add_ps(even, odd));
+  return lane_sum(lanes);
+}
+
 bool has_avx512_dots() { return false; }
 #endif
 
@@ -137,6 +251,8 @@ float detail::row_dot(DType t, const std::byte* row, const float* x, int64_t n, 
   if (!portable && has_avx512_dots()) {
     if (t == DType::F16) return dot_f16_avx512(reinterpret_cast<const uint16_t*>(row), x, n);
     if (t == DType::Q8_0) return dot_q8_0_avx512(row, x, n);
+    if (t == DType::Q4_0) return dot_q4_avx512<false>(row, x, n);
+    if (t == DType::Q4_1) return dot_q4_avx512<true>(row, x, n);
   }
 #endif
   switch (t) {
@@ -144,6 +260,10 @@ float detail::row_dot(DType t, const std::byte* row, const float* x, int64_t n, 
     case DType::BF16: return dot_bf16(reinterpret_cast<const uint16_t*>(row), x, n);
     case DType::F16: return dot_f16(reinterpret_cast<const uint16_t*>(row), x, n);
     case DType::Q8_0: return dot_q8_0(row, x, n);
+    case DType::Q4_0: return dot_q4_0(row, x, n);
+    case DType::Q4_1: return dot_q4_1(row, x, n);
+    case DType::Q4_K:
+    case DType::Q6_K: return dot_k_blocks(t, row, x, n);
     default: throw std::logic_error("row_dot: no dot path for " + std::string(dtype_name(t)));
   }
 }
@@ -199,9 +319,7 @@ const float* f32_values(const StoredMatrix& W) { return reinterpret_cast<const f
 
 }  // namespace
 
-bool stored_matmul_supports(DType t) {
-  return t == DType::F32 || t == DType::BF16 || t == DType::F16 || t == DType::Q8_0;
-}
+bool stored_matmul_supports(DType t) { return t != DType::F64; }
 
 size_t stored_row_bytes(DType t, int64_t cols) {
   if (!stored_matmul_supports(t))

@@ -1,5 +1,5 @@
-// Linear layers over weights kept in their stored dtype (f32, bf16, f16, or GGUF's Q8_0), read
-// in place from a mapped file or a copy and never widened whole: what inference and frozen
+// Linear layers over weights kept in their stored dtype (f32, bf16, f16, or GGUF's Q8_0, Q4_0,
+// Q4_1, Q4_K and Q6_K), read in place from a mapped file or a copy and never widened whole: what inference and frozen
 // weights need so that a model is not held in f32 (a bf16 model in half the memory, Q8_0 in
 // about a quarter) and so that decoding, which streams every weight once per token, reads fewer
 // bytes.
@@ -11,8 +11,8 @@
 
 namespace upcycle::ops {
 
-// A weight W [rows O, cols I], row major as nn.Linear stores it, borrowed. A Q8_0 row is I/32
-// blocks of 34 bytes (an f16 scale d, then 32 int8 q; the value is d·q).
+// A weight W [rows O, cols I], row major as nn.Linear stores it, borrowed. A quantized row is whole
+// blocks (Q8_0: I/32 blocks of 34 bytes, an f16 scale d then 32 int8 q, the value d·q).
 struct StoredMatrix {
   DType dtype = DType::F32;
   const std::byte* data = nullptr;
@@ -22,14 +22,14 @@ struct StoredMatrix {
   bool bf16_products = false;
 };
 
-bool stored_matmul_supports(DType t);  // f32, bf16, f16, q8_0
+bool stored_matmul_supports(DType t);  // every dtype but f64
 // The bytes of one row of `cols` values; std::invalid_argument for a dtype not supported or a
-// Q8_0 row that is not whole blocks.
+// quantized row that is not whole blocks.
 size_t stored_row_bytes(DType t, int64_t cols);
 
 // out[N,O] = in[N,I] · Wᵀ + bias[O] (bias may be null), in f32.
 // N <= kDotRows (decoding): each row of W is read once and dotted in its stored type with each
-//   input, 16 lanes wide and the lanes added pairwise at the end: the same bits on every CPU and
+//   input (the 4- and 6-bit types a block widened at a time), 16 lanes wide and the lanes added pairwise at the end: the same bits on every CPU and
 //   for any thread count. ops::matmul_forward<float> takes this path too, so f32 weights give the
 //   f32 model's bits on both paths.
 // Larger N: f32 weights go to ops::matmul_forward as they are; others in panels of kPanelRows rows
@@ -50,7 +50,7 @@ void stored_gather_rows(float* out, const StoredMatrix& W, const int32_t* ids, i
 
 namespace detail {
 // One row's dot product with x over n values, as the dot path computes it: with AVX-512 where the
-// CPU has it (f16, Q8_0), or the portable loops (`portable`), which give the same bits.
+// CPU has it (f16, Q8_0, Q4_0, Q4_1), or the portable loops (`portable`), which give the same bits.
 float row_dot(DType t, const std::byte* row, const float* x, int64_t n, bool portable = false);
 }  // namespace detail
 
