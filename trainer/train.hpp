@@ -52,6 +52,7 @@ struct TrainOptions {
   int64_t log_every = 1;
   std::optional<std::filesystem::path> tensorboard;  // also write the metrics as TensorBoard events here
   std::string device = "cpu";        // where it runs (engine_for_device)
+  std::string precision;             // f32 (the CPU's) or bf16 (the GPU's); empty: the device's
 };
 
 struct TrainResult {

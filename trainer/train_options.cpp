@@ -67,6 +67,8 @@ OptionTable<O> make_table() {
                 [](O& o) -> auto& { return o.tensorboard; }),
       option<O>("overwrite", "start over in a DIR that holds a run", [](O& o) -> auto& { return o.overwrite; }),
       option<O>("device", kDeviceHelp, [](O& o) -> auto& { return o.device; }),
+      option<O>("precision", "f32 on the CPU, bf16 on the GPU (default: the device's); bf16 training on the CPU is "
+                "not built yet", [](O& o) -> auto& { return o.precision; }),
   };
 }
 
@@ -86,6 +88,13 @@ void check_train_options(const TrainOptions& o) {
   if (o.model.empty() && !o.resume)
     throw OptionError("model", option_name("model") + " is required (unless " + option_name("resume") + " gives the checkpoint)");
   if (o.seq_len && *o.seq_len < 2) throw OptionError("seq_len", option_name("seq_len") + " must be at least 2");
+  if (!o.precision.empty() && o.precision != "f32" && o.precision != "bf16")
+    throw OptionError("precision", option_name("precision") + ": '" + o.precision + "' is not f32 or bf16");
+  const std::string device_precision = o.device == "cpu" ? "f32" : "bf16";
+  if (!o.precision.empty() && o.precision != device_precision)
+    throw OptionError("precision", option_name("precision") + " " + o.precision + ": training on " + o.device +
+                                       " computes in " + device_precision +
+                                       (o.device == "cpu" ? " (bf16 serves forward, eval and generate there)" : ""));
   require_positive(double(o.batch_tokens), "batch_tokens");
   require_positive(double(o.grad_accum), "grad_accum");
   require_positive(o.schedule.peak, "lr");

@@ -422,9 +422,14 @@ def option_cases(c):
                                                          "--out", "never"], USAGE, "--checkpoints", [Path("never")])
     c.add("options: convert without --out", ["convert", "--checkpoints", m], USAGE, "--out")
     ev = ["eval", "--model", m, "--data", d]
-    for flag, value in [("--metric", "foo"), ("--batch-tokens", "0"), ("--max-new-tokens", "0"), ("--seq-len", "99999")]:
+    for flag, value in [("--metric", "foo"), ("--batch-tokens", "0"), ("--max-new-tokens", "0"), ("--seq-len", "99999"),
+                        ("--precision", "fp8")]:
         c.add(f"options: eval {flag} {value}", ev + [flag, value], USAGE, flag)
-    for flag, value in [("--temperature", "-1"), ("--top-p", "0"), ("--max-new-tokens", "-1")]:
+    c.add("options: forward --precision fp8", ["forward", "--model", m, "--tokens", "1", "--out", "never",
+                                               "--precision", "fp8"], USAGE, "--precision", [Path("never")])
+    c.add("options: tune --precision bf16 on the CPU", tune + ["--steps", "2", "--precision", "bf16"], USAGE,
+          "--precision", [Path("never")])
+    for flag, value in [("--temperature", "-1"), ("--top-p", "0"), ("--max-new-tokens", "-1"), ("--precision", "fp8")]:
         c.add(f"options: generate {flag} {value}", ["generate", "--model", m, "--prompt", "hi", flag, value], USAGE, flag)
     for cmd, flag, value in [("demo", "--experts", "0"), ("demo", "--repeats", "0"), ("demo", "--methods", "foo"),
                              ("sweep", "--data", "x"), ("sweep", "--experts", "0"), ("sweep", "--methods", "dense,,upit"),
