@@ -211,36 +211,6 @@ bool has_avx512_dots() {
   return yes;
 }
 #else
-// Q4_0 and Q4_1 as widen_q4_0 / widen_q4_1 and dot_widened compute them: the low nibbles are
-// values 0-15 (the even run), the high ones 16-31 (the odd run).
-template <bool kQ4_1>
-UPCYCLE_AVX512 float dot_q4_avx512(const std::byte* w, const float* x, int64_t n) {
-  constexpr int64_t block_bytes = kQ4_1 ? 20 : 18;
-  __m512 even = _mm512_setzero_ps(), odd = _mm512_setzero_ps();
-  for (int64_t b = 0; b < n / 32; ++b, w += block_bytes, x += 32) {
-    uint16_t h[2];
-    std::memcpy(h, w, kQ4_1 ? 4 : 2);
-    const __m512 d = _mm512_set1_ps(_cvtsh_ss(h[0]));
-    const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (kQ4_1 ? 4 : 2))));
-    __m512i lo = _mm512_and_si512(q, _mm512_set1_epi32(0x0f)), hi = _mm512_srli_epi32(q, 4);
-    __m512 v_lo, v_hi;
-    if constexpr (kQ4_1) {
-      const __m512 m = _mm512_set1_ps(_cvtsh_ss(h[1]));
-      v_lo = _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(lo)), m);
-      v_hi = _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(hi)), m);
-    } else {
-      const __m512i eight = _mm512_set1_epi32(8);
-      v_lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(lo, eight)));
-      v_hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(hi, eight)));
-    }
-    even = _mm512_add_ps(even, _mm512_mul_ps(v_lo, _mm512_loadu_ps(x)));
-    odd = _mm512_add_ps(odd, _mm512_mul_ps(v_hi, _mm512_loadu_ps(x + kLanes)));
-  }
-  alignas(64) float lanes[kLanes];
-  _mm512_store_ps(lanes, _mm512_add_ps(even, odd));
-  return lane_sum(lanes);
-}
-
 bool has_avx512_dots() { return false; }
 #endif
 
