@@ -144,6 +144,7 @@ RouterStageOptions router_options(const O& o) {
   r.chat_template = o.chat_template;
   r.skip_bad = o.skip_bad;
   r.engine = engine_for_device(o.device);
+  r.precision = parse_precision(o.precision);
   r.preopt.epochs = o.router_epochs;
   r.preopt.lr = o.router_lr;
   r.seq_len = o.seq_len;
@@ -209,6 +210,10 @@ OptionTable<O> make_table() {
       option<O>("batch_tokens", "tokens per micro-batch of the router stage", [](O& o) -> auto& { return o.batch_tokens; }),
       option<O>("skip_bad", "skip malformed seed data lines instead of failing", [](O& o) -> auto& { return o.skip_bad; }),
       option<O>("device", std::string("where the router stage runs: ") + kDeviceHelp, [](O& o) -> auto& { return o.device; }),
+      option<O>("precision",
+                "what the router stage computes in on the CPU: f32, or bf16 (bf16 weights and activations, f32 sums, on "
+                "oneDNN; f32 and f16 matrices are converted to a bf16 copy in memory, bf16 ones read in place)",
+                [](O& o) -> auto& { return o.precision; }),
       option<O>("aux_loss_coef", "router_aux_loss_coef in the config", [](O& o) -> auto& { return o.aux_loss_coef; }),
       text_option<O>(
           "dtype", "output dtype f32, bf16 or f16 (default: checkpoint 0's)", [](O& o) -> auto& { return o.dtype; },
@@ -244,6 +249,11 @@ void check_convert_options(const O& o) {
   const std::string router = router_init(o);
   if (router != "random" && router != "upit" && router != "hidden")
     throw OptionError("router", option_name("router") + " must be upit, hidden or random");
+  if (o.precision != "f32" && o.precision != "bf16")
+    throw OptionError("precision", option_name("precision") + " must be f32 or bf16");
+  if (o.device != "cpu" && o.precision != "f32")
+    throw OptionError("precision", option_name("precision") + " is the CPU's: " + option_name("device") + " " + o.device +
+                                       " computes in its own (bf16)");
   if (uses_seed_data(o)) {
     if (!o.seed_data && !o.data) {
       const std::string what = router != "random" ? "the " + router + " router is fitted"
@@ -305,9 +315,11 @@ void convert(const O& o) {
   // needs the whole pool first.
   const bool overlap = p.search && p.search->experts > int(source.size()) && p.router == "random";
   const int experts = p.search ? p.search->experts : int(p.pool.size());
-  if (const auto available = available_memory(); available && p.router != "random")
-    check_router_memory(moe_config(source, experts, p.assembly), ckpts[0]->config(), *available, ckpts[0]->path());
   RouterStageOptions ro = router_options(o);
+  const std::filesystem::path out = o.out.has_filename() ? o.out : o.out.parent_path();  // "dir/" is dir
+  ro.scratch = out.string() + ".router-stage";
+  if (const auto available = available_memory(); available && p.router != "random" && ro.engine != make_cpu_engine)
+    check_router_memory(moe_config(source, experts, p.assembly), ckpts[0]->config(), *available, ckpts[0]->path());
   ro.hidden = p.router == "hidden";
   std::optional<TokenizedData> seed;
   if (uses_seed_data(o)) seed = read_seed_data(ro, source.checkpoint(0).config());
@@ -324,6 +336,7 @@ void convert(const O& o) {
   WriteOptions w;
   w.overwrite = o.overwrite;
   w.dtype = o.dtype ? *o.dtype : output_dtype(ckpts[0]->tensors()[0].stored_dtype(), {});
+  ro.scratch_dtype = w.dtype;
   std::shared_future<Pool> searched;
   // Written after the weights; the search's part of it once the search is done.
   GeneratedFile report{"upcycle_convert.json", [&]() -> std::optional<std::string> {

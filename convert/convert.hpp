@@ -52,6 +52,7 @@ struct ConvertOptions {
   int64_t batch_tokens = 4096;                    // the router stage's
   bool skip_bad = false;
   std::string device = "cpu";                      // where the router stage runs
+  std::string precision = "f32";                   // what it computes in on the CPU
   double aux_loss_coef = 0.01;                     // router_aux_loss_coef in the config
   std::optional<DType> dtype;                      // output dtype (default: checkpoint 0's)
   bool fused = false;                              // transformers v5's fused expert tensors

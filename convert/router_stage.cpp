@@ -2,22 +2,29 @@
 
 #include <cmath>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "convert/weights_checkpoint.hpp"
 #include "core/error.hpp"
 #include "core/expected_tensors.hpp"
+#include "core/staged_path.hpp"
+#include "core/tensor_names.hpp"
+#include "formats/checkpoint_writer.hpp"
+#include "formats/open_checkpoint.hpp"
 #include "core/progress.hpp"
 #include "data/instruction_data.hpp"
 #include "genetic/distance.hpp"
 #include "router/assign.hpp"
 #include "router/hidden_init.hpp"
+#include "router/preopt.hpp"
 #include "router/seed_data.hpp"
 #include "trainer/batches.hpp"
+#include "trainer/weights.hpp"
 
 namespace upcycle {
 
@@ -69,23 +76,95 @@ void check_router_memory(const ModelConfig& moe, const ModelConfig& dense, uint6
               "streaming, in well under 1 GB)");
 }
 
+namespace {
+
+// The engines the stage runs: each expert's dense model, and the MoE whose routers train
+// (router::router_training()).
+struct StageEngines {
+  router::ExpertEngines expert;
+  std::function<std::unique_ptr<Engine>()> moe;
+};
+
+// On the CPU: the MoE as stored in the scratch file, its layers streamed (resident a layer at a
+// time), the experts' dense models views of it.
+StageEngines stored_engines(const Checkpoint& moe_file, Precision precision) {
+  auto moe = std::make_shared<StoredWeights>(load_stored_weights(moe_file, precision));
+  stream_layers(*moe);
+  const ModelConfig config = moe_file.config();
+  const std::filesystem::path path = moe_file.path();
+  return {[=](int e) {
+            const std::string name = "<expert " + std::to_string(e) + "'s dense model>";
+            return make_cpu_stored_engine(router::dense_config(config, name), router::expert_dense_weights(*moe, e), name);
+          },
+          [=] { return make_cpu_stored_engine(config, *moe, path, router::router_training()); }};
+}
+
+// On another device: the MoE loaded in f32 on the host (check_router_memory), moved into the
+// MoE's engine when that is made, last.
+StageEngines f32_engines(const Checkpoint& moe_file, EngineFactory make) {
+  auto moe = std::make_shared<Weights<float>>(load_weights<float>(moe_file));
+  const ModelConfig config = moe_file.config();
+  const std::filesystem::path path = moe_file.path();
+  return {[=](int e) { return make(router::expert_dense_model(config, *moe, e)); },
+          [=] { return make({config, std::move(*moe), path, router::router_training()}); }};
+}
+
+// `moe` with the routers ([L][E·H]) in place of its own, written in their dtype; the rest of the
+// config, files and generated files are `like`'s, plus `extra`.
+std::unique_ptr<Checkpoint> with_routers(std::shared_ptr<const Checkpoint> moe, const Checkpoint& like,
+                                         std::vector<std::vector<float>> routers, std::vector<GeneratedFile> extra) {
+  const Scheme scheme = detect_scheme(moe->config(), moe->tensors());
+  auto load = [moe, scheme, routers = std::move(routers)](const TensorInfo& info) {
+    const std::optional<TensorId> id = parse_tensor_name(info.name, scheme);
+    if (!id || id->role != Role::Router) return moe->load(info.name);
+    return Tensor::from_f32(info.shape, routers.at(size_t(id->layer))).to(info.dtype);
+  };
+  std::vector<GeneratedFile> generated = like.generated_files();
+  generated.insert(generated.end(), extra.begin(), extra.end());
+  return std::make_unique<ComputedCheckpoint>(like.config(), moe->tensors(), load, like.side_files(), std::move(generated));
+}
+
+// Writes `moe` to a folder staged in o.scratch's folder (removed when done or abandoned, and
+// left by a killed run for the next writer there to remove) and opens it.
+std::shared_ptr<const Checkpoint> write_scratch(const Checkpoint& moe, const RouterStageOptions& o) {
+  const std::filesystem::path dir = std::filesystem::absolute(o.scratch).parent_path();
+  std::error_code ec;
+  const auto space = std::filesystem::space(dir, ec);
+  uint64_t bytes = 0;
+  WriteOptions w;
+  w.dtype = o.scratch_dtype;
+  w.shard_bytes = std::numeric_limits<uint64_t>::max();
+  w.progress = o.preopt.progress;
+  for (const TensorInfo& t : moe.tensors()) bytes += *shape_elements(t.shape) * dtype_info(output_dtype(t.dtype, w)).block_bytes;
+  // It and the output written from it are on the disk at once.
+  require(ec || space.available >= 2 * bytes, dir,
+          "the router stage writes the assembled MoE here (" + gigabytes(bytes) + ") and then the output beside it: " +
+              gigabytes(2 * bytes) + " of disk, more than the " + gigabytes(ec ? 0 : space.available) + " free");
+  StagedPath staged(o.scratch, true);
+  spdlog::info("router stage: the assembled MoE ({}) to {}", gigabytes(bytes), staged.temp().string());
+  write_checkpoint(moe, staged.temp(), w);
+  std::shared_ptr<const Checkpoint> opened = open_checkpoint(staged.temp());
+  return opened;  // its files stay mapped once staged removes them
+}
+
+}  // namespace
+
 std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& source, const pool::Pool& pool,
                                                     const AssemblyOptions& assembly, const RouterStageOptions& o,
                                                     const TokenizedData& seed, nlohmann::ordered_json& report,
                                                     std::vector<GeneratedFile> extra) {
-  std::unique_ptr<Checkpoint> start = assemble_moe(source, pool, assembly, std::move(extra));  // random routers
+  const std::unique_ptr<Checkpoint> start = assemble_moe(source, pool, assembly);  // random routers
   const ModelConfig config = start->config();
-  const std::filesystem::path path = start->path();
-  auto moe = std::make_shared<Weights<float>>(load_weights<float>(*start));
-  std::unique_ptr<Checkpoint> fitted = checkpoint_like(*start, moe);  // reads *moe when written
-  start.reset();  // its blocks of made experts go: nothing is assembled again
+  const std::shared_ptr<const Checkpoint> moe_file = write_scratch(*start, o);  // assembled once
+  const bool on_cpu = o.engine == make_cpu_engine;
+  StageEngines engines = on_cpu ? stored_engines(*moe_file, o.precision) : f32_engines(*moe_file, o.engine);
   router::PreoptOptions preopt = o.preopt;
   preopt.seq_len = model_seq_len(o.seq_len, config);
   spdlog::info("router stage: {} seed samples from {}", seed.samples.size(), o.data.string());
 
   const int64_t E = config.num_local_experts;
   Progress scoring("scoring seed samples per expert", uint64_t(E) * seed.samples.size(), "samples", preopt.progress);
-  router::Assignment a = router::assign_by_loss(config, *moe, o.engine, seed, preopt.seq_len, [&] { scoring.advance(1); });
+  router::Assignment a = router::assign_by_loss(int(E), engines.expert, seed, preopt.seq_len, [&] { scoring.advance(1); });
   scoring.finish();
   report["seed_samples"] = seed.samples.size();
   report["seed_loss_distances"] = genetic::function_distances(router::losses_by_expert(a));
@@ -100,22 +179,23 @@ std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& sourc
   spdlog::info("seed samples per expert ({}):{}", o.random_assignment ? "drawn at random" : "lowest loss", counts);
   report["seed_assignment"] = o.random_assignment ? "random" : "loss";
   report["seed_per_expert"] = a.counts;
-  if (o.hidden) {
-    auto routers = router::hidden_state_routers(config, *moe, o.engine, seed, a.expert, preopt.seq_len);
-    for (size_t l = 0; l < routers.size(); ++l) moe->layers.at(l).router = std::move(routers[l]);
-    return fitted;
-  }
+  report["seed_experts"] = a.expert;
+  if (o.hidden)
+    return with_routers(moe_file, *start, router::hidden_state_routers(config, engines.expert, seed, a.expert, preopt.seq_len),
+                        std::move(extra));
 
-  // Only the routers train (preoptimise_routers freezes every other part), and the weights come
-  // back from the engine: the rest is the assembly as loaded.
-  router::PreoptResult r = router::preoptimise_routers({config, std::move(*moe), path, {}}, o.engine, seed, a.expert, preopt);
-  *moe = std::move(r.weights);
+  // Only the routers train; every other weight is the assembly's, as written to the scratch file.
+  const std::unique_ptr<Engine> moe = engines.moe();
+  engines = {};  // the device's f32 copy is the engine's now
+  const router::PreoptResult r = router::preoptimise_routers(*moe, seed, a.expert, preopt);
   spdlog::info("router pre-optimisation: {} steps, BCE {:.4f} -> {:.4f}, LM loss {:.4f} -> {:.4f}", r.steps, r.first_bce,
                r.last_bce, r.first_ce, r.last_ce);
   report["router_steps"] = r.steps;
   report["router_bce"] = {r.first_bce, r.last_bce};
   report["router_lm_loss"] = {r.first_ce, r.last_ce};
-  return fitted;
+  std::vector<std::vector<float>> routers;
+  for (auto& layer : moe->host_weights().layers) routers.push_back(std::move(layer.router));
+  return with_routers(moe_file, *start, std::move(routers), std::move(extra));
 }
 
 }  // namespace upcycle

@@ -1,6 +1,9 @@
-// The router stage of `convert`: the MoE assembled with random routers is loaded, the seed data
-// assigned to experts by their own loss, and the routers pre-optimised (UpIT's stage 3) or set
-// from the experts' mean hidden states (the `hidden` ablation); the MoE written is those weights.
+// The router stage of `convert`: the MoE assembled with random routers is written to a scratch
+// folder and read from there, the seed data assigned to experts by their own loss, and the
+// routers pre-optimised (UpIT's stage 3) or set from the experts' mean hidden states (the
+// `hidden` ablation); the MoE written is the scratch one with those routers. On the CPU the
+// weights are used as stored (trainer/stored_weights.hpp) and streamed a layer at a time, so the
+// stage's memory is the shared weights, one layer and the activations, whatever the experts' size.
 #pragma once
 #include <filesystem>
 #include <optional>
@@ -24,13 +27,19 @@ struct RouterStageOptions {
   bool hidden = false;                     // the `hidden` init in place of the pre-optimisation
   bool random_assignment = false;          // ablation: each seed sample to a random expert, not the best-scoring
   EngineFactory engine = make_cpu_engine;  // where the models run (--device)
+  Precision precision = Precision::F32;    // on the CPU (another device computes in its own)
+  // The assembled MoE is written under a staged name beside this path (a folder that must exist),
+  // in this dtype (nullopt: each tensor's own): the output's, so that its tensors are copied.
+  std::filesystem::path scratch = std::filesystem::temp_directory_path() / "upcycle-router-stage";
+  std::optional<DType> scratch_dtype;
   std::optional<int64_t> seq_len;          // seed samples longer than this are cut (model_seq_len)
   router::PreoptOptions preopt;            // its seq_len is set from seq_len
 };
 
-// The host memory the router stage holds: the MoE's weights in fp32, and one expert's dense
-// model (of the checkpoints' config) beside them while the seed data is scored (activations are
-// left out: they depend on --batch-tokens and are small beside a model worth checking).
+// The host memory the router stage holds on a device other than the CPU: the MoE's weights in
+// fp32, and one expert's dense model (of the checkpoints' config) beside them while the seed
+// data is scored (activations are left out: they depend on --batch-tokens and are small beside
+// a model worth checking).
 uint64_t router_stage_bytes(const ModelConfig& moe, const ModelConfig& dense);
 
 // InputError, naming `source`, when router_stage_bytes exceeds `available` bytes: on a machine
@@ -46,10 +55,12 @@ std::optional<uint64_t> available_memory();
 TokenizedData read_seed_data(const RouterStageOptions& o, const ModelConfig& config);
 
 // The MoE of `pool` with its routers fitted, assembled once: assemble_moe(source, pool,
-// assembly, extra) (random routers to start from) is loaded in fp32, the routers are fitted on
-// those weights (only the routers change), and the same weights are returned as a checkpoint with
-// the assembled one's tensors (names, order, dtypes), config and files, the fitted routers in
-// place of the random ones, fitted on `seed` (read_seed_data). `report` gets the seed size, the
+// assembly) (random routers to start from) is written to the scratch folder, the routers are
+// fitted on those weights (only the routers change), and the scratch MoE is returned with the
+// fitted routers in place of the random ones (its tensors' names, order and dtypes; the
+// assembly's config, files and generated files, then `extra`), fitted on `seed`
+// (read_seed_data). InputError naming the scratch folder when its disk lacks room for the MoE
+// twice (the scratch copy and the output). `report` gets the seed size, the
 // experts' sample counts, their mean seed loss and distances in function
 // (genetic::function_distances), and the loss terms before and after.
 std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& source, const pool::Pool& pool,

@@ -184,6 +184,15 @@ void Tensor::release(uint64_t first, uint64_t count) const {
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
+Tensor Tensor::part(uint64_t offset, Shape shape) const {
+  auto [n, b] = sizes(dtype_, shape);
+  if (offset > nbytes_ || b > nbytes_ - offset) throw std::out_of_range("Tensor::part: past the tensor's end");
+  // Aliases the whole tensor's keeper (made first for a computed tensor).
+  std::shared_ptr<const std::byte> bytes(std::make_shared<Tensor>(*this), data() + offset);
+  return Tensor(dtype_, std::move(shape), n, b, std::move(bytes),
+                storage_ == Storage::FileMap ? Storage::FileMap : Storage::Borrowed);
+}
+
 uint64_t range_block(uint64_t elements, std::span<const Tensor> tensors) {
   uint64_t granule = 1;
   for (const Tensor& t : tensors) granule = std::max<uint64_t>(granule, dtype_info(t.dtype()).block_elems);

@@ -97,6 +97,10 @@ class Tensor {
 
   // Same bytes, another shape of the same element count.
   Tensor reshaped(Shape shape) const;
+  // A view of `shape`'s elements of this tensor's dtype from byte `offset` on (a fused tensor's
+  // expert), keeping this tensor's bytes alive: a file map's part is a file map's (release()
+  // drops its pages), any other's is borrowed. std::out_of_range when it does not fit.
+  Tensor part(uint64_t offset, Shape shape) const;
 
  private:
   enum class Storage { Owned, FileMap, Borrowed, Computed };

@@ -8,34 +8,23 @@
 
 namespace upcycle::router {
 
-EngineSpec dense_model_with(const ModelConfig& c, const Weights<float>& w, std::vector<Ffn> ffn, std::string name) {
-  if (!c.is_moe() || ffn.size() != w.layers.size()) throw std::invalid_argument("dense_model_with: not an MoE, or not an FFN per layer");
+ModelConfig dense_config(const ModelConfig& c, const std::string& name) {
+  if (!c.is_moe()) throw std::invalid_argument("dense_config: not an MoE");
   nlohmann::ordered_json j = c.to_json();
   j["model_type"] = c.sliding_window ? "mistral" : "llama";
   for (const char* key : {"num_local_experts", "num_experts_per_tok", "router_aux_loss_coef", "architectures"}) j.erase(key);
-  Weights<float> d;
-  d.embedding = w.embedding;
-  d.final_norm = w.final_norm;
-  d.lm_head = w.lm_head;
-  for (size_t l = 0; l < w.layers.size(); ++l) {
-    LayerWeights<float> x = w.layers[l];  // every shared tensor, whatever the layer holds
-    x.router.clear();
-    x.expert_gate.clear();
-    x.expert_up.clear();
-    x.expert_down.clear();
-    x.gate = std::move(ffn[l].gate), x.up = std::move(ffn[l].up), x.down = std::move(ffn[l].down);
-    d.layers.push_back(std::move(x));
-  }
-  return {ModelConfig::from_json(j, name), std::move(d), name, {}};
+  return ModelConfig::from_json(j, name);
+}
+
+EngineSpec dense_model_with(const ModelConfig& c, const Weights<float>& w, std::vector<Ffn> ffn, std::string name) {
+  return {dense_config(c, name), dense_weights_with(w, std::move(ffn)), name, {}};
 }
 
 EngineSpec expert_dense_model(const ModelConfig& c, const Weights<float>& w, int expert) {
   if (!c.is_moe() || expert < 0 || expert >= c.num_local_experts)
     throw std::invalid_argument("expert_dense_model: not an expert of an MoE model");
-  std::vector<Ffn> ffn;
-  for (const LayerWeights<float>& l : w.layers)
-    ffn.push_back({l.expert_gate[size_t(expert)], l.expert_up[size_t(expert)], l.expert_down[size_t(expert)]});
-  return dense_model_with(c, w, std::move(ffn), "<expert " + std::to_string(expert) + "'s dense model>");
+  const std::string name = "<expert " + std::to_string(expert) + "'s dense model>";
+  return {dense_config(c, name), expert_dense_weights(w, expert), name, {}};
 }
 
 std::vector<double> seed_losses(Engine& dense, const TokenizedData& seed, int64_t seq_len, const std::function<void()>& progress) {
@@ -49,14 +38,13 @@ std::vector<double> seed_losses(Engine& dense, const TokenizedData& seed, int64_
   return loss;
 }
 
-Assignment assign_by_loss(const ModelConfig& config, const Weights<float>& moe, EngineFactory make,
-                          const TokenizedData& seed, int64_t seq_len, const std::function<void()>& progress) {
-  const int E = int(config.num_local_experts);
+Assignment assign_by_loss(int E, const ExpertEngines& dense, const TokenizedData& seed, int64_t seq_len,
+                          const std::function<void()>& progress) {
   const size_t S = seed.samples.size();
   Assignment a;
   a.loss.assign(S, std::vector<double>(size_t(E)));
   for (int e = 0; e < E; ++e) {
-    const std::vector<double> loss = seed_losses(*make(expert_dense_model(config, moe, e)), seed, seq_len, progress);
+    const std::vector<double> loss = seed_losses(*dense(e), seed, seq_len, progress);
     for (size_t s = 0; s < S; ++s) a.loss[s][size_t(e)] = loss[s];
   }
   a.counts.assign(size_t(E), 0);

@@ -3,7 +3,6 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "router/assign.hpp"
 #include "trainer/batches.hpp"
 
 namespace upcycle::router {
@@ -25,9 +24,9 @@ void accumulate(Engine& model, const TokenizedData& seed, const std::vector<size
 
 }  // namespace
 
-std::vector<std::vector<float>> hidden_state_routers(const ModelConfig& c, const Weights<float>& moe,
-                                                     EngineFactory make, const TokenizedData& seed,
-                                                     const std::vector<int32_t>& assignment, int64_t seq_len) {
+std::vector<std::vector<float>> hidden_state_routers(const ModelConfig& c, const ExpertEngines& dense_model,
+                                                     const TokenizedData& seed, const std::vector<int32_t>& assignment,
+                                                     int64_t seq_len) {
   const int64_t E = c.num_local_experts, H = c.hidden_size, L = c.num_hidden_layers;
   if (assignment.size() != seed.samples.size()) throw std::invalid_argument("hidden_state_routers: one expert per sample");
   std::vector<std::vector<float>> routers(size_t(L), std::vector<float>(size_t(E * H)));
@@ -37,7 +36,7 @@ std::vector<std::vector<float>> hidden_state_routers(const ModelConfig& c, const
       if (assignment[s] == e) mine.push_back(s);
     if (mine.empty())
       for (size_t s = 0; s < seed.samples.size(); ++s) mine.push_back(s);
-    const auto dense = make(expert_dense_model(c, moe, int(e)));
+    const auto dense = dense_model(int(e));
     std::vector<std::vector<double>> sum(size_t(L), std::vector<double>(size_t(H), 0.0));
     accumulate(*dense, seed, mine, seq_len, sum);  // the mean's direction is the sum's
     for (int64_t l = 0; l < L; ++l) {

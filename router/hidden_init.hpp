@@ -7,14 +7,14 @@
 #include <vector>
 
 #include "text/tokenized_data.hpp"
-#include "trainer/engine.hpp"
+#include "router/assign.hpp"
 
 namespace upcycle::router {
 
-// Per layer [E·H], the MoE given by (config, moe), the dense models run on engines of `make`. An
-// expert with no samples gets the mean over all seed samples.
-std::vector<std::vector<float>> hidden_state_routers(const ModelConfig& config, const Weights<float>& moe,
-                                                     EngineFactory make, const TokenizedData& seed,
-                                                     const std::vector<int32_t>& assignment, int64_t seq_len);
+// Per layer [E·H], for the MoE of `config` whose experts' dense models `dense` makes. An expert
+// with no samples gets the mean over all seed samples.
+std::vector<std::vector<float>> hidden_state_routers(const ModelConfig& config, const ExpertEngines& dense,
+                                                     const TokenizedData& seed, const std::vector<int32_t>& assignment,
+                                                     int64_t seq_len);
 
 }  // namespace upcycle::router

@@ -30,17 +30,19 @@ std::vector<int32_t> token_targets(const MicroBatch& mb, const std::vector<int32
 
 }  // namespace
 
-PreoptResult preoptimise_routers(EngineSpec&& moe, EngineFactory make, const TokenizedData& seed,
-                                 const std::vector<int32_t>& assignment, const PreoptOptions& o) {
-  if (!moe.config.is_moe()) throw std::invalid_argument("preoptimise_routers: not an MoE model");
-  if (assignment.size() != seed.samples.size()) throw std::invalid_argument("preoptimise_routers: one expert per sample");
-  if (o.epochs < 1) throw std::invalid_argument("preoptimise_routers: epochs >= 1");
+TrainSetup router_training() {
   TrainSetup setup;
   setup.frozen.set();
   setup.frozen.reset(size_t(Part::Router));
   setup.adam.weight_decay = 0;
-  moe.training = setup;
-  const auto engine = make(std::move(moe));
+  return setup;
+}
+
+PreoptResult preoptimise_routers(Engine& engine, const TokenizedData& seed, const std::vector<int32_t>& assignment,
+                                 const PreoptOptions& o) {
+  if (!engine.config().is_moe()) throw std::invalid_argument("preoptimise_routers: not an MoE model");
+  if (assignment.size() != seed.samples.size()) throw std::invalid_argument("preoptimise_routers: one expert per sample");
+  if (o.epochs < 1) throw std::invalid_argument("preoptimise_routers: epochs >= 1");
   BatchSampler sampler(seed, o.seq_len, o.batch_tokens, o.seed);
   PreoptResult r;
   r.steps = o.epochs * batches_per_epoch(seed, o);
@@ -52,16 +54,15 @@ PreoptResult preoptimise_routers(EngineSpec&& moe, EngineFactory make, const Tok
     lo.router_bce_coef = o.bce_coef;
     lo.router_targets = token_targets(mb, assignment);
     lo.load_balancing = false;  // UpIT's objective here is the LM loss and the BCE alone
-    engine->zero_grads();
-    const LossReport rep = engine->accumulate(mb.batch, mb.targets, lo);
-    engine->clip(1.0);
-    engine->step(o.lr);
+    engine.zero_grads();
+    const LossReport rep = engine.accumulate(mb.batch, mb.targets, lo);
+    engine.clip(1.0);
+    engine.step(o.lr);
     if (step == 0) r.first_bce = rep.router_bce, r.first_ce = rep.ce();
     r.last_bce = rep.router_bce, r.last_ce = rep.ce();
     progress.advance(1);
   }
   progress.finish();
-  r.weights = std::move(engine->host_weights());  // the engine goes now: no copy
   return r;
 }
 

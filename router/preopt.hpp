@@ -23,16 +23,18 @@ struct PreoptOptions {
 };
 
 struct PreoptResult {
-  Weights<float> weights;  // the MoE's, its routers trained
   int64_t steps = 0;
   double first_bce = 0, last_bce = 0;  // the BCE term (times its coef) of the first and last step
   double first_ce = 0, last_ce = 0;    // the LM loss per counted token
 };
 
-// Trains the routers of moe (its `training` is replaced) on an engine of `make`; assignment[s] is
-// seed sample s's expert. All tokens of a sample (prompt and response: the router sees both)
-// carry its expert as the target.
-PreoptResult preoptimise_routers(EngineSpec&& moe, EngineFactory make, const TokenizedData& seed,
-                                 const std::vector<int32_t>& assignment, const PreoptOptions& opts);
+// The training setup of the pre-optimisation: every part frozen but the routers, no weight decay.
+TrainSetup router_training();
+
+// Trains the routers of the MoE on `moe`, an engine made with router_training(); the routers are
+// then its host_weights()' routers. assignment[s] is seed sample s's expert. All tokens of a
+// sample (prompt and response: the router sees both) carry its expert as the target.
+PreoptResult preoptimise_routers(Engine& moe, const TokenizedData& seed, const std::vector<int32_t>& assignment,
+                                 const PreoptOptions& opts);
 
 }  // namespace upcycle::router

@@ -74,6 +74,13 @@ std::unique_ptr<Engine> make_cpu_engine(EngineSpec&& spec);
 // quantized matrices read in place, trainer/stored_weights.hpp), never widened whole, computed in `precision`; the
 // training calls throw std::logic_error. InputError naming the file when the weights do not load.
 std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt, Precision precision = Precision::F32);
+// The same over weights already loaded (load_stored_weights, or views of them such as an MoE
+// expert's dense model). With `training`, only an MoE's routers train (every other part frozen;
+// std::invalid_argument otherwise), on f32 masters: host_weights() holds those alone, every other
+// tensor empty. The router stage's engine.
+std::unique_ptr<Engine> make_cpu_stored_engine(ModelConfig config, StoredWeights weights,
+                                               const std::filesystem::path& source,
+                                               std::optional<TrainSetup> training = {});
 inline constexpr const char* kPrecisionHelp =
     "f32 or bf16 (default: the device's, f32 on the CPU, bf16 on the GPU). On the CPU, bf16 multiplies bf16 "
     "weights (f32 and f16 matrices converted when loaded; quantized ones kept) by activations rounded to bf16, "

@@ -15,19 +15,28 @@ namespace upcycle {
 struct CpuStoredBackend : CpuBackend<float> {
   using Weight = StoredWeight;
 
-  // A layer's experts as the stored moe ops take them.
+  // A layer's experts as the stored moe ops take them, and the layer, whose streamed experts are
+  // done with after each op.
+  struct LayerExperts : ops::StoredExperts {
+    const LayerWeightsOf<StoredWeight>* layer;
+    void done() const {
+      for (const auto* experts : {&layer->expert_gate, &layer->expert_up, &layer->expert_down})
+        for (const StoredWeight& w : *experts) w.done();
+    }
+  };
   class Experts {
    public:
-    explicit Experts(const LayerWeightsOf<StoredWeight>& w) {
+    explicit Experts(const LayerWeightsOf<StoredWeight>& w) : layer_(&w) {
       for (size_t e = 0; e < w.expert_gate.size(); ++e) {
         gate_.push_back(w.expert_gate[e].matrix());
         up_.push_back(w.expert_up[e].matrix());
         down_.push_back(w.expert_down[e].matrix());
       }
     }
-    ops::StoredExperts weights() const { return {gate_.data(), up_.data(), down_.data()}; }
+    LayerExperts weights() const { return {{gate_.data(), up_.data(), down_.data()}, layer_}; }
 
    private:
+    const LayerWeightsOf<StoredWeight>* layer_;
     std::vector<ops::StoredMatrix> gate_, up_, down_;
   };
 
@@ -37,25 +46,29 @@ struct CpuStoredBackend : CpuBackend<float> {
   static void linear_forward(float* out, const float* in, const StoredWeight& W, const float* bias, int64_t N,
                              int64_t I, int64_t O) {
     ops::stored_matmul_forward(out, in, matrix(W, I, O), bias, N);
+    W.done();
   }
   // d_in[N,I] += d_out[N,O]·W; std::logic_error when a weight's gradient is asked for.
   static void linear_backward(float* d_in, float* d_W, float* d_bias, const float* d_out, const float* /*in*/,
                               const StoredWeight& W, int64_t N, int64_t I, int64_t O) {
     if (d_W || d_bias) throw std::logic_error("CpuStoredBackend: weights in their stored dtype are frozen");
     if (d_in) ops::stored_matmul_backward_input(d_in, d_out, matrix(W, I, O), N);
+    W.done();
   }
   static void embedding_lookup(float* out, const StoredWeight& table, const int32_t* ids, int64_t N, int64_t H,
                                int64_t V) {
     ops::stored_gather_rows(out, matrix(table, H, V), ids, N);
   }
   static void moe_forward(float* out, MoeSaved& saved, const float* x, const int32_t* idx, const float* w,
-                          const ops::StoredExperts& experts, const ops::MoeShape& shape) {
-    ops::moe_forward(out, saved, x, idx, w, experts, shape);
+                          const LayerExperts& experts, const ops::MoeShape& shape) {
+    ops::moe_forward(out, saved, x, idx, w, static_cast<const ops::StoredExperts&>(experts), shape);
+    experts.done();
   }
   static void moe_backward(float* d_x, float* d_w, const ops::ExpertGrads<float>& d_experts, const float* d_out,
-                           const float* w, const ops::StoredExperts& experts, const MoeSaved& saved,
+                           const float* w, const LayerExperts& experts, const MoeSaved& saved,
                            const ops::MoeShape& shape) {
-    ops::moe_backward(d_x, d_w, d_experts, d_out, w, experts, saved, shape);
+    ops::moe_backward(d_x, d_w, d_experts, d_out, w, static_cast<const ops::StoredExperts&>(experts), saved, shape);
+    experts.done();
   }
 
  private:

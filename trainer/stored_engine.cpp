@@ -1,10 +1,13 @@
-// The CPU's inference Engine: the model over weights in their stored dtype
-// (trainer/stored_backend.hpp), for forward, eval and generate. It trains nothing.
+// The CPU's Engine over weights in their stored dtype (trainer/stored_backend.hpp): forward,
+// eval and generate, and the router stage, which trains the routers alone (held in f32, AdamW
+// on a copy the model reads through views) with every other weight frozen as stored.
 #include <spdlog/spdlog.h>
 
 #include <stdexcept>
 
 #include "trainer/cpu_model_engine.hpp"
+#include "trainer/optimizer.hpp"
+#include "trainer/parameters.hpp"
 #include "trainer/stored_model.hpp"
 
 namespace upcycle {
@@ -13,31 +16,71 @@ namespace {
 
 class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
  public:
-  StoredEngine(const Checkpoint& ckpt, Precision precision)
-      : CpuModelEngine(ckpt.config(), load_stored_weights(ckpt, precision), ckpt.path()) {}
+  StoredEngine(ModelConfig config, StoredWeights weights, const std::filesystem::path& source,
+               const std::optional<TrainSetup>& training)
+      : CpuModelEngine(std::move(config), std::move(weights), source) {
+    if (!training) return;
+    PartSet routers_only;
+    routers_only.set();
+    routers_only.reset(size_t(Part::Router));
+    if (training->frozen != routers_only || !model_.config().is_moe())
+      throw std::invalid_argument("Engine: over weights as stored, the CPU trains an MoE's routers alone");
+    const int64_t E = model_.config().num_local_experts, H = model_.config().hidden_size;
+    parameters(trained_, model_.config());  // laid out, every tensor empty
+    for (size_t l = 0; l < trained_.layers.size(); ++l) {  // the model reads the routers from the masters
+      std::vector<float>& master = trained_.layers[l].router;
+      StoredWeight& router = model_.weights().layers[l].router;
+      master.assign(router.data(), router.data() + E * H);
+      router = StoredWeight(Tensor::borrowed(DType::F32, {E, H},
+                                             std::shared_ptr<const std::byte>(reinterpret_cast<const std::byte*>(master.data()),
+                                                                              [](const std::byte*) {})));
+    }
+    optimizer_.emplace(trained_, model_.config(), training->adam, training->frozen);
+    grads_ = zeros_like(trained_, model_.config(), training->frozen);
+  }
 
-  void zero_grads() override { inference_only(); }
-  LossReport accumulate(const Batch&, const std::vector<int32_t>&, const LossOptions&) override { inference_only(); }
-  double clip(double) override { inference_only(); }
-  void step(double) override { inference_only(); }
-  int64_t steps() const override { return 0; }
-  Weights<float>& host_weights() override { inference_only(); }
-  void save_optimizer(const std::filesystem::path&) override { inference_only(); }
-  void load_optimizer(const std::filesystem::path&) override { inference_only(); }
+  void zero_grads() override {
+    training();
+    zero_fill(grads_, model_.config());
+  }
+  LossReport accumulate(const Batch& batch, const std::vector<int32_t>& targets, const LossOptions& opts) override {
+    training();
+    return model_.loss_and_grad(batch, targets, grads_, opts);
+  }
+  double clip(double max_norm) override { return training().clip(grads_, max_norm); }
+  void step(double lr) override { training().step(grads_, lr); }
+  int64_t steps() const override { return optimizer_ ? optimizer_->steps() : 0; }
+  // The routers (every other tensor empty).
+  Weights<float>& host_weights() override {
+    training();
+    return trained_;
+  }
+  void save_optimizer(const std::filesystem::path& file) override { training().save(file); }
+  void load_optimizer(const std::filesystem::path& file) override { training().load(file); }
 
  private:
-  [[noreturn]] static void inference_only() {
-    throw std::logic_error("Engine: the CPU's inference engine keeps the weights as stored and trains nothing");
+  AdamW& training() {
+    if (!optimizer_) throw std::logic_error("Engine: the CPU's engine over weights as stored trains nothing here");
+    return *optimizer_;
   }
+
+  Weights<float> trained_;          // the routers' masters, which the model's routers view
+  std::optional<AdamW> optimizer_;  // refers to trained_
+  Weights<float> grads_;
 };
 
 }  // namespace
 
 std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt, Precision precision) {
-  auto engine = std::make_unique<StoredEngine>(ckpt, precision);
+  auto engine = std::make_unique<StoredEngine>(ckpt.config(), load_stored_weights(ckpt, precision), ckpt.path(), std::nullopt);
   spdlog::debug("{}: weights used as stored ({:.1f} MB), computed in {}", ckpt.path().string(),
                 double(ckpt.stored_bytes()) / 1e6, precision_name(precision));
   return engine;
+}
+
+std::unique_ptr<Engine> make_cpu_stored_engine(ModelConfig config, StoredWeights weights,
+                                               const std::filesystem::path& source, std::optional<TrainSetup> training) {
+  return std::make_unique<StoredEngine>(std::move(config), std::move(weights), source, training);
 }
 
 }  // namespace upcycle

@@ -1,5 +1,6 @@
 #include "trainer/stored_weights.hpp"
 
+#include <algorithm>
 #include <memory>
 #include <stdexcept>
 
@@ -19,10 +20,15 @@ ops::StoredMatrix StoredWeight::matrix() const {
 StoredWeight StoredWeight::slice(const Shape& shape, int64_t e, int64_t first, int64_t rows) const {
   const size_t row_bytes = ops::stored_row_bytes(tensor_.dtype(), shape[2]);
   const size_t offset = size_t(e * shape[1] + first) * row_bytes;
-  // The view keeps the whole stacked tensor (and so its mapping) alive.
-  const auto whole = std::make_shared<Tensor>(tensor_);
-  std::shared_ptr<const std::byte> bytes(whole, whole->bytes().data() + offset);
-  return StoredWeight(Tensor::borrowed(tensor_.dtype(), {rows, shape[2]}, std::move(bytes)), bf16_products_);
+  StoredWeight out = *this;
+  out.tensor_ = tensor_.part(offset, {rows, shape[2]});
+  return out;
+}
+
+StoredWeight StoredWeight::streamed() const {
+  StoredWeight out = *this;
+  out.streamed_ = true;
+  return out;
 }
 
 Precision parse_precision(const std::string& name) {
@@ -59,6 +65,14 @@ StoredWeights load_stored_weights(const Checkpoint& ckpt, Precision precision) {
     return all.slice(shape, e, first, rows);
   };
   return load_by_role<StoredWeight>(ckpt, load, keep, slice);
+}
+
+void stream_layers(StoredWeights& w) {
+  auto stream = [](StoredWeight& t) { t = t.streamed(); };
+  for (auto& l : w.layers) {
+    for (StoredWeight* t : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) stream(*t);
+    for (auto* experts : {&l.expert_gate, &l.expert_up, &l.expert_down}) std::ranges::for_each(*experts, stream);
+  }
 }
 
 }  // namespace upcycle

@@ -32,9 +32,19 @@ class StoredWeight {
   // Rows [first, first + rows) of matrix e of a stacked [E, R, C] tensor (fused experts), a view.
   StoredWeight slice(const Shape& shape, int64_t e, int64_t first, int64_t rows) const;
 
+  // The same weight streamed: each use (done()) drops its mapped pages from this process's
+  // memory (they stay in the page cache), so a model larger than memory is resident a layer at a
+  // time. For a model read a few times over, not for decoding, which reads every weight per token.
+  StoredWeight streamed() const;
+  // Called by the ops after each use.
+  void done() const {
+    if (streamed_) tensor_.release(0, tensor_.numel());
+  }
+
  private:
   Tensor tensor_;
   bool bf16_products_ = false;
+  bool streamed_ = false;
 };
 
 // What a model computes in on the CPU: f32 (the default, the same bits on every run), or bf16
@@ -50,5 +60,9 @@ using StoredWeights = WeightsOf<StoredWeight>;
 // InputError naming the file and tensor when one is missing or misshapen, or the model type is
 // not one the forward pass computes.
 StoredWeights load_stored_weights(const Checkpoint& ckpt, Precision precision = Precision::F32);
+
+// Every layer's matrices streamed (StoredWeight::streamed); the embedding, head and final norm,
+// read on every pass, stay resident.
+void stream_layers(StoredWeights& w);
 
 }  // namespace upcycle

@@ -12,7 +12,6 @@
 
 #include "convert/assemble.hpp"
 #include "convert/router_stage.hpp"
-#include "convert/weights_checkpoint.hpp"
 #include "core/error.hpp"
 #include "formats/checkpoint_writer.hpp"
 #include "formats/open_checkpoint.hpp"
@@ -146,49 +145,6 @@ TEST_CASE("convert: a pool still being searched: the children wait, the rest is 
   CHECK_THROWS_AS(mismatched->load(tensor_name({Role::ExpertUp, 0, 2}, Scheme::HF)), std::logic_error);
 }
 
-TEST_CASE("convert: an MoE's fp32 weights as a checkpoint laid out like it give its tensors back") {
-  ScratchDir dir;
-  std::vector<std::unique_ptr<Checkpoint>> owned;
-  std::vector<const Checkpoint*> ckpts;
-  WriteOptions w;
-  w.progress = false;
-  for (uint64_t k = 0; k < 2; ++k) {
-    const fs::path path = dir / ("c" + std::to_string(k));
-    write_checkpoint(*random_checkpoint(tiny_config(), 20 + k, DType::BF16), path, w);
-    owned.push_back(open_checkpoint(path));
-    ckpts.push_back(owned.back().get());
-  }
-  const pool::FfnSource source(ckpts, nullptr);
-  const pool::Pool pool = {{0}, {1}, {-1, 0, 1, 0.5, 0.5, 3}};
-  for (bool fused : {false, true}) {
-    CAPTURE(fused);
-    AssemblyOptions o;
-    o.fused = fused;
-    if (fused) o.shared_from = 0;  // passed through too: bf16 beside the f32 fused experts
-    const auto moe = assemble_moe(source, pool, o, {{"extra.json", [] { return std::optional<std::string>("{}"); }}});
-    auto weights = std::make_shared<Weights<float>>(load_weights<float>(*moe));
-    const auto view = checkpoint_like(*moe, weights);
-    CHECK(view->config().to_json() == moe->config().to_json());
-    CHECK(view->side_files() == moe->side_files());
-    REQUIRE(view->generated_files().size() == moe->generated_files().size());
-    CHECK(view->generated_files().back().name == "extra.json");
-    REQUIRE(view->tensors().size() == moe->tensors().size());
-    bool bf16 = false;
-    for (size_t i = 0; i < moe->tensors().size(); ++i) {
-      const TensorInfo& t = moe->tensors()[i];
-      CHECK(view->tensors()[i].name == t.name);
-      CHECK(view->tensors()[i].dtype == t.dtype);
-      CHECK_MESSAGE(same_tensor(view->load(t.name), moe->load(t.name)), t.name);
-      bf16 = bf16 || t.dtype == DType::BF16;
-    }
-    CHECK(bf16);  // the checkpoints' FFNs or shared weights, passed through
-    // The view reads the weights as they are when loaded.
-    weights->layers[0].router.assign(weights->layers[0].router.size(), 0.25f);
-    CHECK(view->load(tensor_name({Role::Router, 0}, fused ? Scheme::HFFused : Scheme::HF)).to_f32_vector() ==
-          weights->layers[0].router);
-  }
-}
-
 TEST_CASE("convert: the router stage assembles the MoE once and writes it with the routers it fitted") {
   ScratchDir dir;
   std::vector<std::unique_ptr<Checkpoint>> owned;
@@ -216,6 +172,7 @@ TEST_CASE("convert: the router stage assembles the MoE once and writes it with t
   ro.preopt.lr = 1e-2;
   ro.seq_len = 64;
   ro.preopt.progress = false;
+  ro.scratch = dir / "scratch";
   const GeneratedFile extra{"extra.json", [] { return std::optional<std::string>("{\"made\": true}\n"); }};
   for (auto [fused, hidden, dtype] : {std::tuple{false, false, DType::F32}, std::tuple{true, false, DType::BF16},
                                       std::tuple{false, true, DType::F16}}) {
@@ -237,9 +194,20 @@ TEST_CASE("convert: the router stage assembles the MoE once and writes it with t
     loads = 0;
     nlohmann::ordered_json report;
     const TokenizedData seed = read_seed_data(ro, owned[0]->config());
+    ro.scratch_dtype = dtype;
     write_checkpoint(*moe_with_fitted_routers(source, pool, o, ro, seed, report, {extra}), dir / "fitted", w);
     CHECK(loads.load() == one_assembly);
     CHECK(report["seed_samples"] == 12);
+    for (const auto& entry : fs::directory_iterator(dir.path()))  // the scratch copy is gone
+      CHECK_MESSAGE(entry.path().filename().string().find("scratch") == std::string::npos, entry.path());
+
+    // In bf16 the seed samples go to the same experts.
+    nlohmann::ordered_json bf16_report;
+    ro.precision = Precision::BF16;
+    moe_with_fitted_routers(source, pool, o, ro, seed, bf16_report, {extra});
+    ro.precision = Precision::F32;
+    CHECK(bf16_report["seed_experts"] == report["seed_experts"]);
+    CHECK(bf16_report["seed_experts"].size() == 12);
 
     // The routers written are fitted, and the MoE assembled whole with them is the one written.
     const auto written = open_checkpoint(dir / "fitted");

@@ -37,6 +37,11 @@ Model dense_model(const Model& moe, int e) {
   return Model(s.config, std::move(s.weights), s.source);
 }
 
+// The dense models of moe's experts on f32 CPU engines.
+router::ExpertEngines expert_engines(const Model& moe) {
+  return [&moe](int e) { return make_cpu_engine(router::expert_dense_model(moe.config(), moe.weights(), e)); };
+}
+
 double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double worst = 0, scale = 0;
   for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, double(std::abs(a[i] - b[i]))), scale = std::max(scale, double(std::abs(b[i])));
@@ -77,7 +82,7 @@ TEST_CASE("router: an expert's dense model is the MoE's shared weights with that
 TEST_CASE("router: each seed sample goes to the expert whose dense model has its lowest response loss") {
   const Model moe(*random_checkpoint(tiny_config("mixtral"), 6));
   const TokenizedData seed = samples(12);
-  const router::Assignment a = router::assign_by_loss(moe.config(), moe.weights(), make_cpu_engine, seed, 64);
+  const router::Assignment a = router::assign_by_loss(4, expert_engines(moe), seed, 64);
   REQUIRE(a.expert.size() == 12);
   int64_t total = 0;
   for (int64_t c : a.counts) total += c;
@@ -96,7 +101,8 @@ TEST_CASE("router: each seed sample goes to the expert whose dense model has its
 }
 
 TEST_CASE("router: pre-optimisation moves only the routers, toward each sample's expert") {
-  Model moe(*random_checkpoint(tiny_config("mixtral"), 7));
+  const auto ckpt = random_checkpoint(tiny_config("mixtral"), 7);
+  Model moe(*ckpt);
   // Expert e's samples use the tokens [10e, 10e + 10): a router can tell them apart.
   TokenizedData seed;
   std::vector<int32_t> assignment;
@@ -114,25 +120,41 @@ TEST_CASE("router: pre-optimisation moves only the routers, toward each sample's
   o.seq_len = 64;
   o.batch_tokens = 40;
   o.progress = false;
-  const router::PreoptResult r =
-      router::preoptimise_routers({moe.config(), before, "<moe>", {}}, make_cpu_engine, seed, assignment, o);
+  const auto engine = make_cpu_engine({moe.config(), before, "<moe>", router::router_training()});
+  const router::PreoptResult r = router::preoptimise_routers(*engine, seed, assignment, o);
   MESSAGE("BCE " << r.first_bce << " -> " << r.last_bce << ", LM loss " << r.first_ce << " -> " << r.last_ce);
   CHECK(r.steps > 30);
   CHECK(r.last_bce < 0.85 * r.first_bce);  // the routers learnt the samples' experts on their real inputs
-  const auto& after = r.weights;
+  const auto& after = engine->host_weights();
   CHECK(after.embedding == before.embedding);
   for (size_t l = 0; l < after.layers.size(); ++l) {
     CHECK(after.layers[l].q == before.layers[l].q);
     CHECK(after.layers[l].expert_up == before.layers[l].expert_up);
     CHECK(after.layers[l].router != before.layers[l].router);
   }
+
+  // The CPU's engine over the weights as stored (the router stage's) trains the same routers,
+  // bit for bit in f32, and holds nothing else.
+  const auto stored = make_cpu_stored_engine(moe.config(), load_stored_weights(*ckpt), "<moe>", router::router_training());
+  const router::PreoptResult rs = router::preoptimise_routers(*stored, seed, assignment, o);
+  CHECK(rs.steps == r.steps);
+  CHECK(rs.last_bce == r.last_bce);
+  const Weights<float>& routers = stored->host_weights();
+  CHECK(routers.embedding.empty());
+  for (size_t l = 0; l < after.layers.size(); ++l) {
+    CHECK(routers.layers[l].q.empty());
+    CHECK(routers.layers[l].router == after.layers[l].router);
+  }
+  TrainSetup attention = router::router_training();
+  attention.frozen.reset(size_t(Part::Attention));
+  CHECK_THROWS_AS(make_cpu_stored_engine(moe.config(), load_stored_weights(*ckpt), "<moe>", attention), std::invalid_argument);
 }
 
 TEST_CASE("router: the hidden init is the unit-length mean router input of each expert's samples") {
   const Model moe(*random_checkpoint(tiny_config("mixtral"), 8));
   const TokenizedData seed = samples(6);
   const std::vector<int32_t> assignment = {0, 1, 0, 1, 1, 3};  // expert 2 has none: the mean of all
-  const auto routers = router::hidden_state_routers(moe.config(), moe.weights(), make_cpu_engine, seed, assignment, 64);
+  const auto routers = router::hidden_state_routers(moe.config(), expert_engines(moe), seed, assignment, 64);
   REQUIRE(routers.size() == 2);
   const int64_t H = 16;
   for (int e = 0; e < 4; ++e) {
