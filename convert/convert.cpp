@@ -325,7 +325,7 @@ void convert(const O& o) {
   if (uses_seed_data(o)) seed = read_seed_data(ro, source.checkpoint(0).config());
   if (p.search && p.search->fitness == genetic::Fitness::Function) {  // the scorer lives as long as the search needs it
     auto scorer = std::make_shared<const SeedScorer>(source, p.assembly, ro.engine, *seed,
-                                                     model_seq_len(o.seq_len, source.checkpoint(0).config()));
+                                                     model_seq_len(o.seq_len, source.checkpoint(0).config()), o.batch_tokens);
     p.search->seed_losses = [scorer](const Pool& pool, size_t e) { return (*scorer)(pool, e); };
   }
   if (p.search && !overlap) {

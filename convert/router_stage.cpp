@@ -1,11 +1,11 @@
 #include "convert/router_stage.hpp"
 
+#include <chrono>
 #include <cmath>
-#include <fstream>
 #include <functional>
 #include <limits>
 #include <optional>
-#include <sstream>
+#include <utility>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -41,23 +41,21 @@ TokenizedData read_seed_data(const RouterStageOptions& o, const ModelConfig& con
 
 namespace {
 
+// Seconds since it was made or last asked.
+class Stopwatch {
+ public:
+  double lap() {
+    const auto now = std::chrono::steady_clock::now();
+    return std::chrono::duration<double>(now - std::exchange(last_, now)).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
 std::string gigabytes(uint64_t bytes) { return fmt::format("{:.1f} GB", double(bytes) / 1e9); }
 
 }  // namespace
-
-std::optional<uint64_t> available_memory() {
-  std::ifstream in("/proc/meminfo");
-  std::optional<uint64_t> kb;
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream fields(line);
-    std::string key;
-    uint64_t value = 0;
-    if (!(fields >> key >> value)) continue;
-    if (key == "MemAvailable:" || key == "SwapFree:") kb = kb.value_or(0) + value;
-  }
-  if (!kb) return std::nullopt;
-  return *kb * 1024;
-}
 
 uint64_t router_stage_bytes(const ModelConfig& moe, const ModelConfig& dense) {
   uint64_t floats = 0;
@@ -152,20 +150,26 @@ std::shared_ptr<const Checkpoint> write_scratch(const Checkpoint& moe, const Rou
 std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& source, const pool::Pool& pool,
                                                     const AssemblyOptions& assembly, const RouterStageOptions& o,
                                                     const TokenizedData& seed, nlohmann::ordered_json& report,
-                                                    std::vector<GeneratedFile> extra) {
+                                                    std::vector<GeneratedFile> extra, RouterStageParts* parts) {
+  RouterStageParts unused;
+  RouterStageParts& part = parts ? *parts : unused;
+  Stopwatch clock;
   const std::unique_ptr<Checkpoint> start = assemble_moe(source, pool, assembly);  // random routers
   const ModelConfig config = start->config();
   const std::shared_ptr<const Checkpoint> moe_file = write_scratch(*start, o);  // assembled once
+  part.scratch = {clock.lap(), peak_rss_mb()};
   const bool on_cpu = o.engine == make_cpu_engine;
   StageEngines engines = on_cpu ? stored_engines(*moe_file, o.precision) : f32_engines(*moe_file, o.engine);
   router::PreoptOptions preopt = o.preopt;
   preopt.seq_len = model_seq_len(o.seq_len, config);
-  spdlog::info("router stage: {} seed samples from {}", seed.samples.size(), o.data.string());
+  spdlog::info("router stage: {} seed samples{}", seed.samples.size(), o.data.empty() ? "" : " from " + o.data.string());
 
   const int64_t E = config.num_local_experts;
   Progress scoring("scoring seed samples per expert", uint64_t(E) * seed.samples.size(), "samples", preopt.progress);
-  router::Assignment a = router::assign_by_loss(int(E), engines.expert, seed, preopt.seq_len, [&] { scoring.advance(1); });
+  router::Assignment a = router::assign_by_loss(int(E), engines.expert, seed, preopt.seq_len, preopt.batch_tokens,
+                                                [&] { scoring.advance(1); });
   scoring.finish();
+  part.scoring = {clock.lap(), peak_rss_mb()};
   report["seed_samples"] = seed.samples.size();
   report["seed_loss_distances"] = genetic::function_distances(router::losses_by_expert(a));
   std::vector<double> mean_loss(size_t(E), 0.0);
@@ -180,14 +184,17 @@ std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& sourc
   report["seed_assignment"] = o.random_assignment ? "random" : "loss";
   report["seed_per_expert"] = a.counts;
   report["seed_experts"] = a.expert;
-  if (o.hidden)
-    return with_routers(moe_file, *start, router::hidden_state_routers(config, engines.expert, seed, a.expert, preopt.seq_len),
-                        std::move(extra));
+  if (o.hidden) {
+    auto routers = router::hidden_state_routers(config, engines.expert, seed, a.expert, preopt.seq_len);
+    part.fit = {clock.lap(), peak_rss_mb()};
+    return with_routers(moe_file, *start, std::move(routers), std::move(extra));
+  }
 
   // Only the routers train; every other weight is the assembly's, as written to the scratch file.
   const std::unique_ptr<Engine> moe = engines.moe();
   engines = {};  // the device's f32 copy is the engine's now
   const router::PreoptResult r = router::preoptimise_routers(*moe, seed, a.expert, preopt);
+  part.fit = {clock.lap(), peak_rss_mb()};
   spdlog::info("router pre-optimisation: {} steps, BCE {:.4f} -> {:.4f}, LM loss {:.4f} -> {:.4f}", r.steps, r.first_bce,
                r.last_bce, r.first_ce, r.last_ce);
   report["router_steps"] = r.steps;

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "convert/assemble.hpp"
+#include "core/memory_info.hpp"
 #include "router/preopt.hpp"
 
 namespace upcycle {
@@ -47,12 +48,17 @@ uint64_t router_stage_bytes(const ModelConfig& moe, const ModelConfig& dense);
 void check_router_memory(const ModelConfig& moe, const ModelConfig& dense, uint64_t available,
                          const std::filesystem::path& source);
 
-// MemAvailable + SwapFree of /proc/meminfo, in bytes; nullopt where it cannot be read.
-std::optional<uint64_t> available_memory();
-
 // The seed data of the options: all of o.data (data_is_seed), or a share drawn from it; read for
 // `config`'s vocabulary and context (read_instruction_data).
 TokenizedData read_seed_data(const RouterStageOptions& o, const ModelConfig& config);
+
+// What each part of the stage took: seconds, and the process's peak RSS (MB) at its end.
+struct RouterStagePart {
+  double seconds = 0, peak_rss_mb = 0;
+};
+struct RouterStageParts {
+  RouterStagePart scratch, scoring, fit;  // the scratch copy, the experts' scores, the routers' fit
+};
 
 // The MoE of `pool` with its routers fitted, assembled once: assemble_moe(source, pool,
 // assembly) (random routers to start from) is written to the scratch folder, the routers are
@@ -60,12 +66,13 @@ TokenizedData read_seed_data(const RouterStageOptions& o, const ModelConfig& con
 // fitted routers in place of the random ones (its tensors' names, order and dtypes; the
 // assembly's config, files and generated files, then `extra`), fitted on `seed`
 // (read_seed_data). InputError naming the scratch folder when its disk lacks room for the MoE
-// twice (the scratch copy and the output). `report` gets the seed size, the
+// twice (the scratch copy and the output). `parts`, when given, gets the time of each part. `report` gets the seed size, the
 // experts' sample counts, their mean seed loss and distances in function
 // (genetic::function_distances), and the loss terms before and after.
 std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& source, const pool::Pool& pool,
                                                     const AssemblyOptions& assembly, const RouterStageOptions& opts,
                                                     const TokenizedData& seed, nlohmann::ordered_json& report,
-                                                    std::vector<GeneratedFile> extra = {});
+                                                    std::vector<GeneratedFile> extra = {},
+                                                    RouterStageParts* parts = nullptr);
 
 }  // namespace upcycle

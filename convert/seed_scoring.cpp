@@ -19,8 +19,8 @@ std::unique_ptr<Checkpoint> checkpoints_moe(const pool::FfnSource& source, Assem
 }  // namespace
 
 SeedScorer::SeedScorer(const pool::FfnSource& source, const AssemblyOptions& assembly, EngineFactory engine,
-                       const TokenizedData& seed, int64_t seq_len)
-    : source_(source), child_merge_(assembly.child_merge), engine_(engine), seed_(seed), seq_len_(seq_len) {
+                       const TokenizedData& seed, int64_t seq_len, int64_t batch_tokens)
+    : source_(source), child_merge_(assembly.child_merge), engine_(engine), seed_(seed), seq_len_(seq_len), batch_tokens_(batch_tokens) {
   const std::unique_ptr<Checkpoint> moe = checkpoints_moe(source, assembly);
   config_ = moe->config();
   shared_ = load_weights<float>(*moe);
@@ -38,7 +38,7 @@ std::vector<double> SeedScorer::operator()(const pool::Pool& pool, size_t e) con
     ffn.push_back({make(Role::Gate), make(Role::Up), make(Role::Down)});
   }
   const auto dense = engine_(router::dense_model_with(config_, shared_, std::move(ffn), "<" + pool::describe(pool.at(e)) + ">"));
-  return router::seed_losses(*dense, seed_, seq_len_);
+  return router::seed_losses(*dense, seed_, seq_len_, batch_tokens_);
 }
 
 }  // namespace upcycle

@@ -15,9 +15,10 @@ namespace upcycle {
 class SeedScorer {
  public:
   // Holds the shared weights in f32 (the checkpoints' MoE, loaded once, its experts dropped) and
-  // one dense model while a call runs. `seed` and `source` must outlive it.
+  // one dense model while a call runs, which scores the seed in passes of batch_tokens. `seed`
+  // and `source` must outlive it.
   SeedScorer(const pool::FfnSource& source, const AssemblyOptions& assembly, EngineFactory engine, const TokenizedData& seed,
-             int64_t seq_len);
+             int64_t seq_len, int64_t batch_tokens);
 
   // Expert e of `pool` on each seed sample: [S], the mean loss per counted token (+inf for a
   // sample with none), as genetic::SeedLosses asks.
@@ -30,7 +31,7 @@ class SeedScorer {
   Weights<float> shared_;  // its weights, the experts left out
   EngineFactory engine_;
   const TokenizedData& seed_;
-  int64_t seq_len_;
+  int64_t seq_len_, batch_tokens_;  // seed_losses'
 };
 
 }  // namespace upcycle

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <limits>
+#include <numeric>
+#include <span>
 
 #include "core/random.hpp"
 #include "trainer/batches.hpp"
@@ -27,24 +29,33 @@ EngineSpec expert_dense_model(const ModelConfig& c, const Weights<float>& w, int
   return {dense_config(c, name), expert_dense_weights(w, expert), name, {}};
 }
 
-std::vector<double> seed_losses(Engine& dense, const TokenizedData& seed, int64_t seq_len, const std::function<void()>& progress) {
+std::vector<double> seed_losses(Engine& dense, const TokenizedData& seed, int64_t seq_len, int64_t batch_tokens,
+                                const std::function<void()>& progress) {
   std::vector<double> loss(seed.samples.size(), std::numeric_limits<double>::infinity());
-  for (size_t s = 0; s < seed.samples.size(); ++s) {
-    const size_t one[] = {s};
-    const MicroBatch mb = make_micro_batch(seed, one, seq_len);
-    if (mb.counted > 0) loss[s] = dense.loss(mb.batch, mb.targets).ce();
-    if (progress) progress();
+  std::vector<size_t> order(seed.samples.size());
+  std::iota(order.begin(), order.end(), size_t(0));
+  LossOptions per_sample;
+  per_sample.per_sequence = true;
+  for (size_t at = 0; at < order.size();) {
+    const auto rest = std::span<const size_t>(order).subspan(at);
+    const MicroBatch mb = make_micro_batch(seed, rest.first(samples_that_fit(seed, rest, seq_len, batch_tokens)), seq_len);
+    const LossReport r = dense.loss(mb.batch, mb.targets, per_sample);
+    for (size_t i = 0; i < mb.samples.size(); ++i) {
+      if (r.sequence_tokens[i] > 0) loss[mb.samples[i]] = r.sequence_ce_sum[i] / double(r.sequence_tokens[i]);
+      if (progress) progress();
+    }
+    at += mb.samples.size();
   }
   return loss;
 }
 
 Assignment assign_by_loss(int E, const ExpertEngines& dense, const TokenizedData& seed, int64_t seq_len,
-                          const std::function<void()>& progress) {
+                          int64_t batch_tokens, const std::function<void()>& progress) {
   const size_t S = seed.samples.size();
   Assignment a;
   a.loss.assign(S, std::vector<double>(size_t(E)));
   for (int e = 0; e < E; ++e) {
-    const std::vector<double> loss = seed_losses(*dense(e), seed, seq_len, progress);
+    const std::vector<double> loss = seed_losses(*dense(e), seed, seq_len, batch_tokens, progress);
     for (size_t s = 0; s < S; ++s) a.loss[s][size_t(e)] = loss[s];
   }
   a.counts.assign(size_t(E), 0);

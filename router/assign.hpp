@@ -69,15 +69,17 @@ EngineSpec expert_dense_model(const ModelConfig& config, const Weights<float>& m
 using ExpertEngines = std::function<std::unique_ptr<Engine>(int expert)>;
 
 // A dense model's loss on each seed sample ([S]: the mean per counted token, +inf for a sample
-// with none), one sample at a time. `progress` (may be empty) is told each sample done.
-std::vector<double> seed_losses(Engine& dense, const TokenizedData& seed, int64_t seq_len,
+// with none), the samples packed into passes of at most batch_tokens (a sample's loss is the one
+// it has alone, to the rounding of products of other sizes). `progress` (may be empty) is told
+// each sample done.
+std::vector<double> seed_losses(Engine& dense, const TokenizedData& seed, int64_t seq_len, int64_t batch_tokens,
                                 const std::function<void()>& progress = {});
 
 // Each of the E experts' dense models scores the seed. Samples with no counted token get the
 // loss +inf everywhere and go to expert 0. `progress` (may be empty) is told each (expert,
 // sample) done.
 Assignment assign_by_loss(int experts, const ExpertEngines& dense, const TokenizedData& seed, int64_t seq_len,
-                          const std::function<void()>& progress = {});
+                          int64_t batch_tokens, const std::function<void()>& progress = {});
 
 // The ablation of the assignment: each sample to an expert drawn uniformly (seeded), the losses
 // kept; counts recomputed.

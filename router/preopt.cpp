@@ -54,6 +54,7 @@ PreoptResult preoptimise_routers(Engine& engine, const TokenizedData& seed, cons
     lo.router_bce_coef = o.bce_coef;
     lo.router_targets = token_targets(mb, assignment);
     lo.load_balancing = false;  // UpIT's objective here is the LM loss and the BCE alone
+    lo.recompute = o.recompute;
     engine.zero_grads();
     const LossReport rep = engine.accumulate(mb.batch, mb.targets, lo);
     engine.clip(1.0);

@@ -19,6 +19,7 @@ struct PreoptOptions {
   int64_t seq_len = 2048;
   int64_t batch_tokens = 4096;
   uint64_t seed = 0;       // the seed data's order
+  bool recompute = true;   // LossOptions::recompute: one layer's activations held, for one more forward
   bool progress = true;
 };
 

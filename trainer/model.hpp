@@ -40,11 +40,18 @@ struct LayerActivations {
   typename B::MoeSaved moe;
 };
 
+// What a forward keeps of each layer once it is done: its routing alone (router_logits, probs,
+// idx: what the router's losses and figures read; memory of one layer's activations, reused
+// layer after layer), that and its input (the backward computes the layer again), or all its
+// activations.
+enum class Keep { Routing, InputAndRouting, All };
+
 // The batch in the backend's memory, and every layer's activations.
 template <class B>
 struct Activations {
   typename B::template Vec<int32_t> ids, positions, cu_seqlens;  // [N], [N], [S+1]
   int64_t max_seqlen = 0;
+  const std::vector<std::vector<float>>* selection_bias = nullptr;  // the forward's, for a layer computed again
   std::vector<LayerActivations<B>> layers;
   typename B::template Vec<typename B::Act> x, final_out;  // [N, H] last residual and its rmsnorm
   typename B::template Vec<typename B::Stat> final_rstd;   // [N]
@@ -98,6 +105,13 @@ struct LossOptions {
   // gradient is scaled: LossReport::ce_sum stays the plain sum, so reports of runs with different
   // ce_coef remain comparable (the objective is ce_coef·ce() + aux + z + router_bce).
   double ce_coef = 1;
+  // loss() only: each packed sequence's cross-entropy as well (LossReport::sequence_ce_sum), so
+  // that many samples are scored in one pass.
+  bool per_sequence = false;
+  // loss_and_grad() only: the forward keeps each layer's input (and routing) alone and the
+  // backward computes the layer again before its gradients: the memory of one layer's
+  // activations instead of every layer's, for one more forward pass; the same bits.
+  bool recompute = false;
 };
 
 struct LossReport {
@@ -112,6 +126,9 @@ struct LossReport {
   // (the reply: which experts a task's answers go to).
   std::vector<std::vector<int64_t>> counted_expert_tokens;
   int64_t routed = 0;                  // MoE: tokens routed in each layer
+  // With LossOptions::per_sequence: [S] each sequence's ce_sum and counted tokens.
+  std::vector<double> sequence_ce_sum;
+  std::vector<int64_t> sequence_tokens;
   double ce() const { return tokens ? ce_sum / double(tokens) : 0.0; }
 };
 
@@ -158,12 +175,12 @@ class BasicTransformer {
   using Layer = LayerWeightsOf<Weight>;
   using LayerGrads = LayerWeightsOf<Vec<Grad>>;
 
-  // Everything up to the final norm; acts.final_out [N, H]. selection_bias: as LossOptions'.
-  // Without `for_backward`, each layer keeps only its routing (router_logits, probs, idx: what
-  // the router's losses and figures read) once it is done: memory of one layer's activations,
-  // reused layer after layer, where the backward needs them all.
+  // Everything up to the final norm; acts.final_out [N, H]. selection_bias: as LossOptions'
+  // (it must outlive acts).
   void forward_hidden(const Batch& batch, Acts& acts, const std::vector<std::vector<float>>& selection_bias = {},
-                      bool for_backward = true) const;
+                      Keep keep = Keep::All) const;
+  // Layer l's activations, from its input a.x alone (Keep::InputAndRouting), as the forward made them.
+  void layer_again(size_t l, LayerActs& a, const Acts& acts) const;
   void attention_block(const Layer& w, LayerActs& a, const Acts& acts) const;
   Vec<Act> dense_ffn(const Layer& w, LayerActs& a) const;
   Vec<Act> moe_ffn(const Layer& w, LayerActs& a, const std::vector<float>* selection_bias) const;
@@ -173,9 +190,10 @@ class BasicTransformer {
   void rmsnorm(Vec<Act>& out, Vec<Stat>& rstd, const Vec<Act>& in, const Weight& weight, int64_t N) const;
   // The head and the cross-entropy, chunk by chunk; with d_hidden, also their backward:
   // d_hidden [N, H] receives the gradient of final_out and d_head the head's.
-  // The gradient is that of ce_coef · ce_sum / normaliser.
+  // The gradient is that of ce_coef · ce_sum / normaliser. With `sequences` (cu_seqlens [S+1]),
+  // chunks end at the sequences' ends and each sequence's sum goes to report.sequence_ce_sum.
   void head_loss(const Vec<Act>& hidden, const std::vector<int32_t>& targets, int64_t normaliser, double ce_coef,
-                 LossReport& report, Act* d_hidden, Grad* d_head) const;
+                 LossReport& report, Act* d_hidden, Grad* d_head, const std::vector<int32_t>* sequences = nullptr) const;
   // std::invalid_argument when opts asks for what the model or the batch cannot give.
   void check_loss_options(const Batch& batch, const LossOptions& opts) const;
   // The router losses over every layer's rows at once (transformers' convention), and the

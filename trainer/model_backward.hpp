@@ -39,9 +39,10 @@ LossReport BasicTransformer<B>::loss(const Batch& batch, const std::vector<int32
                                      const LossOptions& opts) const {
   check_loss_options(batch, opts);
   Acts acts;
-  forward_hidden(batch, acts, opts.selection_bias, false);
+  forward_hidden(batch, acts, opts.selection_bias, Keep::Routing);
   LossReport report;
-  head_loss(acts.final_out, targets, opts.normaliser, opts.ce_coef, report, nullptr, nullptr);
+  head_loss(acts.final_out, targets, opts.normaliser, opts.ce_coef, report, nullptr, nullptr,
+            opts.per_sequence ? &batch.cu_seqlens : nullptr);
   router_losses(acts, opts, report, nullptr, &targets);
   return report;
 }
@@ -53,7 +54,7 @@ LossReport BasicTransformer<B>::loss_and_grad(const Batch& batch, const std::vec
   const int64_t N = int64_t(batch.ids.size()), H = c.hidden_size;
   check_loss_options(batch, opts);
   Acts acts;
-  forward_hidden(batch, acts, opts.selection_bias);
+  forward_hidden(batch, acts, opts.selection_bias, opts.recompute ? Keep::InputAndRouting : Keep::All);
   LossReport report;
   Vec<Act> d_final = B::template zeros<Act>(size_t(N * H));  // [N,H]
   Grad* d_head = or_null(weights_.lm_head.empty() ? grads.embedding : grads.lm_head);
@@ -95,7 +96,8 @@ void BasicTransformer<B>::check_loss_options(const Batch& batch, const LossOptio
 
 template <class B>
 void BasicTransformer<B>::head_loss(const Vec<Act>& hidden, const std::vector<int32_t>& targets, int64_t normaliser,
-                                    double ce_coef, LossReport& report, Act* d_hidden, Grad* d_head) const {
+                                    double ce_coef, LossReport& report, Act* d_hidden, Grad* d_head,
+                                    const std::vector<int32_t>* sequences) const {
   const int64_t N = int64_t(targets.size()), H = config_.hidden_size, V = config_.vocab_size;
   if (int64_t(hidden.size()) != N * H) throw std::invalid_argument("loss: targets and tokens differ in number");
   for (int32_t t : targets)
@@ -105,14 +107,25 @@ void BasicTransformer<B>::head_loss(const Vec<Act>& hidden, const std::vector<in
   const Vec<int32_t> all_targets = B::upload(targets);
   Vec<Act> logits(size_t(std::min(N, chunk) * V));
   Vec<Stat> lse(size_t(std::min(N, chunk)));
-  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
-    const int64_t R = std::min(chunk, N - r0);
+  size_t seq = 0;  // the sequence row r0 lies in (with `sequences`)
+  if (sequences) {
+    report.sequence_ce_sum.assign(sequences->size() - 1, 0.0);
+    report.sequence_tokens.assign(sequences->size() - 1, 0);
+  }
+  for (int64_t r0 = 0, R = 0; r0 < N; r0 += R) {
+    if (sequences)
+      while ((*sequences)[seq + 1] <= r0) ++seq;
+    R = std::min(chunk, (sequences ? int64_t((*sequences)[seq + 1]) : N) - r0);
     const Act* x = hidden.data() + r0 * H;
     const int32_t* t = all_targets.data() + r0;
     B::linear_forward(logits.data(), x, head(), nullptr, R, H, V);  // [R,V]
     const ops::CrossEntropyLoss ce = B::cross_entropy_forward(lse.data(), logits.data(), t, R, V);
     report.ce_sum += ce.mean * double(ce.count);
     report.tokens += ce.count;
+    if (sequences) {
+      report.sequence_ce_sum[seq] += ce.mean * double(ce.count);
+      report.sequence_tokens[seq] += ce.count;
+    }
     if (!d_hidden || ce.count == 0 || ce_coef == 0) continue;
     B::cross_entropy_backward(logits.data(), logits.data(), lse.data(), t, R, V, count, ce_coef);
     B::linear_backward(d_hidden + r0 * H, d_head, nullptr, logits.data(), x, head(), R, H, V);
@@ -190,6 +203,7 @@ void BasicTransformer<B>::backward(Acts& acts, Vec<Act>& d_x, std::vector<Vec<St
   const int64_t N = int64_t(acts.ids.size()), H = c.hidden_size;
   Vec<Act> d_h(size_t(N * H));
   for (size_t l = weights_.layers.size(); l-- > 0;) {
+    if (acts.layers[l].h.empty()) layer_again(l, acts.layers[l], acts);  // kept its input alone
     B::copy(d_h.data(), d_x.data(), N * H);  // x_out = h + ffn(rmsnorm(h))
     ffn_backward(weights_.layers[l], acts.layers[l], d_x, d_h, d_router_logits[l], grads.layers[l]);
     B::copy(d_x.data(), d_h.data(), N * H);  // h = x + attention(rmsnorm(x))

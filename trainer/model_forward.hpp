@@ -48,7 +48,7 @@ BasicTransformer<B>::BasicTransformer(ModelConfig config, WeightSet weights, con
 template <class B>
 auto BasicTransformer<B>::forward(const Batch& batch) const -> Vec<Act> {
   Acts acts;
-  forward_hidden(batch, acts, {}, false);
+  forward_hidden(batch, acts, {}, Keep::Routing);
   const int64_t N = int64_t(batch.ids.size());
   return linear(acts.final_out, head(), {}, N, config_.hidden_size, config_.vocab_size);  // [N,V]
 }
@@ -64,7 +64,7 @@ auto BasicTransformer<B>::ffn_inputs(const Batch& batch) const -> std::vector<Ve
 
 template <class B>
 void BasicTransformer<B>::forward_hidden(const Batch& batch, Acts& acts, const std::vector<std::vector<float>>& selection_bias,
-                                         bool for_backward) const {
+                                         Keep keep) const {
   const ModelConfig& c = config_;
   model_detail::check_batch(batch, c.vocab_size, rope_.max_positions);
   const int64_t N = int64_t(batch.ids.size()), H = c.hidden_size, V = c.vocab_size;
@@ -74,6 +74,7 @@ void BasicTransformer<B>::forward_hidden(const Batch& batch, Acts& acts, const s
   acts.max_seqlen = model_detail::longest(batch.cu_seqlens);
   Vec<Act> x(size_t(N * H));  // [N,H]
   B::embedding_lookup(x.data(), weights_.embedding, acts.ids.data(), N, H, V);
+  acts.selection_bias = selection_bias.empty() ? nullptr : &selection_bias;
   acts.layers.resize(weights_.layers.size());
   for (size_t l = 0; l < weights_.layers.size(); ++l) {
     const Layer& w = weights_.layers[l];
@@ -82,16 +83,28 @@ void BasicTransformer<B>::forward_hidden(const Batch& batch, Acts& acts, const s
     attention_block(w, a, acts);
     x = c.is_moe() ? moe_ffn(w, a, selection_bias.empty() ? nullptr : &selection_bias[l]) : dense_ffn(w, a);
     B::add_into(x.data(), a.h.data(), N * H);
-    if (!for_backward) {
-      LayerActs routing;
-      routing.router_logits = std::move(a.router_logits);
-      routing.probs = std::move(a.probs);
-      routing.idx = std::move(a.idx);
-      a = std::move(routing);
+    if (keep != Keep::All) {
+      LayerActs kept;
+      if (keep == Keep::InputAndRouting) kept.x = std::move(a.x);
+      kept.router_logits = std::move(a.router_logits);
+      kept.probs = std::move(a.probs);
+      kept.idx = std::move(a.idx);
+      a = std::move(kept);
     }
   }
   acts.x = std::move(x);
   rmsnorm(acts.final_out, acts.final_rstd, acts.x, weights_.final_norm, N);
+}
+
+template <class B>
+void BasicTransformer<B>::layer_again(size_t l, LayerActs& a, const Acts& acts) const {
+  const Layer& w = weights_.layers[l];
+  LayerActs full;
+  full.x = std::move(a.x);
+  attention_block(w, full, acts);
+  if (config_.is_moe()) moe_ffn(w, full, acts.selection_bias ? &(*acts.selection_bias)[l] : nullptr);
+  else dense_ffn(w, full);
+  a = std::move(full);
 }
 
 template <class B>

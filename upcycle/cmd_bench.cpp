@@ -2,8 +2,6 @@
 // standard shapes measured in the same run: dense with SmolLM2-135M's shape and an MoE of the
 // same shape with 4 experts top-2. Ratios to the ceiling are the figures to compare. And the
 // matrix-vector product of decoding on weights in each stored dtype, against the f32 path.
-#include <sys/resource.h>
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,7 +13,9 @@
 
 #include "core/dtype.hpp"
 #include "core/error.hpp"
+#include "core/memory_info.hpp"
 #include "core/random.hpp"
+#include "experiments/router_stage_bench.hpp"
 #include "formats/model_presets.hpp"
 #include "formats/random_init.hpp"
 #include "trainer/flops.hpp"
@@ -106,12 +106,6 @@ nlohmann::ordered_json bench_matvec(const BenchOptions& o) {
   return j;
 }
 
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return double(u.ru_maxrss) / 1024.0;
-}
-
 // The same product in bf16 with f32 sums (ops::bf16_matmul_forward, oneDNN): the bf16 path's
 // ceiling.
 double bf16_gemm_gflops(int64_t n) {
@@ -200,7 +194,9 @@ int print_json_or_table(const nlohmann::ordered_json& j, bool json) {
 
 int cmd_bench(const Args& args) {
   cli::Spec spec;
-  spec.usage = "upcycle bench [--device cpu|cuda] [--json] [--seq-len N --batch N --steps N --warmup N]";
+  spec.usage =
+      "upcycle bench [--device cpu|cuda] [--json] [--seq-len N --batch N --steps N --warmup N]\n"
+      "       upcycle bench --router-stage [--router-shape PRESET --experts E --precision f32|bf16 ...]";
   spec.summary =
       "Measures, in one run: the sgemm ceiling (an n^3 product through the model's matmul, all\n"
       "cores) and the bf16 one (the same product in bf16 with f32 sums, oneDNN), then forward\n"
@@ -213,7 +209,12 @@ int cmd_bench(const Args& args) {
       "--device cuda: the bf16 GEMM ceiling (cuBLAS), then bf16 training (fp32 master weights and\n"
       "gradients, AdamW) of the shapes smollm2, smollm2-moe (8 experts top-2), llama-1b and moe-1b\n"
       "(about 1 B active parameters, 8 experts top-2), with tokens/s and MFU against the ceiling;\n"
-      "defaults there: --batch 4 --seq-len 2048 --steps 10 --warmup 3.";
+      "defaults there: --batch 4 --seq-len 2048 --steps 10 --warmup 3.\n"
+      "--router-stage: UpIT's router stage alone (convert's, on the CPU): an MoE of --router-shape\n"
+      "(default llama-1b) with --experts (8) top-2 stored as bf16, from two random dense models and\n"
+      "their DARE children, written to a scratch folder under --scratch, its experts scoring\n"
+      "--seed-samples random samples of --sample-tokens, then one epoch of router pre-optimisation in\n"
+      "micro-batches of --batch-tokens: seconds and tokens/s of each part and the peak RSS.";
   spec.options.add_options()
       ("json", "one JSON object on stdout")
       ("device", cli::po::value<std::string>()->default_value("cpu"), "cpu or cuda")
@@ -223,6 +224,14 @@ int cmd_bench(const Args& args) {
       ("warmup", cli::po::value<int64_t>(), "untimed steps first (cpu 1, cuda 3)")
       ("sgemm-size", cli::po::value<int64_t>(), "n of the ceiling's n^3 product (cpu 2048, cuda 8192)")
       ("only", cli::po::value<std::string>(), "cpu: dense, moe or matvec")
+      ("router-stage", "the router stage's benchmark instead (below)")
+      ("router-shape", cli::po::value<std::string>()->default_value("llama-1b"), "router stage: a preset of upcycle init")
+      ("experts", cli::po::value<int>()->default_value(8), "router stage: experts")
+      ("seed-samples", cli::po::value<int64_t>()->default_value(16), "router stage: seed samples")
+      ("sample-tokens", cli::po::value<int64_t>()->default_value(128), "router stage: tokens per seed sample")
+      ("batch-tokens", cli::po::value<int64_t>()->default_value(2048), "router stage: tokens per micro-batch")
+      ("precision", cli::po::value<std::string>()->default_value("f32"), "router stage: f32 or bf16 (see upcycle forward --help)")
+      ("scratch", cli::po::value<std::string>(), "router stage: a path in the folder that gets the scratch MoE (default: the temporary folder)")
       ("shape", cli::po::value<std::vector<std::string>>()->multitoken(),
        "cuda: shapes to run (smollm2 smollm2-moe llama-1b moe-1b; default all)");
   auto vm = cli::parse(spec, args);
@@ -244,6 +253,17 @@ int cmd_bench(const Args& args) {
   const std::string only = vm->count("only") ? (*vm)["only"].as<std::string>() : "";
   if (!only.empty() && only != "dense" && only != "moe" && only != "matvec") throw UsageError("--only: dense, moe or matvec");
   if (gpu) return print_json_or_table(run_cuda_bench(o, n, *vm), vm->count("json") > 0);
+  if (vm->count("router-stage")) {
+    RouterStageBench r;
+    r.shape = (*vm)["router-shape"].as<std::string>();
+    r.experts = (*vm)["experts"].as<int>();
+    r.samples = (*vm)["seed-samples"].as<int64_t>();
+    r.sample_tokens = (*vm)["sample-tokens"].as<int64_t>();
+    r.batch_tokens = (*vm)["batch-tokens"].as<int64_t>();
+    r.precision = parse_precision((*vm)["precision"].as<std::string>());
+    if (vm->count("scratch")) r.scratch = (*vm)["scratch"].as<std::string>();
+    return print_json_or_table(bench_router_stage(r), vm->count("json") > 0);
+  }
 
   nlohmann::ordered_json j;
   j["sgemm_gflops"] = sgemm_gflops(n);

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <bit>
+#include <cstdio>
+#include <fstream>
 #include <cmath>
 #include <map>
 #include <set>
@@ -13,6 +15,7 @@
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/expected_tensors.hpp"
+#include "core/mapped_file.hpp"
 #include "core/progress.hpp"
 #include "core/staged_path.hpp"
 #include "core/tensor.hpp"
@@ -126,6 +129,56 @@ TEST_CASE("tensor ranges: computed tensors are made a range at a time, quantized
   CHECK(range_block(7, {}) == 7);
   q.release(0, 96);  // not a file map: nothing dropped
   CHECK(q.to_f32_vector() == all);
+}
+
+namespace {
+
+// This process's resident bytes of the mapping that holds p (/proc/self/smaps' Rss).
+uint64_t resident_bytes_at(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2) {  // a mapping's first line
+      inside = lo <= at && at < hi;
+    } else if (inside && line.rfind("Rss:", 0) == 0) {
+      return std::stoull(line.substr(4)) * 1024;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("tensor: a part of a file map is a file map, and release() drops its pages from this process") {
+  test::ScratchDir dir;
+  const uint64_t bytes = 16 << 20;  // two release chunks
+  {
+    std::ofstream out(dir / "w.bin", std::ios::binary);
+    std::vector<char> ones(bytes, 1);
+    out.write(ones.data(), std::streamsize(bytes));
+  }
+  const auto file = ReadOnlyFile::open(dir / "w.bin");
+  const Tensor whole = Tensor::view(DType::F32, {int64_t(bytes / 4)}, file->map(0, bytes));
+  const Tensor half = whole.part(bytes / 2, {int64_t(bytes / 8)});
+  CHECK(half.bytes().data() == whole.bytes().data() + bytes / 2);
+  CHECK_THROWS_AS(whole.part(bytes / 2 + 4, {int64_t(bytes / 8)}), std::out_of_range);
+  uint64_t sum = 0;
+  for (std::byte b : whole.bytes()) sum += uint64_t(b);  // every page touched
+  CHECK(sum == bytes);
+  CHECK(resident_bytes_at(whole.bytes().data()) >= bytes);
+  half.release(0, half.numel());
+  const uint64_t after = resident_bytes_at(whole.bytes().data());
+  CHECK(after <= bytes / 2);
+  CHECK(after >= bytes / 2 - 4096);
+  // A part of owned bytes is borrowed: release() leaves them.
+  Tensor owned = Tensor::zeros(DType::F32, {16});
+  owned.mutable_bytes()[4] = std::byte{7};
+  Tensor tail = owned.part(4, {15});
+  tail.release(0, 15);
+  CHECK(tail.bytes()[0] == std::byte{7});
+  CHECK_THROWS_AS(tail.mutable_bytes(), std::logic_error);
 }
 
 TEST_CASE("config: parsing, defaults, validation and unknown fields carried through") {

@@ -415,7 +415,7 @@ def option_cases(c):
     for flag, value in [("--experts", "0"), ("--experts", "999"), ("--method", "foo"), ("--merge", "foo"),
                         ("--drop-rate", "1"), ("--density", "0"), ("--search-sample", "-1"), ("--router", "foo"),
                         ("--seed-assign", "foo"), ("--parents", "foo"), ("--distance", "foo"), ("--fitness", "foo"),
-                        ("--candidates", "0")]:
+                        ("--candidates", "0"), ("--precision", "fp8")]:
         c.add(f"options: convert {flag} {value}", conv + [flag, value], USAGE, flag)
     c.add("options: convert --top-k above --experts", conv + ["--experts", "2", "--top-k", "3"], USAGE, "--top-k")
     c.add("options: convert upit from one checkpoint", ["convert", "--checkpoints", m, "--data", d, "--experts", "4",
@@ -427,6 +427,9 @@ def option_cases(c):
         c.add(f"options: eval {flag} {value}", ev + [flag, value], USAGE, flag)
     c.add("options: forward --precision fp8", ["forward", "--model", m, "--tokens", "1", "--out", "never",
                                                "--precision", "fp8"], USAGE, "--precision", [Path("never")])
+    c.add("options: bench --router-stage --router-shape foo", ["bench", "--router-stage", "--router-shape", "foo"], USAGE,
+          "--router-shape")
+    c.add("options: bench --router-stage --experts 1", ["bench", "--router-stage", "--experts", "1"], USAGE, "experts")
     c.add("options: tune --precision bf16 on the CPU", tune + ["--steps", "2", "--precision", "bf16"], USAGE,
           "--precision", [Path("never")])
     for flag, value in [("--temperature", "-1"), ("--top-p", "0"), ("--max-new-tokens", "-1"), ("--precision", "fp8")]:

@@ -82,7 +82,7 @@ TEST_CASE("router: an expert's dense model is the MoE's shared weights with that
 TEST_CASE("router: each seed sample goes to the expert whose dense model has its lowest response loss") {
   const Model moe(*random_checkpoint(tiny_config("mixtral"), 6));
   const TokenizedData seed = samples(12);
-  const router::Assignment a = router::assign_by_loss(4, expert_engines(moe), seed, 64);
+  const router::Assignment a = router::assign_by_loss(4, expert_engines(moe), seed, 64, 40);
   REQUIRE(a.expert.size() == 12);
   int64_t total = 0;
   for (int64_t c : a.counts) total += c;

@@ -143,6 +143,32 @@ TEST_CASE("model backward: loss, which keeps only each layer's routing, reports 
   CHECK(scored.router_bce > 0);
 }
 
+TEST_CASE("model backward: recomputing each layer in the backward gives the same bits and the same report") {
+  for (const char* type : {"llama", "mixtral"}) {
+    CAPTURE(type);
+    const ModelConfig config = with(tiny_config(type), {{"router_aux_loss_coef", 0.1}});
+    const Transformer<float> model(*random_checkpoint(config, 28));
+    const Batch batch = pack(kSequences);
+    LossOptions opts;
+    if (config.is_moe()) {
+      opts = upit_options(kSequences);
+      opts.z_loss_coef = 0.01;
+      opts.selection_bias.assign(size_t(config.num_hidden_layers), std::vector<float>(4, 0.0f));
+      opts.selection_bias[1][2] = 0.3f;  // the layer computed again chooses as the forward did
+    }
+    Weights<float> kept = zeros_like(const_cast<Transformer<float>&>(model).weights(), config), again = kept;
+    const LossReport a = model.loss_and_grad(batch, targets_of(kSequences), kept, opts);
+    opts.recompute = true;
+    const LossReport b = model.loss_and_grad(batch, targets_of(kSequences), again, opts);
+    CHECK(a.ce_sum == b.ce_sum);
+    CHECK(a.aux == b.aux);
+    CHECK(a.router_bce == b.router_bce);
+    CHECK(a.expert_tokens == b.expert_tokens);
+    auto x = parameters(kept, config), y = parameters(again, config);
+    for (size_t i = 0; i < x.size(); ++i) CHECK_MESSAGE(*x[i].values == *y[i].values, x[i].tensor.name);
+  }
+}
+
 TEST_CASE("model backward: mixtral with the global (transformers') load-balancing loss") {
   LossOptions opts;
   opts.aux_loss = AuxLoss::Global;

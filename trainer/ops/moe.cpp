@@ -29,14 +29,14 @@ void group_by_expert(int32_t* order, int32_t* row_of, int64_t* offsets, const in
 
 namespace {
 
-// Expert e's rows of a permuted [N·k, cols] buffer.
+// Expert e's rows of a permuted [N·k, cols] buffer; null for a buffer not kept.
 template <class T>
 T* expert_rows(std::vector<T>& buf, const MoeSaved<T>& saved, int64_t e, int64_t cols) {
-  return buf.data() + saved.offsets[size_t(e)] * cols;
+  return buf.empty() ? nullptr : buf.data() + saved.offsets[size_t(e)] * cols;
 }
 template <class T>
 const T* expert_rows(const std::vector<T>& buf, const MoeSaved<T>& saved, int64_t e, int64_t cols) {
-  return buf.data() + saved.offsets[size_t(e)] * cols;
+  return buf.empty() ? nullptr : buf.data() + saved.offsets[size_t(e)] * cols;
 }
 
 int64_t expert_count(const std::vector<int64_t>& offsets, int64_t e) {
@@ -165,6 +165,10 @@ void moe_forward(T* out, MoeSaved<T>& s, const T* x, const int32_t* idx, const T
 void moe_forward(float* out, MoeSaved<float>& s, const float* x, const int32_t* idx, const float* w,
                  const StoredExperts& experts, const MoeShape& shape) {
   forward_impl(out, s, x, idx, w, experts, shape);
+  // Frozen experts' backward needs neither their inputs nor the activations (the weights'
+  // gradients would): gate and up (the SwiGLU's backward) and y (the gate weights') are kept.
+  s.x = {};
+  s.act = {};
 }
 template <class T>
 void moe_backward(T* d_x, T* d_w, const ExpertGrads<T>& d_experts, const T* d_out, const T* w,

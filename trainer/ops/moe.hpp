@@ -50,8 +50,8 @@ template <class T>
 struct MoeSaved {
   std::vector<int32_t> order, row_of;  // [N·k]
   std::vector<int64_t> offsets;        // [E+1]
-  std::vector<T> x;                    // [N·k, H]  the gathered inputs
-  std::vector<T> gate, up, act;        // [N·k, I]  x·gateᵀ, x·upᵀ, silu(gate) ⊙ up
+  std::vector<T> x;                    // [N·k, H]  the gathered inputs (empty for stored experts)
+  std::vector<T> gate, up, act;        // [N·k, I]  x·gateᵀ, x·upᵀ, silu(gate) ⊙ up (act: the same)
   std::vector<T> y;                    // [N·k, H]  act·downᵀ, each expert's output
 };
 
