@@ -1,12 +1,18 @@
-// What the CPU's engines share: an Engine's inference calls over a CPU model M (Transformer<float>
-// for training, StoredModel for inference) and its decoder D. Internal to trainer/.
+// What the CPU's engines share: an Engine's calls over a CPU model M (Transformer<float> for
+// training, StoredModel for inference and the router stage) and its decoder D, and training by
+// AdamW on f32 masters: the model's own weights, or copies of the trained tensors it reads
+// through views. Internal to trainer/.
 #pragma once
 #include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "trainer/engine.hpp"
+#include "trainer/optimizer.hpp"
+#include "trainer/parameters.hpp"
 
 namespace upcycle {
 
@@ -24,11 +30,40 @@ class CpuModelEngine : public Engine {
     return std::make_unique<D>(model_, capacity);
   }
 
+  void zero_grads() override {
+    training();
+    zero_fill(grads_, model_.config());
+  }
+  LossReport accumulate(const Batch& batch, const std::vector<int32_t>& targets, const LossOptions& opts) override {
+    training();
+    return model_.loss_and_grad(batch, targets, grads_, opts);
+  }
+  double clip(double max_norm) override { return training().clip(grads_, max_norm); }
+  void step(double lr) override { training().step(grads_, lr); }
+  int64_t steps() const override { return optimizer_ ? optimizer_->steps() : 0; }
+  void save_optimizer(const std::filesystem::path& file) override { training().save(file); }
+  void load_optimizer(const std::filesystem::path& file) override { training().load(file); }
+
  protected:
   template <class... Args>
   explicit CpuModelEngine(Args&&... args) : model_(std::forward<Args>(args)...) {}
 
+  // AdamW over `masters` (which must outlive the engine), gradients shaped like its unfrozen tensors.
+  void train(Weights<float>& masters, const TrainSetup& setup) {
+    optimizer_.emplace(masters, model_.config(), setup.adam, setup.frozen);
+    grads_ = zeros_like(masters, model_.config(), setup.frozen);
+  }
+  // std::logic_error on an engine made without a training setup.
+  AdamW& training() {
+    if (!optimizer_) throw std::logic_error("Engine: this engine was made without a training setup");
+    return *optimizer_;
+  }
+
   M model_;
+
+ private:
+  std::optional<AdamW> optimizer_;
+  Weights<float> grads_;
 };
 
 }  // namespace upcycle

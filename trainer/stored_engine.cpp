@@ -6,8 +6,6 @@
 #include <stdexcept>
 
 #include "trainer/cpu_model_engine.hpp"
-#include "trainer/optimizer.hpp"
-#include "trainer/parameters.hpp"
 #include "trainer/stored_model.hpp"
 
 namespace upcycle {
@@ -35,38 +33,17 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
                                              std::shared_ptr<const std::byte>(reinterpret_cast<const std::byte*>(master.data()),
                                                                               [](const std::byte*) {})));
     }
-    optimizer_.emplace(trained_, model_.config(), training->adam, training->frozen);
-    grads_ = zeros_like(trained_, model_.config(), training->frozen);
+    train(trained_, *training);
   }
 
-  void zero_grads() override {
-    training();
-    zero_fill(grads_, model_.config());
-  }
-  LossReport accumulate(const Batch& batch, const std::vector<int32_t>& targets, const LossOptions& opts) override {
-    training();
-    return model_.loss_and_grad(batch, targets, grads_, opts);
-  }
-  double clip(double max_norm) override { return training().clip(grads_, max_norm); }
-  void step(double lr) override { training().step(grads_, lr); }
-  int64_t steps() const override { return optimizer_ ? optimizer_->steps() : 0; }
   // The routers (every other tensor empty).
   Weights<float>& host_weights() override {
     training();
     return trained_;
   }
-  void save_optimizer(const std::filesystem::path& file) override { training().save(file); }
-  void load_optimizer(const std::filesystem::path& file) override { training().load(file); }
 
  private:
-  AdamW& training() {
-    if (!optimizer_) throw std::logic_error("Engine: the CPU's engine over weights as stored trains nothing here");
-    return *optimizer_;
-  }
-
-  Weights<float> trained_;          // the routers' masters, which the model's routers view
-  std::optional<AdamW> optimizer_;  // refers to trained_
-  Weights<float> grads_;
+  Weights<float> trained_;  // the routers' masters, which the model's routers view
 };
 
 }  // namespace
