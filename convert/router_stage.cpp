@@ -185,7 +185,7 @@ std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& sourc
   report["seed_per_expert"] = a.counts;
   report["seed_experts"] = a.expert;
   if (o.hidden) {
-    auto routers = router::hidden_state_routers(config, engines.expert, seed, a.expert, preopt.seq_len);
+    auto routers = router::hidden_state_routers(config, engines.expert, seed, a.expert, preopt.seq_len, preopt.batch_tokens);
     part.fit = {clock.lap(), peak_rss_mb()};
     return with_routers(moe_file, *start, std::move(routers), std::move(extra));
   }

@@ -1,6 +1,7 @@
 #include "router/hidden_init.hpp"
 
 #include <cmath>
+#include <span>
 #include <stdexcept>
 
 #include "trainer/batches.hpp"
@@ -9,13 +10,14 @@ namespace upcycle::router {
 
 namespace {
 
-// Σ of the router inputs over the tokens of samples, under `model`: [L][H].
+// Σ of the router inputs over the tokens of samples, under `model`, in passes of batch_tokens: [L][H].
 void accumulate(Engine& model, const TokenizedData& seed, const std::vector<size_t>& samples, int64_t seq_len,
-                std::vector<std::vector<double>>& sum) {
+                int64_t batch_tokens, std::vector<std::vector<double>>& sum) {
   const int64_t H = model.config().hidden_size;
-  for (size_t s : samples) {
-    const size_t one[] = {s};
-    const MicroBatch mb = make_micro_batch(seed, one, seq_len);
+  for (size_t at = 0; at < samples.size();) {
+    const auto rest = std::span<const size_t>(samples).subspan(at);
+    const MicroBatch mb = make_micro_batch(seed, rest.first(samples_that_fit(seed, rest, seq_len, batch_tokens)), seq_len);
+    at += mb.samples.size();
     const auto inputs = model.ffn_inputs(mb.batch);  // [L][N, H]
     for (size_t l = 0; l < inputs.size(); ++l)
       for (size_t i = 0; i < inputs[l].size(); ++i) sum[l][i % size_t(H)] += inputs[l][i];
@@ -26,7 +28,7 @@ void accumulate(Engine& model, const TokenizedData& seed, const std::vector<size
 
 std::vector<std::vector<float>> hidden_state_routers(const ModelConfig& c, const ExpertEngines& dense_model,
                                                      const TokenizedData& seed, const std::vector<int32_t>& assignment,
-                                                     int64_t seq_len) {
+                                                     int64_t seq_len, int64_t batch_tokens) {
   const int64_t E = c.num_local_experts, H = c.hidden_size, L = c.num_hidden_layers;
   if (assignment.size() != seed.samples.size()) throw std::invalid_argument("hidden_state_routers: one expert per sample");
   std::vector<std::vector<float>> routers(size_t(L), std::vector<float>(size_t(E * H)));
@@ -38,7 +40,7 @@ std::vector<std::vector<float>> hidden_state_routers(const ModelConfig& c, const
       for (size_t s = 0; s < seed.samples.size(); ++s) mine.push_back(s);
     const auto dense = dense_model(int(e));
     std::vector<std::vector<double>> sum(size_t(L), std::vector<double>(size_t(H), 0.0));
-    accumulate(*dense, seed, mine, seq_len, sum);  // the mean's direction is the sum's
+    accumulate(*dense, seed, mine, seq_len, batch_tokens, sum);  // the mean's direction is the sum's
     for (int64_t l = 0; l < L; ++l) {
       double norm = 0;
       for (double v : sum[size_t(l)]) norm += v * v;

@@ -11,10 +11,11 @@
 
 namespace upcycle::router {
 
-// Per layer [E·H], for the MoE of `config` whose experts' dense models `dense` makes. An expert
-// with no samples gets the mean over all seed samples.
+// Per layer [E·H], for the MoE of `config` whose experts' dense models `dense` makes, running
+// the samples in passes of batch_tokens. An expert with no samples gets the mean over all seed
+// samples.
 std::vector<std::vector<float>> hidden_state_routers(const ModelConfig& config, const ExpertEngines& dense,
                                                      const TokenizedData& seed, const std::vector<int32_t>& assignment,
-                                                     int64_t seq_len);
+                                                     int64_t seq_len, int64_t batch_tokens);
 
 }  // namespace upcycle::router

@@ -42,9 +42,9 @@ struct LayerActivations {
 
 // What a forward keeps of each layer once it is done: its routing alone (router_logits, probs,
 // idx: what the router's losses and figures read; memory of one layer's activations, reused
-// layer after layer), that and its input (the backward computes the layer again), or all its
-// activations.
-enum class Keep { Routing, InputAndRouting, All };
+// layer after layer), that and its input (the backward computes the layer again), that and the
+// FFN's input (ffn_inputs), or all its activations.
+enum class Keep { Routing, InputAndRouting, FfnInputAndRouting, All };
 
 // The batch in the backend's memory, and every layer's activations.
 template <class B>
@@ -177,8 +177,8 @@ class BasicTransformer {
 
   // Everything up to the final norm; acts.final_out [N, H]. selection_bias: as LossOptions'
   // (it must outlive acts).
-  void forward_hidden(const Batch& batch, Acts& acts, const std::vector<std::vector<float>>& selection_bias = {},
-                      Keep keep = Keep::All) const;
+  void forward_hidden(const Batch& batch, Acts& acts, const std::vector<std::vector<float>>& selection_bias,
+                      Keep keep) const;
   // Layer l's activations, from its input a.x alone (Keep::InputAndRouting), as the forward made them.
   void layer_again(size_t l, LayerActs& a, const Acts& acts) const;
   void attention_block(const Layer& w, LayerActs& a, const Acts& acts) const;

@@ -56,7 +56,7 @@ auto BasicTransformer<B>::forward(const Batch& batch) const -> Vec<Act> {
 template <class B>
 auto BasicTransformer<B>::ffn_inputs(const Batch& batch) const -> std::vector<Vec<Act>> {
   Acts acts;
-  forward_hidden(batch, acts);
+  forward_hidden(batch, acts, {}, Keep::FfnInputAndRouting);
   std::vector<Vec<Act>> out;
   for (auto& layer : acts.layers) out.push_back(std::move(layer.ffn_in));
   return out;
@@ -86,6 +86,7 @@ void BasicTransformer<B>::forward_hidden(const Batch& batch, Acts& acts, const s
     if (keep != Keep::All) {
       LayerActs kept;
       if (keep == Keep::InputAndRouting) kept.x = std::move(a.x);
+      if (keep == Keep::FfnInputAndRouting) kept.ffn_in = std::move(a.ffn_in);
       kept.router_logits = std::move(a.router_logits);
       kept.probs = std::move(a.probs);
       kept.idx = std::move(a.idx);

@@ -154,7 +154,7 @@ TEST_CASE("router: the hidden init is the unit-length mean router input of each 
   const Model moe(*random_checkpoint(tiny_config("mixtral"), 8));
   const TokenizedData seed = samples(6);
   const std::vector<int32_t> assignment = {0, 1, 0, 1, 1, 3};  // expert 2 has none: the mean of all
-  const auto routers = router::hidden_state_routers(moe.config(), expert_engines(moe), seed, assignment, 64);
+  const auto routers = router::hidden_state_routers(moe.config(), expert_engines(moe), seed, assignment, 64, 20);
   REQUIRE(routers.size() == 2);
   const int64_t H = 16;
   for (int e = 0; e < 4; ++e) {

@@ -135,10 +135,15 @@ TEST_CASE("stored_matmul: the input's gradient and the row lookup against the f3
     dequantize(t, bytes.data(), bytes.size(), widened.data(), w.size());
     const StoredMatrix W{t, bytes.data(), O, I};
 
-    std::vector<float> want = test::random_values(size_t(N * I), 13), got = want;  // added into
+    std::vector<float> want = test::random_values(size_t(N * I), 13), got = want, bf16 = want;  // added into
     matmul_backward<float>(want.data(), nullptr, nullptr, d_out.data(), nullptr, widened.data(), N, I, O);
     stored_matmul_backward_input(got.data(), d_out.data(), W, N);
     CHECK(max_relative_error(got, want) < 1e-5);
+    if (t == DType::BF16) {  // bf16 products: d_out rounded to bf16 too
+      stored_matmul_backward_input(bf16.data(), d_out.data(), StoredMatrix{t, bytes.data(), O, I, true}, N);
+      CHECK(max_relative_error(bf16, want) < 1e-2);
+      CHECK(bf16 != got);
+    }
 
     const std::vector<int32_t> ids = {3, int32_t(O - 1), 0, 3};
     std::vector<float> rows(ids.size() * size_t(I));

@@ -21,22 +21,38 @@ Context& context() {
   return c;
 }
 
-}  // namespace
-
-void bf16_matmul_forward(float* out, const uint16_t* in, const uint16_t* W, int64_t N, int64_t I, int64_t O) {
-  if (N == 0 || O == 0) return;
-  if (I == 0) {
-    std::fill_n(out, N * O, 0.0f);
+// out[N,M] (+)= a[N,K] · B[K,M], B read in place as `b_layout` lays it out: ba for W [M,K] as
+// nn.Linear stores it (the forward), ab for W [K,M] (the backward to the inputs).
+void product(float* out, const uint16_t* a, const uint16_t* b, int64_t N, int64_t K, int64_t M, tag b_layout,
+             bool accumulate) {
+  if (N == 0 || M == 0) return;
+  if (K == 0) {
+    if (!accumulate) std::fill_n(out, N * M, 0.0f);
     return;
   }
   Context& c = context();
-  // W [O,I] row major is [I,O] with the format tag ba: the product reads it in place.
-  const dnnl::memory::desc src({N, I}, dt::bf16, tag::ab), weights({I, O}, dt::bf16, tag::ba), dst({N, O}, dt::f32, tag::ab);
+  const dnnl::memory::desc src({N, K}, dt::bf16, tag::ab), weights({K, M}, dt::bf16, b_layout), dst({N, M}, dt::f32, tag::ab);
+  dnnl::primitive_attr attr;
+  if (accumulate) {
+    dnnl::post_ops sum;
+    sum.append_sum(1.0f);
+    attr.set_post_ops(sum);
+  }
   // oneDNN caches the primitives it makes (1024 by default), so shapes seen before cost a lookup.
-  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, weights, dst), c.engine);
-  dnnl::memory s(src, c.engine, const_cast<uint16_t*>(in)), w(weights, c.engine, const_cast<uint16_t*>(W)), d(dst, c.engine, out);
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, weights, dst), attr, c.engine);
+  dnnl::memory s(src, c.engine, const_cast<uint16_t*>(a)), w(weights, c.engine, const_cast<uint16_t*>(b)), d(dst, c.engine, out);
   dnnl::matmul(pd).execute(c.stream, {{DNNL_ARG_SRC, s}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, d}});
   c.stream.wait();
+}
+
+}  // namespace
+
+void bf16_matmul_forward(float* out, const uint16_t* in, const uint16_t* W, int64_t N, int64_t I, int64_t O) {
+  product(out, in, W, N, I, O, tag::ba, false);  // W [O,I] row major is [I,O] with the format tag ba
+}
+
+void bf16_matmul_backward_input(float* d_in, const uint16_t* d_out, const uint16_t* W, int64_t N, int64_t I, int64_t O) {
+  product(d_in, d_out, W, N, O, I, tag::ab, true);
 }
 
 std::string bf16_matmul_isa() {

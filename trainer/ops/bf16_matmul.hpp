@@ -12,6 +12,9 @@ namespace upcycle::ops {
 // deterministic for a fixed ISA and threads); other CPUs may round the sums differently. Call
 // outside OpenMP parallel regions.
 void bf16_matmul_forward(float* out, const uint16_t* in, const uint16_t* W, int64_t N, int64_t I, int64_t O);
+// d_in[N,I] += d_out[N,O] · W[O,I]: the same product's backward to its inputs, W read in place.
+void bf16_matmul_backward_input(float* d_in, const uint16_t* d_out, const uint16_t* W, int64_t N, int64_t I,
+                                int64_t O);
 
 // The instruction set oneDNN runs these on here: "avx512_core_amx", "avx512_core_bf16", ...
 std::string bf16_matmul_isa();

@@ -274,10 +274,16 @@ void panels(float* out, const float* in, const StoredMatrix& W, int64_t N, size_
   });
 }
 
+// n values rounded to bf16.
+std::vector<uint16_t> to_bf16(const float* values, size_t n) {
+  std::vector<uint16_t> out(n);
+  convert(DType::F32, values, DType::BF16, out.data(), n);
+  return out;
+}
+
 // The inputs rounded to bf16, times the bf16 weights on oneDNN.
 void bf16_products(float* out, const float* in, const StoredMatrix& W, int64_t N) {
-  std::vector<uint16_t> x(size_t(N * W.cols));
-  convert(DType::F32, in, DType::BF16, x.data(), x.size());
+  const std::vector<uint16_t> x = to_bf16(in, size_t(N * W.cols));
   bf16_matmul_forward(out, x.data(), reinterpret_cast<const uint16_t*>(W.data), N, W.cols, W.rows);
 }
 
@@ -320,6 +326,10 @@ void stored_matmul_backward_input(float* d_in, const float* d_out, const StoredM
   check_shape(W, N);
   if (W.dtype == DType::F32)
     return matmul_backward<float>(d_in, nullptr, nullptr, d_out, nullptr, f32_values(W), N, W.cols, W.rows);
+  if (W.bf16_products && W.dtype == DType::BF16 && N > kDotRows) {
+    const std::vector<uint16_t> dy = to_bf16(d_out, size_t(N * W.rows));
+    return bf16_matmul_backward_input(d_in, dy.data(), reinterpret_cast<const uint16_t*>(W.data), N, W.cols, W.rows);
+  }
   Eigen::Map<Rows> dx(d_in, N, W.cols);
   for_each_panel(W, row_bytes, [&](int64_t r0, const Eigen::Map<const Rows>& w) {
     const Eigen::Map<const Rows, 0, Eigen::OuterStride<>> dy(d_out + r0, N, w.rows(), Eigen::OuterStride<>(W.rows));

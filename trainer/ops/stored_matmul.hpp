@@ -17,8 +17,8 @@ struct StoredMatrix {
   DType dtype = DType::F32;
   const std::byte* data = nullptr;
   int64_t rows = 0, cols = 0;
-  // bf16 weights under --precision bf16: products of more than kDotRows inputs in bf16 on oneDNN
-  // (ops::bf16_matmul_forward), the inputs rounded to bf16 and the sums in f32.
+  // bf16 weights under --precision bf16: products of more than kDotRows inputs, and the backward
+  // to them, in bf16 on oneDNN (ops::bf16_matmul), the inputs rounded to bf16 and the sums in f32.
   bool bf16_products = false;
 };
 
@@ -41,7 +41,9 @@ inline constexpr int64_t kDotRows = 4, kPanelRows = 256;
 void stored_matmul_forward(float* out, const float* in, const StoredMatrix& W, const float* bias, int64_t N);
 
 // d_in[N,I] += d_out[N,O] · W: the backward to the input of a frozen weight (the router stage's
-// and --freeze's frozen layers), f32 as ops::matmul_backward, others a panel of rows at a time.
+// and --freeze's frozen layers), f32 as ops::matmul_backward, others a panel of rows at a time;
+// bf16 weights with bf16_products and more than kDotRows rows: d_out rounded to bf16, one bf16
+// product on oneDNN.
 void stored_matmul_backward_input(float* d_in, const float* d_out, const StoredMatrix& W, int64_t N);
 
 // out[N,I] = W[ids[n], :] widened to f32: an embedding lookup on a stored table.
