@@ -213,7 +213,7 @@ OptionTable<O> make_table() {
       option<O>("device", std::string("where the router stage runs: ") + kDeviceHelp, [](O& o) -> auto& { return o.device; }),
       option<O>("precision",
                 "what the router stage computes in on the CPU: f32, or bf16 (bf16 weights and activations, f32 sums, on "
-                "oneDNN; f32 and f16 matrices are converted to a bf16 copy in memory, bf16 ones read in place)",
+                "oneDNN; bf16 weights read in place, others rounded a panel at a time)",
                 [](O& o) -> auto& { return o.precision; }),
       option<O>("aux_loss_coef", "router_aux_loss_coef in the config", [](O& o) -> auto& { return o.aux_loss_coef; }),
       text_option<O>(

@@ -86,8 +86,7 @@ struct StageEngines {
 // On the CPU: the MoE as stored in the scratch file, its layers streamed (resident a layer at a
 // time), the experts' dense models views of it.
 StageEngines stored_engines(const Checkpoint& moe_file, Precision precision) {
-  auto moe = std::make_shared<StoredWeights>(load_stored_weights(moe_file, precision));
-  stream_layers(*moe);
+  auto moe = std::make_shared<StoredWeights>(load_streamed_weights(moe_file, precision));
   const ModelConfig config = moe_file.config();
   const std::filesystem::path path = moe_file.path();
   return {[=](int e) {

@@ -1,6 +1,5 @@
 #include "trainer/stored_weights.hpp"
 
-#include <algorithm>
 #include <memory>
 #include <stdexcept>
 
@@ -22,6 +21,12 @@ StoredWeight StoredWeight::slice(const Shape& shape, int64_t e, int64_t first, i
   const size_t offset = size_t(e * shape[1] + first) * row_bytes;
   StoredWeight out = *this;
   out.tensor_ = tensor_.part(offset, {rows, shape[2]});
+  return out;
+}
+
+StoredWeight StoredWeight::in_bf16() const {
+  StoredWeight out = *this;
+  out.bf16_products_ = true;
   return out;
 }
 
@@ -67,12 +72,22 @@ StoredWeights load_stored_weights(const Checkpoint& ckpt, Precision precision) {
   return load_by_role<StoredWeight>(ckpt, load, keep, slice);
 }
 
-void stream_layers(StoredWeights& w) {
-  auto stream = [](StoredWeight& t) { t = t.streamed(); };
+StoredWeights load_streamed_weights(const Checkpoint& ckpt, Precision precision) {
+  StoredWeights w = load_stored_weights(ckpt, Precision::F32);
+  const bool bf16 = precision == Precision::BF16;
+  auto matrix = [&](StoredWeight& t, bool streamed) {
+    if (t.empty()) return;
+    if (bf16) t = t.in_bf16();
+    if (streamed) t = t.streamed();
+  };
+  matrix(w.lm_head, false);
+  if (w.lm_head.empty()) matrix(w.embedding, false);  // the tied head
   for (auto& l : w.layers) {
-    for (StoredWeight* t : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) stream(*t);
-    for (auto* experts : {&l.expert_gate, &l.expert_up, &l.expert_down}) std::ranges::for_each(*experts, stream);
+    for (StoredWeight* t : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) matrix(*t, true);
+    for (auto* experts : {&l.expert_gate, &l.expert_up, &l.expert_down})
+      for (StoredWeight& t : *experts) matrix(t, true);
   }
+  return w;
 }
 
 }  // namespace upcycle

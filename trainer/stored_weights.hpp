@@ -36,6 +36,8 @@ class StoredWeight {
   // memory (they stay in the page cache), so a model larger than memory is resident a layer at a
   // time. For a model read a few times over, not for decoding, which reads every weight per token.
   StoredWeight streamed() const;
+  // The same multiplied in bf16 (ops::StoredMatrix::bf16_products).
+  StoredWeight in_bf16() const;
   // Called by the ops after each use.
   void done() const {
     if (streamed_) tensor_.release(0, tensor_.numel());
@@ -61,8 +63,10 @@ using StoredWeights = WeightsOf<StoredWeight>;
 // not one the forward pass computes.
 StoredWeights load_stored_weights(const Checkpoint& ckpt, Precision precision = Precision::F32);
 
-// Every layer's matrices streamed (StoredWeight::streamed); the embedding, head and final norm,
-// read on every pass, stay resident.
-void stream_layers(StoredWeights& w);
+// For a model read whole a few times over (the router stage): every tensor as load_stored_weights
+// gives it under F32 (nothing converted: under BF16 the products round the weights to bf16 a
+// panel at a time), every layer's matrices streamed (StoredWeight::streamed); the embedding and
+// head, read on every pass, stay resident.
+StoredWeights load_streamed_weights(const Checkpoint& ckpt, Precision precision);
 
 }  // namespace upcycle

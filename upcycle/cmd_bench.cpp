@@ -211,7 +211,7 @@ int cmd_bench(const Args& args) {
       "(about 1 B active parameters, 8 experts top-2), with tokens/s and MFU against the ceiling;\n"
       "defaults there: --batch 4 --seq-len 2048 --steps 10 --warmup 3.\n"
       "--router-stage: UpIT's router stage alone (convert's, on the CPU): an MoE of --router-shape\n"
-      "(default llama-1b) with --experts (8) top-2 stored as bf16, from two random dense models and\n"
+      "(default llama-1b) with --experts (8) top-2 stored as --dtype (bf16), from two random dense models and\n"
       "their DARE children, written to a scratch folder under --scratch, its experts scoring\n"
       "--seed-samples random samples of --sample-tokens, then one epoch of router pre-optimisation in\n"
       "micro-batches of --batch-tokens: seconds and tokens/s of each part and the peak RSS.";
@@ -231,6 +231,7 @@ int cmd_bench(const Args& args) {
       ("sample-tokens", cli::po::value<int64_t>()->default_value(128), "router stage: tokens per seed sample")
       ("batch-tokens", cli::po::value<int64_t>()->default_value(2048), "router stage: tokens per micro-batch")
       ("precision", cli::po::value<std::string>()->default_value("f32"), "router stage: f32 or bf16 (see upcycle forward --help)")
+      ("dtype", cli::po::value<std::string>()->default_value("bf16"), "router stage: the checkpoints' and the MoE's dtype, f32, bf16 or f16")
       ("scratch", cli::po::value<std::string>(), "router stage: a path in the folder that gets the scratch MoE (default: the temporary folder)")
       ("shape", cli::po::value<std::vector<std::string>>()->multitoken(),
        "cuda: shapes to run (smollm2 smollm2-moe llama-1b moe-1b; default all)");
@@ -261,6 +262,7 @@ int cmd_bench(const Args& args) {
     r.sample_tokens = (*vm)["sample-tokens"].as<int64_t>();
     r.batch_tokens = (*vm)["batch-tokens"].as<int64_t>();
     r.precision = parse_precision((*vm)["precision"].as<std::string>());
+    r.dtype = cli::parse_output_dtype((*vm)["dtype"].as<std::string>(), "--dtype");
     if (vm->count("scratch")) r.scratch = (*vm)["scratch"].as<std::string>();
     return print_json_or_table(bench_router_stage(r), vm->count("json") > 0);
   }

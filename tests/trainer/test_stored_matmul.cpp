@@ -64,6 +64,38 @@ TEST_CASE("stored_matmul: every dtype and both paths compute the f32 product of 
       }
 }
 
+TEST_CASE("stored_matmul: bf16 products of every dtype (bf16 in place, others a panel at a time) follow the f32 product of the bf16 values") {
+  const int64_t O = kPanelRows + 44, I = 512, N = 37;
+  // v rounded to bf16 and back.
+  auto rounded = [](const std::vector<float>& v) {
+    std::vector<uint16_t> b(v.size());
+    std::vector<float> out(v.size());
+    convert(DType::F32, v.data(), DType::BF16, b.data(), v.size());
+    convert(DType::BF16, b.data(), DType::F32, out.data(), v.size());
+    return out;
+  };
+  for (DType t : kAll) {
+    CAPTURE(dtype_name(t));
+    const std::vector<float> w = test::random_values(size_t(O * I), 4), x = test::random_values(size_t(N * I), 5),
+                             d_out = test::random_values(size_t(N * O), 6);
+    const std::vector<std::byte> bytes = stored(t, w);
+    std::vector<float> widened(w.size());
+    dequantize(t, bytes.data(), bytes.size(), widened.data(), w.size());
+    const std::vector<float> w16 = rounded(widened);
+    const StoredMatrix W{t, bytes.data(), O, I, true};
+
+    std::vector<float> want(size_t(N * O)), got(want.size());
+    matmul_forward<float>(want.data(), rounded(x).data(), w16.data(), nullptr, N, I, O);
+    stored_matmul_forward(got.data(), x.data(), W, nullptr, N);
+    CHECK(max_relative_error(got, want) < 1e-5);
+
+    std::vector<float> want_in = test::random_values(size_t(N * I), 7), got_in = want_in;  // added into
+    matmul_backward<float>(want_in.data(), nullptr, nullptr, rounded(d_out).data(), nullptr, w16.data(), N, I, O);
+    stored_matmul_backward_input(got_in.data(), d_out.data(), W, N);
+    CHECK(max_relative_error(got_in, want_in) < 1e-5);
+  }
+}
+
 TEST_CASE("stored_matmul: the dot path gives the same bits for any thread count, and bad shapes are refused") {
   const int64_t O = 300, I = 128, N = 2;
   const std::vector<float> w = test::random_values(size_t(O * I), 4), x = test::random_values(size_t(N * I), 5);

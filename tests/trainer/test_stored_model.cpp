@@ -167,9 +167,7 @@ TEST_CASE("stored model: streamed layers (the router stage's) compute the same b
   write_checkpoint(*random_checkpoint(block_config("mixtral"), 17, DType::BF16, Scheme::HFFused), dir / "moe", w);
   const auto ckpt = open_checkpoint(dir / "moe");  // mapped: streaming drops its pages after each use
   const StoredModel resident(*ckpt);
-  StoredWeights weights = load_stored_weights(*ckpt);
-  stream_layers(weights);
-  const StoredModel streamed(ckpt->config(), weights, ckpt->path());
+  const StoredModel streamed(ckpt->config(), load_streamed_weights(*ckpt, Precision::F32), ckpt->path());
   const Batch batch = pack({kIds});
   for (int pass = 0; pass < 2; ++pass) {  // the second reads the dropped pages back
     CHECK(same_bits(streamed.forward(batch), resident.forward(batch)));

@@ -16,6 +16,13 @@ void bf16_matmul_forward(float* out, const uint16_t* in, const uint16_t* W, int6
 void bf16_matmul_backward_input(float* d_in, const uint16_t* d_out, const uint16_t* W, int64_t N, int64_t I,
                                 int64_t O);
 
+// The same on a panel of W's rows [r0, r0 + P) (Wp [P,I], bf16): out's columns r0.. of rows
+// `out_stride` apart (the forward), or d_in += d_out's columns r0.. (rows `in_stride` apart) · Wp.
+void bf16_matmul_forward_panel(float* out, int64_t out_stride, const uint16_t* in, const uint16_t* Wp, int64_t N,
+                               int64_t I, int64_t P);
+void bf16_matmul_backward_input_panel(float* d_in, const uint16_t* d_out, int64_t in_stride, const uint16_t* Wp,
+                                      int64_t N, int64_t I, int64_t P);
+
 // The instruction set oneDNN runs these on here: "avx512_core_amx", "avx512_core_bf16", ...
 std::string bf16_matmul_isa();
 

@@ -281,10 +281,35 @@ std::vector<uint16_t> to_bf16(const float* values, size_t n) {
   return out;
 }
 
-// The inputs rounded to bf16, times the bf16 weights on oneDNN.
-void bf16_products(float* out, const float* in, const StoredMatrix& W, int64_t N) {
+// W's rows in panels of kPanelRows rounded to bf16: use(r0, panel [rows, I]) for each in turn.
+template <class Use>
+void for_each_bf16_panel(const StoredMatrix& W, size_t row_bytes, Use use) {
+  std::vector<uint16_t> bf16(size_t(std::min(kPanelRows, W.rows) * W.cols));
+  for_each_panel(W, row_bytes, [&](int64_t r0, const Eigen::Map<const Rows>& w) {
+    convert(DType::F32, w.data(), DType::BF16, bf16.data(), size_t(w.size()));
+    use(r0, w.rows(), bf16.data());
+  });
+}
+
+// The inputs rounded to bf16, times the weights in bf16 on oneDNN: bf16 ones in place, others a
+// panel rounded at a time (never a bf16 copy of the whole matrix).
+void bf16_products(float* out, const float* in, const StoredMatrix& W, int64_t N, size_t row_bytes) {
   const std::vector<uint16_t> x = to_bf16(in, size_t(N * W.cols));
-  bf16_matmul_forward(out, x.data(), reinterpret_cast<const uint16_t*>(W.data), N, W.cols, W.rows);
+  if (W.dtype == DType::BF16)
+    return bf16_matmul_forward(out, x.data(), reinterpret_cast<const uint16_t*>(W.data), N, W.cols, W.rows);
+  for_each_bf16_panel(W, row_bytes, [&](int64_t r0, int64_t rows, const uint16_t* panel) {
+    bf16_matmul_forward_panel(out + r0, W.rows, x.data(), panel, N, W.cols, rows);
+  });
+}
+
+// d_in += d_out rounded to bf16 times the weights in bf16, as bf16_products takes them.
+void bf16_products_backward_input(float* d_in, const float* d_out, const StoredMatrix& W, int64_t N, size_t row_bytes) {
+  const std::vector<uint16_t> dy = to_bf16(d_out, size_t(N * W.rows));
+  if (W.dtype == DType::BF16)
+    return bf16_matmul_backward_input(d_in, dy.data(), reinterpret_cast<const uint16_t*>(W.data), N, W.cols, W.rows);
+  for_each_bf16_panel(W, row_bytes, [&](int64_t r0, int64_t rows, const uint16_t* panel) {
+    bf16_matmul_backward_input_panel(d_in, dy.data() + r0, W.rows, panel, N, W.cols, rows);
+  });
 }
 
 void check_shape(const StoredMatrix& W, int64_t N) {
@@ -308,11 +333,12 @@ size_t stored_row_bytes(DType t, int64_t cols) {
 void stored_matmul_forward(float* out, const float* in, const StoredMatrix& W, const float* bias, int64_t N) {
   const size_t row_bytes = stored_row_bytes(W.dtype, W.cols);
   check_shape(W, N);
-  if (W.dtype == DType::F32 && N > kDotRows) return matmul_forward<float>(out, in, f32_values(W), bias, N, W.cols, W.rows);
+  if (W.dtype == DType::F32 && N > kDotRows && !W.bf16_products)
+    return matmul_forward<float>(out, in, f32_values(W), bias, N, W.cols, W.rows);
   if (N <= kDotRows) {
     dots(out, in, W, N, row_bytes);
-  } else if (W.bf16_products && W.dtype == DType::BF16) {
-    bf16_products(out, in, W, N);
+  } else if (W.bf16_products) {
+    bf16_products(out, in, W, N, row_bytes);
   } else {
     panels(out, in, W, N, row_bytes);
   }
@@ -324,12 +350,9 @@ void stored_matmul_forward(float* out, const float* in, const StoredMatrix& W, c
 void stored_matmul_backward_input(float* d_in, const float* d_out, const StoredMatrix& W, int64_t N) {
   const size_t row_bytes = stored_row_bytes(W.dtype, W.cols);
   check_shape(W, N);
+  if (W.bf16_products && N > kDotRows) return bf16_products_backward_input(d_in, d_out, W, N, row_bytes);
   if (W.dtype == DType::F32)
     return matmul_backward<float>(d_in, nullptr, nullptr, d_out, nullptr, f32_values(W), N, W.cols, W.rows);
-  if (W.bf16_products && W.dtype == DType::BF16 && N > kDotRows) {
-    const std::vector<uint16_t> dy = to_bf16(d_out, size_t(N * W.rows));
-    return bf16_matmul_backward_input(d_in, dy.data(), reinterpret_cast<const uint16_t*>(W.data), N, W.cols, W.rows);
-  }
   Eigen::Map<Rows> dx(d_in, N, W.cols);
   for_each_panel(W, row_bytes, [&](int64_t r0, const Eigen::Map<const Rows>& w) {
     const Eigen::Map<const Rows, 0, Eigen::OuterStride<>> dy(d_out + r0, N, w.rows(), Eigen::OuterStride<>(W.rows));

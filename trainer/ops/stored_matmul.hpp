@@ -17,8 +17,9 @@ struct StoredMatrix {
   DType dtype = DType::F32;
   const std::byte* data = nullptr;
   int64_t rows = 0, cols = 0;
-  // bf16 weights under --precision bf16: products of more than kDotRows inputs, and the backward
-  // to them, in bf16 on oneDNN (ops::bf16_matmul), the inputs rounded to bf16 and the sums in f32.
+  // Under --precision bf16: products of more than kDotRows inputs, and the backward to them, in
+  // bf16 on oneDNN (ops::bf16_matmul), the inputs rounded to bf16 and the sums in f32; bf16
+  // weights read in place, others rounded to bf16 a panel of kPanelRows rows at a time.
   bool bf16_products = false;
 };
 
@@ -34,8 +35,8 @@ size_t stored_row_bytes(DType t, int64_t cols);
 //   f32 model's bits on both paths.
 // Larger N: f32 weights go to ops::matmul_forward as they are; others in panels of kPanelRows rows
 //   widened to f32 and multiplied by the f32 matmul (OpenBLAS), whose bits depend on the CPU and
-//   threads as ops::matmul_forward's do; or, bf16 weights with bf16_products, one bf16 product on
-//   oneDNN (deterministic for a fixed CPU and thread count).
+//   threads as ops::matmul_forward's do; or, with bf16_products, bf16 products on oneDNN
+//   (deterministic for a fixed CPU and thread count).
 // Call outside OpenMP parallel regions; std::invalid_argument for a shape W cannot have.
 inline constexpr int64_t kDotRows = 4, kPanelRows = 256;
 void stored_matmul_forward(float* out, const float* in, const StoredMatrix& W, const float* bias, int64_t N);
