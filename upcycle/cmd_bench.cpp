@@ -224,7 +224,7 @@ int cmd_bench(const Args& args) {
       ("warmup", cli::po::value<int64_t>(), "untimed steps first (cpu 1, cuda 3)")
       ("sgemm-size", cli::po::value<int64_t>(), "n of the ceiling's n^3 product (cpu 2048, cuda 8192)")
       ("only", cli::po::value<std::string>(), "cpu: dense, moe or matvec")
-      ("router-stage", "the router stage's benchmark instead (below)")
+      ("router-stage", "the router stage's benchmark instead (see above)")
       ("router-shape", cli::po::value<std::string>()->default_value("llama-1b"), "router stage: a preset of upcycle init")
       ("experts", cli::po::value<int>()->default_value(8), "router stage: experts")
       ("seed-samples", cli::po::value<int64_t>()->default_value(16), "router stage: seed samples")

@@ -15,25 +15,46 @@
 using namespace upcycle;
 using namespace upcycle::ops;
 
+namespace {
+
+const std::vector<std::array<int64_t, 3>> kShapes = {{1, 64, 48}, {37, 96, 130}, {256, 576, 200}};  // N, I, O
+
+// n random bf16 values in [-1, 1), and the same as f32.
+struct Bf16Values {
+  std::vector<uint16_t> bits;
+  std::vector<float> f32;
+  Bf16Values(Rng& rng, int64_t n) : bits(size_t(n)), f32(size_t(n)) {
+    for (uint16_t& b : bits) b = f32_to_bf16(float(rng.uniform() * 2 - 1));
+    convert(DType::BF16, bits.data(), DType::F32, f32.data(), bits.size());
+  }
+};
+
+// The largest |got - want| over sqrt(sum length): f32 sums of exact products, in another order.
+double worst_error(const std::vector<float>& got, const std::vector<float>& want, int64_t summed) {
+  double worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, double(std::fabs(got[i] - want[i])) / std::sqrt(double(summed)));
+  return worst;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace
+
 TEST_CASE("bf16_matmul: the f32 product of the bf16 values, the same bits every call") {
   Rng rng(1);
-  for (auto [N, I, O] : std::vector<std::array<int64_t, 3>>{{1, 64, 48}, {37, 96, 130}, {256, 576, 200}}) {
+  for (auto [N, I, O] : kShapes) {
     CAPTURE(N);
     CAPTURE(I);
     CAPTURE(O);
-    std::vector<uint16_t> in(size_t(N * I)), w(size_t(O * I));
-    for (auto* v : {&in, &w})
-      for (uint16_t& b : *v) b = f32_to_bf16(float(rng.uniform() * 2 - 1));
-    std::vector<float> in32(in.size()), w32(w.size()), want(size_t(N * O)), got(want.size()), again(want.size());
-    convert(DType::BF16, in.data(), DType::F32, in32.data(), in.size());
-    convert(DType::BF16, w.data(), DType::F32, w32.data(), w.size());
-    matmul_forward<float>(want.data(), in32.data(), w32.data(), nullptr, N, I, O);
-    bf16_matmul_forward(got.data(), in.data(), w.data(), N, I, O);
-    double worst = 0;
-    for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, double(std::fabs(got[i] - want[i])) / std::sqrt(double(I)));
-    CHECK(worst < 1e-5);  // f32 sums of exact products, in another order
-    bf16_matmul_forward(again.data(), in.data(), w.data(), N, I, O);
-    CHECK(std::memcmp(got.data(), again.data(), got.size() * sizeof(float)) == 0);
+    const Bf16Values in(rng, N * I), w(rng, O * I);
+    std::vector<float> want(size_t(N * O)), got(want.size()), again(want.size());
+    matmul_forward<float>(want.data(), in.f32.data(), w.f32.data(), nullptr, N, I, O);
+    bf16_matmul_forward(got.data(), in.bits.data(), w.bits.data(), N, I, O);
+    CHECK(worst_error(got, want, I) < 1e-5);
+    bf16_matmul_forward(again.data(), in.bits.data(), w.bits.data(), N, I, O);
+    CHECK(same_bits(got, again));
   }
   std::vector<float> out(6, 1.0f);
   bf16_matmul_forward(out.data(), nullptr, nullptr, 2, 0, 3);  // no inner dimension: zeros
@@ -43,25 +64,17 @@ TEST_CASE("bf16_matmul: the f32 product of the bf16 values, the same bits every 
 
 TEST_CASE("bf16_matmul: the backward to the inputs adds the f32 product of the bf16 values, the same bits every call") {
   Rng rng(2);
-  for (auto [N, I, O] : std::vector<std::array<int64_t, 3>>{{1, 64, 48}, {37, 96, 130}, {256, 576, 200}}) {
+  for (auto [N, I, O] : kShapes) {
     CAPTURE(N);
     CAPTURE(I);
     CAPTURE(O);
-    std::vector<uint16_t> dy(size_t(N * O)), w(size_t(O * I));
-    for (auto* v : {&dy, &w})
-      for (uint16_t& b : *v) b = f32_to_bf16(float(rng.uniform() * 2 - 1));
-    std::vector<float> dy32(dy.size()), w32(w.size()), start(size_t(N * I));
-    convert(DType::BF16, dy.data(), DType::F32, dy32.data(), dy.size());
-    convert(DType::BF16, w.data(), DType::F32, w32.data(), w.size());
-    for (float& v : start) v = float(rng.uniform());
-    std::vector<float> want = start, got = start, again = start;  // added into
-    matmul_backward<float>(want.data(), nullptr, nullptr, dy32.data(), nullptr, w32.data(), N, I, O);
-    bf16_matmul_backward_input(got.data(), dy.data(), w.data(), N, I, O);
-    double worst = 0;
-    for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, double(std::fabs(got[i] - want[i])) / std::sqrt(double(O)));
-    CHECK(worst < 1e-5);
-    bf16_matmul_backward_input(again.data(), dy.data(), w.data(), N, I, O);
-    CHECK(std::memcmp(got.data(), again.data(), got.size() * sizeof(float)) == 0);
+    const Bf16Values dy(rng, N * O), w(rng, O * I), start(rng, N * I);
+    std::vector<float> want = start.f32, got = start.f32, again = start.f32;  // added into
+    matmul_backward<float>(want.data(), nullptr, nullptr, dy.f32.data(), nullptr, w.f32.data(), N, I, O);
+    bf16_matmul_backward_input(got.data(), dy.bits.data(), w.bits.data(), N, I, O);
+    CHECK(worst_error(got, want, O) < 1e-5);
+    bf16_matmul_backward_input(again.data(), dy.bits.data(), w.bits.data(), N, I, O);
+    CHECK(same_bits(got, again));
   }
   std::vector<float> d_in(6, 1.0f);
   bf16_matmul_backward_input(d_in.data(), nullptr, nullptr, 2, 3, 0);  // no inner dimension: nothing added
