@@ -1,23 +1,22 @@
 #include "convert/router_stage.hpp"
 
-#include <chrono>
 #include <cmath>
 #include <functional>
 #include <limits>
 #include <optional>
-#include <utility>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
 #include "core/expected_tensors.hpp"
+#include "core/progress.hpp"
 #include "core/staged_path.hpp"
+#include "core/stopwatch.hpp"
 #include "core/tensor_names.hpp"
+#include "data/instruction_data.hpp"
 #include "formats/checkpoint_writer.hpp"
 #include "formats/open_checkpoint.hpp"
-#include "core/progress.hpp"
-#include "data/instruction_data.hpp"
 #include "genetic/distance.hpp"
 #include "router/assign.hpp"
 #include "router/hidden_init.hpp"
@@ -40,18 +39,6 @@ TokenizedData read_seed_data(const RouterStageOptions& o, const ModelConfig& con
 }
 
 namespace {
-
-// Seconds since it was made or last asked.
-class Stopwatch {
- public:
-  double lap() {
-    const auto now = std::chrono::steady_clock::now();
-    return std::chrono::duration<double>(now - std::exchange(last_, now)).count();
-  }
-
- private:
-  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
-};
 
 std::string gigabytes(uint64_t bytes) { return fmt::format("{:.1f} GB", double(bytes) / 1e9); }
 
@@ -140,8 +127,7 @@ std::shared_ptr<const Checkpoint> write_scratch(const Checkpoint& moe, const Rou
   StagedPath staged(o.scratch, true);
   spdlog::info("router stage: the assembled MoE ({}) to {}", gigabytes(bytes), staged.temp().string());
   write_checkpoint(moe, staged.temp(), w);
-  std::shared_ptr<const Checkpoint> opened = open_checkpoint(staged.temp());
-  return opened;  // its files stay mapped once staged removes them
+  return open_checkpoint(staged.temp());  // its files stay mapped once `staged` removes them
 }
 
 }  // namespace

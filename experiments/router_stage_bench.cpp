@@ -1,7 +1,5 @@
 #include "experiments/router_stage_bench.hpp"
 
-#include <chrono>
-
 #include <spdlog/spdlog.h>
 
 #include "convert/router_stage.hpp"
@@ -9,9 +7,10 @@
 #include "core/memory_info.hpp"
 #include "core/random.hpp"
 #include "core/staged_path.hpp"
+#include "core/stopwatch.hpp"
 #include "formats/checkpoint_writer.hpp"
-#include "formats/open_checkpoint.hpp"
 #include "formats/model_presets.hpp"
+#include "formats/open_checkpoint.hpp"
 #include "formats/random_init.hpp"
 #include "pool/ffn_source.hpp"
 
@@ -52,13 +51,13 @@ nlohmann::ordered_json bench_router_stage(const RouterStageBench& o) {
   w.dtype = o.dtype;
   w.progress = o.progress;
   std::vector<std::unique_ptr<Checkpoint>> opened;
-  const auto start = std::chrono::steady_clock::now();
+  Stopwatch clock;
   for (uint64_t seed : {1, 2}) {
     const std::filesystem::path path = checkpoints.temp() / ("dense-" + std::to_string(seed));
     write_checkpoint(*random_init(dense, seed), path, w);
     opened.push_back(open_checkpoint(path));
   }
-  const double checkpoints_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double checkpoints_s = clock.lap();
   const pool::FfnSource source({opened[0].get(), opened[1].get()}, nullptr);
   pool::Pool pool = {{0}, {1}};
   for (int e = 2; e < o.experts; ++e) pool.push_back({-1, e % 2, 1 - e % 2, 0.7, 0.3, uint64_t(e)});

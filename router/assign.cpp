@@ -2,8 +2,6 @@
 
 #include <cmath>
 #include <limits>
-#include <numeric>
-#include <span>
 
 #include "core/random.hpp"
 #include "trainer/batches.hpp"
@@ -32,20 +30,15 @@ EngineSpec expert_dense_model(const ModelConfig& c, const Weights<float>& w, int
 std::vector<double> seed_losses(Engine& dense, const TokenizedData& seed, int64_t seq_len, int64_t batch_tokens,
                                 const std::function<void()>& progress) {
   std::vector<double> loss(seed.samples.size(), std::numeric_limits<double>::infinity());
-  std::vector<size_t> order(seed.samples.size());
-  std::iota(order.begin(), order.end(), size_t(0));
   LossOptions per_sample;
   per_sample.per_sequence = true;
-  for (size_t at = 0; at < order.size();) {
-    const auto rest = std::span<const size_t>(order).subspan(at);
-    const MicroBatch mb = make_micro_batch(seed, rest.first(samples_that_fit(seed, rest, seq_len, batch_tokens)), seq_len);
+  for_each_micro_batch(seed, seq_len, batch_tokens, [&](const MicroBatch& mb) {
     const LossReport r = dense.loss(mb.batch, mb.targets, per_sample);
     for (size_t i = 0; i < mb.samples.size(); ++i) {
       if (r.sequence_tokens[i] > 0) loss[mb.samples[i]] = r.sequence_ce_sum[i] / double(r.sequence_tokens[i]);
       if (progress) progress();
     }
-    at += mb.samples.size();
-  }
+  });
   return loss;
 }
 

@@ -1,7 +1,6 @@
 #include "router/hidden_init.hpp"
 
 #include <cmath>
-#include <span>
 #include <stdexcept>
 
 #include "trainer/batches.hpp"
@@ -14,14 +13,11 @@ namespace {
 void accumulate(Engine& model, const TokenizedData& seed, const std::vector<size_t>& samples, int64_t seq_len,
                 int64_t batch_tokens, std::vector<std::vector<double>>& sum) {
   const int64_t H = model.config().hidden_size;
-  for (size_t at = 0; at < samples.size();) {
-    const auto rest = std::span<const size_t>(samples).subspan(at);
-    const MicroBatch mb = make_micro_batch(seed, rest.first(samples_that_fit(seed, rest, seq_len, batch_tokens)), seq_len);
-    at += mb.samples.size();
+  for_each_micro_batch(seed, samples, seq_len, batch_tokens, [&](const MicroBatch& mb) {
     const auto inputs = model.ffn_inputs(mb.batch);  // [L][N, H]
     for (size_t l = 0; l < inputs.size(); ++l)
       for (size_t i = 0; i < inputs[l].size(); ++i) sum[l][i % size_t(H)] += inputs[l][i];
-  }
+  });
 }
 
 }  // namespace

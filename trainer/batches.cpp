@@ -70,6 +70,23 @@ size_t samples_that_fit(const TokenizedData& data, std::span<const size_t> order
   return n;
 }
 
+void for_each_micro_batch(const TokenizedData& data, std::span<const size_t> indices, int64_t seq_len,
+                          int64_t batch_tokens, const std::function<void(const MicroBatch&)>& visit) {
+  for (size_t at = 0; at < indices.size();) {
+    const auto rest = indices.subspan(at);
+    const size_t n = samples_that_fit(data, rest, seq_len, batch_tokens);
+    visit(make_micro_batch(data, rest.first(n), seq_len));
+    at += n;
+  }
+}
+
+void for_each_micro_batch(const TokenizedData& data, int64_t seq_len, int64_t batch_tokens,
+                          const std::function<void(const MicroBatch&)>& visit) {
+  std::vector<size_t> all(data.samples.size());
+  std::iota(all.begin(), all.end(), size_t(0));
+  for_each_micro_batch(data, all, seq_len, batch_tokens, visit);
+}
+
 MicroBatch BatchSampler::next() {
   if (size_t(cursor_.index) == order_.size()) seek({cursor_.epoch + 1, 0});
   const auto rest = std::span<const size_t>(order_).subspan(size_t(cursor_.index));

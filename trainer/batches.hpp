@@ -3,6 +3,7 @@
 // other by the attention, positions restarting), and the next-token targets.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <vector>
@@ -32,6 +33,14 @@ MicroBatch make_micro_batch(const TokenizedData& data, std::span<const size_t> i
 // batch_tokens (each cut to seq_len): at least one when order is not empty.
 size_t samples_that_fit(const TokenizedData& data, std::span<const size_t> order, int64_t seq_len,
                         int64_t batch_tokens);
+
+// The samples data[indices] in their order, packed into micro-batches of at most batch_tokens
+// (samples_that_fit; each cut to seq_len): visit(mb) for each in turn. Without `indices`, every
+// sample in file order. What evaluation and scoring run over.
+void for_each_micro_batch(const TokenizedData& data, std::span<const size_t> indices, int64_t seq_len,
+                          int64_t batch_tokens, const std::function<void(const MicroBatch&)>& visit);
+void for_each_micro_batch(const TokenizedData& data, int64_t seq_len, int64_t batch_tokens,
+                          const std::function<void(const MicroBatch&)>& visit);
 
 // Where the sampler stands: the resume state.
 struct DataCursor {

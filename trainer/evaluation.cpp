@@ -125,18 +125,14 @@ ojson eval_routing(EvalContext& c) {
   ojson tasks = ojson::object();
   for (const auto& [task, indices] : by_task) {
     std::vector<std::vector<int64_t>> counts;  // [L][E]
-    for (size_t at = 0; at < indices.size();) {
-      const std::span<const size_t> rest(indices.data() + at, indices.size() - at);
-      const size_t n = samples_that_fit(data, rest, seq_len, c.o.batch_tokens);
-      const MicroBatch mb = make_micro_batch(data, rest.first(n), seq_len);
+    for_each_micro_batch(data, indices, seq_len, c.o.batch_tokens, [&](const MicroBatch& mb) {
       const LossReport r = engine->loss(mb.batch, mb.targets);
       if (counts.empty()) counts = r.counted_expert_tokens;
       else
         for (size_t l = 0; l < counts.size(); ++l)
           for (size_t e = 0; e < counts[l].size(); ++e) counts[l][e] += r.counted_expert_tokens[l][e];
-      at += n;
-      progress.advance(n);
-    }
+      progress.advance(mb.samples.size());
+    });
     ojson layers = ojson::array();
     for (const auto& row : counts) {
       int64_t total = 0;
