@@ -33,14 +33,15 @@ pairs = [("f32_dense_train", "train_tokens_per_s", "dense_train_tokens_per_s"),
          ("f32_dense_forward", "forward_tokens_per_s", "dense_forward_tokens_per_s"),
          ("f32_moe_train", "moe_train_tokens_per_s", "moe_train_tokens_per_s"),
          ("f32_moe_forward", "moe_forward_tokens_per_s", "moe_forward_tokens_per_s"),
+         ("bf16_dense_train", "bf16_train_tokens_per_s", "dense_bf16_train_tokens_per_s"),
          ("bf16_dense_forward", "bf16_forward_tokens_per_s", "dense_bf16_forward_tokens_per_s"),
+         ("bf16_moe_train", "moe_bf16_train_tokens_per_s", "moe_bf16_train_tokens_per_s"),
          ("bf16_moe_forward", "moe_bf16_forward_tokens_per_s", "moe_bf16_forward_tokens_per_s")]
 ratios = {k: ours[a] / theirs[b] for k, a, b in pairs if a in ours and b in theirs}
 print(f"{'tokens/s':20s} {'upcycle':>9s} {'torch':>9s}  ratio")
 for k, a, b in pairs:
     if k in ratios:
         print(f"{k:20s} {ours[a]:9.1f} {theirs[b]:9.1f}  {ratios[k]:.2f}")
-print("bf16 training: not on the CPU yet (tune --precision bf16 is refused)")
 print(f"sgemm ceiling {ours['sgemm_gflops']:.1f} GFLOP/s; training at {ours['train_fraction_of_sgemm']:.2f} (dense), "
       f"{ours['moe_train_fraction_of_sgemm']:.2f} (moe) of it")
 if out:

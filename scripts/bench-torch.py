@@ -11,7 +11,9 @@ upcycle trains, and times them with the default attention (sdpa):
 For each model it reports:
   train tokens/s    forward + backward + clip_grad_norm_(1.0) + AdamW step
   forward tokens/s  model(input_ids) under torch.no_grad()
-  bf16 forward      the same under torch.autocast("cpu", dtype=torch.bfloat16)
+  bf16 train        the same with the forward and loss under torch.autocast("cpu", dtype=torch.bfloat16)
+                    (f32 weights, gradients and AdamW; autocast's matmuls in bf16)
+  bf16 forward      the forward under the same autocast
 where tokens/s = batch * seq_len * steps / seconds, after --warmup untimed
 steps.  Peak RSS of the whole process is reported at the end.
 
@@ -95,13 +97,14 @@ def bench(torch, transformers, kind, args):
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq_len), generator=gen)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
 
-    def train_step():
-        out = model(input_ids=ids, labels=ids)
+    def train_step(autocast=None):  # autocast: None (f32) or the dtype of torch.autocast's matmuls
+        with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            out = model(input_ids=ids, labels=ids)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        log(f"{kind} train step: loss {out.loss.item():.4f}")
+        log(f"{kind}{' bf16' if autocast else ''} train step: loss {out.loss.item():.4f}")
 
     def forward_step():
         with torch.no_grad():
@@ -114,13 +117,16 @@ def bench(torch, transformers, kind, args):
     tokens = args.batch * args.seq_len * args.steps
     model.train()
     train_s = timed(train_step, args.warmup, args.steps)
+    bf16_train_s = timed(lambda: train_step(torch.bfloat16), args.warmup, args.steps)
     model.eval()
     forward_s = timed(forward_step, args.warmup, args.steps)
     bf16_forward_s = timed(bf16_forward_step, args.warmup, args.steps)
-    log(f"{kind}: train {train_s:.2f}s, forward {forward_s:.2f}s, bf16 forward {bf16_forward_s:.2f}s "
+    log(f"{kind}: train {train_s:.2f}s, bf16 train {bf16_train_s:.2f}s, forward {forward_s:.2f}s, "
+        f"bf16 forward {bf16_forward_s:.2f}s "
         f"for {tokens} tokens")
     return {
         f"{kind}_train_tokens_per_s": round(tokens / train_s, 1),
+        f"{kind}_bf16_train_tokens_per_s": round(tokens / bf16_train_s, 1),
         f"{kind}_forward_tokens_per_s": round(tokens / forward_s, 1),
         f"{kind}_bf16_forward_tokens_per_s": round(tokens / bf16_forward_s, 1),
     }

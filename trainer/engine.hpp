@@ -58,8 +58,13 @@ class Engine {
   virtual int64_t steps() const = 0;  // AdamW steps taken (restored by load_optimizer)
 
   // The fp32 weights (the optimizer's masters when training), on the host, to read: valid until
-  // the next step, and writes to them may not reach the device's copy.
+  // the next step, and writes to them may not reach the device's copy. An engine that keeps
+  // frozen parts as stored (make_cpu_stored_engine) holds the trained tensors alone here.
   virtual Weights<float>& host_weights() = 0;
+  // Every weight as a checkpoint of Hugging Face names, read when written (valid until the next
+  // step), with `like`'s side and generated files: by default host_weights() in f32; the frozen
+  // parts of an engine that keeps them as stored, in their stored dtype.
+  virtual std::unique_ptr<Checkpoint> checkpoint(const Checkpoint* like);
   // AdamW's moments and step count in one safetensors file (trainer/optimizer.hpp's format), and
   // back (InputError naming the file when a tensor is missing or of another shape).
   virtual void save_optimizer(const std::filesystem::path& file) = 0;
@@ -75,12 +80,15 @@ std::unique_ptr<Engine> make_cpu_engine(EngineSpec&& spec);
 // training calls throw std::logic_error. InputError naming the file when the weights do not load.
 std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt, Precision precision = Precision::F32);
 // The same over weights already loaded (load_stored_weights, or views of them such as an MoE
-// expert's dense model). With `training`, only an MoE's routers train (every other part frozen;
-// std::invalid_argument otherwise), on f32 masters: host_weights() holds those alone, every other
-// tensor empty. The router stage's engine.
+// expert's dense model). With `training`, the parts it does not freeze train on f32 masters
+// (widened copies, which the model reads through views: StoredWeight::master) and every frozen
+// tensor stays as stored; host_weights() holds the masters alone, every frozen tensor empty. The
+// router stage's engine, and tune's on the CPU with --freeze or in bf16. Under `products` BF16
+// every matrix, the masters included, multiplies in bf16 (StoredWeight::in_bf16).
 std::unique_ptr<Engine> make_cpu_stored_engine(ModelConfig config, StoredWeights weights,
                                                const std::filesystem::path& source,
-                                               std::optional<TrainSetup> training = {});
+                                               std::optional<TrainSetup> training = {},
+                                               Precision products = Precision::F32);
 inline constexpr const char* kPrecisionHelp =
     "f32 or bf16 (default: the device's, f32 on the CPU, bf16 on the GPU). On the CPU, bf16 multiplies bf16 "
     "weights (f32 and f16 matrices converted when loaded; quantized ones kept) by activations rounded to bf16, "
@@ -96,11 +104,16 @@ inline constexpr const char* kDeviceHelp =
     "AdamW when training) on the GPU, through libupcycle_cuda.so beside upcycle";
 
 // An engine over a checkpoint's weights (InputError naming the file when they do not load), in
-// `precision` (none: the device's). On the CPU without training: make_cpu_inference_engine's.
-// UsageError for a precision the device cannot give there: bf16 training on the CPU, f32 on the
-// GPU.
+// `precision` (none: the device's). On the CPU without training: make_cpu_inference_engine's;
+// with it, load_training_engine's. UsageError for f32 on the GPU.
 std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make = make_cpu_engine,
                                     std::optional<TrainSetup> training = {},
                                     std::optional<Precision> precision = {});
+// An engine to train `config` (the checkpoint's, its router settings possibly changed) from the
+// checkpoint's weights: on the CPU with a frozen part or in bf16, make_cpu_stored_engine's (the
+// frozen parts never widened); otherwise `make`'s over f32 weights. InputError naming the file
+// when they do not load; UsageError for f32 on the GPU.
+std::unique_ptr<Engine> load_training_engine(const Checkpoint& ckpt, const ModelConfig& config, EngineFactory make,
+                                             const TrainSetup& setup, std::optional<Precision> precision = {});
 
 }  // namespace upcycle

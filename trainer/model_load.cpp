@@ -35,14 +35,25 @@ ops::RopeScaling rope_scaling(const ModelConfig& config, const std::filesystem::
 
 std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make, std::optional<TrainSetup> training,
                                     std::optional<Precision> precision) {
-  if (make == make_cpu_engine) {
-    if (!training) return make_cpu_inference_engine(ckpt, precision.value_or(Precision::F32));
-    if (precision == Precision::BF16)
-      throw UsageError("--precision bf16: training on the CPU computes in f32 (bf16 serves forward, eval and generate)");
-  } else if (precision == Precision::F32) {
-    throw UsageError("--precision f32: the GPU computes in bf16");
+  if (training) return load_training_engine(ckpt, ckpt.config(), make, *training, precision);
+  if (make == make_cpu_engine) return make_cpu_inference_engine(ckpt, precision.value_or(Precision::F32));
+  if (precision == Precision::F32) throw UsageError("--precision f32: the GPU computes in bf16");
+  return make({ckpt.config(), load_weights<float>(ckpt), ckpt.path(), std::nullopt});
+}
+
+std::unique_ptr<Engine> load_training_engine(const Checkpoint& ckpt, const ModelConfig& config, EngineFactory make,
+                                             const TrainSetup& setup, std::optional<Precision> precision) {
+  if (make != make_cpu_engine) {
+    if (precision == Precision::F32) throw UsageError("--precision f32: the GPU computes in bf16");
+    return make({config, load_weights<float>(ckpt), ckpt.path(), setup});
   }
-  return make({ckpt.config(), load_weights<float>(ckpt), ckpt.path(), std::move(training)});
+  const Precision p = precision.value_or(Precision::F32);
+  if (setup.frozen.none() && p == Precision::F32) return make({config, load_weights<float>(ckpt), ckpt.path(), setup});
+  return make_cpu_stored_engine(config, load_stored_weights(ckpt), ckpt.path(), setup, p);
+}
+
+std::unique_ptr<Checkpoint> Engine::checkpoint(const Checkpoint* like) {
+  return as_checkpoint(host_weights(), config(), like);
 }
 
 }  // namespace upcycle

@@ -1,8 +1,10 @@
 // The CPU backend over weights in their stored dtype (trainer/stored_weights.hpp): CpuBackend<float>'s
 // buffers and ops, with every weight matrix read in place by the stored matmul
 // (trainer/ops/stored_matmul.hpp) and the embedding's rows widened as they are looked up. What
-// inference runs on (forward, eval, generate), so that the model is never held in f32.
-// Its weights are frozen: the backward gives the inputs' gradients and refuses a weight's.
+// inference runs on (forward, eval, generate), so that the model is never held in f32, and
+// what training with frozen parts or in bf16 runs on: the frozen weights' backward gives the
+// inputs' gradients alone; the trained ones (f32 masters) get theirs too, with the f32 ops' bits
+// (or in bf16 with bf16_products).
 #pragma once
 #include <stdexcept>
 #include <vector>
@@ -15,9 +17,11 @@ namespace upcycle {
 struct CpuStoredBackend : CpuBackend<float> {
   using Weight = StoredWeight;
 
-  // A layer's experts as the stored moe ops take them, and the layer, whose streamed experts are
-  // done with after each op.
+  // A layer's experts as the stored moe ops take them, whether they train (their tensors are f32
+  // masters then, StoredWeight::master), and the layer, whose streamed experts are done with
+  // after each op.
   struct LayerExperts : ops::StoredExperts {
+    bool trained;
     const LayerWeightsOf<StoredWeight>* layer;
     void done() const {
       for (const auto* experts : {&layer->expert_gate, &layer->expert_up, &layer->expert_down})
@@ -33,7 +37,10 @@ struct CpuStoredBackend : CpuBackend<float> {
         down_.push_back(w.expert_down[e].matrix());
       }
     }
-    LayerExperts weights() const { return {{gate_.data(), up_.data(), down_.data()}, layer_}; }
+    LayerExperts weights() const {
+      const bool trained = !layer_->expert_gate.empty() && layer_->expert_gate[0].trained();
+      return {{gate_.data(), up_.data(), down_.data()}, trained, layer_};
+    }
 
    private:
     const LayerWeightsOf<StoredWeight>* layer_;
@@ -48,11 +55,15 @@ struct CpuStoredBackend : CpuBackend<float> {
     ops::stored_matmul_forward(out, in, matrix(W, I, O), bias, N);
     W.done();
   }
-  // d_in[N,I] += d_out[N,O]·W; std::logic_error when a weight's gradient is asked for.
-  static void linear_backward(float* d_in, float* d_W, float* d_bias, const float* d_out, const float* /*in*/,
+  // d_in[N,I] += d_out[N,O]·W, and a trained W's gradients; std::logic_error when a frozen
+  // weight's gradient is asked for.
+  static void linear_backward(float* d_in, float* d_W, float* d_bias, const float* d_out, const float* in,
                               const StoredWeight& W, int64_t N, int64_t I, int64_t O) {
-    if (d_W || d_bias) throw std::logic_error("CpuStoredBackend: weights in their stored dtype are frozen");
-    if (d_in) ops::stored_matmul_backward_input(d_in, d_out, matrix(W, I, O), N);
+    if ((d_W || d_bias) && !W.trained())
+      throw std::logic_error("CpuStoredBackend: weights in their stored dtype are frozen");
+    const ops::StoredMatrix m = matrix(W, I, O);
+    if (d_in) ops::stored_matmul_backward_input(d_in, d_out, m, N);
+    if (d_W || d_bias) ops::stored_matmul_backward_weight(d_W, d_bias, d_out, in, m, N);
     W.done();
   }
   static void embedding_lookup(float* out, const StoredWeight& table, const int32_t* ids, int64_t N, int64_t H,
@@ -61,13 +72,13 @@ struct CpuStoredBackend : CpuBackend<float> {
   }
   static void moe_forward(float* out, MoeSaved& saved, const float* x, const int32_t* idx, const float* w,
                           const LayerExperts& experts, const ops::MoeShape& shape) {
-    ops::moe_forward(out, saved, x, idx, w, static_cast<const ops::StoredExperts&>(experts), shape);
+    ops::moe_forward(out, saved, x, idx, w, experts, shape, experts.trained);
     experts.done();
   }
   static void moe_backward(float* d_x, float* d_w, const ops::ExpertGrads<float>& d_experts, const float* d_out,
                            const float* w, const LayerExperts& experts, const MoeSaved& saved,
                            const ops::MoeShape& shape) {
-    ops::moe_backward(d_x, d_w, d_experts, d_out, w, static_cast<const ops::StoredExperts&>(experts), saved, shape);
+    ops::moe_backward(d_x, d_w, d_experts, d_out, w, experts, saved, shape);
     experts.done();
   }
 

@@ -1,9 +1,12 @@
 // The CPU's Engine over weights in their stored dtype (trainer/stored_backend.hpp): forward,
-// eval and generate, and the router stage, which trains the routers alone (held in f32, AdamW
-// on a copy the model reads through views) with every other weight frozen as stored.
+// eval and generate; and training with frozen parts or in bf16 (the router stage, which trains
+// the routers alone, and tune --freeze or --precision bf16): the trained tensors are f32 masters
+// that AdamW updates and the model reads through views, every frozen one stays as stored.
 #include <spdlog/spdlog.h>
 
-#include <stdexcept>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "trainer/cpu_model_engine.hpp"
 #include "trainer/stored_model.hpp"
@@ -15,49 +18,63 @@ namespace {
 class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
  public:
   StoredEngine(ModelConfig config, StoredWeights weights, const std::filesystem::path& source,
-               const std::optional<TrainSetup>& training)
+               const std::optional<TrainSetup>& training, Precision products)
       : CpuModelEngine(std::move(config), std::move(weights), source) {
-    if (!training) return;
-    PartSet routers_only;
-    routers_only.set();
-    routers_only.reset(size_t(Part::Router));
-    if (training->frozen != routers_only || !model_.config().is_moe())
-      throw std::invalid_argument("Engine: over weights as stored, the CPU trains an MoE's routers alone");
-    const int64_t E = model_.config().num_local_experts, H = model_.config().hidden_size;
-    parameters(trained_, model_.config());  // laid out, every tensor empty
-    for (size_t l = 0; l < trained_.layers.size(); ++l) {  // the model reads the routers from the masters
-      std::vector<float>& master = trained_.layers[l].router;
-      StoredWeight& router = model_.weights().layers[l].router;
-      master.assign(router.data(), router.data() + E * H);
-      router = StoredWeight(Tensor::borrowed(DType::F32, {E, H},
-                                             std::shared_ptr<const std::byte>(reinterpret_cast<const std::byte*>(master.data()),
-                                                                              [](const std::byte*) {})));
+    const ModelConfig& c = model_.config();
+    auto masters = parameters(masters_, c);  // laid out, every tensor empty
+    auto stored = parameters(model_.weights(), c);
+    for (size_t i = 0; i < stored.size(); ++i) {
+      StoredWeight& w = *stored[i].values;
+      if (training && !training->frozen[size_t(role_info(stored[i].tensor.id.role).part)]) {
+        *masters[i].values = w.widened();
+        w = StoredWeight::master(*masters[i].values, stored[i].tensor.shape);
+      }
+      if (products == Precision::BF16 && stored[i].tensor.shape.size() == 2) w = w.in_bf16();
     }
-    train(trained_, *training);
+    if (training) train(masters_, *training);
   }
 
-  // The routers (every other tensor empty).
+  // The trained tensors' masters (every frozen tensor empty).
   Weights<float>& host_weights() override {
     training();
-    return trained_;
+    return masters_;
+  }
+
+  // The model's tensors as it reads them: the masters (f32) and the frozen tensors as stored.
+  std::unique_ptr<Checkpoint> checkpoint(const Checkpoint* like) override {
+    std::vector<TensorInfo> infos;
+    std::map<std::string, Tensor> by_name;
+    for (const auto& p : parameters(model_.weights(), model_.config())) {
+      const Tensor t = p.values->tensor().reshaped(p.tensor.shape);
+      infos.push_back({p.tensor.name, t.dtype(), p.tensor.shape});
+      by_name.emplace(p.tensor.name, t);
+    }
+    auto loader = [by_name = std::move(by_name)](const TensorInfo& info) { return by_name.at(info.name); };
+    std::vector<std::filesystem::path> side;
+    std::vector<GeneratedFile> generated;
+    if (like) side = like->side_files(), generated = like->generated_files();
+    return std::make_unique<ComputedCheckpoint>(model_.config(), std::move(infos), loader, std::move(side),
+                                                std::move(generated));
   }
 
  private:
-  Weights<float> trained_;  // the routers' masters, which the model's routers view
+  Weights<float> masters_;  // the trained tensors' masters, which the model's weights view
 };
 
 }  // namespace
 
 std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt, Precision precision) {
-  auto engine = std::make_unique<StoredEngine>(ckpt.config(), load_stored_weights(ckpt, precision), ckpt.path(), std::nullopt);
+  auto engine = std::make_unique<StoredEngine>(ckpt.config(), load_stored_weights(ckpt, precision), ckpt.path(),
+                                               std::nullopt, Precision::F32);  // converted as loaded
   spdlog::debug("{}: weights used as stored ({:.1f} MB), computed in {}", ckpt.path().string(),
                 double(ckpt.stored_bytes()) / 1e6, precision_name(precision));
   return engine;
 }
 
 std::unique_ptr<Engine> make_cpu_stored_engine(ModelConfig config, StoredWeights weights,
-                                               const std::filesystem::path& source, std::optional<TrainSetup> training) {
-  return std::make_unique<StoredEngine>(std::move(config), std::move(weights), source, training);
+                                               const std::filesystem::path& source, std::optional<TrainSetup> training,
+                                               Precision products) {
+  return std::make_unique<StoredEngine>(std::move(config), std::move(weights), source, training, products);
 }
 
 }  // namespace upcycle

@@ -16,6 +16,13 @@ ops::StoredMatrix StoredWeight::matrix() const {
   return {tensor_.dtype(), tensor_.bytes().data(), rows, rows ? int64_t(tensor_.numel()) / rows : 0, bf16_products_};
 }
 
+StoredWeight StoredWeight::master(const std::vector<float>& values, const Shape& shape) {
+  const auto* bytes = reinterpret_cast<const std::byte*>(values.data());
+  StoredWeight out(Tensor::borrowed(DType::F32, shape, std::shared_ptr<const std::byte>(bytes, [](const std::byte*) {})));
+  out.trained_ = true;
+  return out;
+}
+
 StoredWeight StoredWeight::slice(const Shape& shape, int64_t e, int64_t first, int64_t rows) const {
   const size_t row_bytes = ops::stored_row_bytes(tensor_.dtype(), shape[2]);
   const size_t offset = size_t(e * shape[1] + first) * row_bytes;

@@ -20,11 +20,18 @@ class StoredWeight {
  public:
   StoredWeight() = default;
   explicit StoredWeight(Tensor t, bool bf16_products = false) : tensor_(std::move(t)), bf16_products_(bf16_products) {}
+  // A trained tensor: a view of its f32 master (which the optimizer updates in place, and which
+  // must outlive it and keep its size). The backend computes with it as the f32 model does.
+  static StoredWeight master(const std::vector<float>& values, const Shape& shape);
 
   bool empty() const { return tensor_.numel() == 0; }
   size_t size() const { return size_t(tensor_.numel()); }
   DType dtype() const { return tensor_.dtype(); }
   uint64_t nbytes() const { return tensor_.nbytes(); }
+  bool trained() const { return trained_; }
+  const Tensor& tensor() const { return tensor_; }
+  // Its values widened to f32 (a copy).
+  std::vector<float> widened() const { return tensor_.to_f32_vector(); }
   // The f32 values; std::logic_error for a tensor kept in another dtype.
   const float* data() const { return tensor_.span<float>().data(); }
   // As a matrix [shape[0], the rest]; std::logic_error for a dtype the stored matmul cannot read.
@@ -47,6 +54,7 @@ class StoredWeight {
   Tensor tensor_;
   bool bf16_products_ = false;
   bool streamed_ = false;
+  bool trained_ = false;
 };
 
 // What a model computes in on the CPU: f32 (the default, the same bits on every run), or bf16

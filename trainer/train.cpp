@@ -221,12 +221,13 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
     state_.selection_bias = saved.selection_bias;
     last_saved_ = *o.resume;
   }
-  // Counted on the host before the engine takes the weights (a GPU engine would download them).
-  Weights<float> weights = load_weights<float>(*source_);
-  const int64_t total = count_elements(weights, config_, [](Role) { return true; });
-  const int64_t trained =
-      count_elements(weights, config_, [&](Role r) { return !o.frozen[size_t(role_info(r).part)]; });
-  engine_ = make({config_, std::move(weights), source_->path(), TrainSetup{o.adam, o.frozen}});
+  int64_t total = 0, trained = 0;
+  for (const ExpectedTensor& t : expected_tensors(config_, Scheme::HF)) {
+    total += *shape_elements(t.shape);
+    if (!o.frozen[size_t(role_info(t.id.role).part)]) trained += *shape_elements(t.shape);
+  }
+  engine_ = load_training_engine(*source_, config_, make, TrainSetup{o.adam, o.frozen},
+                                 o.precision.empty() ? std::nullopt : std::optional(parse_precision(o.precision)));
   start_selection_bias();
   if (o.resume) {
     engine_->load_optimizer(*o.resume / kOptimizerFile);
@@ -373,8 +374,7 @@ void Trainer::validate(int64_t step) {
 
 void Trainer::save(const std::string& folder) {
   const fs::path dir = o_.out / folder;
-  const auto view = as_checkpoint(engine_->host_weights(), config_, source_.get());
-  save_checkpoint(dir, *view, o_.save_dtype, *engine_, state_);
+  save_checkpoint(dir, *engine_->checkpoint(source_.get()), o_.save_dtype, *engine_, state_);
   if (!o_.keep_all_states && !last_saved_.empty() && fs::absolute(last_saved_) != fs::absolute(dir))
     drop_optimizer_state(last_saved_);
   last_saved_ = dir;

@@ -18,6 +18,7 @@
 #include "experiments/router_stage_bench.hpp"
 #include "formats/model_presets.hpp"
 #include "formats/random_init.hpp"
+#include "trainer/engine.hpp"
 #include "trainer/flops.hpp"
 #include "trainer/model.hpp"
 #include "trainer/ops/bf16_matmul.hpp"
@@ -120,6 +121,7 @@ double bf16_gemm_gflops(int64_t n) {
 struct ModelFigures {
   double forward_tokens_per_s = 0, train_tokens_per_s = 0, train_gflops = 0;
   double bf16_forward_tokens_per_s = 0;  // the inference model in --precision bf16
+  double bf16_train_tokens_per_s = 0;    // tune --precision bf16's engine
   double forward_peak_rss_mb = 0;  // the process's peak once the forward ran (alone with --only)
 };
 
@@ -159,6 +161,16 @@ ModelFigures bench_model(const std::string& label, const ModelConfig& c, const B
   f.train_gflops = f.train_tokens_per_s * train_flops_per_token(c, o.seq_len) / 1e9;
   spdlog::info("{}: training {:.0f} tokens/s, {:.1f} GFLOP/s ({:.2f} s per step)", label, f.train_tokens_per_s,
                f.train_gflops, step_s);
+  {  // every product in bf16 on oneDNN, the weights rounded a panel at a time; f32 masters and moments
+    const auto bf16 = load_training_engine(*ckpt, c, make_cpu_engine, TrainSetup{}, Precision::BF16);
+    f.bf16_train_tokens_per_s = tokens / seconds_per_call(o, [&] {
+      bf16->zero_grads();
+      bf16->accumulate(batch, targets, {});
+      bf16->clip(1.0);
+      bf16->step(1e-5);
+    });
+    spdlog::info("{}: bf16 training {:.0f} tokens/s", label, f.bf16_train_tokens_per_s);
+  }
   return f;
 }
 
@@ -201,7 +213,7 @@ int cmd_bench(const Args& args) {
       "Measures, in one run: the sgemm ceiling (an n^3 product through the model's matmul, all\n"
       "cores) and the bf16 one (the same product in bf16 with f32 sums, oneDNN), then forward\n"
       "and training steps (forward, backward, clipping, AdamW) of a dense model\n"
-      "(and the forward in --precision bf16)\n"
+      "(both also in --precision bf16: tune's bf16 engine, f32 masters and moments)\n"
       "with SmolLM2-135M's shape and an MoE of the same shape with 4 experts top-2, random weights.\n"
       "GFLOP/s count 6 x active matmul parameters + causal attention per token (trainer/flops.hpp).\n"
       "Then decoding's matrix-vector product (8192 x 4096) on weights stored as f32, bf16, f16 and\n"
@@ -284,6 +296,7 @@ int cmd_bench(const Args& args) {
     j[p + "forward_peak_rss_mb"] = f.forward_peak_rss_mb;
     j[p + "bf16_forward_tokens_per_s"] = f.bf16_forward_tokens_per_s;
     j[p + "train_tokens_per_s"] = f.train_tokens_per_s;
+    j[p + "bf16_train_tokens_per_s"] = f.bf16_train_tokens_per_s;
     j[p + "train_gflops"] = f.train_gflops;
     j[p + "train_fraction_of_sgemm"] = f.train_gflops / j["sgemm_gflops"].get<double>();
   }

@@ -23,10 +23,10 @@ using namespace upcycle::test;
 namespace {
 
 // A model folder with the tiny config of `type`, random weights scaled to a trainable size.
-fs::path tiny_model(const ScratchDir& dir, const std::string& type, uint64_t seed) {
+fs::path tiny_model(const ScratchDir& dir, const std::string& type, uint64_t seed, DType dtype = DType::F32) {
   WriteOptions opts;
   opts.progress = false;
-  write_checkpoint(*random_checkpoint(tiny_config(type), seed), dir / type, opts);
+  write_checkpoint(*random_checkpoint(tiny_config(type), seed, dtype), dir / type, opts);
   return dir / type;
 }
 
@@ -70,23 +70,27 @@ TEST_CASE("tune: --save-count N writes N checkpoints evenly over the run, also w
                                           "step-000013", "step-000015", "step-000018"});
 }
 
-TEST_CASE("tune: N steps, stop, resume, N more equals 2N straight, byte for byte (MoE)") {
-  ScratchDir dir;
-  const fs::path model = tiny_model(dir, "mixtral", 2), data = sequences(dir, 24);
-  const std::string common = " --data " + q(data) +
-                             " --steps 12 --lr 3e-3 --warmup 3 --batch-tokens 40 --grad-accum 2 --clip 0.5"
-                             " --weight-decay 0.1 --z-loss-coef 0.001 --seed 9 --log-every 100";
-  REQUIRE(run_upcycle("tune --model " + q(model) + " --out " + q(dir / "a") + common).code == 0);
-  REQUIRE(run_upcycle("tune --model " + q(model) + " --out " + q(dir / "b") + common + " --stop-at 6").code == 0);
-  CHECK(!fs::exists(dir / "b" / "final"));
-  const auto r = run_upcycle("tune --resume " + q(dir / "b" / "step-000006") + " --out " + q(dir / "b") + common);
-  REQUIRE_MESSAGE(r.code == 0, r.err);
-  for (const char* file : {"model.safetensors", "optimizer.safetensors"})
-    CHECK_MESSAGE(read_file(dir / "a" / "final" / file) == read_file(dir / "b" / "final" / file), file);
-  CHECK(read_losses(dir / "a" / "metrics.jsonl") == read_losses(dir / "b" / "metrics.jsonl"));
-  // The older checkpoint gave its optimizer state up to the newer one.
-  CHECK(!fs::exists(dir / "b" / "step-000006" / "optimizer.safetensors"));
-  CHECK(fs::exists(dir / "b" / "step-000006" / "model.safetensors"));
+TEST_CASE("tune: N steps, stop, resume, N more equals 2N straight, byte for byte (MoE: f32, frozen parts, bf16)") {
+  // The engine over weights as stored runs the last two (frozen parts as stored; bf16 products).
+  for (const char* engine : {"", " --freeze attention,norms", " --precision bf16"}) {
+    CAPTURE(engine);
+    ScratchDir dir;
+    const fs::path model = tiny_model(dir, "mixtral", 2), data = sequences(dir, 24);
+    const std::string common = " --data " + q(data) +
+                               " --steps 12 --lr 3e-3 --warmup 3 --batch-tokens 40 --grad-accum 2 --clip 0.5"
+                               " --weight-decay 0.1 --z-loss-coef 0.001 --seed 9 --log-every 100" + engine;
+    REQUIRE(run_upcycle("tune --model " + q(model) + " --out " + q(dir / "a") + common).code == 0);
+    REQUIRE(run_upcycle("tune --model " + q(model) + " --out " + q(dir / "b") + common + " --stop-at 6").code == 0);
+    CHECK(!fs::exists(dir / "b" / "final"));
+    const auto r = run_upcycle("tune --resume " + q(dir / "b" / "step-000006") + " --out " + q(dir / "b") + common);
+    REQUIRE_MESSAGE(r.code == 0, r.err);
+    for (const char* file : {"model.safetensors", "optimizer.safetensors"})
+      CHECK_MESSAGE(read_file(dir / "a" / "final" / file) == read_file(dir / "b" / "final" / file), file);
+    CHECK(read_losses(dir / "a" / "metrics.jsonl") == read_losses(dir / "b" / "metrics.jsonl"));
+    // The older checkpoint gave its optimizer state up to the newer one.
+    CHECK(!fs::exists(dir / "b" / "step-000006" / "optimizer.safetensors"));
+    CHECK(fs::exists(dir / "b" / "step-000006" / "model.safetensors"));
+  }
 }
 
 TEST_CASE("tune: an MoE's metrics carry each layer's expert shares, idlest and busiest against even, router entropy") {
@@ -187,16 +191,20 @@ TEST_CASE("tune: a NaN loss stops the run and the last checkpoint stays intact")
 }
 
 TEST_CASE("tune: frozen parts keep their bytes, the rest moves") {
-  ScratchDir dir;
-  const fs::path model = tiny_model(dir, "mixtral", 4), data = sequences(dir, 8);
-  REQUIRE(run_upcycle("tune --model " + q(model) + " --data " + q(data) + " --out " + q(dir / "run") +
-                      " --steps 3 --lr 1e-2 --freeze router,embeddings --batch-tokens 40")
-              .code == 0);
-  const auto before = open_checkpoint(model), after = open_checkpoint(dir / "run" / "final");
-  for (const auto& t : before->tensors()) {
-    const auto id = parse_tensor_name(t.name, Scheme::HF);
-    const bool frozen = id->role == Role::Router || id->role == Role::TokenEmbedding || id->role == Role::LmHead;
-    CHECK_MESSAGE(same_tensor(before->load(t.name), after->load(t.name)) == frozen, t.name);
+  for (DType dtype : {DType::F32, DType::BF16}) {  // bf16: frozen parts read as stored, saved as bf16
+    CAPTURE(dtype_name(dtype));
+    ScratchDir dir;
+    const fs::path model = tiny_model(dir, "mixtral", 4, dtype), data = sequences(dir, 8);
+    const auto r = run_upcycle("tune --model " + q(model) + " --data " + q(data) + " --out " + q(dir / "run") +
+                               " --steps 3 --lr 1e-2 --freeze router,embeddings --batch-tokens 40 --save-dtype " +
+                               std::string(dtype_name(dtype)));
+    REQUIRE_MESSAGE(r.code == 0, r.err);
+    const auto before = open_checkpoint(model), after = open_checkpoint(dir / "run" / "final");
+    for (const auto& t : before->tensors()) {
+      const auto id = parse_tensor_name(t.name, Scheme::HF);
+      const bool frozen = id->role == Role::Router || id->role == Role::TokenEmbedding || id->role == Role::LmHead;
+      CHECK_MESSAGE(same_tensor(before->load(t.name), after->load(t.name)) == frozen, t.name);
+    }
   }
 }
 

@@ -430,7 +430,7 @@ def option_cases(c):
     c.add("options: bench --router-stage --router-shape foo", ["bench", "--router-stage", "--router-shape", "foo"], USAGE,
           "--router-shape")
     c.add("options: bench --router-stage --experts 1", ["bench", "--router-stage", "--experts", "1"], USAGE, "experts")
-    c.add("options: tune --precision bf16 on the CPU", tune + ["--steps", "2", "--precision", "bf16"], USAGE,
+    c.add("options: tune --precision fp8", tune + ["--steps", "2", "--precision", "fp8"], USAGE,
           "--precision", [Path("never")])
     for flag, value in [("--temperature", "-1"), ("--top-p", "0"), ("--max-new-tokens", "-1"), ("--precision", "fp8")]:
         c.add(f"options: generate {flag} {value}", ["generate", "--model", m, "--prompt", "hi", flag, value], USAGE, flag)

@@ -80,3 +80,22 @@ TEST_CASE("bf16_matmul: the backward to the inputs adds the f32 product of the b
   bf16_matmul_backward_input(d_in.data(), nullptr, nullptr, 2, 3, 0);  // no inner dimension: nothing added
   CHECK(d_in == std::vector<float>(6, 1.0f));
 }
+
+TEST_CASE("bf16_matmul: the backward to the weight adds the f32 product of the bf16 values, the same bits every call") {
+  Rng rng(3);
+  for (auto [N, I, O] : kShapes) {
+    CAPTURE(N);
+    CAPTURE(I);
+    CAPTURE(O);
+    const Bf16Values dy(rng, N * O), in(rng, N * I), start(rng, O * I);
+    std::vector<float> want = start.f32, got = start.f32, again = start.f32;  // added into
+    matmul_backward<float>(nullptr, want.data(), nullptr, dy.f32.data(), in.f32.data(), nullptr, N, I, O);
+    bf16_matmul_backward_weight(got.data(), dy.bits.data(), in.bits.data(), N, I, O);
+    CHECK(worst_error(got, want, N) < 1e-5);
+    bf16_matmul_backward_weight(again.data(), dy.bits.data(), in.bits.data(), N, I, O);
+    CHECK(same_bits(got, again));
+  }
+  std::vector<float> d_W(6, 1.0f);
+  bf16_matmul_backward_weight(d_W.data(), nullptr, nullptr, 0, 3, 2);  // no tokens: nothing added
+  CHECK(d_W == std::vector<float>(6, 1.0f));
+}

@@ -186,3 +186,29 @@ TEST_CASE("stored_matmul: the input's gradient and the row lookup against the f3
     CHECK_THROWS_AS(stored_gather_rows(rows.data(), W, &bad, 1), std::invalid_argument);
   }
 }
+
+TEST_CASE("stored_matmul: a trained weight's gradients: the f32 op's bits, or bf16 products of the rounded values") {
+  const int64_t O = 70, I = 96, N = 13;
+  const std::vector<float> w = test::random_values(size_t(O * I), 11), x = test::random_values(size_t(N * I), 12),
+                           d_out = test::random_values(size_t(N * O), 13), start = test::random_values(size_t(O * I), 14),
+                           bias_start = test::random_values(size_t(O), 15);
+  const StoredMatrix W{DType::F32, reinterpret_cast<const std::byte*>(w.data()), O, I};
+  std::vector<float> want = start, got = start, want_bias = bias_start, got_bias = bias_start;  // added into
+  matmul_backward<float>(nullptr, want.data(), want_bias.data(), d_out.data(), x.data(), w.data(), N, I, O);
+  stored_matmul_backward_weight(got.data(), got_bias.data(), d_out.data(), x.data(), W, N);
+  CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+  CHECK(got_bias == want_bias);
+
+  StoredMatrix bf16 = W;
+  bf16.bf16_products = true;
+  got = start, got_bias = bias_start;
+  stored_matmul_backward_weight(got.data(), got_bias.data(), d_out.data(), x.data(), bf16, N);
+  CHECK(max_relative_error(got, want) < 1e-2);  // d_out and x rounded to bf16 (8 bits of mantissa)
+  CHECK(max_relative_error(got, want) > 0);
+  CHECK(got_bias == want_bias);  // the bias's sums stay f32
+
+  const std::vector<std::byte> halves = stored(DType::BF16, w);
+  const StoredMatrix frozen{DType::BF16, halves.data(), O, I, true};
+  CHECK_THROWS_AS(stored_matmul_backward_weight(got.data(), nullptr, d_out.data(), x.data(), frozen, N),
+                  std::invalid_argument);
+}

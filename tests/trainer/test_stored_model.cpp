@@ -217,7 +217,6 @@ TEST_CASE("stored model: bf16 precision multiplies bf16 copies and follows the f
     CHECK(argmax(a) == argmax(b));
   }
   CHECK_THROWS_AS(parse_precision("fp8"), UsageError);
-  CHECK_THROWS_AS(load_engine(*ckpt, make_cpu_engine, TrainSetup{}, Precision::BF16), UsageError);
 }
 
 TEST_CASE("stored model: SmolLM2-135M-Instruct in bf16 gives f32's greedy text and logits within 5%") {

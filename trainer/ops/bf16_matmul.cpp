@@ -21,11 +21,12 @@ Context& context() {
   return c;
 }
 
-// out[N,M] (+)= a[N,K] · B[K,M], out's rows out_stride apart and a's a_stride apart, B read in
-// place as `b_layout` lays it out: ba for W [M,K] as nn.Linear stores it (the forward), ab for
-// W [K,M] (the backward to the inputs).
-void product(float* out, int64_t out_stride, const uint16_t* a, int64_t a_stride, const uint16_t* b, int64_t N,
-             int64_t K, int64_t M, tag b_layout, bool accumulate) {
+// out[N,M] (+)= a[N,K] · B[K,M], out's rows out_stride apart, a's element (n, k) at
+// a[n·a_strides[0] + k·a_strides[1]] (a row-major matrix, or a transposed one), B read in place as
+// `b_layout` lays it out: ba for W [M,K] as nn.Linear stores it (the forward), ab for W [K,M]
+// (the backward to the inputs, and an input [K,M] in the weight's gradient).
+void product(float* out, int64_t out_stride, const uint16_t* a, dnnl::memory::dims a_strides, const uint16_t* b,
+             int64_t N, int64_t K, int64_t M, tag b_layout, bool accumulate) {
   if (N == 0 || M == 0) return;
   if (K == 0) {
     if (!accumulate)
@@ -33,7 +34,7 @@ void product(float* out, int64_t out_stride, const uint16_t* a, int64_t a_stride
     return;
   }
   Context& c = context();
-  const dnnl::memory::desc src({N, K}, dt::bf16, {a_stride, 1}), weights({K, M}, dt::bf16, b_layout),
+  const dnnl::memory::desc src({N, K}, dt::bf16, a_strides), weights({K, M}, dt::bf16, b_layout),
       dst({N, M}, dt::f32, {out_stride, 1});
   dnnl::primitive_attr attr;
   if (accumulate) {
@@ -51,21 +52,26 @@ void product(float* out, int64_t out_stride, const uint16_t* a, int64_t a_stride
 }  // namespace
 
 void bf16_matmul_forward(float* out, const uint16_t* in, const uint16_t* W, int64_t N, int64_t I, int64_t O) {
-  product(out, O, in, I, W, N, I, O, tag::ba, false);  // W [O,I] row major is [I,O] with the format tag ba
+  product(out, O, in, {I, 1}, W, N, I, O, tag::ba, false);  // W [O,I] row major is [I,O] with the format tag ba
 }
 
 void bf16_matmul_backward_input(float* d_in, const uint16_t* d_out, const uint16_t* W, int64_t N, int64_t I, int64_t O) {
-  product(d_in, I, d_out, O, W, N, O, I, tag::ab, true);
+  product(d_in, I, d_out, {O, 1}, W, N, O, I, tag::ab, true);
+}
+
+void bf16_matmul_backward_weight(float* d_W, const uint16_t* d_out, const uint16_t* in, int64_t N, int64_t I,
+                                 int64_t O) {
+  product(d_W, I, d_out, {1, O}, in, O, N, I, tag::ab, true);  // d_outᵀ [O,N]: d_out read transposed
 }
 
 void bf16_matmul_forward_panel(float* out, int64_t out_stride, const uint16_t* in, const uint16_t* Wp, int64_t N,
                                int64_t I, int64_t P) {
-  product(out, out_stride, in, I, Wp, N, I, P, tag::ba, false);
+  product(out, out_stride, in, {I, 1}, Wp, N, I, P, tag::ba, false);
 }
 
 void bf16_matmul_backward_input_panel(float* d_in, const uint16_t* d_out, int64_t in_stride, const uint16_t* Wp,
                                       int64_t N, int64_t I, int64_t P) {
-  product(d_in, I, d_out, in_stride, Wp, N, P, I, tag::ab, true);
+  product(d_in, I, d_out, {in_stride, 1}, Wp, N, P, I, tag::ab, true);
 }
 
 std::string bf16_matmul_isa() {

@@ -15,6 +15,10 @@ void bf16_matmul_forward(float* out, const uint16_t* in, const uint16_t* W, int6
 // d_in[N,I] += d_out[N,O] · W[O,I]: the same product's backward to its inputs, W read in place.
 void bf16_matmul_backward_input(float* d_in, const uint16_t* d_out, const uint16_t* W, int64_t N, int64_t I,
                                 int64_t O);
+// d_W[O,I] += d_out[N,O]ᵀ · in[N,I]: the product's backward to a trained weight (f32 sums into
+// the f32 gradient).
+void bf16_matmul_backward_weight(float* d_W, const uint16_t* d_out, const uint16_t* in, int64_t N, int64_t I,
+                                 int64_t O);
 
 // The same on a panel of W's rows [r0, r0 + P) (Wp [P,I], bf16): out's columns r0.. of rows
 // `out_stride` apart (the forward), or d_in += d_out's columns r0.. (rows `in_stride` apart) · Wp.

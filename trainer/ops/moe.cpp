@@ -56,9 +56,10 @@ template <class T>
 void expert_backward(T* d_in, T* d_W, const T* d_out, const T* in, const T* W, int64_t n, int64_t I, int64_t O) {
   matmul_backward<T>(d_in, d_W, nullptr, d_out, in, W, n, I, O);
 }
-void expert_backward(float* d_in, float* /*d_W: null, checked*/, const float* d_out, const float*,
-                     const StoredMatrix& W, int64_t n, int64_t, int64_t) {
+void expert_backward(float* d_in, float* d_W, const float* d_out, const float* in, const StoredMatrix& W, int64_t n,
+                     int64_t, int64_t) {
   if (d_in) stored_matmul_backward_input(d_in, d_out, W, n);
+  if (d_W) stored_matmul_backward_weight(d_W, nullptr, d_out, in, W, n);
 }
 
 template <class T, class M>
@@ -163,8 +164,9 @@ void moe_forward(T* out, MoeSaved<T>& s, const T* x, const int32_t* idx, const T
   forward_impl(out, s, x, idx, w, experts, shape);
 }
 void moe_forward(float* out, MoeSaved<float>& s, const float* x, const int32_t* idx, const float* w,
-                 const StoredExperts& experts, const MoeShape& shape) {
+                 const StoredExperts& experts, const MoeShape& shape, bool trained) {
   forward_impl(out, s, x, idx, w, experts, shape);
+  if (trained) return;
   // Frozen experts' backward needs neither their inputs nor the activations (the weights'
   // gradients would): gate and up (the SwiGLU's backward) and y (the gate weights') are kept.
   s.x = {};
@@ -177,11 +179,12 @@ void moe_backward(T* d_x, T* d_w, const ExpertGrads<T>& d_experts, const T* d_ou
 }
 void moe_backward(float* d_x, float* d_w, const ExpertGrads<float>& d_experts, const float* d_out, const float* w,
                   const StoredExperts& experts, const MoeSaved<float>& s, const MoeShape& shape) {
-  auto frozen = [&](float* const* grads) {
+  auto none = [&](float* const* grads) {
     return !grads || std::all_of(grads, grads + shape.experts, [](const float* g) { return g == nullptr; });
   };
-  require_arg(frozen(d_experts.gate) && frozen(d_experts.up) && frozen(d_experts.down), "moe",
-              "experts in their stored dtype are frozen");
+  const bool kept = !s.x.empty() || shape.tokens == 0;
+  require_arg(kept || (none(d_experts.gate) && none(d_experts.up) && none(d_experts.down)), "moe",
+              "the experts' gradients need a forward that kept their inputs (trained)");
   backward_impl(d_x, d_w, d_experts, d_out, w, experts, s, shape);
 }
 

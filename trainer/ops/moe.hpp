@@ -60,13 +60,15 @@ struct MoeSaved {
 // backward: d_w[n,j] += d_out[n,:]·FFN_{idx[n,j]}(x[n,:])        (feeds router_backward)
 //           then each expert's FFN backward on d_y[row] = w[slot]·d_out[token], and
 //           d_x[n,:] += Σ_j (the d_x of slot n·k+j);  expert gradients added into d_experts.
-// d_x or d_w may be null (not wanted). Stored experts are frozen: d_experts must be empty
-// (std::invalid_argument otherwise).
+// d_x or d_w may be null (not wanted). Stored experts train only when `trained` (their values f32
+// masters, their products as stored_matmul's, bf16 ones included): only then does the forward
+// keep the inputs and activations that their gradients need; frozen ones take no d_experts
+// (std::invalid_argument from stored_matmul_backward_weight for a weight not in f32).
 template <class T>
 void moe_forward(T* out, MoeSaved<T>& saved, const T* x, const int32_t* idx, const T* w,
                  const ExpertWeights<T>& experts, const MoeShape& shape);
 void moe_forward(float* out, MoeSaved<float>& saved, const float* x, const int32_t* idx, const float* w,
-                 const StoredExperts& experts, const MoeShape& shape);
+                 const StoredExperts& experts, const MoeShape& shape, bool trained = false);
 template <class T>
 void moe_backward(T* d_x, T* d_w, const ExpertGrads<T>& d_experts, const T* d_out, const T* w,
                   const ExpertWeights<T>& experts, const MoeSaved<T>& saved, const MoeShape& shape);

@@ -360,6 +360,20 @@ void stored_matmul_backward_input(float* d_in, const float* d_out, const StoredM
   });
 }
 
+void stored_matmul_backward_weight(float* d_W, float* d_bias, const float* d_out, const float* in,
+                                   const StoredMatrix& W, int64_t N) {
+  check_shape(W, N);
+  if (W.dtype != DType::F32)
+    throw std::invalid_argument("stored_matmul: a weight's gradient needs its values in f32, not " +
+                                std::string(dtype_name(W.dtype)));
+  const int64_t I = W.cols, O = W.rows;
+  if (d_bias) matmul_backward<float>(nullptr, nullptr, d_bias, d_out, nullptr, nullptr, N, I, O);
+  if (!d_W || N == 0) return;
+  if (!W.bf16_products) return matmul_backward<float>(nullptr, d_W, nullptr, d_out, in, f32_values(W), N, I, O);
+  const std::vector<uint16_t> dy = to_bf16(d_out, size_t(N * O)), x = to_bf16(in, size_t(N * I));
+  bf16_matmul_backward_weight(d_W, dy.data(), x.data(), N, I, O);
+}
+
 void stored_gather_rows(float* out, const StoredMatrix& W, const int32_t* ids, int64_t N) {
   const size_t row_bytes = stored_row_bytes(W.dtype, W.cols);
   check_shape(W, N);

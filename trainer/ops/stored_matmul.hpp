@@ -41,11 +41,17 @@ size_t stored_row_bytes(DType t, int64_t cols);
 inline constexpr int64_t kDotRows = 4, kPanelRows = 256;
 void stored_matmul_forward(float* out, const float* in, const StoredMatrix& W, const float* bias, int64_t N);
 
-// d_in[N,I] += d_out[N,O] · W: the backward to the input of a frozen weight (the router stage's
-// and --freeze's frozen layers), f32 as ops::matmul_backward, others a panel of rows at a time;
+// d_in[N,I] += d_out[N,O] · W: the backward to the input, f32 as ops::matmul_backward, others a panel of rows at a time;
 // bf16 weights with bf16_products and more than kDotRows rows: d_out rounded to bf16, one bf16
 // product on oneDNN.
 void stored_matmul_backward_input(float* d_in, const float* d_out, const StoredMatrix& W, int64_t N);
+
+// d_W[O,I] += d_out[N,O]ᵀ · in[N,I] and d_bias[O] += Σ_n d_out[n,:] (either may be null): the
+// gradients of a trained weight, whose values are f32 (a master; std::invalid_argument for
+// another dtype). As ops::matmul_backward, or with bf16_products, d_out and in rounded to bf16
+// and multiplied on oneDNN with f32 sums (the bias's sums stay f32).
+void stored_matmul_backward_weight(float* d_W, float* d_bias, const float* d_out, const float* in,
+                                   const StoredMatrix& W, int64_t N);
 
 // out[N,I] = W[ids[n], :] widened to f32: an embedding lookup on a stored table.
 // std::invalid_argument for an id outside [0, rows).
