@@ -27,6 +27,7 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
       StoredWeight& w = *stored[i].values;
       if (training && !training->frozen[size_t(role_info(stored[i].tensor.id.role).part)]) {
         *masters[i].values = w.widened();
+        w.tensor().release(0, w.size());  // a mapped file's pages: never read again
         w = StoredWeight::master(*masters[i].values, stored[i].tensor.shape);
       }
       if (products == Precision::BF16 && stored[i].tensor.shape.size() == 2) w = w.in_bf16();
