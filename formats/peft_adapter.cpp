@@ -304,6 +304,12 @@ void write_tensors(const std::vector<LoraModule>& modules, const fs::path& path)
 
 }  // namespace
 
+Role lora_module_role(const std::string& module) {
+  const auto index = module_index(module);
+  if (!index) throw std::invalid_argument("lora_module_role: unknown module '" + module + "'");
+  return kModules[*index].role;
+}
+
 double LoraConfig::scaling() const {
   return use_rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
 }

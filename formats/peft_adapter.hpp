@@ -9,6 +9,7 @@
 
 #include "core/config.hpp"
 #include "core/tensor.hpp"
+#include "core/tensor_roles.hpp"
 
 namespace upcycle {
 
@@ -32,6 +33,10 @@ struct LoraModule {
   std::string module;
   Tensor a, b;
 };
+
+// The base model's role of a module name (q_proj → Role::Q, ...); std::invalid_argument for a
+// name not among the seven.
+Role lora_module_role(const std::string& module);
 
 struct LoraAdapter {
   LoraConfig config;

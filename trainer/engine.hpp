@@ -78,7 +78,10 @@ std::unique_ptr<Engine> make_cpu_engine(EngineSpec&& spec);
 // The CPU's engine for inference: the checkpoint's weights as stored (bf16, f16 and GGUF's
 // quantized matrices read in place, trainer/stored_weights.hpp), never widened whole, computed in `precision`; the
 // training calls throw std::logic_error. InputError naming the file when the weights do not load.
-std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt, Precision precision = Precision::F32);
+// With `adapter` (a PEFT LoRA adapter folder; empty: none), its modules are added unmerged
+// (apply_adapter), after InputError checks of the folder against the model.
+std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt, Precision precision = Precision::F32,
+                                                  const std::filesystem::path& adapter = {});
 // The same over weights already loaded (load_stored_weights, or views of them such as an MoE
 // expert's dense model). With `training`, the parts it does not freeze train on f32 masters
 // (widened copies, which the model reads through views: StoredWeight::master) and every frozen
@@ -104,11 +107,16 @@ inline constexpr const char* kDeviceHelp =
     "AdamW when training) on the GPU, through libupcycle_cuda.so beside upcycle";
 
 // An engine over a checkpoint's weights (InputError naming the file when they do not load), in
-// `precision` (none: the device's). On the CPU without training: make_cpu_inference_engine's;
-// with it, load_training_engine's. UsageError for f32 on the GPU.
+// `precision` (none: the device's), with a LoRA `adapter` folder (empty: none). On the CPU
+// without training: make_cpu_inference_engine's; with it, load_training_engine's. UsageError for
+// f32 on the GPU, and for an adapter on the GPU or in training (not built there yet).
 std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make = make_cpu_engine,
                                     std::optional<TrainSetup> training = {},
-                                    std::optional<Precision> precision = {});
+                                    std::optional<Precision> precision = {},
+                                    const std::filesystem::path& adapter = {});
+inline constexpr const char* kAdapterHelp =
+    "a PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) for this model, "
+    "applied unmerged: each adapted matrix adds scale x B x A to its products (CPU)";
 // An engine to train `config` (the checkpoint's, its router settings possibly changed) from the
 // checkpoint's weights: on the CPU with a frozen part or in bf16, make_cpu_stored_engine's (the
 // frozen parts never widened); otherwise `make`'s over f32 weights. InputError naming the file

@@ -31,7 +31,8 @@ struct EvalContext {
   std::unique_ptr<ChatEncoder> encoder;  // loaded when text needs it
 
   std::unique_ptr<Engine> engine() const {
-    return load_engine(*ckpt, device, {}, o.precision.empty() ? std::nullopt : std::optional(parse_precision(o.precision)));
+    return load_engine(*ckpt, device, {}, o.precision.empty() ? std::nullopt : std::optional(parse_precision(o.precision)),
+                       o.adapter.value_or(std::filesystem::path()));
   }
 
   const ChatEncoder& chat() {
@@ -164,6 +165,7 @@ OptionTable<O> make_table() {
                 [](O& o) -> auto& { return o.skip_bad; }),
       option<O>("device", kDeviceHelp, [](O& o) -> auto& { return o.device; }),
       option<O>("precision", kPrecisionHelp, [](O& o) -> auto& { return o.precision; }),
+      option<O>("adapter", kAdapterHelp, [](O& o) -> auto& { return o.adapter; }),
   };
 }
 

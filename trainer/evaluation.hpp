@@ -28,6 +28,7 @@ struct EvalOptions {
   bool skip_bad = false;                             // skip malformed lines (counted in the log)
   std::string device = "cpu";
   std::string precision;  // f32 or bf16 (kPrecisionHelp); empty: the device's
+  std::optional<std::filesystem::path> adapter;  // a PEFT LoRA adapter folder (kAdapterHelp)
 };
 
 const OptionTable<EvalOptions>& eval_option_table();

@@ -34,9 +34,11 @@ ops::RopeScaling rope_scaling(const ModelConfig& config, const std::filesystem::
 }
 
 std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make, std::optional<TrainSetup> training,
-                                    std::optional<Precision> precision) {
+                                    std::optional<Precision> precision, const std::filesystem::path& adapter) {
+  if (!adapter.empty() && (training || make != make_cpu_engine))
+    throw UsageError("--adapter: adapters are applied on the CPU, for forward, eval and generate");
   if (training) return load_training_engine(ckpt, ckpt.config(), make, *training, precision);
-  if (make == make_cpu_engine) return make_cpu_inference_engine(ckpt, precision.value_or(Precision::F32));
+  if (make == make_cpu_engine) return make_cpu_inference_engine(ckpt, precision.value_or(Precision::F32), adapter);
   if (precision == Precision::F32) throw UsageError("--precision f32: the GPU computes in bf16");
   return make({ckpt.config(), load_weights<float>(ckpt), ckpt.path(), std::nullopt});
 }

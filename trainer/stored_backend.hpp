@@ -1,6 +1,7 @@
 // The CPU backend over weights in their stored dtype (trainer/stored_weights.hpp): CpuBackend<float>'s
 // buffers and ops, with every weight matrix read in place by the stored matmul
-// (trainer/ops/stored_matmul.hpp) and the embedding's rows widened as they are looked up. What
+// (trainer/ops/stored_matmul.hpp), plus a LoRA adapter's unmerged term where one is applied
+// (trainer/ops/lora.hpp), and the embedding's rows widened as they are looked up. What
 // inference runs on (forward, eval, generate), so that the model is never held in f32, and
 // what training with frozen parts or in bf16 runs on: the frozen weights' backward gives the
 // inputs' gradients alone; the trained ones (f32 masters) get theirs too, with the f32 ops' bits
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "trainer/cpu_backend.hpp"
+#include "trainer/ops/lora.hpp"
 #include "trainer/stored_weights.hpp"
 
 namespace upcycle {
@@ -53,6 +55,7 @@ struct CpuStoredBackend : CpuBackend<float> {
   static void linear_forward(float* out, const float* in, const StoredWeight& W, const float* bias, int64_t N,
                              int64_t I, int64_t O) {
     ops::stored_matmul_forward(out, in, matrix(W, I, O), bias, N);
+    if (const LowRank* t = W.low_rank()) ops::lora_forward(out, in, t->a.data(), t->b.data(), t->scale, N, I, O, t->rank);
     W.done();
   }
   // d_in[N,I] += d_out[N,O]·W, and a trained W's gradients; std::logic_error when a frozen
@@ -63,6 +66,8 @@ struct CpuStoredBackend : CpuBackend<float> {
       throw std::logic_error("CpuStoredBackend: weights in their stored dtype are frozen");
     const ops::StoredMatrix m = matrix(W, I, O);
     if (d_in) ops::stored_matmul_backward_input(d_in, d_out, m, N);
+    if (const LowRank* t = W.low_rank(); t && d_in)
+      ops::lora_backward_input(d_in, d_out, t->a.data(), t->b.data(), t->scale, N, I, O, t->rank);
     if (d_W || d_bias) ops::stored_matmul_backward_weight(d_W, d_bias, d_out, in, m, N);
     W.done();
   }

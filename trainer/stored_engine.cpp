@@ -64,9 +64,17 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
 
 }  // namespace
 
-std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt, Precision precision) {
-  auto engine = std::make_unique<StoredEngine>(ckpt.config(), load_stored_weights(ckpt, precision), ckpt.path(),
-                                               std::nullopt, Precision::F32);  // converted as loaded
+std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt, Precision precision,
+                                                  const std::filesystem::path& adapter) {
+  StoredWeights weights = load_stored_weights(ckpt, precision);
+  if (!adapter.empty()) {
+    const LoraAdapter a = read_peft_adapter(adapter, ckpt.config());
+    apply_adapter(weights, a);
+    spdlog::info("{}: LoRA adapter of rank {}, scale {:.4g}, on {} matrices", adapter.string(), a.config.rank,
+                 a.config.scaling(), a.modules.size());
+  }
+  auto engine = std::make_unique<StoredEngine>(ckpt.config(), std::move(weights), ckpt.path(), std::nullopt,
+                                               Precision::F32);  // converted as loaded
   spdlog::debug("{}: weights used as stored ({:.1f} MB), computed in {}", ckpt.path().string(),
                 double(ckpt.stored_bytes()) / 1e6, precision_name(precision));
   return engine;

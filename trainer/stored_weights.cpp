@@ -5,6 +5,7 @@
 
 #include "core/error.hpp"
 #include "trainer/load_by_role.hpp"
+#include "trainer/parameters.hpp"
 
 namespace upcycle {
 
@@ -28,6 +29,12 @@ StoredWeight StoredWeight::slice(const Shape& shape, int64_t e, int64_t first, i
   const size_t offset = size_t(e * shape[1] + first) * row_bytes;
   StoredWeight out = *this;
   out.tensor_ = tensor_.part(offset, {rows, shape[2]});
+  return out;
+}
+
+StoredWeight StoredWeight::with_low_rank(std::shared_ptr<const LowRank> term) const {
+  StoredWeight out = *this;
+  out.low_rank_ = std::move(term);
   return out;
 }
 
@@ -95,6 +102,18 @@ StoredWeights load_streamed_weights(const Checkpoint& ckpt, Precision precision)
       for (StoredWeight& t : *experts) matrix(t, true);
   }
   return w;
+}
+
+void apply_adapter(StoredWeights& weights, const LoraAdapter& adapter) {
+  for (const LoraModule& m : adapter.modules) {
+    auto term = std::make_shared<LowRank>();
+    term->a = m.a.to_f32_vector();
+    term->b = m.b.to_f32_vector();
+    term->rank = adapter.config.rank;
+    term->scale = float(adapter.config.scaling());
+    StoredWeight& w = tensor_slot(weights, {lora_module_role(m.module), int(m.layer)});
+    w = w.with_low_rank(std::move(term));
+  }
 }
 
 }  // namespace upcycle

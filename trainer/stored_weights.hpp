@@ -7,13 +7,23 @@
 // from dropped behind it) multiplied in bf16 (ops::StoredMatrix::bf16_products); quantized ones
 // stay as they are.
 #pragma once
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "core/checkpoint.hpp"
+#include "formats/peft_adapter.hpp"
 #include "trainer/ops/stored_matmul.hpp"
 #include "trainer/weights.hpp"
 
 namespace upcycle {
+
+// A LoRA adapter's term on one matrix W [O,I]: W + scale·B·A, applied unmerged (ops/lora.hpp).
+struct LowRank {
+  std::vector<float> a, b;  // A [rank, I], B [O, rank]
+  int64_t rank = 0;
+  float scale = 0;
+};
 
 // One weight tensor, shared (copies are cheap and read the same bytes).
 class StoredWeight {
@@ -45,6 +55,9 @@ class StoredWeight {
   StoredWeight streamed() const;
   // The same multiplied in bf16 (ops::StoredMatrix::bf16_products).
   StoredWeight in_bf16() const;
+  // The same with an adapter's term added to its products (null: none).
+  StoredWeight with_low_rank(std::shared_ptr<const LowRank> term) const;
+  const LowRank* low_rank() const { return low_rank_.get(); }
   // Called by the ops after each use.
   void done() const {
     if (streamed_) tensor_.release(0, tensor_.numel());
@@ -55,6 +68,7 @@ class StoredWeight {
   bool bf16_products_ = false;
   bool streamed_ = false;
   bool trained_ = false;
+  std::shared_ptr<const LowRank> low_rank_;
 };
 
 // What a model computes in on the CPU: f32 (the default, the same bits on every run), or bf16
@@ -76,5 +90,9 @@ StoredWeights load_stored_weights(const Checkpoint& ckpt, Precision precision = 
 // panel at a time), every layer's matrices streamed (StoredWeight::streamed); the embedding and
 // head, read on every pass, stay resident.
 StoredWeights load_streamed_weights(const Checkpoint& ckpt, Precision precision);
+
+// Each module of a PEFT LoRA adapter (read against this model: formats/peft_adapter.hpp) added
+// to its matrix as an unmerged low-rank term, A and B widened to f32.
+void apply_adapter(StoredWeights& weights, const LoraAdapter& adapter);
 
 }  // namespace upcycle

@@ -44,6 +44,10 @@ std::optional<Precision> precision_option(const po::variables_map& vm) {
   }
 }
 
+std::filesystem::path adapter_option(const po::variables_map& vm) {
+  return vm.count("adapter") ? std::filesystem::path(vm["adapter"].as<std::string>()) : std::filesystem::path();
+}
+
 uint64_t parse_size(const std::string& text, const std::string& option) {
   size_t pos = 0;
   double value = 0;

@@ -1,6 +1,7 @@
 // What every subcommand shares: option parsing with Boost.Program_options that turns mistakes
 // into UsageError (exit 1) and prints --help.
 #pragma once
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +34,8 @@ DType parse_output_dtype(const std::string& text, const std::string& option);
 // --precision (trainer/engine.hpp's kPrecisionHelp) when given, else none: the device's own.
 // UsageError for a value other than f32 or bf16.
 std::optional<Precision> precision_option(const po::variables_map& vm);
+// --adapter DIR, or an empty path without it.
+std::filesystem::path adapter_option(const po::variables_map& vm);
 
 // A size like "5GB", "500MB", "2GiB", "123" (bytes); UsageError naming the option otherwise.
 uint64_t parse_size(const std::string& text, const std::string& option);

@@ -60,7 +60,7 @@ void write_floats(const std::vector<float>& values, const std::filesystem::path&
 int cmd_forward(const Args& args) {
   cli::Spec spec;
   spec.usage =
-      "upcycle forward --model PATH --tokens 1,2,3 --out FILE [--device cpu|cuda] [--precision f32|bf16] [--overwrite]";
+      "upcycle forward --model PATH --tokens 1,2,3 --out FILE [--device cpu|cuda] [--precision f32|bf16] [--adapter DIR] [--overwrite]";
   spec.summary =
       "Runs the model's forward pass (f32 on the CPU, bf16 on the GPU) over one sequence of token\n"
       "ids (positions 0, 1, ...) and writes the logits to FILE as raw little-endian float32, shape [tokens, vocab],\n"
@@ -72,7 +72,8 @@ int cmd_forward(const Args& args) {
       ("out", cli::po::value<std::string>()->required(), "output file of float32 logits")
       ("overwrite", "replace FILE if it exists")
       ("device", cli::po::value<std::string>()->default_value("cpu"), kDeviceHelp)
-      ("precision", cli::po::value<std::string>(), kPrecisionHelp);
+      ("precision", cli::po::value<std::string>(), kPrecisionHelp)
+      ("adapter", cli::po::value<std::string>(), kAdapterHelp);
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;
 
@@ -81,7 +82,7 @@ int cmd_forward(const Args& args) {
   const std::optional<Precision> precision = cli::precision_option(*vm);
   const auto ckpt = open_checkpoint((*vm)["model"].as<std::string>());
   check_tokens(ids, *ckpt);
-  const std::vector<float> logits = load_engine(*ckpt, device, {}, precision)->forward(pack({ids}));
+  const std::vector<float> logits = load_engine(*ckpt, device, {}, precision, cli::adapter_option(*vm))->forward(pack({ids}));
   const std::string out = (*vm)["out"].as<std::string>();
   write_floats(logits, out, vm->count("overwrite") > 0);
   spdlog::info("wrote logits [{}, {}] to {}", ids.size(), ckpt->config().vocab_size, out);

@@ -103,7 +103,8 @@ int cmd_generate(const Args& args) {
       ("seed", cli::po::value<uint64_t>()->default_value(0), "sampling seed")
       ("json", "print a JSON object with the text and the speed")
       ("device", cli::po::value<std::string>()->default_value("cpu"), kDeviceHelp)
-      ("precision", cli::po::value<std::string>(), kPrecisionHelp);
+      ("precision", cli::po::value<std::string>(), kPrecisionHelp)
+      ("adapter", cli::po::value<std::string>(), kAdapterHelp);
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;
   const int64_t max_new = (*vm)["max-new-tokens"].as<int64_t>();
@@ -122,7 +123,7 @@ int cmd_generate(const Args& args) {
               std::to_string(limit));
   for (TokenId id : prompt.ids)
     require(id < ckpt->config().vocab_size, model_path, "the tokenizer's token " + std::to_string(id) + " is outside the model's vocabulary");
-  const auto engine = load_engine(*ckpt, device, {}, precision);
+  const auto engine = load_engine(*ckpt, device, {}, precision, cli::adapter_option(*vm));
   const auto decoder = engine->decoder(std::min<int64_t>(limit, int64_t(prompt.ids.size()) + max_new));
   const int64_t room = decoder->capacity() - int64_t(prompt.ids.size()) + 1;
   if (room < max_new) spdlog::warn("max_position_embeddings {} leaves room for {} new tokens", limit, room);

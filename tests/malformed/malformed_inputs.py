@@ -427,6 +427,25 @@ def option_cases(c):
         c.add(f"options: eval {flag} {value}", ev + [flag, value], USAGE, flag)
     c.add("options: forward --precision fp8", ["forward", "--model", m, "--tokens", "1", "--out", "never",
                                                "--precision", "fp8"], USAGE, "--precision", [Path("never")])
+    fwd = ["forward", "--model", m, "--tokens", "1", "--out", "never", "--adapter"]
+    empty = c.fresh("adapter-empty")
+    empty.mkdir()
+    c.add("adapter: a folder without adapter_config.json", fwd + [empty], BAD_INPUT, "adapter_config.json",
+          [Path("never")])
+    bad = c.fresh("adapter-bad-json")
+    bad.mkdir()
+    (bad / "adapter_config.json").write_text('{"peft_type": "LORA", "r": ')
+    c.add("adapter: adapter_config.json of bad JSON", fwd + [bad], BAD_INPUT, "adapter_config.json", [Path("never")])
+    pickle = c.fresh("adapter-pickle")
+    pickle.mkdir()
+    (pickle / "adapter_config.json").write_text(
+        '{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}')
+    (pickle / "adapter_model.bin").write_bytes(b"\x80\x04not unpickled")
+    c.add("adapter: weights only as a pickle", fwd + [pickle], BAD_INPUT, "adapter_model.bin", [Path("never")])
+    ia3 = c.fresh("adapter-ia3")
+    ia3.mkdir()
+    (ia3 / "adapter_config.json").write_text('{"peft_type": "IA3", "target_modules": ["k_proj"]}')
+    c.add("adapter: a PEFT type other than LORA", fwd + [ia3], BAD_INPUT, "peft_type", [Path("never")])
     c.add("options: bench --router-stage --router-shape foo", ["bench", "--router-stage", "--router-shape", "foo"], USAGE,
           "--router-shape")
     c.add("options: bench --router-stage --experts 1", ["bench", "--router-stage", "--experts", "1"], USAGE, "experts")

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Interop with PEFT: LoRA adapters that PEFT writes for a tiny Llama (random A and B, plain and
+rsLoRA, attention and MLP modules) are applied by `upcycle forward --adapter`, whose logits must
+equal PeftModel's. Exits 77 (skipped) without torch, transformers and peft, or without
+UPCYCLE_BINARY."""
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import numpy as np
+    import torch
+    import transformers
+    import peft
+except ImportError as e:
+    print(f"skipped: {e}")
+    sys.exit(77)
+
+BINARY = os.environ.get("UPCYCLE_BINARY", "")
+if not BINARY or not os.path.exists(BINARY):
+    print("skipped: UPCYCLE_BINARY is not set to the built upcycle")
+    sys.exit(77)
+
+TOKENS = [1, 7, 5, 3, 6, 2, 4, 7, 0, 5, 11, 39]
+
+
+def tiny_llama(folder):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      tie_word_embeddings=False)
+    model = transformers.LlamaForCausalLM(config).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    return model
+
+
+def upcycle_logits(base, adapter, work):
+    out = os.path.join(work, "logits.f32")
+    r = subprocess.run([BINARY, "forward", "--model", base, "--adapter", adapter, "--tokens",
+                        ",".join(map(str, TOKENS)), "--out", out, "--overwrite"], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"upcycle forward --adapter {adapter} failed:\n{r.stderr}")
+    return np.fromfile(out, dtype=np.float32).reshape(len(TOKENS), -1)
+
+
+def main():
+    failures = []
+    with tempfile.TemporaryDirectory() as work:
+        base = os.path.join(work, "base")
+        for name, rslora, targets in [("plain", False, ["q_proj", "v_proj", "gate_proj", "down_proj"]),
+                                      ("rslora", True, ["k_proj", "o_proj", "up_proj"])]:
+            model = tiny_llama(base)
+            config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, bias="none",
+                                     task_type="CAUSAL_LM", use_rslora=rslora, init_lora_weights=False)
+            torch.manual_seed(1)
+            adapted = peft.get_peft_model(model, config).eval()
+            folder = os.path.join(work, name)
+            adapted.save_pretrained(folder, safe_serialization=True)
+            with torch.no_grad():
+                want = adapted(input_ids=torch.tensor([TOKENS])).logits[0].float().numpy()
+                plain = adapted.get_base_model()
+                with adapted.disable_adapter():
+                    base_logits = plain(input_ids=torch.tensor([TOKENS])).logits[0].float().numpy()
+            got = upcycle_logits(base, folder, work)
+            scale = np.abs(want).max()
+            error = np.abs(got - want).max() / scale
+            moved = np.abs(want - base_logits).max() / scale
+            print(f"{name}: max |upcycle - PEFT| / max |logit| = {error:.2e} (the adapter moved them by {moved:.2e})")
+            if not error < 1e-5 or not moved > 1e-3:
+                failures.append(name)
+    if failures:
+        sys.exit(f"logits differ from PEFT's: {failures}")
+    print("PEFT's adapters give PEFT's logits")
+
+
+if __name__ == "__main__":
+    main()

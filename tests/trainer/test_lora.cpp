@@ -1,0 +1,124 @@
+// LoRA applied unmerged: the op against the product of the merged weight W + scale·B·A, and a
+// PEFT adapter folder on the CPU's inference engine against the f32 model whose weights were
+// merged by hand (logits and decoding), with B = 0 giving the base model's bits.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.hpp"
+#include "formats/peft_adapter.hpp"
+#include "tests/common/fixtures.hpp"
+#include "trainer/engine.hpp"
+#include "trainer/model.hpp"
+#include "trainer/ops/lora.hpp"
+#include "trainer/ops/matmul.hpp"
+#include "trainer/parameters.hpp"
+
+using namespace upcycle;
+
+namespace {
+
+double max_relative_error(const std::vector<float>& got, const std::vector<float>& want) {
+  double worst = 0, scale = 0;
+  for (float x : want) scale = std::max(scale, double(std::fabs(x)));
+  for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]) / scale);
+  return worst;
+}
+
+// W + scale·B·A, with W [O,I], A [r,I], B [O,r].
+std::vector<float> merged(std::vector<float> W, const std::vector<float>& A, const std::vector<float>& B, float scale,
+                          int64_t I, int64_t O, int64_t r) {
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t i = 0; i < I; ++i)
+      for (int64_t j = 0; j < r; ++j) W[size_t(o * I + i)] += scale * B[size_t(o * r + j)] * A[size_t(j * I + i)];
+  return W;
+}
+
+const std::vector<int32_t> kIds = {1, 7, 5, 3, 6, 2, 4, 7, 0, 5};
+
+// An adapter of rank 2 on q, v, gate and down of every layer of `config`, random A and B (zero B
+// with `zero_b`).
+LoraAdapter random_adapter(const ModelConfig& config, bool zero_b) {
+  LoraAdapter a;
+  a.config.rank = 2;
+  a.config.alpha = 3;
+  a.config.target_modules = {"q_proj", "v_proj", "gate_proj", "down_proj"};
+  uint64_t seed = 40;
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l)
+    for (const auto& t : expected_tensors(config, Scheme::HF)) {
+      if (t.id.layer != l) continue;
+      for (const std::string& m : a.config.target_modules) {
+        if (lora_module_role(m) != t.id.role) continue;
+        const int64_t O = t.shape[0], I = t.shape[1];
+        std::vector<float> b = test::random_values(size_t(O * 2), seed++);
+        if (zero_b) b.assign(b.size(), 0.0f);
+        a.modules.push_back({l, m, Tensor::from_f32({2, I}, test::random_values(size_t(2 * I), seed++)),
+                             Tensor::from_f32({O, 2}, std::move(b))});
+      }
+    }
+  return a;
+}
+
+}  // namespace
+
+TEST_CASE("lora: the unmerged term is the product of the merged weight, forward and backward to the inputs") {
+  const int64_t N = 9, I = 24, O = 20, r = 3;
+  const float scale = 0.75f;
+  const auto W = test::random_values(size_t(O * I), 1), A = test::random_values(size_t(r * I), 2),
+             B = test::random_values(size_t(O * r), 3), x = test::random_values(size_t(N * I), 4),
+             dy = test::random_values(size_t(N * O), 5);
+  const auto Wm = merged(W, A, B, scale, I, O, r);
+  std::vector<float> want(size_t(N * O)), got(want.size());
+  ops::matmul_forward<float>(want.data(), x.data(), Wm.data(), nullptr, N, I, O);
+  ops::matmul_forward<float>(got.data(), x.data(), W.data(), nullptr, N, I, O);
+  ops::lora_forward(got.data(), x.data(), A.data(), B.data(), scale, N, I, O, r);
+  CHECK(max_relative_error(got, want) < 1e-5);
+
+  std::vector<float> want_in = test::random_values(size_t(N * I), 6), got_in = want_in;  // added into
+  ops::matmul_backward<float>(want_in.data(), nullptr, nullptr, dy.data(), nullptr, Wm.data(), N, I, O);
+  ops::matmul_backward<float>(got_in.data(), nullptr, nullptr, dy.data(), nullptr, W.data(), N, I, O);
+  ops::lora_backward_input(got_in.data(), dy.data(), A.data(), B.data(), scale, N, I, O, r);
+  CHECK(max_relative_error(got_in, want_in) < 1e-5);
+}
+
+TEST_CASE("lora: an adapter folder on the inference engine computes the merged model, B = 0 the base's bits") {
+  test::ScratchDir dir;
+  const auto ckpt = test::random_checkpoint(test::tiny_config("qwen2"), 31);
+  const ModelConfig& c = ckpt->config();
+  const LoraAdapter adapter = random_adapter(c, false);
+  write_peft_adapter(adapter, dir / "adapter", false);
+  const auto engine = make_cpu_inference_engine(*ckpt, Precision::F32, dir / "adapter");
+
+  // The f32 model with every adapted matrix merged by hand.
+  Weights<float> w = load_weights<float>(*ckpt);
+  const float scale = float(adapter.config.scaling());
+  for (const LoraModule& m : adapter.modules) {
+    std::vector<float>& W = tensor_slot(w, {lora_module_role(m.module), int(m.layer)});
+    W = merged(W, m.a.to_f32_vector(), m.b.to_f32_vector(), scale, m.a.dim(1), m.b.dim(0), 2);
+  }
+  const Model merged_model(c, std::move(w), "<merged>");
+  const Batch batch = pack({kIds});
+  const auto want = merged_model.forward(batch);
+  CHECK(max_relative_error(engine->forward(batch), want) < 1e-5);
+  CHECK(max_relative_error(engine->forward(batch), Model(*ckpt).forward(batch)) > 1e-3);  // it moved the logits
+  // Decoding (the dot path of at most 4 rows) adds the same term.
+  const auto decoder = engine->decoder(16);
+  const int64_t V = c.vocab_size;
+  for (size_t n = 0; n < kIds.size(); ++n) {
+    CAPTURE(n);
+    const std::vector<float> step = decoder->append(std::span<const int32_t>(&kIds[n], 1));
+    CHECK(max_relative_error(step, std::vector<float>(want.begin() + int64_t(n) * V, want.begin() + int64_t(n + 1) * V)) < 1e-5);
+  }
+
+  write_peft_adapter(random_adapter(c, true), dir / "zero", false);
+  const auto zero = make_cpu_inference_engine(*ckpt, Precision::F32, dir / "zero")->forward(batch);
+  const auto base = make_cpu_inference_engine(*ckpt)->forward(batch);
+  CHECK(std::memcmp(zero.data(), base.data(), base.size() * sizeof(float)) == 0);
+
+  // An adapter for another model is refused, naming its folder.
+  CHECK_THROWS_AS(make_cpu_inference_engine(*test::random_checkpoint(test::tiny_config("mixtral"), 32), Precision::F32,
+                                            dir / "adapter"),
+                  InputError);
+  CHECK_THROWS_AS(load_engine(*ckpt, make_cpu_engine, TrainSetup{}, std::nullopt, dir / "adapter"), UsageError);
+}

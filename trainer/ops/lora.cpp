@@ -1,0 +1,25 @@
+#include "trainer/ops/lora.hpp"
+
+#include <Eigen/Dense>
+
+namespace upcycle::ops {
+
+namespace {
+using Rows = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+}  // namespace
+
+void lora_forward(float* out, const float* in, const float* A, const float* B, float scale, int64_t N, int64_t I,
+                  int64_t O, int64_t r) {
+  const Eigen::Map<const Rows> x(in, N, I), a(A, r, I), b(B, O, r);
+  const Rows down = x * a.transpose();  // [N,r]
+  Eigen::Map<Rows>(out, N, O).noalias() += scale * (down * b.transpose());
+}
+
+void lora_backward_input(float* d_in, const float* d_out, const float* A, const float* B, float scale, int64_t N,
+                         int64_t I, int64_t O, int64_t r) {
+  const Eigen::Map<const Rows> dy(d_out, N, O), a(A, r, I), b(B, O, r);
+  const Rows d_down = dy * b;  // [N,r]
+  Eigen::Map<Rows>(d_in, N, I).noalias() += scale * (d_down * a);
+}
+
+}  // namespace upcycle::ops
