@@ -4,8 +4,6 @@
 // that AdamW updates and the model reads through views, every frozen one stays as stored.
 #include <spdlog/spdlog.h>
 
-#include <map>
-#include <string>
 #include <vector>
 
 #include "trainer/cpu_model_engine.hpp"
@@ -43,19 +41,7 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
 
   // The model's tensors as it reads them: the masters (f32) and the frozen tensors as stored.
   std::unique_ptr<Checkpoint> checkpoint(const Checkpoint* like) override {
-    std::vector<TensorInfo> infos;
-    std::map<std::string, Tensor> by_name;
-    for (const auto& p : parameters(model_.weights(), model_.config())) {
-      const Tensor t = p.values->tensor().reshaped(p.tensor.shape);
-      infos.push_back({p.tensor.name, t.dtype(), p.tensor.shape});
-      by_name.emplace(p.tensor.name, t);
-    }
-    auto loader = [by_name = std::move(by_name)](const TensorInfo& info) { return by_name.at(info.name); };
-    std::vector<std::filesystem::path> side;
-    std::vector<GeneratedFile> generated;
-    if (like) side = like->side_files(), generated = like->generated_files();
-    return std::make_unique<ComputedCheckpoint>(model_.config(), std::move(infos), loader, std::move(side),
-                                                std::move(generated));
+    return as_checkpoint(model_.weights(), model_.config(), like);
   }
 
  private:

@@ -1,7 +1,10 @@
 #include "trainer/stored_weights.hpp"
 
+#include <map>
 #include <memory>
 #include <stdexcept>
+
+#include <Eigen/Dense>
 
 #include "core/error.hpp"
 #include "trainer/load_by_role.hpp"
@@ -36,6 +39,17 @@ StoredWeight StoredWeight::with_low_rank(std::shared_ptr<const LowRank> term) co
   StoredWeight out = *this;
   out.low_rank_ = std::move(term);
   return out;
+}
+
+Tensor StoredWeight::merged() const {
+  if (!low_rank_) return tensor_;
+  const LowRank& t = *low_rank_;
+  const int64_t O = tensor_.dim(0), I = int64_t(tensor_.numel()) / O;
+  using Rows = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  std::vector<float> w = tensor_.to_f32_vector();
+  const Eigen::Map<const Rows> a(t.a.data(), t.rank, I), b(t.b.data(), O, t.rank);
+  Eigen::Map<Rows>(w.data(), O, I).noalias() += t.scale * (b * a);  // [O,I] += scale · B[O,r]·A[r,I]
+  return Tensor::from_f32(tensor_.shape(), std::move(w));
 }
 
 StoredWeight StoredWeight::in_bf16() const {
@@ -104,6 +118,25 @@ StoredWeights load_streamed_weights(const Checkpoint& ckpt, Precision precision)
   return w;
 }
 
+std::unique_ptr<Checkpoint> as_checkpoint(const StoredWeights& weights, const ModelConfig& config,
+                                          const Checkpoint* like) {
+  StoredWeights w = weights;  // shares the tensors
+  std::vector<TensorInfo> infos;
+  std::map<std::string, StoredWeight> by_name;
+  for (const auto& p : parameters(w, config)) {
+    const DType dtype = p.values->low_rank() ? DType::F32 : p.values->dtype();
+    infos.push_back({p.tensor.name, dtype, p.tensor.shape});
+    by_name.emplace(p.tensor.name, *p.values);
+  }
+  auto loader = [by_name = std::move(by_name)](const TensorInfo& info) {
+    return by_name.at(info.name).merged().reshaped(info.shape);
+  };
+  std::vector<std::filesystem::path> side;
+  std::vector<GeneratedFile> generated;
+  if (like) side = like->side_files(), generated = like->generated_files();
+  return std::make_unique<ComputedCheckpoint>(config, std::move(infos), loader, std::move(side), std::move(generated));
+}
+
 void apply_adapter(StoredWeights& weights, const LoraAdapter& adapter) {
   for (const LoraModule& m : adapter.modules) {
     auto term = std::make_shared<LowRank>();
@@ -114,6 +147,12 @@ void apply_adapter(StoredWeights& weights, const LoraAdapter& adapter) {
     StoredWeight& w = tensor_slot(weights, {lora_module_role(m.module), int(m.layer)});
     w = w.with_low_rank(std::move(term));
   }
+}
+
+std::unique_ptr<Checkpoint> merge_adapter(const Checkpoint& base, const std::filesystem::path& adapter) {
+  StoredWeights weights = load_stored_weights(base);
+  apply_adapter(weights, read_peft_adapter(adapter, base.config()));
+  return as_checkpoint(weights, base.config(), &base);
 }
 
 }  // namespace upcycle

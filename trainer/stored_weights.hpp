@@ -58,6 +58,8 @@ class StoredWeight {
   // The same with an adapter's term added to its products (null: none).
   StoredWeight with_low_rank(std::shared_ptr<const LowRank> term) const;
   const LowRank* low_rank() const { return low_rank_.get(); }
+  // The tensor as stored, or with a low-rank term, W + scale·B·A in f32 (merged).
+  Tensor merged() const;
   // Called by the ops after each use.
   void done() const {
     if (streamed_) tensor_.release(0, tensor_.numel());
@@ -91,8 +93,19 @@ StoredWeights load_stored_weights(const Checkpoint& ckpt, Precision precision = 
 // head, read on every pass, stay resident.
 StoredWeights load_streamed_weights(const Checkpoint& ckpt, Precision precision);
 
+// The weights as a checkpoint of Hugging Face names, each tensor merged() when read (as stored,
+// or with its adapter's term merged in f32), with `like`'s side and generated files.
+std::unique_ptr<Checkpoint> as_checkpoint(const StoredWeights& weights, const ModelConfig& config,
+                                          const Checkpoint* like = nullptr);
+
 // Each module of a PEFT LoRA adapter (read against this model: formats/peft_adapter.hpp) added
 // to its matrix as an unmerged low-rank term, A and B widened to f32.
 void apply_adapter(StoredWeights& weights, const LoraAdapter& adapter);
+
+// `base` with the PEFT LoRA adapter folder `adapter` merged into its matrices (W + scale·B·A in
+// f32; every other tensor as stored), as a checkpoint of Hugging Face names read tensor by tensor
+// when written (export --merge-adapter); `base` must outlive it. InputError naming the adapter's
+// file when it does not fit the model.
+std::unique_ptr<Checkpoint> merge_adapter(const Checkpoint& base, const std::filesystem::path& adapter);
 
 }  // namespace upcycle

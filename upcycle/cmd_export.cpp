@@ -8,6 +8,7 @@
 #include "core/progress.hpp"
 #include "formats/checkpoint_writer.hpp"
 #include "formats/open_checkpoint.hpp"
+#include "trainer/stored_weights.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
 
@@ -15,15 +16,17 @@ namespace upcycle {
 
 int cmd_export(const Args& args) {
   cli::Spec spec;
-  spec.usage = "upcycle export IN OUT [--dtype f32|bf16|f16] [--shard-size SIZE] [--overwrite]";
+  spec.usage = "upcycle export IN OUT [--dtype f32|bf16|f16] [--shard-size SIZE] [--merge-adapter DIR] [--overwrite]";
   spec.summary =
       "Converts a checkpoint (Hugging Face folder, .h5 or .gguf) to a Hugging Face folder (OUT a folder)\n"
       "or to HDF5 (OUT ending in .h5), tensor by tensor, so memory stays near one tensor whatever the\n"
       "model's size. GGUF's quantized tensors are dequantized. The output appears under its name only\n"
-      "when complete. f32 to f32 is bit exact.";
+      "when complete. f32 to f32 is bit exact. --merge-adapter writes the model with a PEFT LoRA adapter\n"
+      "merged into its matrices (W + scale x B x A, in f32; the other tensors as stored), Hugging Face names.";
   spec.options.add_options()
       ("dtype", cli::po::value<std::string>(), "convert every tensor to f32, bf16 or f16 (default: keep each tensor's; quantized become f32)")
       ("shard-size", cli::po::value<std::string>()->default_value("5GB"), "largest safetensors shard (like 5GB, 500MB, 2GiB)")
+      ("merge-adapter", cli::po::value<std::string>(), "a PEFT LoRA adapter folder of IN to merge into its weights")
       ("overwrite", "replace OUT if it exists")
       ("quiet,q", "no progress output");
   spec.hidden.add_options()
@@ -41,7 +44,10 @@ int cmd_export(const Args& args) {
 
   const std::filesystem::path in = (*vm)["in"].as<std::string>(), out = (*vm)["out"].as<std::string>();
   auto start = std::chrono::steady_clock::now();
-  auto ckpt = open_checkpoint(in);
+  const std::unique_ptr<Checkpoint> base = open_checkpoint(in);
+  const std::unique_ptr<Checkpoint> merged =
+      vm->count("merge-adapter") ? merge_adapter(*base, (*vm)["merge-adapter"].as<std::string>()) : nullptr;
+  const Checkpoint* ckpt = merged ? merged.get() : base.get();
   write_checkpoint(*ckpt, out, opts);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("exported {} tensors ({} parameters) from {} to {} in {}", ckpt->tensors().size(),

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Interop with PEFT: LoRA adapters that PEFT writes for a tiny Llama (random A and B, plain and
 rsLoRA, attention and MLP modules) are applied by `upcycle forward --adapter`, whose logits must
-equal PeftModel's. Exits 77 (skipped) without torch, transformers and peft, or without
+equal PeftModel's, and merged by `upcycle export --merge-adapter`, whose tensors must equal
+merge_and_unload()'s. Exits 77 (skipped) without torch, transformers and peft, or without
 UPCYCLE_BINARY."""
 import os
 import subprocess
@@ -44,6 +45,21 @@ def upcycle_logits(base, adapter, work):
     return np.fromfile(out, dtype=np.float32).reshape(len(TOKENS), -1)
 
 
+def check_merged(base, folder, adapted, work):
+    """`upcycle export --merge-adapter` against PEFT's merge_and_unload(); the names that differ."""
+    from safetensors.numpy import load_file
+    out = os.path.join(work, "merged")
+    r = subprocess.run([BINARY, "export", base, out, "--merge-adapter", folder, "--dtype", "f32", "--overwrite", "-q"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"upcycle export --merge-adapter failed:\n{r.stderr}")
+    ours = load_file(os.path.join(out, "model.safetensors"))
+    theirs = {k: v.float().numpy() for k, v in adapted.merge_and_unload().state_dict().items()}
+    bad = [k for k, v in theirs.items() if k not in ours or np.abs(ours[k] - v).max() > 1e-6 * max(1.0, np.abs(v).max())]
+    print(f"merged: {len(theirs)} tensors compared with merge_and_unload(), {len(bad)} differ")
+    return bad
+
+
 def main():
     failures = []
     with tempfile.TemporaryDirectory() as work:
@@ -63,6 +79,7 @@ def main():
                 with adapted.disable_adapter():
                     base_logits = plain(input_ids=torch.tensor([TOKENS])).logits[0].float().numpy()
             got = upcycle_logits(base, folder, work)
+            failures += check_merged(base, folder, adapted, work)
             scale = np.abs(want).max()
             error = np.abs(got - want).max() / scale
             moved = np.abs(want - base_logits).max() / scale

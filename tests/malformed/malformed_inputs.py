@@ -446,6 +446,9 @@ def option_cases(c):
     ia3.mkdir()
     (ia3 / "adapter_config.json").write_text('{"peft_type": "IA3", "target_modules": ["k_proj"]}')
     c.add("adapter: a PEFT type other than LORA", fwd + [ia3], BAD_INPUT, "peft_type", [Path("never")])
+    merged = c.fresh("merged")
+    c.add("adapter: export --merge-adapter of a folder without adapter_config.json",
+          ["export", m, merged, "--merge-adapter", empty], BAD_INPUT, "adapter_config.json", [merged])
     c.add("options: bench --router-stage --router-shape foo", ["bench", "--router-stage", "--router-shape", "foo"], USAGE,
           "--router-shape")
     c.add("options: bench --router-stage --experts 1", ["bench", "--router-stage", "--experts", "1"], USAGE, "experts")

@@ -1,6 +1,7 @@
 // LoRA applied unmerged: the op against the product of the merged weight W + scale·B·A, and a
 // PEFT adapter folder on the CPU's inference engine against the f32 model whose weights were
-// merged by hand (logits and decoding), with B = 0 giving the base model's bits.
+// merged by hand (logits and decoding), with B = 0 giving the base model's bits; and
+// merge_adapter's checkpoint (export --merge-adapter) against the unmerged adapter.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -14,6 +15,7 @@
 #include "trainer/ops/lora.hpp"
 #include "trainer/ops/matmul.hpp"
 #include "trainer/parameters.hpp"
+#include "trainer/stored_weights.hpp"
 
 using namespace upcycle;
 
@@ -121,4 +123,22 @@ TEST_CASE("lora: an adapter folder on the inference engine computes the merged m
                                             dir / "adapter"),
                   InputError);
   CHECK_THROWS_AS(load_engine(*ckpt, make_cpu_engine, TrainSetup{}, std::nullopt, dir / "adapter"), UsageError);
+}
+
+TEST_CASE("lora: merging an adapter gives the model that computes the adapter's logits, other tensors as stored") {
+  test::ScratchDir dir;
+  const auto ckpt = test::random_checkpoint(test::tiny_config("llama"), 33, DType::BF16);
+  write_peft_adapter(random_adapter(ckpt->config(), false), dir / "adapter", false);
+  const auto merged = merge_adapter(*ckpt, dir / "adapter");
+  const Batch batch = pack({kIds});
+  const auto want = make_cpu_inference_engine(*ckpt, Precision::F32, dir / "adapter")->forward(batch);
+  CHECK(max_relative_error(Model(*merged).forward(batch), want) < 1e-5);
+  for (const TensorInfo& t : merged->tensors()) {
+    CAPTURE(t.name);
+    const Role role = parse_tensor_name(t.name, Scheme::HF)->role;
+    const bool adapted = role == Role::Q || role == Role::V || role == Role::Gate || role == Role::Down;
+    if (t.shape.size() != 2) continue;  // vectors: held (and written) in f32
+    CHECK((t.dtype == DType::F32) == adapted);
+    if (!adapted) CHECK(test::same_tensor(merged->load(t.name), ckpt->load(t.name)));
+  }
 }
