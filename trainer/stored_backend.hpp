@@ -66,8 +66,8 @@ struct CpuStoredBackend : CpuBackend<float> {
       throw std::logic_error("CpuStoredBackend: weights in their stored dtype are frozen");
     const ops::StoredMatrix m = matrix(W, I, O);
     if (d_in) ops::stored_matmul_backward_input(d_in, d_out, m, N);
-    if (const LowRank* t = W.low_rank(); t && d_in)
-      ops::lora_backward_input(d_in, d_out, t->a.data(), t->b.data(), t->scale, N, I, O, t->rank);
+    if (const LowRank* t = W.low_rank())
+      ops::lora_backward(d_in, t->d_a, t->d_b, d_out, in, t->a.data(), t->b.data(), t->scale, N, I, O, t->rank);
     if (d_W || d_bias) ops::stored_matmul_backward_weight(d_W, d_bias, d_out, in, m, N);
     W.done();
   }

@@ -23,6 +23,7 @@ struct LowRank {
   std::vector<float> a, b;  // A [rank, I], B [O, rank]
   int64_t rank = 0;
   float scale = 0;
+  float *d_a = nullptr, *d_b = nullptr;  // their gradients, added into by the backward (null: frozen)
 };
 
 // One weight tensor, shared (copies are cheap and read the same bytes).

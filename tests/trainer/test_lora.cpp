@@ -1,4 +1,5 @@
-// LoRA applied unmerged: the op against the product of the merged weight W + scale·B·A, and a
+// LoRA applied unmerged: the op against the product of the merged weight W + scale·B·A (its
+// gradients of A and B by the chain rule from the weight's, in the op and through the model), a
 // PEFT adapter folder on the CPU's inference engine against the f32 model whose weights were
 // merged by hand (logits and decoding), with B = 0 giving the base model's bits; and
 // merge_adapter's checkpoint (export --merge-adapter) against the unmerged adapter.
@@ -15,6 +16,7 @@
 #include "trainer/ops/lora.hpp"
 #include "trainer/ops/matmul.hpp"
 #include "trainer/parameters.hpp"
+#include "trainer/stored_model.hpp"
 #include "trainer/stored_weights.hpp"
 
 using namespace upcycle;
@@ -35,6 +37,18 @@ std::vector<float> merged(std::vector<float> W, const std::vector<float>& A, con
     for (int64_t i = 0; i < I; ++i)
       for (int64_t j = 0; j < r; ++j) W[size_t(o * I + i)] += scale * B[size_t(o * r + j)] * A[size_t(j * I + i)];
   return W;
+}
+
+// The gradients of A [r,I] and B [O,r] that W_eff = W + scale·B·A gives from W's, d_W [O,I]:
+// scale·Bᵀ·d_W and scale·d_W·Aᵀ, added into d_A and d_B.
+void chain_rule(std::vector<float>& d_A, std::vector<float>& d_B, const std::vector<float>& d_W,
+                const std::vector<float>& A, const std::vector<float>& B, float scale, int64_t I, int64_t O, int64_t r) {
+  for (int64_t j = 0; j < r; ++j)
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t i = 0; i < I; ++i) {
+        d_A[size_t(j * I + i)] += scale * B[size_t(o * r + j)] * d_W[size_t(o * I + i)];
+        d_B[size_t(o * r + j)] += scale * d_W[size_t(o * I + i)] * A[size_t(j * I + i)];
+      }
 }
 
 const std::vector<int32_t> kIds = {1, 7, 5, 3, 6, 2, 4, 7, 0, 5};
@@ -64,7 +78,7 @@ LoraAdapter random_adapter(const ModelConfig& config, bool zero_b) {
 
 }  // namespace
 
-TEST_CASE("lora: the unmerged term is the product of the merged weight, forward and backward to the inputs") {
+TEST_CASE("lora: the unmerged term is the product of the merged weight, forward and backward") {
   const int64_t N = 9, I = 24, O = 20, r = 3;
   const float scale = 0.75f;
   const auto W = test::random_values(size_t(O * I), 1), A = test::random_values(size_t(r * I), 2),
@@ -77,11 +91,62 @@ TEST_CASE("lora: the unmerged term is the product of the merged weight, forward 
   ops::lora_forward(got.data(), x.data(), A.data(), B.data(), scale, N, I, O, r);
   CHECK(max_relative_error(got, want) < 1e-5);
 
+  // The inputs' gradient is the merged weight's; A's and B's follow from W's by the chain rule.
   std::vector<float> want_in = test::random_values(size_t(N * I), 6), got_in = want_in;  // added into
-  ops::matmul_backward<float>(want_in.data(), nullptr, nullptr, dy.data(), nullptr, Wm.data(), N, I, O);
+  std::vector<float> d_W(size_t(O * I), 0.0f);
+  ops::matmul_backward<float>(want_in.data(), d_W.data(), nullptr, dy.data(), x.data(), Wm.data(), N, I, O);
   ops::matmul_backward<float>(got_in.data(), nullptr, nullptr, dy.data(), nullptr, W.data(), N, I, O);
-  ops::lora_backward_input(got_in.data(), dy.data(), A.data(), B.data(), scale, N, I, O, r);
+  std::vector<float> d_A = test::random_values(size_t(r * I), 7), d_B = test::random_values(size_t(O * r), 8);
+  std::vector<float> want_A = d_A, want_B = d_B;  // added into
+  chain_rule(want_A, want_B, d_W, A, B, scale, I, O, r);
+  ops::lora_backward(got_in.data(), d_A.data(), d_B.data(), dy.data(), x.data(), A.data(), B.data(), scale, N, I, O, r);
   CHECK(max_relative_error(got_in, want_in) < 1e-5);
+  CHECK(max_relative_error(d_A, want_A) < 1e-5);
+  CHECK(max_relative_error(d_B, want_B) < 1e-5);
+}
+
+TEST_CASE("lora: the model's gradients of A and B follow the merged model's weight gradients by the chain rule") {
+  const auto ckpt = test::random_checkpoint(test::tiny_config("qwen2"), 34);
+  const ModelConfig& c = ckpt->config();
+  const LoraAdapter adapter = random_adapter(c, false);
+  const float scale = float(adapter.config.scaling());
+  StoredWeights stored = load_stored_weights(*ckpt);
+  Weights<float> merged_w = load_weights<float>(*ckpt);
+  std::vector<std::vector<float>> d_a, d_b;  // each module's, added into by the backward
+  for (const LoraModule& m : adapter.modules) {
+    d_a.emplace_back(size_t(m.a.numel()), 0.0f);
+    d_b.emplace_back(size_t(m.b.numel()), 0.0f);
+  }
+  for (size_t i = 0; i < adapter.modules.size(); ++i) {
+    const LoraModule& m = adapter.modules[i];
+    auto term = std::make_shared<LowRank>(LowRank{m.a.to_f32_vector(), m.b.to_f32_vector(), 2, scale, d_a[i].data(), d_b[i].data()});
+    const TensorId id{lora_module_role(m.module), int(m.layer)};
+    tensor_slot(stored, id) = tensor_slot(stored, id).with_low_rank(term);
+    std::vector<float>& W = tensor_slot(merged_w, id);
+    W = merged(W, term->a, term->b, scale, m.a.dim(1), m.b.dim(0), 2);
+  }
+  const StoredModel model(c, std::move(stored), "<adapted>");
+  Model merged_model(c, std::move(merged_w), "<merged>");
+  std::vector<int32_t> targets(kIds.begin() + 1, kIds.end());
+  targets.push_back(ops::kIgnoreIndex);
+  const Batch batch = pack({kIds});
+  Weights<float> none;  // every base tensor frozen
+  parameters(none, c);
+  Weights<float> all = zeros_like(merged_model.weights(), c);
+  const double got_loss = model.loss_and_grad(batch, targets, none).ce();
+  const double want_loss = merged_model.loss_and_grad(batch, targets, all).ce();
+  CHECK(got_loss == doctest::Approx(want_loss).epsilon(1e-5));
+  for (size_t i = 0; i < adapter.modules.size(); ++i) {
+    const LoraModule& m = adapter.modules[i];
+    CAPTURE(m.module);
+    CAPTURE(m.layer);
+    const std::vector<float>& d_W = tensor_slot(all, {lora_module_role(m.module), int(m.layer)});
+    const int64_t O = m.b.dim(0), I = m.a.dim(1), r = 2;
+    std::vector<float> want_a(size_t(r * I), 0.0f), want_b(size_t(O * r), 0.0f);
+    chain_rule(want_a, want_b, d_W, m.a.to_f32_vector(), m.b.to_f32_vector(), scale, I, O, r);
+    CHECK(max_relative_error(d_a[i], want_a) < 1e-4);
+    CHECK(max_relative_error(d_b[i], want_b) < 1e-4);
+  }
 }
 
 TEST_CASE("lora: an adapter folder on the inference engine computes the merged model, B = 0 the base's bits") {

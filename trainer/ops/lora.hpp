@@ -7,11 +7,15 @@
 namespace upcycle::ops {
 
 // forward:  out[N,O]  += scale · (in[N,I]·Aᵀ)·Bᵀ
-// backward: d_in[N,I] += scale · (d_out[N,O]·B)·A
-// In f32 on OpenBLAS; call outside OpenMP parallel regions.
+// backward: with down = in·Aᵀ [N,r] and d_down = scale · d_out[N,O]·B [N,r],
+//           d_in[N,I] += d_down·A
+//           d_A[r,I]  += d_downᵀ·in
+//           d_B[O,r]  += scale · d_outᵀ·down
+// Any of d_in, d_A, d_B may be null (not wanted; `in` is read only for d_A and d_B). In f32 on
+// OpenBLAS; call outside OpenMP parallel regions.
 void lora_forward(float* out, const float* in, const float* A, const float* B, float scale, int64_t N, int64_t I,
                   int64_t O, int64_t r);
-void lora_backward_input(float* d_in, const float* d_out, const float* A, const float* B, float scale, int64_t N,
-                         int64_t I, int64_t O, int64_t r);
+void lora_backward(float* d_in, float* d_A, float* d_B, const float* d_out, const float* in, const float* A,
+                   const float* B, float scale, int64_t N, int64_t I, int64_t O, int64_t r);
 
 }  // namespace upcycle::ops
