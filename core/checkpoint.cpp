@@ -39,6 +39,15 @@ ComputedCheckpoint::ComputedCheckpoint(ModelConfig config, std::vector<TensorInf
       loader_(std::move(loader)),
       waits_(std::move(waits)) {}
 
+std::unique_ptr<ComputedCheckpoint> ComputedCheckpoint::with_files_of(const Checkpoint* like, ModelConfig config,
+                                                                      std::vector<TensorInfo> tensors, Loader loader) {
+  std::vector<std::filesystem::path> side;
+  std::vector<GeneratedFile> generated;
+  if (like) side = like->side_files(), generated = like->generated_files();
+  return std::make_unique<ComputedCheckpoint>(std::move(config), std::move(tensors), std::move(loader), std::move(side),
+                                              std::move(generated));
+}
+
 Tensor ComputedCheckpoint::load(const std::string& name) const {
   const TensorInfo* info = find(name);
   require(info != nullptr, path(), "tensor '" + name + "'", "not in this checkpoint");

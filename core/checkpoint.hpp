@@ -82,6 +82,10 @@ class ComputedCheckpoint : public Checkpoint {
   ComputedCheckpoint(ModelConfig config, std::vector<TensorInfo> tensors, Loader loader,
                      std::vector<std::filesystem::path> side_files = {},
                      std::vector<GeneratedFile> generated_files = {}, Waits waits = {});
+  // The same with `like`'s side and generated files (none without it): a model computed from
+  // another that keeps its tokenizer and other files.
+  static std::unique_ptr<ComputedCheckpoint> with_files_of(const Checkpoint* like, ModelConfig config,
+                                                           std::vector<TensorInfo> tensors, Loader loader);
   Tensor load(const std::string& name) const override;
   std::string_view format() const override { return "computed"; }
   bool waits(const std::string& name) const override { return waits_ && waits_(name); }

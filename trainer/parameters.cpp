@@ -65,11 +65,7 @@ std::unique_ptr<Checkpoint> as_checkpoint(Weights<T>& w, const ModelConfig& conf
     const std::vector<T>& v = *by_name.at(info.name);
     return Tensor::from_f32(info.shape, std::vector<float>(v.begin(), v.end()));
   };
-  std::vector<std::filesystem::path> side;
-  std::vector<GeneratedFile> generated;
-  if (like) side = like->side_files(), generated = like->generated_files();
-  return std::make_unique<ComputedCheckpoint>(config, std::move(infos), loader, std::move(side),
-                                              std::move(generated));
+  return ComputedCheckpoint::with_files_of(like, config, std::move(infos), std::move(loader));
 }
 
 template void zero_fill(Weights<float>&, const ModelConfig&);

@@ -131,10 +131,7 @@ std::unique_ptr<Checkpoint> as_checkpoint(const StoredWeights& weights, const Mo
   auto loader = [by_name = std::move(by_name)](const TensorInfo& info) {
     return by_name.at(info.name).merged().reshaped(info.shape);
   };
-  std::vector<std::filesystem::path> side;
-  std::vector<GeneratedFile> generated;
-  if (like) side = like->side_files(), generated = like->generated_files();
-  return std::make_unique<ComputedCheckpoint>(config, std::move(infos), loader, std::move(side), std::move(generated));
+  return ComputedCheckpoint::with_files_of(like, config, std::move(infos), std::move(loader));
 }
 
 void apply_adapter(StoredWeights& weights, const LoraAdapter& adapter) {
