@@ -55,6 +55,13 @@ const Preset kPresets[] = {
     {"bench-2gb", [] { return llama(32000, 2048, 5632, 9, 16, 8, false); }},
     // About 1.1 B parameters (TinyLlama's shape).
     {"llama-1b", [] { return llama(32000, 2048, 5632, 22, 32, 4, false); }},
+    // Llama-2-7B's shape (6.7 B parameters, 13.5 GB in bf16): UpIT's LoRA setting.
+    {"llama2-7b",
+     [] {
+       json j = llama(32000, 4096, 11008, 32, 32, 32, false);
+       j["max_position_embeddings"] = 4096;
+       return j;
+     }},
 };
 
 }  // namespace

@@ -30,7 +30,6 @@ constexpr const char* kWeightsFile = "adapter_model.safetensors";
 constexpr const char* kPickleFile = "adapter_model.bin";
 // A config is a few hundred bytes; anything near this is not one.
 constexpr uint64_t kMaxConfigBytes = uint64_t(1) << 20;
-constexpr int64_t kMaxRank = 4096;
 // PEFT wraps the model twice (PeftModel, then LoraModel), so its names carry this before the
 // base model's own.
 constexpr std::string_view kPrefix = "base_model.model.";
@@ -141,8 +140,8 @@ LoraConfig parse_config(const json& j, const fs::path& file) {
   const json& r = required(j, "r", file);
   require_type(r.is_number_integer(), r, "r", "an integer", file);
   c.rank = r.get<int64_t>();
-  require(c.rank >= 1 && c.rank <= kMaxRank, file,
-          "field 'r' = " + std::to_string(c.rank) + " is out of range [1, " + std::to_string(kMaxRank) + "]");
+  require(c.rank >= 1 && c.rank <= kMaxLoraRank, file,
+          "field 'r' = " + std::to_string(c.rank) + " is out of range [1, " + std::to_string(kMaxLoraRank) + "]");
   const json& alpha = required(j, "lora_alpha", file);
   require_type(alpha.is_number(), alpha, "lora_alpha", "a number", file);
   c.alpha = alpha.get<double>();
@@ -310,6 +309,29 @@ Role lora_module_role(const std::string& module) {
   return kModules[*index].role;
 }
 
+const std::vector<std::string>& lora_module_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    for (const ModuleRow& m : kModules) out.emplace_back(m.name);
+    return out;
+  }();
+  return names;
+}
+
+std::optional<Shape> lora_module_shape(const ModelConfig& base, const std::string& module) {
+  const auto index = module_index(module);
+  if (!index) throw std::invalid_argument("lora_module_shape: unknown module '" + module + "'");
+  return base_shapes(base)[*index];
+}
+
+std::string lora_tensor_name(int64_t layer, const std::string& module, bool is_b) {
+  const auto index = module_index(module);
+  if (!index) throw std::invalid_argument("lora_tensor_name: unknown module '" + module + "'");
+  return lora_name(layer, *index, is_b);
+}
+
+bool is_peft_adapter_folder(const fs::path& dir) { return fs::is_regular_file(dir / kConfigFile); }
+
 double LoraConfig::scaling() const {
   return use_rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
 }
@@ -336,10 +358,14 @@ void write_peft_adapter(const LoraAdapter& adapter, const fs::path& dir, bool ov
     std::error_code ec;
     fs::create_directory(staged.temp(), ec);
     if (ec) throw InputError(staged.temp(), "cannot create: " + ec.message());
-    write_text_file(staged.temp() / kConfigFile, config_json(adapter.config).dump(2) + "\n");
-    write_tensors(adapter.modules, staged.temp() / kWeightsFile);
+    write_peft_adapter_files(adapter, staged.temp());
   });
   staged.commit();
+}
+
+void write_peft_adapter_files(const LoraAdapter& adapter, const fs::path& dir) {
+  write_text_file(dir / kConfigFile, config_json(adapter.config).dump(2) + "\n");
+  write_tensors(adapter.modules, dir / kWeightsFile);
 }
 
 }  // namespace upcycle

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,10 @@
 #include "core/tensor_roles.hpp"
 
 namespace upcycle {
+
+// The largest rank read or trained: beyond any real adapter, and a bound on what a config can
+// make us allocate.
+inline constexpr int64_t kMaxLoraRank = 4096;
 
 // What adapter_config.json says that we compute with.
 struct LoraConfig {
@@ -37,6 +42,13 @@ struct LoraModule {
 // The base model's role of a module name (q_proj → Role::Q, ...); std::invalid_argument for a
 // name not among the seven.
 Role lora_module_role(const std::string& module);
+// The seven module names, in the order modules are sorted.
+const std::vector<std::string>& lora_module_names();
+// The module's weight shape [out, in] in `base`; std::nullopt where it has none (an MoE's FFN,
+// which is its experts); std::invalid_argument for an unknown name.
+std::optional<Shape> lora_module_shape(const ModelConfig& base, const std::string& module);
+// PEFT's name of a module's A or B: base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight.
+std::string lora_tensor_name(int64_t layer, const std::string& module, bool is_b);
 
 struct LoraAdapter {
   LoraConfig config;
@@ -49,8 +61,13 @@ struct LoraAdapter {
 // types, DoRA, trained biases, modules_to_save, per-module ranks or alphas, pickle files.
 LoraAdapter read_peft_adapter(const std::filesystem::path& dir, const ModelConfig& base);
 
+// Whether `dir` holds an adapter_config.json (a PEFT adapter folder rather than a model).
+bool is_peft_adapter_folder(const std::filesystem::path& dir);
+
 // Writes the folder as PEFT does (tensor names without an adapter name), complete or not at all.
 // InputError when `dir` exists and overwrite is false, or on I/O failure.
 void write_peft_adapter(const LoraAdapter& adapter, const std::filesystem::path& dir, bool overwrite);
+// The same two files into the existing folder `dir` (one staged by the caller).
+void write_peft_adapter_files(const LoraAdapter& adapter, const std::filesystem::path& dir);
 
 }  // namespace upcycle

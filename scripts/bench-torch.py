@@ -15,7 +15,13 @@ For each model it reports:
                     (f32 weights, gradients and AdamW; autocast's matmuls in bf16)
   bf16 forward      the forward under the same autocast
 where tokens/s = batch * seq_len * steps / seconds, after --warmup untimed
-steps.  Peak RSS of the whole process is reported at the end.
+steps.  And, where peft is installed:
+
+  lora   the dense model with PEFT LoRA adapters of rank --lora-rank (16) on every
+         linear layer of its blocks (q, k, v, o, gate, up, down), the base frozen:
+         train tokens/s in f32 and under bf16 autocast (AdamW over the adapters).
+
+Peak RSS of the whole process is reported at the end.
 
 Run with a Python that has torch and transformers installed:
   python3 scripts/bench-torch.py                  # readable table
@@ -51,7 +57,8 @@ def parse_args():
     p.add_argument("--steps", type=int, default=3, help="timed steps")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--only", choices=("dense", "moe"))
+    p.add_argument("--only", choices=("dense", "moe", "lora"))
+    p.add_argument("--lora-rank", type=int, default=16)
     return p.parse_args()
 
 
@@ -132,6 +139,41 @@ def bench(torch, transformers, kind, args):
     }
 
 
+def bench_lora(torch, transformers, args):
+    try:
+        import peft
+    except ImportError as e:
+        log(f"lora: skipped, needs peft ({e})")
+        return {}
+    torch.manual_seed(0)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    config = peft.LoraConfig(r=args.lora_rank, lora_alpha=args.lora_rank, target_modules=targets, lora_dropout=0.0,
+                             bias="none", task_type="CAUSAL_LM")
+    model = peft.get_peft_model(build_model(transformers, "dense"), config)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    log(f"lora: peft {peft.__version__}, rank {args.lora_rank}, {sum(p.numel() for p in trained)} trained parameters")
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq_len), generator=gen)
+    opt = torch.optim.AdamW(trained, lr=1e-5, weight_decay=0.0)
+
+    def train_step(autocast=None):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast is not None):
+            out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        log(f"lora{' bf16' if autocast else ''} train step: loss {out.loss.item():.4f}")
+
+    tokens = args.batch * args.seq_len * args.steps
+    model.train()
+    train_s = timed(train_step, args.warmup, args.steps)
+    bf16_train_s = timed(lambda: train_step(torch.bfloat16), args.warmup, args.steps)
+    log(f"lora: train {train_s:.2f}s, bf16 train {bf16_train_s:.2f}s for {tokens} tokens")
+    return {"lora_train_tokens_per_s": round(tokens / train_s, 1),
+            "lora_bf16_train_tokens_per_s": round(tokens / bf16_train_s, 1)}
+
+
 def print_table(result):
     width = max(len(k) for k in result)
     for key, value in result.items():
@@ -152,6 +194,8 @@ def main():
         if args.only in (None, kind):
             result.update(bench(torch, transformers, kind, args))
             gc.collect()
+    if args.only in (None, "lora"):
+        result.update(bench_lora(torch, transformers, args))
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if args.json:
         print(json.dumps(result))

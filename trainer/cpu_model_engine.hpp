@@ -3,6 +3,7 @@
 // AdamW on f32 masters: the model's own weights, or copies of the trained tensors it reads
 // through views. Internal to trainer/.
 #pragma once
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -30,16 +31,13 @@ class CpuModelEngine : public Engine {
     return std::make_unique<D>(model_, capacity);
   }
 
-  void zero_grads() override {
-    training();
-    zero_fill(grads_, model_.config());
-  }
+  void zero_grads() override { training().zero_grads(); }
   LossReport accumulate(const Batch& batch, const std::vector<int32_t>& targets, const LossOptions& opts) override {
     training();
     return model_.loss_and_grad(batch, targets, grads_, opts);
   }
-  double clip(double max_norm) override { return training().clip(grads_, max_norm); }
-  void step(double lr) override { training().step(grads_, lr); }
+  double clip(double max_norm) override { return training().clip(max_norm); }
+  void step(double lr) override { training().step(lr); }
   int64_t steps() const override { return optimizer_ ? optimizer_->steps() : 0; }
   void save_optimizer(const std::filesystem::path& file) override { training().save(file); }
   void load_optimizer(const std::filesystem::path& file) override { training().load(file); }
@@ -48,10 +46,13 @@ class CpuModelEngine : public Engine {
   template <class... Args>
   explicit CpuModelEngine(Args&&... args) : model_(std::forward<Args>(args)...) {}
 
-  // AdamW over `masters` (which must outlive the engine), gradients shaped like its unfrozen tensors.
-  void train(Weights<float>& masters, const TrainSetup& setup) {
-    optimizer_.emplace(masters, model_.config(), setup.adam, setup.frozen);
+  // AdamW over the unfrozen tensors of `masters` (which must outlive the engine), with gradients
+  // shaped like them, and over `more` (tensors whose gradients the model adds elsewhere: LoRA's).
+  void train(Weights<float>& masters, const TrainSetup& setup, std::vector<TrainedTensor> more = {}) {
     grads_ = zeros_like(masters, model_.config(), setup.frozen);
+    std::vector<TrainedTensor> tensors = trained_tensors(masters, grads_, model_.config());
+    std::move(more.begin(), more.end(), std::back_inserter(tensors));
+    optimizer_.emplace(std::move(tensors), setup.adam);
   }
   // std::logic_error on an engine made without a training setup.
   AdamW& training() {

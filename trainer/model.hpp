@@ -105,6 +105,9 @@ struct LossOptions {
   // gradient is scaled: LossReport::ce_sum stays the plain sum, so reports of runs with different
   // ce_coef remain comparable (the objective is ce_coef·ce() + aux + z + router_bce).
   double ce_coef = 1;
+  // LoRA dropout's masks for this micro-batch (an engine training an adapter with dropout;
+  // 0: none). Each seed draws other masks; the same seed the same ones.
+  uint64_t dropout_seed = 0;
   // loss() only: each packed sequence's cross-entropy as well (LossReport::sequence_ce_sum), so
   // that many samples are scored in one pass.
   bool per_sequence = false;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <span>
 
 #include "core/error.hpp"
 #include "formats/safetensors.hpp"
@@ -14,68 +13,83 @@ namespace {
 
 const char* const kSteps = "adamw_steps";
 
-template <class Fn>
-void for_each_trained(Weights<float>& w, const ModelConfig& c, Fn fn) {
-  for (auto& p : parameters(w, c))
-    if (!p.values->empty()) fn(p);
+std::vector<MomentSlot> model_slots(Weights<float>& m, Weights<float>& v, const ModelConfig& config) {
+  std::vector<MomentSlot> slots;
+  auto pm = parameters(m, config), pv = parameters(v, config);
+  for (size_t i = 0; i < pm.size(); ++i)
+    if (!pm[i].values->empty()) slots.push_back({pm[i].tensor.name, pm[i].tensor.shape, pm[i].values, pv[i].values});
+  return slots;
 }
 
 }  // namespace
 
-AdamW::AdamW(Weights<float>& weights, const ModelConfig& config, const ops::AdamWConfig& hyper,
-             const PartSet& frozen)
-    : weights_(weights),
-      config_(config),
-      hyper_(hyper),
-      m_(zeros_like(weights, config, frozen)),
-      v_(zeros_like(weights, config, frozen)) {}
-
-double AdamW::clip(Weights<float>& grads, double max_norm) const {
-  std::vector<std::span<float>> spans;
-  for_each_trained(grads, config_, [&](const Parameter<float>& p) { spans.emplace_back(*p.values); });
-  if (max_norm > 0) return ops::clip_global_norm<float>(spans, max_norm);
-  const std::vector<std::span<const float>> views(spans.begin(), spans.end());
-  return ops::global_norm<float>(views);
+std::vector<TrainedTensor> trained_tensors(Weights<float>& weights, Weights<float>& grads, const ModelConfig& config) {
+  std::vector<TrainedTensor> out;
+  auto w = parameters(weights, config), g = parameters(grads, config);
+  for (size_t i = 0; i < w.size(); ++i)
+    if (!g[i].values->empty())
+      out.push_back({w[i].tensor.name, w[i].tensor.shape, *w[i].values, *g[i].values, decays(w[i].tensor.id.role)});
+  return out;
 }
 
-void AdamW::step(Weights<float>& grads, double lr) {
-  ++steps_;
-  ops::AdamWConfig hyper = hyper_;
-  hyper.lr = lr;
-  auto w = parameters(weights_, config_);
-  auto g = parameters(grads, config_);
-  auto m = parameters(m_, config_);
-  auto v = parameters(v_, config_);
-  for (size_t i = 0; i < w.size(); ++i) {
-    if (m[i].values->empty()) continue;  // frozen
-    ops::adamw_step(w[i].values->data(), g[i].values->data(), m[i].values->data(), v[i].values->data(),
-                    int64_t(w[i].values->size()), hyper, steps_, decays(w[i].tensor.id.role));
+AdamW::AdamW(std::vector<TrainedTensor> tensors, const ops::AdamWConfig& hyper)
+    : tensors_(std::move(tensors)), hyper_(hyper) {
+  for (const TrainedTensor& t : tensors_) {
+    if (t.values.size() != t.grad.size()) throw std::logic_error("AdamW: " + t.name + "'s gradient has another size");
+    m_.emplace_back(t.values.size(), 0.0f);
+    v_.emplace_back(t.values.size(), 0.0f);
   }
 }
 
-void save_moments(const std::filesystem::path& file, Weights<float>& m, Weights<float>& v, const ModelConfig& config,
-                  int64_t steps) {
+void AdamW::zero_grads() {
+  for (const TrainedTensor& t : tensors_) std::fill(t.grad.begin(), t.grad.end(), 0.0f);
+}
+
+double AdamW::clip(double max_norm) const {
+  std::vector<std::span<float>> grads;
+  for (const TrainedTensor& t : tensors_) grads.push_back(t.grad);
+  if (max_norm > 0) return ops::clip_global_norm<float>(grads, max_norm);
+  const std::vector<std::span<const float>> views(grads.begin(), grads.end());
+  return ops::global_norm<float>(views);
+}
+
+void AdamW::step(double lr) {
+  ++steps_;
+  ops::AdamWConfig hyper = hyper_;
+  hyper.lr = lr;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const TrainedTensor& t = tensors_[i];
+    ops::adamw_step(t.values.data(), t.grad.data(), m_[i].data(), v_[i].data(), int64_t(t.values.size()), hyper,
+                    steps_, t.decay);
+  }
+}
+
+std::vector<MomentSlot> AdamW::slots() {
+  std::vector<MomentSlot> out;
+  for (size_t i = 0; i < tensors_.size(); ++i) out.push_back({tensors_[i].name, tensors_[i].shape, &m_[i], &v_[i]});
+  return out;
+}
+
+void save_moments(const std::filesystem::path& file, std::span<const MomentSlot> slots, int64_t steps) {
   std::vector<TensorInfo> infos;
   std::vector<const std::vector<float>*> data;
-  for (auto [prefix, moments] : {std::pair{"exp_avg.", &m}, std::pair{"exp_avg_sq.", &v}})
-    for_each_trained(*moments, config, [&](const Parameter<float>& p) {
-      infos.push_back({prefix + p.tensor.name, DType::F32, p.tensor.shape});
-      data.push_back(p.values);
-    });
+  for (auto [prefix, second] : {std::pair{"exp_avg.", false}, std::pair{"exp_avg_sq.", true}})
+    for (const MomentSlot& s : slots) {
+      infos.push_back({prefix + s.name, DType::F32, s.shape});
+      data.push_back(second ? s.v : s.m);
+    }
   SafetensorsWriter writer(file, infos, {{kSteps, std::to_string(steps)}});
   for (size_t i = 0; i < infos.size(); ++i) writer.write(Tensor::from_f32(infos[i].shape, *data[i]));
   writer.finish();
 }
 
-int64_t load_moments(const std::filesystem::path& file, Weights<float>& m, Weights<float>& v,
-                     const ModelConfig& config) {
+int64_t load_moments(const std::filesystem::path& file, std::span<const MomentSlot> slots) {
   const SafetensorsFile f = SafetensorsFile::open(file);
   std::map<std::string, const SafetensorsEntry*> by_name;
   for (const auto& e : f.entries()) by_name[e.info.name] = &e;
-  for (auto [prefix, moments] : {std::pair{"exp_avg.", &m}, std::pair{"exp_avg_sq.", &v}}) {
-    const bool squares = moments == &v;
-    for_each_trained(*moments, config, [&](const Parameter<float>& p) {
-      const std::string name = prefix + p.tensor.name;
+  for (auto [prefix, squares] : {std::pair{"exp_avg.", false}, std::pair{"exp_avg_sq.", true}})
+    for (const MomentSlot& slot : slots) {
+      const std::string name = prefix + slot.name;
       const auto it = by_name.find(name);
       const std::string where = "tensor '" + name + "'";
       require(it != by_name.end(), file, where, "missing (was the run frozen differently?)");
@@ -84,14 +98,13 @@ int64_t load_moments(const std::filesystem::path& file, Weights<float>& m, Weigh
       require(it->second->info.dtype == DType::F32, file, where,
               "stored as " + std::string(dtype_name(it->second->info.dtype)) + ", but optimizer moments are f32");
       const Tensor t = f.load(*it->second);
-      require(t.shape() == p.tensor.shape, file, where, "shape differs from the model's");
+      require(t.shape() == slot.shape, file, where, "shape differs from the model's");
       const auto s = t.span<float>();
       require(std::all_of(s.begin(), s.end(), [&](float x) { return std::isfinite(x) && (!squares || x >= 0); }), file,
               where, squares ? "holds a negative or non-finite value" : "holds a non-finite value");
-      p.values->assign(s.begin(), s.end());
+      (squares ? slot.v : slot.m)->assign(s.begin(), s.end());
       by_name.erase(it);
-    });
-  }
+    }
   require(by_name.empty(), file, "tensor '" + (by_name.empty() ? "" : by_name.begin()->first) + "'",
           "not a moment of this model's trained parameters (" + std::to_string(by_name.size()) +
               " such; was the run frozen differently?)");
@@ -101,6 +114,16 @@ int64_t load_moments(const std::filesystem::path& file, Weights<float>& m, Weigh
   require(!text.empty() && text.find_first_not_of("0123456789") == std::string::npos && text.size() < 16, file,
           std::string("'") + kSteps + "' is not a step count: '" + text + "'");
   return std::stoll(text);
+}
+
+void save_moments(const std::filesystem::path& file, Weights<float>& m, Weights<float>& v, const ModelConfig& config,
+                  int64_t steps) {
+  save_moments(file, model_slots(m, v, config), steps);
+}
+
+int64_t load_moments(const std::filesystem::path& file, Weights<float>& m, Weights<float>& v,
+                     const ModelConfig& config) {
+  return load_moments(file, model_slots(m, v, config));
 }
 
 }  // namespace upcycle

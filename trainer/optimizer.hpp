@@ -1,18 +1,44 @@
-// AdamW over the model's fp32 master weights: per-tensor moments shaped like the weights, no
-// weight decay on norms and biases, frozen tensors untouched and without moments.
+// AdamW over fp32 master tensors: the model's (no weight decay on norms and biases, frozen
+// tensors left out and without moments) or any others, such as a LoRA adapter's A and B.
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
 
 #include "trainer/ops/adamw.hpp"
 #include "trainer/parameters.hpp"
 
 namespace upcycle {
 
-// AdamW's state in one safetensors file: exp_avg.NAME and exp_avg_sq.NAME for each trained
-// tensor (those non-empty in m and v) and the step count in the metadata. load_moments fills m
-// and v's non-empty tensors and returns the step count; InputError naming the file when a
-// tensor is missing or of another shape.
+// One tensor AdamW trains: its name (its moments are saved as exp_avg.NAME and exp_avg_sq.NAME),
+// shape, values (updated in place) and gradient, which must outlive the optimizer and keep their
+// sizes.
+struct TrainedTensor {
+  std::string name;
+  Shape shape;
+  std::span<float> values, grad;
+  bool decay = true;  // weight decay applies (weight matrices; not norms and biases)
+};
+
+// Each tensor of `grads` that is not empty (not frozen) with its master in `weights`, by its
+// Hugging Face name.
+std::vector<TrainedTensor> trained_tensors(Weights<float>& weights, Weights<float>& grads, const ModelConfig& config);
+
+// A trained tensor's moments, by its name.
+struct MomentSlot {
+  std::string name;
+  Shape shape;
+  std::vector<float>*m, *v;
+};
+
+// AdamW's state in one safetensors file: exp_avg.NAME and exp_avg_sq.NAME for each slot, and the
+// step count in the metadata. load_moments fills the slots and returns the step count;
+// InputError naming the file when a tensor is missing, extra or of another shape.
+void save_moments(const std::filesystem::path& file, std::span<const MomentSlot> slots, int64_t steps);
+int64_t load_moments(const std::filesystem::path& file, std::span<const MomentSlot> slots);
+// The same over a model's moments (the tensors non-empty in m and v), for the GPU's AdamW.
 void save_moments(const std::filesystem::path& file, Weights<float>& m, Weights<float>& v, const ModelConfig& config,
                   int64_t steps);
 int64_t load_moments(const std::filesystem::path& file, Weights<float>& m, Weights<float>& v,
@@ -20,23 +46,26 @@ int64_t load_moments(const std::filesystem::path& file, Weights<float>& m, Weigh
 
 class AdamW {
  public:
-  AdamW(Weights<float>& weights, const ModelConfig& config, const ops::AdamWConfig& hyper, const PartSet& frozen);
+  AdamW(std::vector<TrainedTensor> tensors, const ops::AdamWConfig& hyper);
 
+  const std::vector<TrainedTensor>& tensors() const { return tensors_; }
+  void zero_grads();
   // Clips the gradients to max_norm (<= 0: no clipping) and returns their norm before it.
-  double clip(Weights<float>& grads, double max_norm) const;
+  double clip(double max_norm) const;
   // One update at learning rate lr.
-  void step(Weights<float>& grads, double lr);
+  void step(double lr);
   int64_t steps() const { return steps_; }
 
   // The moments and the step count (save_moments above), and back.
-  void save(const std::filesystem::path& file) { save_moments(file, m_, v_, config_, steps_); }
-  void load(const std::filesystem::path& file) { steps_ = load_moments(file, m_, v_, config_); }
+  void save(const std::filesystem::path& file) { save_moments(file, slots(), steps_); }
+  void load(const std::filesystem::path& file) { steps_ = load_moments(file, slots()); }
 
  private:
-  Weights<float>& weights_;
-  ModelConfig config_;
+  std::vector<MomentSlot> slots();
+
+  std::vector<TrainedTensor> tensors_;
   ops::AdamWConfig hyper_;
-  Weights<float> m_, v_;
+  std::vector<std::vector<float>> m_, v_;  // per tensor
   int64_t steps_ = 0;
 };
 

@@ -49,11 +49,6 @@ Weights<T> zeros_like(Weights<T>& w, const ModelConfig& config, const PartSet& f
 }
 
 template <class T>
-void zero_fill(Weights<T>& w, const ModelConfig& config) {
-  for (auto& p : parameters(w, config)) std::fill(p.values->begin(), p.values->end(), T(0));
-}
-
-template <class T>
 std::unique_ptr<Checkpoint> as_checkpoint(Weights<T>& w, const ModelConfig& config, const Checkpoint* like) {
   std::vector<TensorInfo> infos;
   std::map<std::string, const std::vector<T>*> by_name;
@@ -68,8 +63,6 @@ std::unique_ptr<Checkpoint> as_checkpoint(Weights<T>& w, const ModelConfig& conf
   return ComputedCheckpoint::with_files_of(like, config, std::move(infos), std::move(loader));
 }
 
-template void zero_fill(Weights<float>&, const ModelConfig&);
-template void zero_fill(Weights<double>&, const ModelConfig&);
 template Weights<float> zeros_like(Weights<float>&, const ModelConfig&, const PartSet&);
 template Weights<double> zeros_like(Weights<double>&, const ModelConfig&, const PartSet&);
 template std::unique_ptr<Checkpoint> as_checkpoint(Weights<float>&, const ModelConfig&, const Checkpoint*);

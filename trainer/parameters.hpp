@@ -84,10 +84,6 @@ inline bool decays(Role role) { return role_info(role).kind == TensorKind::Weigh
 template <class T>
 Weights<T> zeros_like(Weights<T>& w, const ModelConfig& config, const PartSet& frozen = {});
 
-// Sets every element of every (unfrozen) tensor to zero: a fresh gradient.
-template <class T>
-void zero_fill(Weights<T>& w, const ModelConfig& config);
-
 // The weights as a checkpoint of f32 tensors (Hugging Face names), computed tensor by tensor
 // when written; `w` must outlive it. Side files (tokenizer etc.) are carried from `like`.
 template <class T>

@@ -19,13 +19,13 @@ std::string step_folder_name(int64_t step) {
   return name;
 }
 
-void save_checkpoint(const fs::path& dir, const Checkpoint& weights, DType dtype, Engine& engine,
-                     const RunState& state) {
+namespace {
+
+// `write_weights` fills the staged folder; the optimizer and the run state go beside them.
+template <class WriteWeights>
+void save_run(const fs::path& dir, WriteWeights write_weights, Engine& engine, const RunState& state) {
   StagedPath staged(dir, /*overwrite=*/true);
-  WriteOptions opts;
-  opts.dtype = dtype;
-  opts.progress = false;
-  write_checkpoint(weights, staged.temp(), opts);
+  write_weights(staged.temp());
   engine.save_optimizer(staged.temp() / kOptimizerFile);
   nlohmann::ordered_json j = {{"step", state.step},       {"epoch", state.cursor.epoch},
                               {"index", state.cursor.index}, {"seed", state.seed},
@@ -33,6 +33,28 @@ void save_checkpoint(const fs::path& dir, const Checkpoint& weights, DType dtype
   if (!state.selection_bias.empty()) j["selection_bias"] = state.selection_bias;
   write_text_file(staged.temp() / kTrainerStateFile, j.dump(2) + "\n");
   staged.commit();
+}
+
+}  // namespace
+
+void save_checkpoint(const fs::path& dir, const Checkpoint& weights, DType dtype, Engine& engine,
+                     const RunState& state) {
+  WriteOptions opts;
+  opts.dtype = dtype;
+  opts.progress = false;
+  save_run(dir, [&](const fs::path& folder) { write_checkpoint(weights, folder, opts); }, engine, state);
+}
+
+void save_adapter_checkpoint(const fs::path& dir, const LoraAdapter& adapter, DType dtype, Engine& engine,
+                             const RunState& state) {
+  LoraAdapter stored{adapter.config, {}};
+  for (const LoraModule& m : adapter.modules) stored.modules.push_back({m.layer, m.module, m.a.to(dtype), m.b.to(dtype)});
+  save_run(dir, [&](const fs::path& folder) {
+    std::error_code ec;
+    fs::create_directory(folder, ec);
+    require(!ec, folder, "cannot create: " + ec.message());
+    write_peft_adapter_files(stored, folder);
+  }, engine, state);
 }
 
 RunState load_run_state(const fs::path& dir) {

@@ -1,5 +1,6 @@
 // What a training checkpoint holds besides the weights, and how checkpoints are laid out:
-// out/step-NNNNNN/ (or out/final/) is a Hugging Face model folder that every command reads, plus
+// out/step-NNNNNN/ (or out/final/) is a Hugging Face model folder that every command reads (a
+// PEFT adapter folder for a LoRA run, which --adapter reads), plus
 // optimizer.safetensors (AdamW's moments) and trainer_state.json (step, data position, seed, and
 // with --balance bias the selection bias), so
 // that a resumed run continues exactly. Each folder appears complete or not at all.
@@ -34,6 +35,9 @@ std::string step_folder_name(int64_t step);  // "step-000042"
 // temporary name, then renames it into place (replacing an older folder of that name).
 void save_checkpoint(const std::filesystem::path& dir, const Checkpoint& weights, DType dtype, Engine& engine,
                      const RunState& state);
+// The same for a LoRA run: `dir` is a PEFT adapter folder (A and B as `dtype`) with the state.
+void save_adapter_checkpoint(const std::filesystem::path& dir, const LoraAdapter& adapter, DType dtype,
+                             Engine& engine, const RunState& state);
 
 // InputError naming the file when the state is missing or malformed.
 RunState load_run_state(const std::filesystem::path& dir);

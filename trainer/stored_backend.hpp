@@ -55,7 +55,8 @@ struct CpuStoredBackend : CpuBackend<float> {
   static void linear_forward(float* out, const float* in, const StoredWeight& W, const float* bias, int64_t N,
                              int64_t I, int64_t O) {
     ops::stored_matmul_forward(out, in, matrix(W, I, O), bias, N);
-    if (const LowRank* t = W.low_rank()) ops::lora_forward(out, in, t->a.data(), t->b.data(), t->scale, N, I, O, t->rank);
+    if (const LowRank* t = W.low_rank())
+      ops::lora_forward(out, in, t->a.data(), t->b.data(), t->scale, N, I, O, t->rank, t->dropout);
     W.done();
   }
   // d_in[N,I] += d_out[N,O]·W, and a trained W's gradients; std::logic_error when a frozen
@@ -67,7 +68,8 @@ struct CpuStoredBackend : CpuBackend<float> {
     const ops::StoredMatrix m = matrix(W, I, O);
     if (d_in) ops::stored_matmul_backward_input(d_in, d_out, m, N);
     if (const LowRank* t = W.low_rank())
-      ops::lora_backward(d_in, t->d_a, t->d_b, d_out, in, t->a.data(), t->b.data(), t->scale, N, I, O, t->rank);
+      ops::lora_backward(d_in, t->d_a, t->d_b, d_out, in, t->a.data(), t->b.data(), t->scale, N, I, O, t->rank,
+                         t->dropout);
     if (d_W || d_bias) ops::stored_matmul_backward_weight(d_W, d_bias, d_out, in, m, N);
     W.done();
   }

@@ -1,11 +1,13 @@
 // The CPU's Engine over weights in their stored dtype (trainer/stored_backend.hpp): forward,
-// eval and generate; and training with frozen parts or in bf16 (the router stage, which trains
-// the routers alone, and tune --freeze or --precision bf16): the trained tensors are f32 masters
-// that AdamW updates and the model reads through views, every frozen one stays as stored.
+// eval and generate; training with frozen parts or in bf16 (the router stage, which trains the
+// routers alone, and tune --freeze or --precision bf16): the trained tensors are f32 masters that
+// AdamW updates and the model reads through views, every frozen one stays as stored; and training
+// a LoRA adapter's A and B (f32) on a base frozen as stored (tune --lora-rank).
 #include <spdlog/spdlog.h>
 
 #include <vector>
 
+#include "core/random.hpp"
 #include "trainer/cpu_model_engine.hpp"
 #include "trainer/stored_model.hpp"
 
@@ -13,10 +15,23 @@ namespace upcycle {
 
 namespace {
 
+// An adapter's terms as the model reads them, with their gradients, trained by AdamW.
+struct TrainedAdapter {
+  struct Module {
+    int64_t layer;
+    std::string name;
+    Shape a, b;
+  };
+  LoraConfig config;
+  std::vector<Module> modules;  // where each term sits (its values are the term's)
+  std::vector<std::shared_ptr<LowRank>> terms;
+  std::vector<std::vector<float>> d_a, d_b;
+};
+
 class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
  public:
   StoredEngine(ModelConfig config, StoredWeights weights, const std::filesystem::path& source,
-               const std::optional<TrainSetup>& training, Precision products)
+               const std::optional<TrainSetup>& training, Precision products, const LoraAdapter* adapter = nullptr)
       : CpuModelEngine(std::move(config), std::move(weights), source) {
     const ModelConfig& c = model_.config();
     auto masters = parameters(masters_, c);  // laid out, every tensor empty
@@ -30,7 +45,8 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
       }
       if (products == Precision::BF16 && stored[i].tensor.shape.size() == 2) w = w.in_bf16();
     }
-    if (training) train(masters_, *training);
+    if (!training) return;
+    train(masters_, *training, adapter ? trained_adapter_tensors(*adapter) : std::vector<TrainedTensor>{});
   }
 
   // The trained tensors' masters (every frozen tensor empty).
@@ -44,8 +60,54 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
     return as_checkpoint(model_.weights(), model_.config(), like);
   }
 
+  std::optional<LoraAdapter> trained_adapter() override {
+    if (!adapter_) return std::nullopt;
+    LoraAdapter out{adapter_->config, {}};
+    for (size_t i = 0; i < adapter_->modules.size(); ++i) {
+      const TrainedAdapter::Module& m = adapter_->modules[i];
+      const LowRank& t = *adapter_->terms[i];
+      out.modules.push_back({m.layer, m.name, Tensor::from_f32(m.a, t.a), Tensor::from_f32(m.b, t.b)});
+    }
+    return out;
+  }
+
+  // With LoRA dropout, each term draws its masks for this micro-batch from opts.dropout_seed.
+  LossReport accumulate(const Batch& batch, const std::vector<int32_t>& targets, const LossOptions& opts) override {
+    if (!adapter_ || adapter_->config.dropout == 0) return CpuModelEngine::accumulate(batch, targets, opts);
+    struct Masks {  // evaluation (loss, forward) never drops: the seeds go back to 0
+      TrainedAdapter& a;
+      ~Masks() {
+        for (auto& t : a.terms) t->dropout.seed = 0;
+      }
+    } masks{*adapter_};
+    for (size_t i = 0; i < adapter_->terms.size(); ++i)
+      adapter_->terms[i]->dropout.seed =
+          opts.dropout_seed ? Rng::stream(opts.dropout_seed, std::to_string(i)).next() | 1 : 0;
+    return CpuModelEngine::accumulate(batch, targets, opts);
+  }
+
  private:
+  // The adapter applied to the model's weights, its A and B as AdamW's tensors (PEFT's names).
+  std::vector<TrainedTensor> trained_adapter_tensors(const LoraAdapter& adapter) {
+    adapter_.emplace(TrainedAdapter{adapter.config, {}, apply_adapter(model_.weights(), adapter), {}, {}});
+    std::vector<TrainedTensor> tensors;
+    for (size_t i = 0; i < adapter.modules.size(); ++i) {
+      const LoraModule& m = adapter.modules[i];
+      adapter_->modules.push_back({m.layer, m.module, m.a.shape(), m.b.shape()});
+      LowRank& t = *adapter_->terms[i];
+      std::vector<float>& d_a = adapter_->d_a.emplace_back(t.a.size(), 0.0f);
+      std::vector<float>& d_b = adapter_->d_b.emplace_back(t.b.size(), 0.0f);
+      t.d_a = d_a.data();
+      t.d_b = d_b.data();
+      t.dropout.p = float(adapter.config.dropout);
+      tensors.push_back({lora_tensor_name(m.layer, m.module, false), m.a.shape(), t.a, d_a, true});
+      tensors.push_back({lora_tensor_name(m.layer, m.module, true), m.b.shape(), t.b, d_b, true});
+    }
+    return tensors;
+  }
+
   Weights<float> masters_;  // the trained tensors' masters, which the model's weights view
+  std::optional<TrainedAdapter> adapter_;  // the LoRA adapter it trains
 };
 
 }  // namespace
@@ -70,6 +132,15 @@ std::unique_ptr<Engine> make_cpu_stored_engine(ModelConfig config, StoredWeights
                                                const std::filesystem::path& source, std::optional<TrainSetup> training,
                                                Precision products) {
   return std::make_unique<StoredEngine>(std::move(config), std::move(weights), source, training, products);
+}
+
+std::unique_ptr<Engine> make_cpu_lora_engine(const Checkpoint& base, const LoraAdapter& adapter,
+                                             const ops::AdamWConfig& adam, Precision precision) {
+  PartSet frozen;
+  frozen.set();
+  return std::make_unique<StoredEngine>(base.config(), load_stored_weights(base, precision), base.path(),
+                                        TrainSetup{adam, frozen}, Precision::F32,  // converted as loaded
+                                        &adapter);
 }
 
 }  // namespace upcycle

@@ -134,7 +134,8 @@ std::unique_ptr<Checkpoint> as_checkpoint(const StoredWeights& weights, const Mo
   return ComputedCheckpoint::with_files_of(like, config, std::move(infos), std::move(loader));
 }
 
-void apply_adapter(StoredWeights& weights, const LoraAdapter& adapter) {
+std::vector<std::shared_ptr<LowRank>> apply_adapter(StoredWeights& weights, const LoraAdapter& adapter) {
+  std::vector<std::shared_ptr<LowRank>> terms;
   for (const LoraModule& m : adapter.modules) {
     auto term = std::make_shared<LowRank>();
     term->a = m.a.to_f32_vector();
@@ -142,8 +143,10 @@ void apply_adapter(StoredWeights& weights, const LoraAdapter& adapter) {
     term->rank = adapter.config.rank;
     term->scale = float(adapter.config.scaling());
     StoredWeight& w = tensor_slot(weights, {lora_module_role(m.module), int(m.layer)});
-    w = w.with_low_rank(std::move(term));
+    w = w.with_low_rank(term);
+    terms.push_back(std::move(term));
   }
+  return terms;
 }
 
 std::unique_ptr<Checkpoint> merge_adapter(const Checkpoint& base, const std::filesystem::path& adapter) {

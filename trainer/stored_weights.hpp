@@ -13,6 +13,7 @@
 
 #include "core/checkpoint.hpp"
 #include "formats/peft_adapter.hpp"
+#include "trainer/ops/lora.hpp"
 #include "trainer/ops/stored_matmul.hpp"
 #include "trainer/weights.hpp"
 
@@ -24,6 +25,7 @@ struct LowRank {
   int64_t rank = 0;
   float scale = 0;
   float *d_a = nullptr, *d_b = nullptr;  // their gradients, added into by the backward (null: frozen)
+  ops::LoraDropout dropout;  // on the term's input; set by a training engine for each micro-batch
 };
 
 // One weight tensor, shared (copies are cheap and read the same bytes).
@@ -100,8 +102,9 @@ std::unique_ptr<Checkpoint> as_checkpoint(const StoredWeights& weights, const Mo
                                           const Checkpoint* like = nullptr);
 
 // Each module of a PEFT LoRA adapter (read against this model: formats/peft_adapter.hpp) added
-// to its matrix as an unmerged low-rank term, A and B widened to f32.
-void apply_adapter(StoredWeights& weights, const LoraAdapter& adapter);
+// to its matrix as an unmerged low-rank term, A and B widened to f32; the terms, in the
+// adapter's module order (for a training engine to give them gradients and dropout).
+std::vector<std::shared_ptr<LowRank>> apply_adapter(StoredWeights& weights, const LoraAdapter& adapter);
 
 // `base` with the PEFT LoRA adapter folder `adapter` merged into its matrices (W + scale·B·A in
 // f32; every other tensor as stored), as a checkpoint of Hugging Face names read tensor by tensor

@@ -11,11 +11,13 @@
 
 #include "core/error.hpp"
 #include "core/progress.hpp"
+#include "core/random.hpp"
 #include "data/instruction_data.hpp"
 #include "formats/open_checkpoint.hpp"
 #include "trainer/batches.hpp"
 #include "trainer/collapse_watch.hpp"
 #include "trainer/eval_loss.hpp"
+#include "trainer/lora_init.hpp"
 #include "trainer/run_state.hpp"
 #include "trainer/selection_bias.hpp"
 #include "trainer/tensorboard.hpp"
@@ -147,6 +149,7 @@ class Trainer {
   void log_step(int64_t step, const StepStats& s, double lr, double norm, double step_seconds);
   void save(const std::string& folder);
   TokenizedData read_data(const fs::path& file);
+  std::unique_ptr<Engine> lora_engine(bool resumed);
   void validate(int64_t step);
   void write_metrics(const nlohmann::ordered_json& j);
   void start_selection_bias();
@@ -156,6 +159,7 @@ class Trainer {
   int64_t seq_len_ = 0;  // model_seq_len
   std::unique_ptr<ChatEncoder> encoder_;  // loaded for the first text record
   TokenizedData data_, val_;
+  fs::path model_path_;  // the checkpoint it starts from: the model, the resumed one, or a LoRA run's base
   std::unique_ptr<Checkpoint> source_;
   ModelConfig config_;
   RunState state_;
@@ -172,7 +176,16 @@ class Trainer {
 
 Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   check_out(o);
-  source_ = open_checkpoint(o.resume ? *o.resume : o.model);
+  const bool lora = o.lora.rank > 0 || o.adapter, lora_resume = o.resume && is_peft_adapter_folder(*o.resume);
+  if (lora && o.resume && !lora_resume)
+    throw InputError(*o.resume, "holds a model, not a LoRA run's adapter: resume a LoRA run from its step folder");
+  if (lora_resume && o.device != "cpu")
+    throw OptionError("device", "LoRA training runs on the CPU (" + option_name("device") + " " + o.device +
+                                    " does not have it yet)");
+  if (lora_resume && o.model.empty())
+    throw OptionError("model", option_name("resume") + " of a LoRA run needs " + option_name("model") + ", its base model");
+  model_path_ = lora_resume || !o.resume ? o.model : *o.resume;
+  source_ = open_checkpoint(model_path_);
   config_ = source_->config();
   if (o.aux_loss_coef) config_.router_aux_loss_coef = *o.aux_loss_coef;
   seq_len_ = model_seq_len(o.seq_len, config_);
@@ -211,7 +224,7 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
       spdlog::warn("the resumed run planned {} steps, this one {}: the schedule differs from a straight run",
                    saved.steps, steps);
     for (const auto& t : source_->tensors())
-      if (t.dtype != DType::F32) {
+      if (!lora_resume && t.dtype != DType::F32) {  // a LoRA run's base is frozen: its adapter is checked instead
         spdlog::warn("{} holds {} weights: the run resumes from rounded weights, not exactly", o.resume->string(),
                      dtype_name(t.dtype));
         break;
@@ -226,8 +239,19 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
     total += *shape_elements(t.shape);
     if (!o.frozen[size_t(role_info(t.id.role).part)]) trained += *shape_elements(t.shape);
   }
-  engine_ = load_training_engine(*source_, config_, make, TrainSetup{o.adam, o.frozen},
-                                 o.precision.empty() ? std::nullopt : std::optional(parse_precision(o.precision)));
+  std::string what = o.frozen.any() ? " (frozen: " + parts_string(o.frozen) + ")" : "";
+  if (lora || lora_resume) {
+    engine_ = lora_engine(lora_resume);
+    const LoraAdapter a = *engine_->trained_adapter();
+    trained = 0;
+    for (const LoraModule& m : a.modules) trained += m.a.numel() + m.b.numel();
+    what = fmt::format(" (LoRA rank {}, alpha {:g}{}, dropout {:g} on {}; the base frozen)", a.config.rank,
+                       a.config.alpha, a.config.use_rslora ? ", rsLoRA" : "", a.config.dropout,
+                       lora_targets_string(a.config.target_modules));
+  } else {
+    engine_ = load_training_engine(*source_, config_, make, TrainSetup{o.adam, o.frozen},
+                                   o.precision.empty() ? std::nullopt : std::optional(parse_precision(o.precision)));
+  }
   start_selection_bias();
   if (o.resume) {
     engine_->load_optimizer(*o.resume / kOptimizerFile);
@@ -241,14 +265,44 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   first_step_ = state_.step + 1;
 
   spdlog::info("{} {} on {}: {} parameters, {} trained{}; {} samples{}, {} tokens per micro-batch x {}",
-               config_.model_type, source_->path().string(), engine_->device(), total, trained,
-               o.frozen.any() ? " (frozen: " + parts_string(o.frozen) + ")" : "", data_.samples.size(),
+               config_.model_type, source_->path().string(), engine_->device(), total, trained, what,
+               data_.samples.size(),
                val_.samples.empty() ? "" : fmt::format(" (+{} for validation)", val_.samples.size()), o.batch_tokens,
                o.grad_accum);
 }
 
+// A LoRA run's engine: the adapter of the step folder it resumes (its settings checked against
+// the options given), the one --adapter gives, or a fresh one; on the frozen base.
+std::unique_ptr<Engine> Trainer::lora_engine(bool resumed) {
+  LoraAdapter start;
+  if (resumed) {
+    start = read_peft_adapter(*o_.resume, config_);
+    const LoraConfig& got = start.config;
+    if (o_.lora.rank > 0) {
+      const LoraConfig want = complete_lora_config(o_.lora, config_);
+      require(want.rank == got.rank && want.alpha == got.alpha && want.target_modules == got.target_modules &&
+                  want.use_rslora == got.use_rslora && want.dropout == got.dropout,
+              *o_.resume / "adapter_config.json",
+              "was trained with other LoRA settings (rank, alpha, targets, rsLoRA, dropout) than these options give");
+    }
+    for (const LoraModule& m : start.modules)
+      if (m.a.dtype() != DType::F32 || m.b.dtype() != DType::F32) {
+        spdlog::warn("{} holds {} LoRA weights: the run resumes from rounded weights, not exactly",
+                     o_.resume->string(), dtype_name(m.a.dtype() != DType::F32 ? m.a.dtype() : m.b.dtype()));
+        break;
+      }
+  } else if (o_.adapter) {
+    start = read_peft_adapter(*o_.adapter, config_);
+  } else {
+    start = init_lora_adapter(config_, complete_lora_config(o_.lora, config_), o_.seed);
+  }
+  start.config.base_model = o_.model.string();
+  return make_cpu_lora_engine(*source_, start, o_.adam,
+                              o_.precision.empty() ? Precision::F32 : parse_precision(o_.precision));
+}
+
 TokenizedData Trainer::read_data(const fs::path& file) {
-  const fs::path text_source = o_.tokenizer ? *o_.tokenizer : o_.resume ? *o_.resume : o_.model;
+  const fs::path text_source = o_.tokenizer ? *o_.tokenizer : model_path_;
   auto encoder = [&]() -> const ChatEncoder& {
     if (!encoder_) {
       encoder_ = load_chat_encoder(text_source, o_.chat_template);
@@ -278,7 +332,9 @@ StepStats Trainer::accumulate() {
   lo.normaliser = std::max<int64_t>(1, s.counted);
   lo.aux_scale = 1.0 / double(o_.grad_accum);
   engine_->zero_grads();
-  for (const MicroBatch& mb : micro) {
+  for (size_t a = 0; a < micro.size(); ++a) {
+    const MicroBatch& mb = micro[a];
+    lo.dropout_seed = Rng::stream(o_.seed, fmt::format("lora dropout {} {}", state_.step + 1, a)).next() | 1;
     const LossReport r = engine_->accumulate(mb.batch, mb.targets, lo);
     s.ce_sum += r.ce_sum;
     s.aux += r.aux * lo.aux_scale;
@@ -374,7 +430,10 @@ void Trainer::validate(int64_t step) {
 
 void Trainer::save(const std::string& folder) {
   const fs::path dir = o_.out / folder;
-  save_checkpoint(dir, *engine_->checkpoint(source_.get()), o_.save_dtype, *engine_, state_);
+  if (const auto adapter = engine_->trained_adapter())
+    save_adapter_checkpoint(dir, *adapter, o_.save_dtype, *engine_, state_);
+  else
+    save_checkpoint(dir, *engine_->checkpoint(source_.get()), o_.save_dtype, *engine_, state_);
   if (!o_.keep_all_states && !last_saved_.empty() && fs::absolute(last_saved_) != fs::absolute(dir))
     drop_optimizer_state(last_saved_);
   last_saved_ = dir;

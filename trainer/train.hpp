@@ -1,6 +1,6 @@
 // The training loop behind `upcycle tune`: AdamW on fp32 master weights over instruction data,
-// gradient accumulation, clipping, a learning-rate schedule, frozen parts, checkpoints that
-// resume exactly, a metrics JSONL and progress on the terminal.
+// gradient accumulation, clipping, a learning-rate schedule, frozen parts or a LoRA adapter on a
+// frozen base, checkpoints that resume exactly, a metrics JSONL and progress on the terminal.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -42,6 +42,10 @@ struct TrainOptions {
   Balance balance = Balance::Loss;       // bias: no load-balancing loss, a selection bias instead
   double bias_rate = 1e-3;               // --balance bias: the bias's step per optimizer step
   PartSet frozen;
+  // LoRA (rank > 0): an adapter trains on the frozen base (alpha 0: the rank; no targets: every
+  // module the base has); or it starts from the PEFT adapter folder `adapter`, whose config rules.
+  LoraConfig lora;
+  std::optional<std::filesystem::path> adapter;
   int64_t save_every = 0;            // 0: only the final (or stop) checkpoint
   int64_t save_count = 0;            // > 0: this many instead, evenly over the run (final included)
   bool keep_all_states = false;      // optimizer state in every checkpoint, not just the latest

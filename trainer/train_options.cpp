@@ -1,6 +1,7 @@
 // `tune`'s options as a table, and their checks (trainer/train.hpp).
 #include "core/error.hpp"
 #include "trainer/batches.hpp"
+#include "trainer/lora_init.hpp"
 #include "trainer/train.hpp"
 
 namespace upcycle {
@@ -51,6 +52,20 @@ OptionTable<O> make_table() {
       text_option<O>("freeze", "parts kept fixed: embeddings, attention, norms, router, experts (ffn), comma-separated",
                      [](O& o) -> auto& { return o.frozen; }, as_option("freeze", parse_parts), parts_string,
                      ValueKind::CommaList),
+      option<O>("lora_rank", "train a LoRA adapter of this rank on the frozen base instead of the model (CPU); "
+                "checkpoints are PEFT adapter folders", [](O& o) -> auto& { return o.lora.rank; }),
+      option<O>("lora_alpha", "LoRA's alpha: the term is scaled by alpha/rank (default: the rank)",
+                [](O& o) -> auto& { return o.lora.alpha; }),
+      text_option<O>("lora_targets",
+                     "the adapted matrices, of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj "
+                     "(default: all the base has)",
+                     [](O& o) -> auto& { return o.lora.target_modules; },
+                     [](const std::string& list) { return parse_lora_targets(list, "lora_targets"); },
+                     lora_targets_string, ValueKind::CommaList),
+      option<O>("lora_dropout", "dropout on the LoRA terms' inputs while training", [](O& o) -> auto& { return o.lora.dropout; }),
+      option<O>("rslora", "scale by alpha/sqrt(rank) (rank-stabilised LoRA)", [](O& o) -> auto& { return o.lora.use_rslora; }),
+      option<O>("adapter", "continue training this PEFT LoRA adapter folder (its config gives rank, alpha, targets "
+                "and dropout)", [](O& o) -> auto& { return o.adapter; }),
       option<O>("save_every", "write step-NNNNNN/ every N steps", [](O& o) -> auto& { return o.save_every; }),
       option<O>("save_count", "or N checkpoints evenly over the run, final/ included", [](O& o) -> auto& { return o.save_count; }),
       option<O>("keep_states", "keep the optimizer state in every checkpoint (default: the latest only)",
@@ -71,6 +86,29 @@ OptionTable<O> make_table() {
                 "on oneDNN, the weights rounded a panel at a time, f32 master weights and AdamW moments), bf16 on the GPU",
                 [](O& o) -> auto& { return o.precision; }),
   };
+}
+
+// LoRA's settings: in range, and only where they take effect.
+void check_lora_options(const O& o) {
+  const LoraConfig& l = o.lora;
+  require_not_negative(double(l.rank), "lora_rank");
+  if (l.rank > kMaxLoraRank)
+    throw OptionError("lora_rank", option_name("lora_rank") + " " + std::to_string(l.rank) + " is above " +
+                                       std::to_string(kMaxLoraRank));
+  require_not_negative(l.alpha, "lora_alpha");
+  if (l.dropout < 0 || l.dropout >= 1)
+    throw OptionError("lora_dropout", option_name("lora_dropout") + " must lie in [0, 1)");
+  const bool settings = l.alpha != 0 || !l.target_modules.empty() || l.dropout != 0 || l.use_rslora;
+  if (o.adapter && (l.rank > 0 || settings))
+    throw OptionError("adapter", option_name("adapter") + "'s adapter_config.json gives the LoRA settings: give it "
+                                 "without " + option_name("lora_rank") + " and the other LoRA options");
+  if (settings && l.rank == 0 && !o.adapter && !o.resume)
+    throw OptionError("lora_rank", "the LoRA options need " + option_name("lora_rank"));
+  if ((l.rank > 0 || o.adapter) && o.frozen.any())
+    throw OptionError("freeze", option_name("freeze") + " does not go with LoRA, which freezes the whole base");
+  if ((l.rank > 0 || o.adapter) && o.device != "cpu")
+    throw OptionError("device", "LoRA training runs on the CPU (" + option_name("device") + " " + o.device +
+                                    " does not have it yet)");
 }
 
 }  // namespace
@@ -111,6 +149,7 @@ void check_train_options(const TrainOptions& o) {
     require_not_negative(value, key);
   if (o.aux_loss_coef) require_not_negative(*o.aux_loss_coef, "aux_loss_coef");
   require_not_negative(o.epochs, "epochs");
+  check_lora_options(o);
   if ((o.steps > 0) == (o.epochs > 0))
     throw OptionError("steps", "give exactly one of " + option_name("steps") + " and " + option_name("epochs"));
 }

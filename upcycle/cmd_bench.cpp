@@ -20,6 +20,7 @@
 #include "formats/random_init.hpp"
 #include "trainer/engine.hpp"
 #include "trainer/flops.hpp"
+#include "trainer/lora_init.hpp"
 #include "trainer/model.hpp"
 #include "trainer/ops/bf16_matmul.hpp"
 #include "trainer/ops/matmul.hpp"
@@ -125,11 +126,13 @@ struct ModelFigures {
   double forward_peak_rss_mb = 0;  // the process's peak once the forward ran (alone with --only)
 };
 
-ModelFigures bench_model(const std::string& label, const ModelConfig& c, const BenchOptions& o) {
-  spdlog::info("{}: {} layers, hidden {}, {} experts; {} x {} tokens per step", label, c.num_hidden_layers,
-               c.hidden_size, c.num_local_experts, o.batch, o.seq_len);
-  const auto ckpt = random_init(c, 1);
-  Transformer<float> model(*ckpt);
+// --batch sequences of --seq-len random tokens, each predicting the next.
+struct TokenBatch {
+  Batch batch;
+  std::vector<int32_t> targets;
+  double tokens() const { return double(targets.size()); }
+};
+TokenBatch random_batch(const ModelConfig& c, const BenchOptions& o) {
   Rng rng(2);
   std::vector<std::vector<int32_t>> seqs(size_t(o.batch));
   std::vector<int32_t> targets;
@@ -137,8 +140,26 @@ ModelFigures bench_model(const std::string& label, const ModelConfig& c, const B
     for (int64_t t = 0; t < o.seq_len; ++t) s.push_back(int32_t(rng.below(uint64_t(c.vocab_size))));
     for (int64_t t = 0; t < o.seq_len; ++t) targets.push_back(t + 1 < o.seq_len ? s[size_t(t + 1)] : -100);
   }
-  const Batch batch = pack(seqs);
-  const double tokens = double(o.batch * o.seq_len);
+  return {pack(seqs), std::move(targets)};
+}
+
+// One training step of `engine` (zero, forward and backward, clip, AdamW).
+void train_step(Engine& engine, const TokenBatch& b) {
+  engine.zero_grads();
+  engine.accumulate(b.batch, b.targets, {});
+  engine.clip(1.0);
+  engine.step(1e-5);
+}
+
+ModelFigures bench_model(const std::string& label, const ModelConfig& c, const BenchOptions& o) {
+  spdlog::info("{}: {} layers, hidden {}, {} experts; {} x {} tokens per step", label, c.num_hidden_layers,
+               c.hidden_size, c.num_local_experts, o.batch, o.seq_len);
+  const auto ckpt = random_init(c, 1);
+  Transformer<float> model(*ckpt);
+  const TokenBatch b = random_batch(c, o);
+  const Batch& batch = b.batch;
+  const std::vector<int32_t>& targets = b.targets;
+  const double tokens = b.tokens();
 
   ModelFigures f;
   f.forward_tokens_per_s = tokens / seconds_per_call(o, [&] { model.loss(batch, targets); });
@@ -150,12 +171,12 @@ ModelFigures bench_model(const std::string& label, const ModelConfig& c, const B
     spdlog::info("{}: bf16 forward {:.0f} tokens/s", label, f.bf16_forward_tokens_per_s);
   }
   Weights<float> grads = zeros_like(model.weights(), c);
-  AdamW optimizer(model.weights(), c, {}, {});
+  AdamW optimizer(trained_tensors(model.weights(), grads, c), {});
   const double step_s = seconds_per_call(o, [&] {
-    zero_fill(grads, c);
+    optimizer.zero_grads();
     model.loss_and_grad(batch, targets, grads);
-    optimizer.clip(grads, 1.0);
-    optimizer.step(grads, 1e-5);
+    optimizer.clip(1.0);
+    optimizer.step(1e-5);
   });
   f.train_tokens_per_s = tokens / step_s;
   f.train_gflops = f.train_tokens_per_s * train_flops_per_token(c, o.seq_len) / 1e9;
@@ -163,15 +184,48 @@ ModelFigures bench_model(const std::string& label, const ModelConfig& c, const B
                f.train_gflops, step_s);
   {  // every product in bf16 on oneDNN, the weights rounded a panel at a time; f32 masters and moments
     const auto bf16 = load_training_engine(*ckpt, c, make_cpu_engine, TrainSetup{}, Precision::BF16);
-    f.bf16_train_tokens_per_s = tokens / seconds_per_call(o, [&] {
-      bf16->zero_grads();
-      bf16->accumulate(batch, targets, {});
-      bf16->clip(1.0);
-      bf16->step(1e-5);
-    });
+    f.bf16_train_tokens_per_s = tokens / seconds_per_call(o, [&] { train_step(*bf16, b); });
     spdlog::info("{}: bf16 training {:.0f} tokens/s", label, f.bf16_train_tokens_per_s);
   }
   return f;
+}
+
+// tune --lora-rank's engine on a dense model of `shape` (a preset of upcycle init, random
+// weights), every module it has adapted at `rank`: training tokens/s in each precision (bf16
+// converts the base when loaded) and the process's peak RSS.
+nlohmann::ordered_json bench_lora(const BenchOptions& o, const std::string& shape, int64_t rank,
+                                  const std::vector<Precision>& precisions) {
+  const auto preset = preset_config(shape);
+  if (!preset) throw UsageError("--lora-shape: '" + shape + "' is not a preset of upcycle init");
+  const ModelConfig c = ModelConfig::from_json(*preset, shape);
+  LoraConfig asked;
+  asked.rank = rank;
+  const LoraConfig config = complete_lora_config(asked, c);
+  const LoraAdapter start = init_lora_adapter(c, config, 1);
+  int64_t trained = 0;
+  for (const LoraModule& m : start.modules) trained += m.a.numel() + m.b.numel();
+  const auto ckpt = random_init(c, 1);
+  const TokenBatch b = random_batch(c, o);
+  nlohmann::ordered_json j = {{"lora_shape", shape},
+                              {"lora_rank", rank},
+                              {"lora_targets", lora_targets_string(config.target_modules)},
+                              {"lora_trained_parameters", trained},
+                              {"seq_len", o.seq_len},
+                              {"batch", o.batch}};
+  spdlog::info("LoRA on {} ({} layers, hidden {}): rank {} on {}, {} trained parameters; {} x {} tokens per step",
+               shape, c.num_hidden_layers, c.hidden_size, rank, lora_targets_string(config.target_modules), trained,
+               o.batch, o.seq_len);
+  for (const Precision p : precisions) {
+    const std::string prefix = p == Precision::BF16 ? "bf16_" : "";
+    const auto engine = make_cpu_lora_engine(*ckpt, start, {}, p);
+    const double s = seconds_per_call(o, [&] { train_step(*engine, b); });
+    j[prefix + "lora_train_tokens_per_s"] = b.tokens() / s;
+    j[prefix + "lora_step_s"] = s;
+    spdlog::info("LoRA training in {}: {:.1f} tokens/s ({:.2f} s per step), peak RSS so far {:.0f} MB",
+                 precision_name(p), b.tokens() / s, s, peak_rss_mb());
+  }
+  j["lora_peak_rss_mb"] = peak_rss_mb();
+  return j;
 }
 
 ModelConfig bench_config(bool moe) {
@@ -208,7 +262,8 @@ int cmd_bench(const Args& args) {
   cli::Spec spec;
   spec.usage =
       "upcycle bench [--device cpu|cuda] [--json] [--seq-len N --batch N --steps N --warmup N]\n"
-      "       upcycle bench --router-stage [--router-shape PRESET --experts E --precision f32|bf16 ...]";
+      "       upcycle bench --router-stage [--router-shape PRESET --experts E --precision f32|bf16 ...]\n"
+      "       upcycle bench --lora [--lora-shape PRESET --lora-rank R --lora-precision f32|bf16|both]";
   spec.summary =
       "Measures, in one run: the sgemm ceiling (an n^3 product through the model's matmul, all\n"
       "cores) and the bf16 one (the same product in bf16 with f32 sums, oneDNN), then forward\n"
@@ -226,7 +281,11 @@ int cmd_bench(const Args& args) {
       "(default llama-1b) with --experts (8) top-2 stored as --dtype (bf16), from two random dense models and\n"
       "their DARE children, written to a scratch folder under --scratch, its experts scoring\n"
       "--seed-samples random samples of --sample-tokens, then one epoch of router pre-optimisation in\n"
-      "micro-batches of --batch-tokens: seconds and tokens/s of each part and the peak RSS.";
+      "micro-batches of --batch-tokens: seconds and tokens/s of each part and the peak RSS.\n"
+      "--lora: tune --lora-rank's training steps instead, on a dense model of --lora-shape (a preset\n"
+      "of upcycle init, default smollm2-135m; llama2-7b is UpIT's LoRA setting, bf16 only, with\n"
+      "--batch 1) with every module adapted at --lora-rank (16), in --lora-precision f32, bf16 or\n"
+      "both (default): tokens/s and the peak RSS.";
   spec.options.add_options()
       ("json", "one JSON object on stdout")
       ("device", cli::po::value<std::string>()->default_value("cpu"), "cpu or cuda")
@@ -237,6 +296,10 @@ int cmd_bench(const Args& args) {
       ("sgemm-size", cli::po::value<int64_t>(), "n of the ceiling's n^3 product (cpu 2048, cuda 8192)")
       ("only", cli::po::value<std::string>(), "cpu: dense, moe or matvec")
       ("router-stage", "the router stage's benchmark instead (see above)")
+      ("lora", "LoRA training's benchmark instead (see above)")
+      ("lora-shape", cli::po::value<std::string>()->default_value("smollm2-135m"), "LoRA: a preset of upcycle init")
+      ("lora-rank", cli::po::value<int64_t>()->default_value(16), "LoRA: the adapters' rank")
+      ("lora-precision", cli::po::value<std::string>()->default_value("both"), "LoRA: f32, bf16 or both")
       ("router-shape", cli::po::value<std::string>()->default_value("llama-1b"), "router stage: a preset of upcycle init")
       ("experts", cli::po::value<int>()->default_value(8), "router stage: experts")
       ("seed-samples", cli::po::value<int64_t>()->default_value(16), "router stage: seed samples")
@@ -266,6 +329,16 @@ int cmd_bench(const Args& args) {
   const std::string only = vm->count("only") ? (*vm)["only"].as<std::string>() : "";
   if (!only.empty() && only != "dense" && only != "moe" && only != "matvec") throw UsageError("--only: dense, moe or matvec");
   if (gpu) return print_json_or_table(run_cuda_bench(o, n, *vm), vm->count("json") > 0);
+  if (vm->count("lora")) {
+    const std::string p = (*vm)["lora-precision"].as<std::string>();
+    if (p != "both" && p != "f32" && p != "bf16") throw UsageError("--lora-precision: f32, bf16 or both");
+    const std::vector<Precision> precisions =
+        p == "both" ? std::vector{Precision::F32, Precision::BF16} : std::vector{parse_precision(p)};
+    const auto rank = (*vm)["lora-rank"].as<int64_t>();
+    if (rank < 1 || rank > kMaxLoraRank) throw UsageError("--lora-rank: 1 to " + std::to_string(kMaxLoraRank));
+    return print_json_or_table(bench_lora(o, (*vm)["lora-shape"].as<std::string>(), rank, precisions),
+                               vm->count("json") > 0);
+  }
   if (vm->count("router-stage")) {
     RouterStageBench r;
     r.shape = (*vm)["router-shape"].as<std::string>();

@@ -24,7 +24,12 @@ int cmd_tune(const Args& args) {
       "seeded order; --val-fraction holds out a seeded share for a validation loss.\n"
       "DIR gets metrics.jsonl (one line per step), step-NNNNNN/ every --save-every steps, and final/\n"
       "at the end: Hugging Face folders any command reads, with the optimizer and data state that\n"
-      "--resume DIR/step-NNNNNN needs to continue exactly as a straight run would (f32 checkpoints).";
+      "--resume DIR/step-NNNNNN needs to continue exactly as a straight run would (f32 checkpoints).\n"
+      "LoRA: --lora-rank R trains a LoRA adapter (PEFT's A and B, alpha/r scaling or --rslora,\n"
+      "--lora-dropout) on the base, which stays frozen as stored (a bf16 base is never widened), and\n"
+      "the checkpoints are PEFT adapter folders (adapter_config.json, adapter_model.safetensors) that\n"
+      "PEFT and --adapter read; --adapter DIR continues an adapter. A resumed LoRA run takes --model,\n"
+      "its base. CPU only, for now.";
   cli::add_options(spec, train_option_table());
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;

@@ -117,14 +117,19 @@ std::unique_ptr<Checkpoint> random_checkpoint(const ModelConfig& config, uint64_
   return std::make_unique<ComputedCheckpoint>(config, std::move(infos), loader);
 }
 
+fs::path write_model(const ScratchDir& dir, const std::string& name, const ModelConfig& config, uint64_t seed,
+                     DType dtype) {
+  WriteOptions opts;
+  opts.progress = false;
+  write_checkpoint(*random_checkpoint(config, seed, dtype), dir / name, opts);
+  return dir / name;
+}
+
 fs::path write_dense(const ScratchDir& dir, const std::string& name, uint64_t seed, const std::string& type,
                      int64_t intermediate) {
   ModelConfig c = tiny_config(type);
   if (intermediate) c.intermediate_size = intermediate;
-  WriteOptions opts;
-  opts.progress = false;
-  write_checkpoint(*random_checkpoint(c, seed), dir / name, opts);
-  return dir / name;
+  return write_model(dir, name, c, seed);
 }
 
 std::vector<float> tensor_values(const Checkpoint& c, const std::string& name) { return c.load(name).to_f32_vector(); }

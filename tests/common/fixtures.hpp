@@ -40,6 +40,9 @@ std::vector<float> random_values(size_t n, uint64_t seed);
 std::unique_ptr<Checkpoint> random_checkpoint(const ModelConfig& config, uint64_t seed, DType dtype = DType::F32,
                                               Scheme scheme = Scheme::HF);
 
+// A random checkpoint of `config` (random_checkpoint) written to dir/name as a Hugging Face folder.
+fs::path write_model(const ScratchDir& dir, const std::string& name, const ModelConfig& config, uint64_t seed,
+                     DType dtype = DType::F32);
 // A tiny dense checkpoint of `type` (intermediate_size replaced when given) written to dir/name.
 fs::path write_dense(const ScratchDir& dir, const std::string& name, uint64_t seed, const std::string& type = "llama",
                      int64_t intermediate = 0);
@@ -71,6 +74,8 @@ struct RunResult {
   std::string out, err;
 };
 RunResult run_upcycle(const std::string& args);
+// A path quoted for run_upcycle's shell: 'PATH'.
+inline std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
 // The real SmolLM2-135M-Instruct GGUF when scripts/fetch-smollm2.sh has fetched it
 // ($UPCYCLE_SMOLLM2_GGUF, or the default cache), else nullopt: tests then skip with a message.

@@ -74,21 +74,22 @@ void check_training(const std::string& type, double tol) {
   hyper.weight_decay = 0.01;
 
   Transformer<float> cpu(*ckpt);
-  AdamW cpu_opt(cpu.weights(), config, hyper, {});
+  Weights<float> cg = zeros_like(cpu.weights(), config);
+  AdamW cpu_opt(trained_tensors(cpu.weights(), cg, config), hyper);
   Weights<float> host = load_weights<float>(*ckpt);
   cuda::Transformer<T> gpu(*ckpt);
   cuda::AdamW<T> gpu_opt(host, gpu.weights(), config, hyper, {});
   for (int step = 0; step < 50; ++step) {
     const GpuBatch& d = batches[step % 2];
-    Weights<float> cg = zeros_like(cpu.weights(), config);
+    cpu_opt.zero_grads();
     cuda::DeviceWeights<float> gg = cuda::zeros_like(host, config);
     const double want = cpu.loss_and_grad(d.batch, d.targets, cg, {}).ce();
     const double got = gpu.loss_and_grad(d.batch, d.targets, gg, {}).ce();
     CHECK_MESSAGE(std::fabs(got - want) <= tol * std::fabs(want), type << " step " << step << ": GPU loss " << got
                                                                         << ", CPU " << want);
-    cpu_opt.clip(cg, 1.0);
+    cpu_opt.clip(1.0);
     gpu_opt.clip(gg, 1.0);
-    cpu_opt.step(cg, 1e-3);
+    cpu_opt.step(1e-3);
     gpu_opt.step(gg, 1e-3);
   }
 }

@@ -18,12 +18,6 @@
 using namespace upcycle;
 using namespace upcycle::test;
 
-namespace {
-
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
-
-}  // namespace
-
 TEST_CASE("convert: sparse upcycling of one checkpoint computes the dense model's logits") {
   ScratchDir dir;
   const fs::path a = write_dense(dir, "a", 1);

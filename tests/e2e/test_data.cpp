@@ -15,8 +15,6 @@ using namespace upcycle::test;
 
 namespace {
 
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
-
 // Runs `data synth ARGS --out OUT`, which must succeed.
 void synth(const std::string& args, const fs::path& out) {
   const auto r = run_upcycle("data synth " + args + " --out " + q(out));

@@ -18,8 +18,6 @@ using namespace upcycle::test;
 
 namespace {
 
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
-
 // A llama over write_sequences' 40 ids with head dim 32 (the GPU attention's smallest), bf16
 // weights so that both devices start from the same values.
 fs::path gpu_sized_model(const ScratchDir& dir, const std::string& name, uint64_t seed) {

@@ -14,8 +14,6 @@ using namespace upcycle::test;
 
 namespace {
 
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
-
 // A small config file of a model type, written into dir.
 fs::path write_config(const ScratchDir& dir, const std::string& model_type, bool tied = false) {
   fs::path p = dir / (model_type + "-config.json");

@@ -16,8 +16,6 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
-
 fs::path chat_model(const ScratchDir& dir, const std::string& type, uint64_t seed) {
   return write_chat_model(dir.path(), type, seed);
 }

@@ -22,19 +22,14 @@ using namespace upcycle::test;
 
 namespace {
 
-// A model folder with the tiny config of `type`, random weights scaled to a trainable size.
+// A model folder dir/type with the tiny config of `type`, random weights.
 fs::path tiny_model(const ScratchDir& dir, const std::string& type, uint64_t seed, DType dtype = DType::F32) {
-  WriteOptions opts;
-  opts.progress = false;
-  write_checkpoint(*random_checkpoint(tiny_config(type), seed, dtype), dir / type, opts);
-  return dir / type;
+  return write_model(dir, type, tiny_config(type), seed, dtype);
 }
 
 fs::path sequences(const ScratchDir& dir, int n, const std::string& name = "data.jsonl") {
   return write_sequences(dir / name, n);
 }
-
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
 // `upcycle tune` of a tiny llama (weights from `seed`) on 4 sequences into dir/run.
 RunResult tune_tiny(const ScratchDir& dir, uint64_t seed, const std::string& options) {

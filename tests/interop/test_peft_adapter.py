@@ -2,8 +2,11 @@
 """Interop with PEFT: LoRA adapters that PEFT writes for a tiny Llama (random A and B, plain and
 rsLoRA, attention and MLP modules) are applied by `upcycle forward --adapter`, whose logits must
 equal PeftModel's, and merged by `upcycle export --merge-adapter`, whose tensors must equal
-merge_and_unload()'s. Exits 77 (skipped) without torch, transformers and peft, or without
-UPCYCLE_BINARY."""
+merge_and_unload()'s. The other way: `upcycle tune --adapter` trains PEFT's adapter two steps,
+and PEFT trained the same way (torch's AdamW, eps 1 so that each update follows the gradient's
+size, not only its sign) must reach the same A and B; PeftModel loads the folder tune wrote and
+computes `upcycle forward --adapter`'s logits. Exits 77 (skipped) without torch, transformers and
+peft, or without UPCYCLE_BINARY."""
 import os
 import subprocess
 import sys
@@ -60,6 +63,50 @@ def check_merged(base, folder, adapted, work):
     return bad
 
 
+def check_trained(base, start, work):
+    """Two AdamW steps of `upcycle tune --adapter start` against PEFT's; the failures."""
+    import json
+    from safetensors.numpy import load_file
+    sample = TOKENS[:10]
+    data = os.path.join(work, "train.jsonl")
+    with open(data, "w") as f:
+        f.write(json.dumps({"input_ids": sample, "labels": [-100, -100] + sample[2:]}) + "\n")
+    run = os.path.join(work, "run")
+    r = subprocess.run([BINARY, "tune", "--model", base, "--adapter", start, "--data", data, "--out", run, "--steps", "2",
+                        "--lr", "0.5", "--schedule", "constant", "--warmup", "0", "--clip", "0", "--adam-eps", "1",
+                        "--batch-tokens", "16", "--overwrite"], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"upcycle tune --adapter failed:\n{r.stderr}")
+    model = transformers.LlamaForCausalLM.from_pretrained(base)
+    adapted = peft.PeftModel.from_pretrained(model, start, is_trainable=True)
+    trained = [p for p in adapted.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=0.5, betas=(0.9, 0.999), eps=1.0, weight_decay=0.0)
+    ids = torch.tensor([sample])
+    labels = torch.tensor([[-100, -100] + sample[2:]])
+    for _ in range(2):
+        optimizer.zero_grad()
+        adapted(input_ids=ids, labels=labels).loss.backward()
+        optimizer.step()
+    ours = load_file(os.path.join(run, "final", "adapter_model.safetensors"))
+    theirs = {k.replace(".default", ""): v.detach().float().numpy() for k, v in adapted.named_parameters()
+              if v.requires_grad}
+    moved = max(np.abs(v - load_file(os.path.join(start, "adapter_model.safetensors"))[k]).max()
+                for k, v in theirs.items())
+    error = max(np.abs(ours[k] - v).max() for k, v in theirs.items())
+    print(f"trained: {len(theirs)} tensors after 2 steps, max |upcycle - PEFT| = {error:.2e} (training moved them by "
+          f"up to {moved:.2e})")
+    failures = [] if error < 1e-5 and moved > 1e-2 and set(ours) == set(theirs) else ["trained"]
+    # PEFT reads the folder tune wrote and computes our logits with it.
+    folder = os.path.join(run, "final")
+    loaded = peft.PeftModel.from_pretrained(transformers.LlamaForCausalLM.from_pretrained(base), folder).eval()
+    with torch.no_grad():
+        want = loaded(input_ids=torch.tensor([TOKENS])).logits[0].float().numpy()
+    got = upcycle_logits(base, folder, work)
+    error = np.abs(got - want).max() / np.abs(want).max()
+    print(f"trained: PeftModel on tune's folder, max |upcycle - PEFT| / max |logit| = {error:.2e}")
+    return failures + ([] if error < 1e-5 else ["tune's folder in PEFT"])
+
+
 def main():
     failures = []
     with tempfile.TemporaryDirectory() as work:
@@ -86,6 +133,8 @@ def main():
             print(f"{name}: max |upcycle - PEFT| / max |logit| = {error:.2e} (the adapter moved them by {moved:.2e})")
             if not error < 1e-5 or not moved > 1e-3:
                 failures.append(name)
+            if name == "plain":
+                failures += check_trained(base, folder, work)
     if failures:
         sys.exit(f"logits differ from PEFT's: {failures}")
     print("PEFT's adapters give PEFT's logits")

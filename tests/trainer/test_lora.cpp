@@ -119,7 +119,7 @@ TEST_CASE("lora: the model's gradients of A and B follow the merged model's weig
   }
   for (size_t i = 0; i < adapter.modules.size(); ++i) {
     const LoraModule& m = adapter.modules[i];
-    auto term = std::make_shared<LowRank>(LowRank{m.a.to_f32_vector(), m.b.to_f32_vector(), 2, scale, d_a[i].data(), d_b[i].data()});
+    auto term = std::make_shared<LowRank>(LowRank{m.a.to_f32_vector(), m.b.to_f32_vector(), 2, scale, d_a[i].data(), d_b[i].data(), {}});
     const TensorId id{lora_module_role(m.module), int(m.layer)};
     tensor_slot(stored, id) = tensor_slot(stored, id).with_low_rank(term);
     std::vector<float>& W = tensor_slot(merged_w, id);

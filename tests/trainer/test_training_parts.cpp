@@ -93,24 +93,30 @@ TEST_CASE("optimizer: the state saved and loaded continues the same updates") {
   const ModelConfig config = tiny_config("mixtral");
   const auto ckpt = random_checkpoint(config, 3);
   Weights<float> w1 = load_weights<float>(*ckpt), w2 = load_weights<float>(*ckpt);
-  Weights<float> g = zeros_like(w1, config);
+  Weights<float> g = zeros_like(w1, config, parse_parts("router"));
   for (auto& p : parameters(g, config))
     for (size_t i = 0; i < p.values->size(); ++i) (*p.values)[i] = float(i % 7) - 3.0f;
   ops::AdamWConfig hyper;
   hyper.weight_decay = 0.1;
-  AdamW a(w1, config, hyper, parse_parts("router")), b(w2, config, hyper, parse_parts("router"));
-  a.step(g, 1e-3);
-  b.step(g, 1e-3);
+  AdamW a(trained_tensors(w1, g, config), hyper), b(trained_tensors(w2, g, config), hyper);
+  a.step(1e-3);
+  b.step(1e-3);
   a.save(dir / "opt.safetensors");
-  AdamW c(w2, config, hyper, parse_parts("router"));
+  AdamW c(trained_tensors(w2, g, config), hyper);
   c.load(dir / "opt.safetensors");
   CHECK(c.steps() == 1);
-  a.step(g, 1e-3);
-  c.step(g, 1e-3);
+  a.step(1e-3);
+  c.step(1e-3);
   auto p1 = parameters(w1, config), p2 = parameters(w2, config);
   for (size_t i = 0; i < p1.size(); ++i) CHECK_MESSAGE(*p1[i].values == *p2[i].values, p1[i].tensor.name);
-  AdamW unfrozen(w2, config, hyper, {});
+  CHECK(g.layers[0].router.empty());  // frozen: no gradient, no moments
+  Weights<float> all = zeros_like(w2, config);
+  AdamW unfrozen(trained_tensors(w2, all, config), hyper);
   CHECK_THROWS_AS(unfrozen.load(dir / "opt.safetensors"), InputError);  // no router moments there
+  // zero_grads clears every trained gradient.
+  a.zero_grads();
+  for (auto& p : parameters(g, config))
+    for (float x : *p.values) REQUIRE(x == 0.0f);
 }
 
 TEST_CASE("collapse watch: a layer's idlest expert under a tenth of an even share for 50 steps is told, once") {
