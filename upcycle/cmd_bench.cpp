@@ -357,7 +357,7 @@ int cmd_bench(const Args& args) {
   spdlog::info("sgemm {}^3: {:.1f} GFLOP/s", n, j["sgemm_gflops"].get<double>());
   j["bf16_gemm_gflops"] = bf16_gemm_gflops(n);
   j["bf16_gemm_isa"] = ops::bf16_matmul_isa();
-  spdlog::info("bf16 GEMM {}^3 (oneDNN, {}): {:.1f} GFLOP/s, {:.2f}x sgemm", n, ops::bf16_matmul_isa(),
+  spdlog::info("bf16 GEMM {}^3 ({}): {:.1f} GFLOP/s, {:.2f}x sgemm", n, ops::bf16_matmul_isa(),
                j["bf16_gemm_gflops"].get<double>(), j["bf16_gemm_gflops"].get<double>() / j["sgemm_gflops"].get<double>());
   j["seq_len"] = o.seq_len;
   j["batch"] = o.batch;

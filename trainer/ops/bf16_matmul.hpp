@@ -1,6 +1,8 @@
-// Matrix products in bf16 with f32 accumulation, on oneDNN, which picks at run time what the CPU
-// has: AMX tiles, AVX512-BF16 dot products, or its own f32 emulation. The compute of the bf16
-// path ("CPU speed and memory"): weights and activations as bf16, sums in f32.
+// Matrix products in bf16 with f32 accumulation: on oneDNN where the CPU has AMX tiles or
+// AVX512-BF16 dot products (oneDNN picks at run time); elsewhere the bf16 values widened to f32
+// and multiplied by sgemm (products of bf16 values are exact in f32: the same arithmetic, where
+// oneDNN's own emulation ran at a quarter of sgemm's speed). The compute of the bf16 path ("CPU
+// speed and memory"): weights and activations as bf16, sums in f32.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -27,7 +29,7 @@ void bf16_matmul_forward_panel(float* out, int64_t out_stride, const uint16_t* i
 void bf16_matmul_backward_input_panel(float* d_in, const uint16_t* d_out, int64_t in_stride, const uint16_t* Wp,
                                       int64_t N, int64_t I, int64_t P);
 
-// The instruction set oneDNN runs these on here: "avx512_core_amx", "avx512_core_bf16", ...
+// What runs these here: oneDNN's "avx512_core_amx" or "avx512_core_bf16", or "sgemm (...)".
 std::string bf16_matmul_isa();
 
 }  // namespace upcycle::ops

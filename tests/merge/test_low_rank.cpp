@@ -1,0 +1,121 @@
+// LoRA deltas in their factors against the same deltas materialised: inner products, distances
+// and cosines from r x r products; linear merges concatenated exactly; truncation to rank r
+// recovering a rank-r delta exactly and, for any other, the Eckart–Young error with the
+// discarded energy it reports; a DARE child of two deltas, merged densely, brought back to rank r.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <stdexcept>
+
+#include <Eigen/Dense>
+
+#include "merge/low_rank.hpp"
+#include "merge/merge.hpp"
+#include "tests/common/fixtures.hpp"
+
+using namespace upcycle;
+using namespace upcycle::merge;
+
+namespace {
+
+constexpr int64_t kOut = 12, kIn = 9;
+
+LowRankFactors random_term(int64_t rank, double scale, uint64_t seed) {
+  return {test::random_values(size_t(rank * kIn), seed), test::random_values(size_t(kOut * rank), seed + 100), rank,
+          scale};
+}
+
+double dense_inner(const std::vector<float>& x, const std::vector<float>& y) {
+  double s = 0;
+  for (size_t i = 0; i < x.size(); ++i) s += double(x[i]) * y[i];
+  return s;
+}
+
+double max_error(const std::vector<float>& got, const std::vector<float>& want) {
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    worst = std::max(worst, std::fabs(double(got[i]) - want[i]));
+    scale = std::max(scale, std::fabs(double(want[i])));
+  }
+  return worst / scale;
+}
+
+}  // namespace
+
+TEST_CASE("low rank: inner products, distances and cosines from r x r products equal the materialised deltas'") {
+  const LowRankFactors x = random_term(3, 2.0, 1), y = random_term(5, 0.5, 2);
+  const auto dx = dense_delta(x.view(), kOut, kIn), dy = dense_delta(y.view(), kOut, kIn);
+  CHECK(delta_inner(x.view(), y.view(), kOut, kIn) == doctest::Approx(dense_inner(dx, dy)).epsilon(1e-6));
+  CHECK(delta_inner(x.view(), x.view(), kOut, kIn) == doctest::Approx(dense_inner(dx, dx)).epsilon(1e-6));
+  std::vector<float> diff(dx.size());
+  for (size_t i = 0; i < dx.size(); ++i) diff[i] = dx[i] - dy[i];
+  CHECK(delta_l2_distance(x.view(), y.view(), kOut, kIn) == doctest::Approx(std::sqrt(dense_inner(diff, diff))).epsilon(1e-6));
+  CHECK(delta_cosine(x.view(), y.view(), kOut, kIn) ==
+        doctest::Approx(dense_inner(dx, dy) / std::sqrt(dense_inner(dx, dx) * dense_inner(dy, dy))).epsilon(1e-6));
+  CHECK(delta_l2_distance(x.view(), x.view(), kOut, kIn) == doctest::Approx(0.0).epsilon(1e-6));
+  CHECK(delta_cosine(x.view(), x.view(), kOut, kIn) == doctest::Approx(1.0));
+  LowRankFactors zero = x;
+  std::fill(zero.b.begin(), zero.b.end(), 0.0f);
+  CHECK(delta_cosine(x.view(), zero.view(), kOut, kIn) == 0.0);
+  LowRankFactors bad = x;
+  bad.a.pop_back();
+  CHECK_THROWS_AS(delta_inner(bad.view(), y.view(), kOut, kIn), std::invalid_argument);
+}
+
+TEST_CASE("low rank: a linear merge concatenated is the weighted sum of the deltas, at the summed rank") {
+  const LowRankFactors x = random_term(3, 2.0, 3), y = random_term(2, 0.5, 4);
+  const std::vector<LowRankView> terms = {x.view(), y.view()};
+  const std::vector<double> w = {0.3, 0.7};
+  const LowRankFactors c = concat_deltas(terms, w, kOut, kIn);
+  CHECK(c.rank == 5);
+  const auto dx = dense_delta(x.view(), kOut, kIn), dy = dense_delta(y.view(), kOut, kIn);
+  std::vector<float> want(dx.size());
+  for (size_t i = 0; i < dx.size(); ++i) want[i] = float(0.3 * dx[i] + 0.7 * dy[i]);
+  CHECK(max_error(dense_delta(c.view(), kOut, kIn), want) < 1e-6);
+  CHECK_THROWS_AS(concat_deltas(terms, std::vector<double>{1.0}, kOut, kIn), std::invalid_argument);
+}
+
+TEST_CASE("low rank: truncation keeps a rank-r delta exactly and otherwise discards what Eckart-Young says") {
+  const LowRankFactors x = random_term(3, 2.0, 5);
+  const auto dx = dense_delta(x.view(), kOut, kIn);
+  const LowRankFactors same = truncate_delta(dx, kOut, kIn, 3, 0.25);
+  CHECK(same.scale == 0.25);
+  CHECK(max_error(dense_delta(same.view(), kOut, kIn), dx) < 1e-5);
+  CHECK(same.discarded < 1e-10);
+
+  // A full-rank delta: the squared error of the rank-4 factors is the discarded share of ‖dW‖².
+  const std::vector<float> dw = test::random_values(size_t(kOut * kIn), 6);
+  const LowRankFactors t = truncate_delta(dw, kOut, kIn, 4, 1.0);
+  const auto approx = dense_delta(t.view(), kOut, kIn);
+  std::vector<float> residual(dw.size());
+  for (size_t i = 0; i < dw.size(); ++i) residual[i] = dw[i] - approx[i];
+  CHECK(t.discarded > 0.1);
+  CHECK(t.discarded < 1.0);
+  CHECK(dense_inner(residual, residual) / dense_inner(dw, dw) == doctest::Approx(t.discarded).epsilon(1e-4));
+  // ... the smallest error any rank-4 matrix has: against an independent SVD (Jacobi).
+  Eigen::MatrixXd m(kOut, kIn);
+  for (int64_t o = 0; o < kOut; ++o)
+    for (int64_t i = 0; i < kIn; ++i) m(o, i) = dw[size_t(o * kIn + i)];
+  const Eigen::VectorXd s = Eigen::JacobiSVD<Eigen::MatrixXd>(m).singularValues();
+  CHECK(t.discarded == doctest::Approx(s.tail(kIn - 4).squaredNorm() / s.squaredNorm()).epsilon(1e-6));
+  for (int64_t bad : {0, 10}) CHECK_THROWS_AS(truncate_delta(dw, kOut, kIn, bad, 1.0), std::invalid_argument);
+  CHECK_THROWS_AS(truncate_delta(dw, kOut, kIn, 2, 0.0), std::invalid_argument);
+}
+
+TEST_CASE("low rank: a DARE child of two deltas, merged densely, comes back at rank r with its discarded energy") {
+  const LowRankFactors x = random_term(2, 1.0, 7), y = random_term(2, 1.0, 8);
+  const auto dx = dense_delta(x.view(), kOut, kIn), dy = dense_delta(y.view(), kOut, kIn);
+  Options o;
+  o.method = Method::Dare;
+  o.weights = {0.5, 0.5};
+  o.drop_rate = 0.5;
+  o.seed = 3;
+  std::vector<float> child(dx.size());
+  const std::vector<std::span<const float>> parents = {dx, dy};
+  merge_tensor(child, parents, std::vector<float>(dx.size(), 0.0f), o, "layers.0.q_proj");
+  const LowRankFactors t = truncate_delta(child, kOut, kIn, 2, 1.0);
+  CHECK(t.discarded > 0.0);  // dropping elements raised the rank
+  CHECK(t.discarded < 1.0);
+  CHECK(t.a.size() == size_t(2 * kIn));
+  CHECK(t.b.size() == size_t(kOut * 2));
+}
