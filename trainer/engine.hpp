@@ -105,7 +105,8 @@ std::unique_ptr<Engine> make_cpu_lora_engine(const Checkpoint& base, const LoraA
 inline constexpr const char* kPrecisionHelp =
     "f32 or bf16 (default: the device's, f32 on the CPU, bf16 on the GPU). On the CPU, bf16 multiplies bf16 "
     "weights (f32 and f16 matrices converted when loaded; quantized ones kept) by activations rounded to bf16, "
-    "with f32 sums, on oneDNN (AMX or AVX512-BF16 where the CPU has them): forward, eval and generate";
+    "with f32 sums, on oneDNN where the CPU has AMX or AVX512-BF16 (elsewhere as sgemm on the widened values): "
+    "forward, eval and generate";
 
 // Engines by --device name: "cpu" always; others registered by the program at start (the CUDA
 // plugin's, upcycle/cuda_plugin.hpp), each loaded on first use. UsageError for an unknown name.

@@ -403,7 +403,9 @@ def option_cases(c):
                         ("--seq-len", "1"), ("--seq-len", "99999"), ("--val-fraction", "2"), ("--beta1", "1"),
                         ("--schedule", "foo"), ("--save-dtype", "q4"), ("--freeze", "bogus"), ("--aux-loss", "foo"),
                         ("--balance", "foo"), ("--device", "tpu"), ("--clip", "-1"), ("--stop-at", "-1"),
-                        ("--warmup", "-1"), ("--epochs", "-2"), ("--save-every", "-1")]:
+                        ("--warmup", "-1"), ("--epochs", "-2"), ("--save-every", "-1"), ("--lora-rank", "-1"),
+                        ("--lora-rank", "5000"), ("--lora-alpha", "-1"), ("--lora-dropout", "1"),
+                        ("--lora-targets", "qkv"), ("--lora-targets", "q_proj,q_proj")]:
         args = tune + (["--steps", "2"] if flag != "--steps" else []) + [flag, value]
         c.add(f"options: tune {flag} {value}", args, USAGE, flag, [Path("never")])
     c.add("options: tune --stop-at past the run", tune + ["--steps", "2", "--stop-at", "5"], USAGE, "--stop-at",
@@ -446,6 +448,12 @@ def option_cases(c):
     ia3.mkdir()
     (ia3 / "adapter_config.json").write_text('{"peft_type": "IA3", "target_modules": ["k_proj"]}')
     c.add("adapter: a PEFT type other than LORA", fwd + [ia3], BAD_INPUT, "peft_type", [Path("never")])
+    for folder, file, what in [(empty, "adapter_config.json", "a folder without adapter_config.json"),
+                               (bad, "adapter_config.json", "adapter_config.json of bad JSON"),
+                               (pickle, "adapter_model.bin", "weights only as a pickle"),
+                               (ia3, "peft_type", "a PEFT type other than LORA")]:
+        c.add(f"adapter: tune --adapter, {what}", tune + ["--steps", "2", "--adapter", folder], BAD_INPUT, file,
+              [Path("never")])
     merged = c.fresh("merged")
     c.add("adapter: export --merge-adapter of a folder without adapter_config.json",
           ["export", m, merged, "--merge-adapter", empty], BAD_INPUT, "adapter_config.json", [merged])
