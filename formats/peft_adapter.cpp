@@ -53,6 +53,14 @@ std::optional<size_t> module_index(std::string_view name) {
   return std::nullopt;
 }
 
+// The index of one of the seven names; std::invalid_argument for any other (a caller's mistake:
+// names from files and options are checked before they get here).
+size_t known_module(const std::string& module) {
+  const auto index = module_index(module);
+  if (!index) throw std::invalid_argument("LoRA: unknown module '" + module + "'");
+  return *index;
+}
+
 std::optional<size_t> module_of_role(Role role) {
   for (size_t i = 0; i < kModuleCount; ++i)
     if (kModules[i].role == role) return i;
@@ -288,10 +296,9 @@ nlohmann::ordered_json config_json(const LoraConfig& c) {
 void write_tensors(const std::vector<LoraModule>& modules, const fs::path& path) {
   std::vector<TensorInfo> infos;
   for (const LoraModule& m : modules) {
-    const auto index = module_index(m.module);
-    if (!index) throw std::invalid_argument("write_peft_adapter: unknown module '" + m.module + "'");
-    infos.push_back({lora_name(m.layer, *index, false), m.a.dtype(), m.a.shape()});
-    infos.push_back({lora_name(m.layer, *index, true), m.b.dtype(), m.b.shape()});
+    const size_t index = known_module(m.module);
+    infos.push_back({lora_name(m.layer, index, false), m.a.dtype(), m.a.shape()});
+    infos.push_back({lora_name(m.layer, index, true), m.b.dtype(), m.b.shape()});
   }
   SafetensorsWriter out(path, std::move(infos));
   for (const LoraModule& m : modules) {
@@ -303,11 +310,7 @@ void write_tensors(const std::vector<LoraModule>& modules, const fs::path& path)
 
 }  // namespace
 
-Role lora_module_role(const std::string& module) {
-  const auto index = module_index(module);
-  if (!index) throw std::invalid_argument("lora_module_role: unknown module '" + module + "'");
-  return kModules[*index].role;
-}
+Role lora_module_role(const std::string& module) { return kModules[known_module(module)].role; }
 
 const std::vector<std::string>& lora_module_names() {
   static const std::vector<std::string> names = [] {
@@ -319,15 +322,11 @@ const std::vector<std::string>& lora_module_names() {
 }
 
 std::optional<Shape> lora_module_shape(const ModelConfig& base, const std::string& module) {
-  const auto index = module_index(module);
-  if (!index) throw std::invalid_argument("lora_module_shape: unknown module '" + module + "'");
-  return base_shapes(base)[*index];
+  return base_shapes(base)[known_module(module)];
 }
 
 std::string lora_tensor_name(int64_t layer, const std::string& module, bool is_b) {
-  const auto index = module_index(module);
-  if (!index) throw std::invalid_argument("lora_tensor_name: unknown module '" + module + "'");
-  return lora_name(layer, *index, is_b);
+  return lora_name(layer, known_module(module), is_b);
 }
 
 bool is_peft_adapter_folder(const fs::path& dir) { return fs::is_regular_file(dir / kConfigFile); }

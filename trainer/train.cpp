@@ -235,15 +235,10 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
     last_saved_ = *o.resume;
   }
   int64_t total = 0, trained = 0;
-  for (const ExpectedTensor& t : expected_tensors(config_, Scheme::HF)) {
-    total += *shape_elements(t.shape);
-    if (!o.frozen[size_t(role_info(t.id.role).part)]) trained += *shape_elements(t.shape);
-  }
-  std::string what = o.frozen.any() ? " (frozen: " + parts_string(o.frozen) + ")" : "";
+  std::string what;  // what trains, for the log
   if (lora || lora_resume) {
     engine_ = lora_engine(lora_resume);
     const LoraAdapter a = *engine_->trained_adapter();
-    trained = 0;
     for (const LoraModule& m : a.modules) trained += m.a.numel() + m.b.numel();
     what = fmt::format(" (LoRA rank {}, alpha {:g}{}, dropout {:g} on {}; the base frozen)", a.config.rank,
                        a.config.alpha, a.config.use_rslora ? ", rsLoRA" : "", a.config.dropout,
@@ -251,6 +246,11 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   } else {
     engine_ = load_training_engine(*source_, config_, make, TrainSetup{o.adam, o.frozen},
                                    o.precision.empty() ? std::nullopt : std::optional(parse_precision(o.precision)));
+    if (o.frozen.any()) what = " (frozen: " + parts_string(o.frozen) + ")";
+  }
+  for (const ExpectedTensor& t : expected_tensors(config_, Scheme::HF)) {
+    total += *shape_elements(t.shape);
+    if (!lora && !lora_resume && !o.frozen[size_t(role_info(t.id.role).part)]) trained += *shape_elements(t.shape);
   }
   start_selection_bias();
   if (o.resume) {
