@@ -16,20 +16,7 @@ using pool::PoolTensor;
 
 ModelConfig moe_config(const FfnSource& source, int experts, const AssemblyOptions& opts) {
   const Checkpoint& first = source.checkpoint(0);
-  const ModelConfig& dense = first.config();
-  require(dense.model_type == "llama" || dense.model_type == "mistral", first.path(),
-          "is a " + dense.model_type + " model: MoE assembly takes llama or mistral checkpoints (Mixtral has no "
-          "attention biases)");
-  require(opts.top_k >= 1 && opts.top_k <= experts, first.path(),
-          "top-k " + std::to_string(opts.top_k) + " must lie in [1, " + std::to_string(experts) + " experts]");
-  nlohmann::ordered_json j = dense.to_json();
-  j["model_type"] = "mixtral";
-  j["architectures"] = {"MixtralForCausalLM"};
-  j["num_local_experts"] = experts;
-  j["num_experts_per_tok"] = opts.top_k;
-  j["router_aux_loss_coef"] = opts.aux_loss_coef;
-  j.erase("mlp_bias");
-  return ModelConfig::from_json(j, first.path());
+  return mixtral_config(first.config(), experts, opts.top_k, opts.aux_loss_coef, first.path());
 }
 
 namespace {

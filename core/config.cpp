@@ -236,4 +236,21 @@ RopeScaling parse_rope_scaling(const nlohmann::ordered_json& j, const std::files
   return s;
 }
 
+ModelConfig mixtral_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,
+                           const std::filesystem::path& source) {
+  require(dense.model_type == "llama" || dense.model_type == "mistral", source,
+          "is a " + dense.model_type + " model: an MoE is made of llama or mistral models (Mixtral has no "
+          "attention biases)");
+  require(top_k >= 1 && top_k <= experts, source,
+          "top-k " + std::to_string(top_k) + " must lie in [1, " + std::to_string(experts) + " experts]");
+  json j = dense.to_json();
+  j["model_type"] = "mixtral";
+  j["architectures"] = {"MixtralForCausalLM"};
+  j["num_local_experts"] = experts;
+  j["num_experts_per_tok"] = top_k;
+  j["router_aux_loss_coef"] = aux_loss_coef;
+  j.erase("mlp_bias");
+  return ModelConfig::from_json(j, source);
+}
+
 }  // namespace upcycle

@@ -68,4 +68,10 @@ struct ModelConfig {
   }
 };
 
+// The Mixtral config of an MoE made from the dense `dense` (a llama or mistral: Mixtral has no
+// attention biases), its experts as wide as the dense FFN; InputError naming `source` for another
+// model type or a top-k outside [1, experts].
+ModelConfig mixtral_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,
+                           const std::filesystem::path& source);
+
 }  // namespace upcycle

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cmath>
 #include <map>
 #include <optional>
 #include <string_view>
 #include <system_error>
+#include <tuple>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -34,16 +36,26 @@ constexpr uint64_t kMaxConfigBytes = uint64_t(1) << 20;
 // base model's own.
 constexpr std::string_view kPrefix = "base_model.model.";
 constexpr std::string_view kWeightSuffix = ".weight";
+// MixLoRA's names are the base model's with "mixlora." in place of "model.", an expert's FFN
+// term with ".experts.E" after its module, and a router per layer of its own name.
+constexpr std::string_view kModelPrefix = "model.";
+constexpr std::string_view kMixPrefix = "mixlora.";
+constexpr std::string_view kExperts = ".experts.";
+constexpr std::string_view kRouterHead = "mixlora.layers.";
+constexpr std::string_view kRouterTail = ".mlp.moe_gate.weight";
 
 // The linear layers an adapter may adapt, in the order modules are sorted, with their roles in
-// the base model (whose shapes they take).
+// the base model (whose shapes they take) and whether MixLoRA makes them each expert's own (the
+// FFN's) rather than shared (attention's).
 struct ModuleRow {
   std::string_view name;
   Role role;
+  bool per_expert;
 };
 constexpr ModuleRow kModules[] = {
-    {"q_proj", Role::Q},       {"k_proj", Role::K},   {"v_proj", Role::V},       {"o_proj", Role::O},
-    {"gate_proj", Role::Gate}, {"up_proj", Role::Up}, {"down_proj", Role::Down},
+    {"q_proj", Role::Q, false},      {"k_proj", Role::K, false},    {"v_proj", Role::V, false},
+    {"o_proj", Role::O, false},      {"gate_proj", Role::Gate, true}, {"up_proj", Role::Up, true},
+    {"down_proj", Role::Down, true},
 };
 constexpr size_t kModuleCount = std::size(kModules);
 
@@ -92,6 +104,25 @@ std::string string_field(const json& j, const char* key, const std::string& fall
   return v->get<std::string>();
 }
 
+// A required integer in [lo, hi].
+int64_t int_field(const json& j, const char* key, int64_t lo, int64_t hi, const fs::path& file) {
+  const json& v = required(j, key, file);
+  require_type(v.is_number_integer(), v, key, "an integer", file);
+  const int64_t x = v.get<int64_t>();  // one above int64's range wraps below lo: refused too
+  require(x >= lo && x <= hi, file,
+          std::string("field '") + key + "' = " + v.dump() + " is out of range [" + std::to_string(lo) + ", " +
+              std::to_string(hi) + "]");
+  return x;
+}
+
+// A number that may be absent.
+std::optional<double> number_field(const json& j, const char* key, const fs::path& file) {
+  const json* v = field(j, key);
+  if (!v) return std::nullopt;
+  require_type(v->is_number(), *v, key, "a number", file);
+  return v->get<double>();
+}
+
 bool bool_field(const json& j, const char* key, const fs::path& file) {
   const json* v = field(j, key);
   if (!v) return false;
@@ -126,12 +157,17 @@ std::vector<std::string> parse_targets(const json& j, const fs::path& file) {
   return targets;
 }
 
-// The kinds of PEFT config that a plain W + scaling·B·A on our modules cannot express are refused.
-void check_supported(const json& j, const fs::path& file) {
+// peft_type: LORA, or MIXLORA (true); any other is refused.
+bool parse_peft_type(const json& j, const fs::path& file) {
   const json& type = required(j, "peft_type", file);
   require_type(type.is_string(), type, "peft_type", "a string", file);
-  require(type == "LORA", file,
-          "field 'peft_type' is '" + type.get<std::string>() + "': only LORA adapters are supported");
+  require(type == "LORA" || type == "MIXLORA", file,
+          "field 'peft_type' is '" + type.get<std::string>() + "': only LORA and MIXLORA adapters are supported");
+  return type == "MIXLORA";
+}
+
+// The kinds of PEFT config that a plain W + scaling·B·A on our modules cannot express are refused.
+void check_supported(const json& j, const fs::path& file) {
   require(!bool_field(j, "use_dora", file), file, "field 'use_dora' is true: DoRA adapters are not supported");
   const std::string bias = string_field(j, "bias", "none", file);
   require(bias == "none", file,
@@ -141,28 +177,53 @@ void check_supported(const json& j, const fs::path& file) {
   require_empty(j, "alpha_pattern", "per-module alphas are not supported", file);
 }
 
+// MixLoRA's fields: top-k routing over num_experts experts whose FFN terms are silu FFNs like
+// the base's. What it can do beyond that (other routers, jitter, experts of their own rank) is
+// refused; the router's training settings are only type-checked.
+void parse_moe_fields(const json& j, LoraConfig& c, const fs::path& file) {
+  const json& routing = required(j, "routing_strategy", file);
+  require_type(routing.is_string(), routing, "routing_strategy", "a string", file);
+  require(routing == "mixlora", file,
+          "field 'routing_strategy' is '" + routing.get<std::string>() +
+              "': only MixLoRA's top-k routing (\"mixlora\") is supported");
+  c.experts = int_field(j, "num_experts", 1, kMaxLoraExperts, file);
+  c.top_k = int_field(j, "top_k", 1, kMaxLoraExperts, file);
+  require(c.top_k <= c.experts, file,
+          "field 'top_k' = " + std::to_string(c.top_k) + " is above 'num_experts' = " + std::to_string(c.experts));
+  const std::string act = string_field(j, "act_fn", "silu", file);  // absent: the base's own, silu
+  require(act == "silu", file,
+          "field 'act_fn' is '" + act + "': only silu experts (the base's activation) are supported");
+  if (const std::optional<double> jitter = number_field(j, "jitter_noise", file))
+    require(*jitter == 0, file, "field 'jitter_noise' is " + json(*jitter).dump() + ": router jitter is not supported");
+  number_field(j, "router_aux_loss_coef", file);
+  number_field(j, "router_init_range", file);
+  require_empty(j, "expert_lora", "experts with a rank or alpha of their own are not supported", file);
+  require(std::any_of(c.target_modules.begin(), c.target_modules.end(),
+                      [](const std::string& t) { return kModules[*module_index(t)].per_expert; }),
+          file,
+          "field 'target_modules' has no FFN module (gate_proj, up_proj, down_proj): no expert would differ from "
+          "the base");
+}
+
 LoraConfig parse_config(const json& j, const fs::path& file) {
   require(j.is_object(), file, "must be a JSON object");
+  const bool moe = parse_peft_type(j, file);
   check_supported(j, file);
   LoraConfig c;
-  const json& r = required(j, "r", file);
-  require_type(r.is_number_integer(), r, "r", "an integer", file);
-  c.rank = r.get<int64_t>();
-  require(c.rank >= 1 && c.rank <= kMaxLoraRank, file,
-          "field 'r' = " + std::to_string(c.rank) + " is out of range [1, " + std::to_string(kMaxLoraRank) + "]");
+  c.rank = int_field(j, "r", 1, kMaxLoraRank, file);
   const json& alpha = required(j, "lora_alpha", file);
   require_type(alpha.is_number(), alpha, "lora_alpha", "a number", file);
   c.alpha = alpha.get<double>();
   require(std::isfinite(c.alpha) && c.alpha > 0, file,
           "field 'lora_alpha' must be finite and above 0, found " + alpha.dump());
-  if (const json* d = field(j, "lora_dropout")) {
-    require_type(d->is_number(), *d, "lora_dropout", "a number", file);
-    c.dropout = d->get<double>();
-    require(c.dropout >= 0 && c.dropout < 1, file, "field 'lora_dropout' must be in [0, 1), found " + d->dump());
+  if (const std::optional<double> d = number_field(j, "lora_dropout", file)) {
+    c.dropout = *d;
+    require(c.dropout >= 0 && c.dropout < 1, file, "field 'lora_dropout' must be in [0, 1), found " + json(*d).dump());
   }
   c.target_modules = parse_targets(j, file);
   c.use_rslora = bool_field(j, "use_rslora", file);
   c.base_model = string_field(j, "base_model_name_or_path", "", file);
+  if (moe) parse_moe_fields(j, c, file);  // a plain LoRA's "num_experts", if any, is not ours
   return c;
 }
 
@@ -179,18 +240,25 @@ BaseShapes base_shapes(const ModelConfig& base) {
   return shapes;
 }
 
-void check_targets_exist(const LoraConfig& c, const BaseShapes& shapes, const ModelConfig& base, const fs::path& file) {
+// The config against the base: every target must be one of its modules, and a MixLoRA's
+// experts sit beside a dense FFN (an MoE's FFN is already its experts).
+void check_against_base(const LoraConfig& c, const BaseShapes& shapes, const ModelConfig& base, const fs::path& file) {
+  require(!c.is_moe() || !base.is_moe(), file,
+          "field 'peft_type' is 'MIXLORA', but the base model (" + base.model_type +
+              ") is itself a mixture of experts: MixLoRA adapts a dense model");
   for (const std::string& t : c.target_modules)
     require(shapes[*module_index(t)].has_value(), file,
             "field 'target_modules' names '" + t + "', which a " + base.model_type + " model does not have");
 }
 
 // What a tensor name says: PEFT's "base_model.model." + the base weight's name with ".weight"
-// replaced by ".lora_A.weight" (or ".lora_A.ADAPTER.weight", as PEFT saves under an adapter name).
+// replaced by ".lora_A.weight" (or ".lora_A.ADAPTER.weight", as PEFT saves under an adapter name);
+// MixLoRA's, see kMixPrefix.
 struct LoraName {
   int64_t layer;
   size_t module;
   bool is_b;
+  int64_t expert = -1;  // MixLoRA: an expert's FFN term
 };
 
 // What follows ".lora_A.": "weight", or "ADAPTER.weight" with one plain adapter name.
@@ -201,6 +269,13 @@ bool is_weight_suffix(std::string_view rest) {
   return !adapter.empty() && adapter.find('.') == std::string_view::npos;
 }
 
+// The module of a base weight's name without ".weight" (model.layers.N.self_attn.q_proj).
+std::optional<TensorId> parse_module_stem(std::string_view stem) {
+  const auto id = parse_tensor_name(std::string(stem) + std::string(kWeightSuffix), Scheme::HF);
+  if (!id || !module_of_role(id->role)) return std::nullopt;
+  return id;
+}
+
 std::optional<LoraName> parse_lora_name(std::string_view name) {
   if (!name.starts_with(kPrefix)) return std::nullopt;
   name.remove_prefix(kPrefix.size());
@@ -209,38 +284,122 @@ std::optional<LoraName> parse_lora_name(std::string_view name) {
     const size_t at = name.find(marker);
     if (at == std::string_view::npos) continue;
     if (!is_weight_suffix(name.substr(at + marker.size()))) return std::nullopt;
-    const auto id = parse_tensor_name(std::string(name.substr(0, at)) + std::string(kWeightSuffix), Scheme::HF);
+    const auto id = parse_module_stem(name.substr(0, at));
     if (!id) return std::nullopt;
-    const auto module = module_of_role(id->role);
-    if (!module) return std::nullopt;
-    return LoraName{id->layer, *module, is_b};
+    return LoraName{id->layer, *module_of_role(id->role), is_b};
   }
   return std::nullopt;
 }
 
-std::string lora_name(int64_t layer, size_t module, bool is_b) {
+// model.layers.N.self_attn.q_proj: the base weight's name without ".weight".
+std::string module_stem(int64_t layer, size_t module) {
   const std::string weight = tensor_name({kModules[module].role, int(layer)}, Scheme::HF);
-  const std::string stem = weight.substr(0, weight.size() - kWeightSuffix.size());
-  return std::string(kPrefix) + stem + (is_b ? ".lora_B" : ".lora_A") + std::string(kWeightSuffix);
+  return weight.substr(0, weight.size() - kWeightSuffix.size());
+}
+
+std::string ab_suffix(bool is_b) { return (is_b ? ".lora_B" : ".lora_A") + std::string(kWeightSuffix); }
+
+std::string lora_name(const LoraName& n) {
+  return std::string(kPrefix) + module_stem(n.layer, n.module) + ab_suffix(n.is_b);
+}
+
+std::string moe_name(const LoraName& n) {
+  const std::string stem = module_stem(n.layer, n.module).substr(kModelPrefix.size());
+  const std::string expert = n.expert >= 0 ? std::string(kExperts) + std::to_string(n.expert) : "";
+  return std::string(kMixPrefix) + stem + expert + ab_suffix(n.is_b);
+}
+
+std::string router_name(int64_t layer) {
+  return std::string(kRouterHead) + std::to_string(layer) + std::string(kRouterTail);
+}
+
+// A decimal index, or nullopt; callers compare the name they parsed it from with the one they
+// write, which refuses signs and leading zeros.
+std::optional<int64_t> parse_index(std::string_view digits) {
+  int64_t v = -1;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+  if (ec != std::errc() || end != digits.data() + digits.size() || v < 0) return std::nullopt;
+  return v;
+}
+
+std::optional<LoraName> parse_moe_name(std::string_view name) {
+  if (!name.starts_with(kMixPrefix)) return std::nullopt;
+  for (const bool is_b : {false, true}) {
+    const std::string suffix = ab_suffix(is_b);
+    if (!name.ends_with(suffix)) continue;
+    std::string_view stem = name.substr(kMixPrefix.size(), name.size() - kMixPrefix.size() - suffix.size());
+    int64_t expert = -1;
+    if (const size_t at = stem.rfind(kExperts); at != std::string_view::npos) {
+      const auto e = parse_index(stem.substr(at + kExperts.size()));
+      if (!e) return std::nullopt;
+      expert = *e;
+      stem = stem.substr(0, at);
+    }
+    const auto id = parse_module_stem(std::string(kModelPrefix) + std::string(stem));
+    if (!id) return std::nullopt;
+    const LoraName ref{id->layer, *module_of_role(id->role), is_b, expert};
+    if (moe_name(ref) != name) return std::nullopt;
+    return ref;
+  }
+  return std::nullopt;
+}
+
+// The layer of a MixLoRA router's name.
+std::optional<int64_t> parse_router_name(std::string_view name) {
+  if (!name.starts_with(kRouterHead) || !name.ends_with(kRouterTail)) return std::nullopt;
+  const size_t digits = name.size() - kRouterHead.size() - kRouterTail.size();
+  const auto layer = parse_index(name.substr(kRouterHead.size(), digits));
+  if (!layer || router_name(*layer) != name) return std::nullopt;
+  return layer;
+}
+
+// A module's tensor name in the folder's kind.
+std::string module_tensor_name(const LoraConfig& c, const LoraName& n) {
+  return c.is_moe() ? moe_name(n) : lora_name(n);
 }
 
 bool is_plain_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+void check_layer(int64_t layer, const ModelConfig& base, const fs::path& file, const std::string& name) {
+  require(layer < base.num_hidden_layers, file, name,
+          "layer " + std::to_string(layer) + " is past the base model's " + std::to_string(base.num_hidden_layers) +
+              " layers");
+}
+
+void check_dtype(const SafetensorsEntry& e, const fs::path& file) {
+  require(is_plain_float(e.info.dtype), file, e.info.name,
+          "dtype " + std::string(dtype_name(e.info.dtype)) + " is not f32, f16 or bf16");
+}
+
+// MixLoRA: its FFN terms are each expert's own, its attention terms shared by all.
+void check_expert(const LoraName& ref, const LoraConfig& c, const fs::path& file, const std::string& name) {
+  const bool per_expert = kModules[ref.module].per_expert;
+  require(!per_expert || ref.expert >= 0, file, name,
+          "an FFN module without .experts.E.: in a MIXLORA adapter each expert has its own");
+  require(per_expert || ref.expert < 0, file, name,
+          "an attention module of one expert: in a MIXLORA adapter attention is shared by every expert");
+  require(ref.expert < c.experts, file, name,
+          "expert " + std::to_string(ref.expert) + " is past adapter_config.json's num_experts = " +
+              std::to_string(c.experts));
+}
 
 // One tensor checked against the config and the base: A [r, in], B [out, r].
 LoraName check_tensor(const SafetensorsEntry& e, const LoraConfig& c, const BaseShapes& shapes,
                       const ModelConfig& base, const fs::path& file) {
   const std::string& name = e.info.name;
-  const auto ref = parse_lora_name(name);
+  const auto ref = c.is_moe() ? parse_moe_name(name) : parse_lora_name(name);
   require(ref.has_value(), file, name,
-          "not a LoRA tensor (expected base_model.model.model.layers.N.{self_attn,mlp}.MODULE.lora_{A,B}.weight)");
+          c.is_moe() ? "not a MixLoRA tensor (expected mixlora.layers.N.self_attn.MODULE.lora_{A,B}.weight, "
+                       "mixlora.layers.N.mlp.MODULE.experts.E.lora_{A,B}.weight or "
+                       "mixlora.layers.N.mlp.moe_gate.weight)"
+                     : "not a LoRA tensor (expected "
+                       "base_model.model.model.layers.N.{self_attn,mlp}.MODULE.lora_{A,B}.weight)");
   const std::string_view module = kModules[ref->module].name;
   require(std::find(c.target_modules.begin(), c.target_modules.end(), module) != c.target_modules.end(), file, name,
           "module '" + std::string(module) + "' is not in adapter_config.json's target_modules");
-  require(ref->layer < base.num_hidden_layers, file, name,
-          "layer " + std::to_string(ref->layer) + " is past the base model's " +
-              std::to_string(base.num_hidden_layers) + " layers");
-  require(is_plain_float(e.info.dtype), file, name,
-          "dtype " + std::string(dtype_name(e.info.dtype)) + " is not f32, f16 or bf16");
+  check_layer(ref->layer, base, file, name);
+  if (c.is_moe()) check_expert(*ref, c, file, name);
+  check_dtype(e, file);
   const Shape& w = *shapes[ref->module];  // [out, in]; present: the module is a checked target
   const Shape expected = ref->is_b ? Shape{w[0], c.rank} : Shape{c.rank, w[1]};
   require(e.info.shape == expected, file, name,
@@ -249,33 +408,81 @@ LoraName check_tensor(const SafetensorsEntry& e, const LoraConfig& c, const Base
   return *ref;
 }
 
+// (layer, expert, module) -> A, B: the map's order is the order modules are returned in.
+using FoundModules = std::map<std::tuple<int64_t, int64_t, size_t>, std::array<std::optional<Tensor>, 2>>;
+
+// MixLoRA: every expert of every layer has each FFN target (the router may pick any of them).
+void check_experts_complete(const FoundModules& found, const LoraConfig& c, const ModelConfig& base,
+                            const fs::path& file) {
+  for (int64_t layer = 0; layer < base.num_hidden_layers; ++layer)
+    for (int64_t expert = 0; expert < c.experts; ++expert)
+      for (const std::string& t : c.target_modules) {
+        const size_t module = *module_index(t);
+        require(!kModules[module].per_expert || found.contains({layer, expert, module}), file,
+                moe_name({layer, module, false, expert}),
+                "missing: a MIXLORA adapter has each FFN module of target_modules in every expert of every layer");
+      }
+}
+
 std::vector<LoraModule> read_modules(const SafetensorsFile& st, const LoraConfig& c, const BaseShapes& shapes,
                                      const ModelConfig& base) {
   const fs::path& file = st.path();
-  // (layer, module) -> A, B: the map's order is the order modules are returned in.
-  std::map<std::pair<int64_t, size_t>, std::array<std::optional<Tensor>, 2>> found;
+  FoundModules found;
   for (const SafetensorsEntry& e : st.entries()) {
+    if (c.is_moe() && parse_router_name(e.info.name)) continue;  // read_routers'
     const LoraName ref = check_tensor(e, c, shapes, base, file);
-    std::optional<Tensor>& slot = found[{ref.layer, ref.module}][ref.is_b];
+    std::optional<Tensor>& slot = found[{ref.layer, ref.expert, ref.module}][ref.is_b];
     require(!slot.has_value(), file, e.info.name,
             "a second tensor for the same weight (with and without an adapter name?)");
     slot = st.load(e);
   }
   require(!found.empty(), file, "holds no LoRA tensors");
+  if (c.is_moe()) check_experts_complete(found, c, base, file);
   std::vector<LoraModule> modules;
   for (auto& [key, ab] : found) {
-    const auto [layer, module] = key;
+    const auto [layer, expert, module] = key;
     for (const bool is_b : {false, true})
-      require(ab[is_b].has_value(), file, lora_name(layer, module, is_b),
+      require(ab[is_b].has_value(), file, module_tensor_name(c, {layer, module, is_b, expert}),
               std::string("missing: its ") + (is_b ? "lora_A" : "lora_B") + " is present");
-    modules.push_back({layer, std::string(kModules[module].name), std::move(*ab[0]), std::move(*ab[1])});
+    modules.push_back({layer, std::string(kModules[module].name), std::move(*ab[0]), std::move(*ab[1]), expert});
   }
   return modules;
 }
 
+// MixLoRA's routers [E, H], one for each layer, in layer order.
+std::vector<Tensor> read_routers(const SafetensorsFile& st, const LoraConfig& c, const ModelConfig& base) {
+  const fs::path& file = st.path();
+  std::vector<std::optional<Tensor>> found(size_t(base.num_hidden_layers));
+  for (const SafetensorsEntry& e : st.entries()) {
+    const auto layer = parse_router_name(e.info.name);
+    if (!layer) continue;
+    check_layer(*layer, base, file, e.info.name);
+    check_dtype(e, file);
+    const Shape expected{c.experts, base.hidden_size};
+    require(e.info.shape == expected, file, e.info.name,
+            "shape " + shape_string(e.info.shape) + ", expected " + shape_string(expected) +
+                " ([num_experts, hidden])");
+    found[size_t(*layer)] = st.load(e);  // names are unique in a safetensors header
+  }
+  std::vector<Tensor> routers;
+  for (int64_t layer = 0; layer < base.num_hidden_layers; ++layer) {
+    require(found[size_t(layer)].has_value(), file, router_name(layer),
+            "missing: a MIXLORA adapter has a router in every layer");
+    routers.push_back(std::move(*found[size_t(layer)]));
+  }
+  return routers;
+}
+
 // --- writing ------------------------------------------------------------------------------------
 
-nlohmann::ordered_json config_json(const LoraConfig& c) {
+using ordered_json = nlohmann::ordered_json;
+
+// PEFT writes null for no base model name.
+ordered_json base_model_json(const LoraConfig& c) {
+  return c.base_model.empty() ? ordered_json() : ordered_json(c.base_model);
+}
+
+ordered_json peft_config_json(const LoraConfig& c) {
   return {{"peft_type", "LORA"},
           {"task_type", "CAUSAL_LM"},
           {"r", c.rank},
@@ -284,8 +491,7 @@ nlohmann::ordered_json config_json(const LoraConfig& c) {
           {"use_rslora", c.use_rslora},
           {"lora_dropout", c.dropout},
           {"bias", "none"},
-          {"base_model_name_or_path",  // PEFT writes null for none
-           c.base_model.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(c.base_model)},
+          {"base_model_name_or_path", base_model_json(c)},
           {"fan_in_fan_out", false},
           {"inference_mode", true},
           {"init_lora_weights", true},
@@ -293,18 +499,46 @@ nlohmann::ordered_json config_json(const LoraConfig& c) {
           {"layers_to_transform", nullptr}};
 }
 
-void write_tensors(const std::vector<LoraModule>& modules, const fs::path& path) {
+// MixLoRA's: its LoRA fields, then its router's. Its loader checks lora_alpha is an int, so a
+// whole alpha is written as one; the router's training settings are MixLoRA's usual ones, as
+// nothing we read keeps them.
+ordered_json mixlora_config_json(const LoraConfig& c) {
+  const bool whole = c.alpha == std::trunc(c.alpha) && std::abs(c.alpha) < 0x1p53;
+  return {{"peft_type", "MIXLORA"},
+          {"task_type", "CAUSAL_LM"},
+          {"r", c.rank},
+          {"lora_alpha", whole ? ordered_json(int64_t(c.alpha)) : ordered_json(c.alpha)},
+          {"lora_dropout", c.dropout},
+          {"target_modules", c.target_modules},
+          {"use_rslora", c.use_rslora},
+          {"bias", "none"},
+          {"routing_strategy", "mixlora"},
+          {"num_experts", c.experts},
+          {"top_k", c.top_k},
+          {"act_fn", "silu"},
+          {"router_aux_loss_coef", 0.01},
+          {"router_init_range", 0.02},
+          {"jitter_noise", 0.0},
+          {"base_model_name_or_path", base_model_json(c)}};
+}
+
+// Modules' A and B, then (MixLoRA) the routers in layer order.
+void write_tensors(const LoraAdapter& adapter, const fs::path& path) {
+  const LoraConfig& c = adapter.config;
   std::vector<TensorInfo> infos;
-  for (const LoraModule& m : modules) {
-    const size_t index = known_module(m.module);
-    infos.push_back({lora_name(m.layer, index, false), m.a.dtype(), m.a.shape()});
-    infos.push_back({lora_name(m.layer, index, true), m.b.dtype(), m.b.shape()});
-  }
+  for (const LoraModule& m : adapter.modules)
+    for (const bool is_b : {false, true}) {
+      const Tensor& t = is_b ? m.b : m.a;
+      infos.push_back({module_tensor_name(c, {m.layer, known_module(m.module), is_b, m.expert}), t.dtype(), t.shape()});
+    }
+  for (size_t layer = 0; layer < adapter.routers.size(); ++layer)
+    infos.push_back({router_name(int64_t(layer)), adapter.routers[layer].dtype(), adapter.routers[layer].shape()});
   SafetensorsWriter out(path, std::move(infos));
-  for (const LoraModule& m : modules) {
+  for (const LoraModule& m : adapter.modules) {
     out.write(m.a);
     out.write(m.b);
   }
+  for (const Tensor& r : adapter.routers) out.write(r);
   out.finish();
 }
 
@@ -326,8 +560,14 @@ std::optional<Shape> lora_module_shape(const ModelConfig& base, const std::strin
 }
 
 std::string lora_tensor_name(int64_t layer, const std::string& module, bool is_b) {
-  return lora_name(layer, known_module(module), is_b);
+  return lora_name({layer, known_module(module), is_b});
 }
+
+std::string lora_moe_tensor_name(int64_t layer, const std::string& module, int64_t expert, bool is_b) {
+  return moe_name({layer, known_module(module), is_b, expert});
+}
+
+std::string lora_moe_router_name(int64_t layer) { return router_name(layer); }
 
 bool is_peft_adapter_folder(const fs::path& dir) { return fs::is_regular_file(dir / kConfigFile); }
 
@@ -346,8 +586,10 @@ LoraAdapter read_peft_adapter(const fs::path& dir, const ModelConfig& base) {
   LoraAdapter adapter;
   adapter.config = parse_config(read_json_file(config_file, kMaxConfigBytes), config_file);
   const BaseShapes shapes = base_shapes(base);
-  check_targets_exist(adapter.config, shapes, base, config_file);
-  adapter.modules = read_modules(SafetensorsFile::open(weights_file), adapter.config, shapes, base);
+  check_against_base(adapter.config, shapes, base, config_file);
+  const SafetensorsFile st = SafetensorsFile::open(weights_file);
+  adapter.modules = read_modules(st, adapter.config, shapes, base);
+  if (adapter.config.is_moe()) adapter.routers = read_routers(st, adapter.config, base);
   return adapter;
 }
 
@@ -363,8 +605,9 @@ void write_peft_adapter(const LoraAdapter& adapter, const fs::path& dir, bool ov
 }
 
 void write_peft_adapter_files(const LoraAdapter& adapter, const fs::path& dir) {
-  write_text_file(dir / kConfigFile, config_json(adapter.config).dump(2) + "\n");
-  write_tensors(adapter.modules, dir / kWeightsFile);
+  const LoraConfig& c = adapter.config;
+  write_text_file(dir / kConfigFile, (c.is_moe() ? mixlora_config_json(c) : peft_config_json(c)).dump(2) + "\n");
+  write_tensors(adapter, dir / kWeightsFile);
 }
 
 }  // namespace upcycle

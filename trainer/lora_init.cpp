@@ -9,6 +9,32 @@
 
 namespace upcycle {
 
+namespace {
+
+bool is_ffn_module(const std::string& m) { return m == "gate_proj" || m == "up_proj" || m == "down_proj"; }
+
+// A LoRA-MoE needs a dense llama or mistral base (it becomes a Mixtral) and an FFN target (what
+// makes its experts differ).
+void check_lora_moe(const LoraConfig& c, const ModelConfig& base) {
+  if (base.is_moe() || (base.model_type != "llama" && base.model_type != "mistral"))
+    throw OptionError("lora_experts", option_name("lora_experts") + ": a LoRA-MoE is made over a dense llama or "
+                                          "mistral model (it exports as a Mixtral); this is a " + base.model_type);
+  if (std::none_of(c.target_modules.begin(), c.target_modules.end(), is_ffn_module))
+    throw OptionError("lora_targets", option_name("lora_targets") + " names no FFN module (gate_proj, up_proj, "
+                                          "down_proj): the experts would not differ");
+}
+
+// A [r, in] uniform in ±1/√in from its own stream of `seed`.
+Tensor kaiming_a(int64_t r, int64_t in, uint64_t seed, const std::string& name) {
+  Rng rng = Rng::stream(seed, "lora_A " + name);
+  const double bound = 1.0 / std::sqrt(double(in));
+  std::vector<float> a(size_t(r * in));
+  for (float& x : a) x = float((2 * rng.uniform() - 1) * bound);
+  return Tensor::from_f32({r, in}, std::move(a));
+}
+
+}  // namespace
+
 std::vector<std::string> parse_lora_targets(const std::string& list, const std::string& key) {
   std::vector<std::string> asked;
   std::stringstream in(list);
@@ -36,6 +62,7 @@ std::string lora_targets_string(const std::vector<std::string>& targets) {
 
 LoraConfig complete_lora_config(LoraConfig c, const ModelConfig& base) {
   if (c.alpha == 0) c.alpha = double(c.rank);
+  if (c.is_moe() && c.top_k == 0) c.top_k = std::min<int64_t>(2, c.experts);
   const bool chosen = !c.target_modules.empty();
   if (!chosen)
     for (const std::string& m : lora_module_names())
@@ -49,22 +76,30 @@ LoraConfig complete_lora_config(LoraConfig c, const ModelConfig& base) {
       throw OptionError("lora_rank", option_name("lora_rank") + " " + std::to_string(c.rank) + " exceeds " + m +
                                          "'s smaller side (" + shape_string(*shape) + ")");
   }
+  if (c.is_moe()) check_lora_moe(c, base);
   return c;
 }
 
 LoraAdapter init_lora_adapter(const ModelConfig& base, const LoraConfig& config, uint64_t seed) {
-  LoraAdapter adapter{config, {}};
-  for (int64_t layer = 0; layer < base.num_hidden_layers; ++layer)
-    for (const std::string& m : config.target_modules) {
-      const Shape w = *lora_module_shape(base, m);  // [out, in]; complete_lora_config checked it exists
-      const int64_t out = w[0], in = w[1], r = config.rank;
-      Rng rng = Rng::stream(seed, "lora_A " + lora_tensor_name(layer, m, false));
-      const double bound = 1.0 / std::sqrt(double(in));
-      std::vector<float> a(size_t(r * in));
-      for (float& x : a) x = float((2 * rng.uniform() - 1) * bound);
-      adapter.modules.push_back({layer, m, Tensor::from_f32({r, in}, std::move(a)),
-                                 Tensor::from_f32({out, r}, std::vector<float>(size_t(out * r), 0.0f))});
-    }
+  LoraAdapter adapter{config, {}, {}};
+  const int64_t r = config.rank;
+  for (int64_t layer = 0; layer < base.num_hidden_layers; ++layer) {
+    for (int64_t expert = -1; expert < config.experts; ++expert)
+      for (const std::string& m : config.target_modules) {
+        if (config.is_moe() && (expert >= 0) != is_ffn_module(m)) continue;  // FFN terms are the experts'
+        const Shape w = *lora_module_shape(base, m);  // [out, in]; complete_lora_config checked it exists
+        const std::string name =
+            config.is_moe() ? lora_moe_tensor_name(layer, m, expert, false) : lora_tensor_name(layer, m, false);
+        adapter.modules.push_back({layer, m, kaiming_a(r, w[1], seed, name),
+                                   Tensor::from_f32({w[0], r}, std::vector<float>(size_t(w[0] * r), 0.0f)), expert});
+      }
+    if (!config.is_moe()) continue;
+    // MixLoRA's router start: normal with standard deviation 0.02 (its router_init_range).
+    Rng rng = Rng::stream(seed, lora_moe_router_name(layer));
+    std::vector<float> router(size_t(config.experts * base.hidden_size));
+    for (float& x : router) x = float(0.02 * rng.normal());
+    adapter.routers.push_back(Tensor::from_f32({config.experts, base.hidden_size}, std::move(router)));
+  }
   return adapter;
 }
 

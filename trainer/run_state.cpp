@@ -47,8 +47,10 @@ void save_checkpoint(const fs::path& dir, const Checkpoint& weights, DType dtype
 
 void save_adapter_checkpoint(const fs::path& dir, const LoraAdapter& adapter, DType dtype, Engine& engine,
                              const RunState& state) {
-  LoraAdapter stored{adapter.config, {}};
-  for (const LoraModule& m : adapter.modules) stored.modules.push_back({m.layer, m.module, m.a.to(dtype), m.b.to(dtype)});
+  LoraAdapter stored{adapter.config, {}, {}};
+  for (const LoraModule& m : adapter.modules)
+    stored.modules.push_back({m.layer, m.module, m.a.to(dtype), m.b.to(dtype), m.expert});
+  for (const Tensor& r : adapter.routers) stored.routers.push_back(r.to(dtype));
   save_run(dir, [&](const fs::path& folder) {
     std::error_code ec;
     fs::create_directory(folder, ec);

@@ -1,7 +1,7 @@
 // The CPU backend over weights in their stored dtype (trainer/stored_weights.hpp): CpuBackend<float>'s
 // buffers and ops, with every weight matrix read in place by the stored matmul
 // (trainer/ops/stored_matmul.hpp), plus a LoRA adapter's unmerged term where one is applied
-// (trainer/ops/lora.hpp), and the embedding's rows widened as they are looked up. What
+// (trainer/ops/lora.hpp) and a LoRA-MoE's experts over their shared base (trainer/ops/lora_moe.hpp), and the embedding's rows widened as they are looked up. What
 // inference runs on (forward, eval, generate), so that the model is never held in f32, and
 // what training with frozen parts or in bf16 runs on: the frozen weights' backward gives the
 // inputs' gradients alone; the trained ones (f32 masters) get theirs too, with the f32 ops' bits
@@ -12,6 +12,7 @@
 
 #include "trainer/cpu_backend.hpp"
 #include "trainer/ops/lora.hpp"
+#include "trainer/ops/lora_moe.hpp"
 #include "trainer/stored_weights.hpp"
 
 namespace upcycle {
@@ -19,12 +20,19 @@ namespace upcycle {
 struct CpuStoredBackend : CpuBackend<float> {
   using Weight = StoredWeight;
 
+  // What the MoE block keeps for backward, for either kind of experts.
+  struct MoeSaved {
+    ops::MoeSaved<float> experts;
+    ops::LoraMoeSaved lora;
+  };
   // A layer's experts as the stored moe ops take them, whether they train (their tensors are f32
   // masters then, StoredWeight::master), and the layer, whose streamed experts are done with
-  // after each op.
+  // after each op. Experts that share one frozen base FFN (a LoRA-MoE's: experts_share_base)
+  // are given as `lora` instead, for ops::lora_moe.
   struct LayerExperts : ops::StoredExperts {
     bool trained;
     const LayerWeightsOf<StoredWeight>* layer;
+    const ops::LoraExperts* lora;
     void done() const {
       for (const auto* experts : {&layer->expert_gate, &layer->expert_up, &layer->expert_down})
         for (const StoredWeight& w : *experts) w.done();
@@ -33,6 +41,14 @@ struct CpuStoredBackend : CpuBackend<float> {
   class Experts {
    public:
     explicit Experts(const LayerWeightsOf<StoredWeight>& w) : layer_(&w) {
+      if (experts_share_base(w)) {
+        for (const auto* experts : {&w.expert_gate, &w.expert_up, &w.expert_down})
+          for (const StoredWeight& e : *experts) terms_.push_back(low_rank_term(e.low_rank()));
+        const size_t E = w.expert_gate.size();
+        lora_ = {w.expert_gate[0].matrix(), w.expert_up[0].matrix(), w.expert_down[0].matrix(),
+                 terms_.data(),             terms_.data() + E,       terms_.data() + 2 * E};
+        return;
+      }
       for (size_t e = 0; e < w.expert_gate.size(); ++e) {
         gate_.push_back(w.expert_gate[e].matrix());
         up_.push_back(w.expert_up[e].matrix());
@@ -41,12 +57,18 @@ struct CpuStoredBackend : CpuBackend<float> {
     }
     LayerExperts weights() const {
       const bool trained = !layer_->expert_gate.empty() && layer_->expert_gate[0].trained();
-      return {{gate_.data(), up_.data(), down_.data()}, trained, layer_};
+      return {{gate_.data(), up_.data(), down_.data()}, trained, layer_, terms_.empty() ? nullptr : &lora_};
     }
 
    private:
+    static ops::LowRankTerm low_rank_term(const LowRank* t) {
+      if (!t) return {};
+      return {t->a.data(), t->b.data(), t->scale, t->rank, t->d_a, t->d_b, t->dropout};
+    }
     const LayerWeightsOf<StoredWeight>* layer_;
     std::vector<ops::StoredMatrix> gate_, up_, down_;
+    std::vector<ops::LowRankTerm> terms_;  // [gate, up, down][E]
+    ops::LoraExperts lora_{};
   };
 
   static StoredWeights load(const Checkpoint& ckpt) { return load_stored_weights(ckpt); }
@@ -79,13 +101,16 @@ struct CpuStoredBackend : CpuBackend<float> {
   }
   static void moe_forward(float* out, MoeSaved& saved, const float* x, const int32_t* idx, const float* w,
                           const LayerExperts& experts, const ops::MoeShape& shape) {
-    ops::moe_forward(out, saved, x, idx, w, experts, shape, experts.trained);
+    if (experts.lora) ops::lora_moe_forward(out, saved.lora, x, idx, w, *experts.lora, shape);
+    else ops::moe_forward(out, saved.experts, x, idx, w, experts, shape, experts.trained);
     experts.done();
   }
+  // A LoRA-MoE's shared base takes no gradient (d_experts must be empty): its terms' are theirs.
   static void moe_backward(float* d_x, float* d_w, const ops::ExpertGrads<float>& d_experts, const float* d_out,
                            const float* w, const LayerExperts& experts, const MoeSaved& saved,
                            const ops::MoeShape& shape) {
-    ops::moe_backward(d_x, d_w, d_experts, d_out, w, experts, saved, shape);
+    if (experts.lora) ops::lora_moe_backward(d_x, d_w, d_out, w, *experts.lora, saved.lora, shape);
+    else ops::moe_backward(d_x, d_w, d_experts, d_out, w, experts, saved.experts, shape);
     experts.done();
   }
 

@@ -3,6 +3,7 @@
 // routers alone, and tune --freeze or --precision bf16): the trained tensors are f32 masters that
 // AdamW updates and the model reads through views, every frozen one stays as stored; and training
 // a LoRA adapter's A and B (f32) on a base frozen as stored (tune --lora-rank).
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <vector>
@@ -15,11 +16,13 @@ namespace upcycle {
 
 namespace {
 
-// An adapter's terms as the model reads them, with their gradients, trained by AdamW.
+// An adapter's terms as the model reads them, with their gradients, trained by AdamW (a
+// MixLoRA's routers are the model's own trained tensors).
 struct TrainedAdapter {
   struct Module {
     int64_t layer;
     std::string name;
+    int64_t expert;
     Shape a, b;
   };
   LoraConfig config;
@@ -28,10 +31,17 @@ struct TrainedAdapter {
   std::vector<std::vector<float>> d_a, d_b;
 };
 
+// The adapter applied: its config, its modules' places, and the terms that hold their values.
+struct AppliedAdapter {
+  const LoraAdapter* adapter;
+  std::vector<std::shared_ptr<LowRank>> terms;
+};
+
 class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
  public:
   StoredEngine(ModelConfig config, StoredWeights weights, const std::filesystem::path& source,
-               const std::optional<TrainSetup>& training, Precision products, const LoraAdapter* adapter = nullptr)
+               const std::optional<TrainSetup>& training, Precision products,
+               std::optional<AppliedAdapter> adapter = std::nullopt)
       : CpuModelEngine(std::move(config), std::move(weights), source) {
     const ModelConfig& c = model_.config();
     auto masters = parameters(masters_, c);  // laid out, every tensor empty
@@ -62,12 +72,14 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
 
   std::optional<LoraAdapter> trained_adapter() override {
     if (!adapter_) return std::nullopt;
-    LoraAdapter out{adapter_->config, {}};
+    LoraAdapter out{adapter_->config, {}, {}};
     for (size_t i = 0; i < adapter_->modules.size(); ++i) {
       const TrainedAdapter::Module& m = adapter_->modules[i];
       const LowRank& t = *adapter_->terms[i];
-      out.modules.push_back({m.layer, m.name, Tensor::from_f32(m.a, t.a), Tensor::from_f32(m.b, t.b)});
+      out.modules.push_back({m.layer, m.name, Tensor::from_f32(m.a, t.a), Tensor::from_f32(m.b, t.b), m.expert});
     }
+    if (out.config.is_moe())
+      for (const auto& layer : model_.weights().layers) out.routers.push_back(layer.router.tensor().to(DType::F32));
     return out;
   }
 
@@ -87,21 +99,25 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
   }
 
  private:
-  // The adapter applied to the model's weights, its A and B as AdamW's tensors (PEFT's names).
-  std::vector<TrainedTensor> trained_adapter_tensors(const LoraAdapter& adapter) {
-    adapter_.emplace(TrainedAdapter{adapter.config, {}, apply_adapter(model_.weights(), adapter), {}, {}});
+  // The applied adapter's A and B as AdamW's tensors (PEFT's names, or MixLoRA's).
+  std::vector<TrainedTensor> trained_adapter_tensors(const AppliedAdapter& applied) {
+    const LoraAdapter& adapter = *applied.adapter;
+    adapter_.emplace(TrainedAdapter{adapter.config, {}, applied.terms, {}, {}});
     std::vector<TrainedTensor> tensors;
     for (size_t i = 0; i < adapter.modules.size(); ++i) {
       const LoraModule& m = adapter.modules[i];
-      adapter_->modules.push_back({m.layer, m.module, m.a.shape(), m.b.shape()});
+      adapter_->modules.push_back({m.layer, m.module, m.expert, m.a.shape(), m.b.shape()});
       LowRank& t = *adapter_->terms[i];
       std::vector<float>& d_a = adapter_->d_a.emplace_back(t.a.size(), 0.0f);
       std::vector<float>& d_b = adapter_->d_b.emplace_back(t.b.size(), 0.0f);
       t.d_a = d_a.data();
       t.d_b = d_b.data();
       t.dropout.p = float(adapter.config.dropout);
-      tensors.push_back({lora_tensor_name(m.layer, m.module, false), m.a.shape(), t.a, d_a, true});
-      tensors.push_back({lora_tensor_name(m.layer, m.module, true), m.b.shape(), t.b, d_b, true});
+      for (const bool is_b : {false, true}) {
+        const std::string name = adapter.config.is_moe() ? lora_moe_tensor_name(m.layer, m.module, m.expert, is_b)
+                                                         : lora_tensor_name(m.layer, m.module, is_b);
+        tensors.push_back({name, is_b ? m.b.shape() : m.a.shape(), is_b ? t.b : t.a, is_b ? d_b : d_a, true});
+      }
     }
     return tensors;
   }
@@ -115,13 +131,16 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
 std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt, Precision precision,
                                                   const std::filesystem::path& adapter) {
   StoredWeights weights = load_stored_weights(ckpt, precision);
+  ModelConfig config = ckpt.config();
   if (!adapter.empty()) {
     const LoraAdapter a = read_peft_adapter(adapter, ckpt.config());
+    config = adapted_config(config, a, adapter / "adapter_config.json");
     apply_adapter(weights, a);
-    spdlog::info("{}: LoRA adapter of rank {}, scale {:.4g}, on {} matrices", adapter.string(), a.config.rank,
-                 a.config.scaling(), a.modules.size());
+    spdlog::info("{}: LoRA adapter of rank {}, scale {:.4g}, on {} matrices{}", adapter.string(), a.config.rank,
+                 a.config.scaling(), a.modules.size(),
+                 a.config.is_moe() ? fmt::format(" ({} experts, top-{})", a.config.experts, a.config.top_k) : "");
   }
-  auto engine = std::make_unique<StoredEngine>(ckpt.config(), std::move(weights), ckpt.path(), std::nullopt,
+  auto engine = std::make_unique<StoredEngine>(std::move(config), std::move(weights), ckpt.path(), std::nullopt,
                                                Precision::F32);  // converted as loaded
   spdlog::debug("{}: weights used as stored ({:.1f} MB), computed in {}", ckpt.path().string(),
                 double(ckpt.stored_bytes()) / 1e6, precision_name(precision));
@@ -138,9 +157,11 @@ std::unique_ptr<Engine> make_cpu_lora_engine(const Checkpoint& base, const LoraA
                                              const ops::AdamWConfig& adam, Precision precision) {
   PartSet frozen;
   frozen.set();
-  return std::make_unique<StoredEngine>(base.config(), load_stored_weights(base, precision), base.path(),
-                                        TrainSetup{adam, frozen}, Precision::F32,  // converted as loaded
-                                        &adapter);
+  if (adapter.config.is_moe()) frozen.reset(size_t(Part::Router));  // a MixLoRA's routers train
+  StoredWeights weights = load_stored_weights(base, precision);  // converted as loaded
+  AppliedAdapter applied{&adapter, apply_adapter(weights, adapter)};
+  return std::make_unique<StoredEngine>(adapted_config(base.config(), adapter, base.path()), std::move(weights),
+                                        base.path(), TrainSetup{adam, frozen}, Precision::F32, std::move(applied));
 }
 
 }  // namespace upcycle

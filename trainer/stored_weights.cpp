@@ -134,7 +134,37 @@ std::unique_ptr<Checkpoint> as_checkpoint(const StoredWeights& weights, const Mo
   return ComputedCheckpoint::with_files_of(like, config, std::move(infos), std::move(loader));
 }
 
+ModelConfig adapted_config(const ModelConfig& base, const LoraAdapter& adapter, const std::filesystem::path& source) {
+  const LoraConfig& c = adapter.config;
+  return c.is_moe() ? mixtral_config(base, c.experts, c.top_k, base.router_aux_loss_coef, source) : base;
+}
+
+namespace {
+
+// Each dense FFN made E experts that share it, the layer's router the adapter's.
+void share_ffn(StoredWeights& weights, const LoraAdapter& adapter) {
+  for (size_t l = 0; l < weights.layers.size(); ++l) {
+    LayerWeightsOf<StoredWeight>& layer = weights.layers[l];
+    const size_t E = size_t(adapter.config.experts);
+    layer.expert_gate.assign(E, layer.gate);
+    layer.expert_up.assign(E, layer.up);
+    layer.expert_down.assign(E, layer.down);
+    layer.gate = layer.up = layer.down = StoredWeight();
+    layer.router = StoredWeight(adapter.routers.at(l).to(DType::F32));
+  }
+}
+
+// A module's matrix: the base's, or for an expert's term its view of the shared FFN.
+StoredWeight& adapted_slot(StoredWeights& weights, const LoraModule& m) {
+  Role role = lora_module_role(m.module);
+  if (m.expert >= 0) role = role == Role::Gate ? Role::ExpertGate : role == Role::Up ? Role::ExpertUp : Role::ExpertDown;
+  return tensor_slot(weights, {role, int(m.layer), int(m.expert)});
+}
+
+}  // namespace
+
 std::vector<std::shared_ptr<LowRank>> apply_adapter(StoredWeights& weights, const LoraAdapter& adapter) {
+  if (adapter.config.is_moe()) share_ffn(weights, adapter);
   std::vector<std::shared_ptr<LowRank>> terms;
   for (const LoraModule& m : adapter.modules) {
     auto term = std::make_shared<LowRank>();
@@ -142,17 +172,26 @@ std::vector<std::shared_ptr<LowRank>> apply_adapter(StoredWeights& weights, cons
     term->b = m.b.to_f32_vector();
     term->rank = adapter.config.rank;
     term->scale = float(adapter.config.scaling());
-    StoredWeight& w = tensor_slot(weights, {lora_module_role(m.module), int(m.layer)});
+    StoredWeight& w = adapted_slot(weights, m);
     w = w.with_low_rank(term);
     terms.push_back(std::move(term));
   }
   return terms;
 }
 
+bool experts_share_base(const LayerWeightsOf<StoredWeight>& layer) {
+  if (layer.expert_gate.empty() || layer.expert_gate[0].trained()) return false;
+  for (const auto* experts : {&layer.expert_gate, &layer.expert_up, &layer.expert_down})
+    for (const StoredWeight& e : *experts)
+      if (e.tensor().bytes().data() != experts->front().tensor().bytes().data()) return false;
+  return true;
+}
+
 std::unique_ptr<Checkpoint> merge_adapter(const Checkpoint& base, const std::filesystem::path& adapter) {
   StoredWeights weights = load_stored_weights(base);
-  apply_adapter(weights, read_peft_adapter(adapter, base.config()));
-  return as_checkpoint(weights, base.config(), &base);
+  const LoraAdapter a = read_peft_adapter(adapter, base.config());
+  apply_adapter(weights, a);
+  return as_checkpoint(weights, adapted_config(base.config(), a, adapter / "adapter_config.json"), &base);
 }
 
 }  // namespace upcycle

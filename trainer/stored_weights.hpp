@@ -101,14 +101,27 @@ StoredWeights load_streamed_weights(const Checkpoint& ckpt, Precision precision)
 std::unique_ptr<Checkpoint> as_checkpoint(const StoredWeights& weights, const ModelConfig& config,
                                           const Checkpoint* like = nullptr);
 
+// The config a base computes with under `adapter`: the base's own, or for a MixLoRA adapter the
+// Mixtral of its experts (mixtral_config; InputError naming `source` for a base it cannot be).
+ModelConfig adapted_config(const ModelConfig& base, const LoraAdapter& adapter, const std::filesystem::path& source);
+
 // Each module of a PEFT LoRA adapter (read against this model: formats/peft_adapter.hpp) added
 // to its matrix as an unmerged low-rank term, A and B widened to f32; the terms, in the
-// adapter's module order (for a training engine to give them gradients and dropout).
+// adapter's module order (for a training engine to give them gradients and dropout). A MixLoRA
+// adapter makes the dense base its LoRA-MoE (of adapted_config): each layer's experts are views
+// of its gate, up and down, each with the expert's own terms, and its router is the adapter's
+// (f32); its attention terms are shared.
 std::vector<std::shared_ptr<LowRank>> apply_adapter(StoredWeights& weights, const LoraAdapter& adapter);
+
+// Whether a layer's experts are one frozen base FFN that every expert shares, each with its own
+// low-rank terms or none (a LoRA-MoE's, or a sparse upcycling's copies read in place): the stored
+// backend runs those by ops::lora_moe, the base products once per token.
+bool experts_share_base(const LayerWeightsOf<StoredWeight>& layer);
 
 // `base` with the PEFT LoRA adapter folder `adapter` merged into its matrices (W + scale·B·A in
 // f32; every other tensor as stored), as a checkpoint of Hugging Face names read tensor by tensor
-// when written (export --merge-adapter); `base` must outlive it. InputError naming the adapter's
+// when written (export --merge-adapter): a MixLoRA folder gives the Mixtral whose expert e has
+// W + scale·B_e·A_e. `base` must outlive it. InputError naming the adapter's
 // file when it does not fit the model.
 std::unique_ptr<Checkpoint> merge_adapter(const Checkpoint& base, const std::filesystem::path& adapter);
 

@@ -240,9 +240,11 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
     engine_ = lora_engine(lora_resume);
     const LoraAdapter a = *engine_->trained_adapter();
     for (const LoraModule& m : a.modules) trained += m.a.numel() + m.b.numel();
-    what = fmt::format(" (LoRA rank {}, alpha {:g}{}, dropout {:g} on {}; the base frozen)", a.config.rank,
+    for (const Tensor& r : a.routers) trained += r.numel();
+    what = fmt::format(" (LoRA rank {}, alpha {:g}{}, dropout {:g} on {}{}; the base frozen)", a.config.rank,
                        a.config.alpha, a.config.use_rslora ? ", rsLoRA" : "", a.config.dropout,
-                       lora_targets_string(a.config.target_modules));
+                       lora_targets_string(a.config.target_modules),
+                       a.config.is_moe() ? fmt::format(", {} experts top-{}", a.config.experts, a.config.top_k) : "");
   } else {
     engine_ = load_training_engine(*source_, config_, make, TrainSetup{o.adam, o.frozen},
                                    o.precision.empty() ? std::nullopt : std::optional(parse_precision(o.precision)));
@@ -251,6 +253,11 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   for (const ExpectedTensor& t : expected_tensors(config_, Scheme::HF)) {
     total += *shape_elements(t.shape);
     if (!lora && !lora_resume && !o.frozen[size_t(role_info(t.id.role).part)]) trained += *shape_elements(t.shape);
+  }
+  if (engine_->config().is_moe() && !config_.is_moe()) {  // a LoRA-MoE over the dense base: its losses are an MoE's
+    const double aux = config_.router_aux_loss_coef;
+    config_ = engine_->config();
+    config_.router_aux_loss_coef = aux;
   }
   start_selection_bias();
   if (o.resume) {
@@ -281,9 +288,11 @@ std::unique_ptr<Engine> Trainer::lora_engine(bool resumed) {
     if (o_.lora.rank > 0) {
       const LoraConfig want = complete_lora_config(o_.lora, config_);
       require(want.rank == got.rank && want.alpha == got.alpha && want.target_modules == got.target_modules &&
-                  want.use_rslora == got.use_rslora && want.dropout == got.dropout,
+                  want.use_rslora == got.use_rslora && want.dropout == got.dropout && want.experts == got.experts &&
+                  want.top_k == got.top_k,
               *o_.resume / "adapter_config.json",
-              "was trained with other LoRA settings (rank, alpha, targets, rsLoRA, dropout) than these options give");
+              "was trained with other LoRA settings (rank, alpha, targets, rsLoRA, dropout, experts, top-k) than "
+              "these options give");
     }
     for (const LoraModule& m : start.modules)
       if (m.a.dtype() != DType::F32 || m.b.dtype() != DType::F32) {

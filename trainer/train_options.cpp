@@ -64,6 +64,10 @@ OptionTable<O> make_table() {
                      lora_targets_string, ValueKind::CommaList),
       option<O>("lora_dropout", "dropout on the LoRA terms' inputs while training", [](O& o) -> auto& { return o.lora.dropout; }),
       option<O>("rslora", "scale by alpha/sqrt(rank) (rank-stabilised LoRA)", [](O& o) -> auto& { return o.lora.use_rslora; }),
+      option<O>("lora_experts", "a LoRA-MoE of this many experts instead (MixLoRA's: each FFN target an expert's own "
+                "LoRA, new experts with B = 0 and a random router, attention targets shared); checkpoints are MixLoRA "
+                "folders", [](O& o) -> auto& { return o.lora.experts; }),
+      option<O>("lora_top_k", "experts per token of the LoRA-MoE (default 2)", [](O& o) -> auto& { return o.lora.top_k; }),
       option<O>("adapter", "continue training this PEFT LoRA adapter folder (its config gives rank, alpha, targets "
                 "and dropout)", [](O& o) -> auto& { return o.adapter; }),
       option<O>("save_every", "write step-NNNNNN/ every N steps", [](O& o) -> auto& { return o.save_every; }),
@@ -98,7 +102,13 @@ void check_lora_options(const O& o) {
   require_not_negative(l.alpha, "lora_alpha");
   if (l.dropout < 0 || l.dropout >= 1)
     throw OptionError("lora_dropout", option_name("lora_dropout") + " must lie in [0, 1)");
-  const bool settings = l.alpha != 0 || !l.target_modules.empty() || l.dropout != 0 || l.use_rslora;
+  if (l.experts < 0 || l.experts > kMaxLoraExperts)
+    throw OptionError("lora_experts", option_name("lora_experts") + " must lie in [1, " +
+                                          std::to_string(kMaxLoraExperts) + "]");
+  if (l.top_k < 0 || (l.top_k > 0 && l.experts == 0) || l.top_k > l.experts)
+    throw OptionError("lora_top_k", option_name("lora_top_k") + " must lie in [1, " + option_name("lora_experts") + "]");
+  const bool settings =
+      l.alpha != 0 || !l.target_modules.empty() || l.dropout != 0 || l.use_rslora || l.experts != 0 || l.top_k != 0;
   if (o.adapter && (l.rank > 0 || settings))
     throw OptionError("adapter", option_name("adapter") + "'s adapter_config.json gives the LoRA settings: give it "
                                  "without " + option_name("lora_rank") + " and the other LoRA options");

@@ -11,6 +11,7 @@
 #include "core/error.hpp"
 #include "formats/peft_adapter.hpp"
 #include "tests/common/fixtures.hpp"
+#include "tests/trainer/lora_reference.hpp"
 #include "trainer/engine.hpp"
 #include "trainer/model.hpp"
 #include "trainer/ops/lora.hpp"
@@ -20,36 +21,11 @@
 #include "trainer/stored_weights.hpp"
 
 using namespace upcycle;
+using test::chain_rule;
+using test::max_relative_error;
+using test::merged;
 
 namespace {
-
-double max_relative_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double worst = 0, scale = 0;
-  for (float x : want) scale = std::max(scale, double(std::fabs(x)));
-  for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]) / scale);
-  return worst;
-}
-
-// W + scale·B·A, with W [O,I], A [r,I], B [O,r].
-std::vector<float> merged(std::vector<float> W, const std::vector<float>& A, const std::vector<float>& B, float scale,
-                          int64_t I, int64_t O, int64_t r) {
-  for (int64_t o = 0; o < O; ++o)
-    for (int64_t i = 0; i < I; ++i)
-      for (int64_t j = 0; j < r; ++j) W[size_t(o * I + i)] += scale * B[size_t(o * r + j)] * A[size_t(j * I + i)];
-  return W;
-}
-
-// The gradients of A [r,I] and B [O,r] that W_eff = W + scale·B·A gives from W's, d_W [O,I]:
-// scale·Bᵀ·d_W and scale·d_W·Aᵀ, added into d_A and d_B.
-void chain_rule(std::vector<float>& d_A, std::vector<float>& d_B, const std::vector<float>& d_W,
-                const std::vector<float>& A, const std::vector<float>& B, float scale, int64_t I, int64_t O, int64_t r) {
-  for (int64_t j = 0; j < r; ++j)
-    for (int64_t o = 0; o < O; ++o)
-      for (int64_t i = 0; i < I; ++i) {
-        d_A[size_t(j * I + i)] += scale * B[size_t(o * r + j)] * d_W[size_t(o * I + i)];
-        d_B[size_t(o * r + j)] += scale * d_W[size_t(o * I + i)] * A[size_t(j * I + i)];
-      }
-}
 
 const std::vector<int32_t> kIds = {1, 7, 5, 3, 6, 2, 4, 7, 0, 5};
 

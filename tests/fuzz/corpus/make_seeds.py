@@ -2,8 +2,9 @@
 """Writes the binary fuzzers' seed corpora: a few tiny valid files (each under 4 KB) in
 corpus/safetensors/ and corpus/gguf/, from the independent Python implementations
 (safetensors.numpy, and gguf-py's GGUFWriter), so the seeds do not share our reader's mistakes.
-The text corpora (config/, tokenizer/, instruction/, chat_template/) are small files kept as
-they are: written by hand after the Hugging Face formats, and the inputs of past findings.
+The text corpora (config/, tokenizer/, instruction/, chat_template/, peft_adapter/) are small
+files kept as they are: written by hand after the Hugging Face, PEFT and MixLoRA formats, and the
+inputs of past findings.
 
     python3 tests/fuzz/corpus/make_seeds.py
 
