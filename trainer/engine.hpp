@@ -127,7 +127,8 @@ std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make =
                                     const std::filesystem::path& adapter = {});
 inline constexpr const char* kAdapterHelp =
     "a PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) for this model, "
-    "applied unmerged: each adapted matrix adds scale x B x A to its products (CPU)";
+    "applied unmerged: each adapted matrix adds scale x B x A to its products; or a MixLoRA folder, which makes the "
+    "model its LoRA-MoE (each expert the FFN with its own terms, a router per layer) (CPU)";
 // An engine to train `config` (the checkpoint's, its router settings possibly changed) from the
 // checkpoint's weights: on the CPU with a frozen part or in bf16, make_cpu_stored_engine's (the
 // frozen parts never widened); otherwise `make`'s over f32 weights. InputError naming the file

@@ -22,11 +22,12 @@ int cmd_export(const Args& args) {
       "or to HDF5 (OUT ending in .h5), tensor by tensor, so memory stays near one tensor whatever the\n"
       "model's size. GGUF's quantized tensors are dequantized. The output appears under its name only\n"
       "when complete. f32 to f32 is bit exact. --merge-adapter writes the model with a PEFT LoRA adapter\n"
-      "merged into its matrices (W + scale x B x A, in f32; the other tensors as stored), Hugging Face names.";
+      "merged into its matrices (W + scale x B x A, in f32; the other tensors as stored), Hugging Face names;\n"
+      "a MixLoRA adapter (tune --lora-experts) gives the Mixtral whose expert e has W + scale x B_e x A_e.";
   spec.options.add_options()
       ("dtype", cli::po::value<std::string>(), "convert every tensor to f32, bf16 or f16 (default: keep each tensor's; quantized become f32)")
       ("shard-size", cli::po::value<std::string>()->default_value("5GB"), "largest safetensors shard (like 5GB, 500MB, 2GiB)")
-      ("merge-adapter", cli::po::value<std::string>(), "a PEFT LoRA adapter folder of IN to merge into its weights")
+      ("merge-adapter", cli::po::value<std::string>(), "a PEFT LoRA (or MixLoRA) adapter folder of IN to merge into its weights")
       ("overwrite", "replace OUT if it exists")
       ("quiet,q", "no progress output");
   spec.hidden.add_options()

@@ -29,7 +29,10 @@ int cmd_tune(const Args& args) {
       "--lora-dropout) on the base, which stays frozen as stored (a bf16 base is never widened), and\n"
       "the checkpoints are PEFT adapter folders (adapter_config.json, adapter_model.safetensors) that\n"
       "PEFT and --adapter read; --adapter DIR continues an adapter. A resumed LoRA run takes --model,\n"
-      "its base. CPU only, for now.";
+      "its base. --lora-experts E makes it a LoRA-MoE (MixLoRA's): per layer a router over E experts\n"
+      "(top --lora-top-k, default 2), each the base FFN with its own LoRA on the FFN targets (B = 0 at\n"
+      "the start), the attention targets shared; the routers train too, and the checkpoints are\n"
+      "MixLoRA folders (export --merge-adapter writes its Mixtral). CPU only, for now.";
   cli::add_options(spec, train_option_table());
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;

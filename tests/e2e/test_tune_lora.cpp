@@ -1,7 +1,10 @@
 // `upcycle tune --lora-rank` end to end on tiny models: PEFT adapter folders out with the base
 // untouched, the first loss the base model's, a stopped and resumed run (with dropout) equal to a
-// straight one byte for byte, --adapter continuing an adapter, and misuse named.
+// straight one byte for byte, --adapter continuing an adapter, and misuse named; the same for a
+// LoRA-MoE (--lora-experts: MixLoRA folders), and its export as a Mixtral.
 #include <doctest/doctest.h>
+
+#include <cstring>
 
 #include <nlohmann/json.hpp>
 
@@ -17,6 +20,14 @@ namespace {
 // A model folder dir/type with the tiny config of `type`, random weights.
 fs::path tiny_model(const ScratchDir& dir, const std::string& type, uint64_t seed, DType dtype = DType::F32) {
   return write_model(dir, type, tiny_config(type), seed, dtype);
+}
+
+// forward --out's raw float32 logits.
+std::vector<float> read_floats(const fs::path& file) {
+  const std::string bytes = read_file(file);
+  std::vector<float> out(bytes.size() / sizeof(float));
+  std::memcpy(out.data(), bytes.data(), out.size() * sizeof(float));
+  return out;
 }
 
 }  // namespace
@@ -116,4 +127,66 @@ TEST_CASE("tune --lora-rank: misuse is named") {
                              " --adapter " + q(dir / "run" / "final"));
   CHECK(r.code == 2);
   CHECK_MESSAGE(r.err.find("adapter_config.json") != std::string::npos, r.err);
+}
+
+TEST_CASE("tune --lora-experts: a MixLoRA folder out, the first loss the base's, resumed byte for byte, merged to a Mixtral") {
+  ScratchDir dir;
+  const fs::path model = tiny_model(dir, "llama", 5), data = write_sequences(dir / "data.jsonl", 16);
+  const std::string common = " --model " + q(model) + " --data " + q(data) +
+                             " --lr 1e-2 --batch-tokens 48 --seed 4 --lora-rank 2 --lora-experts 4 --lora-dropout 0.1";
+  auto r = run_upcycle("tune --out " + q(dir / "a") + common + " --steps 12");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK_MESSAGE(r.err.find(", 4 experts top-2; the base frozen") != std::string::npos, r.err);
+  REQUIRE(run_upcycle("tune --out " + q(dir / "full") + " --model " + q(model) + " --data " + q(data) +
+                      " --batch-tokens 48 --seed 4 --steps 1")
+              .code == 0);
+  const auto losses = read_losses(dir / "a" / "metrics.jsonl");
+  // B = 0: the base's FFN whatever the routing; the routed sum of equal outputs rounds apart.
+  CHECK(losses.front() == doctest::Approx(read_losses(dir / "full" / "metrics.jsonl").front()).epsilon(1e-6));
+  CHECK(losses.back() < 0.9 * losses.front());
+  const auto config = nlohmann::json::parse(read_file(dir / "a" / "final" / "adapter_config.json"));
+  CHECK(config["peft_type"] == "MIXLORA");
+  CHECK(config["num_experts"] == 4);
+  CHECK(config["top_k"] == 2);
+  const LoraAdapter read = read_peft_adapter(dir / "a" / "final", tiny_config("llama"));
+  CHECK(read.routers.size() == 2);
+  CHECK(read.modules.size() == 2 * (4 + 4 * 3));  // per layer: shared q, k, v, o; each expert's gate, up, down
+
+  // Stopped and resumed: the same files.
+  REQUIRE(run_upcycle("tune --out " + q(dir / "b") + common + " --steps 12 --stop-at 5").code == 0);
+  r = run_upcycle("tune --resume " + q(dir / "b" / "step-000005") + " --out " + q(dir / "b") + common + " --steps 12");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  for (const char* file : {"adapter_model.safetensors", "optimizer.safetensors", "adapter_config.json"})
+    CHECK_MESSAGE(read_file(dir / "a" / "final" / file) == read_file(dir / "b" / "final" / file), file);
+  std::string three = common;
+  three.replace(three.find("--lora-experts 4"), 16, "--lora-experts 3");
+  r = run_upcycle("tune --resume " + q(dir / "b" / "final") + " --out " + q(dir / "b") + three + " --steps 14");
+  CHECK(r.code == 2);
+  CHECK_MESSAGE(r.err.find("other LoRA settings") != std::string::npos, r.err);
+
+  // export --merge-adapter writes the Mixtral, whose logits are the LoRA-MoE's.
+  r = run_upcycle("export " + q(model) + " " + q(dir / "mixtral") + " --merge-adapter " + q(dir / "a" / "final"));
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(nlohmann::json::parse(read_file(dir / "mixtral" / "config.json"))["model_type"] == "mixtral");
+  auto forward = [&](const std::string& args, const std::string& out) {
+    const auto f = run_upcycle("forward " + args + " --tokens 1,5,7,3,2 --out " + q(dir / out));
+    REQUIRE_MESSAGE(f.code == 0, f.err);
+    return read_floats(dir / out);
+  };
+  const auto merged = forward("--model " + q(dir / "mixtral"), "merged.f32");
+  const auto unmerged = forward("--model " + q(model) + " --adapter " + q(dir / "a" / "final"), "unmerged.f32");
+  REQUIRE(merged.size() == unmerged.size());
+  for (size_t i = 0; i < merged.size(); ++i) CHECK(merged[i] == doctest::Approx(unmerged[i]).epsilon(1e-4));
+
+  // A LoRA-MoE is made over a dense llama or mistral, with an FFN target.
+  const fs::path qwen = tiny_model(dir, "qwen2", 6);
+  r = run_upcycle("tune --out " + q(dir / "c") + " --model " + q(qwen) + " --data " + q(data) +
+                  " --steps 1 --lora-rank 2 --lora-experts 2");
+  CHECK(r.code == 1);
+  CHECK_MESSAGE(r.err.find("a LoRA-MoE is made over a dense llama or mistral") != std::string::npos, r.err);
+  r = run_upcycle("tune --out " + q(dir / "c") + " --model " + q(model) + " --data " + q(data) +
+                  " --steps 1 --lora-rank 2 --lora-experts 2 --lora-top-k 3");
+  CHECK(r.code == 1);
+  CHECK_MESSAGE(r.err.find("--lora-top-k must lie in [1, --lora-experts]") != std::string::npos, r.err);
+  CHECK(!fs::exists(dir / "c"));
 }
