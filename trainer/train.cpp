@@ -338,6 +338,7 @@ StepStats Trainer::accumulate() {
     count_step_routing(micro, lo);
   lo.z_loss_coef = o_.z_loss_coef;
   lo.aux_loss = o_.aux_loss;
+  lo.recompute = o_.recompute;
   lo.normaliser = std::max<int64_t>(1, s.counted);
   lo.aux_scale = 1.0 / double(o_.grad_accum);
   engine_->zero_grads();

@@ -57,6 +57,7 @@ struct TrainOptions {
   std::optional<std::filesystem::path> tensorboard;  // also write the metrics as TensorBoard events here
   std::string device = "cpu";        // where it runs (engine_for_device)
   std::string precision;             // f32 (the CPU's) or bf16 (the GPU's); empty: the device's
+  bool recompute = false;            // LossOptions::recompute: one layer's activations held (CPU)
 };
 
 struct TrainResult {

@@ -86,6 +86,9 @@ OptionTable<O> make_table() {
                 [](O& o) -> auto& { return o.tensorboard; }),
       option<O>("overwrite", "start over in a DIR that holds a run", [](O& o) -> auto& { return o.overwrite; }),
       option<O>("device", kDeviceHelp, [](O& o) -> auto& { return o.device; }),
+      option<O>("recompute", "keep each layer's input alone and compute the layer again for its gradients: the "
+                "memory of one layer's activations instead of every layer's, for one more forward pass, the same "
+                "bits (CPU)", [](O& o) -> auto& { return o.recompute; }),
       option<O>("precision", "f32 or bf16 on the CPU (default f32; bf16: every matrix product in bf16 with f32 sums "
                 "on oneDNN, the weights rounded a panel at a time, f32 master weights and AdamW moments), bf16 on the GPU",
                 [](O& o) -> auto& { return o.precision; }),
@@ -160,6 +163,8 @@ void check_train_options(const TrainOptions& o) {
   if (o.aux_loss_coef) require_not_negative(*o.aux_loss_coef, "aux_loss_coef");
   require_not_negative(o.epochs, "epochs");
   check_lora_options(o);
+  if (o.recompute && o.device != "cpu")
+    throw OptionError("recompute", option_name("recompute") + " runs on the CPU (not on " + o.device + " yet)");
   if ((o.steps > 0) == (o.epochs > 0))
     throw OptionError("steps", "give exactly one of " + option_name("steps") + " and " + option_name("epochs"));
 }

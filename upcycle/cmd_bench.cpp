@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -191,40 +192,45 @@ ModelFigures bench_model(const std::string& label, const ModelConfig& c, const B
 }
 
 // tune --lora-rank's engine on a dense model of `shape` (a preset of upcycle init, random
-// weights), every module it has adapted at `rank`: training tokens/s in each precision (bf16
-// converts the base when loaded) and the process's peak RSS.
-nlohmann::ordered_json bench_lora(const BenchOptions& o, const std::string& shape, int64_t rank,
+// weights), every module it has adapted at the rank `asked` gives (a LoRA-MoE with its experts):
+// training tokens/s in each precision (bf16 converts the base when loaded) and the process's
+// peak RSS. A LoRA-MoE's keys say lora_moe where a LoRA's say lora.
+nlohmann::ordered_json bench_lora(const BenchOptions& o, const std::string& shape, const LoraConfig& asked,
                                   const std::vector<Precision>& precisions) {
   const auto preset = preset_config(shape);
   if (!preset) throw UsageError("--lora-shape: '" + shape + "' is not a preset of upcycle init");
   const ModelConfig c = ModelConfig::from_json(*preset, shape);
-  LoraConfig asked;
-  asked.rank = rank;
   const LoraConfig config = complete_lora_config(asked, c);
   const LoraAdapter start = init_lora_adapter(c, config, 1);
   int64_t trained = 0;
   for (const LoraModule& m : start.modules) trained += m.a.numel() + m.b.numel();
+  for (const Tensor& r : start.routers) trained += r.numel();
+  const std::string kind = config.is_moe() ? "lora_moe" : "lora";
+  const int64_t rank = config.rank;
   const auto ckpt = random_init(c, 1);
   const TokenBatch b = random_batch(c, o);
   nlohmann::ordered_json j = {{"lora_shape", shape},
                               {"lora_rank", rank},
                               {"lora_targets", lora_targets_string(config.target_modules)},
-                              {"lora_trained_parameters", trained},
+                              {"lora_experts", config.experts},
+                              {"lora_top_k", config.top_k},
+                              {kind + "_trained_parameters", trained},
                               {"seq_len", o.seq_len},
                               {"batch", o.batch}};
-  spdlog::info("LoRA on {} ({} layers, hidden {}): rank {} on {}, {} trained parameters; {} x {} tokens per step",
-               shape, c.num_hidden_layers, c.hidden_size, rank, lora_targets_string(config.target_modules), trained,
-               o.batch, o.seq_len);
+  spdlog::info("LoRA{} on {} ({} layers, hidden {}): rank {} on {}, {} trained parameters; {} x {} tokens per step",
+               config.is_moe() ? fmt::format("-MoE of {} experts top-{}", config.experts, config.top_k) : "", shape,
+               c.num_hidden_layers, c.hidden_size, rank, lora_targets_string(config.target_modules), trained, o.batch,
+               o.seq_len);
   for (const Precision p : precisions) {
     const std::string prefix = p == Precision::BF16 ? "bf16_" : "";
     const auto engine = make_cpu_lora_engine(*ckpt, start, {}, p);
     const double s = seconds_per_call(o, [&] { train_step(*engine, b); });
-    j[prefix + "lora_train_tokens_per_s"] = b.tokens() / s;
-    j[prefix + "lora_step_s"] = s;
+    j[prefix + kind + "_train_tokens_per_s"] = b.tokens() / s;
+    j[prefix + kind + "_step_s"] = s;
     spdlog::info("LoRA training in {}: {:.1f} tokens/s ({:.2f} s per step), peak RSS so far {:.0f} MB",
                  precision_name(p), b.tokens() / s, s, peak_rss_mb());
   }
-  j["lora_peak_rss_mb"] = peak_rss_mb();
+  j[kind + "_peak_rss_mb"] = peak_rss_mb();
   return j;
 }
 
@@ -263,7 +269,8 @@ int cmd_bench(const Args& args) {
   spec.usage =
       "upcycle bench [--device cpu|cuda] [--json] [--seq-len N --batch N --steps N --warmup N]\n"
       "       upcycle bench --router-stage [--router-shape PRESET --experts E --precision f32|bf16 ...]\n"
-      "       upcycle bench --lora [--lora-shape PRESET --lora-rank R --lora-precision f32|bf16|both]";
+      "       upcycle bench --lora [--lora-shape PRESET --lora-rank R --lora-precision f32|bf16|both\n"
+      "                            --lora-experts E --lora-top-k K]";
   spec.summary =
       "Measures, in one run: the sgemm ceiling (an n^3 product through the model's matmul, all\n"
       "cores) and the bf16 one (the same product in bf16 with f32 sums, oneDNN), then forward\n"
@@ -285,7 +292,8 @@ int cmd_bench(const Args& args) {
       "--lora: tune --lora-rank's training steps instead, on a dense model of --lora-shape (a preset\n"
       "of upcycle init, default smollm2-135m; llama2-7b is UpIT's LoRA setting, bf16 only, with\n"
       "--batch 1) with every module adapted at --lora-rank (16), in --lora-precision f32, bf16 or\n"
-      "both (default): tokens/s and the peak RSS.";
+      "both (default): tokens/s and the peak RSS; with --lora-experts E, tune --lora-experts' LoRA-MoE\n"
+      "(E experts, top --lora-top-k) instead.";
   spec.options.add_options()
       ("json", "one JSON object on stdout")
       ("device", cli::po::value<std::string>()->default_value("cpu"), "cpu or cuda")
@@ -300,6 +308,8 @@ int cmd_bench(const Args& args) {
       ("lora-shape", cli::po::value<std::string>()->default_value("smollm2-135m"), "LoRA: a preset of upcycle init")
       ("lora-rank", cli::po::value<int64_t>()->default_value(16), "LoRA: the adapters' rank")
       ("lora-precision", cli::po::value<std::string>()->default_value("both"), "LoRA: f32, bf16 or both")
+      ("lora-experts", cli::po::value<int64_t>()->default_value(0), "LoRA: a LoRA-MoE of this many experts (0: none)")
+      ("lora-top-k", cli::po::value<int64_t>()->default_value(2), "LoRA-MoE: experts per token")
       ("router-shape", cli::po::value<std::string>()->default_value("llama-1b"), "router stage: a preset of upcycle init")
       ("experts", cli::po::value<int>()->default_value(8), "router stage: experts")
       ("seed-samples", cli::po::value<int64_t>()->default_value(16), "router stage: seed samples")
@@ -334,9 +344,16 @@ int cmd_bench(const Args& args) {
     if (p != "both" && p != "f32" && p != "bf16") throw UsageError("--lora-precision: f32, bf16 or both");
     const std::vector<Precision> precisions =
         p == "both" ? std::vector{Precision::F32, Precision::BF16} : std::vector{parse_precision(p)};
-    const auto rank = (*vm)["lora-rank"].as<int64_t>();
-    if (rank < 1 || rank > kMaxLoraRank) throw UsageError("--lora-rank: 1 to " + std::to_string(kMaxLoraRank));
-    return print_json_or_table(bench_lora(o, (*vm)["lora-shape"].as<std::string>(), rank, precisions),
+    LoraConfig asked;
+    asked.rank = (*vm)["lora-rank"].as<int64_t>();
+    if (asked.rank < 1 || asked.rank > kMaxLoraRank) throw UsageError("--lora-rank: 1 to " + std::to_string(kMaxLoraRank));
+    asked.experts = (*vm)["lora-experts"].as<int64_t>();
+    asked.top_k = (*vm)["lora-top-k"].as<int64_t>();
+    if (asked.experts < 0 || asked.experts > kMaxLoraExperts)
+      throw UsageError("--lora-experts: 0 (a plain LoRA) to " + std::to_string(kMaxLoraExperts));
+    if (asked.experts == 0) asked.top_k = 0;
+    else if (asked.top_k < 1 || asked.top_k > asked.experts) throw UsageError("--lora-top-k: 1 to --lora-experts");
+    return print_json_or_table(bench_lora(o, (*vm)["lora-shape"].as<std::string>(), asked, precisions),
                                vm->count("json") > 0);
   }
   if (vm->count("router-stage")) {

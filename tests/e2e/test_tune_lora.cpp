@@ -129,7 +129,7 @@ TEST_CASE("tune --lora-rank: misuse is named") {
   CHECK_MESSAGE(r.err.find("adapter_config.json") != std::string::npos, r.err);
 }
 
-TEST_CASE("tune --lora-experts: a MixLoRA folder out, the first loss the base's, resumed byte for byte, merged to a Mixtral") {
+TEST_CASE("tune --lora-experts: a MixLoRA folder out, the first loss the base's, resumed or recomputed byte for byte, merged to a Mixtral") {
   ScratchDir dir;
   const fs::path model = tiny_model(dir, "llama", 5), data = write_sequences(dir / "data.jsonl", 16);
   const std::string common = " --model " + q(model) + " --data " + q(data) +
@@ -158,6 +158,11 @@ TEST_CASE("tune --lora-experts: a MixLoRA folder out, the first loss the base's,
   REQUIRE_MESSAGE(r.code == 0, r.err);
   for (const char* file : {"adapter_model.safetensors", "optimizer.safetensors", "adapter_config.json"})
     CHECK_MESSAGE(read_file(dir / "a" / "final" / file) == read_file(dir / "b" / "final" / file), file);
+  // --recompute: each layer computed again for its gradients, the same bits.
+  r = run_upcycle("tune --out " + q(dir / "r") + common + " --steps 12 --recompute");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(read_file(dir / "a" / "final" / "adapter_model.safetensors") ==
+        read_file(dir / "r" / "final" / "adapter_model.safetensors"));
   std::string three = common;
   three.replace(three.find("--lora-experts 4"), 16, "--lora-experts 3");
   r = run_upcycle("tune --resume " + q(dir / "b" / "final") + " --out " + q(dir / "b") + three + " --steps 14");

@@ -405,7 +405,8 @@ def option_cases(c):
                         ("--balance", "foo"), ("--device", "tpu"), ("--clip", "-1"), ("--stop-at", "-1"),
                         ("--warmup", "-1"), ("--epochs", "-2"), ("--save-every", "-1"), ("--lora-rank", "-1"),
                         ("--lora-rank", "5000"), ("--lora-alpha", "-1"), ("--lora-dropout", "1"),
-                        ("--lora-targets", "qkv"), ("--lora-targets", "q_proj,q_proj")]:
+                        ("--lora-targets", "qkv"), ("--lora-targets", "q_proj,q_proj"), ("--lora-experts", "-1"),
+                        ("--lora-experts", "300"), ("--lora-top-k", "2")]:
         args = tune + (["--steps", "2"] if flag != "--steps" else []) + [flag, value]
         c.add(f"options: tune {flag} {value}", args, USAGE, flag, [Path("never")])
     c.add("options: tune --stop-at past the run", tune + ["--steps", "2", "--stop-at", "5"], USAGE, "--stop-at",
@@ -448,15 +449,32 @@ def option_cases(c):
     ia3.mkdir()
     (ia3 / "adapter_config.json").write_text('{"peft_type": "IA3", "target_modules": ["k_proj"]}')
     c.add("adapter: a PEFT type other than LORA", fwd + [ia3], BAD_INPUT, "peft_type", [Path("never")])
+    mixlora = '{"peft_type": "MIXLORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "up_proj"], ' \
+              '"routing_strategy": "mixlora", "num_experts": 4, "top_k": 2'
+    mixlora_cases = [("routing_strategy", ', "routing_strategy": "switch"}', "a MixLoRA routing other than mixlora"),
+                     ("top_k", ', "top_k": 5}', "a MixLoRA top_k above num_experts"),
+                     ("num_experts", ', "num_experts": 100000}', "a MixLoRA of 100000 experts"),
+                     ("jitter_noise", ', "jitter_noise": 0.1}', "MixLoRA router jitter"),
+                     ("adapter_model.safetensors", "}", "a MixLoRA without its tensors")]
+    mixed = []
+    for i, (field, tail, what) in enumerate(mixlora_cases):
+        folder = c.fresh(f"adapter-mixlora-{i}")
+        folder.mkdir()
+        # A later key replaces an earlier one in nlohmann::json, as in Python's json.
+        (folder / "adapter_config.json").write_text(mixlora + tail)
+        c.add(f"adapter: {what}", fwd + [folder], BAD_INPUT, field, [Path("never")])
+        mixed.append((folder, field, what))
     for folder, file, what in [(empty, "adapter_config.json", "a folder without adapter_config.json"),
                                (bad, "adapter_config.json", "adapter_config.json of bad JSON"),
                                (pickle, "adapter_model.bin", "weights only as a pickle"),
-                               (ia3, "peft_type", "a PEFT type other than LORA")]:
+                               (ia3, "peft_type", "a PEFT type other than LORA")] + mixed[:2]:
         c.add(f"adapter: tune --adapter, {what}", tune + ["--steps", "2", "--adapter", folder], BAD_INPUT, file,
               [Path("never")])
     merged = c.fresh("merged")
     c.add("adapter: export --merge-adapter of a folder without adapter_config.json",
           ["export", m, merged, "--merge-adapter", empty], BAD_INPUT, "adapter_config.json", [merged])
+    c.add("adapter: export --merge-adapter of a MixLoRA routing other than mixlora",
+          ["export", m, merged, "--merge-adapter", mixed[0][0]], BAD_INPUT, "routing_strategy", [merged])
     c.add("options: bench --router-stage --router-shape foo", ["bench", "--router-stage", "--router-shape", "foo"], USAGE,
           "--router-shape")
     c.add("options: bench --router-stage --experts 1", ["bench", "--router-stage", "--experts", "1"], USAGE, "experts")
