@@ -2,7 +2,8 @@
 # Our CPU trainer against PyTorch on the same machine, in one run: `upcycle bench --json`, then
 # scripts/bench-torch.py with the same shapes, batch and threads, then the ratios, one per
 # (precision, model, path): f32 against f32, bf16 against torch.autocast's bf16; LoRA training
-# (`upcycle bench --lora`) against PEFT's where PYTHON has peft.
+# (`upcycle bench --lora`) against PEFT's where PYTHON has peft, and the LoRA-MoE's (`--lora-experts
+# 8`) against bench-torch.py's MixLoRA over PEFT.
 #   scripts/bench-compare.sh [--python PYTHON] [--out FILE.json]
 # PYTHON (default python3) must have torch and transformers (pip); upcycle is built as
 # scripts/test.sh builds it (UPCYCLE_BUILD_DIR, CMAKE_ARGS, ...).
@@ -26,11 +27,13 @@ upcycle_build
 threads="$(nproc)"
 ours="$("$(upcycle_binary)" bench --json)"
 lora="$("$(upcycle_binary)" bench --lora --json)"
+lora_moe="$("$(upcycle_binary)" bench --lora --lora-experts 8 --json)"
 theirs="$(OMP_NUM_THREADS="$threads" "$python" "$here/bench-torch.py" --json --threads "$threads")"
-"$python" - "$ours" "$lora" "$theirs" "$out" <<'PY'
+"$python" - "$ours" "$lora" "$theirs" "$out" "$lora_moe" <<'PY'
 import json, sys
 ours, theirs, out = json.loads(sys.argv[1]), json.loads(sys.argv[3]), sys.argv[4]
-ours.update({k: v for k, v in json.loads(sys.argv[2]).items() if k.startswith(("lora_", "bf16_lora_"))})
+for extra in (sys.argv[2], sys.argv[5]):
+    ours.update({k: v for k, v in json.loads(extra).items() if k.startswith(("lora_", "bf16_lora_"))})
 # (ratio key, ours, torch's): f32 against f32, bf16 against bf16 autocast.
 pairs = [("f32_dense_train", "train_tokens_per_s", "dense_train_tokens_per_s"),
          ("f32_dense_forward", "forward_tokens_per_s", "dense_forward_tokens_per_s"),
@@ -41,7 +44,9 @@ pairs = [("f32_dense_train", "train_tokens_per_s", "dense_train_tokens_per_s"),
          ("bf16_moe_train", "moe_bf16_train_tokens_per_s", "moe_bf16_train_tokens_per_s"),
          ("bf16_moe_forward", "moe_bf16_forward_tokens_per_s", "moe_bf16_forward_tokens_per_s"),
          ("f32_lora_train", "lora_train_tokens_per_s", "lora_train_tokens_per_s"),
-         ("bf16_lora_train", "bf16_lora_train_tokens_per_s", "lora_bf16_train_tokens_per_s")]
+         ("bf16_lora_train", "bf16_lora_train_tokens_per_s", "lora_bf16_train_tokens_per_s"),
+         ("f32_lora_moe_train", "lora_moe_train_tokens_per_s", "lora_moe_train_tokens_per_s"),
+         ("bf16_lora_moe_train", "bf16_lora_moe_train_tokens_per_s", "lora_moe_bf16_train_tokens_per_s")]
 ratios = {k: ours[a] / theirs[b] for k, a, b in pairs if a in ours and b in theirs}
 print(f"{'tokens/s':20s} {'upcycle':>9s} {'torch':>9s}  ratio")
 for k, a, b in pairs:

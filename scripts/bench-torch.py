@@ -20,6 +20,12 @@ steps.  And, where peft is installed:
   lora   the dense model with PEFT LoRA adapters of rank --lora-rank (16) on every
          linear layer of its blocks (q, k, v, o, gate, up, down), the base frozen:
          train tokens/s in f32 and under bf16 autocast (AdamW over the adapters).
+  lora_moe  the same model as a LoRA-MoE written here the way MixLoRA computes it (no
+         package ships one): PEFT LoRA on q, k, v and o, and each MLP a router over
+         --lora-experts (8) experts, top-2 renormalised, expert e the frozen MLP with its
+         own rank --lora-rank LoRA on gate, up and down; the base's gate and up run once
+         on every token, each expert's down on its tokens. AdamW over the adapters and
+         the routers.
 
 Peak RSS of the whole process is reported at the end.
 
@@ -57,8 +63,9 @@ def parse_args():
     p.add_argument("--steps", type=int, default=3, help="timed steps")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--only", choices=("dense", "moe", "lora"))
+    p.add_argument("--only", choices=("dense", "moe", "lora", "lora_moe"))
     p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--lora-experts", type=int, default=8)
     return p.parse_args()
 
 
@@ -174,6 +181,87 @@ def bench_lora(torch, transformers, args):
             "lora_bf16_train_tokens_per_s": round(tokens / bf16_train_s, 1)}
 
 
+def mixlora_mlp(torch, base, experts, rank):
+    """MixLoRA's sparse MLP over the frozen LlamaMLP `base`: a router, and per expert LoRA terms on
+    gate, up and down (A as PEFT draws it, B zero), alpha = rank."""
+    import math
+
+    class MixLoraMlp(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.base = base
+            hidden, inter = base.gate_proj.in_features, base.gate_proj.out_features
+            self.router = torch.nn.Parameter(torch.randn(experts, hidden) * 0.02)
+            shapes = {"gate": (hidden, inter), "up": (hidden, inter), "down": (inter, hidden)}
+            self.a = torch.nn.ParameterDict()
+            self.b = torch.nn.ParameterDict()
+            for e in range(experts):
+                for name, (fan_in, fan_out) in shapes.items():
+                    bound = 1 / math.sqrt(fan_in)
+                    self.a[f"{name}{e}"] = torch.nn.Parameter(torch.empty(rank, fan_in).uniform_(-bound, bound))
+                    self.b[f"{name}{e}"] = torch.nn.Parameter(torch.zeros(fan_out, rank))
+
+        def term(self, name, e, x):
+            return (x @ self.a[f"{name}{e}"].T) @ self.b[f"{name}{e}"].T
+
+        def forward(self, x):
+            shape = x.shape
+            x = x.reshape(-1, shape[-1])
+            probs = torch.softmax((x @ self.router.T).float(), dim=-1)
+            w, idx = torch.topk(probs, 2, dim=-1)
+            w = (w / w.sum(dim=-1, keepdim=True)).to(x.dtype)
+            gate, up = self.base.gate_proj(x), self.base.up_proj(x)
+            out = torch.zeros_like(x)
+            for e in range(experts):
+                tok, slot = torch.where(idx == e)
+                if tok.numel() == 0:
+                    continue
+                xe = x[tok]
+                act = torch.nn.functional.silu(gate[tok] + self.term("gate", e, xe)) * (up[tok] + self.term("up", e, xe))
+                y = self.base.down_proj(act) + self.term("down", e, act)
+                out = out.index_add(0, tok, y * w[tok, slot, None])
+            return out.reshape(shape)
+
+    return MixLoraMlp()
+
+
+def bench_lora_moe(torch, transformers, args):
+    try:
+        import peft
+    except ImportError as e:
+        log(f"lora_moe: skipped, needs peft ({e})")
+        return {}
+    torch.manual_seed(0)
+    config = peft.LoraConfig(r=args.lora_rank, lora_alpha=args.lora_rank, target_modules=["q_proj", "k_proj", "v_proj",
+                             "o_proj"], lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+    model = peft.get_peft_model(build_model(transformers, "dense"), config)
+    for layer in model.base_model.model.model.layers:
+        layer.mlp = mixlora_mlp(torch, layer.mlp, args.lora_experts, args.lora_rank)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    log(f"lora_moe: {args.lora_experts} experts top-2, rank {args.lora_rank}, "
+        f"{sum(p.numel() for p in trained)} trained parameters")
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq_len), generator=gen)
+    opt = torch.optim.AdamW(trained, lr=1e-5, weight_decay=0.0)
+
+    def train_step(autocast=None):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast is not None):
+            out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        log(f"lora_moe{' bf16' if autocast else ''} train step: loss {out.loss.item():.4f}")
+
+    tokens = args.batch * args.seq_len * args.steps
+    model.train()
+    train_s = timed(train_step, args.warmup, args.steps)
+    bf16_train_s = timed(lambda: train_step(torch.bfloat16), args.warmup, args.steps)
+    log(f"lora_moe: train {train_s:.2f}s, bf16 train {bf16_train_s:.2f}s for {tokens} tokens")
+    return {"lora_moe_train_tokens_per_s": round(tokens / train_s, 1),
+            "lora_moe_bf16_train_tokens_per_s": round(tokens / bf16_train_s, 1)}
+
+
 def print_table(result):
     width = max(len(k) for k in result)
     for key, value in result.items():
@@ -196,6 +284,9 @@ def main():
             gc.collect()
     if args.only in (None, "lora"):
         result.update(bench_lora(torch, transformers, args))
+        gc.collect()
+    if args.only in (None, "lora_moe"):
+        result.update(bench_lora_moe(torch, transformers, args))
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if args.json:
         print(json.dumps(result))

@@ -65,8 +65,9 @@ class Engine {
   // step), with `like`'s side and generated files: by default host_weights() in f32; the frozen
   // parts of an engine that keeps them as stored, in their stored dtype.
   virtual std::unique_ptr<Checkpoint> checkpoint(const Checkpoint* like);
-  // The LoRA adapter an engine trains (make_cpu_lora_engine), its A and B as they stand (f32);
-  // none for an engine that trains the model's own weights.
+  // The LoRA adapter an engine trains (make_cpu_lora_engine), its A, B (and a MixLoRA's routers)
+  // as they stand, f32 views of the engine's own values: valid until its next step or its end
+  // (copy them to keep them); none for an engine that trains the model's own weights.
   virtual std::optional<LoraAdapter> trained_adapter() { return std::nullopt; }
   // AdamW's moments and step count in one safetensors file (trainer/optimizer.hpp's format), and
   // back (InputError naming the file when a tensor is missing or of another shape).
@@ -98,9 +99,11 @@ std::unique_ptr<Engine> make_cpu_stored_engine(ModelConfig config, StoredWeights
 // The engine that trains a LoRA adapter (tune --lora-rank): `base`'s weights as stored (computed
 // in `precision`; bf16 converts its f32 and f16 matrices when loaded) all frozen, the adapter
 // applied unmerged with its dropout, its A and B (f32) trained by AdamW under PEFT's tensor names.
-// host_weights() is empty; trained_adapter() the adapter; checkpoint() the model with it merged.
-// `base` must outlive it.
-std::unique_ptr<Engine> make_cpu_lora_engine(const Checkpoint& base, const LoraAdapter& adapter,
+// A MixLoRA adapter makes it the base's LoRA-MoE (adapted_config), whose routers train too.
+// host_weights() holds the trained routers alone; trained_adapter() the adapter; checkpoint() the
+// model with it merged. The adapter is taken (pass it moved: a large one is not held twice);
+// `base` must outlive the engine.
+std::unique_ptr<Engine> make_cpu_lora_engine(const Checkpoint& base, LoraAdapter adapter,
                                              const ops::AdamWConfig& adam, Precision precision = Precision::F32);
 inline constexpr const char* kPrecisionHelp =
     "f32 or bf16 (default: the device's, f32 on the CPU, bf16 on the GPU). On the CPU, bf16 multiplies bf16 "

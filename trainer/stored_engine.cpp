@@ -31,17 +31,21 @@ struct TrainedAdapter {
   std::vector<std::vector<float>> d_a, d_b;
 };
 
-// The adapter applied: its config, its modules' places, and the terms that hold their values.
-struct AppliedAdapter {
-  const LoraAdapter* adapter;
-  std::vector<std::shared_ptr<LowRank>> terms;
-};
+// `adapter` applied to `weights`: its modules' places and the terms that now hold their values
+// (the adapter's own tensors are dropped, so that a large adapter is not held twice while the
+// optimizer's state is made).
+TrainedAdapter apply_trained(StoredWeights& weights, LoraAdapter&& adapter) {
+  TrainedAdapter out{adapter.config, {}, apply_adapter(weights, adapter), {}, {}};
+  for (const LoraModule& m : adapter.modules) out.modules.push_back({m.layer, m.module, m.expert, m.a.shape(), m.b.shape()});
+  adapter = {};
+  return out;
+}
 
 class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
  public:
   StoredEngine(ModelConfig config, StoredWeights weights, const std::filesystem::path& source,
                const std::optional<TrainSetup>& training, Precision products,
-               std::optional<AppliedAdapter> adapter = std::nullopt)
+               std::optional<TrainedAdapter> adapter = std::nullopt)
       : CpuModelEngine(std::move(config), std::move(weights), source) {
     const ModelConfig& c = model_.config();
     auto masters = parameters(masters_, c);  // laid out, every tensor empty
@@ -56,7 +60,7 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
       if (products == Precision::BF16 && stored[i].tensor.shape.size() == 2) w = w.in_bf16();
     }
     if (!training) return;
-    train(masters_, *training, adapter ? trained_adapter_tensors(*adapter) : std::vector<TrainedTensor>{});
+    train(masters_, *training, adapter ? trained_adapter_tensors(std::move(*adapter)) : std::vector<TrainedTensor>{});
   }
 
   // The trained tensors' masters (every frozen tensor empty).
@@ -76,10 +80,10 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
     for (size_t i = 0; i < adapter_->modules.size(); ++i) {
       const TrainedAdapter::Module& m = adapter_->modules[i];
       const LowRank& t = *adapter_->terms[i];
-      out.modules.push_back({m.layer, m.name, Tensor::from_f32(m.a, t.a), Tensor::from_f32(m.b, t.b), m.expert});
+      out.modules.push_back({m.layer, m.name, view(m.a, t.a), view(m.b, t.b), m.expert});
     }
     if (out.config.is_moe())
-      for (const auto& layer : model_.weights().layers) out.routers.push_back(layer.router.tensor().to(DType::F32));
+      for (const auto& layer : model_.weights().layers) out.routers.push_back(layer.router.tensor());
     return out;
   }
 
@@ -99,24 +103,30 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
   }
 
  private:
-  // The applied adapter's A and B as AdamW's tensors (PEFT's names, or MixLoRA's).
-  std::vector<TrainedTensor> trained_adapter_tensors(const AppliedAdapter& applied) {
-    const LoraAdapter& adapter = *applied.adapter;
-    adapter_.emplace(TrainedAdapter{adapter.config, {}, applied.terms, {}, {}});
+  // A tensor that reads `values` in place (no copy: a 7B model's adapter is gigabytes).
+  static Tensor view(const Shape& shape, const std::vector<float>& values) {
+    const auto* bytes = reinterpret_cast<const std::byte*>(values.data());
+    return Tensor::borrowed(DType::F32, shape, std::shared_ptr<const std::byte>(bytes, [](const std::byte*) {}));
+  }
+
+  // The applied adapter's A and B as AdamW's tensors (PEFT's names, or MixLoRA's), with their
+  // gradients and dropout.
+  std::vector<TrainedTensor> trained_adapter_tensors(TrainedAdapter&& applied) {
+    adapter_.emplace(std::move(applied));
+    const LoraConfig& c = adapter_->config;
     std::vector<TrainedTensor> tensors;
-    for (size_t i = 0; i < adapter.modules.size(); ++i) {
-      const LoraModule& m = adapter.modules[i];
-      adapter_->modules.push_back({m.layer, m.module, m.expert, m.a.shape(), m.b.shape()});
+    for (size_t i = 0; i < adapter_->modules.size(); ++i) {
+      const TrainedAdapter::Module& m = adapter_->modules[i];
       LowRank& t = *adapter_->terms[i];
       std::vector<float>& d_a = adapter_->d_a.emplace_back(t.a.size(), 0.0f);
       std::vector<float>& d_b = adapter_->d_b.emplace_back(t.b.size(), 0.0f);
       t.d_a = d_a.data();
       t.d_b = d_b.data();
-      t.dropout.p = float(adapter.config.dropout);
+      t.dropout.p = float(c.dropout);
       for (const bool is_b : {false, true}) {
-        const std::string name = adapter.config.is_moe() ? lora_moe_tensor_name(m.layer, m.module, m.expert, is_b)
-                                                         : lora_tensor_name(m.layer, m.module, is_b);
-        tensors.push_back({name, is_b ? m.b.shape() : m.a.shape(), is_b ? t.b : t.a, is_b ? d_b : d_a, true});
+        const std::string name = c.is_moe() ? lora_moe_tensor_name(m.layer, m.name, m.expert, is_b)
+                                            : lora_tensor_name(m.layer, m.name, is_b);
+        tensors.push_back({name, is_b ? m.b : m.a, is_b ? t.b : t.a, is_b ? d_b : d_a, true});
       }
     }
     return tensors;
@@ -153,15 +163,16 @@ std::unique_ptr<Engine> make_cpu_stored_engine(ModelConfig config, StoredWeights
   return std::make_unique<StoredEngine>(std::move(config), std::move(weights), source, training, products);
 }
 
-std::unique_ptr<Engine> make_cpu_lora_engine(const Checkpoint& base, const LoraAdapter& adapter,
+std::unique_ptr<Engine> make_cpu_lora_engine(const Checkpoint& base, LoraAdapter adapter,
                                              const ops::AdamWConfig& adam, Precision precision) {
   PartSet frozen;
   frozen.set();
   if (adapter.config.is_moe()) frozen.reset(size_t(Part::Router));  // a MixLoRA's routers train
+  ModelConfig config = adapted_config(base.config(), adapter, base.path());
   StoredWeights weights = load_stored_weights(base, precision);  // converted as loaded
-  AppliedAdapter applied{&adapter, apply_adapter(weights, adapter)};
-  return std::make_unique<StoredEngine>(adapted_config(base.config(), adapter, base.path()), std::move(weights),
-                                        base.path(), TrainSetup{adam, frozen}, Precision::F32, std::move(applied));
+  TrainedAdapter applied = apply_trained(weights, std::move(adapter));
+  return std::make_unique<StoredEngine>(std::move(config), std::move(weights), base.path(), TrainSetup{adam, frozen},
+                                        Precision::F32, std::move(applied));
 }
 
 }  // namespace upcycle

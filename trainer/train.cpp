@@ -149,7 +149,7 @@ class Trainer {
   void log_step(int64_t step, const StepStats& s, double lr, double norm, double step_seconds);
   void save(const std::string& folder);
   TokenizedData read_data(const fs::path& file);
-  std::unique_ptr<Engine> lora_engine(bool resumed);
+  std::unique_ptr<Engine> lora_engine(bool resumed, int64_t& trained, std::string& what);
   void validate(int64_t step);
   void write_metrics(const nlohmann::ordered_json& j);
   void start_selection_bias();
@@ -237,14 +237,7 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   int64_t total = 0, trained = 0;
   std::string what;  // what trains, for the log
   if (lora || lora_resume) {
-    engine_ = lora_engine(lora_resume);
-    const LoraAdapter a = *engine_->trained_adapter();
-    for (const LoraModule& m : a.modules) trained += m.a.numel() + m.b.numel();
-    for (const Tensor& r : a.routers) trained += r.numel();
-    what = fmt::format(" (LoRA rank {}, alpha {:g}{}, dropout {:g} on {}{}; the base frozen)", a.config.rank,
-                       a.config.alpha, a.config.use_rslora ? ", rsLoRA" : "", a.config.dropout,
-                       lora_targets_string(a.config.target_modules),
-                       a.config.is_moe() ? fmt::format(", {} experts top-{}", a.config.experts, a.config.top_k) : "");
+    engine_ = lora_engine(lora_resume, trained, what);
   } else {
     engine_ = load_training_engine(*source_, config_, make, TrainSetup{o.adam, o.frozen},
                                    o.precision.empty() ? std::nullopt : std::optional(parse_precision(o.precision)));
@@ -279,8 +272,9 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
 }
 
 // A LoRA run's engine: the adapter of the step folder it resumes (its settings checked against
-// the options given), the one --adapter gives, or a fresh one; on the frozen base.
-std::unique_ptr<Engine> Trainer::lora_engine(bool resumed) {
+// the options given), the one --adapter gives, or a fresh one; on the frozen base. Its trained
+// parameters and a description for the log go to `trained` and `what`.
+std::unique_ptr<Engine> Trainer::lora_engine(bool resumed, int64_t& trained, std::string& what) {
   LoraAdapter start;
   if (resumed) {
     start = read_peft_adapter(*o_.resume, config_);
@@ -306,7 +300,13 @@ std::unique_ptr<Engine> Trainer::lora_engine(bool resumed) {
     start = init_lora_adapter(config_, complete_lora_config(o_.lora, config_), o_.seed);
   }
   start.config.base_model = o_.model.string();
-  return make_cpu_lora_engine(*source_, start, o_.adam,
+  for (const LoraModule& m : start.modules) trained += m.a.numel() + m.b.numel();
+  for (const Tensor& r : start.routers) trained += r.numel();
+  const LoraConfig& c = start.config;
+  what = fmt::format(" (LoRA rank {}, alpha {:g}{}, dropout {:g} on {}{}; the base frozen)", c.rank, c.alpha,
+                     c.use_rslora ? ", rsLoRA" : "", c.dropout, lora_targets_string(c.target_modules),
+                     c.is_moe() ? fmt::format(", {} experts top-{}", c.experts, c.top_k) : "");
+  return make_cpu_lora_engine(*source_, std::move(start), o_.adam,
                               o_.precision.empty() ? Precision::F32 : parse_precision(o_.precision));
 }
 
