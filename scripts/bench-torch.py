@@ -157,8 +157,15 @@ def bench_lora(torch, transformers, args):
     config = peft.LoraConfig(r=args.lora_rank, lora_alpha=args.lora_rank, target_modules=targets, lora_dropout=0.0,
                              bias="none", task_type="CAUSAL_LM")
     model = peft.get_peft_model(build_model(transformers, "dense"), config)
+    log(f"lora: peft {peft.__version__}, rank {args.lora_rank}")
+    return time_adapter_training(torch, model, "lora", args)
+
+
+def time_adapter_training(torch, model, kind, args):
+    """Training steps of `model`'s trainable parameters (the base frozen), in f32 and under bf16
+    autocast: {kind}_train_tokens_per_s and {kind}_bf16_train_tokens_per_s."""
     trained = [p for p in model.parameters() if p.requires_grad]
-    log(f"lora: peft {peft.__version__}, rank {args.lora_rank}, {sum(p.numel() for p in trained)} trained parameters")
+    log(f"{kind}: {sum(p.numel() for p in trained)} trained parameters")
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq_len), generator=gen)
     opt = torch.optim.AdamW(trained, lr=1e-5, weight_decay=0.0)
@@ -170,15 +177,15 @@ def bench_lora(torch, transformers, args):
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        log(f"lora{' bf16' if autocast else ''} train step: loss {out.loss.item():.4f}")
+        log(f"{kind}{' bf16' if autocast else ''} train step: loss {out.loss.item():.4f}")
 
     tokens = args.batch * args.seq_len * args.steps
     model.train()
     train_s = timed(train_step, args.warmup, args.steps)
     bf16_train_s = timed(lambda: train_step(torch.bfloat16), args.warmup, args.steps)
-    log(f"lora: train {train_s:.2f}s, bf16 train {bf16_train_s:.2f}s for {tokens} tokens")
-    return {"lora_train_tokens_per_s": round(tokens / train_s, 1),
-            "lora_bf16_train_tokens_per_s": round(tokens / bf16_train_s, 1)}
+    log(f"{kind}: train {train_s:.2f}s, bf16 train {bf16_train_s:.2f}s for {tokens} tokens")
+    return {f"{kind}_train_tokens_per_s": round(tokens / train_s, 1),
+            f"{kind}_bf16_train_tokens_per_s": round(tokens / bf16_train_s, 1)}
 
 
 def mixlora_mlp(torch, base, experts, rank):
@@ -237,29 +244,8 @@ def bench_lora_moe(torch, transformers, args):
     model = peft.get_peft_model(build_model(transformers, "dense"), config)
     for layer in model.base_model.model.model.layers:
         layer.mlp = mixlora_mlp(torch, layer.mlp, args.lora_experts, args.lora_rank)
-    trained = [p for p in model.parameters() if p.requires_grad]
-    log(f"lora_moe: {args.lora_experts} experts top-2, rank {args.lora_rank}, "
-        f"{sum(p.numel() for p in trained)} trained parameters")
-    gen = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq_len), generator=gen)
-    opt = torch.optim.AdamW(trained, lr=1e-5, weight_decay=0.0)
-
-    def train_step(autocast=None):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast is not None):
-            out = model(input_ids=ids, labels=ids)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        log(f"lora_moe{' bf16' if autocast else ''} train step: loss {out.loss.item():.4f}")
-
-    tokens = args.batch * args.seq_len * args.steps
-    model.train()
-    train_s = timed(train_step, args.warmup, args.steps)
-    bf16_train_s = timed(lambda: train_step(torch.bfloat16), args.warmup, args.steps)
-    log(f"lora_moe: train {train_s:.2f}s, bf16 train {bf16_train_s:.2f}s for {tokens} tokens")
-    return {"lora_moe_train_tokens_per_s": round(tokens / train_s, 1),
-            "lora_moe_bf16_train_tokens_per_s": round(tokens / bf16_train_s, 1)}
+    log(f"lora_moe: {args.lora_experts} experts top-2, rank {args.lora_rank}")
+    return time_adapter_training(torch, model, "lora_moe", args)
 
 
 def print_table(result):

@@ -21,12 +21,9 @@ except ImportError as e:
     print(f"skipped: {e}")
     sys.exit(77)
 
-BINARY = os.environ.get("UPCYCLE_BINARY", "")
-if not BINARY or not os.path.exists(BINARY):
-    print("skipped: UPCYCLE_BINARY is not set to the built upcycle")
-    sys.exit(77)
+from tiny_llama import TOKENS, upcycle_binary, write_tiny_llama
 
-TOKENS = [1, 7, 5, 3, 6, 2, 4, 7, 0, 5, 11, 39]
+BINARY = upcycle_binary()
 
 
 def run(*args):
@@ -35,12 +32,6 @@ def run(*args):
         sys.exit(f"upcycle {' '.join(args)} failed:\n{r.stderr}")
 
 
-def tiny_llama(folder):
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                      tie_word_embeddings=False)
-    transformers.LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
 
 
 class MixLoraMlp(torch.nn.Module):
@@ -98,7 +89,7 @@ def torch_mixlora_logits(base, folder):
 def main():
     with tempfile.TemporaryDirectory() as work:
         base = os.path.join(work, "base")
-        tiny_llama(base)
+        write_tiny_llama(torch, transformers, base)
         data = os.path.join(work, "train.jsonl")
         with open(data, "w") as f:
             for s in range(8):

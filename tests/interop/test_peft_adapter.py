@@ -21,22 +21,11 @@ except ImportError as e:
     print(f"skipped: {e}")
     sys.exit(77)
 
-BINARY = os.environ.get("UPCYCLE_BINARY", "")
-if not BINARY or not os.path.exists(BINARY):
-    print("skipped: UPCYCLE_BINARY is not set to the built upcycle")
-    sys.exit(77)
+from tiny_llama import TOKENS, upcycle_binary, write_tiny_llama
 
-TOKENS = [1, 7, 5, 3, 6, 2, 4, 7, 0, 5, 11, 39]
+BINARY = upcycle_binary()
 
 
-def tiny_llama(folder):
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                      tie_word_embeddings=False)
-    model = transformers.LlamaForCausalLM(config).eval()
-    model.save_pretrained(folder, safe_serialization=True)
-    return model
 
 
 def upcycle_logits(base, adapter, work):
@@ -113,7 +102,7 @@ def main():
         base = os.path.join(work, "base")
         for name, rslora, targets in [("plain", False, ["q_proj", "v_proj", "gate_proj", "down_proj"]),
                                       ("rslora", True, ["k_proj", "o_proj", "up_proj"])]:
-            model = tiny_llama(base)
+            model = write_tiny_llama(torch, transformers, base)
             config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, bias="none",
                                      task_type="CAUSAL_LM", use_rslora=rslora, init_lora_weights=False)
             torch.manual_seed(1)
