@@ -575,19 +575,24 @@ double LoraConfig::scaling() const {
   return use_rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
 }
 
-LoraAdapter read_peft_adapter(const fs::path& dir, const ModelConfig& base) {
+LoraConfig read_lora_config(const fs::path& dir) {
   const fs::path config_file = dir / kConfigFile;
-  const fs::path weights_file = dir / kWeightsFile;
   require(fs::is_regular_file(config_file), config_file, "missing: not a PEFT adapter folder");
   // A pickle runs code when loaded: never opened, whatever it holds.
-  require(fs::exists(weights_file) || !fs::exists(dir / kPickleFile), dir / kPickleFile,
+  require(fs::exists(dir / kWeightsFile) || !fs::exists(dir / kPickleFile), dir / kPickleFile,
           "the adapter's weights are a pickle file, which is never loaded; save them as " +
               std::string(kWeightsFile) + " (PEFT's save_pretrained(..., safe_serialization=True))");
+  return parse_config(read_json_file(config_file, kMaxConfigBytes), config_file);
+}
+
+fs::path adapter_weights_file(const fs::path& dir) { return dir / kWeightsFile; }
+
+LoraAdapter read_peft_adapter(const fs::path& dir, const ModelConfig& base) {
   LoraAdapter adapter;
-  adapter.config = parse_config(read_json_file(config_file, kMaxConfigBytes), config_file);
+  adapter.config = read_lora_config(dir);
   const BaseShapes shapes = base_shapes(base);
-  check_against_base(adapter.config, shapes, base, config_file);
-  const SafetensorsFile st = SafetensorsFile::open(weights_file);
+  check_against_base(adapter.config, shapes, base, dir / kConfigFile);
+  const SafetensorsFile st = SafetensorsFile::open(dir / kWeightsFile);
   adapter.modules = read_modules(st, adapter.config, shapes, base);
   if (adapter.config.is_moe()) adapter.routers = read_routers(st, adapter.config, base);
   return adapter;

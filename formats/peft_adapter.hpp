@@ -82,6 +82,12 @@ struct LoraAdapter {
 // without its router or an expert without one of its FFN targets.
 LoraAdapter read_peft_adapter(const std::filesystem::path& dir, const ModelConfig& base);
 
+// dir/adapter_config.json alone, checked as read_peft_adapter checks it (with no base: for
+// `inspect`), and a folder whose weights are a pickle only refused; InputError naming the file.
+LoraConfig read_lora_config(const std::filesystem::path& dir);
+// dir/adapter_model.safetensors: where a folder's tensors are.
+std::filesystem::path adapter_weights_file(const std::filesystem::path& dir);
+
 // Whether `dir` holds an adapter_config.json (a PEFT adapter folder rather than a model).
 bool is_peft_adapter_folder(const std::filesystem::path& dir);
 

@@ -77,26 +77,60 @@ std::vector<float> dense_delta(const LowRankView& x, int64_t out, int64_t in) {
   return dw;
 }
 
-LowRankFactors truncate_delta(std::span<const float> dw, int64_t out, int64_t in, int64_t rank, double scale) {
-  if (rank < 1 || rank > std::min(out, in) || scale == 0 || dw.size() != size_t(out * in))
-    throw std::invalid_argument("truncate_delta: rank " + std::to_string(rank) + " of a [" + std::to_string(out) +
-                                ", " + std::to_string(in) + "] delta of " + std::to_string(dw.size()) +
-                                " values, scale " + std::to_string(scale));
-  const Rows m = widened(dw, out, in);
-  const Eigen::BDCSVD<Eigen::MatrixXd> svd(m, Eigen::ComputeThinU | Eigen::ComputeThinV);
-  const Eigen::VectorXd& sigma = svd.singularValues();  // descending
+namespace {
+
+void check_truncation(const char* what, int64_t out, int64_t in, int64_t rank, double scale) {
+  if (rank < 1 || rank > std::min(out, in) || scale == 0)
+    throw std::invalid_argument(std::string(what) + ": rank " + std::to_string(rank) + " of a [" +
+                                std::to_string(out) + ", " + std::to_string(in) + "] delta, scale " +
+                                std::to_string(scale));
+}
+
+// U·diag(σ)·Vᵀ (U [out, n], V [in, n], σ descending) kept to its first `rank` singular values (the
+// missing ones zero) as factors of `scale`: B = U_r·Σ_r / scale, A = V_rᵀ.
+LowRankFactors kept_factors(const Eigen::MatrixXd& u, const Eigen::VectorXd& sigma, const Eigen::MatrixXd& v,
+                            int64_t rank, double scale) {
+  const int64_t n = std::min<int64_t>(rank, sigma.size());
   const double total = sigma.squaredNorm();
   LowRankFactors f;
   f.rank = rank;
   f.scale = scale;
-  f.discarded = total > 0 ? sigma.tail(sigma.size() - rank).squaredNorm() / total : 0.0;
-  const Rows b = svd.matrixU().leftCols(rank) * sigma.head(rank).asDiagonal() / scale;  // [out, rank]
-  const Rows a = svd.matrixV().leftCols(rank).transpose();                            // [rank, in]
-  f.b.resize(size_t(out * rank));
-  f.a.resize(size_t(rank * in));
-  Eigen::Map<RowsF>(f.b.data(), out, rank) = b.cast<float>();
-  Eigen::Map<RowsF>(f.a.data(), rank, in) = a.cast<float>();
+  f.discarded = total > 0 ? sigma.tail(sigma.size() - n).squaredNorm() / total : 0.0;
+  Rows b = Rows::Zero(u.rows(), rank), a = Rows::Zero(rank, v.rows());
+  b.leftCols(n) = u.leftCols(n) * sigma.head(n).asDiagonal() / scale;  // [out, rank]
+  a.topRows(n) = v.leftCols(n).transpose();                            // [rank, in]
+  f.b.resize(size_t(b.size()));
+  f.a.resize(size_t(a.size()));
+  Eigen::Map<RowsF>(f.b.data(), b.rows(), rank) = b.cast<float>();
+  Eigen::Map<RowsF>(f.a.data(), rank, a.cols()) = a.cast<float>();
   return f;
+}
+
+}  // namespace
+
+LowRankFactors truncate_delta(std::span<const float> dw, int64_t out, int64_t in, int64_t rank, double scale) {
+  check_truncation("truncate_delta", out, in, rank, scale);
+  if (dw.size() != size_t(out * in))
+    throw std::invalid_argument("truncate_delta: " + std::to_string(dw.size()) + " values for a [" +
+                                std::to_string(out) + ", " + std::to_string(in) + "] delta");
+  const Eigen::BDCSVD<Eigen::MatrixXd> svd(widened(dw, out, in), Eigen::ComputeThinU | Eigen::ComputeThinV);
+  return kept_factors(svd.matrixU(), svd.singularValues(), svd.matrixV(), rank, scale);
+}
+
+LowRankFactors truncate_sum(std::span<const LowRankView> terms, std::span<const double> weights, int64_t out,
+                            int64_t in, int64_t rank, double scale) {
+  check_truncation("truncate_sum", out, in, rank, scale);
+  const LowRankFactors sum = concat_deltas(terms, weights, out, in);  // scale 1, rank R
+  const int64_t R = sum.rank;
+  // dW = B·A = Q_b·R_b·(Q_a·R_a)ᵀ = Q_b·(R_b·R_aᵀ)·Q_aᵀ, with thin QRs of B [out, R] and Aᵀ [in, R].
+  const Eigen::HouseholderQR<Eigen::MatrixXd> qb(widened(sum.b, out, R)), qa(widened(sum.a, R, in).transpose());
+  const int64_t kb = std::min(out, R), ka = std::min(in, R);
+  const Eigen::MatrixXd q_b = qb.householderQ() * Eigen::MatrixXd::Identity(out, kb);
+  const Eigen::MatrixXd q_a = qa.householderQ() * Eigen::MatrixXd::Identity(in, ka);
+  const Eigen::MatrixXd r_b = qb.matrixQR().topRows(kb).triangularView<Eigen::Upper>();  // [kb, R]
+  const Eigen::MatrixXd r_a = qa.matrixQR().topRows(ka).triangularView<Eigen::Upper>();  // [ka, R]
+  const Eigen::JacobiSVD<Eigen::MatrixXd> svd(r_b * r_a.transpose(), Eigen::ComputeThinU | Eigen::ComputeThinV);
+  return kept_factors(q_b * svd.matrixU(), svd.singularValues(), q_a * svd.matrixV(), rank, scale);
 }
 
 }  // namespace upcycle::merge

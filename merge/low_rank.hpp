@@ -47,4 +47,12 @@ std::vector<float> dense_delta(const LowRankView& x, int64_t out, int64_t in);
 // a rank outside [1, min(out, in)] or a zero scale.
 LowRankFactors truncate_delta(std::span<const float> dw, int64_t out, int64_t in, int64_t rank, double scale);
 
+// The same for Σ_k w_k·dW_k from the factors alone (a linear merge brought back to rank `rank`,
+// such as the mean of adapters' terms): the summed term's B [out, R] and Aᵀ [in, R] (R = Σ r_k)
+// are reduced by QR to an R x R core whose SVD is the sum's, O((out + in)·R²), never out·in.
+// Ranks above the sum's own are zero-padded (exact). std::invalid_argument as concat_deltas, or
+// for a rank outside [1, min(out, in)] or a zero scale.
+LowRankFactors truncate_sum(std::span<const LowRankView> terms, std::span<const double> weights, int64_t out,
+                            int64_t in, int64_t rank, double scale);
+
 }  // namespace upcycle::merge

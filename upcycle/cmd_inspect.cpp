@@ -1,4 +1,5 @@
-// `upcycle inspect PATH [--json]`: what a checkpoint holds, for people and for scripts.
+// `upcycle inspect PATH [--json]`: what a checkpoint (or an adapter folder) holds, for people and
+// for scripts.
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -9,6 +10,8 @@
 #include "core/gguf_file.hpp"
 #include "core/progress.hpp"
 #include "formats/open_checkpoint.hpp"
+#include "formats/peft_adapter.hpp"
+#include "formats/safetensors.hpp"
 #include "upcycle/cli.hpp"
 #include "upcycle/commands.hpp"
 
@@ -79,11 +82,68 @@ json tokenizer_summary(const GgufFile& f) {
   return j;
 }
 
+// A PEFT LoRA or MixLoRA adapter folder: its settings and tensors (checked against no base).
+json adapter_summary(const std::filesystem::path& dir) {
+  const LoraConfig c = read_lora_config(dir);
+  const SafetensorsFile st = SafetensorsFile::open(adapter_weights_file(dir));
+  std::map<std::string, uint64_t> by;
+  uint64_t params = 0;
+  for (const SafetensorsEntry& e : st.entries()) {
+    by[std::string(dtype_name(e.info.dtype))] += *shape_elements(e.info.shape);
+    params += *shape_elements(e.info.shape);
+  }
+  json j;
+  j["path"] = dir.string();
+  j["format"] = c.is_moe() ? "mixlora adapter" : "peft lora adapter";
+  j["base_model"] = c.base_model;
+  j["rank"] = c.rank;
+  j["alpha"] = c.alpha;
+  j["scaling"] = c.scaling();
+  j["use_rslora"] = c.use_rslora;
+  j["dropout"] = c.dropout;
+  j["target_modules"] = c.target_modules;
+  j["experts"] = c.experts;
+  j["experts_per_token"] = c.top_k;
+  j["params"] = params;
+  j["tensors"] = st.entries().size();
+  j["dtype"] = dominant(by);
+  j["dtypes"] = by;
+  j["bytes"] = std::filesystem::file_size(adapter_weights_file(dir));
+  return j;
+}
+
+void print_line(const char* key, const std::string& value) { std::printf("%-18s %s\n", key, value.c_str()); }
+std::string num(const json& v) { return v.is_null() ? std::string("-") : v.dump(); }
+
+void print_dtypes(const json& j) {
+  std::string dtypes;
+  for (const auto& [name, count] : j["dtypes"].items()) dtypes += (dtypes.empty() ? "" : ", ") + name + " " + count.dump();
+  print_line("dtype", j["dtype"].get<std::string>() + " (parameters by dtype: " + dtypes + ")");
+}
+
+void print_adapter(const json& j) {
+  std::string targets;
+  for (const auto& t : j["target_modules"]) targets += (targets.empty() ? "" : ",") + t.get<std::string>();
+  print_line("base_model", j["base_model"].get<std::string>().empty() ? "-" : j["base_model"].get<std::string>());
+  print_line("rank", num(j["rank"]) + " (alpha " + num(j["alpha"]) + ", scaling " + num(j["scaling"]) +
+                         (j["use_rslora"].get<bool>() ? ", rsLoRA" : "") + ")");
+  print_line("targets", targets);
+  print_line("dropout", num(j["dropout"]));
+  print_line("experts", j["experts"].get<int64_t>() == 0
+                            ? std::string("0 (a plain LoRA)")
+                            : num(j["experts"]) + " (top-" + num(j["experts_per_token"]) +
+                                  "; the FFN targets each expert's, the others shared)");
+  print_line("parameters", num(j["params"]));
+  print_line("tensors", num(j["tensors"]));
+  print_dtypes(j);
+  print_line("bytes", format_bytes(j["bytes"].get<double>()));
+}
+
 void print_readable(const json& j) {
-  auto line = [](const char* key, const std::string& value) { std::printf("%-18s %s\n", key, value.c_str()); };
-  auto num = [](const json& v) { return v.is_null() ? std::string("-") : v.dump(); };
+  auto line = print_line;
   line("path", j["path"].get<std::string>());
   line("format", j["format"].get<std::string>());
+  if (j.contains("rank")) return print_adapter(j);
   if (j.contains("tokenizer")) {
     const auto& t = j["tokenizer"];
     line("contents", "tokenizer only (no tensors)");
@@ -105,9 +165,7 @@ void print_readable(const json& j) {
                       : num(j["experts"]) + " (top-" + num(j["experts_per_token"]) + ")");
   line("parameters", num(j["params"]));
   line("tensors", num(j["tensors"]));
-  std::string dtypes;
-  for (const auto& [name, count] : j["dtypes"].items()) dtypes += (dtypes.empty() ? "" : ", ") + name + " " + count.dump();
-  line("dtype", j["dtype"].get<std::string>() + " (parameters by dtype: " + dtypes + ")");
+  print_dtypes(j);
   line("bytes", format_bytes(j["bytes"].get<double>()));
 }
 
@@ -118,8 +176,9 @@ int cmd_inspect(const Args& args) {
   spec.usage = "upcycle inspect PATH [--json]";
   spec.summary =
       "Summarises a checkpoint: a Hugging Face folder (safetensors, sharded or not), an HDF5 file (.h5)\n"
-      "or a GGUF file (.gguf, also tokenizer-only ones). Validates it on the way: a malformed file is\n"
-      "reported with what is wrong and exit code 2.";
+      "or a GGUF file (.gguf, also tokenizer-only ones); or a PEFT LoRA or MixLoRA adapter folder (its\n"
+      "settings and tensors; checked against its base by the commands that apply it). Validates it on\n"
+      "the way: a malformed file is reported with what is wrong and exit code 2.";
   spec.options.add_options()("json", "print one JSON object (keys: model_type, params, tensors, dtype, experts, "
                                      "layers, hidden_size, vocab_size, bytes, ...)");
   spec.hidden.add_options()("path", cli::po::value<std::string>()->required(), "checkpoint");
@@ -129,6 +188,7 @@ int cmd_inspect(const Args& args) {
   std::filesystem::path path = (*vm)["path"].as<std::string>();
 
   json j;
+  if (std::filesystem::is_directory(path) && is_peft_adapter_folder(path)) j = adapter_summary(path);
   if (path.extension() == ".gguf" && std::filesystem::is_regular_file(path)) {
     GgufFile f = GgufFile::open(path);
     if (f.tensors().empty()) j = tokenizer_summary(f);

@@ -151,6 +151,14 @@ TEST_CASE("tune --lora-experts: a MixLoRA folder out, the first loss the base's,
   const LoraAdapter read = read_peft_adapter(dir / "a" / "final", tiny_config("llama"));
   CHECK(read.routers.size() == 2);
   CHECK(read.modules.size() == 2 * (4 + 4 * 3));  // per layer: shared q, k, v, o; each expert's gate, up, down
+  // inspect describes the folder.
+  r = run_upcycle("inspect --json " + q(dir / "a" / "final"));
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const auto summary = nlohmann::json::parse(r.out);
+  CHECK(summary["format"] == "mixlora adapter");
+  CHECK(summary["experts"] == 4);
+  CHECK(summary["rank"] == 2);
+  CHECK(summary["tensors"] == 2 * 2 * (4 + 4 * 3) + 2);  // A and B of each module, a router per layer
 
   // Stopped and resumed: the same files.
   REQUIRE(run_upcycle("tune --out " + q(dir / "b") + common + " --steps 12 --stop-at 5").code == 0);

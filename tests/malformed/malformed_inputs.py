@@ -470,6 +470,8 @@ def option_cases(c):
                                (ia3, "peft_type", "a PEFT type other than LORA")] + mixed[:2]:
         c.add(f"adapter: tune --adapter, {what}", tune + ["--steps", "2", "--adapter", folder], BAD_INPUT, file,
               [Path("never")])
+        if folder != empty:  # without adapter_config.json a folder is read as a model
+            c.add(f"adapter: inspect, {what}", ["inspect", folder], BAD_INPUT, file)
     merged = c.fresh("merged")
     c.add("adapter: export --merge-adapter of a folder without adapter_config.json",
           ["export", m, merged, "--merge-adapter", empty], BAD_INPUT, "adapter_config.json", [merged])

@@ -1,7 +1,8 @@
 // LoRA deltas in their factors against the same deltas materialised: inner products, distances
 // and cosines from r x r products; linear merges concatenated exactly; truncation to rank r
 // recovering a rank-r delta exactly and, for any other, the Eckart–Young error with the
-// discarded energy it reports; a DARE child of two deltas, merged densely, brought back to rank r.
+// discarded energy it reports; a DARE child of two deltas, merged densely, brought back to rank r;
+// a weighted sum truncated from its factors alone as the dense sum is.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -118,4 +119,29 @@ TEST_CASE("low rank: a DARE child of two deltas, merged densely, comes back at r
   CHECK(t.discarded < 1.0);
   CHECK(t.a.size() == size_t(2 * kIn));
   CHECK(t.b.size() == size_t(kOut * 2));
+}
+
+TEST_CASE("low rank: a weighted sum truncated from its factors equals the dense sum truncated") {
+  const LowRankFactors x = random_term(2, 0.5, 21), y = random_term(3, 2.0, 22), z = random_term(2, 1.0, 23);
+  const std::vector<LowRankView> terms = {x.view(), y.view(), z.view()};
+  const std::vector<double> weights = {0.5, 0.3, 0.2};
+  std::vector<float> dw(size_t(kOut * kIn), 0.0f);  // Σ w_k·dW_k, materialised
+  for (size_t k = 0; k < terms.size(); ++k) {
+    const auto d = dense_delta(terms[k], kOut, kIn);
+    for (size_t i = 0; i < dw.size(); ++i) dw[i] += float(weights[k]) * d[i];
+  }
+  // The sum's rank is 7 (< kIn = 9): kept whole at 7, truncated below it, zero-padded above it.
+  for (int64_t rank : {2, 4, 7, 9}) {
+    CAPTURE(rank);
+    const LowRankFactors got = truncate_sum(terms, weights, kOut, kIn, rank, 0.5);
+    const LowRankFactors want = truncate_delta(dw, kOut, kIn, rank, 0.5);
+    CHECK(got.rank == rank);
+    CHECK(got.scale == 0.5);
+    CHECK(max_error(dense_delta(got.view(), kOut, kIn), dense_delta(want.view(), kOut, kIn)) < 1e-4);
+    CHECK(got.discarded == doctest::Approx(want.discarded).epsilon(1e-5));
+    if (rank >= 7) CHECK(max_error(dense_delta(got.view(), kOut, kIn), dw) < 1e-5);
+  }
+  CHECK(truncate_sum(terms, weights, kOut, kIn, 2, 1.0).discarded > 0.05);
+  CHECK_THROWS_AS(truncate_sum(terms, weights, kOut, kIn, 10, 1.0), std::invalid_argument);
+  CHECK_THROWS_AS(truncate_sum(terms, std::vector<double>{1.0}, kOut, kIn, 2, 1.0), std::invalid_argument);
 }
