@@ -145,9 +145,9 @@ TokenBatch random_batch(const ModelConfig& c, const BenchOptions& o) {
 }
 
 // One training step of `engine` (zero, forward and backward, clip, AdamW).
-void train_step(Engine& engine, const TokenBatch& b) {
+void train_step(Engine& engine, const TokenBatch& b, const LossOptions& opts = {}) {
   engine.zero_grads();
-  engine.accumulate(b.batch, b.targets, {});
+  engine.accumulate(b.batch, b.targets, opts);
   engine.clip(1.0);
   engine.step(1e-5);
 }
@@ -194,9 +194,10 @@ ModelFigures bench_model(const std::string& label, const ModelConfig& c, const B
 // tune --lora-rank's engine on a dense model of `shape` (a preset of upcycle init, random
 // weights), every module it has adapted at the rank `asked` gives (a LoRA-MoE with its experts):
 // training tokens/s in each precision (bf16 converts the base when loaded) and the process's
-// peak RSS. A LoRA-MoE's keys say lora_moe where a LoRA's say lora.
+// peak RSS. A LoRA-MoE's keys say lora_moe where a LoRA's say lora. With `recompute`, tune
+// --recompute's steps (one layer's activations held).
 nlohmann::ordered_json bench_lora(const BenchOptions& o, const std::string& shape, const LoraConfig& asked,
-                                  const std::vector<Precision>& precisions) {
+                                  const std::vector<Precision>& precisions, bool recompute) {
   const auto preset = preset_config(shape);
   if (!preset) throw UsageError("--lora-shape: '" + shape + "' is not a preset of upcycle init");
   const ModelConfig c = ModelConfig::from_json(*preset, shape);
@@ -216,7 +217,8 @@ nlohmann::ordered_json bench_lora(const BenchOptions& o, const std::string& shap
                               {"lora_top_k", config.top_k},
                               {kind + "_trained_parameters", trained},
                               {"seq_len", o.seq_len},
-                              {"batch", o.batch}};
+                              {"batch", o.batch},
+                              {"recompute", recompute}};
   spdlog::info("LoRA{} on {} ({} layers, hidden {}): rank {} on {}, {} trained parameters; {} x {} tokens per step",
                config.is_moe() ? fmt::format("-MoE of {} experts top-{}", config.experts, config.top_k) : "", shape,
                c.num_hidden_layers, c.hidden_size, rank, lora_targets_string(config.target_modules), trained, o.batch,
@@ -224,7 +226,9 @@ nlohmann::ordered_json bench_lora(const BenchOptions& o, const std::string& shap
   for (const Precision p : precisions) {
     const std::string prefix = p == Precision::BF16 ? "bf16_" : "";
     const auto engine = make_cpu_lora_engine(*ckpt, start, {}, p);
-    const double s = seconds_per_call(o, [&] { train_step(*engine, b); });
+    LossOptions opts;
+    opts.recompute = recompute;
+    const double s = seconds_per_call(o, [&] { train_step(*engine, b, opts); });
     j[prefix + kind + "_train_tokens_per_s"] = b.tokens() / s;
     j[prefix + kind + "_step_s"] = s;
     spdlog::info("LoRA training in {}: {:.1f} tokens/s ({:.2f} s per step), peak RSS so far {:.0f} MB",
@@ -270,7 +274,7 @@ int cmd_bench(const Args& args) {
       "upcycle bench [--device cpu|cuda] [--json] [--seq-len N --batch N --steps N --warmup N]\n"
       "       upcycle bench --router-stage [--router-shape PRESET --experts E --precision f32|bf16 ...]\n"
       "       upcycle bench --lora [--lora-shape PRESET --lora-rank R --lora-precision f32|bf16|both\n"
-      "                            --lora-experts E --lora-top-k K]";
+      "                            --lora-experts E --lora-top-k K --recompute]";
   spec.summary =
       "Measures, in one run: the sgemm ceiling (an n^3 product through the model's matmul, all\n"
       "cores) and the bf16 one (the same product in bf16 with f32 sums, oneDNN), then forward\n"
@@ -310,6 +314,7 @@ int cmd_bench(const Args& args) {
       ("lora-precision", cli::po::value<std::string>()->default_value("both"), "LoRA: f32, bf16 or both")
       ("lora-experts", cli::po::value<int64_t>()->default_value(0), "LoRA: a LoRA-MoE of this many experts (0: none)")
       ("lora-top-k", cli::po::value<int64_t>()->default_value(2), "LoRA-MoE: experts per token")
+      ("recompute", "LoRA: tune --recompute's steps (one layer's activations held, one more forward pass)")
       ("router-shape", cli::po::value<std::string>()->default_value("llama-1b"), "router stage: a preset of upcycle init")
       ("experts", cli::po::value<int>()->default_value(8), "router stage: experts")
       ("seed-samples", cli::po::value<int64_t>()->default_value(16), "router stage: seed samples")
@@ -353,8 +358,9 @@ int cmd_bench(const Args& args) {
       throw UsageError("--lora-experts: 0 (a plain LoRA) to " + std::to_string(kMaxLoraExperts));
     if (asked.experts == 0) asked.top_k = 0;
     else if (asked.top_k < 1 || asked.top_k > asked.experts) throw UsageError("--lora-top-k: 1 to --lora-experts");
-    return print_json_or_table(bench_lora(o, (*vm)["lora-shape"].as<std::string>(), asked, precisions),
-                               vm->count("json") > 0);
+    return print_json_or_table(
+        bench_lora(o, (*vm)["lora-shape"].as<std::string>(), asked, precisions, vm->count("recompute") > 0),
+        vm->count("json") > 0);
   }
   if (vm->count("router-stage")) {
     RouterStageBench r;
