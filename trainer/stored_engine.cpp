@@ -2,7 +2,8 @@
 // eval and generate; training with frozen parts or in bf16 (the router stage, which trains the
 // routers alone, and tune --freeze or --precision bf16): the trained tensors are f32 masters that
 // AdamW updates and the model reads through views, every frozen one stays as stored; and training
-// a LoRA adapter's A and B (f32) on a base frozen as stored (tune --lora-rank).
+// a LoRA adapter's A and B (f32) on a base frozen as stored (tune --lora-rank), or a MixLoRA's
+// LoRA-MoE, its routers as masters beside them (tune --lora-experts).
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
