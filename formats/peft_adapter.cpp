@@ -45,17 +45,22 @@ constexpr std::string_view kRouterHead = "mixlora.layers.";
 constexpr std::string_view kRouterTail = ".mlp.moe_gate.weight";
 
 // The linear layers an adapter may adapt, in the order modules are sorted, with their roles in
-// the base model (whose shapes they take) and whether MixLoRA makes them each expert's own (the
-// FFN's) rather than shared (attention's).
+// the base model (whose shapes they take), whether MixLoRA makes them each expert's own (the
+// FFN's) rather than shared (attention's), and the role of an expert's matrix in its LoRA-MoE.
 struct ModuleRow {
   std::string_view name;
   Role role;
   bool per_expert;
+  Role expert_role;
 };
 constexpr ModuleRow kModules[] = {
-    {"q_proj", Role::Q, false},      {"k_proj", Role::K, false},    {"v_proj", Role::V, false},
-    {"o_proj", Role::O, false},      {"gate_proj", Role::Gate, true}, {"up_proj", Role::Up, true},
-    {"down_proj", Role::Down, true},
+    {"q_proj", Role::Q, false, Role::Q},
+    {"k_proj", Role::K, false, Role::K},
+    {"v_proj", Role::V, false, Role::V},
+    {"o_proj", Role::O, false, Role::O},
+    {"gate_proj", Role::Gate, true, Role::ExpertGate},
+    {"up_proj", Role::Up, true, Role::ExpertUp},
+    {"down_proj", Role::Down, true, Role::ExpertDown},
 };
 constexpr size_t kModuleCount = std::size(kModules);
 
@@ -545,6 +550,20 @@ void write_tensors(const LoraAdapter& adapter, const fs::path& path) {
 }  // namespace
 
 Role lora_module_role(const std::string& module) { return kModules[known_module(module)].role; }
+
+bool lora_module_per_expert(const std::string& module) { return kModules[known_module(module)].per_expert; }
+
+TensorId lora_module_tensor(const LoraModule& m) {
+  const ModuleRow& row = kModules[known_module(m.module)];
+  return m.expert < 0 ? TensorId{row.role, int(m.layer)} : TensorId{row.expert_role, int(m.layer), int(m.expert)};
+}
+
+int64_t LoraAdapter::parameter_count() const {
+  int64_t n = 0;
+  for (const LoraModule& m : modules) n += int64_t(m.a.numel() + m.b.numel());
+  for (const Tensor& r : routers) n += int64_t(r.numel());
+  return n;
+}
 
 const std::vector<std::string>& lora_module_names() {
   static const std::vector<std::string> names = [] {

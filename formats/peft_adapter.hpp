@@ -12,6 +12,7 @@
 
 #include "core/config.hpp"
 #include "core/tensor.hpp"
+#include "core/tensor_names.hpp"
 #include "core/tensor_roles.hpp"
 
 namespace upcycle {
@@ -52,6 +53,8 @@ struct LoraModule {
 // The base model's role of a module name (q_proj → Role::Q, ...); std::invalid_argument for a
 // name not among the seven.
 Role lora_module_role(const std::string& module);
+// Whether MixLoRA makes a module each expert's own (gate, up and down) rather than shared.
+bool lora_module_per_expert(const std::string& module);
 // The seven module names, in the order modules are sorted.
 const std::vector<std::string>& lora_module_names();
 // The module's weight shape [out, in] in `base`; std::nullopt where it has none (an MoE's FFN,
@@ -65,12 +68,17 @@ std::string lora_tensor_name(int64_t layer, const std::string& module, bool is_b
 std::string lora_moe_tensor_name(int64_t layer, const std::string& module, int64_t expert, bool is_b);
 std::string lora_moe_router_name(int64_t layer);
 
+// The base tensor a module adds its term to: layer `layer`'s matrix, or an expert's term's
+// expert matrix of the LoRA-MoE (Role::ExpertGate, ...).
+TensorId lora_module_tensor(const LoraModule& m);
+
 struct LoraAdapter {
   LoraConfig config;
   // Sorted by layer, then expert (shared ones first), then in the module order q, k, v, o, gate,
   // up, down.
   std::vector<LoraModule> modules;
   std::vector<Tensor> routers;  // MixLoRA: each layer's router [E, H]; empty for a plain LoRA
+  int64_t parameter_count() const;  // of A, B and the routers
 };
 
 // Reads dir/adapter_config.json and dir/adapter_model.safetensors, checking every tensor's name

@@ -11,15 +11,13 @@ namespace upcycle {
 
 namespace {
 
-bool is_ffn_module(const std::string& m) { return m == "gate_proj" || m == "up_proj" || m == "down_proj"; }
-
 // A LoRA-MoE needs a dense llama or mistral base (it becomes a Mixtral) and an FFN target (what
 // makes its experts differ).
 void check_lora_moe(const LoraConfig& c, const ModelConfig& base) {
   if (base.is_moe() || (base.model_type != "llama" && base.model_type != "mistral"))
     throw OptionError("lora_experts", option_name("lora_experts") + ": a LoRA-MoE is made over a dense llama or "
                                           "mistral model (it exports as a Mixtral); this is a " + base.model_type);
-  if (std::none_of(c.target_modules.begin(), c.target_modules.end(), is_ffn_module))
+  if (std::none_of(c.target_modules.begin(), c.target_modules.end(), lora_module_per_expert))
     throw OptionError("lora_targets", option_name("lora_targets") + " names no FFN module (gate_proj, up_proj, "
                                           "down_proj): the experts would not differ");
 }
@@ -86,7 +84,7 @@ LoraAdapter init_lora_adapter(const ModelConfig& base, const LoraConfig& config,
   for (int64_t layer = 0; layer < base.num_hidden_layers; ++layer) {
     for (int64_t expert = -1; expert < config.experts; ++expert)
       for (const std::string& m : config.target_modules) {
-        if (config.is_moe() && (expert >= 0) != is_ffn_module(m)) continue;  // FFN terms are the experts'
+        if (config.is_moe() && (expert >= 0) != lora_module_per_expert(m)) continue;  // FFN terms are the experts'
         const Shape w = *lora_module_shape(base, m);  // [out, in]; complete_lora_config checked it exists
         const std::string name =
             config.is_moe() ? lora_moe_tensor_name(layer, m, expert, false) : lora_tensor_name(layer, m, false);

@@ -154,13 +154,6 @@ void share_ffn(StoredWeights& weights, const LoraAdapter& adapter) {
   }
 }
 
-// A module's matrix: the base's, or for an expert's term its view of the shared FFN.
-StoredWeight& adapted_slot(StoredWeights& weights, const LoraModule& m) {
-  Role role = lora_module_role(m.module);
-  if (m.expert >= 0) role = role == Role::Gate ? Role::ExpertGate : role == Role::Up ? Role::ExpertUp : Role::ExpertDown;
-  return tensor_slot(weights, {role, int(m.layer), int(m.expert)});
-}
-
 }  // namespace
 
 std::vector<std::shared_ptr<LowRank>> apply_adapter(StoredWeights& weights, const LoraAdapter& adapter) {
@@ -172,7 +165,7 @@ std::vector<std::shared_ptr<LowRank>> apply_adapter(StoredWeights& weights, cons
     term->b = m.b.to_f32_vector();
     term->rank = adapter.config.rank;
     term->scale = float(adapter.config.scaling());
-    StoredWeight& w = adapted_slot(weights, m);
+    StoredWeight& w = tensor_slot(weights, lora_module_tensor(m));
     w = w.with_low_rank(term);
     terms.push_back(std::move(term));
   }

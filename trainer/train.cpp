@@ -300,8 +300,7 @@ std::unique_ptr<Engine> Trainer::lora_engine(bool resumed, int64_t& trained, std
     start = init_lora_adapter(config_, complete_lora_config(o_.lora, config_), o_.seed);
   }
   start.config.base_model = o_.model.string();
-  for (const LoraModule& m : start.modules) trained += m.a.numel() + m.b.numel();
-  for (const Tensor& r : start.routers) trained += r.numel();
+  trained = start.parameter_count();
   const LoraConfig& c = start.config;
   what = fmt::format(" (LoRA rank {}, alpha {:g}{}, dropout {:g} on {}{}; the base frozen)", c.rank, c.alpha,
                      c.use_rslora ? ", rsLoRA" : "", c.dropout, lora_targets_string(c.target_modules),

@@ -203,9 +203,7 @@ nlohmann::ordered_json bench_lora(const BenchOptions& o, const std::string& shap
   const ModelConfig c = ModelConfig::from_json(*preset, shape);
   const LoraConfig config = complete_lora_config(asked, c);
   const LoraAdapter start = init_lora_adapter(c, config, 1);
-  int64_t trained = 0;
-  for (const LoraModule& m : start.modules) trained += m.a.numel() + m.b.numel();
-  for (const Tensor& r : start.routers) trained += r.numel();
+  const int64_t trained = start.parameter_count();
   const std::string kind = config.is_moe() ? "lora_moe" : "lora";
   const int64_t rank = config.rank;
   const auto ckpt = random_init(c, 1);

@@ -175,9 +175,7 @@ TEST_CASE("lora_moe model: the gradients of A, B and the routers are the merged 
     CAPTURE(m.layer);
     CAPTURE(m.module);
     CAPTURE(m.expert);
-    Role role = lora_module_role(m.module);
-    if (m.expert >= 0) role = role == Role::Gate ? Role::ExpertGate : role == Role::Up ? Role::ExpertUp : Role::ExpertDown;
-    const std::vector<float>& d_W = tensor_slot(all, {role, int(m.layer), int(m.expert)});
+    const std::vector<float>& d_W = tensor_slot(all, lora_module_tensor(m));
     const int64_t O = m.b.dim(0), I = m.a.dim(1);
     std::vector<float> want_a(size_t(kRank * I), 0.0f), want_b(size_t(O * kRank), 0.0f);
     test::chain_rule(want_a, want_b, d_W, m.a.to_f32_vector(), m.b.to_f32_vector(), scale, I, O, kRank);
