@@ -9,6 +9,8 @@
 #include <spdlog/spdlog.h>
 
 #include "convert/assemble.hpp"
+#include "convert/lora_convert.hpp"
+#include "genetic/lora_expand.hpp"
 #include "convert/router_stage.hpp"
 #include "convert/seed_scoring.hpp"
 #include "core/error.hpp"
@@ -133,14 +135,16 @@ Plan plan(const O& o, int K) {
   return p;
 }
 
-RouterStageOptions router_options(const O& o) {
+}  // namespace
+
+RouterStageOptions router_stage_options(const O& o) {
   RouterStageOptions r;
   r.data_is_seed = o.seed_data.has_value();
   r.data = o.seed_data ? *o.seed_data : o.data.value_or("");
   r.fraction = o.seed_fraction;
   r.min_samples = o.seed_min;
   r.random_assignment = o.seed_assign == "random";
-  r.text_source = o.tokenizer.value_or(o.checkpoints.at(0));
+  r.text_source = o.tokenizer.value_or(o.adapters.empty() ? o.checkpoints.at(0) : *o.base);
   r.chat_template = o.chat_template;
   r.skip_bad = o.skip_bad;
   r.engine = engine_for_device(o.device);
@@ -152,6 +156,8 @@ RouterStageOptions router_options(const O& o) {
   r.preopt.seed = o.seed;
   return r;
 }
+
+namespace {
 
 // A choice among names, for the table and the checks.
 template <class Parse>
@@ -168,12 +174,20 @@ void check_index(const char* key, int i, size_t K) {
 OptionTable<O> make_table() {
   return {
       option<O>("checkpoints", "dense checkpoints (folders, .h5 or .gguf)", [](O& o) -> auto& { return o.checkpoints; }),
-      option<O>("base", "the model before tuning: deltas are taken from it (default: the checkpoints' mean)",
+      option<O>("adapters",
+                "or LoRA adapter folders (PEFT) of --base, for a LoRA-MoE written as a MixLoRA folder (methods upit, "
+                "sparse, btx, scratch)",
+                [](O& o) -> auto& { return o.adapters; }),
+      option<O>("base",
+                "the model before tuning: deltas are taken from it (default: the checkpoints' mean); with --adapters, "
+                "the model they adapt (required)",
                 [](O& o) -> auto& { return o.base; }),
       option<O>("experts", "experts per layer (default: one per checkpoint)", [](O& o) -> auto& { return o.experts; }),
       option<O>("top_k", "experts per token", [](O& o) -> auto& { return o.top_k; }),
       option<O>("out", "output folder (or .h5 file)", [](O& o) -> auto& { return o.out; }),
-      option<O>("method", "upit, sparse, drop or btx", [](O& o) -> auto& { return o.method; }),
+      option<O>("method", "upit, sparse, drop or btx; with --adapters upit, sparse, btx or scratch (LoRAMoE: new "
+                          "experts with B = 0)",
+                [](O& o) -> auto& { return o.method; }),
       option<O>("from", "sparse, drop: the checkpoint copied", [](O& o) -> auto& { return o.from; }),
       option<O>("drop_ratio", "drop: share of neurons re-drawn", [](O& o) -> auto& { return o.drop_ratio; }),
       option<O>("no_expand", "upit ablation: no children; E <= K checkpoints", [](O& o) -> auto& { return o.no_expand; }),
@@ -189,6 +203,10 @@ OptionTable<O> make_table() {
                 "distances measured on at most N elements of each FFN tensor (seeded 4096-element blocks, scaled up); 0: all",
                 [](O& o) -> auto& { return o.search_sample; }),
       option<O>("merge", "child merge: " + merge::method_names(), [](O& o) -> auto& { return o.merge; }),
+      option<O>("lora_child",
+                "adapters: svd (a child merged on the dense deltas, refactored to the rank by a sketched truncated SVD) "
+                "or concat (a linear merge kept exact at the parents' summed rank; --merge linear)",
+                [](O& o) -> auto& { return o.lora_child; }),
       option<O>("drop_rate", "DARE's drop rate p", [](O& o) -> auto& { return o.drop_rate; }),
       option<O>("density", "TIES' kept fraction", [](O& o) -> auto& { return o.density; }),
       option<O>("shared_merge", "how shared weights merge: " + merge::method_names() + " (linear: the mean)",
@@ -234,10 +252,39 @@ const OptionTable<ConvertOptions>& convert_option_table() {
   return table;
 }
 
+// The checks of --adapters' conversion beyond the common ones: what a LoRA-MoE can be made by.
+void check_adapter_options(const O& o) {
+  if (!o.base) throw OptionError("base", option_name("adapters") + " adapt a model: give it as " + option_name("base"));
+  if (o.method == "drop")
+    throw OptionError("method", option_name("method") + " drop re-draws FFN neurons, which adapters do not have: use "
+                                  "scratch (new experts) or sparse");
+  if (o.method == "scratch" && o.router && *o.router != "random")
+    throw OptionError("router", option_name("method") + " scratch starts LoRAMoE's way, with random routers: " +
+                                  option_name("router") + " must be random");
+  if (o.fitness != "weights")
+    throw OptionError("fitness", option_name("fitness") + " function is for checkpoints: over adapters the search "
+                                   "measures the deltas' factors");
+  if (o.shared_merge != "linear")
+    throw OptionError("shared_merge", option_name("shared_merge") + " over adapters is linear (the terms' mean, "
+                                        "brought back to the rank) or one adapter's (" + option_name("shared_from") + ")");
+  check_choice("lora_child", o.lora_child, genetic::parse_lora_child, "svd or concat");
+  if (o.lora_child == "concat" && o.merge != "linear")
+    throw OptionError("lora_child", option_name("lora_child") + " concat keeps linear merges exact: give " +
+                                      option_name("merge") + " linear");
+  if (o.device != "cpu")
+    throw OptionError("device", option_name("device") + ": the LoRA-MoE's router stage runs on the CPU");
+  if (o.fused) throw OptionError("fused", option_name("fused") + " is a Mixtral's layout; --adapters writes a MixLoRA folder");
+  if (o.dtype && *o.dtype == DType::F16)
+    throw OptionError("dtype", option_name("dtype") + " for adapters is f32 or bf16");
+}
+
 void check_convert_options(const O& o) {
-  require_option(!o.checkpoints.empty(), "checkpoints");
+  if (!o.checkpoints.empty() && !o.adapters.empty())
+    throw OptionError("adapters", "give " + option_name("checkpoints") + " or " + option_name("adapters") + ", not both");
+  require_option(!o.checkpoints.empty() || !o.adapters.empty(), "checkpoints");
   require_option(!o.out.empty(), "out");
-  const size_t K = o.checkpoints.size();
+  const bool adapters = !o.adapters.empty();
+  const size_t K = adapters ? o.adapters.size() : o.checkpoints.size();
   const int E = o.experts.value_or(int(K));
   if (E < 1 || E > 256) throw OptionError("experts", option_name("experts") + " must lie in [1, 256]");
   if (o.top_k < 1 || o.top_k > E)
@@ -270,6 +317,7 @@ void check_convert_options(const O& o) {
       throw OptionError("router_epochs", option_name("router_epochs") + ", " + option_name("router_lr") + ", " + option_name("seq_len") +
                                              " (>= 2) and " + option_name("batch_tokens") + " must be positive");
   }
+  if (adapters) check_adapter_options(o);
   if (o.method == "upit") {
     if (o.no_expand && E > int(K))
       throw OptionError("no_expand", option_name("no_expand") + " keeps the checkpoints as they are: " + option_name("experts") +
@@ -288,16 +336,19 @@ void check_convert_options(const O& o) {
     check_index("from", o.from, K);
     if (o.method == "drop" && !(o.drop_ratio > 0 && o.drop_ratio <= 1))
       throw OptionError("drop_ratio", option_name("drop_ratio") + " must lie in (0, 1]");
+  } else if (o.method == "scratch" && adapters) {  // nothing beyond the common checks
   } else if (o.method == "btx") {
     if (E != int(K))
       throw OptionError("experts", option_name("method") + " btx makes one expert per checkpoint: " + option_name("experts") +
                                        " must be " + std::to_string(K));
   } else {
-    throw OptionError("method", option_name("method") + " must be upit, sparse, drop or btx");
+    throw OptionError("method", option_name("method") + (adapters ? " must be upit, sparse, btx or scratch"
+                                                                   : " must be upit, sparse, drop or btx"));
   }
 }
 
 void convert(const O& o) {
+  if (!o.adapters.empty()) return convert_adapters(o);
   std::vector<std::unique_ptr<Checkpoint>> owned;
   std::vector<const Checkpoint*> ckpts;
   for (const auto& path : o.checkpoints) {
@@ -316,7 +367,7 @@ void convert(const O& o) {
   // needs the whole pool first.
   const bool overlap = p.search && p.search->experts > int(source.size()) && p.router == "random";
   const int experts = p.search ? p.search->experts : int(p.pool.size());
-  RouterStageOptions ro = router_options(o);
+  RouterStageOptions ro = router_stage_options(o);
   const std::filesystem::path out = o.out.has_filename() ? o.out : o.out.parent_path();  // "dir/" is dir
   ro.scratch = out.string() + ".router-stage";
   if (const auto available = available_memory(); available && p.router != "random" && ro.engine != make_cpu_engine)

@@ -6,6 +6,8 @@
 //   sparse  every expert a copy of checkpoint `from` (sparse upcycling)
 //   drop    copies with drop_ratio of each expert's neurons re-drawn (drop-upcycling)
 //   btx     one expert per checkpoint (Branch-Train-MiX)
+// With --adapters in place of --checkpoints, the same over LoRA adapters of one base, into a
+// LoRA-MoE (convert/lora_convert.hpp), where `scratch` (LoRAMoE's new experts) replaces `drop`.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -21,6 +23,7 @@ namespace upcycle {
 
 struct ConvertOptions {
   std::vector<std::filesystem::path> checkpoints;  // K dense checkpoints (folders, .h5 or .gguf)
+  std::vector<std::filesystem::path> adapters;     // or K LoRA adapter folders of `base`
   std::optional<std::filesystem::path> base;       // deltas are taken from it (default: the checkpoints' mean)
   std::optional<int> experts;                      // E (default: K)
   int top_k = 2;
@@ -35,6 +38,7 @@ struct ConvertOptions {
   std::string fitness = "weights";                 // the search's: weights (the deltas') or function (seed losses)
   uint64_t search_sample = genetic::ExpansionOptions{}.sample_elements;  // per FFN tensor measured (0: all)
   std::string merge = "dare";                      // the children's merge
+  std::string lora_child = "svd";                  // adapters: a child refactored to the rank, or concat (exact, linear)
   double drop_rate = 0.5, density = 0.5;           // DARE's p, TIES' kept fraction
   std::string shared_merge = "linear";
   std::optional<int> shared_from;
@@ -63,6 +67,10 @@ struct ConvertOptions {
 const OptionTable<ConvertOptions>& convert_option_table();
 // OptionError for anything out of range or not going together, before any file is read.
 void check_convert_options(const ConvertOptions& o);
+
+struct RouterStageOptions;
+// The router stage's options of o (convert/router_stage.hpp).
+RouterStageOptions router_stage_options(const ConvertOptions& o);
 
 // Writes the MoE to o.out (and upcycle_convert.json beside its weights: the pool's recipes,
 // distances and the router stage's figures). A fixed seed gives byte-identical files.

@@ -63,16 +63,9 @@ void check_router_memory(const ModelConfig& moe, const ModelConfig& dense, uint6
 
 namespace {
 
-// The engines the stage runs: each expert's dense model, and the MoE whose routers train
-// (router::router_training()).
-struct StageEngines {
-  router::ExpertEngines expert;
-  std::function<std::unique_ptr<Engine>()> moe;
-};
-
 // On the CPU: the MoE as stored in the scratch file, its layers streamed (resident a layer at a
 // time), the experts' dense models views of it.
-StageEngines stored_engines(const Checkpoint& moe_file, Precision precision) {
+RouterStageEngines stored_engines(const Checkpoint& moe_file, Precision precision) {
   auto moe = std::make_shared<StoredWeights>(load_streamed_weights(moe_file, precision));
   const ModelConfig config = moe_file.config();
   const std::filesystem::path path = moe_file.path();
@@ -85,7 +78,7 @@ StageEngines stored_engines(const Checkpoint& moe_file, Precision precision) {
 
 // On another device: the MoE loaded in f32 on the host (check_router_memory), moved into the
 // MoE's engine when that is made, last.
-StageEngines f32_engines(const Checkpoint& moe_file, EngineFactory make) {
+RouterStageEngines f32_engines(const Checkpoint& moe_file, EngineFactory make) {
   auto moe = std::make_shared<Weights<float>>(load_weights<float>(moe_file));
   const ModelConfig config = moe_file.config();
   const std::filesystem::path path = moe_file.path();
@@ -132,19 +125,10 @@ std::shared_ptr<const Checkpoint> write_scratch(const Checkpoint& moe, const Rou
 
 }  // namespace
 
-std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& source, const pool::Pool& pool,
-                                                    const AssemblyOptions& assembly, const RouterStageOptions& o,
-                                                    const TokenizedData& seed, nlohmann::ordered_json& report,
-                                                    std::vector<GeneratedFile> extra, RouterStageParts* parts) {
-  RouterStageParts unused;
-  RouterStageParts& part = parts ? *parts : unused;
+std::vector<std::vector<float>> fit_routers(const ModelConfig& config, RouterStageEngines engines, const TokenizedData& seed,
+                                            const RouterStageOptions& o, nlohmann::ordered_json& report,
+                                            RouterStageParts& part) {
   Stopwatch clock;
-  const std::unique_ptr<Checkpoint> start = assemble_moe(source, pool, assembly);  // random routers
-  const ModelConfig config = start->config();
-  const std::shared_ptr<const Checkpoint> moe_file = write_scratch(*start, o);  // assembled once
-  part.scratch = {clock.lap(), peak_rss_mb()};
-  const bool on_cpu = o.engine == make_cpu_engine;
-  StageEngines engines = on_cpu ? stored_engines(*moe_file, o.precision) : f32_engines(*moe_file, o.engine);
   router::PreoptOptions preopt = o.preopt;
   preopt.seq_len = model_seq_len(o.seq_len, config);
   spdlog::info("router stage: {} seed samples{}", seed.samples.size(), o.data.empty() ? "" : " from " + o.data.string());
@@ -172,12 +156,12 @@ std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& sourc
   if (o.hidden) {
     auto routers = router::hidden_state_routers(config, engines.expert, seed, a.expert, preopt.seq_len, preopt.batch_tokens);
     part.fit = {clock.lap(), peak_rss_mb()};
-    return with_routers(moe_file, *start, std::move(routers), std::move(extra));
+    return routers;
   }
 
-  // Only the routers train; every other weight is the assembly's, as written to the scratch file.
+  // Only the routers train; every other weight stays as the engines hold it.
   const std::unique_ptr<Engine> moe = engines.moe();
-  engines = {};  // the device's f32 copy is the engine's now
+  engines = {};  // a device's f32 copy is the engine's now
   const router::PreoptResult r = router::preoptimise_routers(*moe, seed, a.expert, preopt);
   part.fit = {clock.lap(), peak_rss_mb()};
   spdlog::info("router pre-optimisation: {} steps, BCE {:.4f} -> {:.4f}, LM loss {:.4f} -> {:.4f}", r.steps, r.first_bce,
@@ -187,6 +171,24 @@ std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& sourc
   report["router_lm_loss"] = {r.first_ce, r.last_ce};
   std::vector<std::vector<float>> routers;
   for (auto& layer : moe->host_weights().layers) routers.push_back(std::move(layer.router));
+  return routers;
+}
+
+std::unique_ptr<Checkpoint> moe_with_fitted_routers(const pool::FfnSource& source, const pool::Pool& pool,
+                                                    const AssemblyOptions& assembly, const RouterStageOptions& o,
+                                                    const TokenizedData& seed, nlohmann::ordered_json& report,
+                                                    std::vector<GeneratedFile> extra, RouterStageParts* parts) {
+  RouterStageParts unused;
+  RouterStageParts& part = parts ? *parts : unused;
+  Stopwatch clock;
+  const std::unique_ptr<Checkpoint> start = assemble_moe(source, pool, assembly);  // random routers
+  const ModelConfig config = start->config();
+  const std::shared_ptr<const Checkpoint> moe_file = write_scratch(*start, o);  // assembled once
+  part.scratch = {clock.lap(), peak_rss_mb()};
+  const bool on_cpu = o.engine == make_cpu_engine;
+  std::vector<std::vector<float>> routers =
+      fit_routers(config, on_cpu ? stored_engines(*moe_file, o.precision) : f32_engines(*moe_file, o.engine), seed, o,
+                  report, part);
   return with_routers(moe_file, *start, std::move(routers), std::move(extra));
 }
 

@@ -6,6 +6,8 @@
 // stage's memory is the shared weights, one layer and the activations, whatever the experts' size.
 #pragma once
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -13,6 +15,7 @@
 
 #include "convert/assemble.hpp"
 #include "core/memory_info.hpp"
+#include "router/assign.hpp"
 #include "router/preopt.hpp"
 
 namespace upcycle {
@@ -59,6 +62,23 @@ struct RouterStagePart {
 struct RouterStageParts {
   RouterStagePart scratch, scoring, fit;  // the scratch copy, the experts' scores, the routers' fit
 };
+
+// The engines the stage runs: each expert's dense model, and the MoE whose routers train
+// (router::router_training(), or a LoRA-MoE's make_cpu_lora_engine with its routers alone).
+struct RouterStageEngines {
+  router::ExpertEngines expert;
+  std::function<std::unique_ptr<Engine>()> moe;
+};
+
+// The routers ([L][E·H]) of the MoE of `config`: the seed samples scored by every expert's dense
+// model and assigned (by loss, or at random under o.random_assignment), then the `hidden` init, or
+// the pre-optimisation on the engine engines.moe() makes. `report` gets the seed size, the
+// experts' sample counts, their mean seed loss and distances in function
+// (genetic::function_distances), and the loss terms before and after; `part` the scoring's and the
+// fit's time.
+std::vector<std::vector<float>> fit_routers(const ModelConfig& config, RouterStageEngines engines, const TokenizedData& seed,
+                                            const RouterStageOptions& o, nlohmann::ordered_json& report,
+                                            RouterStageParts& part);
 
 // The MoE of `pool` with its routers fitted, assembled once: assemble_moe(source, pool,
 // assembly) (random routers to start from) is written to the scratch folder, the routers are

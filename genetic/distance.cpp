@@ -102,6 +102,18 @@ void Gram::add(int layer, size_t i, size_t j, double v) {
   if (i != j) g[j * n_ + i] += v;
 }
 
+Gram Gram::with_kept(size_t n, size_t kept) const {
+  Gram out(int(layers_.size()));
+  out.resize(n + 1);
+  for (int l = 0; l < int(layers_.size()); ++l) {
+    for (size_t i = 0; i < n; ++i)
+      for (size_t j = 0; j <= i; ++j) out.add(l, i, j, get(l, i, j));
+    for (size_t j = 0; j < n; ++j) out.add(l, n, j, get(l, kept, j));
+    out.add(l, n, n, get(l, kept, kept));
+  }
+  return out;
+}
+
 double Gram::distance(size_t i, size_t j, Distance d) const {
   if (i == j) return 0;
   double sum = 0;

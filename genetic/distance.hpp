@@ -36,6 +36,8 @@ class Gram {
   void resize(size_t n);  // keeps the entries of the first min(n, size()) experts
   double get(int layer, size_t i, size_t j) const { return layers_[size_t(layer)][i * n_ + j]; }
   void add(int layer, size_t i, size_t j, double v);  // to (i, j) and, off the diagonal, (j, i)
+  // Experts 0..n-1 and expert `kept` (>= n) as expert n: a search round's pool and its winner.
+  Gram with_kept(size_t n, size_t kept) const;
   // Mean over layers of 1 − cos (cosine; 0 when both deltas are 0, 1 when one is) or of ‖d_i − d_j‖ (L2).
   double distance(size_t i, size_t j, Distance d) const;
   std::vector<std::vector<double>> matrix(Distance d) const;

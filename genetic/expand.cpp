@@ -9,6 +9,7 @@
 
 #include "core/progress.hpp"
 #include "core/random.hpp"
+#include "genetic/search_steps.hpp"
 
 namespace upcycle::genetic {
 
@@ -171,63 +172,6 @@ Gram checkpoint_gram(const FfnSource& source, const Pool& pool, const ExpansionO
   return gram;
 }
 
-// Candidate children of one round: parents, weights a + b = 1 with a uniform in [0, 1), a seed.
-Pool draw_candidates(const std::vector<std::vector<double>>& dist, const ExpansionOptions& o, int round) {
-  std::vector<std::pair<int, int>> pairs;
-  for (int i = 0; i < int(dist.size()); ++i)
-    for (int j = i + 1; j < int(dist.size()); ++j) pairs.emplace_back(i, j);
-  // Most distant first; ties by index so the order is fixed.
-  std::stable_sort(pairs.begin(), pairs.end(),
-                   [&](auto a, auto b) { return dist[size_t(a.first)][size_t(a.second)] > dist[size_t(b.first)][size_t(b.second)]; });
-  const size_t choose_from =
-      o.parents == ParentChoice::Distant ? std::min(pairs.size(), size_t(o.distant_pairs)) : pairs.size();
-  Rng rng = Rng::stream(o.seed, "expansion round " + std::to_string(round));
-  Pool out;
-  for (int c = 0; c < o.candidates; ++c) {
-    const auto [a, b] = pairs[rng.below(choose_from)];
-    const double w = rng.uniform();
-    out.push_back({-1, a, b, w, 1.0 - w, rng.next()});
-  }
-  return out;
-}
-
-// E <= K: the farthest-point choice of checkpoints.
-Pool choose_checkpoints(const std::vector<std::vector<double>>& dist, int experts) {
-  const size_t k = dist.size();
-  std::vector<size_t> chosen;
-  if (experts == 1 || k == 1) {
-    chosen = {0};
-  } else {
-    size_t bi = 0, bj = 1;
-    for (size_t i = 0; i < k; ++i)
-      for (size_t j = i + 1; j < k; ++j)
-        if (dist[i][j] > dist[bi][bj]) bi = i, bj = j;
-    chosen = {bi, bj};
-  }
-  while (chosen.size() < size_t(experts)) {
-    size_t best = k;
-    double best_min = -1;
-    for (size_t c = 0; c < k; ++c) {
-      if (std::find(chosen.begin(), chosen.end(), c) != chosen.end()) continue;
-      double m = 1e300;
-      for (size_t s : chosen) m = std::min(m, dist[c][s]);
-      if (m > best_min) best = c, best_min = m;
-    }
-    chosen.push_back(best);
-  }
-  std::sort(chosen.begin(), chosen.end());
-  Pool pool;
-  for (size_t c : chosen) pool.push_back({int(c)});
-  return pool;
-}
-
-std::vector<std::vector<double>> submatrix(const std::vector<std::vector<double>>& m, const Pool& pool) {
-  std::vector<std::vector<double>> out(pool.size(), std::vector<double>(pool.size()));
-  for (size_t i = 0; i < pool.size(); ++i)
-    for (size_t j = 0; j < pool.size(); ++j) out[i][j] = m[size_t(pool[i].checkpoint)][size_t(pool[j].checkpoint)];
-  return out;
-}
-
 }  // namespace
 
 Expansion expand_pool(const FfnSource& source, const ExpansionOptions& o) {
@@ -260,7 +204,7 @@ Expansion expand_pool(const FfnSource& source, const ExpansionOptions& o) {
   }
   const auto& before = by_function ? out.function_before : out.before;  // what the search maximises
   if (o.experts <= K) {
-    out.pool = choose_checkpoints(before, o.experts);
+    out.pool = choose_farthest(before, o.experts);
     out.after = submatrix(out.before, out.pool);
     if (by_function) out.function_after = submatrix(out.function_before, out.pool);
     progress.finish();
@@ -288,29 +232,9 @@ Expansion expand_pool(const FfnSource& source, const ExpansionOptions& o) {
     } else {
       all = trial.matrix(o.distance);
     }
-    // Score each candidate's pool: the pool's distances plus its own row.
-    size_t best = 0;
-    Diversity best_div;
-    for (size_t c = 0; c < candidates.size(); ++c) {
-      std::vector<size_t> members(n);
-      for (size_t i = 0; i < n; ++i) members[i] = i;
-      members.push_back(n + c);
-      std::vector<std::vector<double>> m(n + 1, std::vector<double>(n + 1));
-      for (size_t i = 0; i <= n; ++i)
-        for (size_t j = 0; j <= n; ++j) m[i][j] = all[members[i]][members[j]];
-      const Diversity d = diversity(m);
-      if (c == 0 || d.score() > best_div.score()) best = c, best_div = d;
-    }
+    const auto [best, best_div] = best_candidate(all, n, candidates.size());
     // Keep the winner's row: move it to index n, then drop the other candidates.
-    Gram next(source.layers());
-    next.resize(n + 1);
-    for (int l = 0; l < source.layers(); ++l) {
-      for (size_t i = 0; i < n; ++i)
-        for (size_t j = 0; j <= i; ++j) next.add(l, i, j, trial.get(l, i, j));
-      for (size_t j = 0; j < n; ++j) next.add(l, n, j, trial.get(l, n + best, j));
-      next.add(l, n, n, trial.get(l, n + best, n + best));
-    }
-    gram = std::move(next);
+    gram = trial.with_kept(n, n + best);
     if (by_function) {
       std::swap(losses[n], losses[n + best]);
       losses.resize(n + 1);

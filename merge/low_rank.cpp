@@ -8,6 +8,8 @@
 #include <Eigen/Dense>
 #include <Eigen/SVD>
 
+#include "core/random.hpp"
+
 namespace upcycle::merge {
 
 namespace {
@@ -115,6 +117,35 @@ LowRankFactors truncate_delta(std::span<const float> dw, int64_t out, int64_t in
                                 std::to_string(out) + ", " + std::to_string(in) + "] delta");
   const Eigen::BDCSVD<Eigen::MatrixXd> svd(widened(dw, out, in), Eigen::ComputeThinU | Eigen::ComputeThinV);
   return kept_factors(svd.matrixU(), svd.singularValues(), svd.matrixV(), rank, scale);
+}
+
+LowRankFactors sketch_delta(std::span<const float> dw, int64_t out, int64_t in, int64_t rank, double scale,
+                            uint64_t seed) {
+  check_truncation("sketch_delta", out, in, rank, scale);
+  if (dw.size() != size_t(out * in))
+    throw std::invalid_argument("sketch_delta: " + std::to_string(dw.size()) + " values for a [" + std::to_string(out) +
+                                ", " + std::to_string(in) + "] delta");
+  constexpr int64_t kOversample = 10, kPowerIterations = 2;
+  const int64_t k = std::min(rank + kOversample, std::min(out, in));
+  const Eigen::Map<const RowsF> w(dw.data(), out, in);
+  RowsF omega(in, k);  // Gaussian test matrix
+  Rng rng = Rng::stream(seed, "sketch");
+  for (int64_t i = 0; i < omega.size(); ++i) omega.data()[i] = float(rng.normal());
+  // An orthonormal basis of the columns of m [rows, k], in f32 for the large products.
+  auto orthonormal = [](const RowsF& m) -> RowsF {
+    const Eigen::HouseholderQR<Eigen::MatrixXd> qr(m.cast<double>());
+    return (qr.householderQ() * Eigen::MatrixXd::Identity(m.rows(), m.cols())).cast<float>();
+  };
+  RowsF q = orthonormal(w * omega);  // [out, k]
+  for (int64_t i = 0; i < kPowerIterations; ++i) q = orthonormal(w * orthonormal(w.transpose() * q));
+  const Eigen::MatrixXd small = (q.transpose() * w).cast<double>();  // [k, in]
+  const Eigen::JacobiSVD<Eigen::MatrixXd> svd(small, Eigen::ComputeThinU | Eigen::ComputeThinV);
+  LowRankFactors f = kept_factors(q.cast<double>() * svd.matrixU(), svd.singularValues(), svd.matrixV(), rank, scale);
+  // The share of ‖dW‖² the factors leave out, rather than of the sketch's.
+  const double total = Eigen::Map<const Eigen::ArrayXf>(dw.data(), Eigen::Index(dw.size())).cast<double>().square().sum();
+  const int64_t kept = std::min<int64_t>(rank, svd.singularValues().size());
+  f.discarded = total > 0 ? std::clamp(1.0 - svd.singularValues().head(kept).squaredNorm() / total, 0.0, 1.0) : 0.0;
+  return f;
 }
 
 LowRankFactors truncate_sum(std::span<const LowRankView> terms, std::span<const double> weights, int64_t out,

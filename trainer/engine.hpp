@@ -102,9 +102,11 @@ std::unique_ptr<Engine> make_cpu_stored_engine(ModelConfig config, StoredWeights
 // A MixLoRA adapter makes it the base's LoRA-MoE (adapted_config), whose routers train too.
 // host_weights() holds the trained routers alone; trained_adapter() the adapter; checkpoint() the
 // model with it merged. The adapter is taken (pass it moved: a large one is not held twice);
-// `base` must outlive the engine.
+// `base` must outlive the engine. With `routers_only` a MixLoRA's terms stay frozen and its routers
+// alone train (convert's router pre-optimisation over adapters).
 std::unique_ptr<Engine> make_cpu_lora_engine(const Checkpoint& base, LoraAdapter adapter,
-                                             const ops::AdamWConfig& adam, Precision precision = Precision::F32);
+                                             const ops::AdamWConfig& adam, Precision precision = Precision::F32,
+                                             bool routers_only = false);
 inline constexpr const char* kPrecisionHelp =
     "f32 or bf16 (default: the device's, f32 on the CPU, bf16 on the GPU). On the CPU, bf16 multiplies bf16 "
     "weights (f32 and f16 matrices converted when loaded; quantized ones kept) by activations rounded to bf16, "

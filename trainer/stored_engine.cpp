@@ -46,7 +46,7 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
  public:
   StoredEngine(ModelConfig config, StoredWeights weights, const std::filesystem::path& source,
                const std::optional<TrainSetup>& training, Precision products,
-               std::optional<TrainedAdapter> adapter = std::nullopt)
+               std::optional<TrainedAdapter> adapter = std::nullopt, bool train_terms = true)
       : CpuModelEngine(std::move(config), std::move(weights), source) {
     const ModelConfig& c = model_.config();
     auto masters = parameters(masters_, c);  // laid out, every tensor empty
@@ -61,7 +61,8 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
       if (products == Precision::BF16 && stored[i].tensor.shape.size() == 2) w = w.in_bf16();
     }
     if (!training) return;
-    train(masters_, *training, adapter ? trained_adapter_tensors(std::move(*adapter)) : std::vector<TrainedTensor>{});
+    train(masters_, *training,
+          adapter ? trained_adapter_tensors(std::move(*adapter), train_terms) : std::vector<TrainedTensor>{});
   }
 
   // The trained tensors' masters (every frozen tensor empty).
@@ -111,11 +112,12 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
   }
 
   // The applied adapter's A and B as AdamW's tensors (PEFT's names, or MixLoRA's), with their
-  // gradients and dropout.
-  std::vector<TrainedTensor> trained_adapter_tensors(TrainedAdapter&& applied) {
+  // gradients and dropout; none when its terms stay frozen.
+  std::vector<TrainedTensor> trained_adapter_tensors(TrainedAdapter&& applied, bool train_terms) {
     adapter_.emplace(std::move(applied));
     const LoraConfig& c = adapter_->config;
     std::vector<TrainedTensor> tensors;
+    if (!train_terms) return tensors;
     for (size_t i = 0; i < adapter_->modules.size(); ++i) {
       const TrainedAdapter::Module& m = adapter_->modules[i];
       LowRank& t = *adapter_->terms[i];
@@ -165,7 +167,7 @@ std::unique_ptr<Engine> make_cpu_stored_engine(ModelConfig config, StoredWeights
 }
 
 std::unique_ptr<Engine> make_cpu_lora_engine(const Checkpoint& base, LoraAdapter adapter,
-                                             const ops::AdamWConfig& adam, Precision precision) {
+                                             const ops::AdamWConfig& adam, Precision precision, bool routers_only) {
   PartSet frozen;
   frozen.set();
   if (adapter.config.is_moe()) frozen.reset(size_t(Part::Router));  // a MixLoRA's routers train
@@ -173,7 +175,7 @@ std::unique_ptr<Engine> make_cpu_lora_engine(const Checkpoint& base, LoraAdapter
   StoredWeights weights = load_stored_weights(base, precision);  // converted as loaded
   TrainedAdapter applied = apply_trained(weights, std::move(adapter));
   return std::make_unique<StoredEngine>(std::move(config), std::move(weights), base.path(), TrainSetup{adam, frozen},
-                                        Precision::F32, std::move(applied));
+                                        Precision::F32, std::move(applied), !routers_only);
 }
 
 }  // namespace upcycle

@@ -9,7 +9,9 @@ namespace upcycle {
 
 int cmd_convert(const Args& args) {
   cli::Spec spec;
-  spec.usage = "upcycle convert --checkpoints P1 P2 ... [--base P0] --experts E --top-k K --out DIR [options]";
+  spec.usage =
+      "upcycle convert --checkpoints P1 P2 ... [--base P0] --experts E --top-k K --out DIR [options]\n"
+      "       upcycle convert --base B --adapters A1 A2 ... --experts E --top-k K --out DIR [options]";
   spec.summary =
       "Turns dense checkpoints of one llama or mistral model into a Mixtral MoE (a Hugging Face folder,\n"
       "or HDF5 when DIR ends in .h5), streaming one tensor at a time.\n"
@@ -27,6 +29,13 @@ int cmd_convert(const Args& args) {
       "on its response, then trains the routers alone on 0.5 x LM loss + 0.5 x BCE toward those\n"
       "experts; hidden sets expert e's row to the unit-length mean router input of its seed samples\n"
       "under its own dense model (mergekit's hidden gate mode); random is normal(0, 0.02).\n"
+      "With --adapters (PEFT LoRA folders of the dense LoRA run of --base) it makes a LoRA-MoE, written\n"
+      "as a MixLoRA folder that --adapter reads: each expert the frozen FFN with its own terms, the\n"
+      "attention terms shared (the adapters' mean, or --shared-from's); upit grows the pool on the\n"
+      "deltas s x B x A (distances from r x r products; DARE children refactored to the rank, or\n"
+      "--lora-child concat), scores the seed under each expert's dense LoRA model and trains the\n"
+      "routers alone; sparse copies adapter --from, btx one expert per adapter, scratch new experts\n"
+      "(B = 0) with random routers (LoRAMoE).\n"
       "DIR also gets upcycle_convert.json: the pool's recipes,\n"
       "distances and the router stage's figures.\n"
       "A fixed --seed gives byte-identical files.";

@@ -145,3 +145,32 @@ TEST_CASE("low rank: a weighted sum truncated from its factors equals the dense 
   CHECK_THROWS_AS(truncate_sum(terms, weights, kOut, kIn, 10, 1.0), std::invalid_argument);
   CHECK_THROWS_AS(truncate_sum(terms, std::vector<double>{1.0}, kOut, kIn, 2, 1.0), std::invalid_argument);
 }
+
+TEST_CASE("low rank: the sketched truncation recovers a low-rank delta and nears Eckart-Young on a noisy one") {
+  // [60, 80]: room for the sketch (rank + 10 columns) to be smaller than the matrix.
+  constexpr int64_t out = 60, in = 80;
+  const LowRankFactors x{test::random_values(size_t(4 * in), 31), test::random_values(size_t(out * 4), 32), 4, 1.0};
+  const auto dx = dense_delta(x.view(), out, in);
+  const LowRankFactors same = sketch_delta(dx, out, in, 4, 0.5, 1);
+  CHECK(same.scale == 0.5);
+  CHECK(max_error(dense_delta(same.view(), out, in), dx) < 1e-4);
+  CHECK(same.discarded < 1e-6);
+
+  // The delta plus small full-rank noise (a DARE child's shape): the discarded share reported is
+  // the factors' own squared error, and within 2% of the optimum's.
+  std::vector<float> noisy = dx;
+  const std::vector<float> noise = test::random_values(noisy.size(), 33);
+  for (size_t i = 0; i < noisy.size(); ++i) noisy[i] += 0.05f * noise[i];
+  const LowRankFactors s = sketch_delta(noisy, out, in, 4, 1.0, 2), best = truncate_delta(noisy, out, in, 4, 1.0);
+  const auto approx = dense_delta(s.view(), out, in);
+  std::vector<float> residual(noisy.size());
+  for (size_t i = 0; i < noisy.size(); ++i) residual[i] = noisy[i] - approx[i];
+  CHECK(dense_inner(residual, residual) / dense_inner(noisy, noisy) == doctest::Approx(s.discarded).epsilon(1e-3));
+  CHECK(s.discarded >= best.discarded * (1 - 1e-3));  // f32 products: to their rounding
+  CHECK(s.discarded <= best.discarded * 1.02);
+  // The same seed, the same bits.
+  const LowRankFactors again = sketch_delta(noisy, out, in, 4, 1.0, 2);
+  CHECK(again.a == s.a);
+  CHECK(again.b == s.b);
+  CHECK_THROWS_AS(sketch_delta(noisy, out, in, 0, 1.0, 2), std::invalid_argument);
+}
