@@ -28,10 +28,17 @@ std::string setup_text(const ExperimentOptions& o, int64_t train, int64_t test, 
       "against the reference answer; the held-out columns ask the trained tasks in a phrasing never trained "
       "on, and task families never trained on. {} repeat(s) share the data and the base tuning (seed {}); repeat r "
       "has its own dense run and methods with seed {} + r (data order, the genetic search, router initialisation), "
-      "the same for every method, so methods are compared in pairs. Methods: {}.",
+      "the same for every method, so methods are compared in pairs. Methods: {}.{}",
       model.string(), !o.base_tune ? std::string() : fmt::format(" after a base tuning of {} steps", o.base_tune->steps),
       train, test, o.dense_tune.steps, o.dense_tune.save_count, o.tune.steps, o.experts, o.experts, o.top_k, o.base_seed, repeats, o.base_seed, o.base_seed,
-      fmt::format("{}", fmt::join(o.methods, ", ")));
+      fmt::format("{}", fmt::join(o.methods, ", ")),
+      o.dense_tune.lora.rank == 0
+          ? ""
+          : fmt::format(" LoRA experts: the dense run trains a rank-{} LoRA adapter on every module of the frozen model "
+                        "and saves adapters; each MoE is a LoRA-MoE of them over that model (`convert --adapters`: an "
+                        "expert is the FFN with its own terms, the attention terms shared), and every method tunes "
+                        "adapters alone; **scratch** is LoRAMoE's start (new experts with B = 0, random routers).",
+                        o.dense_tune.lora.rank));
 }
 
 OptionTable<O> make_table() {
@@ -61,7 +68,7 @@ const OptionTable<DemoOptions>& demo_option_table() {
 }
 
 void check_demo_options(const O& o) {
-  check_experiment_settings(o.settings);
+  check_experiment_settings(o.settings, o.methods);
   if (o.dense_steps < o.settings.checkpoints)
     throw OptionError("dense_steps", option_name("dense_steps") + " must be at least " + option_name("checkpoints"));
   require_positive(double(o.steps), "steps");

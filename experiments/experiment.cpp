@@ -13,6 +13,7 @@
 #include "experiments/methods.hpp"
 #include "experiments/stages.hpp"
 #include "formats/open_checkpoint.hpp"
+#include "formats/peft_adapter.hpp"
 
 namespace upcycle {
 
@@ -38,12 +39,29 @@ double timed_stage(const fs::path& done, const fs::path& time_file, F&& stage) {
   return seconds;
 }
 
+// A model as the stages take it: a checkpoint, with an adapter folder on it under LoRA experts.
+struct ModelRef {
+  fs::path model;
+  std::optional<fs::path> adapter;
+};
+
+// The dense run trains LoRA adapters (ExperimentSettings::experts_kind lora).
+bool lora_experts(const ExperimentOptions& o) { return o.dense_tune.lora.rank > 0; }
+
 // The model the dense run starts from: the base tuning's final model, else init.
 fs::path dense_start(const ExperimentOptions& o) { return o.base_tune ? o.base_dir / "final" : o.init; }
 
-void tune(TrainOptions options, const fs::path& model, const fs::path& data, const fs::path& dir, uint64_t seed,
+// A stage's result `dir` as a model: the checkpoint there, or the adapter there on the model the
+// dense run started from.
+ModelRef model_at(const fs::path& dir, const ExperimentOptions& o) {
+  if (lora_experts(o)) return {dense_start(o), dir};
+  return {dir, std::nullopt};
+}
+
+void tune(TrainOptions options, const ModelRef& model, const fs::path& data, const fs::path& dir, uint64_t seed,
           const std::string& name) {
-  options.model = model;
+  options.model = model.model;
+  options.adapter = model.adapter;
   options.data = data;
   options.seed = seed;
   if (!tune_stage(std::move(options), dir, name))
@@ -58,7 +76,7 @@ fs::path dense_run_for(const ExperimentMethod& m, const ExperimentOptions& o) {
   TrainOptions t = o.dense_tune;
   t.save_count = o.experts;
   timed_stage(dir / "final", dir / kTimeFile,
-              [&] { tune(t, dense_start(o), o.train, dir, o.seed, fmt::format("dense run saving {}", o.experts)); });
+              [&] { tune(t, {dense_start(o), {}}, o.train, dir, o.seed, fmt::format("dense run saving {}", o.experts)); });
   return dir;
 }
 
@@ -70,14 +88,17 @@ void convert(const ExperimentMethod& m, const fs::path& into, const ExperimentOp
   c.top_k = o.top_k;
   c.seed = o.seed;
   c.out = into;
+  // Checkpoints, or with LoRA experts the adapters of the model they adapt.
+  std::vector<fs::path>& pool = lora_experts(o) ? c.adapters : c.checkpoints;
+  if (lora_experts(o)) c.base = dense_start(o);
   if (c.method == "upit") {
-    c.checkpoints = checkpoints;
+    pool = checkpoints;
     c.base = dense_start(o);  // the deltas' base: the model the dense run started from
     c.data = o.train;         // seed data: a share of it
-  } else if (c.method == "btx") {
-    c.checkpoints = checkpoints;
+  } else if (c.method == "btx" || c.method == "scratch") {  // scratch: the shared terms' mean
+    pool = checkpoints;
   } else {  // sparse, drop: copies of the final model's FFN
-    c.checkpoints = {checkpoints.back()};
+    pool = {checkpoints.back()};
   }
   if (m.change_convert) m.change_convert(c);
   check_options(c, check_convert_options, std::string("stage convert ") + m.name);
@@ -85,11 +106,12 @@ void convert(const ExperimentMethod& m, const fs::path& into, const ExperimentOp
 }
 
 // An evaluation into file (and its predictions, for exact), unless it is there.
-void evaluate(const fs::path& model, const fs::path& data, const std::string& metric, const fs::path& file,
+void evaluate(const ModelRef& model, const fs::path& data, const std::string& metric, const fs::path& file,
               const ExperimentOptions& o, const std::optional<fs::path>& predictions = {}) {
   if (fs::exists(file)) return;
   EvalOptions e = o.eval;
-  e.model = model;
+  e.model = model.model;
+  e.adapter = model.adapter;
   e.data = data;
   e.metric = metric;
   e.out = file;
@@ -103,18 +125,19 @@ MethodResult run_method(const ExperimentMethod& m, const ExperimentOptions& o) {
   r.method = m.name;
   r.dir = o.out / m.name;
   fs::create_directories(r.dir);
-  fs::path start = o.dense_dir / "final";
+  fs::path start_dir = o.dense_dir / "final";
   if (m.convert) {
-    start = r.dir / "init";
-    r.seconds += timed_stage(start, r.dir / "convert_seconds.json", [&] { convert(m, start, o); });
+    start_dir = r.dir / "init";
+    r.seconds += timed_stage(start_dir, r.dir / "convert_seconds.json", [&] { convert(m, start_dir, o); });
     r.experts = o.experts;
   }
+  const ModelRef start = model_at(start_dir, o);
   evaluate(start, o.test, "loss", r.dir / "eval-start-loss.json", o);  // where the tuning starts from
   TrainOptions method_tune = o.tune;
   if (m.change_tune) m.change_tune(method_tune);
   const fs::path tuned = r.dir / "tuned";
   r.seconds += timed_stage(tuned / "final", r.dir / "tune_seconds.json", [&] { tune(method_tune, start, o.train, tuned, o.seed, m.name); });
-  const fs::path final_model = tuned / "final";
+  const ModelRef final_model = model_at(tuned / "final", o);
   auto heldout_file = [&](const HeldoutSet& h) { return r.dir / ("eval-heldout-" + h.name + ".json"); };
   const fs::path last_eval = o.heldout.empty() ? r.dir / "eval-exact.json" : heldout_file(o.heldout.back());
   const fs::path predictions = r.dir / "predictions-exact.jsonl";
@@ -138,9 +161,14 @@ MethodResult run_method(const ExperimentMethod& m, const ExperimentOptions& o) {
       if (!line.contains("correct") || !line["correct"].is_boolean()) throw std::invalid_argument("no \"correct\": true or false");
       r.exact_by_sample.push_back(line["correct"].get<bool>() ? 1 : 0);
     });
-  const auto tuned_model = open_checkpoint(final_model);
+  const auto tuned_model = open_checkpoint(final_model.model);
   r.total_params = int64_t(tuned_model->parameter_count());
   r.active_params = active_parameters(*tuned_model);
+  if (final_model.adapter) {
+    const LoraAdapter adapter = read_peft_adapter(*final_model.adapter, tuned_model->config());
+    r.total_params += adapter.parameter_count();
+    r.active_params += active_adapter_parameters(adapter);
+  }
   return r;
 }
 
@@ -179,6 +207,14 @@ double recorded_seconds(const fs::path& run_dir) {
   return fs::exists(file) ? read_json_file(file).value("seconds", 0.0) : 0.0;
 }
 
+int64_t active_adapter_parameters(const LoraAdapter& adapter) {
+  const LoraConfig& c = adapter.config;
+  int64_t unused = 0;  // the terms of the experts a token does not use
+  for (const LoraModule& m : adapter.modules)
+    if (m.expert >= c.top_k) unused += m.a.numel() + m.b.numel();
+  return adapter.parameter_count() - unused;
+}
+
 int64_t active_parameters(const Checkpoint& model) {
   const ModelConfig& c = model.config();
   const auto total = int64_t(model.parameter_count());
@@ -191,10 +227,11 @@ std::vector<MethodResult> run_experiment(const ExperimentOptions& o) {
   const fs::path start = dense_start(o);
   if (o.base_tune) {
     timed_stage(o.base_dir / "final", o.base_dir / kTimeFile, [&] {
-      tune(*o.base_tune, o.init, o.base_train.empty() ? o.train : o.base_train, o.base_dir, o.base_seed, "base");
+      tune(*o.base_tune, {o.init, {}}, o.base_train.empty() ? o.train : o.base_train, o.base_dir, o.base_seed, "base");
     });
   }
-  timed_stage(o.dense_dir / "final", o.dense_dir / kTimeFile, [&] { tune(o.dense_tune, start, o.train, o.dense_dir, o.seed, "dense run"); });
+  timed_stage(o.dense_dir / "final", o.dense_dir / kTimeFile,
+              [&] { tune(o.dense_tune, {start, {}}, o.train, o.dense_dir, o.seed, "dense run"); });
   std::vector<MethodResult> results;
   for (const std::string& name : o.methods) {
     const ExperimentMethod* m = find_experiment_method(name);

@@ -7,6 +7,9 @@
 //   upit    UpIT: the checkpoints' FFNs plus merged children, routers pre-optimised on seed data
 //   btx, drop: the other baselines of `convert`; upit-no-router and the other ablations
 //   (experiments/methods.hpp has the table)
+// With LoRA experts (dense_tune.lora.rank > 0) the dense run trains an adapter on the model it
+// starts from, which stays frozen; its adapters are the pool, the MoEs LoRA-MoEs over that model
+// (convert --adapters), and every later stage is that model with an adapter folder.
 // Every stage is skipped when its result exists, so an interrupted experiment resumes.
 #pragma once
 #include <cstdint>
@@ -18,6 +21,7 @@
 
 #include "convert/convert.hpp"
 #include "core/checkpoint.hpp"
+#include "formats/peft_adapter.hpp"
 #include "report/method_result.hpp"
 #include "trainer/evaluation.hpp"
 #include "trainer/train.hpp"
@@ -82,5 +86,7 @@ double recorded_seconds(const std::filesystem::path& run_dir);
 
 // Parameters an MoE uses per token: every parameter but the (E − k) unused experts' FFNs.
 int64_t active_parameters(const Checkpoint& model);
+// The same of an adapter: a LoRA-MoE's, all but (E − k) experts' terms.
+int64_t active_adapter_parameters(const LoraAdapter& adapter);
 
 }  // namespace upcycle

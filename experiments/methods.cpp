@@ -1,12 +1,17 @@
 #include "experiments/methods.hpp"
 
+#include <algorithm>
+
 namespace upcycle {
 
 const std::vector<ExperimentMethod>& experiment_methods() {
   static const std::vector<ExperimentMethod> methods = {
       {"dense", "the dense run's final model, tuned further (no experts)", nullptr},
       {"sparse", "sparse upcycling: every expert a copy of the final FFN, random router", "sparse"},
-      {"drop", "drop-upcycling: copies of the final FFN with half of each expert's neurons re-drawn", "drop"},
+      {"drop", "drop-upcycling: copies of the final FFN with half of each expert's neurons re-drawn", "drop", false, nullptr,
+       nullptr, true, false},
+      {"scratch", "LoRAMoE (LoRA experts): new experts with B = 0 and a random router over the dense run's attention terms",
+       "scratch", false, nullptr, nullptr, false, true},
       {"btx", "Branch-Train-MiX: the checkpoints' FFNs as experts (a dense run saving E), random router", "btx", true},
       {"upit", "UpIT: the checkpoints' FFNs, grown by the genetic merge search, routers pre-optimised on seed data", "upit"},
       {"upit-no-router", "UpIT with a random router (no pre-optimisation)", "upit", false,
@@ -20,9 +25,9 @@ const std::vector<ExperimentMethod>& experiment_methods() {
       {"upit-random-parents", "UpIT with the search's parents drawn at random, not among the most distant pairs", "upit", false,
        [](ConvertOptions& c) { c.parents = "random"; }},
       {"upit-function-fitness", "UpIT whose search maximises the experts' diversity in seed loss, not in FFN weights", "upit",
-       false, [](ConvertOptions& c) { c.fitness = "function"; }},
+       false, [](ConvertOptions& c) { c.fitness = "function"; }, nullptr, true, false},
       {"upit-shared-final", "UpIT with attention, embeddings and norms from the final checkpoint, not the checkpoints' mean",
-       "upit", false, [](ConvertOptions& c) { c.shared_from = int(c.checkpoints.size()) - 1; }},
+       "upit", false, [](ConvertOptions& c) { c.shared_from = int(std::max(c.checkpoints.size(), c.adapters.size())) - 1; }},
       {"upit-global-balance", "UpIT tuned with transformers' global load-balancing loss instead of the per-layer one", "upit",
        false, nullptr, [](TrainOptions& t) { t.aux_loss = AuxLoss::Global; }},
       {"upit-bias-balance", "UpIT tuned with auxiliary-loss-free bias balancing (DeepSeek-V3) instead of the loss", "upit",
@@ -53,7 +58,8 @@ std::string experiment_method_names() {
 
 std::string experiment_methods_help() {
   std::string help;
-  for (const ExperimentMethod& m : experiment_methods()) help += "  " + std::string(m.name) + ": " + m.help + "\n";
+  for (const ExperimentMethod& m : experiment_methods())
+    help += "  " + std::string(m.name) + ": " + m.help + (m.ffn ? m.lora ? "" : " (FFN experts)" : " (LoRA experts)") + "\n";
   return help;
 }
 

@@ -17,6 +17,7 @@ struct ExperimentMethod {
   bool checkpoint_per_expert = false;
   void (*change_convert)(ConvertOptions&) = nullptr;  // the ablation's change, if any
   void (*change_tune)(TrainOptions&) = nullptr;
+  bool ffn = true, lora = true;  // the kinds of experts it is a method for
 };
 
 const std::vector<ExperimentMethod>& experiment_methods();

@@ -42,6 +42,7 @@ size_t saved_checkpoints(const TrainOptions& t) {
 
 struct Pipeline {
   fs::path out;
+  bool lora = false;  // experts_kind lora: the dense run trains adapters, the MoE is their LoRA-MoE
   TrainOptions dense, moe;
   ConvertOptions convert;
   bool convert_has_checkpoints = false;
@@ -62,11 +63,25 @@ void check_sequence_lengths(const Pipeline& p, const std::string& where) {
     check_options(p.evals[i], [&](const EvalOptions& e) { check(e.seq_len); }, where + p.eval_names[i]);
 }
 
+// The checkpoints convert takes: the dense run's models, or with LoRA experts its adapters.
+std::vector<fs::path>& convert_pool(Pipeline& p) { return p.lora ? p.convert.adapters : p.convert.checkpoints; }
+
+// A stage's model folder `dir` as eval and tune take it: the model, or with LoRA experts the
+// adapter there on the dense run's model.
+void set_model(const Pipeline& p, const fs::path& dir, fs::path& model, std::optional<fs::path>& adapter) {
+  model = p.lora ? p.dense.model : dir;
+  adapter = p.lora ? std::optional(dir) : std::nullopt;
+}
+
 Pipeline read_pipeline(const fs::path& config, const json& c) {
   Pipeline p;
   p.out = c["out"].get<std::string>();
   const std::string where = config.string() + ": stage ";
+  const std::string kind = c.value("experts_kind", "ffn");
+  require(kind == "ffn" || kind == "lora", config, "experts_kind", "must be \"ffn\" or \"lora\"");
+  p.lora = kind == "lora";
   json dense = c["dense"], convert = c["convert"], moe = c["moe"];
+  if (p.lora && !dense.contains("lora_rank")) dense["lora_rank"] = 8;
   require(dense.is_object() && convert.is_object() && moe.is_object(), config,
           "the stages dense, convert and moe must be objects of their command's options");
   for (json* stage : {&dense, &convert, &moe}) inherit(*stage, c, {"seed", "template"});
@@ -74,29 +89,33 @@ Pipeline read_pipeline(const fs::path& config, const json& c) {
   inherit(moe, dense, {"data"});
   refuse_keys(dense, {"out"}, where + "dense");
   refuse_keys(convert, {"out"}, where + "convert");
-  refuse_keys(moe, {"out", "model"}, where + "moe");
+  refuse_keys(moe, {"out", "model", "adapter"}, where + "moe");
 
   read_options(train_option_table(), dense, p.dense, where + "dense");
   p.dense.out = p.out / "dense";
   check_options(p.dense, check_train_options, where + "dense");
+  if ((p.dense.lora.rank > 0) != p.lora)
+    throw_config_error(where + "dense", p.lora ? "experts_kind lora makes the MoE of the dense run's adapters: lora_rank must be positive"
+                                               : "lora_rank makes the dense run train adapters: set \"experts_kind\": \"lora\"");
 
   read_options(convert_option_table(), convert, p.convert, where + "convert");
   p.convert.out = p.out / "moe-init";
-  if (!p.convert.base && !p.dense.model.empty()) p.convert.base = p.dense.model;  // the deltas' base
-  p.convert_has_checkpoints = !p.convert.checkpoints.empty();
+  // The deltas' base; with adapters, the model they adapt.
+  if ((!p.convert.base || p.lora) && !p.dense.model.empty()) p.convert.base = p.dense.model;
+  p.convert_has_checkpoints = !convert_pool(p).empty();
   if (!p.convert_has_checkpoints) {  // the dense run's, once it has run: checked now as far as their number is known
     const size_t k = saved_checkpoints(p.dense);
     if (k > 0) {
-      ConvertOptions stand_in = p.convert;
-      stand_in.checkpoints.assign(k, p.dense.out / "final");
-      check_options(stand_in, check_convert_options, where + "convert");
+      Pipeline stand_in = p;
+      convert_pool(stand_in).assign(k, p.dense.out / "final");
+      check_options(stand_in.convert, check_convert_options, where + "convert");
     }
   } else {
     check_options(p.convert, check_convert_options, where + "convert");
   }
 
   read_options(train_option_table(), moe, p.moe, where + "moe");
-  p.moe.model = p.convert.out;
+  set_model(p, p.convert.out, p.moe.model, p.moe.adapter);
   p.moe.out = p.out / "moe";
   check_options(p.moe, check_train_options, where + "moe");
 
@@ -107,11 +126,11 @@ Pipeline read_pipeline(const fs::path& config, const json& c) {
     const std::string name = "eval[" + std::to_string(i) + "]";
     if (e.is_object()) {
       inherit(e, c, {"template"});
-      refuse_keys(e, {"model", "out"}, where + name);
+      refuse_keys(e, {"model", "adapter", "out"}, where + name);
     }
     EvalOptions o;
     read_options(eval_option_table(), e, o, where + name);
-    o.model = p.dense.out / "final";  // each model in turn
+    set_model(p, p.dense.out / "final", o.model, o.adapter);  // each model in turn
     check_options(o, check_eval_options, where + name);
     p.evals.push_back(o);
     p.eval_names.push_back(name);
@@ -126,9 +145,9 @@ void run_pipeline(const fs::path& config) {
   const json c = read_json_file(config);
   require(c.is_object() && c.contains("out") && c["out"].is_string(), config, "must be an object with \"out\"");
   for (const auto& [key, value] : c.items())
-    require(key == "out" || key == "seed" || key == "template" || key == "dense" || key == "convert" || key == "moe" ||
-                key == "eval",
-            config, key, "is not a key of the pipeline (out, seed, template, dense, convert, moe, eval)");
+    require(key == "out" || key == "seed" || key == "template" || key == "experts_kind" || key == "dense" ||
+                key == "convert" || key == "moe" || key == "eval",
+            config, key, "is not a key of the pipeline (out, seed, template, experts_kind, dense, convert, moe, eval)");
   require(c.contains("dense") && c.contains("convert") && c.contains("moe"), config,
           "needs the stages dense, convert and moe (eval is optional)");
   Pipeline p = read_pipeline(config, c);
@@ -141,7 +160,7 @@ void run_pipeline(const fs::path& config) {
     spdlog::info("stage 2/4 convert: {} is done, skipped", p.convert.out.string());
   } else {
     spdlog::info("stage 2/4 convert: into {}", p.convert.out.string());
-    if (!p.convert_has_checkpoints) p.convert.checkpoints = dense_checkpoints(p.dense.out);
+    if (!p.convert_has_checkpoints) convert_pool(p) = dense_checkpoints(p.dense.out);
     check_options(p.convert, check_convert_options, config.string() + ": stage convert");
     convert(p.convert);
   }
@@ -158,7 +177,7 @@ void run_pipeline(const fs::path& config) {
       const fs::path file = p.out / "eval" / (name + ".json");
       if (!fs::exists(file)) {
         spdlog::info("stage 4/4 eval: {}", name);
-        e.model = p.out / model / "final";
+        set_model(p, p.out / model / "final", e.model, e.adapter);
         e.out = file;
         evaluate(e);
       }

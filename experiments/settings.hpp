@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "core/option_table.hpp"
 #include "experiments/experiment.hpp"
@@ -20,6 +22,11 @@ struct ExperimentSettings {
   double tune_lr = 1e-3;       // of the dense run and of each method
   int64_t batch_tokens = 2048;
   int64_t seed_samples = 100;  // UpIT's seed set: at least this many training samples
+  // ffn: experts are FFNs (the dense run tunes the whole model, the MoEs are Mixtrals); lora: the
+  // dense run trains a LoRA adapter of lora_rank on the frozen model, and the MoEs are LoRA-MoEs of
+  // its adapters (MixLoRA folders), UpIT's main setting.
+  std::string experts_kind = "ffn";
+  int64_t lora_rank = 8;
   // The MoEs' load-balancing coefficient. Not the tool's 0.01: on the demo's model at 8 experts,
   // 0.01 left layer 0's idlest expert at 0.21 of an even share; 0.03 kept every layer above 0.47
   // at no cost in loss (README, "What the demo shows").
@@ -45,11 +52,17 @@ void add_settings_rows(OptionTable<S>& table, Get settings) {
   row("seed_samples", "UpIT's seed set: at least this many training samples", [](E& e) -> auto& { return e.seed_samples; });
   row("aux_loss_coef", "the MoEs' load-balancing coefficient (router_aux_loss_coef)",
       [](E& e) -> auto& { return e.aux_loss_coef; });
+  row("experts_kind",
+      "ffn (FFN experts: the dense run tunes the model, the MoEs are Mixtrals) or lora (the dense run trains a LoRA "
+      "adapter on the frozen model; the MoEs are LoRA-MoEs of its adapters)",
+      [](E& e) -> auto& { return e.experts_kind; });
+  row("lora_rank", "lora: the adapters' rank", [](E& e) -> auto& { return e.lora_rank; });
   row("seed", "seed of the data, the models and every stage", [](E& e) -> auto& { return e.seed; });
 }
 
-// OptionError for any of them out of range, before any work is done.
-void check_experiment_settings(const ExperimentSettings& s);
+// OptionError for any of them out of range, or a method of `methods` that the experts' kind
+// lacks, before any work is done.
+void check_experiment_settings(const ExperimentSettings& s, const std::vector<std::string>& methods);
 
 // s.model, else a new model in `fresh` (made unless it exists) from the seed.
 std::filesystem::path initial_model(const ExperimentSettings& s, const std::filesystem::path& fresh, uint64_t seed);

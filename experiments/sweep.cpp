@@ -91,7 +91,7 @@ const OptionTable<SweepOptions>& sweep_option_table() {
 }
 
 void check_sweep_options(const O& s) {
-  check_experiment_settings(s.settings);
+  check_experiment_settings(s.settings, s.methods);
   require_positive(s.repeats, "repeats");
   if (s.settings.top_k > *std::min_element(s.experts.begin(), s.experts.end()) ||
       *std::max_element(s.experts.begin(), s.experts.end()) > 256)

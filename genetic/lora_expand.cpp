@@ -37,9 +37,10 @@ void add_inner(Gram& gram, const LoraFfnPool& p, const LoraTerms& x, size_t i, c
 }
 
 // Child `r`'s term t of parents' terms x and y: concatenated, or merged densely and refactored.
+// `zeros` (at least out·in) is the merge's base: the parents are deltas.
 merge::LowRankFactors child_term(const LoraFfnPool& p, const ExpertRecipe& r, const merge::LowRankFactors& x,
                                  const merge::LowRankFactors& y, int layer, int module, const merge::Options& how,
-                                 LoraChild child) {
+                                 LoraChild child, std::span<const float> zeros) {
   const auto [out, in] = p.shapes[size_t(module)];
   const std::vector<merge::LowRankView> parents = {x.view(), y.view()};
   const std::vector<double> weights = {r.weight_a, r.weight_b};
@@ -51,7 +52,7 @@ merge::LowRankFactors child_term(const LoraFfnPool& p, const ExpertRecipe& r, co
   o.seed = r.seed;
   const std::vector<std::span<const float>> inputs = {dx, dy};
   const std::string key = term_key(layer, module);
-  merge::merge_tensor(merged, inputs, std::vector<float>(dx.size(), 0.0f), o, key);  // deltas: a zero base
+  merge::merge_tensor(merged, inputs, zeros.first(dx.size()), o, key);
   return merge::sketch_delta(merged, out, in, p.rank, 1.0, Rng::stream(r.seed, key).next());
 }
 
@@ -62,12 +63,15 @@ std::vector<LoraTerms> make_children(const LoraFfnPool& p, const std::vector<Lor
   const size_t terms = size_t(p.layers * kLoraFfnModules);
   std::vector<LoraTerms> out(candidates.size(), LoraTerms(terms));
   const int64_t n = int64_t(candidates.size() * terms);
+  int64_t largest = 0;
+  for (const auto& [out, in] : p.shapes) largest = std::max(largest, out * in);
+  const std::vector<float> zeros(child == LoraChild::Svd ? size_t(largest) : 0, 0.0f);  // shared by the threads
 #pragma omp parallel for schedule(dynamic)
   for (int64_t i = 0; i < n; ++i) {
     const size_t c = size_t(i) / terms, t = size_t(i) % terms;
     const ExpertRecipe& r = candidates[c];
     out[c][t] = child_term(p, r, pool[size_t(r.parent_a)][t], pool[size_t(r.parent_b)][t], int(t) / kLoraFfnModules,
-                           int(t) % kLoraFfnModules, how, child);
+                           int(t) % kLoraFfnModules, how, child, zeros);
   }
   discarded.assign(candidates.size(), 0.0);
   for (size_t c = 0; c < candidates.size(); ++c)

@@ -116,7 +116,9 @@ ojson eval_choice(EvalContext& c) {
 // Per task, which experts the reply positions go to: {task: [L][E] shares of the routed slots}.
 ojson eval_routing(EvalContext& c) {
   const ModelConfig& config = c.ckpt->config();
-  require(config.is_moe(), c.o.model, "routing is measured on an MoE; this is a dense " + config.model_type + " model");
+  const bool lora_moe = c.o.adapter && read_lora_config(*c.o.adapter).is_moe();  // a MixLoRA folder's
+  require(config.is_moe() || lora_moe, c.o.model,
+          "routing is measured on an MoE (or with a MixLoRA --adapter); this is a dense " + config.model_type + " model");
   const int64_t seq_len = c.seq_len();
   const TokenizedData data = c.tokenized();
   std::map<std::string, std::vector<size_t>> by_task;

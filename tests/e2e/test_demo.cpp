@@ -138,3 +138,43 @@ TEST_CASE("sweep: a grid of data sizes and methods, sweep.csv and plots, misuse 
     CHECK_MESSAGE(r.err.find("--") != std::string::npos, r.err);
   }
 }
+
+TEST_CASE("demo --experts-kind lora: the dense run trains adapters and every MoE is a LoRA-MoE of them") {
+  ScratchDir dir;
+  const fs::path out = dir / "demo";
+  const std::string args = "demo --out '" + out.string() +
+                           "' --experts-kind lora --lora-rank 4 --base-steps 3 --dense-steps 6 --checkpoints 3 --steps 3 "
+                           "--train-samples 120 --test-samples 10 --batch-tokens 512 --experts 4 --seed-samples 12 "
+                           "--repeats 1 --methods dense,sparse,upit,scratch";
+  auto r = run_upcycle(args);
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  // The base tuning trains the model; the dense run an adapter on it, which is all it writes.
+  CHECK(fs::exists(out / "base" / "final" / "model.safetensors"));
+  for (const char* d : {"step-000002", "step-000004", "final"}) {
+    CHECK(fs::exists(out / "r0" / "dense-run" / d / "adapter_config.json"));
+    CHECK_FALSE(fs::exists(out / "r0" / "dense-run" / d / "model.safetensors"));
+  }
+  const auto convert = json::parse(read_file(out / "r0" / "upit" / "init" / "upcycle_convert.json"));
+  CHECK(convert["pool"].size() == 4);
+  CHECK(convert["adapters"].size() == 3);
+  CHECK(convert["router_steps"].get<int>() > 0);
+  CHECK(json::parse(read_file(out / "r0" / "scratch" / "init" / "adapter_config.json"))["peft_type"] == "MIXLORA");
+  CHECK(fs::exists(out / "r0" / "upit" / "tuned" / "final" / "adapter_model.safetensors"));
+  // Sparse copies of the final adapter compute the dense LoRA model: the same loss before tuning.
+  const double dense_start = json::parse(read_file(out / "r0" / "dense" / "eval-start-loss.json"))["loss"];
+  const double sparse_start = json::parse(read_file(out / "r0" / "sparse" / "eval-start-loss.json"))["loss"];
+  CHECK(sparse_start == doctest::Approx(dense_start).epsilon(1e-5));
+  CHECK(fs::exists(out / "r0" / "upit" / "eval-routing.json"));
+  const auto csv = lines(read_file(out / "metrics.csv"));
+  REQUIRE(csv.size() == 5);
+  CHECK(csv[4].rfind("120,0,0,scratch,4,", 0) == 0);
+  CHECK(read_file(out / "report.md").find("LoRA experts") != std::string::npos);
+
+  // Methods that the kind of experts lacks, and kinds that do not exist, are refused up front.
+  for (const char* bad : {"--experts-kind lora --methods dense,drop", "--methods dense,scratch", "--experts-kind moe",
+                          "--experts-kind lora --lora-rank 0"}) {
+    r = run_upcycle("demo --out '" + (dir / "bad").string() + "' " + bad);
+    CHECK_MESSAGE(r.code == 1, bad);
+    CHECK_MESSAGE(!fs::exists(dir / "bad" / "data"), bad);
+  }
+}

@@ -84,3 +84,45 @@ TEST_CASE("run: dense tuning, conversion of its checkpoints, MoE tuning, evaluat
   bad["eval"] = json::array({{{"data", data}, {"metric", "bleu"}}});
   refused(bad, "bad.json: stage eval[0]: metric: 'bleu' is not loss, exact, choice or routing");
 }
+
+TEST_CASE("run: experts_kind lora trains adapters, converts them into a LoRA-MoE and evaluates both on the model") {
+  ScratchDir dir;
+  const fs::path model = write_chat_model(dir.path(), "llama", 22);
+  {
+    std::ofstream data(dir / "qa.jsonl");
+    for (int i = 0; i < 24; ++i)
+      data << json{{"instruction", "say " + std::to_string(i % 6)}, {"output", std::string(size_t(1 + i % 3), char('a' + i % 6))}}.dump()
+           << "\n";
+  }
+  const std::string data = (dir / "qa.jsonl").string();
+  json config = {
+      {"out", (dir / "run").string()},
+      {"seed", 3},
+      {"experts_kind", "lora"},
+      {"dense", {{"model", model.string()}, {"data", data}, {"steps", 6}, {"save_count", 3}, {"lora_rank", 4}, {"lr", 1e-2},
+                 {"seq_len", 128}, {"batch_tokens", 256}}},
+      {"convert", {{"experts", 4}, {"top_k", 2}, {"candidates", 2}, {"seed_min", 6}, {"router_epochs", 1}, {"seq_len", 128}}},
+      {"moe", {{"steps", 2}, {"lr", 1e-2}, {"seq_len", 128}, {"batch_tokens", 256}}},
+      {"eval", json::array({{{"data", data}}})}};
+  write_file(dir / "run.json", config.dump());
+  auto r = run_upcycle("run " + (dir / "run.json").string());
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(fs::exists(dir / "run" / "dense" / "final" / "adapter_config.json"));
+  const auto report = json::parse(read_file(dir / "run" / "moe-init" / "upcycle_convert.json"));
+  CHECK(report["adapters"].size() == 3);
+  CHECK(report["pool"].size() == 4);
+  CHECK(json::parse(read_file(dir / "run" / "moe" / "final" / "adapter_config.json"))["num_experts"] == 4);
+  const auto summary = json::parse(read_file(dir / "run" / "run.json"));
+  CHECK(summary["eval"]["dense-0-loss"]["loss"] != summary["eval"]["moe-0-loss"]["loss"]);
+
+  // The kind and the dense run must agree.
+  config["out"] = (dir / "bad").string();
+  config["dense"].erase("lora_rank");
+  config["experts_kind"] = "ffn";
+  config["dense"]["lora_rank"] = 4;
+  write_file(dir / "bad.json", config.dump());
+  r = run_upcycle("run " + (dir / "bad.json").string());
+  CHECK(r.code != 0);
+  CHECK_MESSAGE(r.err.find("\"experts_kind\": \"lora\"") != std::string::npos, r.err);
+  CHECK_FALSE(fs::exists(dir / "bad"));
+}
