@@ -254,7 +254,6 @@ const OptionTable<ConvertOptions>& convert_option_table() {
 
 // The checks of --adapters' conversion beyond the common ones: what a LoRA-MoE can be made by.
 void check_adapter_options(const O& o) {
-  if (!o.base) throw OptionError("base", option_name("adapters") + " adapt a model: give it as " + option_name("base"));
   if (o.method == "drop")
     throw OptionError("method", option_name("method") + " drop re-draws FFN neurons, which adapters do not have: use "
                                   "scratch (new experts) or sparse");
@@ -284,6 +283,8 @@ void check_convert_options(const O& o) {
   require_option(!o.checkpoints.empty() || !o.adapters.empty(), "checkpoints");
   require_option(!o.out.empty(), "out");
   const bool adapters = !o.adapters.empty();
+  if (adapters && !o.base)
+    throw OptionError("base", option_name("adapters") + " adapt a model: give it as " + option_name("base"));
   const size_t K = adapters ? o.adapters.size() : o.checkpoints.size();
   const int E = o.experts.value_or(int(K));
   if (E < 1 || E > 256) throw OptionError("experts", option_name("experts") + " must lie in [1, 256]");

@@ -472,6 +472,21 @@ def option_cases(c):
               [Path("never")])
         if folder != empty:  # without adapter_config.json a folder is read as a model
             c.add(f"adapter: inspect, {what}", ["inspect", folder], BAD_INPUT, file)
+    moe = c.fresh("lora-moe")
+    for folder, file, what in [(empty, "adapter_config.json", "a folder without adapter_config.json"),
+                               (bad, "adapter_config.json", "adapter_config.json of bad JSON"),
+                               (pickle, "adapter_model.bin", "weights only as a pickle"),
+                               (ia3, "peft_type", "a PEFT type other than LORA")]:
+        c.add(f"adapter: convert --adapters, {what}",
+              ["convert", "--base", m, "--adapters", folder, folder, "--router", "random", "--out", moe], BAD_INPUT,
+              file, [moe])
+    for flag, value, name in [("--method", "drop", "--method"), ("--lora-child", "qr", "--lora-child"),
+                              ("--fitness", "function", "--fitness"), ("--shared-merge", "ties", "--shared-merge")]:
+        c.add(f"options: convert --adapters {flag} {value}",
+              ["convert", "--base", m, "--adapters", empty, empty, "--data", d, "--out", moe, flag, value], USAGE, name,
+              [moe])
+    c.add("options: convert --adapters without --base", ["convert", "--adapters", empty, "--out", moe], USAGE, "--base",
+          [moe])
     merged = c.fresh("merged")
     c.add("adapter: export --merge-adapter of a folder without adapter_config.json",
           ["export", m, merged, "--merge-adapter", empty], BAD_INPUT, "adapter_config.json", [merged])
