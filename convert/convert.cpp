@@ -107,16 +107,7 @@ Plan plan(const O& o, int K) {
   p.report = {{"method", o.method}, {"experts", E}, {"top_k", a.top_k}, {"seed", o.seed}, {"router", p.router}};
 
   if (o.method == "upit") {
-    genetic::ExpansionOptions x;
-    x.experts = o.no_expand ? std::min(E, K) : E;
-    x.candidates = o.candidates;
-    x.distant_pairs = o.distant_pairs;
-    x.parents = *genetic::parse_parent_choice(o.parents);
-    x.distance = *genetic::parse_distance(o.distance);
-    x.fitness = *genetic::parse_fitness(o.fitness);
-    x.merge = a.child_merge;
-    x.seed = o.seed;
-    x.sample_elements = o.search_sample;
+    const genetic::ExpansionOptions x = expansion_options(o, K);
     p.search = x;
     if (x.experts > K)
       for (int k = 0; k < K; ++k) p.pool.push_back({k});  // the search keeps them, in order, and adds children
@@ -136,6 +127,23 @@ Plan plan(const O& o, int K) {
 }
 
 }  // namespace
+
+genetic::ExpansionOptions expansion_options(const O& o, int K) {
+  const int E = o.experts.value_or(K);
+  genetic::ExpansionOptions x;
+  x.experts = o.no_expand ? std::min(E, K) : E;
+  x.candidates = o.candidates;
+  x.distant_pairs = o.distant_pairs;
+  x.parents = *genetic::parse_parent_choice(o.parents);
+  x.distance = *genetic::parse_distance(o.distance);
+  x.fitness = *genetic::parse_fitness(o.fitness);
+  x.merge.method = *merge::parse_method(o.merge);
+  x.merge.drop_rate = o.drop_rate;
+  x.merge.density = o.density;
+  x.seed = o.seed;
+  x.sample_elements = o.search_sample;
+  return x;
+}
 
 RouterStageOptions router_stage_options(const O& o) {
   RouterStageOptions r;

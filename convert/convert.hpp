@@ -68,6 +68,9 @@ const OptionTable<ConvertOptions>& convert_option_table();
 // OptionError for anything out of range or not going together, before any file is read.
 void check_convert_options(const ConvertOptions& o);
 
+// The expert search's options of o over K checkpoints or adapters (upit).
+genetic::ExpansionOptions expansion_options(const ConvertOptions& o, int K);
+
 struct RouterStageOptions;
 // The router stage's options of o (convert/router_stage.hpp).
 RouterStageOptions router_stage_options(const ConvertOptions& o);

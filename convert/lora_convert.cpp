@@ -138,16 +138,7 @@ std::vector<genetic::LoraTerms> choose_experts(const O& o, const genetic::LoraFf
   pool::Pool recipes;
   std::vector<double> discarded;
   if (o.method == "upit") {
-    genetic::ExpansionOptions x;
-    x.experts = o.no_expand ? std::min(E, K) : E;
-    x.candidates = o.candidates;
-    x.distant_pairs = o.distant_pairs;
-    x.parents = *genetic::parse_parent_choice(o.parents);
-    x.distance = *genetic::parse_distance(o.distance);
-    x.merge.method = *merge::parse_method(o.merge);
-    x.merge.drop_rate = o.drop_rate;
-    x.merge.density = o.density;
-    x.seed = o.seed;
+    const genetic::ExpansionOptions x = expansion_options(o, K);
     genetic::LoraExpansion found = genetic::expand_lora_pool(pool, x, *genetic::parse_lora_child(o.lora_child));
     report["distance"] = genetic::distance_name(x.distance);
     report["distances_before"] = found.before;
