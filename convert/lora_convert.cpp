@@ -199,9 +199,10 @@ LoraAdapter expert_adapter(const LoraAdapter& moe, int64_t e) {
 void fit_lora_routers(const Checkpoint& base, LoraAdapter& moe, const ModelConfig& moe_config,
                       const RouterStageOptions& ro, nlohmann::ordered_json& report) {
   const TokenizedData seed = read_seed_data(ro, base.config());
-  auto stored = std::make_shared<StoredWeights>(load_stored_weights(base, ro.precision));  // as stored, mapped
+  // The base as stored (mapped), held by the experts' engines alone: fit_routers drops them before
+  // the LoRA-MoE's engine maps it again.
   RouterStageEngines engines{
-      [&, stored](int e) {
+      [&, stored = std::make_shared<StoredWeights>(load_stored_weights(base, ro.precision))](int e) {
         StoredWeights w = *stored;  // views: the base is not copied
         apply_adapter(w, expert_adapter(moe, e));
         return make_cpu_stored_engine(base.config(), std::move(w), "<expert " + std::to_string(e) + "'s dense LoRA model>");

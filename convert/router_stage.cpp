@@ -159,9 +159,12 @@ std::vector<std::vector<float>> fit_routers(const ModelConfig& config, RouterSta
     return routers;
   }
 
-  // Only the routers train; every other weight stays as the engines hold it.
-  const std::unique_ptr<Engine> moe = engines.moe();
-  engines = {};  // a device's f32 copy is the engine's now
+  // Only the routers train; every other weight stays as the engines hold it. The experts' models
+  // go first: what they hold of a mapped file would otherwise stay mapped (and counted in the
+  // RSS) beside the MoE engine's own mapping of it; a device's f32 copy moves into the MoE's.
+  const auto make_moe = std::move(engines.moe);
+  engines = {};
+  const std::unique_ptr<Engine> moe = make_moe();
   const router::PreoptResult r = router::preoptimise_routers(*moe, seed, a.expert, preopt);
   part.fit = {clock.lap(), peak_rss_mb()};
   spdlog::info("router pre-optimisation: {} steps, BCE {:.4f} -> {:.4f}, LM loss {:.4f} -> {:.4f}", r.steps, r.first_bce,
