@@ -126,7 +126,7 @@ nlohmann::ordered_json recipe_json(const pool::ExpertRecipe& r, double discarded
     j["seed"] = r.seed;
     j["discarded"] = discarded;
   } else {
-    j["adapter"] = r.checkpoint;
+    j["checkpoint"] = r.checkpoint;  // the adapter's index: the same schema as the FFN pool's
   }
   return j;
 }
