@@ -123,7 +123,7 @@ TEST_CASE("convert --adapters: UpIT over a LoRA run's adapters is a MixLoRA fold
   CHECK(random.modules.size() == moe.modules.size());
 }
 
-TEST_CASE("convert --adapters: sparse copies compute the dense LoRA model; btx, scratch and concatenated children") {
+TEST_CASE("convert --adapters: sparse copies compute the dense LoRA model, and btx, scratch and concatenated children") {
   LoraRun run;
   auto r = run_upcycle(run.convert(run.adapters, "sparse", "--method sparse --from 2 --experts 4"));
   REQUIRE_MESSAGE(r.code == 0, r.err);
