@@ -35,19 +35,6 @@ std::string matrix_text(const std::vector<std::vector<double>>& m) {
   return out;
 }
 
-nlohmann::ordered_json recipe_json(const pool::ExpertRecipe& r) {
-  nlohmann::ordered_json j = {{"describe", pool::describe(r)}};
-  if (r.is_child()) {
-    j["parents"] = {r.parent_a, r.parent_b};
-    j["weights"] = {r.weight_a, r.weight_b};
-    j["seed"] = r.seed;
-  } else {
-    j["checkpoint"] = r.checkpoint;
-    if (r.redraw > 0) j["redraw"] = r.redraw, j["seed"] = r.seed;
-  }
-  return j;
-}
-
 struct Plan {
   std::string router;
   Pool pool;                                      // complete, or the checkpoints before a search
@@ -83,8 +70,6 @@ Pool search(const Plan& p, const pool::FfnSource& source, nlohmann::ordered_json
   return x.pool;
 }
 
-// --router, else upit for UpIT and random for the baselines.
-std::string router_init(const O& o) { return o.router.value_or(o.method == "upit" ? "upit" : "random"); }
 
 // The router stage's fit and the search in function read seed data.
 bool uses_seed_data(const O& o) { return router_init(o) != "random" || (o.method == "upit" && o.fitness == "function"); }
@@ -127,6 +112,21 @@ Plan plan(const O& o, int K) {
 }
 
 }  // namespace
+
+nlohmann::ordered_json recipe_json(const pool::ExpertRecipe& r) {
+  nlohmann::ordered_json j = {{"describe", pool::describe(r)}};
+  if (r.is_child()) {
+    j["parents"] = {r.parent_a, r.parent_b};
+    j["weights"] = {r.weight_a, r.weight_b};
+    j["seed"] = r.seed;
+  } else {
+    j["checkpoint"] = r.checkpoint;
+    if (r.redraw > 0) j["redraw"] = r.redraw, j["seed"] = r.seed;
+  }
+  return j;
+}
+
+std::string router_init(const O& o) { return o.router.value_or(o.method == "upit" ? "upit" : "random"); }
 
 genetic::ExpansionOptions expansion_options(const O& o, int K) {
   const int E = o.experts.value_or(K);

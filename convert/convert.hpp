@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/dtype.hpp"
 #include "core/option_table.hpp"
 #include "genetic/expand.hpp"
@@ -70,6 +72,11 @@ void check_convert_options(const ConvertOptions& o);
 
 // The expert search's options of o over K checkpoints or adapters (upit).
 genetic::ExpansionOptions expansion_options(const ConvertOptions& o, int K);
+// --router, else upit for UpIT and random for the baselines.
+std::string router_init(const ConvertOptions& o);
+// A pool member's recipe in upcycle_convert.json: its description, and its checkpoint (or
+// adapter) or its parents, weights and seed.
+nlohmann::ordered_json recipe_json(const pool::ExpertRecipe& r);
 
 struct RouterStageOptions;
 // The router stage's options of o (convert/router_stage.hpp).

@@ -68,25 +68,34 @@ std::array<int64_t, 2> module_shape(const ModelConfig& base, const std::string& 
   return {s[0], s[1]};
 }
 
-// Adapter k's term on (layer, module), or a zero term of rank 1 where it has none.
-LowRankFactors term_or_zero(const AdapterPool& p, size_t k, int64_t layer, const std::string& module,
-                            const ModelConfig& base) {
-  const auto it = p.terms[k].find({layer, module});
-  if (it != p.terms[k].end()) return it->second;
+// A zero term of rank 1 on a module of the base: what an adapter without the module adds.
+LowRankFactors zero_term(const std::string& module, const ModelConfig& base) {
   const auto [out, in] = module_shape(base, module);
   return {std::vector<float>(size_t(in), 0.0f), std::vector<float>(size_t(out), 0.0f), 1, 1.0};
 }
 
-// The FFN terms of every adapter: the expert search's pool.
-genetic::LoraFfnPool ffn_pool(const AdapterPool& p, const ModelConfig& base) {
+// Adapter k's term on (layer, module), or a zero term where it has none.
+LowRankFactors term_or_zero(const AdapterPool& p, size_t k, int64_t layer, const std::string& module,
+                            const ModelConfig& base) {
+  const auto it = p.terms[k].find({layer, module});
+  return it != p.terms[k].end() ? it->second : zero_term(module, base);
+}
+
+// The FFN terms of every adapter, moved out of p (the experts' terms are the pool's from here on;
+// p keeps the shared ones): the expert search's pool.
+genetic::LoraFfnPool ffn_pool(AdapterPool& p, const ModelConfig& base) {
   genetic::LoraFfnPool pool;
   pool.layers = int(base.num_hidden_layers);
   pool.rank = p.rank;
   for (int m = 0; m < genetic::kLoraFfnModules; ++m) pool.shapes[size_t(m)] = module_shape(base, kFfnModules[m]);
-  for (size_t k = 0; k < p.terms.size(); ++k) {
+  for (auto& terms : p.terms) {
     genetic::LoraTerms& e = pool.experts.emplace_back();
     for (int64_t l = 0; l < base.num_hidden_layers; ++l)
-      for (const char* m : kFfnModules) e.push_back(term_or_zero(p, k, l, m, base));
+      for (const char* m : kFfnModules) {
+        const auto it = terms.find({l, m});
+        e.push_back(it != terms.end() ? std::move(it->second) : zero_term(m, base));
+        if (it != terms.end()) terms.erase(it);
+      }
   }
   return pool;
 }
@@ -96,11 +105,9 @@ genetic::LoraFfnPool ffn_pool(const AdapterPool& p, const ModelConfig& base) {
 LowRankFactors shared_term(const AdapterPool& p, std::optional<int> from, int64_t layer, const std::string& module,
                            const ModelConfig& base, double& discarded) {
   if (from) return term_or_zero(p, size_t(*from), layer, module, base);
-  std::vector<LowRankFactors> present;
-  for (size_t k = 0; k < p.terms.size(); ++k)
-    if (const auto it = p.terms[k].find({layer, module}); it != p.terms[k].end()) present.push_back(it->second);
-  std::vector<merge::LowRankView> views;
-  for (const auto& f : present) views.push_back(f.view());
+  std::vector<merge::LowRankView> views;  // the adapters that have the module
+  for (const auto& terms : p.terms)
+    if (const auto it = terms.find({layer, module}); it != terms.end()) views.push_back(it->second.view());
   const std::vector<double> weights(views.size(), 1.0 / double(p.terms.size()));  // absent: a zero term
   const auto [out, in] = module_shape(base, module);
   LowRankFactors mean = merge::truncate_sum(views, weights, out, in, std::min({p.rank, out, in}), 1.0);
@@ -116,19 +123,6 @@ std::pair<Tensor, Tensor> padded(const LowRankFactors& f, int64_t rank, int64_t 
   for (int64_t o = 0; o < out; ++o)
     for (int64_t j = 0; j < f.rank; ++j) b[size_t(o * rank + j)] = float(f.scale * f.b[size_t(o * f.rank + j)]);
   return {Tensor::from_f32({rank, in}, std::move(a)).to(dtype), Tensor::from_f32({out, rank}, std::move(b)).to(dtype)};
-}
-
-nlohmann::ordered_json recipe_json(const pool::ExpertRecipe& r, double discarded) {
-  nlohmann::ordered_json j = {{"describe", pool::describe(r)}};
-  if (r.is_child()) {
-    j["parents"] = {r.parent_a, r.parent_b};
-    j["weights"] = {r.weight_a, r.weight_b};
-    j["seed"] = r.seed;
-    j["discarded"] = discarded;
-  } else {
-    j["checkpoint"] = r.checkpoint;  // the adapter's index: the same schema as the FFN pool's
-  }
-  return j;
 }
 
 // The experts' FFN terms by method (none for scratch, whose experts are fresh), in the report.
@@ -153,7 +147,11 @@ std::vector<genetic::LoraTerms> choose_experts(const O& o, const genetic::LoraFf
   }
   discarded.resize(recipes.size(), 0.0);
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
-  for (size_t e = 0; e < recipes.size(); ++e) list.push_back(recipe_json(recipes[e], discarded[e]));
+  for (size_t e = 0; e < recipes.size(); ++e) {
+    nlohmann::ordered_json j = recipe_json(recipes[e]);
+    if (recipes[e].is_child()) j["discarded"] = discarded[e];
+    list.push_back(std::move(j));
+  }
   if (o.method == "scratch")
     for (int e = 0; e < E; ++e) list.push_back({{"describe", "new (A drawn, B = 0)"}});
   report["pool"] = list;
@@ -219,7 +217,7 @@ void fit_lora_routers(const Checkpoint& base, LoraAdapter& moe, const ModelConfi
 void convert_adapters(const O& o) {
   const std::unique_ptr<Checkpoint> base = open_checkpoint(*o.base);
   const ModelConfig& config = base->config();
-  const AdapterPool p = read_pool(o.adapters, config);
+  AdapterPool p = read_pool(o.adapters, config);
   const int K = int(o.adapters.size()), E = o.experts.value_or(K);
   LoraConfig c;
   c.target_modules = p.targets;
@@ -234,7 +232,7 @@ void convert_adapters(const O& o) {
   // InputError for a base that cannot be a LoRA-MoE (a Mixtral over it).
   const ModelConfig moe_config = mixtral_config(config, E, o.top_k, config.router_aux_loss_coef, *o.base);
 
-  const std::string router = o.router.value_or(o.method == "upit" ? "upit" : "random");
+  const std::string router = router_init(o);
   nlohmann::ordered_json report = {{"method", o.method}, {"experts", E}, {"top_k", o.top_k}, {"seed", o.seed},
                                    {"router", router}};
   nlohmann::ordered_json adapters = nlohmann::ordered_json::array();

@@ -64,7 +64,7 @@ void check_sequence_lengths(const Pipeline& p, const std::string& where) {
 }
 
 // The checkpoints convert takes: the dense run's models, or with LoRA experts its adapters.
-std::vector<fs::path>& convert_pool(Pipeline& p) { return p.lora ? p.convert.adapters : p.convert.checkpoints; }
+std::vector<fs::path>& convert_pool(ConvertOptions& c, bool lora) { return lora ? c.adapters : c.checkpoints; }
 
 // A stage's model folder `dir` as eval and tune take it: the model, or with LoRA experts the
 // adapter there on the dense run's model.
@@ -102,13 +102,13 @@ Pipeline read_pipeline(const fs::path& config, const json& c) {
   p.convert.out = p.out / "moe-init";
   // The deltas' base; with adapters, the model they adapt.
   if ((!p.convert.base || p.lora) && !p.dense.model.empty()) p.convert.base = p.dense.model;
-  p.convert_has_checkpoints = !convert_pool(p).empty();
+  p.convert_has_checkpoints = !convert_pool(p.convert, p.lora).empty();
   if (!p.convert_has_checkpoints) {  // the dense run's, once it has run: checked now as far as their number is known
     const size_t k = saved_checkpoints(p.dense);
     if (k > 0) {
-      Pipeline stand_in = p;
-      convert_pool(stand_in).assign(k, p.dense.out / "final");
-      check_options(stand_in.convert, check_convert_options, where + "convert");
+      ConvertOptions stand_in = p.convert;
+      convert_pool(stand_in, p.lora).assign(k, p.dense.out / "final");
+      check_options(stand_in, check_convert_options, where + "convert");
     }
   } else {
     check_options(p.convert, check_convert_options, where + "convert");
@@ -160,7 +160,7 @@ void run_pipeline(const fs::path& config) {
     spdlog::info("stage 2/4 convert: {} is done, skipped", p.convert.out.string());
   } else {
     spdlog::info("stage 2/4 convert: into {}", p.convert.out.string());
-    if (!p.convert_has_checkpoints) convert_pool(p) = dense_checkpoints(p.dense.out);
+    if (!p.convert_has_checkpoints) convert_pool(p.convert, p.lora) = dense_checkpoints(p.dense.out);
     check_options(p.convert, check_convert_options, config.string() + ": stage convert");
     convert(p.convert);
   }
