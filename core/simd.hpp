@@ -9,3 +9,18 @@
 #else
 #define UPCYCLE_SIMD_CLONES
 #endif
+
+namespace upcycle {
+
+// Sums written in this many lanes (lane l takes terms l, l + 16, ...) vectorise at every width
+// and keep one order of additions.
+inline constexpr int kSimdLanes = 16;
+
+// The lanes added pairwise (8 + 8, 4 + 4, ...): a fixed order whatever the vector width.
+inline float lane_sum(float* acc) {
+  for (int w = kSimdLanes / 2; w > 0; w /= 2)
+    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
+  return acc[0];
+}
+
+}  // namespace upcycle

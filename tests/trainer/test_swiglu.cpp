@@ -30,6 +30,15 @@ TEST_CASE("swiglu: forward, float against double, d_gate and d_up against centra
   check_gradient("d_gate", d_gate.added(), numeric_gradient(gate, loss));
   check_gradient("d_up", d_up.added(), numeric_gradient(up, loss));
 
+  // The float backward (vector_math's logistic) against the double one.
+  const auto gf = as<float>(gate), uf = as<float>(up), rf = as<float>(R);
+  std::vector<float> dgf(count, 0.0f), duf(count, 0.0f);
+  Vec dg(count, 0.0), du(count, 0.0);
+  swiglu_backward(dgf.data(), duf.data(), rf.data(), gf.data(), uf.data(), count);
+  swiglu_backward(dg.data(), du.data(), R.data(), gate.data(), up.data(), count);
+  CHECK(relative_error(widen(dgf), dg) < 1e-5);
+  CHECK(relative_error(widen(duf), du) < 1e-5);
+
   // Far into the negative the sigmoid underflows to 0 rather than producing NaN.
   const float big[2] = {-200.0f, 200.0f}, one[2] = {1.0f, 1.0f};
   float y[2];

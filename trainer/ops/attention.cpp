@@ -4,11 +4,13 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 
 #include <Eigen/Core>
 
 #include "trainer/ops/blas_threads.hpp"
 #include "trainer/ops/check.hpp"
+#include "trainer/ops/vector_math.hpp"
 
 namespace upcycle::ops {
 
@@ -55,8 +57,8 @@ Visible visible_keys(int64_t i, int64_t k0, int64_t nk, int64_t a, int64_t windo
   return {std::max(k0, first_key(i, a, window)) - k0, std::min(k0 + nk, i + 1) - k0};
 }
 
-// A score row becomes exp(score − ref) on its visible columns and exactly 0 elsewhere (Eigen's
-// vectorised exp, which would not give an exact 0 for a −inf mask).
+// A score row becomes exp(score − ref) on its visible columns and exactly 0 elsewhere (the
+// masked columns are never exponentiated: no −inf mask goes through exp).
 template <class Row, class T>
 void exp_visible(Row row, T ref, Visible vis) {
   if (vis.empty()) {
@@ -64,7 +66,8 @@ void exp_visible(Row row, T ref, Visible vis) {
     return;
   }
   row.head(vis.lo).setZero();
-  row.segment(vis.lo, vis.hi - vis.lo) = (row.segment(vis.lo, vis.hi - vis.lo).array() - ref).exp().matrix();
+  if constexpr (std::is_same_v<T, float>) exp_shifted(row.data() + vis.lo, row.data() + vis.lo, vis.hi - vis.lo, ref);
+  else row.segment(vis.lo, vis.hi - vis.lo) = (row.segment(vis.lo, vis.hi - vis.lo).array() - ref).exp().matrix();
   row.tail(row.size() - vis.hi).setZero();
 }
 

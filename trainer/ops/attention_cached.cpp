@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include <Eigen/Core>
 
 #include "trainer/ops/blas_threads.hpp"
 #include "trainer/ops/check.hpp"
+#include "trainer/ops/vector_math.hpp"
 
 namespace upcycle::ops {
 
@@ -36,7 +38,8 @@ void cached_kv_head(T* out, const T* q, const T* k_cache, const T* v_cache, int6
   Eigen::Array<T, Eigen::Dynamic, 1> l(G);
   for (int64_t r = 0; r < G; ++r) {
     // Subtracting the row's max keeps every exp <= 1: no overflow, and l >= 1.
-    S.row(r) = (S.row(r).array() - S.row(r).maxCoeff()).exp().matrix();
+    if constexpr (std::is_same_v<T, float>) exp_shifted(S.row(r).data(), S.row(r).data(), L, max_of(S.row(r).data(), L));
+    else S.row(r) = (S.row(r).array() - S.row(r).maxCoeff()).exp().matrix();
     l[r] = S.row(r).sum();
   }
   O.noalias() = S * V;

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include <Eigen/Core>
 
 #include "trainer/ops/check.hpp"
 #include "trainer/ops/ordered_sum.hpp"
+#include "trainer/ops/vector_math.hpp"
 
 namespace upcycle::ops {
 
@@ -21,16 +23,21 @@ void check_targets(const int32_t* targets, int64_t N, int64_t V) {
 template <class T>
 using Row = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
-// Two passes over the row: the max, then the exponentials (Eigen's vectorised exp) summed per
-// chunk, the chunk sums in double, since 49152 terms summed in float would lose about 1e-5.
+// Two passes over the row: the max, then the exponentials summed per chunk, the chunk sums in
+// double, since 49152 terms summed in float would lose about 1e-5 (vector_math's for float).
 template <class T>
 double logsumexp(const T* x, int64_t V) {
-  constexpr int64_t kChunk = 512;
-  const Row<T> row(x, V);
-  const T mx = row.maxCoeff();
-  double sum = 0;
-  for (int64_t c0 = 0; c0 < V; c0 += kChunk) sum += (row.segment(c0, std::min(kChunk, V - c0)) - mx).exp().sum();
-  return double(mx) + std::log(sum);
+  if constexpr (std::is_same_v<T, float>) {
+    const float mx = max_of(x, V);
+    return double(mx) + std::log(sum_exp_shifted(x, V, mx));
+  } else {
+    constexpr int64_t kChunk = 512;
+    const Row<T> row(x, V);
+    const T mx = row.maxCoeff();
+    double sum = 0;
+    for (int64_t c0 = 0; c0 < V; c0 += kChunk) sum += (row.segment(c0, std::min(kChunk, V - c0)) - mx).exp().sum();
+    return double(mx) + std::log(sum);
+  }
 }
 
 }  // namespace
@@ -61,7 +68,9 @@ void cross_entropy_backward(T* d_logits, const T* logits, const T* lse, const in
       dx.setZero();
       continue;
     }
-    dx = scale * (Row<T>(logits + n * V, V) - lse[n]).exp();  // element by element, so in place is safe
+    // Element by element, so in place is safe.
+    if constexpr (std::is_same_v<T, float>) exp_shifted(dx.data(), logits + n * V, V, lse[n], scale);
+    else dx = scale * (Row<T>(logits + n * V, V) - lse[n]).exp();
     dx[t] -= scale;
   }
 }

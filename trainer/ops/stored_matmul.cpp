@@ -23,16 +23,9 @@ namespace upcycle::ops {
 
 namespace {
 
-constexpr int kLanes = 16;
+constexpr int kLanes = kSimdLanes;
 constexpr int64_t kQ8Block = 32, kQ8Bytes = 34;
 constexpr int64_t kMaxBlock = 256;  // the largest quantization block (the K types')
-
-// The lanes added pairwise (8 + 8, 4 + 4, ...): a fixed order whatever the vector width.
-inline float lane_sum(float* acc) {
-  for (int w = kLanes / 2; w > 0; w /= 2)
-    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
-  return acc[0];
-}
 
 // ⟨w, x⟩ over n values, w's widened by `widen`, lane l taking the values at l mod 16; the tail
 // past the last whole 16 goes to its lanes in order. Inlined into each dtype's SIMD clones, so
