@@ -45,6 +45,7 @@ struct Backend : BufferWeightOps<Backend<T>> {
   template <class U>
   using Vec = DeviceBuffer<U>;
   using Weight = Vec<T>;
+  using GradTensor = Vec<float>;
   using Experts = ExpertPointers<T>;
   using Rope = RopeTable;
   using MoeSaved = cuda::MoeSaved<T>;

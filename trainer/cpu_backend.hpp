@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "trainer/buffer.hpp"
+
 #include "core/checkpoint.hpp"
 #include "trainer/ops/attention.hpp"
 #include "trainer/ops/attention_cached.hpp"
@@ -36,13 +38,14 @@ struct CpuBackend : BufferWeightOps<CpuBackend<T>> {
   using Stat = T;
   using Grad = T;
   template <class U>
-  using Vec = std::vector<U>;
-  using Weight = Vec<T>;              // one tensor of the weights the model reads
+  using Vec = Buffer<U>;              // sized unset (trainer/buffer.hpp)
+  using Weight = std::vector<T>;      // one tensor of the weights the model reads
+  using GradTensor = std::vector<T>;  // one weight's gradient
   using Experts = ExpertPointers<T>;  // a layer's experts as moe_forward takes them
   using Rope = ops::RopeTable<T>;
   using MoeSaved = ops::MoeSaved<T>;
 
-  static WeightsOf<Vec<T>> load(const Checkpoint& ckpt) { return load_weights<T>(ckpt); }
+  static WeightsOf<Weight> load(const Checkpoint& ckpt) { return load_weights<T>(ckpt); }
   static Rope rope_table(int64_t head_dim, int64_t max_positions, double theta, const ops::RopeScaling& scaling) {
     return Rope(head_dim, max_positions, theta, scaling);
   }
@@ -54,11 +57,11 @@ struct CpuBackend : BufferWeightOps<CpuBackend<T>> {
   }
   template <class U>
   static Vec<U> upload(const std::vector<U>& host) {
-    return host;
+    return Vec<U>(host.begin(), host.end());
   }
   template <class U>
   static std::vector<U> download(const Vec<U>& v) {
-    return v;
+    return std::vector<U>(v.begin(), v.end());
   }
   template <class U>
   static void copy(U* dst, const U* src, int64_t n) {

@@ -22,11 +22,15 @@ class CpuModelEngine : public Engine {
  public:
   const ModelConfig& config() const override { return model_.config(); }
   std::string device() const override { return "cpu"; }
-  std::vector<float> forward(const Batch& batch) override { return model_.forward(batch); }
+  std::vector<float> forward(const Batch& batch) override { return host(model_.forward(batch)); }
   LossReport loss(const Batch& batch, const std::vector<int32_t>& targets, const LossOptions& opts) override {
     return model_.loss(batch, targets, opts);
   }
-  std::vector<std::vector<float>> ffn_inputs(const Batch& batch) override { return model_.ffn_inputs(batch); }
+  std::vector<std::vector<float>> ffn_inputs(const Batch& batch) override {
+    std::vector<std::vector<float>> out;
+    for (const auto& x : model_.ffn_inputs(batch)) out.push_back(host(x));
+    return out;
+  }
   std::unique_ptr<TokenDecoder> decoder(int64_t capacity) const override {
     return std::make_unique<D>(model_, capacity);
   }
@@ -63,6 +67,12 @@ class CpuModelEngine : public Engine {
   M model_;
 
  private:
+  // The model's activation buffers (trainer/buffer.hpp) as the Engine interface's vectors.
+  template <class V>
+  static std::vector<float> host(const V& v) {
+    return std::vector<float>(v.begin(), v.end());
+  }
+
   std::optional<AdamW> optimizer_;
   Weights<float> grads_;
 };

@@ -145,7 +145,7 @@ class BasicTransformer {
   using Vec = typename B::template Vec<U>;
   using Weight = typename B::Weight;  // one weight tensor as the backend holds it
   using WeightSet = WeightsOf<Weight>;
-  using GradSet = WeightsOf<Vec<Grad>>;
+  using GradSet = WeightsOf<typename B::GradTensor>;
 
   explicit BasicTransformer(const Checkpoint& ckpt);
   BasicTransformer(ModelConfig config, WeightSet weights, const std::filesystem::path& source);
@@ -176,7 +176,7 @@ class BasicTransformer {
   using Acts = Activations<B>;
   using LayerActs = LayerActivations<B>;
   using Layer = LayerWeightsOf<Weight>;
-  using LayerGrads = LayerWeightsOf<Vec<Grad>>;
+  using LayerGrads = LayerWeightsOf<typename B::GradTensor>;
 
   // Everything up to the final norm; acts.final_out [N, H]. selection_bias: as LossOptions'
   // (it must outlive acts).

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <span>
 #include <limits>
 
 #include "router/assign.hpp"
@@ -42,7 +43,7 @@ router::ExpertEngines expert_engines(const Model& moe) {
   return [&moe](int e) { return make_cpu_engine(router::expert_dense_model(moe.config(), moe.weights(), e)); };
 }
 
-double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+double max_rel_diff(std::span<const float> a, std::span<const float> b) {
   double worst = 0, scale = 0;
   for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, double(std::abs(a[i] - b[i]))), scale = std::max(scale, double(std::abs(b[i])));
   return worst / scale;

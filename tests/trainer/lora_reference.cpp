@@ -5,7 +5,7 @@
 
 namespace upcycle::test {
 
-double max_relative_error(const std::vector<float>& got, const std::vector<float>& want) {
+double max_relative_error(std::span<const float> got, std::span<const float> want) {
   double worst = 0, scale = 0;
   for (float x : want) scale = std::max(scale, double(std::fabs(x)));
   for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]) / scale);

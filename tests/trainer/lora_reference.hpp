@@ -2,12 +2,13 @@
 // and B that follow from the merged weight's by the chain rule.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace upcycle::test {
 
 // max_i |got_i − want_i| / max_i |want_i|
-double max_relative_error(const std::vector<float>& got, const std::vector<float>& want);
+double max_relative_error(std::span<const float> got, std::span<const float> want);
 
 // W + scale·B·A, with W [O,I], A [r,I], B [O,r].
 std::vector<float> merged(std::vector<float> W, const std::vector<float>& A, const std::vector<float>& B, float scale,

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <span>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -94,7 +95,7 @@ std::vector<int32_t> random_ids(size_t n, uint64_t seed, int64_t V) {
 }
 
 // Row `row` of logits [N, V].
-Vec row_of(const std::vector<float>& logits, int64_t row, int64_t V) {
+Vec row_of(std::span<const float> logits, int64_t row, int64_t V) {
   return Vec(logits.begin() + row * V, logits.begin() + (row + 1) * V);
 }
 
@@ -102,7 +103,7 @@ Vec row_of(const std::vector<float>& logits, int64_t row, int64_t V) {
 // the piece's last token.
 void check_pieces(const Model& model, const std::vector<int32_t>& ids, const std::vector<size_t>& pieces) {
   const int64_t V = vocab(model);
-  const std::vector<float> full = model.forward(pack({ids}));
+  const auto full = model.forward(pack({ids}));
   Decoder decoder(model, int64_t(ids.size()));  // exactly full at the end
   size_t at = 0;
   for (size_t piece : pieces) {
@@ -150,7 +151,7 @@ std::vector<int32_t> greedy_by_forward(const Model& model, std::vector<int32_t> 
   const int64_t V = vocab(model);
   std::vector<int32_t> out;
   for (int64_t t = 0; t < max_new; ++t) {
-    const std::vector<float> logits = model.forward(pack({ids}));
+    const auto logits = model.forward(pack({ids}));
     const auto last = logits.end() - V;
     out.push_back(int32_t(std::max_element(last, logits.end()) - last));
     ids.push_back(out.back());
@@ -241,7 +242,7 @@ TEST_CASE("decoder: capacity, empty appends and ids outside the vocabulary are r
   CHECK(decoder.length() == 3);
   // The refused appends left nothing behind: the fourth token still gets forward's logits.
   const std::vector<float> logits = decoder.append(std::vector<int32_t>{3});
-  const std::vector<float> full = model.forward(pack({{1, 7, 39, 3}}));
+  const auto full = model.forward(pack({{1, 7, 39, 3}}));
   CHECK(relative_error(widen(logits), row_of(full, 3, vocab(model))) <= 1e-4);
   CHECK_THROWS_AS(decoder.append(std::vector<int32_t>{3}), std::invalid_argument);
 }

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <span>
 #include <cmath>
 #include <cstring>
 
@@ -153,7 +154,7 @@ struct Reference {
 const std::vector<int32_t> kTokens = {1, 7, 39, 3, 3, 12, 0, 25, 18};
 
 // max |a − b| / max |b|
-double relative_error(const std::vector<float>& a, const Vec& b) {
+double relative_error(std::span<const float> a, const Vec& b) {
   REQUIRE(a.size() == b.size());
   double diff = 0, scale = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -244,18 +245,18 @@ TEST_CASE("model: a sharded checkpoint equals the reference") {
 TEST_CASE("model: a mixtral of copies of one dense FFN gives the dense model's logits") {
   const auto dense = random_checkpoint(tiny_config("llama"), 6);
   const auto moe = copied_experts(*dense);
-  const std::vector<float> a = Model(*moe).forward(pack({kTokens}));
-  const std::vector<float> b = Model(*dense).forward(pack({kTokens}));
+  const auto a = Model(*moe).forward(pack({kTokens}));
+  const auto b = Model(*dense).forward(pack({kTokens}));
   CHECK(relative_error(a, Vec(b.begin(), b.end())) <= 1e-5);
 }
 
 TEST_CASE("model: two packed sequences give the logits of each run alone") {
   const Model model(*random_checkpoint(tiny_config("llama"), 7));
   const std::vector<int32_t> s1(kTokens.begin(), kTokens.begin() + 4), s2(kTokens.begin() + 4, kTokens.end());
-  std::vector<float> alone = model.forward(pack({s1}));
-  const std::vector<float> second = model.forward(pack({s2}));
+  auto alone = model.forward(pack({s1}));
+  const auto second = model.forward(pack({s2}));
   alone.insert(alone.end(), second.begin(), second.end());
-  const std::vector<float> packed = model.forward(pack({s1, s2}));
+  const auto packed = model.forward(pack({s1, s2}));
   CHECK(relative_error(packed, Vec(alone.begin(), alone.end())) <= 1e-6);
 }
 
@@ -269,7 +270,7 @@ TEST_CASE("model: upcycle forward writes [tokens, vocab] float32 logits equal to
                                   (dir / "logits.f32").string() + "'");
   REQUIRE_MESSAGE(r.code == 0, r.err);
   const std::string bytes = read_file(dir / "logits.f32");
-  const std::vector<float> expected = Model(*open_checkpoint(dir / "model")).forward(pack({{1, 7, 39, 3}}));
+  const auto expected = Model(*open_checkpoint(dir / "model")).forward(pack({{1, 7, 39, 3}}));
   REQUIRE(bytes.size() == 4 * 40 * sizeof(float));
   CHECK(std::memcmp(bytes.data(), expected.data(), bytes.size()) == 0);
 

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <span>
 #include <cstring>
 #include <numeric>
 
@@ -34,11 +35,11 @@ ModelConfig block_config(const std::string& type) {
   return ModelConfig::from_json(j, "<block_config>");
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+bool same_bits(std::span<const float> a, std::span<const float> b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-double max_relative_error(const std::vector<float>& got, const std::vector<float>& want) {
+double max_relative_error(std::span<const float> got, std::span<const float> want) {
   double worst = 0, scale = 0;
   for (float x : want) scale = std::max(scale, double(std::fabs(x)));
   for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]) / scale);
