@@ -16,6 +16,7 @@
 
 #include "core/quant.hpp"
 #include "core/simd.hpp"
+#include "trainer/buffer.hpp"
 #include "trainer/ops/bf16_matmul.hpp"
 #include "trainer/ops/matmul.hpp"
 
@@ -268,9 +269,14 @@ void panels(float* out, const float* in, const StoredMatrix& W, int64_t N, size_
 }
 
 // n values rounded to bf16.
-std::vector<uint16_t> to_bf16(const float* values, size_t n) {
-  std::vector<uint16_t> out(n);
-  convert(DType::F32, values, DType::BF16, out.data(), n);
+// Activations rounded to bf16 for the products: unset when allocated and rounded by every
+// thread a range at a time (an [N, I] input is megabytes, each linear layer's in turn).
+Buffer<uint16_t> to_bf16(const float* values, size_t n) {
+  constexpr size_t kRange = size_t(1) << 16;
+  Buffer<uint16_t> out(n);
+#pragma omp parallel for schedule(static) if (n > kRange)
+  for (size_t i = 0; i < n; i += kRange)
+    convert(DType::F32, values + i, DType::BF16, out.data() + i, std::min(kRange, n - i));
   return out;
 }
 
@@ -287,7 +293,7 @@ void for_each_bf16_panel(const StoredMatrix& W, size_t row_bytes, Use use) {
 // The inputs rounded to bf16, times the weights in bf16 on oneDNN: bf16 ones in place, others a
 // panel rounded at a time (never a bf16 copy of the whole matrix).
 void bf16_products(float* out, const float* in, const StoredMatrix& W, int64_t N, size_t row_bytes) {
-  const std::vector<uint16_t> x = to_bf16(in, size_t(N * W.cols));
+  const Buffer<uint16_t> x = to_bf16(in, size_t(N * W.cols));
   if (W.dtype == DType::BF16)
     return bf16_matmul_forward(out, x.data(), reinterpret_cast<const uint16_t*>(W.data), N, W.cols, W.rows);
   for_each_bf16_panel(W, row_bytes, [&](int64_t r0, int64_t rows, const uint16_t* panel) {
@@ -297,7 +303,7 @@ void bf16_products(float* out, const float* in, const StoredMatrix& W, int64_t N
 
 // d_in += d_out rounded to bf16 times the weights in bf16, as bf16_products takes them.
 void bf16_products_backward_input(float* d_in, const float* d_out, const StoredMatrix& W, int64_t N, size_t row_bytes) {
-  const std::vector<uint16_t> dy = to_bf16(d_out, size_t(N * W.rows));
+  const Buffer<uint16_t> dy = to_bf16(d_out, size_t(N * W.rows));
   if (W.dtype == DType::BF16)
     return bf16_matmul_backward_input(d_in, dy.data(), reinterpret_cast<const uint16_t*>(W.data), N, W.cols, W.rows);
   for_each_bf16_panel(W, row_bytes, [&](int64_t r0, int64_t rows, const uint16_t* panel) {
@@ -363,7 +369,7 @@ void stored_matmul_backward_weight(float* d_W, float* d_bias, const float* d_out
   if (d_bias) matmul_backward<float>(nullptr, nullptr, d_bias, d_out, nullptr, nullptr, N, I, O);
   if (!d_W || N == 0) return;
   if (!W.bf16_products) return matmul_backward<float>(nullptr, d_W, nullptr, d_out, in, f32_values(W), N, I, O);
-  const std::vector<uint16_t> dy = to_bf16(d_out, size_t(N * O)), x = to_bf16(in, size_t(N * I));
+  const Buffer<uint16_t> dy = to_bf16(d_out, size_t(N * O)), x = to_bf16(in, size_t(N * I));
   bf16_matmul_backward_weight(d_W, dy.data(), x.data(), N, I, O);
 }
 
