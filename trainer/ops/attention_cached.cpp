@@ -38,7 +38,8 @@ void cached_kv_head(T* out, const T* q, const T* k_cache, const T* v_cache, int6
   Eigen::Array<T, Eigen::Dynamic, 1> l(G);
   for (int64_t r = 0; r < G; ++r) {
     // Subtracting the row's max keeps every exp <= 1: no overflow, and l >= 1.
-    if constexpr (std::is_same_v<T, float>) exp_shifted(S.row(r).data(), S.row(r).data(), L, max_of(S.row(r).data(), L));
+    T* row = S.row(r).data();
+    if constexpr (std::is_same_v<T, float>) exp_shifted(row, row, L, max_of(row, L));
     else S.row(r) = (S.row(r).array() - S.row(r).maxCoeff()).exp().matrix();
     l[r] = S.row(r).sum();
   }
