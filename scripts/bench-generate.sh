@@ -73,9 +73,16 @@ for ((r = 1; r <= repeats; r++)); do
   for type in f32 bf16 q8_0 q4_1; do
     gguf="$work/smollm2-$type.gguf"
     upcycle_say "repeat $r/$repeats: $type"
-    OMP_NUM_THREADS=$threads "$python" "$here/bench-generate-peer.py" llama.cpp "$gguf" --prompt "$prompt" \
-      --tokens "$tokens" --threads "$threads" --json |
-      "$python" -c "import json,sys; j=json.load(sys.stdin); j.update(tool='llama.cpp', type='$type'); print(json.dumps(j))" >>"$runs"
+    # A peer that fails on one file (llama.cpp's AMX path has crashed on Q8_0 here) is recorded and
+    # reported, not the end of the run.
+    if peer=$(OMP_NUM_THREADS=$threads "$python" "$here/bench-generate-peer.py" llama.cpp "$gguf" --prompt "$prompt" \
+              --tokens "$tokens" --threads "$threads" --json); then :; else
+      status=$?
+      echo "bench-generate.sh: llama.cpp failed on $gguf (exit $status)" >&2
+      peer="{\"error\": \"exit $status\"}"
+    fi
+    "$python" -c "import json,sys; j=json.loads(sys.argv[1]); j.update(tool='llama.cpp', type='$type'); print(json.dumps(j))" \
+      "$peer" >>"$runs"
     OMP_NUM_THREADS=$threads "$bin" generate --model "$gguf" --prompt "$prompt" --max-new-tokens "$tokens" --json |
       "$python" -c "import json,sys; j=json.load(sys.stdin); j.update(tool='upcycle', type='$type'); print(json.dumps(j))" >>"$runs"
   done
@@ -93,7 +100,12 @@ rows = {}
 print(f"decoding tokens/s, {tokens} new tokens, {threads} threads, {cpu}")
 for t in ("f32", "bf16", "q8_0", "q4_1"):
     ours = [r["decode_tokens_per_s"] for r in runs if r["type"] == t and r["tool"] == "upcycle"]
-    theirs = [r["decode_tokens_per_s"] for r in runs if r["type"] == t and r["tool"] == "llama.cpp"]
+    theirs = [r["decode_tokens_per_s"] for r in runs if r["type"] == t and r["tool"] == "llama.cpp" and "error" not in r]
+    failed = [r["error"] for r in runs if r["type"] == t and r["tool"] == "llama.cpp" and "error" in r]
+    if failed:  # no ratio from a partial set of runs
+        rows[t] = {"upcycle": ours, "llama_cpp": theirs, "llama_cpp_failed": failed}
+        print(f"{t:5s} upcycle {statistics.median(ours):7.1f}   llama.cpp failed ({', '.join(failed)})")
+        continue
     texts = {r["tool"]: r["text"].strip() for r in runs if r["type"] == t}
     row = {"upcycle": ours, "llama_cpp": theirs, "ratio": statistics.median(ours) / statistics.median(theirs),
            "same_text": texts.get("upcycle") == texts.get("llama.cpp")}
