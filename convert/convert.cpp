@@ -70,7 +70,6 @@ Pool search(const Plan& p, const pool::FfnSource& source, nlohmann::ordered_json
   return x.pool;
 }
 
-
 // The router stage's fit and the search in function read seed data.
 bool uses_seed_data(const O& o) { return router_init(o) != "random" || (o.method == "upit" && o.fitness == "function"); }
 

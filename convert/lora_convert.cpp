@@ -92,9 +92,8 @@ genetic::LoraFfnPool ffn_pool(AdapterPool& p, const ModelConfig& base) {
     genetic::LoraTerms& e = pool.experts.emplace_back();
     for (int64_t l = 0; l < base.num_hidden_layers; ++l)
       for (const char* m : kFfnModules) {
-        const auto it = terms.find({l, m});
-        e.push_back(it != terms.end() ? std::move(it->second) : zero_term(m, base));
-        if (it != terms.end()) terms.erase(it);
+        auto node = terms.extract({l, m});
+        e.push_back(node ? std::move(node.mapped()) : zero_term(m, base));
       }
   }
   return pool;

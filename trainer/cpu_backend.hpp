@@ -13,9 +13,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "trainer/buffer.hpp"
-
 #include "core/checkpoint.hpp"
+#include "trainer/buffer.hpp"
 #include "trainer/ops/attention.hpp"
 #include "trainer/ops/attention_cached.hpp"
 #include "trainer/ops/cross_entropy.hpp"

@@ -285,7 +285,6 @@ void panels(float* out, const float* in, const StoredMatrix& W, int64_t N, size_
   });
 }
 
-// n values rounded to bf16.
 // Activations rounded to bf16 for the products: unset when allocated and rounded by every
 // thread a range at a time (an [N, I] input is megabytes, each linear layer's in turn).
 Buffer<uint16_t> to_bf16(const float* values, size_t n) {

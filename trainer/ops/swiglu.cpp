@@ -1,7 +1,6 @@
 #include "trainer/ops/swiglu.hpp"
 
 #include <algorithm>
-
 #include <type_traits>
 
 #include <Eigen/Core>
