@@ -60,7 +60,7 @@ double cube_gflops(int64_t n, const std::function<void()>& product) {
   return 2.0 * double(n) * double(n) * double(n) / best / 1e9;
 }
 
-// The ceiling: the product through the same matmul op the model uses (OpenBLAS sgemm).
+// The ceiling: the product through the same matmul op the model uses (ops::f32_product).
 double sgemm_gflops(int64_t n) {
   Rng rng(1);
   std::vector<float> a(size_t(n * n)), b(size_t(n * n)), c(size_t(n * n));
@@ -275,7 +275,7 @@ int cmd_bench(const Args& args) {
       "                            --lora-experts E --lora-top-k K --recompute]";
   spec.summary =
       "Measures, in one run: the sgemm ceiling (an n^3 product through the model's matmul, all\n"
-      "cores) and the bf16 one (the same product in bf16 with f32 sums, oneDNN), then forward\n"
+      "cores, on what sgemm_impl names: oneDNN or OpenBLAS) and the bf16 one (the same product in bf16 with f32 sums, oneDNN), then forward\n"
       "and training steps (forward, backward, clipping, AdamW) of a dense model\n"
       "(both also in --precision bf16: tune's bf16 engine, f32 masters and moments)\n"
       "with SmolLM2-135M's shape and an MoE of the same shape with 4 experts top-2, random weights.\n"
@@ -375,7 +375,8 @@ int cmd_bench(const Args& args) {
 
   nlohmann::ordered_json j;
   j["sgemm_gflops"] = sgemm_gflops(n);
-  spdlog::info("sgemm {}^3: {:.1f} GFLOP/s", n, j["sgemm_gflops"].get<double>());
+  j["sgemm_impl"] = ops::f32_product_impl();
+  spdlog::info("sgemm {}^3 ({}): {:.1f} GFLOP/s", n, ops::f32_product_impl(), j["sgemm_gflops"].get<double>());
   j["bf16_gemm_gflops"] = bf16_gemm_gflops(n);
   j["bf16_gemm_isa"] = ops::bf16_matmul_isa();
   spdlog::info("bf16 GEMM {}^3 ({}): {:.1f} GFLOP/s, {:.2f}x sgemm", n, ops::bf16_matmul_isa(),

@@ -5,6 +5,7 @@
 #include <Eigen/Dense>
 
 #include "core/random.hpp"
+#include "trainer/ops/matmul.hpp"
 
 namespace upcycle::ops {
 
@@ -32,31 +33,41 @@ void lora_dropout(float* out, const float* in, int64_t n, const LoraDropout& dro
   }
 }
 
+// Every product on ops::f32_product (oneDNN where it has AVX-512 kernels), the scale applied to
+// the [N,r] factor in between.
 void lora_forward(float* out, const float* in, const float* A, const float* B, float scale, int64_t N, int64_t I,
                   int64_t O, int64_t r, const LoraDropout& drop) {
   std::vector<float> buffer;
-  const Eigen::Map<const Rows> x(dropped(in, N * I, drop, buffer), N, I), a(A, r, I), b(B, O, r);
-  const Rows down = x * a.transpose();  // [N,r]
-  Eigen::Map<Rows>(out, N, O).noalias() += scale * (down * b.transpose());
+  const float* x = dropped(in, N * I, drop, buffer);
+  Rows down(N, r);  // scale · x·Aᵀ [N,r]
+  f32_product(down.data(), r, x, I, 1, A, BLayout::Transposed, N, I, r, false);
+  down *= scale;
+  f32_product(out, O, down.data(), r, 1, B, BLayout::Transposed, N, r, O, true);
 }
 
 void lora_backward(float* d_in, float* d_A, float* d_B, const float* d_out, const float* in, const float* A,
                    const float* B, float scale, int64_t N, int64_t I, int64_t O, int64_t r,
                    const LoraDropout& drop) {
-  const Eigen::Map<const Rows> dy(d_out, N, O), a(A, r, I), b(B, O, r);
-  const Rows d_down = scale * (dy * b);  // [N,r]
+  Rows d_down(N, r);  // scale · d_out·B [N,r]
+  f32_product(d_down.data(), r, d_out, O, 1, B, BLayout::Plain, N, O, r, false);
+  d_down *= scale;
   if (d_in && !drop.active()) {
-    Eigen::Map<Rows>(d_in, N, I).noalias() += d_down * a;
+    f32_product(d_in, I, d_down.data(), r, 1, A, BLayout::Plain, N, r, I, true);
   } else if (d_in) {
-    Rows d_x = d_down * a;  // [N,I], through the dropout's mask below
+    Rows d_x(N, I);  // d_down·A [N,I], through the dropout's mask below
+    f32_product(d_x.data(), I, d_down.data(), r, 1, A, BLayout::Plain, N, r, I, false);
     lora_dropout(d_x.data(), d_x.data(), N * I, drop);
     Eigen::Map<Rows>(d_in, N, I) += d_x;
   }
   if (!d_A && !d_B) return;
   std::vector<float> buffer;
-  const Eigen::Map<const Rows> x(dropped(in, N * I, drop, buffer), N, I);
-  if (d_A) Eigen::Map<Rows>(d_A, r, I).noalias() += d_down.transpose() * x;
-  if (d_B) Eigen::Map<Rows>(d_B, O, r).noalias() += scale * (dy.transpose() * (x * a.transpose()));
+  const float* x = dropped(in, N * I, drop, buffer);
+  if (d_A) f32_product(d_A, I, d_down.data(), 1, r, x, BLayout::Plain, r, N, I, true);  // d_downᵀ read in place
+  if (!d_B) return;
+  Rows xa(N, r);  // scale · x·Aᵀ [N,r]
+  f32_product(xa.data(), r, x, I, 1, A, BLayout::Transposed, N, I, r, false);
+  xa *= scale;
+  f32_product(d_B, r, d_out, 1, O, xa.data(), BLayout::Plain, O, N, r, true);  // d_outᵀ read in place
 }
 
 }  // namespace upcycle::ops

@@ -25,7 +25,7 @@ void lora_dropout(float* out, const float* in, int64_t n, const LoraDropout& dro
 //           d_A[r,I]  += d_downᵀ·x
 //           d_B[O,r]  += scale · d_outᵀ·down
 // Any of d_in, d_A, d_B may be null (not wanted; `in` is read only for d_A and d_B). In f32 on
-// OpenBLAS; call outside OpenMP parallel regions.
+// ops::f32_product; call outside OpenMP parallel regions.
 void lora_forward(float* out, const float* in, const float* A, const float* B, float scale, int64_t N, int64_t I,
                   int64_t O, int64_t r, const LoraDropout& drop = {});
 void lora_backward(float* d_in, float* d_A, float* d_B, const float* d_out, const float* in, const float* A,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "trainer/ops/onednn_product.hpp"
 #include "trainer/ops/swiglu.hpp"
 
 namespace upcycle::ops {
@@ -52,6 +53,7 @@ std::vector<float> weighted_rows(const float* src, const float* w, const std::ve
 // Each expert's term on its rows: out[rows, O] += term_e(in[rows, I]).
 void terms_forward(std::vector<float>& out, const std::vector<float>& in, const LowRankTerm* terms,
                    const LoraMoeSaved& s, int64_t E, int64_t I, int64_t O) {
+  const VaryingRows varying;  // each expert's row count changes from call to call
   for (int64_t e = 0; e < E; ++e) {
     const LowRankTerm& t = terms[e];
     const int64_t n = expert_rows(s, e), first = s.offsets[size_t(e)];
@@ -63,6 +65,7 @@ void terms_forward(std::vector<float>& out, const std::vector<float>& in, const 
 // Their backward: d_in[rows, I] (null: not wanted) and each term's gradients added into.
 void terms_backward(float* d_in, const std::vector<float>& d_out, const std::vector<float>& in,
                     const LowRankTerm* terms, const LoraMoeSaved& s, int64_t E, int64_t I, int64_t O) {
+  const VaryingRows varying;
   for (int64_t e = 0; e < E; ++e) {
     const LowRankTerm& t = terms[e];
     const int64_t n = expert_rows(s, e), first = s.offsets[size_t(e)];

@@ -5,6 +5,7 @@
 
 #include "trainer/ops/check.hpp"
 #include "trainer/ops/matmul.hpp"
+#include "trainer/ops/onednn_product.hpp"
 #include "trainer/ops/swiglu.hpp"
 
 namespace upcycle::ops {
@@ -65,6 +66,7 @@ void expert_backward(float* d_in, float* d_W, const float* d_out, const float* i
 template <class T, class M>
 void forward_impl(T* out, MoeSaved<T>& s, const T* x, const int32_t* idx, const T* w, const ExpertsOf<M>& experts,
                   const MoeShape& shape) {
+  const VaryingRows varying;  // each expert's row count changes from call to call
   const int64_t N = shape.tokens, H = shape.hidden, I = shape.inter, E = shape.experts, k = shape.top_k;
   const int64_t rows = N * k;
   s.order.resize(size_t(rows));
@@ -108,6 +110,7 @@ void forward_impl(T* out, MoeSaved<T>& s, const T* x, const int32_t* idx, const 
 template <class T, class M>
 void backward_impl(T* d_x, T* d_w, const ExpertGrads<T>& d_experts, const T* d_out, const T* w,
                    const ExpertsOf<M>& experts, const MoeSaved<T>& s, const MoeShape& shape) {
+  const VaryingRows varying;
   const int64_t N = shape.tokens, H = shape.hidden, I = shape.inter, E = shape.experts, k = shape.top_k;
   const int64_t rows = N * k;
   if (d_w) {

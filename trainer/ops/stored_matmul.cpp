@@ -278,10 +278,8 @@ void for_each_panel(const StoredMatrix& W, size_t row_bytes, Use use) {
 
 // Each panel multiplied by the f32 matmul into its columns of out.
 void panels(float* out, const float* in, const StoredMatrix& W, int64_t N, size_t row_bytes) {
-  const Eigen::Map<const Rows> x(in, N, W.cols);
   for_each_panel(W, row_bytes, [&](int64_t r0, const Eigen::Map<const Rows>& w) {
-    Eigen::Map<Rows, 0, Eigen::OuterStride<>> y(out + r0, N, w.rows(), Eigen::OuterStride<>(W.rows));
-    y.noalias() = x * w.transpose();
+    f32_product(out + r0, W.rows, in, W.cols, 1, w.data(), BLayout::Transposed, N, W.cols, w.rows(), false);
   });
 }
 
@@ -368,10 +366,8 @@ void stored_matmul_backward_input(float* d_in, const float* d_out, const StoredM
   if (W.bf16_products && N > kDotRows) return bf16_products_backward_input(d_in, d_out, W, N, row_bytes);
   if (W.dtype == DType::F32)
     return matmul_backward<float>(d_in, nullptr, nullptr, d_out, nullptr, f32_values(W), N, W.cols, W.rows);
-  Eigen::Map<Rows> dx(d_in, N, W.cols);
   for_each_panel(W, row_bytes, [&](int64_t r0, const Eigen::Map<const Rows>& w) {
-    const Eigen::Map<const Rows, 0, Eigen::OuterStride<>> dy(d_out + r0, N, w.rows(), Eigen::OuterStride<>(W.rows));
-    dx.noalias() += dy * w;
+    f32_product(d_in, W.cols, d_out + r0, W.rows, 1, w.data(), BLayout::Plain, N, w.rows(), W.cols, true);
   });
 }
 

@@ -34,7 +34,7 @@ size_t stored_row_bytes(DType t, int64_t cols);
 //   for any thread count. ops::matmul_forward<float> takes this path too, so f32 weights give the
 //   f32 model's bits on both paths.
 // Larger N: f32 weights go to ops::matmul_forward as they are; others in panels of kPanelRows rows
-//   widened to f32 and multiplied by the f32 matmul (OpenBLAS), whose bits depend on the CPU and
+//   widened to f32 and multiplied by the f32 matmul (ops::f32_product), whose bits depend on the CPU and
 //   threads as ops::matmul_forward's do; or, with bf16_products, bf16 products on oneDNN
 //   (deterministic for a fixed CPU and thread count).
 // Call outside OpenMP parallel regions; std::invalid_argument for a shape W cannot have.
