@@ -7,6 +7,14 @@
 
 namespace upcycle::ops {
 
+// out[N,M] (+)= a[N,K] · B[K,M] in f32, a and b as onednn_product takes them: on oneDNN where
+// f32_products_on_onednn, else on OpenBLAS through Eigen.
+void f32_product(float* out, int64_t out_stride, const float* a, int64_t a_row_stride, int64_t a_col_stride,
+                 const float* b, BLayout b_layout, int64_t N, int64_t K, int64_t M, bool accumulate);
+
+// What runs f32_product here: "oneDNN (avx512_core_bf16)", or "OpenBLAS (Haswell)".
+std::string f32_product_impl();
+
 // forward:  out[N,O] = in[N,I] · W[O,I]ᵀ + bias[O]         bias may be null
 // backward: d_in[N,I] += d_out[N,O] · W[O,I]
 //           d_W[O,I]  += d_out[N,O]ᵀ · in[N,I]
@@ -17,14 +25,6 @@ namespace upcycle::ops {
 // and the thread count. The float forward of at most kDotRows inputs (decoding) runs
 // stored_matmul's dot path instead: both threads stream W once and the bits are the same for any
 // thread count. Call these outside OpenMP parallel regions.
-// out[N,M] (+)= a[N,K] · B[K,M] in f32, a and b as onednn_product takes them: on oneDNN where
-// f32_products_on_onednn, else on OpenBLAS through Eigen.
-void f32_product(float* out, int64_t out_stride, const float* a, int64_t a_row_stride, int64_t a_col_stride,
-                 const float* b, BLayout b_layout, int64_t N, int64_t K, int64_t M, bool accumulate);
-
-// What runs f32_product here: "oneDNN (avx512_core_bf16)", or "OpenBLAS (Haswell)".
-std::string f32_product_impl();
-
 template <class T>
 void matmul_forward(T* out, const T* in, const T* W, const T* bias, int64_t N, int64_t I, int64_t O);
 template <class T>

@@ -71,7 +71,7 @@ void onednn_product(float* out, int64_t out_stride, const void* a, int64_t a_row
   // Not for bf16 on AMX, which that GEMM does not use.
   const bool any_rows = VaryingRows::active() && !(type == ProductType::BF16 && onednn_amx());
   constexpr dnnl::memory::dim R = DNNL_RUNTIME_DIM_VAL;
-  const auto made = any_rows ? descs(R, R) : descs(N, K), used = descs(N, K);
+  const auto used = descs(N, K), made = any_rows ? descs(R, R) : used;
   const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(made[0], made[1], made[2]), attr, c.engine);
   dnnl::memory s(used[0], c.engine, const_cast<void*>(a)), w(used[1], c.engine, const_cast<void*>(b)),
       d(used[2], c.engine, out);
