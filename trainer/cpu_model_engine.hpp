@@ -51,10 +51,12 @@ class CpuModelEngine : public Engine {
   explicit CpuModelEngine(Args&&... args) : model_(std::forward<Args>(args)...) {}
 
   // AdamW over the unfrozen tensors of `masters` (which must outlive the engine), with gradients
-  // shaped like them, and over `more` (tensors whose gradients the model adds elsewhere: LoRA's).
-  void train(Weights<float>& masters, const TrainSetup& setup, std::vector<TrainedTensor> more = {}) {
+  // shaped like them, and over `more` (tensors whose gradients the model adds elsewhere: LoRA's);
+  // the masters' bf16 copies in `bf16_copies` (which must outlive it too) kept in step.
+  void train(Weights<float>& masters, const TrainSetup& setup, std::vector<TrainedTensor> more = {},
+             Weights<uint16_t>* bf16_copies = nullptr) {
     grads_ = zeros_like(masters, model_.config(), setup.frozen);
-    std::vector<TrainedTensor> tensors = trained_tensors(masters, grads_, model_.config());
+    std::vector<TrainedTensor> tensors = trained_tensors(masters, grads_, model_.config(), bf16_copies);
     std::move(more.begin(), more.end(), std::back_inserter(tensors));
     optimizer_.emplace(std::move(tensors), setup.adam);
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <stdexcept>
 
 #include "core/error.hpp"
 #include "formats/safetensors.hpp"
@@ -23,12 +24,21 @@ std::vector<MomentSlot> model_slots(Weights<float>& m, Weights<float>& v, const 
 
 }  // namespace
 
-std::vector<TrainedTensor> trained_tensors(Weights<float>& weights, Weights<float>& grads, const ModelConfig& config) {
+std::vector<TrainedTensor> trained_tensors(Weights<float>& weights, Weights<float>& grads, const ModelConfig& config,
+                                           Weights<uint16_t>* bf16_copies) {
   std::vector<TrainedTensor> out;
   auto w = parameters(weights, config), g = parameters(grads, config);
-  for (size_t i = 0; i < w.size(); ++i)
-    if (!g[i].values->empty())
-      out.push_back({w[i].tensor.name, w[i].tensor.shape, *w[i].values, *g[i].values, decays(w[i].tensor.id.role)});
+  std::vector<Parameter<uint16_t>> copies;
+  if (bf16_copies) copies = parameters(*bf16_copies, config);
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (g[i].values->empty()) continue;
+    out.push_back({w[i].tensor.name, w[i].tensor.shape, *w[i].values, *g[i].values, decays(w[i].tensor.id.role)});
+    if (!copies.empty() && !copies[i].values->empty()) {
+      if (copies[i].values->size() != w[i].values->size())
+        throw std::logic_error("trained_tensors: " + w[i].tensor.name + "'s bf16 copy has another size");
+      out.back().bf16_copy = *copies[i].values;
+    }
+  }
   return out;
 }
 
@@ -60,7 +70,7 @@ void AdamW::step(double lr) {
   for (size_t i = 0; i < tensors_.size(); ++i) {
     const TrainedTensor& t = tensors_[i];
     ops::adamw_step(t.values.data(), t.grad.data(), m_[i].data(), v_[i].data(), int64_t(t.values.size()), hyper,
-                    steps_, t.decay);
+                    steps_, t.decay, t.bf16_copy.empty() ? nullptr : t.bf16_copy.data());
   }
 }
 

@@ -20,11 +20,13 @@ struct TrainedTensor {
   Shape shape;
   std::span<float> values, grad;
   bool decay = true;  // weight decay applies (weight matrices; not norms and biases)
+  std::span<uint16_t> bf16_copy = {};  // where not empty, the values rounded to bf16, kept in step by each update
 };
 
 // Each tensor of `grads` that is not empty (not frozen) with its master in `weights`, by its
-// Hugging Face name.
-std::vector<TrainedTensor> trained_tensors(Weights<float>& weights, Weights<float>& grads, const ModelConfig& config);
+// Hugging Face name; with its bf16 copy where `bf16_copies` (bf16 training) holds one.
+std::vector<TrainedTensor> trained_tensors(Weights<float>& weights, Weights<float>& grads, const ModelConfig& config,
+                                           Weights<uint16_t>* bf16_copies = nullptr);
 
 // A trained tensor's moments, by its name.
 struct MomentSlot {

@@ -50,19 +50,30 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
       : CpuModelEngine(std::move(config), std::move(weights), source) {
     const ModelConfig& c = model_.config();
     auto masters = parameters(masters_, c);  // laid out, every tensor empty
+    auto copies = parameters(bf16_copies_, c);
     auto stored = parameters(model_.weights(), c);
     for (size_t i = 0; i < stored.size(); ++i) {
       StoredWeight& w = *stored[i].values;
-      if (training && !training->frozen[size_t(role_info(stored[i].tensor.id.role).part)]) {
+      const bool trained = training && !training->frozen[size_t(role_info(stored[i].tensor.id.role).part)];
+      if (trained) {
         *masters[i].values = w.widened();
         w.tensor().release(0, w.size());  // a mapped file's pages: never read again
         w = StoredWeight::master(*masters[i].values, stored[i].tensor.shape);
       }
-      if (products == Precision::BF16 && stored[i].tensor.shape.size() == 2) w = w.in_bf16();
+      if (products != Precision::BF16 || stored[i].tensor.shape.size() != 2) continue;
+      if (trained) {  // rounded once per update, by AdamW, not at every product
+        std::vector<uint16_t>& copy = *copies[i].values;
+        copy.resize(w.size());
+        convert(DType::F32, w.data(), DType::BF16, copy.data(), copy.size());
+        w = w.in_bf16(copy);
+      } else {
+        w = w.in_bf16();
+      }
     }
     if (!training) return;
     train(masters_, *training,
-          adapter ? trained_adapter_tensors(std::move(*adapter), train_terms) : std::vector<TrainedTensor>{});
+          adapter ? trained_adapter_tensors(std::move(*adapter), train_terms) : std::vector<TrainedTensor>{},
+          &bf16_copies_);
   }
 
   // The trained tensors' masters (every frozen tensor empty).
@@ -136,6 +147,7 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
   }
 
   Weights<float> masters_;  // the trained tensors' masters, which the model's weights view
+  Weights<uint16_t> bf16_copies_;  // under bf16 products, the trained matrices' masters rounded to bf16
   std::optional<TrainedAdapter> adapter_;  // the LoRA adapter it trains
 };
 

@@ -17,7 +17,8 @@ ops::StoredMatrix StoredWeight::matrix() const {
     throw std::logic_error("StoredWeight: a " + std::string(dtype_name(tensor_.dtype())) + " tensor of shape " +
                            shape_string(tensor_.shape()) + " is not a matrix the stored matmul reads");
   const int64_t rows = tensor_.dim(0);
-  return {tensor_.dtype(), tensor_.bytes().data(), rows, rows ? int64_t(tensor_.numel()) / rows : 0, bf16_products_};
+  return {tensor_.dtype(), tensor_.bytes().data(), rows, rows ? int64_t(tensor_.numel()) / rows : 0, bf16_products_,
+          bf16_copy_};
 }
 
 StoredWeight StoredWeight::master(const std::vector<float>& values, const Shape& shape) {
@@ -32,6 +33,7 @@ StoredWeight StoredWeight::slice(const Shape& shape, int64_t e, int64_t first, i
   const size_t offset = size_t(e * shape[1] + first) * row_bytes;
   StoredWeight out = *this;
   out.tensor_ = tensor_.part(offset, {rows, shape[2]});
+  if (bf16_copy_) out.bf16_copy_ = bf16_copy_ + (e * shape[1] + first) * shape[2];
   return out;
 }
 
@@ -52,9 +54,14 @@ Tensor StoredWeight::merged() const {
   return Tensor::from_f32(tensor_.shape(), std::move(w));
 }
 
-StoredWeight StoredWeight::in_bf16() const {
+StoredWeight StoredWeight::in_bf16(std::span<const uint16_t> copy) const {
+  if (!copy.empty() && (tensor_.dtype() != DType::F32 || copy.size() != size()))
+    throw std::logic_error("StoredWeight::in_bf16: a bf16 copy of " + std::to_string(copy.size()) +
+                           " values for a " + std::string(dtype_name(tensor_.dtype())) + " tensor of " +
+                           std::to_string(size()));
   StoredWeight out = *this;
   out.bf16_products_ = true;
+  out.bf16_copy_ = copy.empty() ? nullptr : copy.data();
   return out;
 }
 

@@ -8,6 +8,7 @@
 // stay as they are.
 #pragma once
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -56,8 +57,10 @@ class StoredWeight {
   // memory (they stay in the page cache), so a model larger than memory is resident a layer at a
   // time. For a model read a few times over, not for decoding, which reads every weight per token.
   StoredWeight streamed() const;
-  // The same multiplied in bf16 (ops::StoredMatrix::bf16_products).
-  StoredWeight in_bf16() const;
+  // The same multiplied in bf16 (ops::StoredMatrix::bf16_products); an f32 weight's values
+  // rounded to bf16 in `copy` where given (borrowed, kept in step by its owner: a trained
+  // master's, which AdamW updates), so that its products read them whole.
+  StoredWeight in_bf16(std::span<const uint16_t> copy = {}) const;
   // The same with an adapter's term added to its products (null: none).
   StoredWeight with_low_rank(std::shared_ptr<const LowRank> term) const;
   const LowRank* low_rank() const { return low_rank_.get(); }
@@ -71,6 +74,7 @@ class StoredWeight {
  private:
   Tensor tensor_;
   bool bf16_products_ = false;
+  const uint16_t* bf16_copy_ = nullptr;  // the values rounded to bf16 (in_bf16)
   bool streamed_ = false;
   bool trained_ = false;
   std::shared_ptr<const LowRank> low_rank_;

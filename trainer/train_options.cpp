@@ -90,7 +90,8 @@ OptionTable<O> make_table() {
                 "memory of one layer's activations instead of every layer's, for one more forward pass, the same "
                 "bits (CPU)", [](O& o) -> auto& { return o.recompute; }),
       option<O>("precision", "f32 or bf16 on the CPU (default f32; bf16: every matrix product in bf16 with f32 sums "
-                "on oneDNN, the weights rounded a panel at a time, f32 master weights and AdamW moments), bf16 on the GPU",
+                "on oneDNN on a bf16 copy of each trained matrix that AdamW keeps, f32 master weights and AdamW moments), "
+                "bf16 on the GPU",
                 [](O& o) -> auto& { return o.precision; }),
   };
 }

@@ -183,7 +183,7 @@ ModelFigures bench_model(const std::string& label, const ModelConfig& c, const B
   f.train_gflops = f.train_tokens_per_s * train_flops_per_token(c, o.seq_len) / 1e9;
   spdlog::info("{}: training {:.0f} tokens/s, {:.1f} GFLOP/s ({:.2f} s per step)", label, f.train_tokens_per_s,
                f.train_gflops, step_s);
-  {  // every product in bf16 on oneDNN, the weights rounded a panel at a time; f32 masters and moments
+  {  // every product in bf16 on oneDNN, on bf16 copies AdamW keeps; f32 masters and moments
     const auto bf16 = load_training_engine(*ckpt, c, make_cpu_engine, TrainSetup{}, Precision::BF16);
     f.bf16_train_tokens_per_s = tokens / seconds_per_call(o, [&] { train_step(*bf16, b); });
     spdlog::info("{}: bf16 training {:.0f} tokens/s", label, f.bf16_train_tokens_per_s);

@@ -4,7 +4,9 @@
 #include <cmath>
 #include <span>
 #include <stdexcept>
+#include <vector>
 
+#include "core/dtype.hpp"
 #include "tests/trainer/gradcheck.hpp"
 #include "trainer/ops/adamw.hpp"
 
@@ -39,6 +41,23 @@ TEST_CASE("adamw: three steps against PyTorch's formulas, with and without decay
   }
   Vec x(1);
   CHECK_THROWS_AS(adamw_step(x.data(), x.data(), x.data(), x.data(), 1, config, 0, false), std::invalid_argument);
+}
+
+TEST_CASE("adamw: the bf16 copy is the updated values rounded, over several blocks, the values unchanged") {
+  const AdamWConfig config{.lr = 1e-2, .weight_decay = 0.1};
+  const int64_t n = 10000;  // blocks of 4096 and a partial one
+  std::vector<float> p = as<float>(random_vec(n, 3)), g = as<float>(random_vec(n, 4)), m(n, 0.0f), v(n, 0.0f);
+  std::vector<float> p2 = p, m2 = m, v2 = v;
+  std::vector<uint16_t> copy(n, 0);
+  for (int64_t t = 1; t <= 2; ++t) {
+    adamw_step(p.data(), g.data(), m.data(), v.data(), n, config, t, true, copy.data());
+    adamw_step(p2.data(), g.data(), m2.data(), v2.data(), n, config, t, true);
+  }
+  CHECK(p == p2);
+  for (int64_t i = 0; i < n; ++i) REQUIRE(copy[size_t(i)] == upcycle::f32_to_bf16(p[size_t(i)]));
+  std::vector<double> d(1);
+  CHECK_THROWS_AS(adamw_step(d.data(), d.data(), d.data(), d.data(), 1, config, 1, false, copy.data()),
+                  std::invalid_argument);
 }
 
 TEST_CASE("global gradient norm and clipping") {

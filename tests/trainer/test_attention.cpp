@@ -1,5 +1,6 @@
 // Attention: the tiled online-softmax forward against a plain softmax(q·kᵀ/sqrt(D) + mask)·v with
-// the whole score matrix and an explicit mask; the tiled backward against central differences.
+// the whole score matrix and an explicit mask; the tiled backward against central differences;
+// float against double.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -87,6 +88,26 @@ void check_attention(const Case& c) {
   check_gradient("d_q", d_q.added(), numeric_gradient(q, loss));
   check_gradient("d_k", d_k.added(), numeric_gradient(k, loss));
   check_gradient("d_v", d_v.added(), numeric_gradient(v, loss));
+
+  // float against double: the lse, and the gradients added into buffers that already hold values.
+  Vec lse_f;
+  const Vec out_f = forward(kFloat, &lse_f);
+  CHECK(relative_error(lse_f, lse) < 1e-5);
+  const auto fq = as<float>(q), fk = as<float>(k), fv = as<float>(v), fR = as<float>(R), fout = as<float>(out_f),
+             flse = as<float>(lse_f);
+  std::vector<float> gq = as<float>(random_vec(q.size(), 5)), gk = as<float>(random_vec(k.size(), 6)),
+                     gv = as<float>(random_vec(v.size(), 7));
+  const Vec gq0 = widen(gq), gk0 = widen(gk), gv0 = widen(gv);
+  attention_backward(gq.data(), gk.data(), gv.data(), fR.data(), fq.data(), fk.data(), fv.data(), fout.data(),
+                     flse.data(), c.cu_seqlens.data(), S, shape);
+  auto added = [](const std::vector<float>& after, const Vec& before) {
+    Vec d = widen(after);
+    for (size_t i = 0; i < d.size(); ++i) d[i] -= before[i];
+    return d;
+  };
+  CHECK(relative_error(added(gq, gq0), d_q.added()) < 1e-4);
+  CHECK(relative_error(added(gk, gk0), d_k.added()) < 1e-4);
+  CHECK(relative_error(added(gv, gv0), d_v.added()) < 1e-4);
 }
 
 }  // namespace

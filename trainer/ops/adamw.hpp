@@ -18,8 +18,11 @@ struct AdamWConfig {
 //                                                   matrices decay, norms and biases usually not)
 //   m ← β1·m + (1 − β1)·g,   v ← β2·v + (1 − β2)·g²
 //   param ← param − lr · (m / (1 − β1^t)) / (sqrt(v / (1 − β2^t)) + eps)
+// With bf16_copy (float only): bf16_copy[i] ← param[i] rounded to bf16 in the same pass, the copy
+// that bf16 training's products read (one pass over the values, not one more per step).
 template <class T>
-void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWConfig& config, int64_t t, bool decay);
+void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWConfig& config, int64_t t, bool decay,
+                uint16_t* bf16_copy = nullptr);
 
 // sqrt of the sum of squares over every element of every tensor, accumulated in double.
 template <class T>

@@ -304,12 +304,16 @@ void for_each_bf16_panel(const StoredMatrix& W, size_t row_bytes, Use use) {
   });
 }
 
-// The inputs rounded to bf16, times the weights in bf16 on oneDNN: bf16 ones in place, others a
-// panel rounded at a time (never a bf16 copy of the whole matrix).
+// W's values in bf16, whole: bf16 ones in place, or the copy an f32 master keeps; null for others.
+const uint16_t* whole_bf16(const StoredMatrix& W) {
+  return W.dtype == DType::BF16 ? reinterpret_cast<const uint16_t*>(W.data) : W.bf16_copy;
+}
+
+// The inputs rounded to bf16, times the weights in bf16 on oneDNN: whole where whole_bf16 has
+// them, others a panel rounded at a time (never a bf16 copy of the whole matrix).
 void bf16_products(float* out, const float* in, const StoredMatrix& W, int64_t N, size_t row_bytes) {
   const Buffer<uint16_t> x = to_bf16(in, size_t(N * W.cols));
-  if (W.dtype == DType::BF16)
-    return bf16_matmul_forward(out, x.data(), reinterpret_cast<const uint16_t*>(W.data), N, W.cols, W.rows);
+  if (const uint16_t* w = whole_bf16(W)) return bf16_matmul_forward(out, x.data(), w, N, W.cols, W.rows);
   for_each_bf16_panel(W, row_bytes, [&](int64_t r0, int64_t rows, const uint16_t* panel) {
     bf16_matmul_forward_panel(out + r0, W.rows, x.data(), panel, N, W.cols, rows);
   });
@@ -318,8 +322,7 @@ void bf16_products(float* out, const float* in, const StoredMatrix& W, int64_t N
 // d_in += d_out rounded to bf16 times the weights in bf16, as bf16_products takes them.
 void bf16_products_backward_input(float* d_in, const float* d_out, const StoredMatrix& W, int64_t N, size_t row_bytes) {
   const Buffer<uint16_t> dy = to_bf16(d_out, size_t(N * W.rows));
-  if (W.dtype == DType::BF16)
-    return bf16_matmul_backward_input(d_in, dy.data(), reinterpret_cast<const uint16_t*>(W.data), N, W.cols, W.rows);
+  if (const uint16_t* w = whole_bf16(W)) return bf16_matmul_backward_input(d_in, dy.data(), w, N, W.cols, W.rows);
   for_each_bf16_panel(W, row_bytes, [&](int64_t r0, int64_t rows, const uint16_t* panel) {
     bf16_matmul_backward_input_panel(d_in, dy.data() + r0, W.rows, panel, N, W.cols, rows);
   });

@@ -19,8 +19,12 @@ struct StoredMatrix {
   int64_t rows = 0, cols = 0;
   // Under --precision bf16: products of more than kDotRows inputs, and the backward to them, in
   // bf16 on oneDNN (ops::bf16_matmul), the inputs rounded to bf16 and the sums in f32; bf16
-  // weights read in place, others rounded to bf16 a panel of kPanelRows rows at a time.
+  // weights read in place, or bf16_copy where given, others rounded to bf16 a panel of kPanelRows
+  // rows at a time.
   bool bf16_products = false;
+  // An f32 W's values rounded to bf16 [rows, cols], borrowed: a trained master's copy, which the
+  // optimizer keeps in step, so that training does not round the weights again at every product.
+  const uint16_t* bf16_copy = nullptr;
 };
 
 bool stored_matmul_supports(DType t);  // every dtype but f64
