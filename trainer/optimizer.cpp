@@ -53,14 +53,15 @@ AdamW::AdamW(std::vector<TrainedTensor> tensors, const ops::AdamWConfig& hyper)
 
 void AdamW::zero_grads() {
   for (const TrainedTensor& t : tensors_) std::fill(t.grad.begin(), t.grad.end(), 0.0f);
+  grad_scale_ = 1;
 }
 
-double AdamW::clip(double max_norm) const {
-  std::vector<std::span<float>> grads;
+double AdamW::clip(double max_norm) {
+  std::vector<std::span<const float>> grads;
   for (const TrainedTensor& t : tensors_) grads.push_back(t.grad);
-  if (max_norm > 0) return ops::clip_global_norm<float>(grads, max_norm);
-  const std::vector<std::span<const float>> views(grads.begin(), grads.end());
-  return ops::global_norm<float>(views);
+  const double norm = ops::global_norm<float>(grads);
+  grad_scale_ = max_norm > 0 ? float(ops::clip_scale(norm, max_norm)) : 1.0f;
+  return norm;
 }
 
 void AdamW::step(double lr) {
@@ -70,7 +71,7 @@ void AdamW::step(double lr) {
   for (size_t i = 0; i < tensors_.size(); ++i) {
     const TrainedTensor& t = tensors_[i];
     ops::adamw_step(t.values.data(), t.grad.data(), m_[i].data(), v_[i].data(), int64_t(t.values.size()), hyper,
-                    steps_, t.decay, t.bf16_copy.empty() ? nullptr : t.bf16_copy.data());
+                    steps_, t.decay, grad_scale_, t.bf16_copy.empty() ? nullptr : t.bf16_copy.data());
   }
 }
 

@@ -52,8 +52,9 @@ class AdamW {
 
   const std::vector<TrainedTensor>& tensors() const { return tensors_; }
   void zero_grads();
-  // Clips the gradients to max_norm (<= 0: no clipping) and returns their norm before it.
-  double clip(double max_norm) const;
+  // Clips the gradients to max_norm (<= 0: no clipping) and returns their norm before it. The
+  // scaling (ops::clip_scale) is applied by step(), in its own pass over them, until zero_grads().
+  double clip(double max_norm);
   // One update at learning rate lr.
   void step(double lr);
   int64_t steps() const { return steps_; }
@@ -69,6 +70,7 @@ class AdamW {
   ops::AdamWConfig hyper_;
   std::vector<std::vector<float>> m_, v_;  // per tensor
   int64_t steps_ = 0;
+  float grad_scale_ = 1;  // clip's, until zero_grads()
 };
 
 }  // namespace upcycle

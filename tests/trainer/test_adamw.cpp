@@ -1,6 +1,7 @@
 // AdamW against torch.optim.AdamW's update written out; global norm and clipping.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 #include <stdexcept>
@@ -9,6 +10,7 @@
 #include "core/dtype.hpp"
 #include "tests/trainer/gradcheck.hpp"
 #include "trainer/ops/adamw.hpp"
+#include "trainer/optimizer.hpp"
 
 using namespace upcycle::ops;
 using namespace upcycle::test;
@@ -50,13 +52,13 @@ TEST_CASE("adamw: the bf16 copy is the updated values rounded, over several bloc
   std::vector<float> p2 = p, m2 = m, v2 = v;
   std::vector<uint16_t> copy(n, 0);
   for (int64_t t = 1; t <= 2; ++t) {
-    adamw_step(p.data(), g.data(), m.data(), v.data(), n, config, t, true, copy.data());
+    adamw_step(p.data(), g.data(), m.data(), v.data(), n, config, t, true, 1.0f, copy.data());
     adamw_step(p2.data(), g.data(), m2.data(), v2.data(), n, config, t, true);
   }
   CHECK(p == p2);
   for (int64_t i = 0; i < n; ++i) REQUIRE(copy[size_t(i)] == upcycle::f32_to_bf16(p[size_t(i)]));
   std::vector<double> d(1);
-  CHECK_THROWS_AS(adamw_step(d.data(), d.data(), d.data(), d.data(), 1, config, 1, false, copy.data()),
+  CHECK_THROWS_AS(adamw_step(d.data(), d.data(), d.data(), d.data(), 1, config, 1, false, 1.0, copy.data()),
                   std::invalid_argument);
 }
 
@@ -68,12 +70,54 @@ TEST_CASE("global gradient norm and clipping") {
   naive = std::sqrt(naive);
   const std::vector<std::span<const double>> views = {a, b};
   CHECK(global_norm<double>(views) == doctest::Approx(naive).epsilon(1e-14));
+  // float: blocks and lanes, a tail past the last whole lane set and the last whole block.
+  const std::vector<float> c = as<float>(random_vec(3 * 4096 + 13, 3));
+  const std::vector<std::span<const float>> floats = {c};
+  double want = 0;
+  for (float x : c) want += double(x) * double(x);
+  CHECK(global_norm<float>(floats) == doctest::Approx(std::sqrt(want)).epsilon(1e-14));
 
-  const std::vector<std::span<double>> grads = {a, b};
-  const Vec a0 = a;
-  CHECK(clip_global_norm<double>(grads, 2 * naive) == doctest::Approx(naive).epsilon(1e-14));
-  CHECK(a == a0);  // under the limit: untouched
-  CHECK(clip_global_norm<double>(grads, 0.5) == doctest::Approx(naive).epsilon(1e-14));
-  CHECK(global_norm<double>(views) == doctest::Approx(0.5 * naive / (naive + 1e-6)).epsilon(1e-12));
-  CHECK(a[0] == doctest::Approx(a0[0] * 0.5 / (naive + 1e-6)).epsilon(1e-14));
+  CHECK(clip_scale(naive, 2 * naive) == 1.0);  // under the limit: untouched
+  CHECK(clip_scale(naive, 0.5) == 0.5 / (naive + 1e-6));
+}
+
+TEST_CASE("adamw: a step given clip's scale is the step on the gradients scaled first, bit for bit") {
+  const AdamWConfig config{.lr = 1e-2, .weight_decay = 0.1};
+  const int64_t n = 5000;
+  const std::vector<float> g = as<float>(random_vec(n, 8));
+  const float scale = float(clip_scale(40.0, 1.0));
+  std::vector<float> scaled = g;
+  for (float& x : scaled) x *= scale;
+  std::vector<float> p = as<float>(random_vec(n, 9)), m(n, 0.0f), v(n, 0.0f), p2 = p, m2 = m, v2 = v;
+  for (int64_t t = 1; t <= 2; ++t) {
+    adamw_step(p.data(), g.data(), m.data(), v.data(), n, config, t, true, scale);
+    adamw_step(p2.data(), scaled.data(), m2.data(), v2.data(), n, config, t, true);
+  }
+  CHECK(p == p2);
+  CHECK(m == m2);
+  CHECK(v == v2);
+}
+
+TEST_CASE("AdamW: clip's scale reaches the steps until zero_grads, and the norm is the one before it") {
+  const int64_t n = 3000;
+  const std::vector<float> g0 = as<float>(random_vec(n, 11)), start = as<float>(random_vec(n, 12));
+  double want_norm = 0;
+  for (float x : g0) want_norm += double(x) * double(x);
+  want_norm = std::sqrt(want_norm);
+  auto run = [&](bool clip_first, bool prescale) {
+    std::vector<float> p = start, g = g0;
+    if (prescale)
+      for (float& x : g) x *= float(clip_scale(want_norm, 0.1));
+    upcycle::AdamW opt({{"w", {n}, p, g, true}}, {.lr = 1e-2});
+    if (clip_first) CHECK(opt.clip(0.1) == doctest::Approx(want_norm).epsilon(1e-12));
+    opt.step(1e-2);
+    opt.step(1e-2);
+    opt.zero_grads();  // the scale goes with the gradients
+    std::copy(g0.begin(), g0.end(), g.begin());
+    opt.step(1e-2);
+    return p;
+  };
+  const std::vector<float> clipped = run(true, false);
+  CHECK(clipped == run(false, true));
+  CHECK(clipped != run(false, false));
 }

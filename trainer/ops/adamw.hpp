@@ -18,19 +18,20 @@ struct AdamWConfig {
 //                                                   matrices decay, norms and biases usually not)
 //   m ← β1·m + (1 − β1)·g,   v ← β2·v + (1 − β2)·g²
 //   param ← param − lr · (m / (1 − β1^t)) / (sqrt(v / (1 − β2^t)) + eps)
-// With bf16_copy (float only): bf16_copy[i] ← param[i] rounded to bf16 in the same pass, the copy
-// that bf16 training's products read (one pass over the values, not one more per step).
+// g is grad[i]·grad_scale (clip_scale's; the clipping fused into this pass, with the bits of
+// scaling the gradient first). With bf16_copy (float only): bf16_copy[i] ← param[i] rounded to
+// bf16 in the same pass, the copy that bf16 training's products read.
 template <class T>
 void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWConfig& config, int64_t t, bool decay,
-                uint16_t* bf16_copy = nullptr);
+                T grad_scale = T(1), uint16_t* bf16_copy = nullptr);
 
-// sqrt of the sum of squares over every element of every tensor, accumulated in double.
+// sqrt of the sum of squares over every element of every tensor, accumulated in double, in an
+// order that does not depend on the thread count.
 template <class T>
 double global_norm(std::span<const std::span<const T>> tensors);
 
-// When the global norm exceeds max_norm, scales every gradient by max_norm / (norm + 1e-6), as
-// PyTorch does; returns the norm before clipping (the figure to log).
-template <class T>
-double clip_global_norm(std::span<const std::span<T>> grads, double max_norm);
+// Gradient clipping as PyTorch's clip_grad_norm_: the gradients' scale for a global norm `norm`,
+// max_norm / (norm + 1e-6) where norm exceeds max_norm, else 1.
+double clip_scale(double norm, double max_norm);
 
 }  // namespace upcycle::ops
