@@ -2,12 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <span>
 #include <type_traits>
-#include <vector>
 
 #include "core/dtype.hpp"
 #include "core/simd.hpp"
-
 #include "trainer/ops/check.hpp"
 #include "trainer/ops/ordered_sum.hpp"
 
