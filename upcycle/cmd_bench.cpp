@@ -275,9 +275,10 @@ int cmd_bench(const Args& args) {
       "                            --lora-experts E --lora-top-k K --recompute]";
   spec.summary =
       "Measures, in one run: the sgemm ceiling (an n^3 product through the model's matmul, all\n"
-      "cores, on what sgemm_impl names: oneDNN or OpenBLAS) and the bf16 one (the same product in bf16 with f32 sums, oneDNN), then forward\n"
-      "and training steps (forward, backward, clipping, AdamW) of a dense model\n"
-      "(both also in --precision bf16: tune's bf16 engine, f32 masters and moments)\n"
+      "cores, on what sgemm_impl names: oneDNN or OpenBLAS) and the bf16 one (the same product\n"
+      "in bf16 with f32 sums, oneDNN), then forward and training steps (forward, backward,\n"
+      "clipping, AdamW) of a dense model (both also in --precision bf16: tune's bf16 engine, f32\n"
+      "masters and moments)\n"
       "with SmolLM2-135M's shape and an MoE of the same shape with 4 experts top-2, random weights.\n"
       "GFLOP/s count 6 x active matmul parameters + causal attention per token (trainer/flops.hpp).\n"
       "Then decoding's matrix-vector product (8192 x 4096) on weights stored as f32, bf16, f16 and\n"

@@ -47,6 +47,19 @@ std::vector<Step> two_steps(Engine& e) {
   return out;
 }
 
+// f(checkpoint, setup) for a dense qwen2 and a mixtral, each with nothing frozen and with frozen
+// attention, the case named on failure.
+template <class F>
+void for_each_model_and_parts(uint64_t seed, F f) {
+  for (const char* type : {"qwen2", "mixtral"})
+    for (const char* parts : {"", "attention"}) {
+      CAPTURE(type);
+      CAPTURE(parts);
+      const bool moe = std::string(type) == "mixtral";
+      f(*random_checkpoint(tiny_config(type, !moe), seed), frozen(parts));
+    }
+}
+
 }  // namespace
 
 TEST_CASE("stored training: over weights as stored, the f32 engine's bits on f32 checkpoints") {
@@ -104,46 +117,34 @@ TEST_CASE("stored training: a bf16 model's frozen matrices stay bf16 and are wri
 }
 
 TEST_CASE("stored training: bf16 products follow the f32 engine's losses, the same bits on every run") {
-  for (const char* type : {"qwen2", "mixtral"})
-    for (const char* parts : {"", "attention"}) {
-      CAPTURE(type);
-      CAPTURE(parts);
-      const bool moe = std::string(type) == "mixtral";
-      const auto ckpt = random_checkpoint(tiny_config(type, !moe), 23);
-      const TrainSetup setup = frozen(parts);
-      const auto f32 = make_cpu_engine({ckpt->config(), load_weights<float>(*ckpt), "<f32>", setup});
-      auto bf16 = [&] { return load_training_engine(*ckpt, ckpt->config(), make_cpu_engine, setup, Precision::BF16); };
-      const auto a = bf16(), b = bf16();
-      const auto want = two_steps(*f32), got = two_steps(*a), again = two_steps(*b);
-      for (size_t i = 0; i < want.size(); ++i) {
-        CHECK(got[i].loss != want[i].loss);  // rounded to bf16
-        CHECK(got[i].loss == doctest::Approx(want[i].loss).epsilon(1e-2));
-        CHECK(got[i].norm == doctest::Approx(want[i].norm).epsilon(5e-2));
-        CHECK(again[i].loss == got[i].loss);
-        CHECK(again[i].norm == got[i].norm);
-      }
-      auto ma = parameters(a->host_weights(), a->config()), mb = parameters(b->host_weights(), b->config());
-      for (size_t i = 0; i < ma.size(); ++i) CHECK(same_bits(*ma[i].values, *mb[i].values));
+  for_each_model_and_parts(23, [](const Checkpoint& ckpt, const TrainSetup& setup) {
+    const auto f32 = make_cpu_engine({ckpt.config(), load_weights<float>(ckpt), "<f32>", setup});
+    auto bf16 = [&] { return load_training_engine(ckpt, ckpt.config(), make_cpu_engine, setup, Precision::BF16); };
+    const auto a = bf16(), b = bf16();
+    const auto want = two_steps(*f32), got = two_steps(*a), again = two_steps(*b);
+    for (size_t i = 0; i < want.size(); ++i) {
+      CHECK(got[i].loss != want[i].loss);  // rounded to bf16
+      CHECK(got[i].loss == doctest::Approx(want[i].loss).epsilon(1e-2));
+      CHECK(got[i].norm == doctest::Approx(want[i].norm).epsilon(5e-2));
+      CHECK(again[i].loss == got[i].loss);
+      CHECK(again[i].norm == got[i].norm);
     }
+    auto ma = parameters(a->host_weights(), a->config()), mb = parameters(b->host_weights(), b->config());
+    for (size_t i = 0; i < ma.size(); ++i) CHECK(same_bits(*ma[i].values, *mb[i].values));
+  });
 }
 
 TEST_CASE("stored training: bf16 products read the masters as AdamW last rounded them") {
-  for (const char* type : {"qwen2", "mixtral"})
-    for (const char* parts : {"", "attention"}) {
-      CAPTURE(type);
-      CAPTURE(parts);
-      const bool moe = std::string(type) == "mixtral";
-      const auto ckpt = random_checkpoint(tiny_config(type, !moe), 24);
-      const TrainSetup setup = frozen(parts);
-      const auto trained = load_training_engine(*ckpt, ckpt->config(), make_cpu_engine, setup, Precision::BF16);
-      two_steps(*trained);
-      // A new engine rounds the stepped masters itself: the same products, if AdamW's copies kept up.
-      const auto stepped = trained->checkpoint(ckpt.get());
-      const auto fresh = load_training_engine(*stepped, ckpt->config(), make_cpu_engine, setup, Precision::BF16);
-      const std::vector<int32_t> s = {2, 9, 4, 4, 1, 6, 3, 8, 0};
-      std::vector<int32_t> targets(s.begin() + 1, s.end());
-      targets.push_back(ops::kIgnoreIndex);
-      const double got = trained->loss(pack({s}), targets, {}).ce_sum, want = fresh->loss(pack({s}), targets, {}).ce_sum;
-      CHECK(got == want);
-    }
+  for_each_model_and_parts(24, [](const Checkpoint& ckpt, const TrainSetup& setup) {
+    const auto trained = load_training_engine(ckpt, ckpt.config(), make_cpu_engine, setup, Precision::BF16);
+    two_steps(*trained);
+    // A new engine rounds the stepped masters itself: the same products, if AdamW's copies kept up.
+    const auto stepped = trained->checkpoint(&ckpt);
+    const auto fresh = load_training_engine(*stepped, ckpt.config(), make_cpu_engine, setup, Precision::BF16);
+    const std::vector<int32_t> s = {2, 9, 4, 4, 1, 6, 3, 8, 0};
+    std::vector<int32_t> targets(s.begin() + 1, s.end());
+    targets.push_back(ops::kIgnoreIndex);
+    const double got = trained->loss(pack({s}), targets, {}).ce_sum, want = fresh->loss(pack({s}), targets, {}).ce_sum;
+    CHECK(got == want);
+  });
 }
