@@ -1,7 +1,10 @@
 #include "core/config.hpp"
 
+#include <cmath>
 #include <fstream>
 #include <limits>
+#include <numbers>
+#include <stdexcept>
 
 #include "core/error.hpp"
 
@@ -234,6 +237,38 @@ RopeScaling parse_rope_scaling(const nlohmann::ordered_json& j, const std::files
   s.original_max_position_embeddings = number("original_max_position_embeddings", s.original_max_position_embeddings);
   require(s.high_freq_factor > s.low_freq_factor, source, "rope_scaling", "'high_freq_factor' must exceed 'low_freq_factor'");
   return s;
+}
+
+double llama3_smooth(double f, const RopeScaling& s) {
+  const double wavelen = 2 * std::numbers::pi / f;
+  if (wavelen < s.original_max_position_embeddings / s.high_freq_factor) return 1;
+  if (wavelen > s.original_max_position_embeddings / s.low_freq_factor) return 0;
+  return (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+}
+
+std::vector<float> rope_inv_freq(int64_t head_dim, double theta, const RopeScaling& scaling) {
+  if (head_dim <= 0 || head_dim % 2 != 0) throw std::invalid_argument("rope: head_dim must be even");
+  std::vector<float> inv_freq(size_t(head_dim / 2));
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    // theta ** (arange(0, D, 2).float() / D), each step in fp32 as torch does it.
+    const float exponent = float(2 * i) / float(head_dim);
+    const float base_pow = float(std::pow(double(float(theta)), double(exponent)));
+    const float f = 1.0f / base_pow;
+    switch (scaling.type) {
+      case RopeScaling::Type::Default:
+        inv_freq[size_t(i)] = f;
+        break;
+      case RopeScaling::Type::Linear:
+        inv_freq[size_t(i)] = f / float(scaling.factor);
+        break;
+      case RopeScaling::Type::Llama3: {  // in double here, in fp32 there
+        const double smooth = llama3_smooth(f, scaling);
+        inv_freq[size_t(i)] = float((1 - smooth) * f / scaling.factor + smooth * f);
+        break;
+      }
+    }
+  }
+  return inv_freq;
 }
 
 ModelConfig mixtral_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -24,6 +25,15 @@ struct RopeScaling {
 // rope_scaling (null: none; absent, "default", "linear" or "llama3"); InputError naming `source`
 // for another type or a value out of range.
 RopeScaling parse_rope_scaling(const nlohmann::ordered_json& j, const std::filesystem::path& source);
+
+// llama3's blend for a frequency f: 1 keeps f (wavelengths below original/high_freq_factor), 0
+// divides it by `factor` (above original/low_freq_factor), linear in 1/wavelength between
+// (transformers' _compute_llama3_parameters).
+double llama3_smooth(double f, const RopeScaling& s);
+
+// inv_freq[D/2]: theta^(-2i/D); linear divides every one by `factor`; llama3 blends f and
+// f / factor by llama3_smooth. Rounded to fp32, each step as transformers computes it.
+std::vector<float> rope_inv_freq(int64_t head_dim, double theta, const RopeScaling& scaling);
 
 struct ModelConfig {
   std::string model_type;  // llama, mistral, qwen2, mixtral; qwen2_moe on read

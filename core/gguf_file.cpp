@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <span>
+#include <stdexcept>
 #include <unordered_set>
 
 #include "core/error.hpp"
@@ -288,6 +289,16 @@ constexpr std::string_view kGgmlNames[] = {
     "Q2_K",    "Q3_K",   "Q4_K",    "Q5_K",  "Q6_K",   "Q8_K",  "IQ2_XXS", "IQ2_XS",  "IQ3_XXS",  "IQ1_S",
     "IQ4_NL",  "IQ3_S",  "IQ2_S",   "IQ4_XS", "I8",    "I16",   "I32",    "I64",     "F64",      "IQ1_M",
     "BF16",    "Q4_0_4_4", "Q4_0_4_8", "Q4_0_8_8", "TQ1_0", "TQ2_0", "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8", "MXFP4"};
+
+}  // namespace
+
+uint32_t ggml_type_id(DType t) {
+  for (const GgmlType& g : kGgmlTypes)
+    if (g.dtype == t) return g.id;
+  throw std::invalid_argument("GGUF has no type for " + std::string(dtype_name(t)));
+}
+
+namespace {
 
 DType dtype_from_ggml(uint32_t type, const fs::path& path, const std::string& where) {
   for (const GgmlType& g : kGgmlTypes)

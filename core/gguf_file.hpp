@@ -22,6 +22,9 @@ struct GgufTensor {
   uint64_t nbytes;
 };
 
+// ggml's number for a dtype (F32 0, F16 1, ..., BF16 30): what GGUF stores as a tensor's type.
+uint32_t ggml_type_id(DType t);
+
 class GgufFile {
  public:
   // Validates magic, version (2 or 3), counts against the file size, every key/value and

@@ -4,6 +4,8 @@
 // bit-identical to llama.cpp's and to the python gguf package's.
 #include "core/quant.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -123,6 +125,21 @@ void dequantize(DType t, const std::byte* src, uint64_t nbytes, float* dst, uint
     case DType::Q4_K: return dequantize_q4_k(src, dst, blocks);
     case DType::Q6_K: return dequantize_q6_k(src, dst, blocks);
     default: return convert(t, src, DType::F32, dst, size_t(elements));
+  }
+}
+
+void quantize_q8_0(const float* src, uint64_t elements, std::byte* dst) {
+  if (elements % 32 != 0) throw std::logic_error("quantize_q8_0: " + std::to_string(elements) + " values are not whole blocks");
+  for (uint64_t b = 0; b < elements / 32; ++b, src += 32, dst += 34) {
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(src[i]));
+    const float d = amax / 127, id = d != 0 ? 1 / d : 0;
+    const uint16_t h = f32_to_f16(d);
+    std::memcpy(dst, &h, sizeof h);
+    for (int i = 0; i < 32; ++i) {
+      const float q = std::round(src[i] * id);  // within [-127, 127] unless a value is not finite
+      dst[2 + i] = std::byte(uint8_t(int8_t(std::isfinite(q) ? q : 0)));
+    }
   }
 }
 

@@ -66,13 +66,24 @@ constexpr Row kTable[] = {
     {Role::ExpertGate, Scheme::GGUF, "blk.{L}.ffn_gate.{E}.weight"},  // old per-expert layout
     {Role::ExpertUp, Scheme::GGUF, "blk.{L}.ffn_up.{E}.weight"},
     {Role::ExpertDown, Scheme::GGUF, "blk.{L}.ffn_down.{E}.weight"},
+    {Role::ExpertGate, Scheme::GGUF, "blk.{L}.ffn_gate_exps.weight"},  // today's: the experts stacked
+    {Role::ExpertUp, Scheme::GGUF, "blk.{L}.ffn_up_exps.weight"},
+    {Role::ExpertDown, Scheme::GGUF, "blk.{L}.ffn_down_exps.weight"},
+    {Role::SharedGate, Scheme::GGUF, "blk.{L}.ffn_gate_shexp.weight"},
+    {Role::SharedUp, Scheme::GGUF, "blk.{L}.ffn_up_shexp.weight"},
+    {Role::SharedDown, Scheme::GGUF, "blk.{L}.ffn_down_shexp.weight"},
+    {Role::SharedRouter, Scheme::GGUF, "blk.{L}.ffn_gate_inp_shexp.weight"},
     {Role::FinalNorm, Scheme::GGUF, "output_norm.weight"},
     {Role::LmHead, Scheme::GGUF, "output.weight"},
 };
 
-const Row* find_row(Role role, Scheme scheme) {
+bool names_one_expert(const Row& r) { return r.pattern.find("{E}") != std::string_view::npos; }
+
+// A row of an expert's role without {E} names the experts of a layer stacked (GGUF's ffn_*_exps).
+const Row* find_row(Role role, Scheme scheme, bool stacked = false) {
   for (const Row& r : kTable)
-    if (r.role == role && r.scheme == scheme) return &r;
+    if (r.role == role && r.scheme == scheme && (role_info(role).scope != Scope::Expert || names_one_expert(r) != stacked))
+      return &r;
   if (scheme == Scheme::HFFused || scheme == Scheme::Qwen2Moe) {
     // Fused and Qwen2-MoE checkpoints have no per-expert w1/w3/w2 names of Mixtral's.
     const bool mixtral_only = role_info(role).scope == Scope::Expert || role == Role::Router;
@@ -80,6 +91,8 @@ const Row* find_row(Role role, Scheme scheme) {
   }
   return nullptr;
 }
+
+bool stacked(const TensorId& id) { return role_info(id.role).scope == Scope::Expert && id.expert == kAllExperts; }
 
 // Matches name against pattern; fills layer/expert. Numbers are plain decimals below 1e6.
 bool match(std::string_view pattern, std::string_view name, int& layer, int& expert) {
@@ -120,14 +133,14 @@ std::string fill(std::string_view pattern, const TensorId& id) {
 bool has_name(Role role, Scheme scheme) { return find_row(role, scheme) != nullptr; }
 
 std::string tensor_name(const TensorId& id, Scheme scheme) {
-  const Row* r = find_row(id.role, scheme);
+  const Row* r = find_row(id.role, scheme, stacked(id));
   if (!r) throw std::invalid_argument("tensor_name: this scheme has no name for the role");
   return fill(r->pattern, id);
 }
 
 std::optional<TensorId> parse_tensor_name(std::string_view name, Scheme scheme) {
   for (const Row& r : kTable) {
-    if (find_row(r.role, scheme) != &r) continue;  // the row this scheme uses for the role
+    if (find_row(r.role, scheme, !names_one_expert(r)) != &r) continue;  // the row this scheme uses for the role
     int layer = -1, expert = -1;
     if (match(r.pattern, name, layer, expert)) return TensorId{r.role, layer, expert};
   }

@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "core/error.hpp"
 #include "core/output_file.hpp"
 #include "core/quant.hpp"
 
@@ -72,7 +73,9 @@ void write_converted(const Tensor& t, DType dtype, const ChunkSink& sink, uint64
 }
 
 void write_checkpoint(const Checkpoint& in, const std::filesystem::path& out, const WriteOptions& opts) {
+  require(opts.dtype != DType::Q8_0 || out.extension() == ".gguf", out, "q8_0 is written to GGUF files only");
   if (out.extension() == ".h5") write_h5(in, out, opts);
+  else if (out.extension() == ".gguf") write_gguf(in, out, opts);
   else write_hf_folder(in, out, opts);
 }
 

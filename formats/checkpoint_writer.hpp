@@ -12,14 +12,16 @@
 namespace upcycle {
 
 struct WriteOptions {
-  std::optional<DType> dtype;              // f32, bf16 or f16 for every tensor; nullopt keeps each
+  std::optional<DType> dtype;              // f32, bf16 or f16 for every tensor (GGUF also q8_0, for its
+                                           // matrices); nullopt keeps each
   uint64_t shard_bytes = 5'000'000'000;    // Hugging Face folders: largest shard (a tensor larger
                                            // than this gets a shard of its own)
   bool overwrite = false;                  // replace an existing output
   bool progress = true;                    // progress on stderr
 };
 
-// A Hugging Face folder when `out` has no .h5 extension, else HDF5.
+// HDF5 when `out` ends in .h5, GGUF (llama.cpp's layout) when it ends in .gguf, else a Hugging Face
+// folder.
 void write_checkpoint(const Checkpoint& in, const std::filesystem::path& out, const WriteOptions& opts);
 
 // The dtype a tensor is written in: opts.dtype, else its own (quantized types become f32).
@@ -45,5 +47,9 @@ uint64_t page_cut(uint64_t at, uint64_t element_bytes, uint64_t granule = 1);
 // Format writers (formats/hf_folder.cpp, formats/h5_write.cpp).
 void write_hf_folder(const Checkpoint& in, const std::filesystem::path& out, const WriteOptions& opts);
 void write_h5(const Checkpoint& in, const std::filesystem::path& out, const WriteOptions& opts);
+// llama.cpp's tensor names, layouts and keys, with the tokenizer's vocabulary (formats/gguf_write.cpp):
+// llama, mistral and mixtral as its llama architecture, qwen2, qwen2_moe as qwen2moe. InputError
+// naming the checkpoint for a model type or tensor it has no GGUF layout for.
+void write_gguf(const Checkpoint& in, const std::filesystem::path& out, const WriteOptions& opts);
 
 }  // namespace upcycle

@@ -3,6 +3,9 @@
 #
 #   scripts/deps.sh            system packages (apt-get) and the Python modules of the interop tests
 #   scripts/deps.sh --fuzz     also clang and libFuzzer, for the fuzz targets (README: Fuzzing)
+#   scripts/deps.sh --interop  also the real clients the widest interop tests load our files in:
+#                              torch, transformers, peft and llama-cpp-python (pip builds
+#                              llama.cpp from source: minutes)
 #
 # System packages come from apt-get, as root (through sudo when not root and sudo exists); the
 # Python modules (numpy, safetensors, h5py, gguf, tokenizers, tensorboard) from pip. A second run checks and exits
@@ -14,10 +17,11 @@ log() { printf 'deps: %s\n' "$*" >&2; }
 warn() { printf 'deps: warning: %s\n' "$*" >&2; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
 
-want_fuzz=0
+want_fuzz=0 want_interop=0
 for arg in "$@"; do
   case "$arg" in
     --fuzz) want_fuzz=1 ;;
+    --interop) want_interop=1 ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) die "unknown argument '$arg' (see --help)" ;;
   esac
@@ -76,10 +80,14 @@ if ! command -v python3 >/dev/null 2>&1; then
   warn "no python3: the interop tests will skip"
   exit 0
 fi
+# import name, or import name:pip name where they differ
 modules=(numpy safetensors h5py gguf tokenizers tensorboard)
+if [[ $want_interop == 1 ]]; then
+  modules+=(torch transformers peft sentencepiece llama_cpp:llama-cpp-python)
+fi
 missing_py=()
 for m in "${modules[@]}"; do
-  python3 -c "import $m" >/dev/null 2>&1 || missing_py+=("$m")
+  python3 -c "import ${m%%:*}" >/dev/null 2>&1 || missing_py+=("${m#*:}")
 done
 if ((${#missing_py[@]} == 0)); then
   log "python modules: ${modules[*]} present ($(command -v python3))"
@@ -110,7 +118,7 @@ else
   warn "pip said: $(printf '%s\n' "$pip_log" | grep -v '^\s*$' | tail -n 1)"
   exit 0
 fi
-for m in "${missing_py[@]}"; do
-  python3 -c "import $m" >/dev/null 2>&1 || warn "module '$m' still does not import after pip install"
+for m in "${modules[@]}"; do
+  python3 -c "import ${m%%:*}" >/dev/null 2>&1 || warn "module '${m%%:*}' still does not import after pip install"
 done
 log "python modules: done"

@@ -137,6 +137,15 @@ std::unique_ptr<Tokenizer> make_bpe(Vocab vocab, const Merges& merges, BpeOption
 // SentencePiece's BPE on a GGUF vocabulary: merges by score, byte fallback, "▁" for spaces.
 std::unique_ptr<Tokenizer> make_spm(Vocab vocab, std::vector<float> scores, bool add_space_prefix);
 
+// A tokenizer.json's byte-level BPE as read, before it becomes a Tokenizer (the GGUF writer takes
+// its parts as they are).
+struct TokenizerJson {
+  Vocab vocab;
+  Merges merges;
+  BpeOptions options;
+};
+TokenizerJson read_tokenizer_json(const std::filesystem::path& path);
+
 std::unique_ptr<Tokenizer> open_gguf_tokenizer(const std::filesystem::path& path);
 std::unique_ptr<Tokenizer> open_tokenizer_json(const std::filesystem::path& path);
 std::unique_ptr<Tokenizer> open_sentencepiece(const std::filesystem::path& path);

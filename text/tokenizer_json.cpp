@@ -219,22 +219,29 @@ void read_special_ids(Vocab& vocab) {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> open_tokenizer_json(const std::filesystem::path& path) {
+TokenizerJson read_tokenizer_json(const std::filesystem::path& path) {
   json root = read_json_file(path);
   Doc doc(path);
   require(root.is_object(), path, "must be a JSON object (a Hugging Face tokenizer.json)");
   try {
     check_model(doc, doc.member(root, "model", ""));
-    BpeOptions options = read_pre_tokenizer(doc, root);
-    options.nfc = read_normalizer(doc, root);
-    options.ignore_merges = doc.flag(root["model"], "ignore_merges", false, "model");
-    Vocab vocab = read_vocab(doc, root);
-    vocab.unk = unk_token(doc, root["model"], vocab);
-    read_special_ids(vocab);
-    return make_bpe(std::move(vocab), read_merges(doc, root), options);
+    TokenizerJson t;
+    t.options = read_pre_tokenizer(doc, root);
+    t.options.nfc = read_normalizer(doc, root);
+    t.options.ignore_merges = doc.flag(root["model"], "ignore_merges", false, "model");
+    t.vocab = read_vocab(doc, root);
+    t.vocab.unk = unk_token(doc, root["model"], t.vocab);
+    read_special_ids(t.vocab);
+    t.merges = read_merges(doc, root);
+    return t;
   } catch (const json::exception& e) {  // a type this code did not check first
     throw InputError(path, std::string("unexpected JSON: ") + e.what());
   }
+}
+
+std::unique_ptr<Tokenizer> open_tokenizer_json(const std::filesystem::path& path) {
+  TokenizerJson t = read_tokenizer_json(path);
+  return make_bpe(std::move(t.vocab), t.merges, t.options);
 }
 
 }  // namespace upcycle::tok

@@ -86,9 +86,10 @@ int cmd_generate(const Args& args) {
   spec.summary =
       "Generates text with a dense or MoE model (on the CPU in f32 or --precision bf16, its bf16,\n"
       "f16 and Q8_0 matrices read as stored; bf16 on the GPU; keys and values cached), greedy by\n"
-      "default or sampled with --temperature and --top-p, and prints it as it comes. --prompt continues plain text; --chat asks as a user turn through the model's chat\n"
-      "template (or --template) and stops at the end of the reply. Speed goes to the log: prefill\n"
-      "and decoding tokens/s. --json prints one object instead: text, tokens, prompt_tokens,\n"
+      "default or sampled with --temperature and --top-p, and prints it as it comes. --prompt\n"
+      "continues plain text; --chat asks as a user turn through the model's chat template (or\n"
+      "--template) and stops at the end of the reply. Speed goes to the log: prefill and decoding\n"
+      "tokens/s. --json prints one object instead: text, tokens, ids (the new tokens'), prompt_tokens,\n"
       "stopped, prefill_tokens_per_s, decode_tokens_per_s.";
   spec.options.add_options()
       ("model", cli::po::value<std::string>()->required(), "checkpoint (folder, .h5 or .gguf)")
@@ -138,6 +139,7 @@ int cmd_generate(const Args& args) {
   if (json) {
     const nlohmann::ordered_json j = {{"text", prompt.tokenizer().decode(r.ids)},
                                       {"tokens", r.ids.size()},
+                                      {"ids", r.ids},
                                       {"prompt_tokens", r.prompt_tokens},
                                       {"stopped", r.stopped},
                                       {"prefill_tokens_per_s", prefill_rate},

@@ -257,7 +257,11 @@ TEST_CASE("name table: every name parses back to its role and the indices of its
       const TensorId id{info.role, info.scope == Scope::Model ? -1 : 3, info.scope == Scope::Expert ? 11 : -1};
       CHECK(parse_tensor_name(name, s) == std::optional(id));
       if (info.scope != Scope::Model) CHECK_THROWS_AS(tensor_name({info.role, -1, 11}, s), std::invalid_argument);
-      if (info.scope == Scope::Expert) CHECK_THROWS_AS(tensor_name({info.role, 3, -1}, s), std::invalid_argument);
+      if (info.scope == Scope::Expert && s != Scheme::GGUF)
+        CHECK_THROWS_AS(tensor_name({info.role, 3, kAllExperts}, s), std::invalid_argument);
+      if (info.scope == Scope::Expert && s == Scheme::GGUF)  // GGUF alone names the experts stacked
+        CHECK(parse_tensor_name(tensor_name({info.role, 3, kAllExperts}, s), s) ==
+              std::optional(TensorId{info.role, 3, kAllExperts}));
     }
   }
   CHECK(tensor_name({Role::ExpertGate, 2, 5}, Scheme::HF) == "model.layers.2.block_sparse_moe.experts.5.w1.weight");

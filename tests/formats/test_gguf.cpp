@@ -615,7 +615,7 @@ TEST_CASE("gguf config: Hugging Face fields from llama.cpp keys") {
   }
 }
 
-TEST_CASE("gguf checkpoint: tensors without a Hugging Face name are rejected by name") {
+TEST_CASE("gguf checkpoint: tensors without a Hugging Face name, or experts in a dense model, are rejected by name") {
   ScratchDir dir;
   auto model = random_checkpoint(tiny_config("llama"), 91);
   write_gguf_model(*model, dir / "m.gguf");
@@ -625,14 +625,22 @@ TEST_CASE("gguf checkpoint: tensors without a Hugging Face name are rejected by 
     if (value.is_number_unsigned()) w.set(key, gguf_u32(value.get<uint32_t>()));
     else if (value.is_string()) w.set(key, gguf_string(value.get<std::string>()));
   w.set("tokenizer.ggml.tokens", gguf_strings(std::vector<std::string>(40, "t")));
-  w.add_tensor(f32_tensor("blk.0.ffn_gate_exps.weight", {4, 24, 16}));
+  GgufWriter experts = w;
+  w.add_tensor(f32_tensor("blk.0.ffn_gate_mixed.weight", {4, 24, 16}));
   w.write(dir / "bad.gguf");
-  try {
-    open_gguf(dir / "bad.gguf");
-    FAIL("accepted an unknown tensor");
-  } catch (const InputError& e) {
-    CHECK(std::string(e.what()).find("tensor 'blk.0.ffn_gate_exps.weight': not a tensor of the llama") !=
-          std::string::npos);
+  experts.add_tensor(f32_tensor("blk.0.ffn_gate_exps.weight", {4, 24, 16}));  // stacked experts, no expert_count
+  experts.write(dir / "experts.gguf");
+  const std::pair<const char*, const char*> cases[] = {
+      {"bad.gguf", "tensor 'blk.0.ffn_gate_mixed.weight': not a tensor of the llama"},
+      {"experts.gguf", "tensor 'blk.0.ffn_gate_exps.weight': holds experts, but the file has no expert_count"}};
+  for (const auto& [file, message] : cases) {
+    CAPTURE(file);
+    try {
+      open_gguf(dir / file);
+      FAIL("accepted a tensor the model cannot have");
+    } catch (const InputError& e) {
+      CHECK(std::string(e.what()).find(message) != std::string::npos);
+    }
   }
 }
 

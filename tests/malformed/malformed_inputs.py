@@ -381,12 +381,13 @@ def full_disk_cases(c):
             ("init to a folder", lambda out: ["init", "--preset", "demo", "--out", out]),
             ("export to HDF5", lambda out: ["export", c.model, out]),
             ("export to a folder", lambda out: ["export", c.model, out]),
+            ("export to GGUF", lambda out: ["export", c.model, out]),
             ("convert to HDF5", lambda out: ["convert", "--checkpoints", c.model, "--method", "sparse", "--experts", "2",
                                               "--out", out]),
             ("convert to a folder", lambda out: ["convert", "--checkpoints", c.model, "--method", "sparse",
                                                  "--experts", "2", "--out", out]),
         ]:
-            out = c.fresh("full", ".h5" if "HDF5" in name else "")
+            out = c.fresh("full", ".h5" if "HDF5" in name else ".gguf" if "GGUF" in name else "")
             c.add(f"full disk at {limit} bytes: {name}", make(out), BAD_INPUT, out, [out], file_limit=limit)
 
 
@@ -398,6 +399,10 @@ def option_cases(c):
                     "generate", "demo", "sweep"]:
         c.add(f"options: {command} --bogus", [command, "--bogus", "1"], USAGE, "bogus")
     c.add("options: data synth --bogus", ["data", "synth", "--bogus"], USAGE, "bogus")
+    gguf_out, folder_out = c.fresh("q4", ".gguf"), c.fresh("q8", "")
+    c.add("options: export to GGUF in a dtype it has no writer for", ["export", m, gguf_out, "--dtype", "q4_k"], USAGE,
+          "q8_0", [gguf_out])
+    c.add("options: export q8_0 to a folder", ["export", m, folder_out, "--dtype", "q8_0"], USAGE, "GGUF", [folder_out])
     tune = ["tune", "--model", m, "--data", d, "--out", "never"]
     for flag, value in [("--steps", "-1"), ("--lr", "-1"), ("--lr", "x"), ("--batch-tokens", "0"), ("--grad-accum", "0"),
                         ("--seq-len", "1"), ("--seq-len", "99999"), ("--val-fraction", "2"), ("--beta1", "1"),

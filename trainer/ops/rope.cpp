@@ -1,25 +1,12 @@
 #include "trainer/ops/rope.hpp"
 
 #include <cmath>
-#include <numbers>
 
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::ops {
 
 namespace {
-
-// transformers' llama3 rule for one frequency (computed in double here, in fp32 there).
-double llama3_inv_freq(double f, const RopeScaling& s) {
-  const double wavelen = 2 * std::numbers::pi / f;
-  const double high_freq_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
-  const double low_freq_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
-  if (wavelen < high_freq_wavelen) return f;
-  if (wavelen > low_freq_wavelen) return f / s.factor;
-  const double smooth =
-      (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-  return (1 - smooth) * f / s.factor + smooth * f;
-}
 
 void check_positions(const int32_t* pos, int64_t N, int64_t max_positions) {
   for (int64_t n = 0; n < N; ++n)
@@ -28,29 +15,6 @@ void check_positions(const int32_t* pos, int64_t N, int64_t max_positions) {
 }
 
 }  // namespace
-
-std::vector<float> rope_inv_freq(int64_t head_dim, double theta, const RopeScaling& scaling) {
-  require_arg(head_dim > 0 && head_dim % 2 == 0, "rope", "head_dim must be even");
-  std::vector<float> inv_freq(size_t(head_dim / 2));
-  for (int64_t i = 0; i < head_dim / 2; ++i) {
-    // theta ** (arange(0, D, 2).float() / D), each step in fp32 as torch does it.
-    const float exponent = float(2 * i) / float(head_dim);
-    const float base_pow = float(std::pow(double(float(theta)), double(exponent)));
-    const float f = 1.0f / base_pow;
-    switch (scaling.type) {
-      case RopeScaling::Type::Default:
-        inv_freq[size_t(i)] = f;
-        break;
-      case RopeScaling::Type::Linear:
-        inv_freq[size_t(i)] = f / float(scaling.factor);
-        break;
-      case RopeScaling::Type::Llama3:
-        inv_freq[size_t(i)] = float(llama3_inv_freq(f, scaling));
-        break;
-    }
-  }
-  return inv_freq;
-}
 
 template <class T>
 RopeTable<T>::RopeTable(int64_t head_dim_, int64_t max_positions_, double theta, const RopeScaling& scaling)

@@ -9,12 +9,7 @@
 namespace upcycle::ops {
 
 using RopeScaling = upcycle::RopeScaling;  // config.json's rope_scaling (core/config.hpp)
-
-// inv_freq[D/2]: theta^(-2i/D); linear divides every one by `factor`; llama3 keeps the short
-// wavelengths (< original/high_freq_factor), divides the long ones (> original/low_freq_factor)
-// by `factor` and blends linearly in wavelength-frequency between the two, as transformers'
-// _compute_llama3_parameters. Rounded to fp32, as transformers holds them.
-std::vector<float> rope_inv_freq(int64_t head_dim, double theta, const RopeScaling& scaling);
+using upcycle::rope_inv_freq;
 
 // cos and sin of every (position, frequency) angle, angle[p,i] = p · inv_freq[i] rounded to fp32
 // the way transformers (and the models' own training code) compute it, so long positions turn
