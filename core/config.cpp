@@ -65,7 +65,7 @@ void check_range(int64_t value, int64_t lo, int64_t hi, const char* name, const 
 }
 
 bool known_type(const std::string& t) {
-  return t == "llama" || t == "mistral" || t == "qwen2" || t == "mixtral" || t == "qwen2_moe";
+  return t == "llama" || t == "mistral" || t == "qwen2" || t == "qwen3" || t == "mixtral" || t == "qwen2_moe";
 }
 
 }  // namespace
@@ -78,7 +78,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::filesystem::path& s
   c.raw = j;
   c.model_type = mt->get<std::string>();
   require(known_type(c.model_type), src,
-          "model_type '" + c.model_type + "' is not supported (llama, mistral, qwen2, mixtral, qwen2_moe)");
+          "model_type '" + c.model_type + "' is not supported (llama, mistral, qwen2, qwen3, mixtral, qwen2_moe)");
 
   c.vocab_size = get_int(j, "vocab_size", std::nullopt, src);
   c.hidden_size = get_int(j, "hidden_size", std::nullopt, src);
@@ -104,8 +104,9 @@ ModelConfig ModelConfig::from_json(const json& j, const std::filesystem::path& s
             "field 'hidden_act' = '" + name + "' is not supported (silu; the FFNs compute SwiGLU)");
   }
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", false, src);
-  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen2_moe";
-  c.attention_bias = qwen || get_bool(j, "attention_bias", false, src);
+  const bool qwen2 = c.model_type == "qwen2" || c.model_type == "qwen2_moe";
+  const bool qwen = qwen2 || c.model_type == "qwen3";  // the same sliding-window fields
+  c.attention_bias = qwen2 || get_bool(j, "attention_bias", false, src);
   require(!get_bool(j, "mlp_bias", false, src), src, "field 'mlp_bias' = true is not supported");
 
   // Sliding window: mistral uses it whenever set; qwen2 only with use_sliding_window.

@@ -36,7 +36,7 @@ double llama3_smooth(double f, const RopeScaling& s);
 std::vector<float> rope_inv_freq(int64_t head_dim, double theta, const RopeScaling& scaling);
 
 struct ModelConfig {
-  std::string model_type;  // llama, mistral, qwen2, mixtral; qwen2_moe on read
+  std::string model_type;  // llama, mistral, qwen2, qwen3, mixtral; qwen2_moe on read
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;  // dense FFN width; each expert's width for mixtral
@@ -70,6 +70,8 @@ struct ModelConfig {
   void validate(const std::filesystem::path& source) const;
 
   bool is_moe() const { return num_local_experts > 0; }
+  // Qwen3's RMSNorm of each head's q and k (weights q_norm, k_norm [head_dim]) before rope.
+  bool qk_norm() const { return model_type == "qwen3"; }
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
   // Width of one routed expert's FFN.

@@ -23,6 +23,7 @@ int64_t dim_size(Dim dim, const ModelConfig& c) {
     case Dim::ExpertFfn: return c.expert_intermediate_size();
     case Dim::TwoExpertFfn: return 2 * c.expert_intermediate_size();
     case Dim::SharedFfn: return c.shared_expert_intermediate_size;
+    case Dim::HeadDim: return c.head_dim;
   }
   throw std::logic_error("dim_size: Dim::None has no size");
 }
@@ -77,6 +78,8 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, std::optional
     for (Role r : {Role::AttnNorm, Role::Q, Role::K, Role::V, Role::O}) add(r, l);
     if (c.attention_bias)
       for (Role r : {Role::QBias, Role::KBias, Role::VBias}) add(r, l);
+    if (c.qk_norm())
+      for (Role r : {Role::QNorm, Role::KNorm}) add(r, l);
     add(Role::FfnNorm, l);
     if (!c.is_moe()) {
       for (Role r : {Role::Gate, Role::Up, Role::Down}) add(r, l);

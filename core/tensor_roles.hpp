@@ -14,6 +14,7 @@ enum class Role {
   AttnNorm,
   Q, K, V, O,
   QBias, KBias, VBias,  // qwen2
+  QNorm, KNorm,         // qwen3: RMSNorm of each head's q and k, before rope
   FfnNorm,              // post_attention_layernorm
   Gate, Up, Down,       // dense FFN
   Router,
@@ -36,8 +37,9 @@ enum class Part { Embeddings, Attention, Norms, Router, Experts, Count };
 enum class TensorKind { Weight, Norm, Bias };
 
 // The sizes a shape is made of, from the config: vocab V, hidden H, nH*D, nKV*D, the dense FFN's
-// I, experts E, an expert's I, twice that (w1 rows then w3 rows), qwen2_moe's shared expert's I.
-enum class Dim { None, One, Vocab, Hidden, QDim, KvDim, Ffn, Experts, ExpertFfn, TwoExpertFfn, SharedFfn };
+// I, experts E, an expert's I, twice that (w1 rows then w3 rows), qwen2_moe's shared expert's I, a
+// head's width D.
+enum class Dim { None, One, Vocab, Hidden, QDim, KvDim, Ffn, Experts, ExpertFfn, TwoExpertFfn, SharedFfn, HeadDim };
 
 struct RoleInfo {
   Role role;
@@ -62,6 +64,8 @@ inline constexpr RoleInfo kRoleInfos[] = {
     {Role::QBias, Scope::Layer, Part::Attention, TensorKind::Bias, Role::QBias, {Dim::QDim}},
     {Role::KBias, Scope::Layer, Part::Attention, TensorKind::Bias, Role::KBias, {Dim::KvDim}},
     {Role::VBias, Scope::Layer, Part::Attention, TensorKind::Bias, Role::VBias, {Dim::KvDim}},
+    {Role::QNorm, Scope::Layer, Part::Norms, TensorKind::Norm, Role::QNorm, {Dim::HeadDim}},
+    {Role::KNorm, Scope::Layer, Part::Norms, TensorKind::Norm, Role::KNorm, {Dim::HeadDim}},
     {Role::FfnNorm, Scope::Layer, Part::Norms, TensorKind::Norm, Role::FfnNorm, {Dim::Hidden}},
     {Role::Gate, Scope::Layer, Part::Experts, TensorKind::Weight, Role::Gate, {Dim::Ffn, Dim::Hidden}},
     {Role::Up, Scope::Layer, Part::Experts, TensorKind::Weight, Role::Up, {Dim::Ffn, Dim::Hidden}},

@@ -35,6 +35,7 @@ constexpr Arch kArchs[] = {
     {"mistral", "mistral", "MistralForCausalLM", true},
     {"qwen2", "qwen2", "Qwen2ForCausalLM", false},
     {"qwen2moe", "qwen2_moe", "Qwen2MoeForCausalLM", false},
+    {"qwen3", "qwen3", "Qwen3ForCausalLM", false},
 };
 
 const Arch& arch_of(const GgufFile& f) {
@@ -43,7 +44,7 @@ const Arch& arch_of(const GgufFile& f) {
   for (const Arch& a : kArchs)
     if (a.gguf == name) return a;
   throw InputError(f.path(), "key 'general.architecture'",
-                   "'" + name + "' is not supported (llama, mistral, qwen2, qwen2moe)");
+                   "'" + name + "' is not supported (llama, mistral, qwen2, qwen2moe, qwen3)");
 }
 
 // Typed metadata lookups; a key of the wrong type is an error naming it.
@@ -348,7 +349,7 @@ std::unique_ptr<Checkpoint> open_gguf(const fs::path& path) {
     const std::string where = "tensor '" + t.name + "'";
     auto id = parse_tensor_name(t.name, Scheme::GGUF);
     require(id.has_value(), path, where,
-            "not a tensor of the llama, mistral, qwen2 or qwen2moe layout that this reader maps to Hugging Face names");
+            "not a tensor of the llama, mistral, qwen2, qwen2moe or qwen3 layout that this reader maps to Hugging Face names");
     const int64_t heads = interleaved_heads(id->role, config, rope_interleaved);
     require(heads == 0 || t.shape[0] % (2 * heads) == 0, path, where,
             "shape " + shape_string(t.shape) + " does not split into " + std::to_string(heads) +

@@ -39,6 +39,7 @@ constexpr Target kTargets[] = {
     {"mistral", "llama", true},  // as llama.cpp's converter writes it: no sliding window there
     {"mixtral", "llama", true},  // llama with expert_count
     {"qwen2", "qwen2", false},
+    {"qwen3", "qwen3", false},
     {"qwen2_moe", "qwen2moe", false},
 };
 
@@ -46,7 +47,7 @@ const Target& target_of(const Checkpoint& in) {
   for (const Target& t : kTargets)
     if (t.model_type == in.config().model_type) return t;
   throw InputError(in.path(), "model_type '" + in.config().model_type +
-                                  "' has no GGUF layout here (llama, mistral, mixtral, qwen2, qwen2_moe)");
+                                  "' has no GGUF layout here (llama, mistral, mixtral, qwen2, qwen3, qwen2_moe)");
 }
 
 // llama.cpp's general.file_type for a model whose matrices are in `dtype`.

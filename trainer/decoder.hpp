@@ -60,6 +60,8 @@ class BasicDecoder final : public TokenDecoder {
   Vec<int32_t> positions_;                          // [n]
   Vec<Act> x_, normed_, q_, attn_, out_;            // [n,H], [n,H], [n,nH·D], [n,nH·D], [n,H]
   Vec<Stat> rstd_;                                  // [n]
+  Vec<Act> raw_;                                    // qwen3: q or k before its per-head norm
+  Vec<Stat> head_rstd_;                             // qwen3: that norm's 1/rms [n·nH]
   Vec<Act> gate_, up_, act_;                        // dense: [n,I]
   Vec<Stat> router_logits_, probs_, weights_;       // MoE: [n,E], [n,E], [n,k]
   Vec<int32_t> idx_;                                // MoE: [n,k]

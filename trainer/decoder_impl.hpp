@@ -84,9 +84,18 @@ void BasicDecoder<B>::attention_block(size_t layer, int64_t n) {
   q_.resize(size_t(n * c.q_dim()));
   Act* k = k_cache_[layer].data() + length_ * c.kv_dim();  // the new rows [n,nKV·D]
   Act* v = v_cache_[layer].data() + length_ * c.kv_dim();
-  B::linear_forward(q_.data(), normed_.data(), w.q, or_null(w.q_bias), n, H, c.q_dim());
-  B::linear_forward(k, normed_.data(), w.k, or_null(w.k_bias), n, H, c.kv_dim());
   B::linear_forward(v, normed_.data(), w.v, or_null(w.v_bias), n, H, c.kv_dim());
+  if (c.qk_norm()) {  // Qwen3: each head's q and k normalised, from raw_
+    raw_.resize(size_t(n * c.q_dim()));
+    head_rstd_.resize(size_t(n * nH));
+    B::linear_forward(raw_.data(), normed_.data(), w.q, or_null(w.q_bias), n, H, c.q_dim());
+    B::rmsnorm_forward(q_.data(), head_rstd_.data(), raw_.data(), w.q_norm.data(), n * nH, c.head_dim, c.rms_norm_eps);
+    B::linear_forward(raw_.data(), normed_.data(), w.k, or_null(w.k_bias), n, H, c.kv_dim());
+    B::rmsnorm_forward(k, head_rstd_.data(), raw_.data(), w.k_norm.data(), n * nKV, c.head_dim, c.rms_norm_eps);
+  } else {
+    B::linear_forward(q_.data(), normed_.data(), w.q, or_null(w.q_bias), n, H, c.q_dim());
+    B::linear_forward(k, normed_.data(), w.k, or_null(w.k_bias), n, H, c.kv_dim());
+  }
   B::rope_forward(q_.data(), q_.data(), positions_.data(), model_.rope(), n, nH);
   B::rope_forward(k, k, positions_.data(), model_.rope(), n, nKV);
   ops::AttentionShape shape;

@@ -29,6 +29,8 @@ struct LayerActivations {
   A attn_in;               // [N, H]     rmsnorm(x)
   S attn_rstd;             // [N]        its 1/rms
   A q, k, v;               // [N, nH·D], [N, nKV·D], [N, nKV·D]  q and k after rope
+  A q_raw, k_raw;          // qwen3: q and k before their per-head norms
+  S q_rstd, k_rstd;        // qwen3: those norms' 1/rms [N·nH], [N·nKV]
   A attn;                  // [N, nH·D]
   S lse;                   // [nH, N]
   A h;                     // [N, H]     x + attn·oᵀ
@@ -191,6 +193,11 @@ class BasicTransformer {
   Vec<Act> linear(const Vec<Act>& in, const Weight& W, const Weight& bias, int64_t N, int64_t I, int64_t O) const;
   // out[N,C] = rmsnorm(in[N,C]) ⊙ weight, rstd[N]
   void rmsnorm(Vec<Act>& out, Vec<Stat>& rstd, const Vec<Act>& in, const Weight& weight, int64_t N) const;
+  // Qwen3's per-head norm of x [rows = N·heads, D] in place: raw keeps x as it was, rstd [rows]
+  // its 1/rms. head_norm_backward: the gradient of raw from that of x.
+  void head_norm(Vec<Act>& x, Vec<Act>& raw, Vec<Stat>& rstd, const Weight& weight, int64_t rows) const;
+  Vec<Act> head_norm_backward(const Vec<Act>& d_x, const Vec<Act>& raw, const Vec<Stat>& rstd, const Weight& weight,
+                              typename B::GradTensor& d_weight, int64_t rows) const;
   // The head and the cross-entropy, chunk by chunk; with d_hidden, also their backward:
   // d_hidden [N, H] receives the gradient of final_out and d_head the head's.
   // The gradient is that of ce_coef · ce_sum / normaliser. With `sequences` (cu_seqlens [S+1]),

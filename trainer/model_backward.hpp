@@ -242,6 +242,16 @@ void BasicTransformer<B>::ffn_backward(const Layer& w, LayerActs& a, const Vec<A
                       a.ffn_rstd.data(), N, H);
 }
 
+template <class B>
+auto BasicTransformer<B>::head_norm_backward(const Vec<Act>& d_x, const Vec<Act>& raw, const Vec<Stat>& rstd,
+                                             const Weight& weight, typename B::GradTensor& d_weight,
+                                             int64_t rows) const -> Vec<Act> {
+  Vec<Act> d_raw = B::template zeros<Act>(raw.size());
+  B::rmsnorm_backward(d_raw.data(), or_null(d_weight), d_x.data(), raw.data(), weight.data(), rstd.data(), rows,
+                      config_.head_dim);
+  return d_raw;
+}
+
 // d_out [N,H] is the gradient of the attention block's output; adds the gradient of its input
 // x into d_x.
 template <class B>
@@ -260,6 +270,10 @@ void BasicTransformer<B>::attention_backward(const Layer& w, const LayerActs& a,
   Vec<Act> d_q0 = B::template zeros<Act>(d_q.size()), d_k0 = B::template zeros<Act>(d_k.size());
   B::rope_backward(d_q0.data(), d_q.data(), acts.positions.data(), rope_, N, c.num_attention_heads);
   B::rope_backward(d_k0.data(), d_k.data(), acts.positions.data(), rope_, N, c.num_key_value_heads);
+  if (c.qk_norm()) {
+    d_q0 = head_norm_backward(d_q0, a.q_raw, a.q_rstd, w.q_norm, g.q_norm, N * c.num_attention_heads);
+    d_k0 = head_norm_backward(d_k0, a.k_raw, a.k_rstd, w.k_norm, g.k_norm, N * c.num_key_value_heads);
+  }
   Vec<Act> d_in = B::template zeros<Act>(size_t(N * H));  // [N,H] gradient of attn_in
   B::linear_backward(d_in.data(), or_null(g.q), or_null(g.q_bias), d_q0.data(), a.attn_in.data(), w.q, N, H,
                      QD);

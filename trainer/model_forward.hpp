@@ -117,6 +117,15 @@ auto BasicTransformer<B>::linear(const Vec<Act>& in, const Weight& W, const Weig
 }
 
 template <class B>
+void BasicTransformer<B>::head_norm(Vec<Act>& x, Vec<Act>& raw, Vec<Stat>& rstd, const Weight& weight,
+                                    int64_t rows) const {
+  raw = std::move(x);
+  x = Vec<Act>(raw.size());
+  rstd = Vec<Stat>(size_t(rows));
+  B::rmsnorm_forward(x.data(), rstd.data(), raw.data(), weight.data(), rows, config_.head_dim, config_.rms_norm_eps);
+}
+
+template <class B>
 void BasicTransformer<B>::rmsnorm(Vec<Act>& out, Vec<Stat>& rstd, const Vec<Act>& in, const Weight& weight,
                                   int64_t N) const {
   const int64_t C = config_.hidden_size;
@@ -145,6 +154,10 @@ void BasicTransformer<B>::attention_block(const Layer& w, LayerActs& a, const Ac
   a.q = linear(a.attn_in, w.q, w.q_bias, N, H, c.q_dim());   // [N,nH·D]
   a.k = linear(a.attn_in, w.k, w.k_bias, N, H, c.kv_dim());  // [N,nKV·D]
   a.v = linear(a.attn_in, w.v, w.v_bias, N, H, c.kv_dim());  // [N,nKV·D]
+  if (c.qk_norm()) {
+    head_norm(a.q, a.q_raw, a.q_rstd, w.q_norm, N * c.num_attention_heads);
+    head_norm(a.k, a.k_raw, a.k_rstd, w.k_norm, N * c.num_key_value_heads);
+  }
   B::rope_forward(a.q.data(), a.q.data(), acts.positions.data(), rope_, N, c.num_attention_heads);
   B::rope_forward(a.k.data(), a.k.data(), acts.positions.data(), rope_, N, c.num_key_value_heads);
   a.attn = Vec<Act>(a.q.size());

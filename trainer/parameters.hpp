@@ -42,6 +42,8 @@ V& tensor_slot(WeightsOf<V>& w, const TensorId& id) {
     case Role::QBias: return l.q_bias;
     case Role::KBias: return l.k_bias;
     case Role::VBias: return l.v_bias;
+    case Role::QNorm: return l.q_norm;
+    case Role::KNorm: return l.k_norm;
     case Role::FfnNorm: return l.ffn_norm;
     case Role::Gate: return l.gate;
     case Role::Up: return l.up;

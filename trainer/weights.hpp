@@ -19,6 +19,7 @@ struct LayerWeightsOf {
   V attn_norm, ffn_norm;     // [H]
   V q, k, v, o;              // [nH·D, H], [nKV·D, H], [nKV·D, H], [H, nH·D]
   V q_bias, k_bias, v_bias;  // [nH·D], [nKV·D], [nKV·D]; empty without attention_bias
+  V q_norm, k_norm;          // [D] each (qwen3); empty for the other families
   V gate, up, down;          // dense FFN: [I, H], [I, H], [H, I]; empty for MoE
   V router;                  // [E, H]; empty for dense
   std::vector<V> expert_gate, expert_up, expert_down;  // E × [I, H], [I, H], [H, I]

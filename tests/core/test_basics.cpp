@@ -302,7 +302,8 @@ TEST_CASE("role table: kind and part agree with the names") {
 // expert's tensor as its counterpart's with the expert's index added; other roles have none.
 TEST_CASE("role table: dense counterparts") {
   std::set<Role> dense, own;
-  for (const auto& e : expected_tensors(test::tiny_config("qwen2"))) dense.insert(e.id.role);
+  for (const char* type : {"qwen2", "qwen3"})  // biases, per-head norms
+    for (const auto& e : expected_tensors(test::tiny_config(type))) dense.insert(e.id.role);
   for (const RoleInfo& info : kRoleInfos)
     if (info.dense == info.role) own.insert(info.role);
   CHECK(dense == own);

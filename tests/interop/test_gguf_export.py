@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`upcycle export MODEL OUT.gguf` checked by the python `gguf` package and by llama.cpp itself.
 
-Models: a llama, a Llama 3 (its rope_scaling), a qwen2 and a qwen2_moe (`upcycle init`, the
+Models: a llama, a Llama 3 (its rope_scaling), a qwen2, a qwen3 and a qwen2_moe (`upcycle init`, the
 byte-level ChatML tokenizer, std 0.5 so that greedy decoding has clear winners) and a Mixtral made
 from three llamas by `upcycle convert` (btx, 3 experts top-2, random routers).
 
@@ -80,6 +80,8 @@ LAYER = {
     "self_attn.q_proj.bias": "attn_q.bias",
     "self_attn.k_proj.bias": "attn_k.bias",
     "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
     "post_attention_layernorm.weight": "ffn_norm.weight",
     "mlp.gate_proj.weight": "ffn_gate.weight",
     "mlp.up_proj.weight": "ffn_up.weight",
@@ -285,6 +287,10 @@ def main():
         qwen_config = os.path.join(tmp, "qwen2.json")
         json.dump(demo, open(qwen_config, "w"))
         qwen = init(tmp, "qwen2", 4, qwen_config)
+        demo.update(model_type="qwen3", architectures=["Qwen3ForCausalLM"], head_dim=48, attention_bias=False)
+        json.dump(demo, open(qwen_config, "w"))
+        qwen3 = init(tmp, "qwen3", 7, qwen_config)
+        demo.pop("head_dim")
         demo.update(model_type="qwen2_moe", architectures=["Qwen2MoeForCausalLM"], num_experts=4,
                     num_experts_per_tok=2, moe_intermediate_size=64, shared_expert_intermediate_size=96,
                     norm_topk_prob=False, tie_word_embeddings=False)
@@ -300,7 +306,8 @@ def main():
         mixtral = os.path.join(tmp, "mixtral")
         run("convert", "--checkpoints", *llamas, "--method", "btx", "--experts", "3", "--top-k", "2",
             "--router", "random", "--seed", "1", "--out", mixtral)
-        models = [(llamas[0], "llama"), (llama3, "llama"), (qwen, "qwen2"), (mixtral, "llama"), (qwen_moe, "qwen2moe")]
+        models = [(llamas[0], "llama"), (llama3, "llama"), (qwen, "qwen2"), (qwen3, "qwen3"), (mixtral, "llama"),
+                  (qwen_moe, "qwen2moe")]
         for folder, arch in models:
             for dtype in ("f32", "f16", "bf16", "q8_0"):
                 path = f"{folder}.{dtype}.gguf"

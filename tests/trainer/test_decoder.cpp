@@ -191,6 +191,12 @@ TEST_CASE("decoder: llama logits appended in pieces equal Model::forward") {
   check_decoder(*random_checkpoint(tiny_config("llama"), 1));
 }
 
+TEST_CASE("decoder: qwen3's per-head q/k norms equal Model::forward") {
+  auto j = tiny_config("qwen3").to_json();
+  j["head_dim"] = 6;
+  check_decoder(*random_checkpoint(ModelConfig::from_json(j, "<qwen3>"), 3));
+}
+
 TEST_CASE("decoder: qwen2 with biases and tied embeddings equals Model::forward") {
   const ModelConfig config = tiny_config("qwen2", true);
   REQUIRE(config.attention_bias);

@@ -56,6 +56,20 @@ struct Reference {
     }
     return out;
   }
+  // Qwen3's norm of each head of D values in every row.
+  std::vector<Vec> head_rmsnorm(const std::vector<Vec>& X, const Vec& w) const {
+    const size_t D = size_t(c.head_dim);
+    std::vector<Vec> out;
+    for (const Vec& x : X) {
+      Vec y;
+      for (size_t h = 0; h < x.size(); h += D) {
+        const Vec normed = rmsnorm({Vec(x.begin() + ptrdiff_t(h), x.begin() + ptrdiff_t(h + D))}, w)[0];
+        y.insert(y.end(), normed.begin(), normed.end());
+      }
+      out.push_back(y);
+    }
+    return out;
+  }
   // Rotate-half with explicit cos and sin of pos·theta^(-2i/D), every head of every row.
   void rope(std::vector<Vec>& X) const {
     const int64_t D = c.head_dim;
@@ -127,6 +141,10 @@ struct Reference {
     const Vec qb = bias ? get(Role::QBias, l) : Vec{}, kb = bias ? get(Role::KBias, l) : Vec{};
     const Vec vb = bias ? get(Role::VBias, l) : Vec{};
     auto q = linear(in, get(Role::Q, l), bias ? &qb : nullptr), k = linear(in, get(Role::K, l), bias ? &kb : nullptr);
+    if (c.qk_norm()) {
+      q = head_rmsnorm(q, get(Role::QNorm, l));
+      k = head_rmsnorm(k, get(Role::KNorm, l));
+    }
     rope(q);
     rope(k);
     add(x, linear(attention(q, k, linear(in, get(Role::V, l), bias ? &vb : nullptr)), get(Role::O, l)));
@@ -193,6 +211,20 @@ TEST_CASE("model: qwen2 with q/k/v biases and tied embeddings equals the referen
   const ModelConfig config = tiny_config("qwen2", true);
   REQUIRE(config.attention_bias);
   check_against_reference(*random_checkpoint(config, 2));
+}
+
+// Qwen3: q and k normalised per head before rope, head_dim 6 apart from hidden / heads = 4.
+ModelConfig qwen3_config() {
+  auto j = tiny_config("qwen3").to_json();
+  j["head_dim"] = 6;
+  return ModelConfig::from_json(j, "<qwen3>");
+}
+
+TEST_CASE("model: qwen3 with per-head q/k norms and its own head_dim equals the reference") {
+  const ModelConfig config = qwen3_config();
+  REQUIRE(config.qk_norm());
+  REQUIRE(config.q_dim() != config.hidden_size);
+  check_against_reference(*random_checkpoint(config, 4));
 }
 
 TEST_CASE("model: mistral with a sliding window of 3 equals the reference") {

@@ -113,6 +113,10 @@ TEST_CASE("model backward: qwen2 with biases and tied embeddings") {
   check_model_gradients(tiny_config("qwen2", true), 22);
 }
 
+TEST_CASE("model backward: qwen3's per-head q/k norms, head_dim apart from hidden / heads") {
+  check_model_gradients(with(tiny_config("qwen3"), {{"head_dim", 6}}), 24);
+}
+
 TEST_CASE("model backward: mistral with a sliding window of 3") {
   check_model_gradients(with(tiny_config("mistral"), {{"sliding_window", 3}}), 23);
 }

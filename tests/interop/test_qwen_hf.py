@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Qwen3 against Hugging Face transformers' own Qwen3ForCausalLM.
+
+A Qwen3-shaped model (`upcycle init` from a config: per-head q/k norms, head_dim 48 apart from
+hidden / heads = 32, tied embeddings, std 0.1 so the layers do something, the norms' weights
+random too through a second export) is loaded by transformers; its logits must equal
+`upcycle forward`'s within 1e-4 relative, and `upcycle generate` greedy tokens must be
+transformers' greedy tokens. Exits 77 (skipped) without torch, transformers and safetensors.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import numpy as np
+    import torch
+    from safetensors.numpy import load_file, save_file
+    from transformers import AutoModelForCausalLM
+except ImportError as e:
+    print(f"skipped: {e}")
+    sys.exit(77)
+
+BINARY = os.environ.get("UPCYCLE_BINARY")
+if not BINARY:
+    sys.exit("UPCYCLE_BINARY is not set (ctest sets it to the built upcycle)")
+
+QWEN3 = {
+    "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 258, "hidden_size": 128,
+    "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "head_dim": 48, "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+    "tie_word_embeddings": True, "attention_bias": False, "use_sliding_window": False, "hidden_act": "silu",
+    "eos_token_id": 257, "torch_dtype": "float32",
+}
+
+
+def run(*args):
+    done = subprocess.run([BINARY, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"FAIL: upcycle {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def randomise_norms(folder, seed):
+    """init sets norms to one; random ones make a wrong norm show."""
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    rng = np.random.default_rng(seed)
+    for name, t in tensors.items():
+        if name.endswith("norm.weight"):
+            tensors[name] = (1 + 0.5 * rng.standard_normal(t.shape)).astype(t.dtype)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def main():
+    tokens = [84, 104, 101, 32, 113, 117, 105, 99, 107, 32, 98, 114, 111, 119, 110]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = os.path.join(tmp, "qwen3.json")
+        json.dump(QWEN3, open(config, "w"))
+        model = os.path.join(tmp, "qwen3")
+        run("init", "--config", config, "--tokenizer", "bytes", "--std", "0.1", "--seed", "3", "--out", model, "-q")
+        randomise_norms(model, 3)
+        out = os.path.join(tmp, "logits.bin")
+        run("forward", "--model", model, "--tokens", ",".join(map(str, tokens)), "--out", out)
+        ours = np.fromfile(out, dtype=np.float32).reshape(len(tokens), -1)
+        hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+        with torch.no_grad():
+            theirs = hf(torch.tensor([tokens])).logits[0].numpy()
+        err = np.abs(ours - theirs).max() / np.abs(theirs).max()
+        print(f"qwen3 forward: max relative difference {err:.2e}")
+        if not err < 1e-4:
+            sys.exit(f"FAIL: qwen3 logits differ from transformers' by {err:.2e}")
+        generated = json.loads(run("generate", "--model", model, "--prompt", "The quick brown fox",
+                                   "--max-new-tokens", "24", "--json"))["ids"]
+        prompt = [int(t) for t in run("tokenize", "--tokenizer", model, "--text", "The quick brown fox").split()]
+        with torch.no_grad():
+            greedy = hf.generate(torch.tensor([prompt]), max_new_tokens=len(generated), do_sample=False,
+                                 eos_token_id=None, pad_token_id=0)[0, len(prompt):].tolist()
+        if greedy[: len(generated)] != generated:
+            sys.exit(f"FAIL: qwen3 greedy tokens {generated}, transformers' {greedy}")
+        print(f"qwen3 generate: the same {len(generated)} greedy tokens")
+
+
+if __name__ == "__main__":
+    main()
