@@ -16,7 +16,7 @@ using pool::PoolTensor;
 
 ModelConfig moe_config(const FfnSource& source, int experts, const AssemblyOptions& opts) {
   const Checkpoint& first = source.checkpoint(0);
-  return mixtral_config(first.config(), experts, opts.top_k, opts.aux_loss_coef, first.path());
+  return upcycled_config(first.config(), experts, opts.top_k, opts.aux_loss_coef, first.path());
 }
 
 namespace {
@@ -128,13 +128,14 @@ Tensor::RangeFill concatenated(std::vector<std::pair<uint64_t, Tensor::RangeFill
 // --shared-from tensors, are views of the checkpoints' files.
 class Assembler {
  public:
-  Assembler(const FfnSource& source, PendingPool pool, AssemblyOptions opts)
-      : source_(source), pending_(std::move(pool)), opts_(std::move(opts)) {}
+  // scheme: the output's names (HFFused with opts.fused, else its family's).
+  Assembler(const FfnSource& source, PendingPool pool, AssemblyOptions opts, Scheme scheme)
+      : source_(source), pending_(std::move(pool)), opts_(std::move(opts)), scheme_(scheme) {}
 
   // Whether the tensor needs the pool's experts past the known ones.
   bool waits(const std::string& name) const {
     if (pending_.known.size() == pending_.size) return false;
-    const auto id = parse_tensor_name(name, opts_.fused ? Scheme::HFFused : Scheme::HF);
+    const auto id = parse_tensor_name(name, scheme_);
     if (!id) return false;
     if (id->role == Role::ExpertsGateUp || id->role == Role::ExpertsDown) return true;
     return role_info(id->role).scope == Scope::Expert && size_t(id->expert) >= pending_.known.size();
@@ -143,7 +144,7 @@ class Assembler {
   // The checkpoint a tensor is passed through from unchanged, with its name there; nullopt when
   // it is computed.
   std::optional<std::pair<const Checkpoint*, std::string>> passthrough(const std::string& name) const {
-    const auto id = parse_tensor_name(name, opts_.fused ? Scheme::HFFused : Scheme::HF);
+    const auto id = parse_tensor_name(name, scheme_);
     if (!id) return std::nullopt;
     const RoleInfo& role = role_info(id->role);
     if (role.scope == Scope::Expert) {
@@ -165,7 +166,7 @@ class Assembler {
 
   Tensor make(const TensorInfo& info) {
     if (const auto from = passthrough(info.name)) return from->first->load(from->second);
-    const auto id = parse_tensor_name(info.name, opts_.fused ? Scheme::HFFused : Scheme::HF);
+    const auto id = parse_tensor_name(info.name, scheme_);
     if (!id) throw std::logic_error("assemble: unexpected tensor " + info.name);
     switch (id->role) {
       case Role::Router: return Tensor::from_f32(info.shape, router(id->layer, info));  // small
@@ -279,6 +280,7 @@ class Assembler {
   PendingPool pending_;
   std::optional<pool::Pool> pool_;  // the whole pool, once asked for
   AssemblyOptions opts_;
+  Scheme scheme_;
   std::shared_ptr<LayerExperts> experts_;
   int layer_ = -1;
 };
@@ -290,11 +292,12 @@ std::unique_ptr<Checkpoint> assemble_moe(const FfnSource& source, PendingPool po
   const ModelConfig config = moe_config(source, int(pool.size), opts);
   if (opts.shared_from && (*opts.shared_from < 0 || size_t(*opts.shared_from) >= source.size()))
     throw std::invalid_argument("assemble_moe: shared_from is not a checkpoint index");
-  auto assembler = std::make_shared<Assembler>(source, std::move(pool), opts);
+  const Scheme scheme = opts.fused ? Scheme::HFFused : default_scheme(config);
+  auto assembler = std::make_shared<Assembler>(source, std::move(pool), opts, scheme);
   // Checkpoint tensors that go out unchanged (their FFNs as experts, --shared-from) are passed
   // through as the files hold them, with no f32 copy.
   std::vector<TensorInfo> infos;
-  for (const ExpectedTensor& e : expected_tensors(config, opts.fused ? Scheme::HFFused : Scheme::HF))
+  for (const ExpectedTensor& e : expected_tensors(config, scheme))
     infos.push_back({e.name, assembler->dtype(e.name), e.shape});
   const Checkpoint& first = source.checkpoint(0);
   std::vector<GeneratedFile> generated = first.generated_files();

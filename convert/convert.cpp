@@ -415,7 +415,8 @@ void convert(const O& o) {
   }
   write_checkpoint(*moe, o.out, w);
   if (overlap) p.pool = searched.get();
-  spdlog::info("wrote a mixtral of {} experts, top-{}, to {}", p.pool.size(), p.assembly.top_k, o.out.string());
+  spdlog::info("wrote a {} of {} experts, top-{}, to {}", moe->config().model_type, p.pool.size(), p.assembly.top_k,
+               o.out.string());
 }
 
 }  // namespace upcycle

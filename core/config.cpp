@@ -65,7 +65,8 @@ void check_range(int64_t value, int64_t lo, int64_t hi, const char* name, const 
 }
 
 bool known_type(const std::string& t) {
-  return t == "llama" || t == "mistral" || t == "qwen2" || t == "qwen3" || t == "mixtral" || t == "qwen2_moe";
+  return t == "llama" || t == "mistral" || t == "qwen2" || t == "qwen3" || t == "mixtral" || t == "qwen2_moe" ||
+         t == "qwen3_moe";
 }
 
 }  // namespace
@@ -78,7 +79,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::filesystem::path& s
   c.raw = j;
   c.model_type = mt->get<std::string>();
   require(known_type(c.model_type), src,
-          "model_type '" + c.model_type + "' is not supported (llama, mistral, qwen2, qwen3, mixtral, qwen2_moe)");
+          "model_type '" + c.model_type +
+              "' is not supported (llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe)");
 
   c.vocab_size = get_int(j, "vocab_size", std::nullopt, src);
   c.hidden_size = get_int(j, "hidden_size", std::nullopt, src);
@@ -105,7 +107,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::filesystem::path& s
   }
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", false, src);
   const bool qwen2 = c.model_type == "qwen2" || c.model_type == "qwen2_moe";
-  const bool qwen = qwen2 || c.model_type == "qwen3";  // the same sliding-window fields
+  const bool qwen = qwen2 || c.qk_norm();  // qwen3 and qwen3_moe: the same sliding-window fields
   c.attention_bias = qwen2 || get_bool(j, "attention_bias", false, src);
   require(!get_bool(j, "mlp_bias", false, src), src, "field 'mlp_bias' = true is not supported");
 
@@ -136,6 +138,19 @@ ModelConfig ModelConfig::from_json(const json& j, const std::filesystem::path& s
     c.router_aux_loss_coef = get_double(j, "router_aux_loss_coef", 0.001, src);
     c.moe_intermediate_size = get_int(j, "moe_intermediate_size", std::nullopt, src);
     c.shared_expert_intermediate_size = get_int(j, "shared_expert_intermediate_size", 0, src);
+  } else if (c.model_type == "qwen3_moe") {
+    c.num_local_experts = get_int(j, "num_experts", 128, src);
+    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", 8, src);
+    c.router_aux_loss_coef = get_double(j, "router_aux_loss_coef", 0.001, src);
+    c.moe_intermediate_size = get_int(j, "moe_intermediate_size", std::nullopt, src);
+    // The MoE computed here renormalises the top-k weights and has experts in every layer.
+    require(get_bool(j, "norm_topk_prob", false, src), src,
+            "field 'norm_topk_prob' = false (top-k weights not renormalised) is not supported");
+    require(get_int(j, "decoder_sparse_step", 1, src) == 1, src,
+            "field 'decoder_sparse_step' other than 1 (dense layers among the MoE ones) is not supported");
+    const json* dense_layers = field(j, "mlp_only_layers");
+    require(!dense_layers || (dense_layers->is_array() && dense_layers->empty()), src,
+            "field 'mlp_only_layers' other than [] (dense layers among the MoE ones) is not supported");
   }
   c.validate(src);
   return c;
@@ -167,8 +182,9 @@ void ModelConfig::validate(const std::filesystem::path& src) const {
     require(router_aux_loss_coef >= 0 && router_aux_loss_coef < 1e3, src,
             "field 'router_aux_loss_coef' must lie in [0, 1000)");
   }
-  if (model_type == "qwen2_moe") {
+  if (model_type == "qwen2_moe" || model_type == "qwen3_moe")
     check_range(moe_intermediate_size, 1, kMaxIntermediate, "moe_intermediate_size", src);
+  if (model_type == "qwen2_moe") {
     check_range(shared_expert_intermediate_size, 0, kMaxIntermediate, "shared_expert_intermediate_size", src);
   }
 }
@@ -203,12 +219,12 @@ json ModelConfig::to_json() const {
     j["num_local_experts"] = num_local_experts;
     j["num_experts_per_tok"] = num_experts_per_tok;
     j["router_aux_loss_coef"] = router_aux_loss_coef;
-  } else if (model_type == "qwen2_moe") {
+  } else if (model_type == "qwen2_moe" || model_type == "qwen3_moe") {
     j["num_experts"] = num_local_experts;
     j["num_experts_per_tok"] = num_experts_per_tok;
     j["router_aux_loss_coef"] = router_aux_loss_coef;
     j["moe_intermediate_size"] = moe_intermediate_size;
-    j["shared_expert_intermediate_size"] = shared_expert_intermediate_size;
+    if (model_type == "qwen2_moe") j["shared_expert_intermediate_size"] = shared_expert_intermediate_size;
   }
   return j;
 }
@@ -272,11 +288,30 @@ std::vector<float> rope_inv_freq(int64_t head_dim, double theta, const RopeScali
   return inv_freq;
 }
 
+ModelConfig upcycled_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,
+                            const std::filesystem::path& source) {
+  if (dense.model_type != "qwen3") return mixtral_config(dense, experts, top_k, aux_loss_coef, source);
+  require(top_k >= 1 && top_k <= experts, source,
+          "top-k " + std::to_string(top_k) + " must lie in [1, " + std::to_string(experts) + " experts]");
+  json j = dense.to_json();
+  j["model_type"] = "qwen3_moe";
+  j["architectures"] = {"Qwen3MoeForCausalLM"};
+  j["num_experts"] = experts;
+  j["num_experts_per_tok"] = top_k;
+  j["moe_intermediate_size"] = dense.intermediate_size;
+  j["norm_topk_prob"] = true;  // Mixtral's renormalised top-k: E copies of one FFN compute that FFN
+  j["decoder_sparse_step"] = 1;
+  j["mlp_only_layers"] = json::array();
+  j["router_aux_loss_coef"] = aux_loss_coef;
+  return ModelConfig::from_json(j, source);
+}
+
 ModelConfig mixtral_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,
                            const std::filesystem::path& source) {
   require(dense.model_type == "llama" || dense.model_type == "mistral", source,
-          "is a " + dense.model_type + " model: an MoE is made of llama or mistral models (Mixtral has no "
-          "attention biases)");
+          "is a " + dense.model_type +
+              " model: an MoE is made of llama or mistral models (a Mixtral; it has no attention biases), or of "
+              "qwen3 ones (a Qwen3-MoE); qwen2's Qwen2-MoE, with its shared expert, is not made yet");
   require(top_k >= 1 && top_k <= experts, source,
           "top-k " + std::to_string(top_k) + " must lie in [1, " + std::to_string(experts) + " experts]");
   json j = dense.to_json();

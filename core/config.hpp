@@ -36,7 +36,7 @@ double llama3_smooth(double f, const RopeScaling& s);
 std::vector<float> rope_inv_freq(int64_t head_dim, double theta, const RopeScaling& scaling);
 
 struct ModelConfig {
-  std::string model_type;  // llama, mistral, qwen2, qwen3, mixtral; qwen2_moe on read
+  std::string model_type;  // llama, mistral, qwen2, qwen3, mixtral, qwen3_moe; qwen2_moe on read
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;  // dense FFN width; each expert's width for mixtral
@@ -56,7 +56,7 @@ struct ModelConfig {
   int64_t num_local_experts = 0;
   int64_t num_experts_per_tok = 0;
   double router_aux_loss_coef = 0.01;
-  // qwen2_moe only
+  // qwen2_moe and qwen3_moe: an expert's width; qwen2_moe: the shared expert's
   int64_t moe_intermediate_size = 0;
   int64_t shared_expert_intermediate_size = 0;
 
@@ -71,18 +71,23 @@ struct ModelConfig {
 
   bool is_moe() const { return num_local_experts > 0; }
   // Qwen3's RMSNorm of each head's q and k (weights q_norm, k_norm [head_dim]) before rope.
-  bool qk_norm() const { return model_type == "qwen3"; }
+  bool qk_norm() const { return model_type == "qwen3" || model_type == "qwen3_moe"; }
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
   // Width of one routed expert's FFN.
   int64_t expert_intermediate_size() const {
-    return model_type == "qwen2_moe" ? moe_intermediate_size : intermediate_size;
+    return model_type == "qwen2_moe" || model_type == "qwen3_moe" ? moe_intermediate_size : intermediate_size;
   }
 };
 
 // The Mixtral config of an MoE made from the dense `dense` (a llama or mistral: Mixtral has no
 // attention biases), its experts as wide as the dense FFN; InputError naming `source` for another
 // model type or a top-k outside [1, experts].
+// The MoE made from `dense` by convert: a Mixtral from llama or mistral (mixtral_config), a
+// Qwen3-MoE (norm_topk_prob true: Mixtral's routing) from qwen3, its experts as wide as the dense
+// FFN; InputError naming `source` for another model type or a top-k outside [1, experts].
+ModelConfig upcycled_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,
+                            const std::filesystem::path& source);
 ModelConfig mixtral_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,
                            const std::filesystem::path& source);
 

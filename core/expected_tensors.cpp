@@ -67,7 +67,7 @@ void refuse_unaccounted(const Checkpoint& ckpt, const std::vector<ExpectedTensor
 }  // namespace
 
 std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, std::optional<Scheme> named) {
-  const Scheme scheme = named.value_or(c.model_type == "qwen2_moe" ? Scheme::Qwen2Moe : Scheme::HF);
+  const Scheme scheme = named.value_or(default_scheme(c));
   std::vector<ExpectedTensor> out;
   auto add = [&](Role role, int layer = -1, int expert = -1) {
     TensorId id{role, layer, expert};
@@ -105,7 +105,11 @@ Scheme detect_scheme(const ModelConfig& config, const std::vector<TensorInfo>& t
   for (const auto& t : tensors)
     if (auto id = parse_tensor_name(t.name, Scheme::HFFused); id && id->role == Role::ExpertsGateUp)
       return Scheme::HFFused;
-  return Scheme::HF;
+  return default_scheme(config);
+}
+
+Scheme default_scheme(const ModelConfig& config) {
+  return config.model_type == "qwen2_moe" || config.model_type == "qwen3_moe" ? Scheme::Qwen2Moe : Scheme::HF;
 }
 
 void check_tensors_match_config(const Checkpoint& ckpt) {

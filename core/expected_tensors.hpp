@@ -23,6 +23,9 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config, std::opt
 // The scheme a set of Hugging Face names uses: HFFused when fused expert tensors are present,
 // Qwen2Moe for qwen2_moe configs, else HF.
 Scheme detect_scheme(const ModelConfig& config, const std::vector<TensorInfo>& tensors);
+// The names a config's family gives one expert's tensors: Qwen2Moe's (mlp.experts.E.gate_proj) for
+// qwen2_moe and qwen3_moe, else Mixtral's (HF).
+Scheme default_scheme(const ModelConfig& config);
 
 // Throws InputError when a tensor the config requires is missing or misshapen, or when the
 // checkpoint holds tensors the config does not account for.

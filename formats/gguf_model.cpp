@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "core/error.hpp"
+#include "core/expected_tensors.hpp"
 #include "core/quant.hpp"
 #include "core/tensor_names.hpp"
 #include "formats/gguf_model.hpp"
@@ -36,6 +37,7 @@ constexpr Arch kArchs[] = {
     {"qwen2", "qwen2", "Qwen2ForCausalLM", false},
     {"qwen2moe", "qwen2_moe", "Qwen2MoeForCausalLM", false},
     {"qwen3", "qwen3", "Qwen3ForCausalLM", false},
+    {"qwen3moe", "qwen3_moe", "Qwen3MoeForCausalLM", false},
 };
 
 const Arch& arch_of(const GgufFile& f) {
@@ -44,7 +46,7 @@ const Arch& arch_of(const GgufFile& f) {
   for (const Arch& a : kArchs)
     if (a.gguf == name) return a;
   throw InputError(f.path(), "key 'general.architecture'",
-                   "'" + name + "' is not supported (llama, mistral, qwen2, qwen2moe, qwen3)");
+                   "'" + name + "' is not supported (llama, mistral, qwen2, qwen2moe, qwen3, qwen3moe)");
 }
 
 // Typed metadata lookups; a key of the wrong type is an error naming it.
@@ -194,10 +196,10 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   const Meta m(f);
   const std::string p = std::string(arch.gguf) + ".";
   const int64_t experts = m.integer(p + "expert_count").value_or(0);
-  const bool qwen2_moe = arch.model_type == "qwen2_moe";
-  require(experts == 0 || arch.rope_interleaved || qwen2_moe, f.path(), "key '" + p + "expert_count'",
+  const bool qwen_moe = arch.model_type == "qwen2_moe" || arch.model_type == "qwen3_moe";
+  require(experts == 0 || arch.rope_interleaved || qwen_moe, f.path(), "key '" + p + "expert_count'",
           "mixture-of-experts " + std::string(arch.gguf) + " files are not supported");
-  const bool mixtral = experts != 0 && !qwen2_moe;  // a negative count fails ModelConfig's range check
+  const bool mixtral = experts != 0 && !qwen_moe;  // a negative count fails ModelConfig's range check
   const int64_t hidden = m.required_integer(p + "embedding_length");
   const int64_t heads = m.required_integer(p + "attention.head_count");
 
@@ -227,11 +229,14 @@ ModelConfig config_from_gguf(const GgufFile& f) {
     j["num_local_experts"] = experts;
     j["num_experts_per_tok"] = m.required_integer(p + "expert_used_count");
   }
-  if (qwen2_moe) {
+  if (qwen_moe) {
     j["num_experts"] = m.required_integer(p + "expert_count");
     j["num_experts_per_tok"] = m.required_integer(p + "expert_used_count");
     j["moe_intermediate_size"] = m.required_integer(p + "expert_feed_forward_length");
-    j["shared_expert_intermediate_size"] = m.integer(p + "expert_shared_feed_forward_length").value_or(0);
+    // llama.cpp renormalises qwen3moe's top-k weights and not qwen2moe's
+    j["norm_topk_prob"] = arch.model_type == "qwen3_moe";
+    if (arch.model_type == "qwen2_moe")
+      j["shared_expert_intermediate_size"] = m.integer(p + "expert_shared_feed_forward_length").value_or(0);
   }
   if (!arch.model_type.starts_with("qwen2")) j["attention_bias"] = has_role(f, Role::QBias);
   j["tie_word_embeddings"] = !has_role(f, Role::LmHead);
@@ -333,7 +338,7 @@ std::unique_ptr<Checkpoint> open_gguf(const fs::path& path) {
   GgufFile file = GgufFile::open(path);
   ModelConfig config = config_from_gguf(file);
   const bool rope_interleaved = arch_of(file).rope_interleaved;
-  const Scheme hf = config.model_type == "qwen2_moe" ? Scheme::Qwen2Moe : Scheme::HF;
+  const Scheme hf = default_scheme(config);
   std::vector<TensorInfo> infos;
   std::unordered_map<std::string, Source> sources;
   auto add = [&](const TensorId& id, const GgufTensor& t, Shape shape, Source source) {
@@ -349,7 +354,8 @@ std::unique_ptr<Checkpoint> open_gguf(const fs::path& path) {
     const std::string where = "tensor '" + t.name + "'";
     auto id = parse_tensor_name(t.name, Scheme::GGUF);
     require(id.has_value(), path, where,
-            "not a tensor of the llama, mistral, qwen2, qwen2moe or qwen3 layout that this reader maps to Hugging Face names");
+            "not a tensor of the llama, mistral, qwen2, qwen2moe, qwen3 or qwen3moe layout that this reader maps to "
+            "Hugging Face names");
     const int64_t heads = interleaved_heads(id->role, config, rope_interleaved);
     require(heads == 0 || t.shape[0] % (2 * heads) == 0, path, where,
             "shape " + shape_string(t.shape) + " does not split into " + std::to_string(heads) +

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
+#include "core/expected_tensors.hpp"
 #include "core/gguf_writer.hpp"
 #include "core/output_file.hpp"
 #include "core/progress.hpp"
@@ -41,13 +42,14 @@ constexpr Target kTargets[] = {
     {"qwen2", "qwen2", false},
     {"qwen3", "qwen3", false},
     {"qwen2_moe", "qwen2moe", false},
+    {"qwen3_moe", "qwen3moe", false},
 };
 
 const Target& target_of(const Checkpoint& in) {
   for (const Target& t : kTargets)
     if (t.model_type == in.config().model_type) return t;
   throw InputError(in.path(), "model_type '" + in.config().model_type +
-                                  "' has no GGUF layout here (llama, mistral, mixtral, qwen2, qwen3, qwen2_moe)");
+                                  "' has no GGUF layout here (llama, mistral, mixtral, qwen2, qwen3, qwen2_moe, qwen3_moe)");
 }
 
 // llama.cpp's general.file_type for a model whose matrices are in `dtype`.
@@ -109,7 +111,7 @@ int64_t rope_heads(Role role, const ModelConfig& c) {
 // one per role (from per-expert tensors, or from a fused gate_up's halves).
 std::vector<OutTensor> plan_tensors(const Checkpoint& in, const Target& target, const WriteOptions& opts) {
   const ModelConfig& c = in.config();
-  const Scheme scheme = c.model_type == "qwen2_moe" ? Scheme::Qwen2Moe : Scheme::HF;
+  const Scheme scheme = default_scheme(c);
   std::vector<OutTensor> out;
   std::map<std::pair<int, Role>, size_t> stacks;  // (layer, role) -> index in out
   // The next expert's piece of a layer's stack for `role`, its matrix [rows, cols].
@@ -200,10 +202,8 @@ void add_hyperparameters(std::vector<GgufKeyValue>& kv, const ModelConfig& c, co
     u32("expert_count", c.num_local_experts);
     u32("expert_used_count", c.num_experts_per_tok);
   }
-  if (c.model_type == "qwen2_moe") {
-    u32("expert_feed_forward_length", c.moe_intermediate_size);
-    u32("expert_shared_feed_forward_length", c.shared_expert_intermediate_size);
-  }
+  if (c.model_type == "qwen2_moe" || c.model_type == "qwen3_moe") u32("expert_feed_forward_length", c.moe_intermediate_size);
+  if (c.model_type == "qwen2_moe") u32("expert_shared_feed_forward_length", c.shared_expert_intermediate_size);
 }
 
 void add_vocabulary(std::vector<GgufKeyValue>& kv, GgufVocabulary v) {

@@ -1,5 +1,5 @@
 // The transformer: a checkpoint's weights and the forward and backward passes of the
-// Llama-family models (llama, mistral, qwen2, mixtral), written once over a backend of ops B:
+// Llama-family models (llama, mistral, qwen2, qwen3, mixtral, qwen3_moe), written once over a backend of ops B:
 // CpuBackend<T> (trainer/ops; T is float for real work and double for the gradient checks) or
 // the GPU's (cuda/backend.hpp). Transformer<T> is the CPU model.
 // Shapes: N tokens (sequences packed back to back), H hidden, V vocabulary, nH / nKV heads of

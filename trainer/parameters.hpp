@@ -65,7 +65,7 @@ std::vector<ParameterOf<V>> parameters(WeightsOf<V>& w, const ModelConfig& confi
   for (auto& l : w.layers)
     for (auto* experts : {&l.expert_gate, &l.expert_up, &l.expert_down}) experts->resize(size_t(config.num_local_experts));
   std::vector<ParameterOf<V>> out;
-  for (auto& e : expected_tensors(config, Scheme::HF)) {
+  for (auto& e : expected_tensors(config, default_scheme(config))) {
     V* values = &tensor_slot(w, e.id);
     out.push_back({std::move(e), values});
   }

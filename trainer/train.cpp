@@ -243,7 +243,7 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
                                    o.precision.empty() ? std::nullopt : std::optional(parse_precision(o.precision)));
     if (o.frozen.any()) what = " (frozen: " + parts_string(o.frozen) + ")";
   }
-  for (const ExpectedTensor& t : expected_tensors(config_, Scheme::HF)) {
+  for (const ExpectedTensor& t : expected_tensors(config_, default_scheme(config_))) {
     total += *shape_elements(t.shape);
     if (!lora && !lora_resume && !o.frozen[size_t(role_info(t.id.role).part)]) trained += *shape_elements(t.shape);
   }

@@ -13,8 +13,9 @@ int cmd_convert(const Args& args) {
       "upcycle convert --checkpoints P1 P2 ... [--base P0] --experts E --top-k K --out DIR [options]\n"
       "       upcycle convert --base B --adapters A1 A2 ... --experts E --top-k K --out DIR [options]";
   spec.summary =
-      "Turns dense checkpoints of one llama or mistral model into a Mixtral MoE (a Hugging Face folder,\n"
-      "or HDF5 when DIR ends in .h5), streaming one tensor at a time.\n"
+      "Turns dense checkpoints of one llama or mistral model into a Mixtral MoE, or of one qwen3 model\n"
+      "into a Qwen3-MoE (norm_topk_prob true: Mixtral's routing), as a Hugging Face folder (or HDF5\n"
+      "when DIR ends in .h5; export writes GGUF), streaming one tensor at a time.\n"
       "  upit    (default) the checkpoints' FFNs as experts; when E exceeds their number K, children\n"
       "          grown by a genetic search (parents among the most distant pairs, random weights\n"
       "          a + b = 1, a DARE merge of their deltas from the base, the candidate that makes the\n"

@@ -105,7 +105,8 @@ std::vector<float> random_values(size_t n, uint64_t seed) {
   return v;
 }
 
-std::unique_ptr<Checkpoint> random_checkpoint(const ModelConfig& config, uint64_t seed, DType dtype, Scheme scheme) {
+std::unique_ptr<Checkpoint> random_checkpoint(const ModelConfig& config, uint64_t seed, DType dtype,
+                                              std::optional<Scheme> scheme) {
   std::vector<TensorInfo> infos;
   for (const auto& e : expected_tensors(config, scheme)) infos.push_back({e.name, dtype, e.shape});
   auto loader = [seed, dtype](const TensorInfo& info) {

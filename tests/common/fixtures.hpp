@@ -37,8 +37,9 @@ ModelConfig tiny_config(const std::string& model_type = "llama", bool tied = fal
 std::vector<float> random_values(size_t n, uint64_t seed);
 
 // A computed checkpoint of every tensor the config implies, random values, stored as `dtype`.
+// Named in `scheme`, by default the config's family's (default_scheme).
 std::unique_ptr<Checkpoint> random_checkpoint(const ModelConfig& config, uint64_t seed, DType dtype = DType::F32,
-                                              Scheme scheme = Scheme::HF);
+                                              std::optional<Scheme> scheme = std::nullopt);
 
 // A random checkpoint of `config` (random_checkpoint) written to dir/name as a Hugging Face folder.
 fs::path write_model(const ScratchDir& dir, const std::string& name, const ModelConfig& config, uint64_t seed,

@@ -181,6 +181,30 @@ TEST_CASE("tensor: a part of a file map is a file map, and release() drops its p
   CHECK_THROWS_AS(tail.mutable_bytes(), std::logic_error);
 }
 
+TEST_CASE("config: qwen3_moe is Mixtral's routing with Qwen's fields, and what it cannot compute is refused") {
+  json j = test::tiny_config("qwen3").to_json();
+  j["model_type"] = "qwen3_moe";
+  j["num_experts"] = 6;
+  j["num_experts_per_tok"] = 2;
+  j["moe_intermediate_size"] = 12;
+  j["norm_topk_prob"] = true;
+  const ModelConfig c = ModelConfig::from_json(j, "q");
+  CHECK(c.num_local_experts == 6);
+  CHECK(c.expert_intermediate_size() == 12);
+  CHECK(c.qk_norm());
+  CHECK(ModelConfig::from_json(c.to_json(), "again").to_json() == c.to_json());
+  const std::pair<const char*, json> refused[] = {
+      {"norm_topk_prob", false}, {"decoder_sparse_step", 2}, {"mlp_only_layers", json::array({0})}};
+  for (const auto& [key, value] : refused) {
+    CAPTURE(key);
+    json bad = j;
+    bad[key] = value;
+    CHECK_THROWS_WITH_AS(ModelConfig::from_json(bad, "q"), doctest::Contains(key), InputError);
+  }
+  j.erase("norm_topk_prob");  // transformers' default is false
+  CHECK_THROWS_AS(ModelConfig::from_json(j, "q"), InputError);
+}
+
 TEST_CASE("config: parsing, defaults, validation and unknown fields carried through") {
   ModelConfig c = test::tiny_config("llama");
   CHECK(c.head_dim == 4);

@@ -38,6 +38,45 @@ TEST_CASE("convert: sparse upcycling of one checkpoint computes the dense model'
   CHECK(worst <= 1e-5 * scale);
 }
 
+TEST_CASE("convert: qwen3 checkpoints make a Qwen3-MoE, and sparse upcycling computes the dense model") {
+  ScratchDir dir;
+  std::vector<fs::path> dense;
+  for (uint64_t seed : {1, 2}) dense.push_back(write_dense(dir, "q" + std::to_string(seed), seed, "qwen3"));
+  auto r = run_upcycle("convert --checkpoints " + q(dense[0]) + " " + q(dense[1]) +
+                       " --experts 3 --top-k 2 --router random --out " + q(dir / "moe"));
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const auto moe = open_checkpoint(dir / "moe");
+  const ModelConfig& c = moe->config();
+  CHECK(c.model_type == "qwen3_moe");
+  CHECK(c.raw["architectures"][0] == "Qwen3MoeForCausalLM");
+  CHECK(c.raw["norm_topk_prob"] == true);
+  CHECK(c.num_local_experts == 3);
+  CHECK(c.expert_intermediate_size() == tiny_config("qwen3").intermediate_size);
+  CHECK(moe->find("model.layers.1.mlp.experts.2.up_proj.weight") != nullptr);  // Qwen's names
+  CHECK(moe->find("model.layers.0.mlp.gate.weight") != nullptr);
+  CHECK(moe->find("model.layers.0.self_attn.k_norm.weight") != nullptr);
+  r = run_upcycle("convert --checkpoints " + q(dense[0]) + " " + q(write_dense(dir, "l", 3)) +
+                  " --experts 2 --router random --out " + q(dir / "mixed"));
+  CHECK(r.code == 2);  // families mixed
+  CHECK(r.err.find("is not the same architecture and shape") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "mixed"));
+  // Each checkpoint's FFN is an expert as it was.
+  CHECK(tensor_values(*moe, "model.layers.0.mlp.experts.1.down_proj.weight") ==
+        tensor_values(*open_checkpoint(dense[1]), "model.layers.0.mlp.down_proj.weight"));
+
+  r = run_upcycle("convert --checkpoints " + q(dense[0]) + " --method sparse --experts 4 --top-k 2 --out " +
+                  q(dir / "sparse"));
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const std::vector<int32_t> ids = {1, 5, 9, 3, 30, 2, 17};
+  const auto want = Model(*open_checkpoint(dense[0])).forward(pack({ids}));
+  const auto got = Model(*open_checkpoint(dir / "sparse")).forward(pack({ids}));
+  REQUIRE(got.size() == want.size());
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    worst = std::max(worst, double(std::abs(got[i] - want[i]))), scale = std::max(scale, double(std::abs(want[i])));
+  CHECK(worst <= 1e-5 * scale);
+}
+
 TEST_CASE("convert: UpIT keeps each checkpoint's FFN, means the shared weights, and a seed repeats byte for byte") {
   ScratchDir dir;
   const fs::path a = write_dense(dir, "a", 1), b = write_dense(dir, "b", 2), c = write_dense(dir, "c", 3);
@@ -150,6 +189,7 @@ TEST_CASE("convert: BTX, drop-upcycling and misuse") {
   r = run_upcycle("convert --checkpoints " + q(write_dense(dir, "qw", 3, "qwen2")) + " --method sparse --top-k 1 --out " + q(dir / "o"));
   CHECK(r.code == 2);
   CHECK(r.err.find("llama or mistral") != std::string::npos);
+  CHECK(r.err.find("Qwen2-MoE, with its shared expert, is not made yet") != std::string::npos);
   r = run_upcycle("convert --checkpoints " + q(a) + " --router hidden --out " + q(dir / "o"));
   CHECK(r.code == 1);
   // Checked up front, before any checkpoint is read: top-k above the experts, a negative count.

@@ -2,8 +2,9 @@
 """`upcycle export MODEL OUT.gguf` checked by the python `gguf` package and by llama.cpp itself.
 
 Models: a llama, a Llama 3 (its rope_scaling), a qwen2, a qwen3 and a qwen2_moe (`upcycle init`, the
-byte-level ChatML tokenizer, std 0.5 so that greedy decoding has clear winners) and a Mixtral made
-from three llamas by `upcycle convert` (btx, 3 experts top-2, random routers).
+byte-level ChatML tokenizer, std 0.5 so that greedy decoding has clear winners), a Mixtral made
+from three llamas and a Qwen3-MoE from three qwen3s by `upcycle convert` (btx, 3 experts top-2,
+random routers).
 
 1. gguf.GGUFReader reads every file (f32, f16, bf16, q8_0); each tensor equals the folder's
    tensor as llama.cpp's converter lays it out, computed here with numpy: q/k rows interleaved
@@ -289,7 +290,8 @@ def main():
         qwen = init(tmp, "qwen2", 4, qwen_config)
         demo.update(model_type="qwen3", architectures=["Qwen3ForCausalLM"], head_dim=48, attention_bias=False)
         json.dump(demo, open(qwen_config, "w"))
-        qwen3 = init(tmp, "qwen3", 7, qwen_config)
+        qwen3s = [init(tmp, f"qwen3_{s}", s, qwen_config) for s in (7, 8, 9)]
+        qwen3 = qwen3s[0]
         demo.pop("head_dim")
         demo.update(model_type="qwen2_moe", architectures=["Qwen2MoeForCausalLM"], num_experts=4,
                     num_experts_per_tok=2, moe_intermediate_size=64, shared_expert_intermediate_size=96,
@@ -306,8 +308,11 @@ def main():
         mixtral = os.path.join(tmp, "mixtral")
         run("convert", "--checkpoints", *llamas, "--method", "btx", "--experts", "3", "--top-k", "2",
             "--router", "random", "--seed", "1", "--out", mixtral)
+        qwen3_moe = os.path.join(tmp, "qwen3_moe")
+        run("convert", "--checkpoints", *qwen3s, "--method", "btx", "--experts", "3", "--top-k", "2",
+            "--router", "random", "--seed", "1", "--out", qwen3_moe)
         models = [(llamas[0], "llama"), (llama3, "llama"), (qwen, "qwen2"), (qwen3, "qwen3"), (mixtral, "llama"),
-                  (qwen_moe, "qwen2moe")]
+                  (qwen3_moe, "qwen3moe"), (qwen_moe, "qwen2moe")]
         for folder, arch in models:
             for dtype in ("f32", "f16", "bf16", "q8_0"):
                 path = f"{folder}.{dtype}.gguf"

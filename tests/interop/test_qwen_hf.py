@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Qwen3 against Hugging Face transformers' own Qwen3ForCausalLM.
+"""Qwen3 and the Qwen3-MoE `upcycle convert` makes of it, against Hugging Face transformers' own
+Qwen3ForCausalLM and Qwen3MoeForCausalLM.
 
 A Qwen3-shaped model (`upcycle init` from a config: per-head q/k norms, head_dim 48 apart from
 hidden / heads = 32, tied embeddings, std 0.1 so the layers do something, the norms' weights
 random too through a second export) is loaded by transformers; its logits must equal
 `upcycle forward`'s within 1e-4 relative, and `upcycle generate` greedy tokens must be
-transformers' greedy tokens. Exits 77 (skipped) without torch, transformers and safetensors.
+transformers' greedy tokens. Three such models go through `upcycle convert` (UpIT, 4 experts
+top-2, random routers): transformers' Qwen3MoeForCausalLM loads the folder with logits equal to
+ours within 1e-4 relative. Exits 77 (skipped) without torch, transformers and safetensors.
 """
 import json
 import os
@@ -53,6 +56,23 @@ def randomise_norms(folder, seed):
     save_file(tensors, path, metadata={"format": "pt"})
 
 
+def logits_of(model, tokens, tmp):
+    out = os.path.join(tmp, "logits.bin")
+    run("forward", "--model", model, "--tokens", ",".join(map(str, tokens)), "--out", out, "--overwrite")
+    ours = np.fromfile(out, dtype=np.float32).reshape(len(tokens), -1)
+    hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    with torch.no_grad():
+        theirs = hf(torch.tensor([tokens])).logits[0].numpy()
+    return ours, theirs, hf
+
+
+def check_close(name, ours, theirs):
+    err = np.abs(ours - theirs).max() / np.abs(theirs).max()
+    print(f"{name}: max relative difference {err:.2e}")
+    if not err < 1e-4:
+        sys.exit(f"FAIL: {name} logits differ from transformers' by {err:.2e}")
+
+
 def main():
     tokens = [84, 104, 101, 32, 113, 117, 105, 99, 107, 32, 98, 114, 111, 119, 110]
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,16 +81,8 @@ def main():
         model = os.path.join(tmp, "qwen3")
         run("init", "--config", config, "--tokenizer", "bytes", "--std", "0.1", "--seed", "3", "--out", model, "-q")
         randomise_norms(model, 3)
-        out = os.path.join(tmp, "logits.bin")
-        run("forward", "--model", model, "--tokens", ",".join(map(str, tokens)), "--out", out)
-        ours = np.fromfile(out, dtype=np.float32).reshape(len(tokens), -1)
-        hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
-        with torch.no_grad():
-            theirs = hf(torch.tensor([tokens])).logits[0].numpy()
-        err = np.abs(ours - theirs).max() / np.abs(theirs).max()
-        print(f"qwen3 forward: max relative difference {err:.2e}")
-        if not err < 1e-4:
-            sys.exit(f"FAIL: qwen3 logits differ from transformers' by {err:.2e}")
+        ours, theirs, hf = logits_of(model, tokens, tmp)
+        check_close("qwen3 forward", ours, theirs)
         generated = json.loads(run("generate", "--model", model, "--prompt", "The quick brown fox",
                                    "--max-new-tokens", "24", "--json"))["ids"]
         prompt = [int(t) for t in run("tokenize", "--tokenizer", model, "--text", "The quick brown fox").split()]
@@ -80,6 +92,20 @@ def main():
         if greedy[: len(generated)] != generated:
             sys.exit(f"FAIL: qwen3 greedy tokens {generated}, transformers' {greedy}")
         print(f"qwen3 generate: the same {len(generated)} greedy tokens")
+
+        dense = [model]
+        for seed in (4, 5):
+            path = os.path.join(tmp, f"qwen3_{seed}")
+            run("init", "--config", config, "--tokenizer", "bytes", "--std", "0.1", "--seed", str(seed), "--out", path, "-q")
+            randomise_norms(path, seed)
+            dense.append(path)
+        moe = os.path.join(tmp, "qwen3_moe")
+        run("convert", "--checkpoints", *dense, "--experts", "4", "--top-k", "2", "--router", "random", "--seed", "1",
+            "--out", moe)
+        ours, theirs, hf = logits_of(moe, tokens, tmp)
+        if type(hf).__name__ != "Qwen3MoeForCausalLM":
+            sys.exit(f"FAIL: transformers loads the converted folder as {type(hf).__name__}")
+        check_close("qwen3_moe (upcycle convert) forward", ours, theirs)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ struct Reference {
   const ModelConfig& c = ckpt.config();
 
   Vec get(Role role, int layer = -1, int expert = -1) const {
-    const auto f = ckpt.load(tensor_name({role, layer, expert}, Scheme::HF)).to_f32_vector();
+    const auto f = ckpt.load(tensor_name({role, layer, expert}, default_scheme(c))).to_f32_vector();
     return {f.begin(), f.end()};
   }
   // out[o] = Σ_i W[o,i]·x[i] (+ b[o]) for every row x of X [N,I]
@@ -225,6 +225,15 @@ TEST_CASE("model: qwen3 with per-head q/k norms and its own head_dim equals the 
   REQUIRE(config.qk_norm());
   REQUIRE(config.q_dim() != config.hidden_size);
   check_against_reference(*random_checkpoint(config, 4));
+}
+
+TEST_CASE("model: a qwen3_moe made from qwen3 (its names, per-head norms, renormalised top-k) equals the reference") {
+  const ModelConfig config = upcycled_config(qwen3_config(), 4, 2, 0.01, "<qwen3>");
+  REQUIRE(config.model_type == "qwen3_moe");
+  REQUIRE(config.expert_intermediate_size() == qwen3_config().intermediate_size);
+  const auto ckpt = random_checkpoint(config, 5);
+  REQUIRE(ckpt->find("model.layers.1.mlp.experts.3.down_proj.weight") != nullptr);
+  check_against_reference(*ckpt);
 }
 
 TEST_CASE("model: mistral with a sliding window of 3 equals the reference") {
