@@ -11,10 +11,14 @@ namespace {
 
 std::string spelled(const Tokenizer& t, std::optional<TokenId> id) { return id ? t.token(*id) : std::string(); }
 
-// The format's needs of the vocabulary: Llama-2 writes BOS and EOS, Alpaca closes replies with EOS.
+// The format's needs of the vocabulary: Llama-2 writes BOS and EOS, Llama 3 BOS, Alpaca closes
+// replies with EOS.
 void check_specials(const Tokenizer& t, const ChatTemplate& tmpl) {
-  if (tmpl.format != ChatFormat::ChatML) require(t.eos_id().has_value(), t.path(), std::string("the vocabulary has no EOS token, which the ") + chat_format_name(tmpl.format) + " template ends replies with");
-  if (tmpl.format == ChatFormat::Llama2) require(t.bos_id().has_value(), t.path(), "the vocabulary has no BOS token, which the llama2 template starts turns with");
+  const std::string name = chat_format_name(tmpl.format);
+  if (tmpl.format == ChatFormat::Llama2 || tmpl.format == ChatFormat::Alpaca)
+    require(t.eos_id().has_value(), t.path(), "the vocabulary has no EOS token, which the " + name + " template ends replies with");
+  if (spells_bos(tmpl.format))
+    require(t.bos_id().has_value(), t.path(), "the vocabulary has no BOS token, which the " + name + " template writes");
 }
 
 }  // namespace
@@ -29,8 +33,8 @@ TokenizedSample ChatEncoder::encode(const std::vector<Message>& messages) const 
   if (messages.empty() || messages.back().role != "assistant")
     throw std::invalid_argument("the conversation does not end with an assistant reply to train on");
   const std::vector<Segment> segments = render_chat(template_, messages, false, specials_);
-  // Llama-2 spells BOS in the text of every turn; the others take the tokenizer's default.
-  const bool bos = add_bos_ && template_.format != ChatFormat::Llama2;
+  // Llama 2 and 3 spell BOS in the text; the others take the tokenizer's default.
+  const bool bos = add_bos_ && !spells_bos(template_.format);
   std::string text;
   for (const Segment& s : segments) text += s.text;
   TokenizedSample sample;
@@ -54,7 +58,7 @@ std::vector<TokenId> ChatEncoder::prompt(const std::vector<Message>& messages) c
     throw std::invalid_argument("a prompt must end with a user turn");
   std::string text;
   for (const Segment& s : render_chat(template_, messages, true, specials_)) text += s.text;
-  return tokenizer_->encode(text, add_bos_ && template_.format != ChatFormat::Llama2);
+  return tokenizer_->encode(text, add_bos_ && !spells_bos(template_.format));
 }
 
 std::vector<TokenId> ChatEncoder::encode_text(const std::string& text) const { return tokenizer_->encode(text, add_bos_); }
@@ -72,14 +76,16 @@ std::unique_ptr<ChatEncoder> load_chat_encoder(const std::filesystem::path& mode
   const std::optional<ChatTemplate> own = info.chat_template ? recognise_chat_template(*info.chat_template) : std::nullopt;
   ChatTemplate tmpl;
   if (template_name == "auto") {
-    require(info.chat_template.has_value(), model, "has no chat template: choose one with --template chatml|llama2|alpaca");
-    require(own.has_value(), model, "its chat template is not one of ours (ChatML, Llama-2, Alpaca): choose one with --template");
+    require(info.chat_template.has_value(), model,
+            "has no chat template: choose one with --template chatml|llama2|llama3|alpaca");
+    require(own.has_value(), model,
+            "its chat template is not one of ours (ChatML, Llama-2, Llama 3, Alpaca): choose one with --template");
     tmpl = *own;
   } else {
     const auto format = parse_chat_format(template_name);
-    if (!format) throw UsageError("--template: '" + template_name + "' is not auto, chatml, llama2 or alpaca");
+    if (!format) throw UsageError("--template: '" + template_name + "' is not auto, chatml, llama2, llama3 or alpaca");
     tmpl.format = *format;
-    if (own && own->format == *format) tmpl.default_system = own->default_system;
+    if (own && own->format == *format) tmpl = *own;  // its default system, thinking or preamble
   }
   return std::make_unique<ChatEncoder>(load_tokenizer(model), std::move(tmpl), info.add_bos);
 }

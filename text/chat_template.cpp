@@ -1,6 +1,7 @@
 #include "text/chat_template.hpp"
 
 #include <stdexcept>
+#include <utility>
 
 namespace upcycle {
 
@@ -8,6 +9,8 @@ namespace {
 
 constexpr const char* kImStart = "<|im_start|>";
 constexpr const char* kImEnd = "<|im_end|>";
+constexpr const char* kEotId = "<|eot_id|>";
+constexpr const char* kLlama31Preamble = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n";
 
 // Jinja string literals may spell a newline as the two characters \n.
 std::string unescape_newlines(std::string_view s) {
@@ -86,19 +89,62 @@ class Renderer {
   std::vector<Segment> segments_;
 };
 
+// Qwen3's split of a reply at its last </think>: (reasoning, answer), as its template splits them.
+std::pair<std::string, std::string> think_split(const std::string& content) {
+  const size_t close = content.rfind("</think>");
+  if (close == std::string::npos) return {{}, content};
+  std::string answer = content.substr(close + 8);
+  answer.erase(0, answer.find_first_not_of('\n'));
+  std::string reasoning = content.substr(0, close);
+  if (const size_t open = reasoning.rfind("<think>"); open != std::string::npos) reasoning.erase(0, open + 7);
+  const size_t b = reasoning.find_first_not_of('\n'), e = reasoning.find_last_not_of('\n');
+  return {b == std::string::npos ? std::string() : reasoning.substr(b, e - b + 1), answer};
+}
+
 void render_chatml(Renderer& r, const ChatTemplate& t, const std::vector<Message>& messages, bool generation) {
   if (messages[0].role != "system" && !t.default_system.empty())
     r.prompt(std::string(kImStart) + "system\n" + t.default_system + kImEnd + "\n");
-  for (const Message& m : messages) {
+  size_t last_user = 0;
+  for (size_t i = 0; i < messages.size(); ++i)
+    if (messages[i].role == "user") last_user = i;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const Message& m = messages[i];
     r.prompt(kImStart + m.role + "\n");
-    if (m.role == "assistant") {
-      r.reply(m.content + kImEnd);
-      r.prompt("\n");
-    } else {
+    if (m.role != "assistant") {
       r.prompt(user_text(m) + kImEnd + "\n");
+      continue;
     }
+    std::string content = m.content;
+    if (t.thinking) {
+      auto [reasoning, answer] = think_split(m.content);
+      content = std::move(answer);
+      if (i > last_user) r.prompt("<think>\n" + reasoning + "\n</think>\n\n");  // the reply's own reasoning kept
+    }
+    r.reply(content + kImEnd);
+    r.prompt("\n");
   }
-  if (generation) r.prompt(std::string(kImStart) + "assistant\n");
+  if (generation) r.prompt(std::string(kImStart) + "assistant\n" + (t.thinking ? "<think>\n\n</think>\n\n" : ""));
+}
+
+// Llama 3's: BOS, then each turn as <|start_header_id|>role<|end_header_id|>\n\n text <|eot_id|>,
+// the text trimmed; 3.1 and later always open with a system turn that starts with the preamble.
+void render_llama3(Renderer& r, const ChatTemplate& t, const std::vector<Message>& messages, bool generation,
+                   const SpecialTexts& s) {
+  auto header = [](const std::string& role) { return "<|start_header_id|>" + role + "<|end_header_id|>\n\n"; };
+  r.prompt(s.bos);
+  size_t first = 0;
+  if (messages[0].role == "system" || !t.system_preamble.empty()) {
+    const bool has_system = messages[0].role == "system";
+    r.prompt(header("system") + t.system_preamble + (has_system ? strip(messages[0].content) : "") + kEotId);
+    first = has_system ? 1 : 0;
+  }
+  for (size_t i = first; i < messages.size(); ++i) {
+    const Message& m = messages[i];
+    r.prompt(header(m.role));
+    if (m.role == "assistant") r.reply(strip(m.content) + kEotId);
+    else r.prompt(strip(user_text(m)) + kEotId);
+  }
+  if (generation) r.prompt(header("assistant"));
 }
 
 // Hugging Face's Llama-2 chat template: the system prompt inside the first [INST] block.
@@ -147,6 +193,7 @@ void render_alpaca(Renderer& r, const std::vector<Message>& messages, const Spec
 std::optional<ChatFormat> parse_chat_format(std::string_view name) {
   if (name == "chatml") return ChatFormat::ChatML;
   if (name == "llama2") return ChatFormat::Llama2;
+  if (name == "llama3") return ChatFormat::Llama3;
   if (name == "alpaca") return ChatFormat::Alpaca;
   return std::nullopt;
 }
@@ -155,13 +202,23 @@ const char* chat_format_name(ChatFormat format) {
   switch (format) {
     case ChatFormat::ChatML: return "chatml";
     case ChatFormat::Llama2: return "llama2";
+    case ChatFormat::Llama3: return "llama3";
     case ChatFormat::Alpaca: return "alpaca";
   }
   return "?";
 }
 
 std::optional<ChatTemplate> recognise_chat_template(std::string_view jinja) {
-  if (jinja.find(kImStart) != std::string_view::npos) return ChatTemplate{ChatFormat::ChatML, chatml_default_system(jinja)};
+  if (jinja.find(kImStart) != std::string_view::npos) {
+    ChatTemplate t{ChatFormat::ChatML, chatml_default_system(jinja)};
+    t.thinking = jinja.find("<think>") != std::string_view::npos;
+    return t;
+  }
+  if (jinja.find("<|start_header_id|>") != std::string_view::npos) {
+    ChatTemplate t{ChatFormat::Llama3, {}};
+    if (jinja.find("Cutting Knowledge Date") != std::string_view::npos) t.system_preamble = kLlama31Preamble;
+    return t;
+  }
   if (jinja.find("[INST]") != std::string_view::npos) return ChatTemplate{ChatFormat::Llama2, {}};
   if (jinja.find("### Instruction") != std::string_view::npos) return ChatTemplate{ChatFormat::Alpaca, {}};
   return std::nullopt;
@@ -174,13 +231,17 @@ std::vector<Segment> render_chat(const ChatTemplate& tmpl, const std::vector<Mes
   switch (tmpl.format) {
     case ChatFormat::ChatML: render_chatml(r, tmpl, messages, add_generation_prompt); break;
     case ChatFormat::Llama2: render_llama2(r, messages, specials); break;
+    case ChatFormat::Llama3: render_llama3(r, tmpl, messages, add_generation_prompt, specials); break;
     case ChatFormat::Alpaca: render_alpaca(r, messages, specials); break;
   }
   return r.take();
 }
 
 std::string end_of_turn(const ChatTemplate& tmpl, const SpecialTexts& specials) {
-  return tmpl.format == ChatFormat::ChatML ? kImEnd : specials.eos;
+  if (tmpl.format == ChatFormat::ChatML) return kImEnd;
+  return tmpl.format == ChatFormat::Llama3 ? kEotId : specials.eos;
 }
+
+bool spells_bos(ChatFormat format) { return format == ChatFormat::Llama2 || format == ChatFormat::Llama3; }
 
 }  // namespace upcycle

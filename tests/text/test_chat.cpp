@@ -175,3 +175,53 @@ TEST_CASE("chat: a model folder's tokenizer_config.json gives the template (list
   CHECK_FALSE(read_model_text_info(dir.path()).add_bos);
   CHECK_THROWS_AS(load_chat_encoder(dir.path(), "vicuna"), UsageError);
 }
+
+// The expected texts are what jinja2 renders from the real templates (Llama-3.2-3B-Instruct's and
+// Qwen3-0.6B's, as transformers' apply_chat_template runs them), for these conversations.
+TEST_CASE("chat: Llama 3.1's turns, its dated system turn, and Qwen3's <think> blocks, as their templates write them") {
+  const std::vector<Message> chat = {{"system", "Be brief. ", {}},
+                                     {"user", " Hi there\n", {}},
+                                     {"assistant", "Hello! ", {}},
+                                     {"user", "2+2?", {}},
+                                     {"assistant", "4", {}}};
+  const std::vector<Message> asked(chat.begin(), chat.end() - 1);
+  const SpecialTexts llama{"<|begin_of_text|>", "<|end_of_text|>"};
+  const auto l3 = recognise_chat_template("{{- bos_token }}<|start_header_id|>system ... Cutting Knowledge Date: ...");
+  REQUIRE(l3.has_value());
+  CHECK(l3->format == ChatFormat::Llama3);
+  const std::string preamble = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: "
+                               "December 2023\nToday Date: 26 Jul 2024\n\n";
+  const std::string turns = "<|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|><|start_header_id|>"
+                            "assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+                            "2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+  CHECK(joined(render_chat(*l3, chat, false, llama)) == preamble + "Be brief.<|eot_id|>" + turns + "4<|eot_id|>");
+  CHECK(joined(render_chat(*l3, chat, false, llama), true) == "Hello!<|eot_id|>4<|eot_id|>");
+  CHECK(joined(render_chat(*l3, asked, true, llama)) == preamble + "Be brief.<|eot_id|>" + turns);
+  CHECK(joined(render_chat(*l3, qa("Hi", "Hello"), false, llama)) ==
+        preamble + "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant"
+                   "<|end_header_id|>\n\nHello<|eot_id|>");
+  CHECK(end_of_turn(*l3, llama) == "<|eot_id|>");
+  CHECK(spells_bos(ChatFormat::Llama3));
+  // Llama 3.0: no dated system turn, none at all without a system message.
+  const auto l30 = recognise_chat_template("{% set content = '<|start_header_id|>' + message['role'] %}");
+  CHECK(joined(render_chat(*l30, qa("Hi", "Hello"), false, llama)) ==
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant"
+        "<|end_header_id|>\n\nHello<|eot_id|>");
+
+  const auto q3 = recognise_chat_template("<|im_start|>assistant\\n<think>\\n ... </think>");
+  REQUIRE(q3.has_value());
+  CHECK(q3->thinking);
+  CHECK(joined(render_chat(*q3, chat, false, kSpecials)) ==
+        "<|im_start|>system\nBe brief. <|im_end|>\n<|im_start|>user\n Hi there\n<|im_end|>\n<|im_start|>assistant\n"
+        "Hello! <|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n4<|im_end|>\n");
+  CHECK(joined(render_chat(*q3, chat, false, kSpecials), true) == "Hello! <|im_end|>4<|im_end|>");  // not the block
+  CHECK(joined(render_chat(*q3, asked, true, kSpecials)).ends_with("2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"));
+  const std::vector<Message> reasoned = {{"user", "Q1", {}},
+                                         {"assistant", "<think>\nr1\n</think>\n\nA1", {}},
+                                         {"user", "Q2", {}},
+                                         {"assistant", "<think>\nr2\n</think>\n\nA2", {}}};
+  CHECK(joined(render_chat(*q3, reasoned, false, kSpecials)) ==
+        "<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n<|im_start|>user\nQ2<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\nr2\n</think>\n\nA2<|im_end|>\n");
+  CHECK(parse_chat_format("llama3") == ChatFormat::Llama3);
+}
