@@ -263,9 +263,14 @@ std::vector<GgufKeyValue> metadata(const Checkpoint& in, const Target& target, c
   add_hyperparameters(kv, in.config(), std::string(target.gguf), in.path());
   if (auto v = vocabulary_of(in)) add_vocabulary(kv, std::move(*v));
   else spdlog::warn("{}: no tokenizer files: the GGUF has no vocabulary, and llama.cpp will not load it", in.path().string());
-  if (in.config().model_type == "mistral" && in.config().sliding_window)
-    spdlog::warn("{}: llama.cpp runs mistral as llama, without the sliding window of {} tokens: longer contexts differ",
-                 in.path().string(), *in.config().sliding_window);
+  const ModelConfig& c = in.config();
+  if (target.gguf == "llama" && c.sliding_window)
+    spdlog::warn("{}: llama.cpp runs {} as llama, without the sliding window of {} tokens: longer contexts differ",
+                 in.path().string(), c.model_type, *c.sliding_window);
+  const auto norm_topk = c.raw.find("norm_topk_prob");
+  if (c.model_type == "qwen2_moe" && norm_topk != c.raw.end() && *norm_topk == true)
+    spdlog::warn("{}: norm_topk_prob is true, but llama.cpp does not renormalise qwen2moe's top-k weights: its "
+                 "outputs will differ", in.path().string());
   return kv;
 }
 

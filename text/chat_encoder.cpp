@@ -15,7 +15,7 @@ std::string spelled(const Tokenizer& t, std::optional<TokenId> id) { return id ?
 // replies with EOS.
 void check_specials(const Tokenizer& t, const ChatTemplate& tmpl) {
   const std::string name = chat_format_name(tmpl.format);
-  if (tmpl.format == ChatFormat::Llama2 || tmpl.format == ChatFormat::Alpaca)
+  if (tmpl.format == ChatFormat::Llama2 || tmpl.format == ChatFormat::Mistral || tmpl.format == ChatFormat::Alpaca)
     require(t.eos_id().has_value(), t.path(), "the vocabulary has no EOS token, which the " + name + " template ends replies with");
   if (spells_bos(tmpl.format))
     require(t.bos_id().has_value(), t.path(), "the vocabulary has no BOS token, which the " + name + " template writes");
@@ -75,15 +75,20 @@ std::unique_ptr<ChatEncoder> load_chat_encoder(const std::filesystem::path& mode
   const ModelTextInfo info = read_model_text_info(model);
   const std::optional<ChatTemplate> own = info.chat_template ? recognise_chat_template(*info.chat_template) : std::nullopt;
   ChatTemplate tmpl;
-  if (template_name == "auto") {
+  if (template_name == "auto" && info.chosen_template) {  // recorded when the checkpoint was tuned
+    const auto format = parse_chat_format(*info.chosen_template);
+    require(format.has_value(), model, std::string(kChosenTemplateKey) + " '" + *info.chosen_template + "' is not one of ours");
+    tmpl = own && own->format == *format ? *own : ChatTemplate(*format);
+  } else if (template_name == "auto") {
     require(info.chat_template.has_value(), model,
-            "has no chat template: choose one with --template chatml|llama2|llama3|alpaca");
+            "has no chat template: choose one with --template chatml|llama2|mistral|llama3|alpaca");
     require(own.has_value(), model,
-            "its chat template is not one of ours (ChatML, Llama-2, Llama 3, Alpaca): choose one with --template");
+            "its chat template is not one of ours (ChatML, Llama-2, Mistral, Llama 3, Alpaca): choose one with --template");
     tmpl = *own;
   } else {
     const auto format = parse_chat_format(template_name);
-    if (!format) throw UsageError("--template: '" + template_name + "' is not auto, chatml, llama2, llama3 or alpaca");
+    if (!format)
+      throw UsageError("--template: '" + template_name + "' is not auto, chatml, llama2, mistral, llama3 or alpaca");
     tmpl.format = *format;
     if (own && own->format == *format) tmpl = *own;  // its default system, thinking or preamble
   }

@@ -162,6 +162,27 @@ void render_llama2(Renderer& r, const std::vector<Message>& messages, const Spec
   }
 }
 
+// Mistral's (v0.3, Nemo): BOS once, [INST]question[/INST]answer EOS, no spaces; the system message
+// opens the last user turn ("system\n\nquestion"). Its template writes the system message only
+// when that turn is the conversation's last message (a prompt): in training data, which end with
+// the reply, it would be lost, so here it goes into the turn the final reply answers in both.
+void render_mistral(Renderer& r, const std::vector<Message>& messages, const SpecialTexts& s) {
+  const bool has_system = messages[0].role == "system";
+  size_t last_user = 0;
+  for (size_t i = 0; i < messages.size(); ++i)
+    if (messages[i].role == "user") last_user = i;
+  r.prompt(s.bos);
+  for (size_t i = has_system ? 1 : 0; i < messages.size(); ++i) {
+    const Message& m = messages[i];
+    if (m.role == "assistant") {
+      r.reply(m.content + s.eos);
+      continue;
+    }
+    const std::string system = has_system && i == last_user ? messages[0].content + "\n\n" : "";
+    r.prompt("[INST]" + system + user_text(m) + "[/INST]");
+  }
+}
+
 // Stanford Alpaca's prompt, the first instruction after the preamble and every reply closed by EOS.
 void render_alpaca(Renderer& r, const std::vector<Message>& messages, const SpecialTexts& s) {
   size_t first = 0;
@@ -193,6 +214,7 @@ void render_alpaca(Renderer& r, const std::vector<Message>& messages, const Spec
 std::optional<ChatFormat> parse_chat_format(std::string_view name) {
   if (name == "chatml") return ChatFormat::ChatML;
   if (name == "llama2") return ChatFormat::Llama2;
+  if (name == "mistral") return ChatFormat::Mistral;
   if (name == "llama3") return ChatFormat::Llama3;
   if (name == "alpaca") return ChatFormat::Alpaca;
   return std::nullopt;
@@ -202,6 +224,7 @@ const char* chat_format_name(ChatFormat format) {
   switch (format) {
     case ChatFormat::ChatML: return "chatml";
     case ChatFormat::Llama2: return "llama2";
+    case ChatFormat::Mistral: return "mistral";
     case ChatFormat::Llama3: return "llama3";
     case ChatFormat::Alpaca: return "alpaca";
   }
@@ -219,7 +242,11 @@ std::optional<ChatTemplate> recognise_chat_template(std::string_view jinja) {
     if (jinja.find("Cutting Knowledge Date") != std::string_view::npos) t.system_preamble = kLlama31Preamble;
     return t;
   }
-  if (jinja.find("[INST]") != std::string_view::npos) return ChatTemplate{ChatFormat::Llama2, {}};
+  if (jinja.find("[INST]") != std::string_view::npos) {
+    // Mistral's v0.3 and Nemo templates join "[INST]" to the text with no space and no <<SYS>>.
+    const bool tight = jinja.find("\"[INST]\" +") != std::string_view::npos || jinja.find("'[INST]' +") != std::string_view::npos;
+    return ChatTemplate{tight && jinja.find("<<SYS>>") == std::string_view::npos ? ChatFormat::Mistral : ChatFormat::Llama2};
+  }
   if (jinja.find("### Instruction") != std::string_view::npos) return ChatTemplate{ChatFormat::Alpaca, {}};
   return std::nullopt;
 }
@@ -231,6 +258,7 @@ std::vector<Segment> render_chat(const ChatTemplate& tmpl, const std::vector<Mes
   switch (tmpl.format) {
     case ChatFormat::ChatML: render_chatml(r, tmpl, messages, add_generation_prompt); break;
     case ChatFormat::Llama2: render_llama2(r, messages, specials); break;
+    case ChatFormat::Mistral: render_mistral(r, messages, specials); break;
     case ChatFormat::Llama3: render_llama3(r, tmpl, messages, add_generation_prompt, specials); break;
     case ChatFormat::Alpaca: render_alpaca(r, messages, specials); break;
   }
@@ -242,6 +270,8 @@ std::string end_of_turn(const ChatTemplate& tmpl, const SpecialTexts& specials) 
   return tmpl.format == ChatFormat::Llama3 ? kEotId : specials.eos;
 }
 
-bool spells_bos(ChatFormat format) { return format == ChatFormat::Llama2 || format == ChatFormat::Llama3; }
+bool spells_bos(ChatFormat format) {
+  return format == ChatFormat::Llama2 || format == ChatFormat::Mistral || format == ChatFormat::Llama3;
+}
 
 }  // namespace upcycle

@@ -1,5 +1,6 @@
 // Chat templates built in: ChatML (SmolLM2, Qwen2; Qwen3's with its <think> blocks), Llama-2's [INST],
-// Llama 3's header tokens and Alpaca's "### Instruction:".
+// Mistral's [INST] without a system block (v0.3, Nemo), Llama 3's header tokens and Alpaca's
+// "### Instruction:".
 // A conversation is rendered as text segments, each marked whether the loss counts it (the
 // assistant's replies and the marker that ends them), so labels follow the segments exactly.
 #pragma once
@@ -17,7 +18,7 @@ struct Message {
   std::string input;    // Alpaca's optional `input`, on the user message of an Alpaca record
 };
 
-enum class ChatFormat { ChatML, Llama2, Llama3, Alpaca };
+enum class ChatFormat { ChatML, Llama2, Mistral, Llama3, Alpaca };
 
 struct ChatTemplate {
   ChatTemplate(ChatFormat f = ChatFormat::ChatML, std::string system = {})
@@ -36,12 +37,12 @@ struct ChatTemplate {
   std::string system_preamble;
 };
 
-// "chatml", "llama2", "llama3", "alpaca"; nullopt for anything else.
+// "chatml", "llama2", "mistral", "llama3", "alpaca"; nullopt for anything else.
 std::optional<ChatFormat> parse_chat_format(std::string_view name);
 const char* chat_format_name(ChatFormat format);
 
 // The built-in template a model's Jinja chat template stands for, recognised by its markers
-// (<|im_start|>, [INST], <|start_header_id|>, ### Instruction), with ChatML's default system prompt
+// (<|im_start|>, [INST] with or without <<SYS>>, <|start_header_id|>, ### Instruction), with ChatML's default system prompt
 // when the template spells one out, Qwen3's <think> blocks and Llama 3.1's dated system turn;
 // nullopt when it is none of them.
 std::optional<ChatTemplate> recognise_chat_template(std::string_view jinja);
@@ -66,7 +67,8 @@ std::vector<Segment> render_chat(const ChatTemplate& tmpl, const std::vector<Mes
 // The end-of-turn marker the template writes after a reply ("<|im_end|>" for ChatML, "<|eot_id|>"
 // for Llama 3, else EOS).
 
-// Whether the template writes BOS into the text itself (Llama 2 before each turn, Llama 3 first),
+// Whether the template writes BOS into the text itself (Llama 2 before each turn, Mistral and
+// Llama 3 first),
 // so the tokenizer must not add another.
 bool spells_bos(ChatFormat format);
 std::string end_of_turn(const ChatTemplate& tmpl, const SpecialTexts& specials);

@@ -91,6 +91,10 @@ ModelTextInfo from_folder(const fs::path& dir) {
     const json c = read_json_file(config);
     require(c.is_object(), config, "must be a JSON object");
     info.chat_template = config_template(c, config);
+    if (auto it = c.find(kChosenTemplateKey); it != c.end()) {
+      require(it->is_string(), config, kChosenTemplateKey, "must be a string");
+      info.chosen_template = it->get<std::string>();
+    }
     if (auto it = c.find("add_bos_token"); it != c.end() && it->is_boolean()) info.add_bos = it->get<bool>();
   }
   if (!info.chat_template && fs::is_regular_file(dir / "chat_template.jinja"))

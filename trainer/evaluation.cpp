@@ -157,7 +157,7 @@ OptionTable<O> make_table() {
       option<O>("metric", "loss, exact, choice, or routing (MoE: each task's reply tokens' share per expert and layer)",
                 [](O& o) -> auto& { return o.metric; }),
       option<O>("out", "also write the JSON object to this file", [](O& o) -> auto& { return o.out; }),
-      option<O>("template", "auto (the model's), chatml, llama2, llama3 or alpaca", [](O& o) -> auto& { return o.chat_template; }),
+      option<O>("template", "auto (the model's), chatml, llama2, mistral, llama3 or alpaca", [](O& o) -> auto& { return o.chat_template; }),
       option<O>("tokenizer", "tokenizer (default: the model's)", [](O& o) -> auto& { return o.tokenizer; }),
       option<O>("batch_tokens", "tokens per forward pass (loss, routing)", [](O& o) -> auto& { return o.batch_tokens; }),
       option<O>("seq_len", std::string(kSeqLenHelp) + " (loss, routing)", [](O& o) -> auto& { return o.seq_len; }),

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/json_file.hpp"
+#include "text/model_text.hpp"
 #include "core/staged_path.hpp"
 #include "formats/checkpoint_writer.hpp"
 
@@ -36,6 +38,33 @@ void save_run(const fs::path& dir, WriteWeights write_weights, Engine& engine, c
 }
 
 }  // namespace
+
+std::unique_ptr<Checkpoint> with_chosen_template(std::shared_ptr<const Checkpoint> weights, const std::string& format) {
+  constexpr const char* kName = "tokenizer_config.json";
+  nlohmann::json config = nlohmann::json::object();
+  std::vector<fs::path> side;
+  for (const fs::path& f : weights->side_files()) {
+    if (f.filename() != kName) {
+      side.push_back(f);
+      continue;
+    }
+    config = read_json_file(f);
+    require(config.is_object(), f, "must be a JSON object");
+  }
+  std::vector<GeneratedFile> generated;
+  for (const GeneratedFile& g : weights->generated_files()) {
+    if (g.name != kName) {
+      generated.push_back(g);
+    } else if (config.empty()) {
+      if (auto text = g.contents()) config = nlohmann::json::parse(*text);  // one of ours: valid
+    }
+  }
+  config[kChosenTemplateKey] = format;
+  generated.push_back({kName, [text = config.dump(2) + "\n"] { return std::optional(text); }});
+  auto load = [weights](const TensorInfo& info) { return weights->load(info.name); };
+  return std::make_unique<ComputedCheckpoint>(weights->config(), weights->tensors(), load, std::move(side),
+                                              std::move(generated));
+}
 
 void save_checkpoint(const fs::path& dir, const Checkpoint& weights, DType dtype, Engine& engine,
                      const RunState& state) {

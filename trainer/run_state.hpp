@@ -35,6 +35,12 @@ std::string step_folder_name(int64_t step);  // "step-000042"
 // temporary name, then renames it into place (replacing an older folder of that name).
 void save_checkpoint(const std::filesystem::path& dir, const Checkpoint& weights, DType dtype, Engine& engine,
                      const RunState& state);
+// `weights` whose tokenizer_config.json (its own, generated or copied, or a new one) records the
+// built-in chat template `format` ("chatml", ...) given by hand, so that later commands' --template
+// auto take it (text/model_text.hpp kChosenTemplateKey). InputError for a tokenizer_config.json
+// that is not a JSON object.
+std::unique_ptr<Checkpoint> with_chosen_template(std::shared_ptr<const Checkpoint> weights, const std::string& format);
+
 // The same for a LoRA run: `dir` is a PEFT adapter folder (A and B as `dtype`) with the state.
 void save_adapter_checkpoint(const std::filesystem::path& dir, const LoraAdapter& adapter, DType dtype,
                              Engine& engine, const RunState& state);

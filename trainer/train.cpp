@@ -148,6 +148,8 @@ class Trainer {
   StepStats accumulate();
   void log_step(int64_t step, const StepStats& s, double lr, double norm, double step_seconds);
   void save(const std::string& folder);
+  // The model's weights as a checkpoint, recording a --template given by hand.
+  std::unique_ptr<Checkpoint> weights_to_save() const;
   TokenizedData read_data(const fs::path& file);
   std::unique_ptr<Engine> lora_engine(bool resumed, int64_t& trained, std::string& what);
   void validate(int64_t step);
@@ -437,12 +439,18 @@ void Trainer::validate(int64_t step) {
   spdlog::info("step {}: validation loss {:.4f}, perplexity {:.3f} over {} tokens", step, e.loss(), e.ppl(), e.tokens);
 }
 
+std::unique_ptr<Checkpoint> Trainer::weights_to_save() const {
+  std::unique_ptr<Checkpoint> weights = engine_->checkpoint(source_.get());
+  if (!encoder_ || o_.chat_template == "auto") return weights;
+  return with_chosen_template(std::move(weights), chat_format_name(encoder_->chat_template().format));
+}
+
 void Trainer::save(const std::string& folder) {
   const fs::path dir = o_.out / folder;
   if (const auto adapter = engine_->trained_adapter())
     save_adapter_checkpoint(dir, *adapter, o_.save_dtype, *engine_, state_);
   else
-    save_checkpoint(dir, *engine_->checkpoint(source_.get()), o_.save_dtype, *engine_, state_);
+    save_checkpoint(dir, *weights_to_save(), o_.save_dtype, *engine_, state_);
   if (!o_.keep_all_states && !last_saved_.empty() && fs::absolute(last_saved_) != fs::absolute(dir))
     drop_optimizer_state(last_saved_);
   last_saved_ = dir;

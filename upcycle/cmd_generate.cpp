@@ -96,7 +96,7 @@ int cmd_generate(const Args& args) {
       ("prompt", cli::po::value<std::string>(), "text to continue")
       ("chat", cli::po::value<std::string>(), "a user message to answer")
       ("system", cli::po::value<std::string>(), "system message for --chat (default: the template's own)")
-      ("template", cli::po::value<std::string>()->default_value("auto"), "auto (the model's), chatml, llama2, llama3 or alpaca")
+      ("template", cli::po::value<std::string>()->default_value("auto"), "auto (the model's), chatml, llama2, mistral, llama3 or alpaca")
       ("tokenizer", cli::po::value<std::string>(), "tokenizer (default: the model's)")
       ("max-new-tokens", cli::po::value<int64_t>()->default_value(256), "most tokens to generate")
       ("temperature", cli::po::value<double>()->default_value(0.0), "0: greedy; else sample from softmax(logits/T)")

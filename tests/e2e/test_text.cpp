@@ -130,6 +130,24 @@ TEST_CASE("text: eval routing gives each task's reply-token share per MoE layer 
   CHECK(r.err.find("routing is measured on an MoE") != std::string::npos);
 }
 
+TEST_CASE("text: a --template given by hand is recorded in the tuned checkpoint, and later commands take it") {
+  ScratchDir dir;
+  const fs::path model = chat_model(dir, "llama", 6), data = qa_data(dir, "qa.jsonl");
+  fs::remove(model / "tokenizer_config.json");  // no template of its own
+  auto r = run_upcycle("tune --model " + q(model) + " --data " + q(data) + " --out " + q(dir / "run") +
+                       " --steps 1 --seq-len 128 --template chatml");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const json config = json::parse(test::read_file(dir / "run" / "final" / "tokenizer_config.json"));
+  CHECK(config["upcycle_chat_template"] == "chatml");
+  r = run_upcycle("generate --model " + q(dir / "run" / "final") + " --chat hi --max-new-tokens 2");
+  CHECK_MESSAGE(r.code == 0, r.err);
+  // --template auto records nothing; the model's own template (ChatML with a system) stays.
+  const fs::path own = chat_model(dir, "mistral", 7);
+  r = run_upcycle("tune --model " + q(own) + " --data " + q(data) + " --out " + q(dir / "run2") + " --steps 1 --seq-len 128");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK_FALSE(json::parse(test::read_file(dir / "run2" / "final" / "tokenizer_config.json")).contains("upcycle_chat_template"));
+}
+
 TEST_CASE("text: a validation share is held out of the training data, seeded") {
   ScratchDir dir;
   const fs::path model = chat_model(dir, "llama", 4), data = qa_data(dir, "qa.jsonl");

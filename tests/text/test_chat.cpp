@@ -225,3 +225,21 @@ TEST_CASE("chat: Llama 3.1's turns, its dated system turn, and Qwen3's <think> b
         "<|im_start|>assistant\n<think>\nr2\n</think>\n\nA2<|im_end|>\n");
   CHECK(parse_chat_format("llama3") == ChatFormat::Llama3);
 }
+
+// Expected texts: jinja2 on Mistral-Nemo-Instruct-2407's template (v0.3's has the same layout).
+TEST_CASE("chat: Mistral's [INST] without spaces or a system block, its system message in the last user turn") {
+  const auto m = recognise_chat_template("{{- bos_token }}{{- \"[INST]\" + message[\"content\"] + \"[/INST]\" }}");
+  REQUIRE(m.has_value());
+  CHECK(m->format == ChatFormat::Mistral);
+  CHECK(recognise_chat_template("{{ '<<SYS>>\\n' }}{{ '[INST]' + content }}")->format == ChatFormat::Llama2);
+  std::vector<Message> chat = {{"user", "Hi", {}}, {"assistant", "Hello", {}}, {"user", "2+2?", {}}, {"assistant", "4", {}}};
+  CHECK(joined(render_chat(*m, chat, false, kSpecials)) == "<s>[INST]Hi[/INST]Hello</s>[INST]2+2?[/INST]4</s>");
+  CHECK(joined(render_chat(*m, chat, false, kSpecials), true) == "Hello</s>4</s>");
+  chat.insert(chat.begin(), Message{"system", "Be brief.", {}});
+  chat.pop_back();
+  CHECK(joined(render_chat(*m, chat, true, kSpecials)) == "<s>[INST]Hi[/INST]Hello</s>[INST]Be brief.\n\n2+2?[/INST]");
+  chat.push_back({"assistant", "4", {}});  // the template would drop the system here; it stays where the reply was asked
+  CHECK(joined(render_chat(*m, chat, false, kSpecials)) == "<s>[INST]Hi[/INST]Hello</s>[INST]Be brief.\n\n2+2?[/INST]4</s>");
+  CHECK(spells_bos(ChatFormat::Mistral));
+  CHECK(parse_chat_format("mistral") == ChatFormat::Mistral);
+}
