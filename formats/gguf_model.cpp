@@ -191,6 +191,12 @@ bool has_role(const GgufFile& f, Role role) {
 
 }  // namespace
 
+int64_t llama_interleaved_heads(Role role, const ModelConfig& c) {
+  if (role == Role::Q || role == Role::QBias) return c.num_attention_heads;
+  if (role == Role::K || role == Role::KBias) return c.num_key_value_heads;
+  return 0;
+}
+
 ModelConfig config_from_gguf(const GgufFile& f) {
   const Arch& arch = arch_of(f);
   const Meta m(f);
@@ -273,13 +279,6 @@ Tensor unpermute_rows(const Tensor& raw, int64_t heads) {
   return out;
 }
 
-// Heads whose rows llama.cpp interleaved in a tensor of this role; 0 for tensors left alone.
-int64_t interleaved_heads(Role role, const ModelConfig& c, bool rope_interleaved) {
-  if (!rope_interleaved) return 0;
-  if (role == Role::Q || role == Role::QBias) return c.num_attention_heads;
-  if (role == Role::K || role == Role::KBias) return c.num_key_value_heads;
-  return 0;
-}
 
 // Where a Hugging Face tensor lives in the file: a tensor, or one expert's part of a stacked one
 // (expert >= 0); and how many heads' rows were interleaved.
@@ -356,7 +355,7 @@ std::unique_ptr<Checkpoint> open_gguf(const fs::path& path) {
     require(id.has_value(), path, where,
             "not a tensor of the llama, mistral, qwen2, qwen2moe, qwen3 or qwen3moe layout that this reader maps to "
             "Hugging Face names");
-    const int64_t heads = interleaved_heads(id->role, config, rope_interleaved);
+    const int64_t heads = rope_interleaved ? llama_interleaved_heads(id->role, config) : 0;
     require(heads == 0 || t.shape[0] % (2 * heads) == 0, path, where,
             "shape " + shape_string(t.shape) + " does not split into " + std::to_string(heads) +
                 " heads of an even number of rows");

@@ -7,6 +7,7 @@
 
 #include "core/checkpoint.hpp"
 #include "core/gguf_file.hpp"
+#include "core/tensor_roles.hpp"
 
 namespace upcycle {
 
@@ -14,5 +15,10 @@ namespace upcycle {
 ModelConfig config_from_gguf(const GgufFile& file);
 
 std::unique_ptr<Checkpoint> open_gguf(const std::filesystem::path& path);
+
+// The heads whose rows llama.cpp's converter interleaves in a tensor of this role under its llama
+// architecture (q and k, and their biases; the writer does the same, the reader undoes it); 0 for
+// the rest.
+int64_t llama_interleaved_heads(Role role, const ModelConfig& config);
 
 }  // namespace upcycle

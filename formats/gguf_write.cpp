@@ -21,6 +21,7 @@
 #include "core/staged_path.hpp"
 #include "core/tensor_names.hpp"
 #include "formats/checkpoint_writer.hpp"
+#include "formats/gguf_model.hpp"
 #include "text/gguf_vocabulary.hpp"
 
 namespace upcycle {
@@ -101,12 +102,6 @@ DType out_dtype(Role role, const Shape& shape, DType stored, const WriteOptions&
   return d;
 }
 
-int64_t rope_heads(Role role, const ModelConfig& c) {
-  if (role == Role::Q || role == Role::QBias) return c.num_attention_heads;
-  if (role == Role::K || role == Role::KBias) return c.num_key_value_heads;
-  return 0;
-}
-
 // The GGUF tensors of `in`, in its order: one per tensor, but the experts of a layer stacked into
 // one per role (from per-expert tensors, or from a fused gate_up's halves).
 std::vector<OutTensor> plan_tensors(const Checkpoint& in, const Target& target, const WriteOptions& opts) {
@@ -144,7 +139,7 @@ std::vector<OutTensor> plan_tensors(const Checkpoint& in, const Target& target, 
       const size_t placed = add_expert(id->role, layer, t.shape[0], t.shape[1], t, {t.name});
       require(int(placed) == id->expert, in.path(), where, "comes before the experts numbered below it");
     } else {
-      const int64_t heads = target.interleave_qk ? rope_heads(id->role, c) : 0;
+      const int64_t heads = target.interleave_qk ? llama_interleaved_heads(id->role, c) : 0;
       require(heads == 0 || t.shape[0] % (2 * heads) == 0, in.path(), where,
               "rows do not split into " + std::to_string(heads) + " heads of an even size");
       const DType dtype = out_dtype(id->role, t.shape, t.stored_dtype(), opts);
