@@ -7,8 +7,8 @@ hidden / heads = 32, tied embeddings, std 0.1 so the layers do something, the no
 random too through a second export) is loaded by transformers; its logits must equal
 `upcycle forward`'s within 1e-4 relative, and `upcycle generate` greedy tokens must be
 transformers' greedy tokens. Three such models go through `upcycle convert` (UpIT, 4 experts
-top-2, random routers): transformers' Qwen3MoeForCausalLM loads the folder with logits equal to
-ours within 1e-4 relative. Exits 77 (skipped) without torch, transformers and safetensors.
+top-2, random routers), per-expert and fused: transformers' Qwen3MoeForCausalLM loads each folder
+with logits equal to ours within 1e-4 relative. Exits 77 (skipped) without torch, transformers and safetensors.
 """
 import json
 import os
@@ -106,6 +106,11 @@ def main():
         if type(hf).__name__ != "Qwen3MoeForCausalLM":
             sys.exit(f"FAIL: transformers loads the converted folder as {type(hf).__name__}")
         check_close("qwen3_moe (upcycle convert) forward", ours, theirs)
+        fused = os.path.join(tmp, "qwen3_moe_fused")  # transformers v5's fused experts
+        run("convert", "--checkpoints", *dense, "--experts", "4", "--top-k", "2", "--router", "random", "--seed", "1",
+            "--fused", "--out", fused)
+        ours, theirs, _ = logits_of(fused, tokens, tmp)
+        check_close("qwen3_moe (upcycle convert --fused) forward", ours, theirs)
 
 
 if __name__ == "__main__":
