@@ -192,6 +192,10 @@ OptionTable<O> make_table() {
       option<O>("experts", "experts per layer (default: one per checkpoint)", [](O& o) -> auto& { return o.experts; }),
       option<O>("top_k", "experts per token", [](O& o) -> auto& { return o.top_k; }),
       option<O>("out", "output folder (or .h5 file)", [](O& o) -> auto& { return o.out; }),
+      option<O>("arch",
+                "the MoE made: auto (from the checkpoints: llama and mistral give mixtral, qwen3 gives qwen3_moe), "
+                "mixtral or qwen3_moe; refused when the checkpoints cannot make it",
+                [](O& o) -> auto& { return o.arch; }),
       option<O>("method", "upit, sparse, drop or btx; with --adapters upit, sparse, btx or scratch (LoRAMoE: new "
                           "experts with B = 0)",
                 [](O& o) -> auto& { return o.method; }),
@@ -284,12 +288,30 @@ void check_adapter_options(const O& o) {
     throw OptionError("dtype", option_name("dtype") + " for adapters is f32 or bf16");
 }
 
+namespace {
+
+// The MoE the checkpoints make is the one --arch names, unless it says auto.
+void check_arch(const std::string& arch, const ModelConfig& made, const std::filesystem::path& checkpoint) {
+  if (arch == "auto" || arch == made.model_type) return;
+  const std::string family = made.model_type == "qwen3_moe" ? "qwen3" : "llama or mistral";
+  throw InputError(checkpoint, "is a " + family + " checkpoint, which makes a " + made.model_type + ", not the " + arch +
+                                   " that --arch asks for (mixtral from llama or mistral, qwen3_moe from qwen3)");
+}
+
+}  // namespace
+
 void check_convert_options(const O& o) {
   if (!o.checkpoints.empty() && !o.adapters.empty())
     throw OptionError("adapters", "give " + option_name("checkpoints") + " or " + option_name("adapters") + ", not both");
   require_option(!o.checkpoints.empty() || !o.adapters.empty(), "checkpoints");
   require_option(!o.out.empty(), "out");
   const bool adapters = !o.adapters.empty();
+  if (o.arch == "qwen2_moe")
+    throw OptionError("arch", option_name("arch") + " qwen2_moe is not made yet (its shared expert and sigmoid gate)");
+  if (o.arch != "auto" && o.arch != "mixtral" && o.arch != "qwen3_moe")
+    throw OptionError("arch", option_name("arch") + ": '" + o.arch + "' is not auto, mixtral or qwen3_moe");
+  if (adapters && o.arch == "qwen3_moe")
+    throw OptionError("arch", option_name("arch") + " qwen3_moe: --adapters make a MixLoRA folder, a Mixtral's");
   if (adapters && !o.base)
     throw OptionError("base", option_name("adapters") + " adapt a model: give it as " + option_name("base"));
   const size_t K = adapters ? o.adapters.size() : o.checkpoints.size();
@@ -370,6 +392,7 @@ void convert(const O& o) {
                  "every pair looks far apart; give the model the dense run started from");
   const pool::FfnSource source(ckpts, base.get());
   Plan p = plan(o, int(source.size()));
+  check_arch(o.arch, moe_config(source, p.search ? p.search->experts : int(p.pool.size()), p.assembly), ckpts[0]->path());
   require(o.overwrite || !std::filesystem::exists(o.out), o.out, "already exists (pass --overwrite to replace it)");
   // A search that grows the pool runs while the rest of the MoE is written, unless a router stage
   // needs the whole pool first.

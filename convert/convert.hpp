@@ -62,6 +62,7 @@ struct ConvertOptions {
   double aux_loss_coef = 0.01;                     // router_aux_loss_coef in the config
   std::optional<DType> dtype;                      // output dtype (default: checkpoint 0's)
   bool fused = false;                              // transformers v5's fused expert tensors
+  std::string arch = "auto";                       // the MoE's model_type: auto (the checkpoints'), mixtral, qwen3_moe
   uint64_t seed = 0;
   bool overwrite = false;
 };

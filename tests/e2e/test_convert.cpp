@@ -60,6 +60,23 @@ TEST_CASE("convert: qwen3 checkpoints make a Qwen3-MoE, and sparse upcycling com
   CHECK(r.code == 2);  // families mixed
   CHECK(r.err.find("is not the same architecture and shape") != std::string::npos);
   CHECK_FALSE(fs::exists(dir / "mixed"));
+  r = run_upcycle("convert --checkpoints " + q(dense[0]) + " --method sparse --experts 2 --arch mixtral --out " +
+                  q(dir / "arch"));
+  CHECK(r.code == 2);  // an --arch the checkpoints cannot make
+  CHECK(r.err.find("is a qwen3 checkpoint, which makes a qwen3_moe, not the mixtral that --arch asks for") !=
+        std::string::npos);
+  r = run_upcycle("convert --checkpoints " + q(write_dense(dir, "l2", 4)) + " --method sparse --experts 2 --arch qwen3_moe --out " +
+                  q(dir / "arch"));
+  CHECK(r.code == 2);
+  CHECK(r.err.find("makes a mixtral, not the qwen3_moe") != std::string::npos);
+  r = run_upcycle("convert --checkpoints " + q(dense[0]) + " --method sparse --experts 2 --arch qwen2_moe --out " +
+                  q(dir / "arch"));
+  CHECK(r.code == 1);
+  CHECK(r.err.find("--arch qwen2_moe is not made yet") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "arch"));
+  r = run_upcycle("convert --checkpoints " + q(dense[0]) + " --method sparse --experts 2 --arch qwen3_moe --out " +
+                  q(dir / "arch"));
+  CHECK_MESSAGE(r.code == 0, r.err);
   // Each checkpoint's FFN is an expert as it was.
   CHECK(tensor_values(*moe, "model.layers.0.mlp.experts.1.down_proj.weight") ==
         tensor_values(*open_checkpoint(dense[1]), "model.layers.0.mlp.down_proj.weight"));
