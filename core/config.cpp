@@ -288,11 +288,19 @@ std::vector<float> rope_inv_freq(int64_t head_dim, double theta, const RopeScali
   return inv_freq;
 }
 
+namespace {
+
+void check_top_k(int64_t top_k, int64_t experts, const std::filesystem::path& source) {
+  require(top_k >= 1 && top_k <= experts, source,
+          "top-k " + std::to_string(top_k) + " must lie in [1, " + std::to_string(experts) + " experts]");
+}
+
+}  // namespace
+
 ModelConfig upcycled_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,
                             const std::filesystem::path& source) {
   if (dense.model_type != "qwen3") return mixtral_config(dense, experts, top_k, aux_loss_coef, source);
-  require(top_k >= 1 && top_k <= experts, source,
-          "top-k " + std::to_string(top_k) + " must lie in [1, " + std::to_string(experts) + " experts]");
+  check_top_k(top_k, experts, source);
   json j = dense.to_json();
   j["model_type"] = "qwen3_moe";
   j["architectures"] = {"Qwen3MoeForCausalLM"};
@@ -312,8 +320,7 @@ ModelConfig mixtral_config(const ModelConfig& dense, int64_t experts, int64_t to
           "is a " + dense.model_type +
               " model: an MoE is made of llama or mistral models (a Mixtral; it has no attention biases), or of "
               "qwen3 ones (a Qwen3-MoE); qwen2's Qwen2-MoE, with its shared expert, is not made yet");
-  require(top_k >= 1 && top_k <= experts, source,
-          "top-k " + std::to_string(top_k) + " must lie in [1, " + std::to_string(experts) + " experts]");
+  check_top_k(top_k, experts, source);
   json j = dense.to_json();
   j["model_type"] = "mixtral";
   j["architectures"] = {"MixtralForCausalLM"};

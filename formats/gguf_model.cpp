@@ -189,7 +189,29 @@ bool has_role(const GgufFile& f, Role role) {
   });
 }
 
+// llama.cpp's converter interleaves the two rotary halves of each head's rows in q and k (it views
+// Hugging Face's [n_head * D, H] as [n_head, 2, D/2, H] and swaps axes 1 and 2), so GGUF row
+// h*D + 2j + s holds Hugging Face row h*D + s*D/2 + j.
+int64_t hf_row(int64_t gguf_row, int64_t head_rows) {
+  const int64_t head = gguf_row / head_rows, r = gguf_row % head_rows;
+  return head * head_rows + (r % 2) * (head_rows / 2) + r / 2;
+}
+
 }  // namespace
+
+Tensor reorder_rope_rows(const Tensor& t, int64_t heads, RopeRows to) {
+  Tensor out = Tensor::zeros(t.dtype(), t.shape());
+  const int64_t rows = t.dim(0), head_rows = rows / heads;
+  const uint64_t row_bytes = t.nbytes() / uint64_t(rows);
+  const std::byte* src = t.bytes().data();
+  std::byte* dst = out.mutable_bytes().data();
+  for (int64_t g = 0; g < rows; ++g) {
+    const uint64_t gguf = uint64_t(g) * row_bytes, hf = uint64_t(hf_row(g, head_rows)) * row_bytes;
+    if (to == RopeRows::HuggingFace) std::memcpy(dst + hf, src + gguf, row_bytes);
+    else std::memcpy(dst + gguf, src + hf, row_bytes);
+  }
+  return out;
+}
 
 int64_t llama_interleaved_heads(Role role, const ModelConfig& c) {
   if (role == Role::Q || role == Role::QBias) return c.num_attention_heads;
@@ -258,26 +280,7 @@ ModelConfig config_from_gguf(const GgufFile& f) {
 
 namespace {
 
-// llama.cpp's converter interleaves the two rotary halves of each head's rows in q and k (it views
-// Hugging Face's [n_head * D, H] as [n_head, 2, D/2, H] and swaps axes 1 and 2), so GGUF row
-// h*D + 2j + s holds Hugging Face row h*D + s*D/2 + j.
-int64_t hf_row(int64_t gguf_row, int64_t head_rows) {
-  const int64_t head = gguf_row / head_rows, r = gguf_row % head_rows;
-  return head * head_rows + (r % 2) * (head_rows / 2) + r / 2;
-}
 
-// raw [R, ...] with its rows back in Hugging Face order, in its stored dtype (a quantized row is
-// whole blocks: checked when the file was opened).
-Tensor unpermute_rows(const Tensor& raw, int64_t heads) {
-  Tensor out = Tensor::zeros(raw.dtype(), raw.shape());
-  const int64_t rows = raw.dim(0), head_rows = rows / heads;
-  const uint64_t row_bytes = raw.nbytes() / uint64_t(rows);
-  const std::byte* src = raw.bytes().data();
-  std::byte* dst = out.mutable_bytes().data();
-  for (int64_t g = 0; g < rows; ++g, src += row_bytes)
-    std::memcpy(dst + uint64_t(hf_row(g, head_rows)) * row_bytes, src, row_bytes);
-  return out;
-}
 
 
 // Where a Hugging Face tensor lives in the file: a tensor, or one expert's part of a stacked one
@@ -311,7 +314,7 @@ class GgufCheckpoint final : public Checkpoint {
     require(it != sources_.end(), path(), "tensor '" + name + "'", "not in this checkpoint");
     const Tensor whole = file_.load_raw(file_.tensors()[it->second.index]);
     const Tensor raw = it->second.expert < 0 ? whole : expert_part(whole, it->second.expert);
-    if (it->second.interleaved_heads > 0) return unpermute_rows(raw, it->second.interleaved_heads);
+    if (it->second.interleaved_heads > 0) return reorder_rope_rows(raw, it->second.interleaved_heads, RopeRows::HuggingFace);
     return raw;
   }
   std::string_view format() const override { return "gguf"; }

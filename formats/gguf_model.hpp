@@ -21,4 +21,9 @@ std::unique_ptr<Checkpoint> open_gguf(const std::filesystem::path& path);
 // the rest.
 int64_t llama_interleaved_heads(Role role, const ModelConfig& config);
 
+// A q/k tensor [heads·D, ...] with its rows in llama.cpp's interleaved order or back in Hugging
+// Face's, in its own dtype (a quantized row is whole blocks).
+enum class RopeRows { Interleaved, HuggingFace };
+Tensor reorder_rope_rows(const Tensor& t, int64_t heads, RopeRows to);
+
 }  // namespace upcycle

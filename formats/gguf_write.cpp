@@ -155,19 +155,6 @@ std::vector<OutTensor> plan_tensors(const Checkpoint& in, const Target& target, 
   return out;
 }
 
-// llama.cpp's row order for q/k: HF rows [heads, 2, D/2, cols] as [heads, D/2, 2, cols].
-Tensor interleave_rows(const Tensor& t, int64_t heads) {
-  const std::vector<float> hf = t.to_f32_vector();
-  std::vector<float> out(hf.size());
-  const int64_t rows = t.dim(0), cols = int64_t(hf.size()) / rows, head_rows = rows / heads, half = head_rows / 2;
-  for (int64_t h = 0; h < heads; ++h)
-    for (int64_t s = 0; s < 2; ++s)
-      for (int64_t j = 0; j < half; ++j)
-        std::copy_n(hf.begin() + (h * head_rows + s * half + j) * cols, cols,
-                    out.begin() + (h * head_rows + 2 * j + s) * cols);
-  return Tensor::from_f32(t.shape(), std::move(out));
-}
-
 // ---------------------------------------------------------------------------------------------
 // The keys
 
@@ -369,7 +356,7 @@ void write_gguf(const Checkpoint& in, const fs::path& out, const WriteOptions& o
       if (t.pieces.empty()) write_piece(t.computed, {}, t.info.dtype, file);
       for (const Piece& piece : t.pieces) {
         Tensor loaded = in.load(piece.name);
-        if (t.interleave_heads > 0) loaded = interleave_rows(loaded, t.interleave_heads);
+        if (t.interleave_heads > 0) loaded = reorder_rope_rows(loaded, t.interleave_heads, RopeRows::Interleaved);
         write_piece(loaded, piece, t.info.dtype, file);
       }
       require(file.at() == data_start + layout.offsets[i] + layout.sizes[i], in.path(), "tensor '" + t.info.name + "'",
