@@ -16,7 +16,19 @@ using pool::PoolTensor;
 
 ModelConfig moe_config(const FfnSource& source, int experts, const AssemblyOptions& opts) {
   const Checkpoint& first = source.checkpoint(0);
-  return upcycled_config(first.config(), experts, opts.top_k, opts.aux_loss_coef, first.path());
+  return upcycled_config(first.config(), {experts, opts.top_k, opts.aux_loss_coef, opts.norm_topk_prob}, first.path());
+}
+
+std::optional<SharedExpertSource> parse_shared_expert(const std::string& text) {
+  using From = SharedExpertSource::From;
+  if (text == "zero") return SharedExpertSource{From::Zero};
+  if (text == "mean") return SharedExpertSource{From::Mean};
+  if (text == "base") return SharedExpertSource{From::Base};
+  const std::string prefix = "checkpoint:";
+  if (!text.starts_with(prefix) || text.size() == prefix.size() || text.size() > prefix.size() + 3) return std::nullopt;
+  const std::string digits = text.substr(prefix.size());
+  if (!std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) return std::nullopt;
+  return SharedExpertSource{From::Checkpoint, std::stoi(digits)};
 }
 
 namespace {
@@ -153,6 +165,13 @@ class Assembler {
       if (r.is_child() || r.redraw != 0) return std::nullopt;
       return std::pair{&source_.checkpoint(size_t(r.checkpoint)), FfnSource::key(id->layer, *role.dense)};
     }
+    if (is_shared_expert(id->role)) {
+      const SharedExpertSource& s = opts_.shared_expert;
+      const std::string key = FfnSource::key(id->layer, *role.dense);
+      if (s.from == SharedExpertSource::From::Checkpoint) return std::pair{&source_.checkpoint(size_t(s.checkpoint)), key};
+      if (s.from == SharedExpertSource::From::Base) return std::pair{source_.base_checkpoint(), key};
+      return std::nullopt;
+    }
     const bool shared = role.dense == id->role;  // a tensor of the dense model itself
     if (shared && opts_.shared_from) return std::pair{&source_.checkpoint(size_t(*opts_.shared_from)), name};
     return std::nullopt;
@@ -168,18 +187,32 @@ class Assembler {
     if (const auto from = passthrough(info.name)) return from->first->load(from->second);
     const auto id = parse_tensor_name(info.name, scheme_);
     if (!id) throw std::logic_error("assemble: unexpected tensor " + info.name);
+    if (is_shared_expert(id->role)) return shared_expert(id->layer, id->role, info);
     switch (id->role) {
-      case Role::Router: return Tensor::from_f32(info.shape, router(id->layer, info));  // small
+      case Role::Router: return Tensor::from_f32(info.shape, router(id->layer, info, "router"));  // small
+      case Role::SharedRouter: return Tensor::from_f32(info.shape, router(id->layer, info, "shared expert gate"));
       case Role::ExpertGate:
       case Role::ExpertUp:
       case Role::ExpertDown: return expert(id->layer, *role_info(id->role).dense, size_t(id->expert), info);
       case Role::ExpertsGateUp: return fused(id->layer, {Role::Gate, Role::Up}, info);
       case Role::ExpertsDown: return fused(id->layer, {Role::Down}, info);
-      default: return merged(info);
+      default: return merged(info, info.name, opts_.shared_merge);
     }
   }
 
  private:
+  static bool is_shared_expert(Role role) {
+    return role == Role::SharedGate || role == Role::SharedUp || role == Role::SharedDown;
+  }
+
+  // The shared expert's tensor of `role` that passthrough() does not give: zeros (Zero's down) or
+  // the checkpoints' mean of the dense FFN's tensor.
+  Tensor shared_expert(int layer, Role role, const TensorInfo& info) {
+    if (opts_.shared_expert.from == SharedExpertSource::From::Zero && role == Role::SharedDown)
+      return Tensor::from_f32(info.shape, std::vector<float>(*shape_elements(info.shape), 0.0f));
+    return merged(info, FfnSource::key(layer, *role_info(role).dense), merge::Options{merge::Method::Linear});
+  }
+
   // The whole pool: waits for the search.
   const pool::Pool& pool() {
     if (!pool_) {
@@ -234,28 +267,29 @@ class Assembler {
     return Tensor::from_f32(shape, std::move(values));
   }
 
-  std::vector<float> router(int layer, const TensorInfo& info) {
-    if (!opts_.routers.empty()) return opts_.routers.at(size_t(layer));
-    Rng rng = Rng::stream(opts_.seed, "router, layer " + std::to_string(layer));  // the same in either layout
+  // A router's rows (`what`: "router", or "shared expert gate", never zero: llama.cpp computes
+  // its sigmoid as silu(x)/x), normal(0, 0.02) from the seed unless given.
+  std::vector<float> router(int layer, const TensorInfo& info, const std::string& what) {
+    if (!opts_.routers.empty() && what == "router") return opts_.routers.at(size_t(layer));
+    Rng rng = Rng::stream(opts_.seed, what + ", layer " + std::to_string(layer));  // the same in either layout
     std::vector<float> w(size_t(info.shape[0] * info.shape[1]));
     for (float& x : w) x = float(0.02 * rng.normal());
     return w;
   }
 
-  // A shared tensor merged across the checkpoints: a block at a time for the element-wise
-  // methods, whole for TIES and SLERP (they rank or measure the whole tensor).
-  Tensor merged(const TensorInfo& info) {
+  // A shared tensor merged across the checkpoints (their tensor `name`) by `o`: a block at a time
+  // for the element-wise methods, whole for TIES and SLERP (they rank or measure the whole tensor).
+  Tensor merged(const TensorInfo& info, const std::string& name, const merge::Options& o) {
     std::vector<Tensor> in;
-    for (size_t k = 0; k < source_.size(); ++k) in.push_back(source_.checkpoint(k).load(info.name));
-    const merge::Options& o = opts_.shared_merge;
+    for (size_t k = 0; k < source_.size(); ++k) in.push_back(source_.checkpoint(k).load(name));
     const merge::MethodInfo& method = merge::method_info(o.method);
     const bool with_base = method.needs_base, given_base = with_base && source_.has_base();
-    if (given_base) in.push_back(source_.base_checkpoint()->load(info.name));  // last
+    if (given_base) in.push_back(source_.base_checkpoint()->load(name));  // last
     const uint64_t n = in[0].numel();
     const uint64_t block = method.by_element ? std::min(n, range_block(opts_.block_elements, in)) : n;
     const size_t k_inputs = source_.size();
     using Inputs = std::vector<std::vector<float>>;  // a thread's blocks of the inputs, then the mean
-    auto make = [in, o, with_base, given_base, k_inputs, name = info.name](Inputs& x, uint64_t first, std::span<float> out) {
+    auto make = [in, o, with_base, given_base, k_inputs, name](Inputs& x, uint64_t first, std::span<float> out) {
       x.resize(in.size() + 1);
       for (size_t k = 0; k < in.size(); ++k) {
         x[k].resize(out.size());

@@ -1,4 +1,5 @@
-// MoE assembly (UpIT's stage 4, and the baselines'): a Mixtral whose every FFN is an MoE block
+// MoE assembly (UpIT's stage 4, and the baselines'): an MoE (Mixtral, Qwen2-MoE or Qwen3-MoE, by
+// the checkpoints' family) whose every FFN is an MoE block
 // over the pool's experts and whose shared weights (embeddings, attention, norms, head) are
 // merged across the checkpoints, presented as a Checkpoint that computes each tensor a block at
 // a time when a writer asks for it, so the conversion streams: memory of a few blocks per thread
@@ -8,14 +9,28 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "pool/expert_pool.hpp"
 
 namespace upcycle {
 
+// Where Qwen2-MoE's shared expert comes from. Zero: the checkpoints' mean gate and up with a zero
+// down, so that it adds exactly nothing until tuned (the MoE computes what its routed experts do);
+// Mean: the checkpoints' mean FFN; Base: the base model's; Checkpoint: checkpoint `checkpoint`'s.
+struct SharedExpertSource {
+  enum class From { Zero, Mean, Base, Checkpoint };
+  From from = From::Zero;
+  int checkpoint = 0;
+};
+// "zero", "mean", "base" or "checkpoint:N"; nullopt for anything else.
+std::optional<SharedExpertSource> parse_shared_expert(const std::string& text);
+
 struct AssemblyOptions {
   int top_k = 2;
+  bool norm_topk_prob = true;               // the qwen MoEs' (MoeShapeOptions)
+  SharedExpertSource shared_expert;         // qwen2_moe's; its gate's row is normal(0, 0.02) from the seed
   bool fused = false;                       // transformers v5's fused experts ([E, 2I, H], [E, H, I])
   double aux_loss_coef = 0.01;              // router_aux_loss_coef of the output config
   std::optional<int> shared_from;           // take the shared weights from this checkpoint, or
@@ -29,10 +44,9 @@ struct AssemblyOptions {
   std::vector<std::vector<float>> routers;
 };
 
-// The Mixtral config: every field of checkpoint 0's carried over, with model_type mixtral,
-// num_local_experts = pool size, num_experts_per_tok = top_k, router_aux_loss_coef.
-// InputError when the checkpoints are not llama or mistral models (Mixtral's attention has no
-// biases, so qwen2 does not carry over) or top_k is out of range.
+// The MoE's config (upcycled_config): every field of checkpoint 0's carried over, with its MoE
+// family's model_type, the pool size as experts, top_k, router_aux_loss_coef and norm_topk_prob.
+// InputError when the checkpoints' family makes no MoE or top_k is out of range.
 ModelConfig moe_config(const pool::FfnSource& source, int experts, const AssemblyOptions& opts);
 
 // Side files: checkpoint 0's (tokenizer, chat template), plus `extra` generated ones.

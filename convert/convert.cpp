@@ -79,6 +79,8 @@ Plan plan(const O& o, int K) {
   const int E = o.experts.value_or(K);
   AssemblyOptions& a = p.assembly;
   a.top_k = o.top_k;
+  a.norm_topk_prob = !o.unnormalised_topk;
+  if (o.shared_expert) a.shared_expert = *parse_shared_expert(*o.shared_expert);
   a.fused = o.fused;
   a.aux_loss_coef = o.aux_loss_coef;
   a.seed = o.seed;
@@ -193,9 +195,20 @@ OptionTable<O> make_table() {
       option<O>("top_k", "experts per token", [](O& o) -> auto& { return o.top_k; }),
       option<O>("out", "output folder (or .h5 file)", [](O& o) -> auto& { return o.out; }),
       option<O>("arch",
-                "the MoE made: auto (from the checkpoints: llama and mistral give mixtral, qwen3 gives qwen3_moe), "
-                "mixtral or qwen3_moe; refused when the checkpoints cannot make it",
+                "the MoE made: auto (from the checkpoints: llama and mistral give mixtral, qwen2 gives qwen2_moe, qwen3 "
+                "gives qwen3_moe), mixtral, qwen2_moe or qwen3_moe; refused when the checkpoints cannot make it",
                 [](O& o) -> auto& { return o.arch; }),
+      option<O>("shared_expert",
+                "qwen2_moe: where its shared expert's FFN comes from: zero (default: the checkpoints' mean gate and up, "
+                "a zero down, so it adds nothing until tuned and the MoE computes what its routed experts do), mean "
+                "(the checkpoints' mean FFN), base (--base's) or checkpoint:N; its sigmoid gate's row is drawn from "
+                "--seed",
+                [](O& o) -> auto& { return o.shared_expert; }),
+      option<O>("unnormalised_topk",
+                "qwen2_moe, qwen3_moe: norm_topk_prob false, the chosen experts' softmax probabilities used as they are "
+                "(Qwen2-MoE's own routing, and what llama.cpp computes for qwen2moe); by default they are renormalised "
+                "to sum to 1, as Mixtral's, so that copies of one FFN compute exactly that FFN",
+                [](O& o) -> auto& { return o.unnormalised_topk; }),
       option<O>("method", "upit, sparse, drop or btx; with --adapters upit, sparse, btx or scratch (LoRAMoE: new "
                           "experts with B = 0)",
                 [](O& o) -> auto& { return o.method; }),
@@ -290,12 +303,22 @@ void check_adapter_options(const O& o) {
 
 namespace {
 
-// The MoE the checkpoints make is the one --arch names, unless it says auto.
-void check_arch(const std::string& arch, const ModelConfig& made, const std::filesystem::path& checkpoint) {
-  if (arch == "auto" || arch == made.model_type) return;
-  const std::string family = made.model_type == "qwen3_moe" ? "qwen3" : "llama or mistral";
-  throw InputError(checkpoint, "is a " + family + " checkpoint, which makes a " + made.model_type + ", not the " + arch +
-                                   " that --arch asks for (mixtral from llama or mistral, qwen3_moe from qwen3)");
+// The MoE the checkpoints make is the one --arch names, unless it says auto; the options of
+// another family's MoE are refused.
+void check_arch(const O& o, const ModelConfig& made, const std::filesystem::path& checkpoint) {
+  if (o.arch != "auto" && o.arch != made.model_type) {
+    const std::string family = made.model_type == "mixtral" ? "llama or mistral"
+                                                            : made.model_type.substr(0, made.model_type.find('_'));
+    throw InputError(checkpoint, "is a " + family + " checkpoint, which makes a " + made.model_type + ", not the " +
+                                     o.arch + " that --arch asks for (mixtral from llama or mistral, qwen2_moe from "
+                                     "qwen2, qwen3_moe from qwen3)");
+  }
+  if (o.shared_expert && !made.has_shared_expert())
+    throw OptionError("shared_expert", option_name("shared_expert") + " is for a qwen2_moe (the MoE with a shared "
+                                       "expert); these checkpoints make a " + made.model_type);
+  if (o.unnormalised_topk && made.model_type == "mixtral")
+    throw OptionError("unnormalised_topk", option_name("unnormalised_topk") + " is for the qwen MoEs: a mixtral always "
+                                           "renormalises its top-k weights");
 }
 
 }  // namespace
@@ -306,12 +329,14 @@ void check_convert_options(const O& o) {
   require_option(!o.checkpoints.empty() || !o.adapters.empty(), "checkpoints");
   require_option(!o.out.empty(), "out");
   const bool adapters = !o.adapters.empty();
-  if (o.arch == "qwen2_moe")
-    throw OptionError("arch", option_name("arch") + " qwen2_moe is not made yet (its shared expert and sigmoid gate)");
-  if (o.arch != "auto" && o.arch != "mixtral" && o.arch != "qwen3_moe")
-    throw OptionError("arch", option_name("arch") + ": '" + o.arch + "' is not auto, mixtral or qwen3_moe");
-  if (adapters && o.arch == "qwen3_moe")
-    throw OptionError("arch", option_name("arch") + " qwen3_moe: --adapters make a MixLoRA folder, a Mixtral's");
+  if (o.arch != "auto" && o.arch != "mixtral" && o.arch != "qwen2_moe" && o.arch != "qwen3_moe")
+    throw OptionError("arch", option_name("arch") + ": '" + o.arch + "' is not auto, mixtral, qwen2_moe or qwen3_moe");
+  if (adapters && o.arch != "auto" && o.arch != "mixtral")
+    throw OptionError("arch", option_name("arch") + " " + o.arch + ": --adapters make a MixLoRA folder, a Mixtral's");
+  if (adapters && (o.shared_expert || o.unnormalised_topk))
+    throw OptionError(o.shared_expert ? "shared_expert" : "unnormalised_topk",
+                      "--adapters make a MixLoRA folder, a Mixtral's: it has no shared expert and renormalises its "
+                      "top-k weights");
   if (adapters && !o.base)
     throw OptionError("base", option_name("adapters") + " adapt a model: give it as " + option_name("base"));
   const size_t K = adapters ? o.adapters.size() : o.checkpoints.size();
@@ -324,6 +349,16 @@ void check_convert_options(const O& o) {
   if (!(o.drop_rate >= 0 && o.drop_rate < 1)) throw OptionError("drop_rate", option_name("drop_rate") + " must lie in [0, 1)");
   if (!(o.density > 0 && o.density <= 1)) throw OptionError("density", option_name("density") + " must lie in (0, 1]");
   if (o.shared_from) check_index("shared_from", *o.shared_from, K);
+  if (o.shared_expert) {
+    const auto shared = parse_shared_expert(*o.shared_expert);
+    if (!shared)
+      throw OptionError("shared_expert", option_name("shared_expert") + ": '" + *o.shared_expert +
+                                             "' is not zero, mean, base or checkpoint:N");
+    if (shared->from == SharedExpertSource::From::Checkpoint) check_index("shared_expert", shared->checkpoint, K);
+    if (shared->from == SharedExpertSource::From::Base && !o.base)
+      throw OptionError("shared_expert", option_name("shared_expert") + " base takes the FFN of " +
+                                             option_name("base") + ": give it");
+  }
   const std::string router = router_init(o);
   if (router != "random" && router != "upit" && router != "hidden")
     throw OptionError("router", option_name("router") + " must be upit, hidden or random");
@@ -392,7 +427,7 @@ void convert(const O& o) {
                  "every pair looks far apart; give the model the dense run started from");
   const pool::FfnSource source(ckpts, base.get());
   Plan p = plan(o, int(source.size()));
-  check_arch(o.arch, moe_config(source, p.search ? p.search->experts : int(p.pool.size()), p.assembly), ckpts[0]->path());
+  check_arch(o, moe_config(source, p.search ? p.search->experts : int(p.pool.size()), p.assembly), ckpts[0]->path());
   require(o.overwrite || !std::filesystem::exists(o.out), o.out, "already exists (pass --overwrite to replace it)");
   // A search that grows the pool runs while the rest of the MoE is written, unless a router stage
   // needs the whole pool first.

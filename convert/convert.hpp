@@ -1,4 +1,4 @@
-// The conversion as a library: dense checkpoints into a Mixtral MoE. ConvertOptions -> a plan
+// The conversion as a library: dense checkpoints into an MoE (Mixtral, Qwen2-MoE or Qwen3-MoE). ConvertOptions -> a plan
 // (the pool's recipes, or the search still to run) -> the expert search -> the router stage ->
 // the MoE assembled and written, streaming.
 //   upit    the checkpoints' FFNs as experts, grown by the genetic search when E > K, or the E
@@ -62,7 +62,9 @@ struct ConvertOptions {
   double aux_loss_coef = 0.01;                     // router_aux_loss_coef in the config
   std::optional<DType> dtype;                      // output dtype (default: checkpoint 0's)
   bool fused = false;                              // transformers v5's fused expert tensors
-  std::string arch = "auto";                       // the MoE's model_type: auto (the checkpoints'), mixtral, qwen3_moe
+  std::string arch = "auto";                       // the MoE's model_type: auto (the checkpoints'), mixtral, qwen2_moe, qwen3_moe
+  std::optional<std::string> shared_expert;        // qwen2_moe: zero (default), mean, base or checkpoint:N
+  bool unnormalised_topk = false;                  // the qwen MoEs: norm_topk_prob false
   uint64_t seed = 0;
   bool overwrite = false;
 };

@@ -132,20 +132,16 @@ ModelConfig ModelConfig::from_json(const json& j, const std::filesystem::path& s
     c.num_local_experts = get_int(j, "num_local_experts", 8, src);
     c.num_experts_per_tok = get_int(j, "num_experts_per_tok", 2, src);
     c.router_aux_loss_coef = get_double(j, "router_aux_loss_coef", 0.001, src);  // transformers' default
-  } else if (c.model_type == "qwen2_moe") {
-    c.num_local_experts = get_int(j, "num_experts", 60, src);
-    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", 4, src);
+  } else if (c.model_type == "qwen2_moe" || c.model_type == "qwen3_moe") {
+    const bool qwen2_moe = c.model_type == "qwen2_moe";
+    c.num_local_experts = get_int(j, "num_experts", qwen2_moe ? 60 : 128, src);  // transformers' defaults
+    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", qwen2_moe ? 4 : 8, src);
     c.router_aux_loss_coef = get_double(j, "router_aux_loss_coef", 0.001, src);
     c.moe_intermediate_size = get_int(j, "moe_intermediate_size", std::nullopt, src);
-    c.shared_expert_intermediate_size = get_int(j, "shared_expert_intermediate_size", 0, src);
-  } else if (c.model_type == "qwen3_moe") {
-    c.num_local_experts = get_int(j, "num_experts", 128, src);
-    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", 8, src);
-    c.router_aux_loss_coef = get_double(j, "router_aux_loss_coef", 0.001, src);
-    c.moe_intermediate_size = get_int(j, "moe_intermediate_size", std::nullopt, src);
-    // The MoE computed here renormalises the top-k weights and has experts in every layer.
-    require(get_bool(j, "norm_topk_prob", false, src), src,
-            "field 'norm_topk_prob' = false (top-k weights not renormalised) is not supported");
+    c.norm_topk_prob = get_bool(j, "norm_topk_prob", false, src);
+    if (qwen2_moe)
+      c.shared_expert_intermediate_size = get_int(j, "shared_expert_intermediate_size", std::nullopt, src);
+    // The MoE computed here has experts in every layer.
     require(get_int(j, "decoder_sparse_step", 1, src) == 1, src,
             "field 'decoder_sparse_step' other than 1 (dense layers among the MoE ones) is not supported");
     const json* dense_layers = field(j, "mlp_only_layers");
@@ -185,7 +181,7 @@ void ModelConfig::validate(const std::filesystem::path& src) const {
   if (model_type == "qwen2_moe" || model_type == "qwen3_moe")
     check_range(moe_intermediate_size, 1, kMaxIntermediate, "moe_intermediate_size", src);
   if (model_type == "qwen2_moe") {
-    check_range(shared_expert_intermediate_size, 0, kMaxIntermediate, "shared_expert_intermediate_size", src);
+    check_range(shared_expert_intermediate_size, 1, kMaxIntermediate, "shared_expert_intermediate_size", src);
   }
 }
 
@@ -224,6 +220,7 @@ json ModelConfig::to_json() const {
     j["num_experts_per_tok"] = num_experts_per_tok;
     j["router_aux_loss_coef"] = router_aux_loss_coef;
     j["moe_intermediate_size"] = moe_intermediate_size;
+    j["norm_topk_prob"] = norm_topk_prob;
     if (model_type == "qwen2_moe") j["shared_expert_intermediate_size"] = shared_expert_intermediate_size;
   }
   return j;
@@ -297,20 +294,22 @@ void check_top_k(int64_t top_k, int64_t experts, const std::filesystem::path& so
 
 }  // namespace
 
-ModelConfig upcycled_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,
-                            const std::filesystem::path& source) {
-  if (dense.model_type != "qwen3") return mixtral_config(dense, experts, top_k, aux_loss_coef, source);
-  check_top_k(top_k, experts, source);
+ModelConfig upcycled_config(const ModelConfig& dense, const MoeShapeOptions& moe, const std::filesystem::path& source) {
+  if (dense.model_type != "qwen2" && dense.model_type != "qwen3")
+    return mixtral_config(dense, moe.experts, moe.top_k, moe.aux_loss_coef, source);
+  check_top_k(moe.top_k, moe.experts, source);
+  const bool qwen2 = dense.model_type == "qwen2";
   json j = dense.to_json();
-  j["model_type"] = "qwen3_moe";
-  j["architectures"] = {"Qwen3MoeForCausalLM"};
-  j["num_experts"] = experts;
-  j["num_experts_per_tok"] = top_k;
+  j["model_type"] = qwen2 ? "qwen2_moe" : "qwen3_moe";
+  j["architectures"] = {qwen2 ? "Qwen2MoeForCausalLM" : "Qwen3MoeForCausalLM"};
+  j["num_experts"] = moe.experts;
+  j["num_experts_per_tok"] = moe.top_k;
   j["moe_intermediate_size"] = dense.intermediate_size;
-  j["norm_topk_prob"] = true;  // Mixtral's renormalised top-k: E copies of one FFN compute that FFN
+  if (qwen2) j["shared_expert_intermediate_size"] = dense.intermediate_size;
+  j["norm_topk_prob"] = moe.norm_topk_prob;
   j["decoder_sparse_step"] = 1;
   j["mlp_only_layers"] = json::array();
-  j["router_aux_loss_coef"] = aux_loss_coef;
+  j["router_aux_loss_coef"] = moe.aux_loss_coef;
   return ModelConfig::from_json(j, source);
 }
 
@@ -318,8 +317,8 @@ ModelConfig mixtral_config(const ModelConfig& dense, int64_t experts, int64_t to
                            const std::filesystem::path& source) {
   require(dense.model_type == "llama" || dense.model_type == "mistral", source,
           "is a " + dense.model_type +
-              " model: an MoE is made of llama or mistral models (a Mixtral; it has no attention biases), or of "
-              "qwen3 ones (a Qwen3-MoE); qwen2's Qwen2-MoE, with its shared expert, is not made yet");
+              " model: a Mixtral is made of llama or mistral models (it has no attention biases); qwen2 models make a "
+              "Qwen2-MoE, qwen3 ones a Qwen3-MoE");
   check_top_k(top_k, experts, source);
   json j = dense.to_json();
   j["model_type"] = "mixtral";

@@ -36,7 +36,7 @@ double llama3_smooth(double f, const RopeScaling& s);
 std::vector<float> rope_inv_freq(int64_t head_dim, double theta, const RopeScaling& scaling);
 
 struct ModelConfig {
-  std::string model_type;  // llama, mistral, qwen2, qwen3, mixtral, qwen3_moe; qwen2_moe on read
+  std::string model_type;  // llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;  // dense FFN width; each expert's width for mixtral
@@ -56,6 +56,10 @@ struct ModelConfig {
   int64_t num_local_experts = 0;
   int64_t num_experts_per_tok = 0;
   double router_aux_loss_coef = 0.01;
+  // The top-k routing weights renormalised to sum to 1: always for mixtral; the qwen MoEs'
+  // norm_topk_prob (transformers' default false: the chosen experts' softmax probabilities as
+  // they are).
+  bool norm_topk_prob = true;
   // qwen2_moe and qwen3_moe: an expert's width; qwen2_moe: the shared expert's
   int64_t moe_intermediate_size = 0;
   int64_t shared_expert_intermediate_size = 0;
@@ -70,6 +74,8 @@ struct ModelConfig {
   void validate(const std::filesystem::path& source) const;
 
   bool is_moe() const { return num_local_experts > 0; }
+  // Qwen2-MoE's shared expert, beside the routed ones on every token behind a sigmoid gate.
+  bool has_shared_expert() const { return model_type == "qwen2_moe"; }
   // Qwen3's RMSNorm of each head's q and k (weights q_norm, k_norm [head_dim]) before rope.
   bool qk_norm() const { return model_type == "qwen3" || model_type == "qwen3_moe"; }
   int64_t q_dim() const { return num_attention_heads * head_dim; }
@@ -80,14 +86,24 @@ struct ModelConfig {
   }
 };
 
+// The shape of the MoE convert makes.
+struct MoeShapeOptions {
+  int64_t experts = 0;
+  int64_t top_k = 2;
+  double aux_loss_coef = 0.01;
+  // The qwen MoEs' norm_topk_prob (Mixtral always renormalises): true keeps E copies of one FFN
+  // computing exactly that FFN; false is Qwen2-MoE's own routing, the one llama.cpp computes for
+  // qwen2moe.
+  bool norm_topk_prob = true;
+};
+
+// The MoE made from `dense` by convert, its experts as wide as the dense FFN: a Mixtral from llama
+// or mistral (mixtral_config), a Qwen2-MoE from qwen2 (its shared expert as wide too), a
+// Qwen3-MoE from qwen3; InputError naming `source` for another model type or a top-k outside
+// [1, experts].
+ModelConfig upcycled_config(const ModelConfig& dense, const MoeShapeOptions& moe, const std::filesystem::path& source);
 // The Mixtral config of an MoE made from the dense `dense` (a llama or mistral: Mixtral has no
-// attention biases), its experts as wide as the dense FFN; InputError naming `source` for another
-// model type or a top-k outside [1, experts].
-// The MoE made from `dense` by convert: a Mixtral from llama or mistral (mixtral_config), a
-// Qwen3-MoE (norm_topk_prob true: Mixtral's routing) from qwen3, its experts as wide as the dense
-// FFN; InputError naming `source` for another model type or a top-k outside [1, experts].
-ModelConfig upcycled_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,
-                            const std::filesystem::path& source);
+// attention biases); InputError as upcycled_config's.
 ModelConfig mixtral_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,
                            const std::filesystem::path& source);
 

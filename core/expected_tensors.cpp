@@ -92,7 +92,7 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, std::optional
       for (int e = 0; e < int(c.num_local_experts); ++e)
         for (Role r : {Role::ExpertGate, Role::ExpertUp, Role::ExpertDown}) add(r, l, e);
     }
-    if (c.model_type == "qwen2_moe" && c.shared_expert_intermediate_size > 0)
+    if (c.has_shared_expert())
       for (Role r : {Role::SharedGate, Role::SharedUp, Role::SharedDown, Role::SharedRouter}) add(r, l);
   }
   add(Role::FinalNorm);
@@ -101,7 +101,6 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, std::optional
 }
 
 Scheme detect_scheme(const ModelConfig& config, const std::vector<TensorInfo>& tensors) {
-  if (config.model_type == "qwen2_moe") return Scheme::Qwen2Moe;
   for (const auto& t : tensors)
     if (auto id = parse_tensor_name(t.name, Scheme::HFFused); id && id->role == Role::ExpertsGateUp)
       return Scheme::HFFused;

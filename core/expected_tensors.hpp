@@ -16,12 +16,12 @@ struct ExpectedTensor {
 };
 
 // Every tensor of a model with this config, in canonical order, named in `scheme` (by default
-// the config's own: Qwen2Moe for qwen2_moe, else HF; HFFused for transformers v5's fused
+// the config's own: default_scheme; HFFused for transformers v5's fused
 // experts). Mixtral gets a router and per-expert FFNs in place of the dense FFN.
 std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config, std::optional<Scheme> scheme = std::nullopt);
 
 // The scheme a set of Hugging Face names uses: HFFused when fused expert tensors are present,
-// Qwen2Moe for qwen2_moe configs, else HF.
+// else the family's (default_scheme).
 Scheme detect_scheme(const ModelConfig& config, const std::vector<TensorInfo>& tensors);
 // The names a config's family gives one expert's tensors: Qwen2Moe's (mlp.experts.E.gate_proj) for
 // qwen2_moe and qwen3_moe, else Mixtral's (HF).

@@ -89,9 +89,10 @@ const Row* find_row(Role role, Scheme scheme, bool stacked = false) {
     if (r.role == role && r.scheme == scheme && (role_info(role).scope != Scope::Expert || names_one_expert(r) != stacked))
       return &r;
   if (scheme == Scheme::HFFused || scheme == Scheme::Qwen2Moe) {
-    // Fused and Qwen2-MoE checkpoints have no per-expert w1/w3/w2 names of Mixtral's.
+    // Fused and Qwen2-MoE checkpoints have no per-expert w1/w3/w2 names of Mixtral's; a fused
+    // Qwen2-MoE names its shared expert as the per-expert one does.
     const bool mixtral_only = role_info(role).scope == Scope::Expert || role == Role::Router;
-    if (!mixtral_only) return find_row(role, Scheme::HF);
+    if (!mixtral_only) return find_row(role, scheme == Scheme::HFFused ? Scheme::Qwen2Moe : Scheme::HF);
   }
   return nullptr;
 }

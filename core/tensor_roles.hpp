@@ -46,8 +46,8 @@ struct RoleInfo {
   Scope scope;
   Part part;
   TensorKind kind;
-  // The dense model's role this one is made from (itself for the dense model's own tensors);
-  // none for the router, the fused experts and the shared expert.
+  // The dense model's role this one is made from (itself for the dense model's own tensors, the
+  // FFN's for an expert's and the shared expert's); none for the routers and the fused experts.
   std::optional<Role> dense;
   std::array<Dim, 3> shape;  // outermost first, padded with Dim::None
 };
@@ -78,9 +78,9 @@ inline constexpr RoleInfo kRoleInfos[] = {
      {Dim::Experts, Dim::TwoExpertFfn, Dim::Hidden}},
     {Role::ExpertsDown, Scope::Layer, Part::Experts, TensorKind::Weight, std::nullopt,
      {Dim::Experts, Dim::Hidden, Dim::ExpertFfn}},
-    {Role::SharedGate, Scope::Layer, Part::Experts, TensorKind::Weight, std::nullopt, {Dim::SharedFfn, Dim::Hidden}},
-    {Role::SharedUp, Scope::Layer, Part::Experts, TensorKind::Weight, std::nullopt, {Dim::SharedFfn, Dim::Hidden}},
-    {Role::SharedDown, Scope::Layer, Part::Experts, TensorKind::Weight, std::nullopt, {Dim::Hidden, Dim::SharedFfn}},
+    {Role::SharedGate, Scope::Layer, Part::Experts, TensorKind::Weight, Role::Gate, {Dim::SharedFfn, Dim::Hidden}},
+    {Role::SharedUp, Scope::Layer, Part::Experts, TensorKind::Weight, Role::Up, {Dim::SharedFfn, Dim::Hidden}},
+    {Role::SharedDown, Scope::Layer, Part::Experts, TensorKind::Weight, Role::Down, {Dim::Hidden, Dim::SharedFfn}},
     {Role::SharedRouter, Scope::Layer, Part::Experts, TensorKind::Weight, std::nullopt, {Dim::One, Dim::Hidden}},
     {Role::FinalNorm, Scope::Model, Part::Norms, TensorKind::Norm, Role::FinalNorm, {Dim::Hidden}},
     {Role::LmHead, Scope::Model, Part::Embeddings, TensorKind::Weight, Role::LmHead, {Dim::Vocab, Dim::Hidden}},

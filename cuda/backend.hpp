@@ -18,6 +18,7 @@
 #include "cuda/ops/rmsnorm.hpp"
 #include "cuda/ops/rope.hpp"
 #include "cuda/ops/router.hpp"
+#include "cuda/ops/sigmoid_gate.hpp"
 #include "cuda/ops/swiglu.hpp"
 #include "cuda/runtime.hpp"
 #include "trainer/model_math.hpp"
@@ -108,6 +109,9 @@ struct Backend : BufferWeightOps<Backend<T>> {
   static constexpr auto swiglu_backward = [](const auto&... a) { cuda::swiglu_backward<T>(a...); };
   static constexpr auto router_forward = [](const auto&... a) { cuda::router_forward(a...); };
   static constexpr auto router_backward = [](const auto&... a) { cuda::router_backward(a...); };
+  // The shared expert's gate: rows of T, the gate's logits in fp32 (as the router's).
+  static constexpr auto sigmoid_gate_forward = [](const auto&... a) { cuda::sigmoid_gate_forward<T>(a...); };
+  static constexpr auto sigmoid_gate_backward = [](const auto&... a) { cuda::sigmoid_gate_backward<T>(a...); };
   static void moe_forward(T* out, MoeSaved& saved, const T* x, const int32_t* idx, const float* w,
                           const ExpertWeights<T>& experts, const ops::MoeShape& shape) {
     cuda::moe_forward<T>(out, saved, x, idx, w, experts, shape);

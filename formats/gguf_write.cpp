@@ -30,11 +30,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The architecture llama.cpp runs each model type as, and whether its converter interleaves the
-// q/k rows (the reader, gguf_model.cpp, undoes it for the same architectures).
+// The architecture llama.cpp runs each model type as, whether its converter interleaves the q/k
+// rows (the reader, gguf_model.cpp, undoes it for the same architectures), and whether its loader
+// requires output.weight (no tied head: a tied embedding goes out twice).
 struct Target {
   std::string_view model_type, gguf;
   bool interleave_qk;
+  bool head_required = false;
 };
 constexpr Target kTargets[] = {
     {"llama", "llama", true},
@@ -42,7 +44,7 @@ constexpr Target kTargets[] = {
     {"mixtral", "llama", true},  // llama with expert_count
     {"qwen2", "qwen2", false},
     {"qwen3", "qwen3", false},
-    {"qwen2_moe", "qwen2moe", false},
+    {"qwen2_moe", "qwen2moe", false, true},
     {"qwen3_moe", "qwen3moe", false},
 };
 
@@ -144,6 +146,8 @@ std::vector<OutTensor> plan_tensors(const Checkpoint& in, const Target& target, 
               "rows do not split into " + std::to_string(heads) + " heads of an even size");
       const DType dtype = out_dtype(id->role, t.shape, t.stored_dtype(), opts);
       out.push_back({{tensor_name(*id, Scheme::GGUF), dtype, t.shape}, {{t.name}}, heads});
+      if (id->role == Role::TokenEmbedding && c.tie_word_embeddings && target.head_required)
+        out.push_back({{tensor_name({Role::LmHead}, Scheme::GGUF), dtype, t.shape}, {{t.name}}, 0});
     }
   }
   const RopeScaling scaling = parse_rope_scaling(c.rope_scaling, in.path());
@@ -249,10 +253,11 @@ std::vector<GgufKeyValue> metadata(const Checkpoint& in, const Target& target, c
   if (target.gguf == "llama" && c.sliding_window)
     spdlog::warn("{}: llama.cpp runs {} as llama, without the sliding window of {} tokens: longer contexts differ",
                  in.path().string(), c.model_type, *c.sliding_window);
-  const auto norm_topk = c.raw.find("norm_topk_prob");
-  if (c.model_type == "qwen2_moe" && norm_topk != c.raw.end() && *norm_topk == true)
-    spdlog::warn("{}: norm_topk_prob is true, but llama.cpp does not renormalise qwen2moe's top-k weights: its "
-                 "outputs will differ", in.path().string());
+  // llama.cpp renormalises qwen3moe's top-k weights and never qwen2moe's, whatever the config says.
+  if ((c.model_type == "qwen2_moe" && c.norm_topk_prob) || (c.model_type == "qwen3_moe" && !c.norm_topk_prob))
+    spdlog::warn("{}: norm_topk_prob is {}, but llama.cpp {} {}'s top-k weights: its outputs will differ",
+                 in.path().string(), c.norm_topk_prob, c.norm_topk_prob ? "does not renormalise" : "renormalises",
+                 target.gguf);
   return kv;
 }
 

@@ -11,10 +11,13 @@ namespace upcycle::router {
 ModelConfig dense_config(const ModelConfig& c, const std::string& name) {
   if (!c.is_moe()) throw std::invalid_argument("dense_config: not an MoE");
   nlohmann::ordered_json j = c.to_json();
-  j["model_type"] = c.qk_norm() ? "qwen3" : c.sliding_window ? "mistral" : "llama";
+  j["model_type"] = c.qk_norm()                     ? "qwen3"
+                    : c.model_type == "qwen2_moe"     ? "qwen2"
+                    : c.sliding_window                ? "mistral"
+                                                      : "llama";
   j["intermediate_size"] = c.expert_intermediate_size();
   for (const char* key : {"num_local_experts", "num_experts_per_tok", "router_aux_loss_coef", "architectures", "num_experts",
-                          "moe_intermediate_size", "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers"})
+                          "moe_intermediate_size", "shared_expert_intermediate_size", "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers"})
     j.erase(key);
   return ModelConfig::from_json(j, name);
 }

@@ -27,8 +27,8 @@ struct FfnOf {
 };
 using Ffn = FfnOf<std::vector<float>>;
 
-// The config of an MoE's dense models: llama (or mistral), the MoE's fields dropped. `name`
-// names it in errors.
+// The config of an MoE's dense models: llama, mistral, qwen2 or qwen3, the MoE's fields dropped
+// (qwen2_moe's shared expert too). `name` names it in errors.
 ModelConfig dense_config(const ModelConfig& moe, const std::string& name);
 
 // The MoE's shared weights (copied: views where V is one) with ffn[l] as layer l's FFN.
@@ -39,6 +39,7 @@ WeightsOf<V> dense_weights_with(const WeightsOf<V>& moe, std::vector<FfnOf<V>> f
   for (size_t l = 0; l < moe.layers.size(); ++l) {
     LayerWeightsOf<V> x = moe.layers[l];  // every shared tensor, whatever the layer holds
     x.router = {};
+    x.shared_gate = {}, x.shared_up = {}, x.shared_down = {}, x.shared_router = {};  // its checkpoint's has none
     x.expert_gate.clear(), x.expert_up.clear(), x.expert_down.clear();
     x.gate = std::move(ffn[l].gate), x.up = std::move(ffn[l].up), x.down = std::move(ffn[l].down);
     d.layers.push_back(std::move(x));

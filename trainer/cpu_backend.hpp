@@ -25,6 +25,7 @@
 #include "trainer/ops/rope.hpp"
 #include "trainer/ops/router.hpp"
 #include "trainer/ops/router_losses.hpp"
+#include "trainer/ops/sigmoid_gate.hpp"
 #include "trainer/ops/swiglu.hpp"
 #include "trainer/model_math.hpp"
 #include "trainer/weights.hpp"
@@ -100,6 +101,8 @@ struct CpuBackend : BufferWeightOps<CpuBackend<T>> {
   static constexpr auto swiglu_backward = ops::swiglu_backward<T>;
   static constexpr auto router_forward = ops::router_forward<T>;
   static constexpr auto router_backward = ops::router_backward<T>;
+  static constexpr auto sigmoid_gate_forward = ops::sigmoid_gate_forward<T, T>;
+  static constexpr auto sigmoid_gate_backward = ops::sigmoid_gate_backward<T, T>;
   static constexpr auto moe_forward = ops::moe_forward<T>;
   static constexpr auto moe_backward = ops::moe_backward<T>;
   static constexpr auto cross_entropy_forward = ops::cross_entropy_forward<T>;

@@ -49,6 +49,9 @@ class BasicDecoder final : public TokenDecoder {
   // x_ [n,H] += attention (writing the cache's rows P .. P+n-1), then += FFN.
   void attention_block(size_t layer, int64_t n);
   void ffn_block(size_t layer, int64_t n);
+  // out [n,H] = (silu(normed·gateᵀ) ⊙ normed·upᵀ)·downᵀ, an FFN of width I
+  void swiglu(Vec<Act>& out, const typename B::Weight& gate, const typename B::Weight& up,
+              const typename B::Weight& down, int64_t I, int64_t n);
   // normed_ [n,H] = rmsnorm(x_) ⊙ weight
   void norm(const typename B::Weight& weight, int64_t n);
 
@@ -62,7 +65,9 @@ class BasicDecoder final : public TokenDecoder {
   Vec<Stat> rstd_;                                  // [n]
   Vec<Act> raw_;                                    // qwen3: q or k before its per-head norm
   Vec<Stat> head_rstd_;                             // qwen3: that norm's 1/rms [n·nH]
-  Vec<Act> gate_, up_, act_;                        // dense: [n,I]
+  Vec<Act> gate_, up_, act_;                        // dense: [n,I]; qwen2_moe's shared expert: [n,Is]
+  Vec<Act> shared_y_;                               // qwen2_moe: the shared expert's output [n,H]
+  Vec<Stat> shared_logit_;                          // and its gate's logit [n]
   Vec<Stat> router_logits_, probs_, weights_;       // MoE: [n,E], [n,E], [n,k]
   Vec<int32_t> idx_;                                // MoE: [n,k]
   typename B::MoeSaved moe_;

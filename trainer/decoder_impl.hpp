@@ -111,7 +111,8 @@ void BasicDecoder<B>::attention_block(size_t layer, int64_t n) {
   B::add_into(x_.data(), out_.data(), n * H);
 }
 
-// x += the dense SwiGLU FFN, or the top-k renormalised mixture of experts, of rmsnorm(x).
+// x += the dense SwiGLU FFN, or the top-k mixture of experts (and qwen2_moe's shared expert),
+// of rmsnorm(x).
 template <class B>
 void BasicDecoder<B>::ffn_block(size_t layer, int64_t n) {
   const ModelConfig& c = model_.config();
@@ -126,20 +127,34 @@ void BasicDecoder<B>::ffn_block(size_t layer, int64_t n) {
     weights_.resize(size_t(n * k));
     idx_.resize(size_t(n * k));
     B::router_logits(router_logits_.data(), normed_.data(), w.router.data(), nullptr, n, H, E);
-    B::router_forward(idx_.data(), weights_.data(), probs_.data(), router_logits_.data(), nullptr, n, E, k);
+    B::router_forward(idx_.data(), weights_.data(), probs_.data(), router_logits_.data(), nullptr, n, E, k,
+                      c.norm_topk_prob);
     const ops::MoeShape shape{n, H, c.expert_intermediate_size(), E, k};
     B::moe_forward(out_.data(), moe_, normed_.data(), idx_.data(), weights_.data(), experts_[layer].weights(), shape);
+    if (c.has_shared_expert()) {  // out += σ(normed·shared_routerᵀ) ⊙ the shared FFN of normed
+      shared_y_.resize(x_.size());
+      swiglu(shared_y_, w.shared_gate, w.shared_up, w.shared_down, c.shared_expert_intermediate_size, n);
+      shared_logit_.resize(size_t(n));
+      B::router_logits(shared_logit_.data(), normed_.data(), w.shared_router.data(), nullptr, n, H, 1);
+      B::sigmoid_gate_forward(out_.data(), shared_y_.data(), shared_logit_.data(), n, H);
+    }
   } else {
-    const int64_t I = c.intermediate_size;
-    gate_.resize(size_t(n * I));
-    up_.resize(size_t(n * I));
-    act_.resize(size_t(n * I));
-    B::linear_forward(gate_.data(), normed_.data(), w.gate, nullptr, n, H, I);
-    B::linear_forward(up_.data(), normed_.data(), w.up, nullptr, n, H, I);
-    B::swiglu_forward(act_.data(), gate_.data(), up_.data(), n * I);
-    B::linear_forward(out_.data(), act_.data(), w.down, nullptr, n, I, H);
+    swiglu(out_, w.gate, w.up, w.down, c.intermediate_size, n);
   }
   B::add_into(x_.data(), out_.data(), n * H);
+}
+
+template <class B>
+void BasicDecoder<B>::swiglu(Vec<Act>& out, const typename B::Weight& gate, const typename B::Weight& up,
+                             const typename B::Weight& down, int64_t I, int64_t n) {
+  const int64_t H = model_.config().hidden_size;
+  gate_.resize(size_t(n * I));
+  up_.resize(size_t(n * I));
+  act_.resize(size_t(n * I));
+  B::linear_forward(gate_.data(), normed_.data(), gate, nullptr, n, H, I);
+  B::linear_forward(up_.data(), normed_.data(), up, nullptr, n, H, I);
+  B::swiglu_forward(act_.data(), gate_.data(), up_.data(), n * I);
+  B::linear_forward(out.data(), act_.data(), down, nullptr, n, I, H);
 }
 
 }  // namespace upcycle

@@ -15,8 +15,6 @@ namespace upcycle {
 template <class V, class Load, class Convert, class Slice>
 WeightsOf<V> load_by_role(const Checkpoint& ckpt, Load load, Convert convert, Slice slice) {
   const ModelConfig& c = ckpt.config();
-  require(c.model_type != "qwen2_moe", ckpt.path(),
-          "model_type qwen2_moe: the forward pass computes llama, mistral, qwen2, qwen3, mixtral and qwen3_moe");
   WeightsOf<V> w;
   parameters(w, c);  // lays out the layers and the per-expert buffers
   for (const auto& e : expected_tensors(c, detect_scheme(c, ckpt.tensors()))) {

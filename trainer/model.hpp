@@ -1,5 +1,6 @@
 // The transformer: a checkpoint's weights and the forward and backward passes of the
-// Llama-family models (llama, mistral, qwen2, qwen3, mixtral, qwen3_moe), written once over a backend of ops B:
+// Llama-family models (llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe), written once
+// over a backend of ops B:
 // CpuBackend<T> (trainer/ops; T is float for real work and double for the gradient checks) or
 // the GPU's (cuda/backend.hpp). Transformer<T> is the CPU model.
 // Shapes: N tokens (sequences packed back to back), H hidden, V vocabulary, nH / nKV heads of
@@ -40,6 +41,9 @@ struct LayerActivations {
   S router_logits, probs, w;  // MoE: [N, E], [N, E], [N, k]
   typename B::template Vec<int32_t> idx;  // MoE: [N, k]
   typename B::MoeSaved moe;
+  A shared_gate, shared_up, shared_act;  // qwen2_moe's shared expert: [N, Is] each
+  A shared_y;                            // [N, H]  its output, before its gate
+  S shared_logit;                        // [N]     its gate's logit
 };
 
 // What a forward keeps of each layer once it is done: its routing alone (router_logits, probs,
@@ -189,6 +193,16 @@ class BasicTransformer {
   void attention_block(const Layer& w, LayerActs& a, const Acts& acts) const;
   Vec<Act> dense_ffn(const Layer& w, LayerActs& a) const;
   Vec<Act> moe_ffn(const Layer& w, LayerActs& a, const std::vector<float>* selection_bias) const;
+  // out += σ(ffn_in·shared_routerᵀ) ⊙ the shared expert's FFN of ffn_in (qwen2_moe)
+  void shared_expert(const Layer& w, LayerActs& a, Vec<Act>& out) const;
+  // (silu(in·gateᵀ) ⊙ in·upᵀ)·downᵀ [N,H], an FFN of width I; keeps g, u, act [N,I] for the
+  // backward, which adds the gradient of in into d_in and the weights' into d_gate, d_up, d_down.
+  Vec<Act> swiglu(const Vec<Act>& in, const Weight& gate, const Weight& up, const Weight& down, int64_t I, Vec<Act>& g,
+                  Vec<Act>& u, Vec<Act>& act) const;
+  void swiglu_backward(Vec<Act>& d_in, const Vec<Act>& d_out, const Vec<Act>& in, const Vec<Act>& g, const Vec<Act>& u,
+                       const Vec<Act>& act, const Weight& gate, const Weight& up, const Weight& down,
+                       typename B::GradTensor& d_gate, typename B::GradTensor& d_up, typename B::GradTensor& d_down,
+                       int64_t I) const;
   // out[N,O] = in[N,I]·Wᵀ + bias
   Vec<Act> linear(const Vec<Act>& in, const Weight& W, const Weight& bias, int64_t N, int64_t I, int64_t O) const;
   // out[N,C] = rmsnorm(in[N,C]) ⊙ weight, rstd[N]

@@ -226,20 +226,41 @@ void BasicTransformer<B>::ffn_backward(const Layer& w, LayerActs& a, const Vec<A
     Vec<Stat> d_w = B::template zeros<Stat>(size_t(N * k));  // [N,k]
     B::moe_backward(d_in.data(), d_w.data(), ExpertGradPointers<Grad>(g).grads(), d_out.data(), a.w.data(),
                     typename B::Experts(w).weights(), a.moe, moe_shape(N));
-    B::router_backward(d_router_logits.data(), d_w.data(), a.w.data(), a.idx.data(), N, E, k);
+    B::router_backward(d_router_logits.data(), d_w.data(), a.w.data(), a.probs.data(), a.idx.data(), N, E, k,
+                       c.norm_topk_prob);
     B::router_logits_backward(d_in.data(), or_null(g.router), d_router_logits.data(), a.ffn_in.data(),
                               w.router.data(), N, H, E);
+    if (c.has_shared_expert()) {
+      Vec<Act> d_y(size_t(N * H));    // [N,H] the gradient of the shared expert's output
+      Vec<Stat> d_logit(static_cast<size_t>(N));  // [N,1] and of its gate's logit
+      B::sigmoid_gate_backward(d_y.data(), d_logit.data(), d_out.data(), a.shared_y.data(), a.shared_logit.data(), N,
+                               H);
+      B::router_logits_backward(d_in.data(), or_null(g.shared_router), d_logit.data(), a.ffn_in.data(),
+                                w.shared_router.data(), N, H, 1);
+      swiglu_backward(d_in, d_y, a.ffn_in, a.shared_gate, a.shared_up, a.shared_act, w.shared_gate, w.shared_up,
+                      w.shared_down, g.shared_gate, g.shared_up, g.shared_down, c.shared_expert_intermediate_size);
+    }
   } else {
-    const int64_t I = c.intermediate_size;
-    Vec<Act> d_act = B::template zeros<Act>(size_t(N * I)), d_gate = B::template zeros<Act>(size_t(N * I)),
-             d_up = B::template zeros<Act>(size_t(N * I));  // [N,I]
-    B::linear_backward(d_act.data(), or_null(g.down), nullptr, d_out.data(), a.act.data(), w.down, N, I, H);
-    B::swiglu_backward(d_gate.data(), d_up.data(), d_act.data(), a.gate.data(), a.up.data(), N * I);
-    B::linear_backward(d_in.data(), or_null(g.gate), nullptr, d_gate.data(), a.ffn_in.data(), w.gate, N, H, I);
-    B::linear_backward(d_in.data(), or_null(g.up), nullptr, d_up.data(), a.ffn_in.data(), w.up, N, H, I);
+    swiglu_backward(d_in, d_out, a.ffn_in, a.gate, a.up, a.act, w.gate, w.up, w.down, g.gate, g.up, g.down,
+                    c.intermediate_size);
   }
   B::rmsnorm_backward(d_h.data(), or_null(g.ffn_norm), d_in.data(), a.h.data(), w.ffn_norm.data(),
                       a.ffn_rstd.data(), N, H);
+}
+
+template <class B>
+void BasicTransformer<B>::swiglu_backward(Vec<Act>& d_in, const Vec<Act>& d_out, const Vec<Act>& in, const Vec<Act>& g,
+                                          const Vec<Act>& u, const Vec<Act>& act, const Weight& gate, const Weight& up,
+                                          const Weight& down, typename B::GradTensor& d_gate_w,
+                                          typename B::GradTensor& d_up_w, typename B::GradTensor& d_down_w,
+                                          int64_t I) const {
+  const int64_t H = config_.hidden_size, N = int64_t(in.size()) / H;
+  Vec<Act> d_act = B::template zeros<Act>(size_t(N * I)), d_gate = B::template zeros<Act>(size_t(N * I)),
+           d_up = B::template zeros<Act>(size_t(N * I));  // [N,I]
+  B::linear_backward(d_act.data(), or_null(d_down_w), nullptr, d_out.data(), act.data(), down, N, I, H);
+  B::swiglu_backward(d_gate.data(), d_up.data(), d_act.data(), g.data(), u.data(), N * I);
+  B::linear_backward(d_in.data(), or_null(d_gate_w), nullptr, d_gate.data(), in.data(), gate, N, H, I);
+  B::linear_backward(d_in.data(), or_null(d_up_w), nullptr, d_up.data(), in.data(), up, N, H, I);
 }
 
 template <class B>

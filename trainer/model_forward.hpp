@@ -168,20 +168,27 @@ void BasicTransformer<B>::attention_block(const Layer& w, LayerActs& a, const Ac
   B::add_into(a.h.data(), a.x.data(), N * H);
 }
 
-// (silu(ffn_in·gateᵀ) ⊙ ffn_in·upᵀ)·downᵀ   [N,H], ffn_in = rmsnorm(h)
 template <class B>
-auto BasicTransformer<B>::dense_ffn(const Layer& w, LayerActs& a) const -> Vec<Act> {
-  const ModelConfig& c = config_;
-  const int64_t H = c.hidden_size, I = c.intermediate_size, N = int64_t(a.h.size()) / H;
-  rmsnorm(a.ffn_in, a.ffn_rstd, a.h, w.ffn_norm, N);
-  a.gate = linear(a.ffn_in, w.gate, {}, N, H, I);
-  a.up = linear(a.ffn_in, w.up, {}, N, H, I);
-  a.act = Vec<Act>(a.gate.size());
-  B::swiglu_forward(a.act.data(), a.gate.data(), a.up.data(), N * I);
-  return linear(a.act, w.down, {}, N, I, H);
+auto BasicTransformer<B>::swiglu(const Vec<Act>& in, const Weight& gate, const Weight& up, const Weight& down, int64_t I,
+                                 Vec<Act>& g, Vec<Act>& u, Vec<Act>& act) const -> Vec<Act> {
+  const int64_t H = config_.hidden_size, N = int64_t(in.size()) / H;
+  g = linear(in, gate, {}, N, H, I);
+  u = linear(in, up, {}, N, H, I);
+  act = Vec<Act>(g.size());
+  B::swiglu_forward(act.data(), g.data(), u.data(), N * I);
+  return linear(act, down, {}, N, I, H);
 }
 
-// Σ_j w[n,j]·FFN_{idx[n,j]}(ffn_in[n]) with the top-k of softmax(ffn_in·routerᵀ), renormalised.
+// The SwiGLU FFN of ffn_in = rmsnorm(h)   [N,H]
+template <class B>
+auto BasicTransformer<B>::dense_ffn(const Layer& w, LayerActs& a) const -> Vec<Act> {
+  const int64_t N = int64_t(a.h.size()) / config_.hidden_size;
+  rmsnorm(a.ffn_in, a.ffn_rstd, a.h, w.ffn_norm, N);
+  return swiglu(a.ffn_in, w.gate, w.up, w.down, config_.intermediate_size, a.gate, a.up, a.act);
+}
+
+// Σ_j w[n,j]·FFN_{idx[n,j]}(ffn_in[n]) with the top-k of softmax(ffn_in·routerᵀ) (renormalised
+// when the config says so), plus qwen2_moe's gated shared expert.
 template <class B>
 auto BasicTransformer<B>::moe_ffn(const Layer& w, LayerActs& a, const std::vector<float>* selection_bias) const
     -> Vec<Act> {
@@ -197,11 +204,22 @@ auto BasicTransformer<B>::moe_ffn(const Layer& w, LayerActs& a, const std::vecto
   const Vec<Stat> bias = selection_bias ? B::upload(std::vector<Stat>(selection_bias->begin(), selection_bias->end()))
                                         : Vec<Stat>();  // [E]
   B::router_forward(a.idx.data(), a.w.data(), a.probs.data(), a.router_logits.data(),
-                    selection_bias ? bias.data() : nullptr, N, E, k);
+                    selection_bias ? bias.data() : nullptr, N, E, k, c.norm_topk_prob);
   Vec<Act> out(size_t(N * H));
   const typename B::Experts experts(w);
   B::moe_forward(out.data(), a.moe, a.ffn_in.data(), a.idx.data(), a.w.data(), experts.weights(), moe_shape(N));
+  if (c.has_shared_expert()) shared_expert(w, a, out);
   return out;
+}
+
+template <class B>
+void BasicTransformer<B>::shared_expert(const Layer& w, LayerActs& a, Vec<Act>& out) const {
+  const int64_t H = config_.hidden_size, N = int64_t(a.ffn_in.size()) / H;
+  a.shared_y = swiglu(a.ffn_in, w.shared_gate, w.shared_up, w.shared_down, config_.shared_expert_intermediate_size,
+                      a.shared_gate, a.shared_up, a.shared_act);
+  a.shared_logit = Vec<Stat>(size_t(N));  // [N,1]
+  B::router_logits(a.shared_logit.data(), a.ffn_in.data(), w.shared_router.data(), nullptr, N, H, 1);
+  B::sigmoid_gate_forward(out.data(), a.shared_y.data(), a.shared_logit.data(), N, H);
 }
 
 template <class B>

@@ -52,6 +52,10 @@ V& tensor_slot(WeightsOf<V>& w, const TensorId& id) {
     case Role::ExpertGate: return l.expert_gate.at(size_t(id.expert));
     case Role::ExpertUp: return l.expert_up.at(size_t(id.expert));
     case Role::ExpertDown: return l.expert_down.at(size_t(id.expert));
+    case Role::SharedGate: return l.shared_gate;
+    case Role::SharedUp: return l.shared_up;
+    case Role::SharedDown: return l.shared_down;
+    case Role::SharedRouter: return l.shared_router;
     default: throw std::logic_error("tensor_slot: role without a buffer of its own");
   }
 }

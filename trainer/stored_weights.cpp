@@ -94,9 +94,9 @@ StoredWeights load_stored_weights(const Checkpoint& ckpt, Precision precision) {
   const bool bf16 = precision == Precision::BF16;
   auto load = [&](const std::string& name) { return ckpt.load_stored(name); };
   // Matrices stay as stored (under bf16, f32 and f16 ones become bf16); vectors and the router
-  // become f32.
+  // (and the shared expert's gate row) become f32.
   auto keep = [&](const Tensor& t, Role role) {
-    if (t.rank() < 2 || role == Role::Router || !ops::stored_matmul_supports(t.dtype()))
+    if (t.rank() < 2 || role == Role::Router || role == Role::SharedRouter || !ops::stored_matmul_supports(t.dtype()))
       return StoredWeight(t.to(DType::F32));
     if (bf16 && (t.dtype() == DType::F32 || t.dtype() == DType::F16)) return StoredWeight(to_bf16(t), true);
     return StoredWeight(t, bf16);
@@ -118,7 +118,8 @@ StoredWeights load_streamed_weights(const Checkpoint& ckpt, Precision precision)
   matrix(w.lm_head, false);
   if (w.lm_head.empty()) matrix(w.embedding, false);  // the tied head
   for (auto& l : w.layers) {
-    for (StoredWeight* t : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) matrix(*t, true);
+    for (StoredWeight* t : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down, &l.shared_gate, &l.shared_up, &l.shared_down})
+      matrix(*t, true);
     for (auto* experts : {&l.expert_gate, &l.expert_up, &l.expert_down})
       for (StoredWeight& t : *experts) matrix(t, true);
   }

@@ -1,7 +1,7 @@
 // A model's weights by role: one buffer per tensor (per expert for MoE), in the layout the
 // forward and backward read, and loading them from a checkpoint.
 // Shapes: H hidden, V vocabulary, nH / nKV heads of width D, I the FFN (or each expert's)
-// width, E experts.
+// width, E experts, Is the shared expert's width.
 #pragma once
 #include <filesystem>
 #include <vector>
@@ -23,6 +23,9 @@ struct LayerWeightsOf {
   V gate, up, down;          // dense FFN: [I, H], [I, H], [H, I]; empty for MoE
   V router;                  // [E, H]; empty for dense
   std::vector<V> expert_gate, expert_up, expert_down;  // E × [I, H], [I, H], [H, I]
+  // qwen2_moe's shared expert, on every token: [Is, H], [Is, H], [H, Is], and its sigmoid
+  // gate's row [1, H] (shared_expert_gate); empty for the other families
+  V shared_gate, shared_up, shared_down, shared_router;
 };
 
 template <class V>

@@ -1,5 +1,5 @@
 // The MoE router on the GPU (trainer/ops/router.hpp and router_losses.hpp): softmax, top-k and
-// renormalisation in one kernel, and the auxiliary losses. Logits, probabilities, weights and
+// (optionally) renormalisation in one kernel, and the auxiliary losses. Logits, probabilities, weights and
 // their gradients are fp32 (the router's logits come out of the GEMM in fp32).
 #pragma once
 #include <cstdint>
@@ -8,11 +8,13 @@
 
 namespace upcycle::cuda {
 
-// As ops::router_forward (ties: lower index first) and ops::router_backward (adds into d_logits).
+// As ops::router_forward (ties: lower index first; w renormalised over the k kept or the plain
+// probabilities) and ops::router_backward (adds into d_logits: renormalised, the selected logits
+// only; otherwise every logit of the row, through the softmax over all E, from probs).
 void router_forward(int32_t* idx, float* w, float* probs, const float* logits, const float* bias, int64_t N, int64_t E,
-                    int64_t k, cudaStream_t stream = nullptr);
-void router_backward(float* d_logits, const float* d_w, const float* w, const int32_t* idx, int64_t N, int64_t E,
-                     int64_t k, cudaStream_t stream = nullptr);
+                    int64_t k, bool renormalise, cudaStream_t stream = nullptr);
+void router_backward(float* d_logits, const float* d_w, const float* w, const float* probs, const int32_t* idx,
+                     int64_t N, int64_t E, int64_t k, bool renormalise, cudaStream_t stream = nullptr);
 
 // As the ops:: losses of the same names; the forwards wait for and return their value (summed
 // in double in a fixed order), the backwards add into d_logits. Expert indices outside [0, E)

@@ -93,6 +93,14 @@ ModelConfig tiny_config(const std::string& model_type, bool tied) {
     j["num_experts_per_tok"] = 2;
     j["router_aux_loss_coef"] = 0.01;
   }
+  if (model_type == "qwen2_moe") {  // Qwen's own routing: top-k not renormalised
+    j["num_experts"] = 4;
+    j["num_experts_per_tok"] = 2;
+    j["moe_intermediate_size"] = 12;
+    j["shared_expert_intermediate_size"] = 20;
+    j["norm_topk_prob"] = false;
+    j["router_aux_loss_coef"] = 0.01;
+  }
   return ModelConfig::from_json(j, "<tiny_config>");
 }
 

@@ -29,8 +29,9 @@ class ScratchDir {
   fs::path path_;
 };
 
-// A tiny config of a model type ("llama", "qwen2", "mistral", "mixtral"): 2 layers, hidden 16,
-// 4 heads, 2 kv heads, intermediate 24, vocab 40; mixtral adds 4 experts top-2.
+// A tiny config of a model type ("llama", "qwen2", "qwen3", "mistral", "mixtral", "qwen2_moe"): 2
+// layers, hidden 16, 4 heads, 2 kv heads, intermediate 24, vocab 40; mixtral adds 4 experts top-2,
+// qwen2_moe 4 experts of width 12 top-2 (not renormalised) and a shared expert of width 20.
 ModelConfig tiny_config(const std::string& model_type = "llama", bool tied = false);
 
 // Seeded values in [-1, 1) that are never all zero.

@@ -193,16 +193,37 @@ TEST_CASE("config: qwen3_moe is Mixtral's routing with Qwen's fields, and what i
   CHECK(c.expert_intermediate_size() == 12);
   CHECK(c.qk_norm());
   CHECK(ModelConfig::from_json(c.to_json(), "again").to_json() == c.to_json());
-  const std::pair<const char*, json> refused[] = {
-      {"norm_topk_prob", false}, {"decoder_sparse_step", 2}, {"mlp_only_layers", json::array({0})}};
+  CHECK(c.norm_topk_prob);
+  const std::pair<const char*, json> refused[] = {{"decoder_sparse_step", 2}, {"mlp_only_layers", json::array({0})}};
   for (const auto& [key, value] : refused) {
     CAPTURE(key);
     json bad = j;
     bad[key] = value;
     CHECK_THROWS_WITH_AS(ModelConfig::from_json(bad, "q"), doctest::Contains(key), InputError);
   }
-  j.erase("norm_topk_prob");  // transformers' default is false
-  CHECK_THROWS_AS(ModelConfig::from_json(j, "q"), InputError);
+  j.erase("norm_topk_prob");  // transformers' default: the top-k weights as they are
+  const ModelConfig unnormalised = ModelConfig::from_json(j, "q");
+  CHECK_FALSE(unnormalised.norm_topk_prob);
+  CHECK(unnormalised.to_json()["norm_topk_prob"] == false);
+}
+
+TEST_CASE("config: qwen2_moe has a shared expert as wide as its config says, and Qwen's routing by default") {
+  json j = test::tiny_config("qwen2_moe").to_json();
+  const ModelConfig c = ModelConfig::from_json(j, "q");
+  CHECK(c.has_shared_expert());
+  CHECK(c.shared_expert_intermediate_size == 20);
+  CHECK_FALSE(c.norm_topk_prob);
+  CHECK(ModelConfig::from_json(c.to_json(), "again").to_json() == c.to_json());
+  for (const json& bad_size : {json(0), json(nullptr)}) {
+    json bad = j;
+    bad["shared_expert_intermediate_size"] = bad_size;
+    if (bad_size.is_null()) bad.erase("shared_expert_intermediate_size");
+    CHECK_THROWS_WITH_AS(ModelConfig::from_json(bad, "q"), doctest::Contains("shared_expert_intermediate_size"),
+                         InputError);
+  }
+  json sparse_step = j;
+  sparse_step["decoder_sparse_step"] = 2;
+  CHECK_THROWS_WITH_AS(ModelConfig::from_json(sparse_step, "q"), doctest::Contains("decoder_sparse_step"), InputError);
 }
 
 TEST_CASE("config: parsing, defaults, validation and unknown fields carried through") {
@@ -323,7 +344,8 @@ TEST_CASE("role table: kind and part agree with the names") {
 }
 
 // A dense model's tensors are the roles that are their own dense counterpart; GGUF names an
-// expert's tensor as its counterpart's with the expert's index added; other roles have none.
+// expert's tensor as its counterpart's with the expert's index added, and a shared expert's with
+// _shexp; other roles have none.
 TEST_CASE("role table: dense counterparts") {
   std::set<Role> dense, own;
   for (const char* type : {"qwen2", "qwen3"})  // biases, per-head norms
@@ -333,10 +355,15 @@ TEST_CASE("role table: dense counterparts") {
   CHECK(dense == own);
   for (const RoleInfo& info : kRoleInfos) {
     CAPTURE(int(info.role));
-    if (info.scope != Scope::Expert) {
-      CHECK((!info.dense || info.dense == info.role));
+    if (info.scope != Scope::Expert && info.dense != info.role && info.dense) {
+      // The shared expert's: GGUF names it as the FFN with _shexp added.
+      std::string name = tensor_name({info.role, 1}, Scheme::GGUF);  // blk.1.ffn_up_shexp.weight
+      REQUIRE(name.find("_shexp") != std::string::npos);
+      name.erase(name.find("_shexp"), 6);
+      CHECK(name == tensor_name({*info.dense, 1}, Scheme::GGUF));
       continue;
     }
+    if (info.scope != Scope::Expert) continue;
     REQUIRE(info.dense.has_value());
     std::string name = tensor_name({info.role, 1, 2}, Scheme::GGUF);  // blk.1.ffn_up.2.weight
     name.erase(name.find(".2."), 2);

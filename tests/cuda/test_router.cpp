@@ -34,9 +34,9 @@ struct Routed {
   std::vector<int32_t> idx;
   Doubles w, probs;
 };
-Routed cpu_route(const std::vector<float>& logits, int64_t N, int64_t E, int64_t k) {
+Routed cpu_route(const std::vector<float>& logits, int64_t N, int64_t E, int64_t k, bool renormalise = true) {
   Routed r{std::vector<int32_t>(size_t(N * k)), Doubles(size_t(N * k)), Doubles(size_t(N * E))};
-  ops::router_forward(r.idx.data(), r.w.data(), r.probs.data(), widen(logits).data(), nullptr, N, E, k);
+  ops::router_forward(r.idx.data(), r.w.data(), r.probs.data(), widen(logits).data(), nullptr, N, E, k, renormalise);
   return r;
 }
 
@@ -83,7 +83,7 @@ TEST_CASE("router: forward as the CPU op, ties to the lower index") {
     auto idx = poisoned<int32_t>(size_t(N * k));
     auto w = poisoned<float>(size_t(N * k));
     auto probs = poisoned<float>(size_t(N * E));
-    cuda::router_forward(idx.data(), w.data(), probs.data(), to_device<float>(logits).data(), nullptr, N, E, k);
+    cuda::router_forward(idx.data(), w.data(), probs.data(), to_device<float>(logits).data(), nullptr, N, E, k, true);
     CHECK(idx.download() == want.idx);
     check_close(to_host(probs), narrow(want.probs), tolerance<float>(), "probs");
     check_close(to_host(w), narrow(want.w), tolerance<float>(), "w");
@@ -99,13 +99,14 @@ TEST_CASE("router: a selection bias picks the experts as the CPU op, the weights
     const std::vector<float> bias = uniform(size_t(E), uint64_t(E), -0.3f, 0.3f);
     std::vector<int32_t> want_idx(size_t(N * k));
     Doubles want_w(size_t(N * k)), want_probs(size_t(N * E));
-    ops::router_forward(want_idx.data(), want_w.data(), want_probs.data(), widen(logits).data(), widen(bias).data(), N, E, k);
+    ops::router_forward(want_idx.data(), want_w.data(), want_probs.data(), widen(logits).data(), widen(bias).data(), N, E, k,
+                        true);
 
     auto idx = poisoned<int32_t>(size_t(N * k));
     auto w = poisoned<float>(size_t(N * k));
     auto probs = poisoned<float>(size_t(N * E));
     cuda::router_forward(idx.data(), w.data(), probs.data(), to_device<float>(logits).data(), to_device<float>(bias).data(), N,
-                         E, k);
+                         E, k, true);
     CHECK(idx.download() == want_idx);
     check_close(to_host(w), narrow(want_w), tolerance<float>(), "w");
   }
@@ -114,10 +115,15 @@ TEST_CASE("router: a selection bias picks the experts as the CPU op, the weights
 TEST_CASE("router: forward checks top_k and does nothing for no tokens") {
   cuda::DeviceBuffer<float> buf(8);
   cuda::DeviceBuffer<int32_t> idx(8);
-  CHECK_THROWS_AS(cuda::router_forward(idx.data(), buf.data(), buf.data(), buf.data(), nullptr, 1, 4, 5), std::invalid_argument);
-  CHECK_THROWS_AS(cuda::router_forward(idx.data(), buf.data(), buf.data(), buf.data(), nullptr, 1, 4, 0), std::invalid_argument);
-  cuda::router_forward(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 4, 2);
-  cuda::router_backward(nullptr, nullptr, nullptr, nullptr, 0, 4, 2);
+  for (const bool renormalise : {true, false}) {
+    CAPTURE(renormalise);
+    CHECK_THROWS_AS(cuda::router_forward(idx.data(), buf.data(), buf.data(), buf.data(), nullptr, 1, 4, 5, renormalise),
+                    std::invalid_argument);
+    CHECK_THROWS_AS(cuda::router_forward(idx.data(), buf.data(), buf.data(), buf.data(), nullptr, 1, 4, 0, renormalise),
+                    std::invalid_argument);
+    cuda::router_forward(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 4, 2, renormalise);
+    cuda::router_backward(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 4, 2, renormalise);
+  }
   UPCYCLE_CUDA(cudaDeviceSynchronize());
 }
 
@@ -129,14 +135,76 @@ TEST_CASE("router: backward adds into d_logits as the CPU op") {
     const Routed r = cpu_route(router_logits(N, E, uint64_t(20 * E + k)), N, E, k);
     const std::vector<float> w = narrow(r.w), d_w = uniform(size_t(N * k), uint64_t(30 * E + k));
     Doubles contribution(size_t(N * E), 0.0);
-    ops::router_backward(contribution.data(), widen(d_w).data(), widen(w).data(), r.idx.data(), N, E, k);
+    ops::router_backward(contribution.data(), widen(d_w).data(), widen(w).data(), r.probs.data(), r.idx.data(), N, E, k,
+                         true);
     const AddedInto expect = added_into(contribution, uint64_t(40 * E + k));  // k = 1 adds exactly 0
 
+    // Renormalised, probs is not read: a null pointer shows it.
     auto d_logits = to_device<float>(expect.start);
-    cuda::router_backward(d_logits.data(), to_device<float>(d_w).data(), to_device<float>(w).data(),
-                          to_device_ints(r.idx).data(), N, E, k);
+    cuda::router_backward(d_logits.data(), to_device<float>(d_w).data(), to_device<float>(w).data(), nullptr,
+                          to_device_ints(r.idx).data(), N, E, k, true);
     check_close(widen(to_host(d_logits)), expect.want, tolerance<float>(), "d_logits");
   }
+}
+
+// Without renormalisation (the qwen MoEs' default): E = 40 and 200 stride lanes over several
+// experts per lane in the forward and give the backward rows wider than a warp.
+constexpr std::pair<int64_t, int64_t> kPlainShapes[] = {{8, 2}, {5, 3}, {8, 1}, {5, 5}, {40, 4}, {200, 8}};
+
+TEST_CASE("router: without renormalisation the weights are the plain probabilities, as the CPU op") {
+  const int64_t N = 37;
+  for (auto [E, k] : kPlainShapes)
+    for (const bool biased : {false, true}) {
+      if (biased && E > 40) continue;  // wide rows: keys a float rounding apart would make the selection a coin toss
+      CAPTURE(E);
+      CAPTURE(k);
+      CAPTURE(biased);
+      const std::vector<float> logits = router_logits(N, E, uint64_t(140 * E + k));
+      const std::vector<float> bias = uniform(size_t(E), uint64_t(150 + E), -0.3f, 0.3f);
+      std::vector<int32_t> want_idx(size_t(N * k));
+      Doubles want_w(size_t(N * k)), want_probs(size_t(N * E));
+      ops::router_forward(want_idx.data(), want_w.data(), want_probs.data(), widen(logits).data(),
+                          biased ? widen(bias).data() : nullptr, N, E, k, false);
+
+      auto idx = poisoned<int32_t>(size_t(N * k));
+      auto w = poisoned<float>(size_t(N * k));
+      auto probs = poisoned<float>(size_t(N * E));
+      const auto bias_dev = to_device<float>(bias);
+      cuda::router_forward(idx.data(), w.data(), probs.data(), to_device<float>(logits).data(),
+                           biased ? bias_dev.data() : nullptr, N, E, k, false);
+      const std::vector<int32_t> got_idx = idx.download();
+      CHECK(got_idx == want_idx);
+      const std::vector<float> got_w = to_host(w), got_probs = to_host(probs);
+      check_close(got_probs, narrow(want_probs), tolerance<float>(), "probs");
+      check_close(got_w, narrow(want_w), tolerance<float>(), "w");
+      // The weights are the selected probabilities themselves, bit for bit.
+      if (got_idx == want_idx)
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t j = 0; j < k; ++j)
+            CHECK(std::memcmp(&got_w[size_t(n * k + j)], &got_probs[size_t(n * E + got_idx[size_t(n * k + j)])],
+                              sizeof(float)) == 0);
+    }
+}
+
+TEST_CASE("router: without renormalisation the backward adds into every logit as the CPU op") {
+  for (const int64_t N : {int64_t(37), int64_t(1000)})  // 1000 · E: many blocks, a partial last one
+    for (auto [E, k] : kPlainShapes) {
+      CAPTURE(N);
+      CAPTURE(E);
+      CAPTURE(k);
+      const Routed r = cpu_route(router_logits(N, E, uint64_t(160 * E + k)), N, E, k, false);
+      const std::vector<float> w = narrow(r.w), probs = narrow(r.probs),
+                               d_w = uniform(size_t(N * k), uint64_t(170 * E + k));
+      Doubles contribution(size_t(N * E), 0.0);
+      ops::router_backward(contribution.data(), widen(d_w).data(), widen(w).data(), widen(probs).data(), r.idx.data(),
+                           N, E, k, false);
+      const AddedInto expect = added_into(contribution, uint64_t(180 * E + k));  // k = 1 adds, unlike renormalised
+
+      auto d_logits = to_device<float>(expect.start);
+      cuda::router_backward(d_logits.data(), to_device<float>(d_w).data(), to_device<float>(w).data(),
+                            to_device<float>(probs).data(), to_device_ints(r.idx).data(), N, E, k, false);
+      check_close(widen(to_host(d_logits)), expect.want, tolerance<float>(), "d_logits");
+    }
 }
 
 TEST_CASE("router: load-balancing loss and its gradient as the CPU op, with the batch's counts or a step's") {
@@ -255,7 +323,7 @@ TEST_CASE("router: losses and gradients give the same bits on every run") {
   auto idx = poisoned<int32_t>(size_t(N * k));
   auto w = poisoned<float>(size_t(N * k));
   auto probs = poisoned<float>(size_t(N * E));
-  cuda::router_forward(idx.data(), w.data(), probs.data(), logits_dev.data(), nullptr, N, E, k);
+  cuda::router_forward(idx.data(), w.data(), probs.data(), logits_dev.data(), nullptr, N, E, k, true);
 
   struct Run {
     double losses[3];

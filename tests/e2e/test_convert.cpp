@@ -6,6 +6,7 @@
 #include <cctype>
 #include <fstream>
 #include <set>
+#include <span>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -71,8 +72,8 @@ TEST_CASE("convert: qwen3 checkpoints make a Qwen3-MoE, and sparse upcycling com
   CHECK(r.err.find("makes a mixtral, not the qwen3_moe") != std::string::npos);
   r = run_upcycle("convert --checkpoints " + q(dense[0]) + " --method sparse --experts 2 --arch qwen2_moe --out " +
                   q(dir / "arch"));
-  CHECK(r.code == 1);
-  CHECK(r.err.find("--arch qwen2_moe is not made yet") != std::string::npos);
+  CHECK(r.code == 2);
+  CHECK(r.err.find("is a qwen3 checkpoint, which makes a qwen3_moe, not the qwen2_moe") != std::string::npos);
   CHECK_FALSE(fs::exists(dir / "arch"));
   r = run_upcycle("convert --checkpoints " + q(dense[0]) + " --method sparse --experts 2 --arch qwen3_moe --out " +
                   q(dir / "arch"));
@@ -203,10 +204,10 @@ TEST_CASE("convert: BTX, drop-upcycling and misuse") {
   r = run_upcycle("convert --checkpoints " + q(a) + " " + q(write_dense(dir, "m", 3, "mixtral")) + " --router random --out " + q(dir / "o"));
   CHECK(r.code == 2);
   CHECK(r.err.find("already an MoE model") != std::string::npos);
-  r = run_upcycle("convert --checkpoints " + q(write_dense(dir, "qw", 3, "qwen2")) + " --method sparse --top-k 1 --out " + q(dir / "o"));
-  CHECK(r.code == 2);
-  CHECK(r.err.find("llama or mistral") != std::string::npos);
-  CHECK(r.err.find("Qwen2-MoE, with its shared expert, is not made yet") != std::string::npos);
+  r = run_upcycle("convert --checkpoints " + q(write_dense(dir, "qw", 3, "qwen2")) +
+                  " --method sparse --top-k 1 --arch mixtral --out " + q(dir / "o"));
+  CHECK(r.code == 2);  // qwen2's biases cannot go into a Mixtral
+  CHECK(r.err.find("is a qwen2 checkpoint, which makes a qwen2_moe, not the mixtral") != std::string::npos);
   r = run_upcycle("convert --checkpoints " + q(a) + " --router hidden --out " + q(dir / "o"));
   CHECK(r.code == 1);
   // Checked up front, before any checkpoint is read: top-k above the experts, a negative count.
@@ -244,6 +245,79 @@ TEST_CASE("convert: BTX, drop-upcycling and misuse") {
     CHECK(r.err.find("'frobnicate' is not one of " + merge::method_names()) != std::string::npos);
   }
   CHECK(!fs::exists(dir / "o"));
+}
+
+// max |a − b| / max |b|
+double relative_difference(std::span<const float> a, std::span<const float> b) {
+  REQUIRE(a.size() == b.size());
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, double(std::abs(a[i] - b[i]))), scale = std::max(scale, double(std::abs(b[i])));
+  return worst / scale;
+}
+
+TEST_CASE("convert: qwen2 checkpoints make a Qwen2-MoE, its shared expert from where --shared-expert says") {
+  ScratchDir dir;
+  std::vector<fs::path> dense;
+  for (uint64_t seed : {1, 2}) dense.push_back(write_dense(dir, "q" + std::to_string(seed), seed, "qwen2"));
+  const std::string both = q(dense[0]) + " " + q(dense[1]);
+  auto r = run_upcycle("convert --checkpoints " + both + " --method sparse --experts 3 --out " + q(dir / "moe"));
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const auto moe = open_checkpoint(dir / "moe");
+  const ModelConfig& c = moe->config();
+  CHECK(c.model_type == "qwen2_moe");
+  CHECK(c.raw["architectures"][0] == "Qwen2MoeForCausalLM");
+  CHECK(c.norm_topk_prob);
+  CHECK(c.shared_expert_intermediate_size == tiny_config("qwen2").intermediate_size);
+  const std::string shared = "model.layers.1.mlp.shared_expert.";
+  for (const char* t : {"gate_proj", "up_proj", "down_proj"}) CHECK(moe->find(shared + t + ".weight") != nullptr);
+  CHECK(moe->find("model.layers.0.self_attn.q_proj.bias") != nullptr);
+  // zero (the default): the shared expert adds nothing, so sparse upcycling computes the dense model.
+  for (float x : tensor_values(*moe, shared + "down_proj.weight")) REQUIRE(x == 0.0f);
+  for (float x : tensor_values(*moe, "model.layers.1.mlp.shared_expert_gate.weight")) REQUIRE(x != 0.0f);
+  const std::vector<int32_t> ids = {1, 5, 9, 3, 30, 2, 17};
+  const auto want = Model(*open_checkpoint(dense[0])).forward(pack({ids}));
+  CHECK(relative_difference(Model(*moe).forward(pack({ids})), want) <= 1e-5);
+
+  // checkpoint:N takes its FFN; mean the checkpoints' mean; either way the model differs.
+  r = run_upcycle("convert --checkpoints " + both + " --method sparse --experts 3 --shared-expert checkpoint:1 --out " +
+                  q(dir / "from1"));
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const auto from1 = open_checkpoint(dir / "from1");
+  CHECK(tensor_values(*from1, shared + "down_proj.weight") ==
+        tensor_values(*open_checkpoint(dense[1]), "model.layers.1.mlp.down_proj.weight"));
+  CHECK(relative_difference(Model(*from1).forward(pack({ids})), want) > 1e-3);
+  r = run_upcycle("convert --checkpoints " + both + " --method btx --shared-expert mean --unnormalised-topk --out " +
+                  q(dir / "mean"));
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const auto mean = open_checkpoint(dir / "mean");
+  CHECK_FALSE(mean->config().norm_topk_prob);
+  const auto g0 = tensor_values(*open_checkpoint(dense[0]), "model.layers.0.mlp.up_proj.weight");
+  const auto g1 = tensor_values(*open_checkpoint(dense[1]), "model.layers.0.mlp.up_proj.weight");
+  const auto got = tensor_values(*mean, "model.layers.0.mlp.shared_expert.up_proj.weight");
+  for (size_t i = 0; i < got.size(); ++i) REQUIRE(got[i] == float((double(g0[i]) + double(g1[i])) / 2));
+
+  // Refused with exit 2 and nothing written: another family's options, a source that is not one.
+  const std::pair<std::string, std::string> refused[] = {
+      {" --shared-expert checkpoint:2", "--shared-expert 2 is not a checkpoint index"},
+      {" --shared-expert base", "--shared-expert base takes the FFN of --base"},
+      {" --shared-expert half", "'half' is not zero, mean, base or checkpoint:N"},
+  };
+  for (const auto& [options, message] : refused) {
+    CAPTURE(options);
+    r = run_upcycle("convert --checkpoints " + both + " --method btx" + options + " --out " + q(dir / "o"));
+    CHECK(r.code == 1);
+    CHECK(r.err.find(message) != std::string::npos);
+  }
+  const fs::path llama = write_dense(dir, "l", 3);
+  for (const char* option : {"--shared-expert mean", "--unnormalised-topk"}) {
+    CAPTURE(option);
+    r = run_upcycle("convert --checkpoints " + q(llama) + " --method sparse --experts 2 " + option + " --out " +
+                    q(dir / "o"));
+    CHECK(r.code == 1);
+    CHECK(r.err.find("mixtral") != std::string::npos);
+  }
+  CHECK_FALSE(fs::exists(dir / "o"));
 }
 
 TEST_CASE("convert: UpIT's router stage assigns seed samples by loss and pre-optimises the routers") {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Qwen3 and the Qwen3-MoE `upcycle convert` makes of it, against Hugging Face transformers' own
-Qwen3ForCausalLM and Qwen3MoeForCausalLM.
+"""Qwen3 and Qwen2, and the MoEs `upcycle convert` makes of them, against Hugging Face
+transformers' own Qwen3ForCausalLM, Qwen3MoeForCausalLM and Qwen2MoeForCausalLM.
 
 A Qwen3-shaped model (`upcycle init` from a config: per-head q/k norms, head_dim 48 apart from
 hidden / heads = 32, tied embeddings, std 0.1 so the layers do something, the norms' weights
@@ -8,7 +8,14 @@ random too through a second export) is loaded by transformers; its logits must e
 `upcycle forward`'s within 1e-4 relative, and `upcycle generate` greedy tokens must be
 transformers' greedy tokens. Three such models go through `upcycle convert` (UpIT, 4 experts
 top-2, random routers), per-expert and fused: transformers' Qwen3MoeForCausalLM loads each folder
-with logits equal to ours within 1e-4 relative. Exits 77 (skipped) without torch, transformers and safetensors.
+with logits equal to ours within 1e-4 relative.
+
+Three Qwen2-shaped models (q/k/v biases and norms random) go through `upcycle convert` (BTX, 3
+experts top-2, random routers) into Qwen2-MoEs: the shared expert their mean FFN with top-k
+weights renormalised, the same not renormalised, and fused with the shared expert zero;
+Qwen2MoeForCausalLM loads each with logits equal to ours, and a Qwen2-MoE made by `upcycle init`
+(experts narrower than its shared expert, Qwen's unnormalised routing) too. Exits 77 (skipped)
+without torch, transformers and safetensors.
 """
 import json
 import os
@@ -46,13 +53,15 @@ def run(*args):
 
 
 def randomise_norms(folder, seed):
-    """init sets norms to one; random ones make a wrong norm show."""
+    """init sets norms to one and biases to zero; random ones make a wrong norm or bias show."""
     path = os.path.join(folder, "model.safetensors")
     tensors = load_file(path)
     rng = np.random.default_rng(seed)
     for name, t in tensors.items():
         if name.endswith("norm.weight"):
             tensors[name] = (1 + 0.5 * rng.standard_normal(t.shape)).astype(t.dtype)
+        if name.endswith(".bias"):
+            tensors[name] = (0.5 * rng.standard_normal(t.shape)).astype(t.dtype)
     save_file(tensors, path, metadata={"format": "pt"})
 
 
@@ -73,9 +82,42 @@ def check_close(name, ours, theirs):
         sys.exit(f"FAIL: {name} logits differ from transformers' by {err:.2e}")
 
 
+TOKENS = [84, 104, 101, 32, 113, 117, 105, 99, 107, 32, 98, 114, 111, 119, 110]
+
+
+def init(tmp, name, config, seed):
+    path = os.path.join(tmp, name)
+    run("init", "--config", config, "--tokenizer", "bytes", "--std", "0.1", "--seed", str(seed), "--out", path, "-q")
+    randomise_norms(path, seed)
+    return path
+
+
+def check_qwen2_moe(tmp):
+    config = os.path.join(tmp, "qwen2.json")
+    json.dump(dict(QWEN3, architectures=["Qwen2ForCausalLM"], model_type="qwen2", head_dim=32, attention_bias=True),
+              open(config, "w"))
+    dense = [init(tmp, f"qwen2_{seed}", config, seed) for seed in (6, 7, 8)]
+    made = [("mean", ["--shared-expert", "mean"]), ("mean, unnormalised", ["--shared-expert", "mean", "--unnormalised-topk"]),
+            ("zero, fused", ["--fused"])]
+    for i, (name, options) in enumerate(made):
+        moe = os.path.join(tmp, f"qwen2_moe_{i}")
+        run("convert", "--checkpoints", *dense, "--method", "btx", "--top-k", "2", "--router", "random", "--seed", "1",
+            *options, "--out", moe)
+        ours, theirs, hf = logits_of(moe, TOKENS, tmp)
+        if type(hf).__name__ != "Qwen2MoeForCausalLM":
+            sys.exit(f"FAIL: transformers loads the converted folder as {type(hf).__name__}")
+        check_close(f"qwen2_moe (upcycle convert, shared expert {name}) forward", ours, theirs)
+    json.dump(dict(QWEN3, architectures=["Qwen2MoeForCausalLM"], model_type="qwen2_moe", head_dim=32, attention_bias=True,
+                   num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, shared_expert_intermediate_size=192,
+                   norm_topk_prob=False, tie_word_embeddings=False), open(config, "w"))
+    ours, theirs, _ = logits_of(init(tmp, "qwen2_moe_init", config, 9), TOKENS, tmp)
+    check_close("qwen2_moe (upcycle init, unnormalised top-k) forward", ours, theirs)
+
+
 def main():
-    tokens = [84, 104, 101, 32, 113, 117, 105, 99, 107, 32, 98, 114, 111, 119, 110]
+    tokens = TOKENS
     with tempfile.TemporaryDirectory() as tmp:
+        check_qwen2_moe(tmp)
         config = os.path.join(tmp, "qwen3.json")
         json.dump(QWEN3, open(config, "w"))
         model = os.path.join(tmp, "qwen3")

@@ -212,6 +212,10 @@ TEST_CASE("decoder: mixtral with 4 experts top-2 equals Model::forward") {
   check_decoder(*random_checkpoint(tiny_config("mixtral"), 3));
 }
 
+TEST_CASE("decoder: qwen2_moe's shared expert and unnormalised top-k equal Model::forward") {
+  check_decoder(*random_checkpoint(tiny_config("qwen2_moe", true), 4));
+}
+
 TEST_CASE("decoder: truncate forgets positions and a continuation is recomputed the same") {
   const Model model(*random_checkpoint(tiny_config("llama"), 4));
   const std::vector<int32_t> prompt = {1, 7, 39, 3, 3}, a = {12, 0, 25}, b = {18, 2, 9};

@@ -113,7 +113,8 @@ struct Reference {
     for (size_t i = 0; i < g.size(); ++i) act[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
     return linear({act}, down)[0];
   }
-  // Top-k of the softmax, renormalised (the softmax's normaliser cancels).
+  // Top-k of the softmax, renormalised (the softmax's normaliser cancels) or not; qwen2_moe adds
+  // its shared expert times the sigmoid of its gate.
   Vec moe_ffn(const Vec& x, int l) const {
     const Vec logits = linear({x}, get(Role::Router, l))[0];
     std::vector<size_t> order(logits.size());
@@ -121,8 +122,13 @@ struct Reference {
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return logits[a] > logits[b]; });
     const size_t k = size_t(c.num_experts_per_tok);
     double z = 0;
-    for (size_t j = 0; j < k; ++j) z += std::exp(logits[order[j]] - logits[order[0]]);
+    for (size_t j = 0; j < (c.norm_topk_prob ? k : order.size()); ++j) z += std::exp(logits[order[j]] - logits[order[0]]);
     Vec y(x.size(), 0.0);
+    if (c.has_shared_expert()) {
+      const Vec f = swiglu_ffn(x, get(Role::SharedGate, l), get(Role::SharedUp, l), get(Role::SharedDown, l));
+      const double gate = 1 / (1 + std::exp(-linear({x}, get(Role::SharedRouter, l))[0][0]));
+      for (size_t i = 0; i < y.size(); ++i) y[i] = gate * f[i];
+    }
     for (size_t j = 0; j < k; ++j) {
       const int e = int(order[j]);
       const Vec f = swiglu_ffn(x, get(Role::ExpertGate, l, e), get(Role::ExpertUp, l, e), get(Role::ExpertDown, l, e));
@@ -228,12 +234,50 @@ TEST_CASE("model: qwen3 with per-head q/k norms and its own head_dim equals the 
 }
 
 TEST_CASE("model: a qwen3_moe made from qwen3 (its names, per-head norms, renormalised top-k) equals the reference") {
-  const ModelConfig config = upcycled_config(qwen3_config(), 4, 2, 0.01, "<qwen3>");
+  const ModelConfig config = upcycled_config(qwen3_config(), {4, 2, 0.01}, "<qwen3>");
   REQUIRE(config.model_type == "qwen3_moe");
   REQUIRE(config.expert_intermediate_size() == qwen3_config().intermediate_size);
   const auto ckpt = random_checkpoint(config, 5);
   REQUIRE(ckpt->find("model.layers.1.mlp.experts.3.down_proj.weight") != nullptr);
   check_against_reference(*ckpt);
+}
+
+// Qwen2-MoE (tiny_config's), norm_topk_prob as given.
+ModelConfig qwen2_moe_config(bool norm_topk_prob) {
+  auto j = tiny_config("qwen2_moe", true).to_json();
+  j["norm_topk_prob"] = norm_topk_prob;
+  return ModelConfig::from_json(j, "<qwen2_moe>");
+}
+
+TEST_CASE("model: qwen2_moe (shared expert, sigmoid gate, top-k renormalised or not) equals the reference") {
+  for (bool norm : {false, true}) {
+    CAPTURE(norm);
+    const ModelConfig config = qwen2_moe_config(norm);
+    REQUIRE(config.has_shared_expert());
+    const auto ckpt = random_checkpoint(config, 13);
+    REQUIRE(ckpt->find("model.layers.1.mlp.shared_expert_gate.weight") != nullptr);
+    check_against_reference(*ckpt);
+  }
+}
+
+TEST_CASE("model: a qwen2_moe made from qwen2, its shared expert's down zero and its experts copies, is the qwen2") {
+  const auto dense = random_checkpoint(tiny_config("qwen2", true), 14);
+  const ModelConfig config = upcycled_config(dense->config(), {4, 2, 0.01}, "<qwen2>");
+  REQUIRE(config.model_type == "qwen2_moe");
+  REQUIRE(config.norm_topk_prob);
+  std::vector<TensorInfo> infos;
+  for (const auto& e : expected_tensors(config)) infos.push_back({e.name, DType::F32, e.shape});
+  auto loader = [&](const TensorInfo& info) {
+    const TensorId id = *parse_tensor_name(info.name, Scheme::Qwen2Moe);
+    if (id.role == Role::Router || id.role == Role::SharedRouter || id.role == Role::SharedDown)
+      return Tensor::from_f32(info.shape, id.role == Role::SharedDown ? std::vector<float>(*shape_elements(info.shape))
+                                                                       : random_values(*shape_elements(info.shape), 5));
+    return dense->load(tensor_name({*role_info(id.role).dense, id.layer}, Scheme::HF));
+  };
+  const ComputedCheckpoint moe(config, std::move(infos), loader);
+  const auto a = Model(moe).forward(pack({kTokens}));
+  const auto b = Model(*dense).forward(pack({kTokens}));
+  CHECK(relative_error(a, Vec(b.begin(), b.end())) <= 1e-5);
 }
 
 TEST_CASE("model: mistral with a sliding window of 3 equals the reference") {

@@ -168,7 +168,7 @@ TEST_CASE("moe: experts that are all the same FFN equal the dense SwiGLU FFN") {
   const Vec logits = separated_logits(N, E, 2);
   std::vector<int32_t> idx(N * k);
   Vec w(N * k), probs(N * E);
-  router_forward(idx.data(), w.data(), probs.data(), logits.data(), nullptr, N, E, k);
+  router_forward(idx.data(), w.data(), probs.data(), logits.data(), nullptr, N, E, k, true);
 
   Vec gate(N * I), up(N * I), act(N * I), dense(N * H);
   matmul_forward(gate.data(), x.data(), ex.gate[0].data(), static_cast<const double*>(nullptr), N, H, I);
@@ -195,7 +195,7 @@ TEST_CASE("moe: router, experts and auxiliary losses differentiated end to end t
   Vec w(N * k), probs(N * E), out(N * H);
   MoeSaved<double> saved;
   auto loss = [&] {
-    router_forward(idx.data(), w.data(), probs.data(), logits.data(), nullptr, N, E, k);
+    router_forward(idx.data(), w.data(), probs.data(), logits.data(), nullptr, N, E, k, true);
     moe_forward(out.data(), saved, x.data(), idx.data(), w.data(), p.weights(), shape);
     return dot(out, R) + load_balancing_loss_forward(probs.data(), idx.data(), N, E, k, lb_coef) +
            router_z_loss_forward(logits.data(), N, E, z_coef);
@@ -205,7 +205,7 @@ TEST_CASE("moe: router, experts and auxiliary losses differentiated end to end t
   GradBuffer d_logits(N * E, 4);
   moe_backward(static_cast<double*>(nullptr), d_w.data(), ExpertGrads<double>{}, R.data(), w.data(), p.weights(), saved,
                shape);
-  router_backward(d_logits.data(), d_w.data(), w.data(), idx.data(), N, E, k);
+  router_backward(d_logits.data(), d_w.data(), w.data(), probs.data(), idx.data(), N, E, k, true);
   load_balancing_loss_backward(d_logits.data(), probs.data(), idx.data(), N, E, k, lb_coef, 1.0);
   router_z_loss_backward(d_logits.data(), logits.data(), N, E, z_coef, 1.0);
   check_gradient("d_logits", d_logits.added(), numeric_gradient(logits, loss));

@@ -41,7 +41,7 @@ struct Routed {
 };
 Routed route(const Vec& logits, int64_t N, int64_t E, int64_t k) {
   Routed r{std::vector<int32_t>(N * k), Vec(N * k), Vec(N * E)};
-  router_forward(r.idx.data(), r.w.data(), r.probs.data(), logits.data(), nullptr, N, E, k);
+  router_forward(r.idx.data(), r.w.data(), r.probs.data(), logits.data(), nullptr, N, E, k, true);
   return r;
 }
 

@@ -84,9 +84,9 @@ void check_close(const Checkpoint& ckpt, double tolerance) {
 }  // namespace
 
 TEST_CASE("stored model: f32 checkpoints give the f32 model's bits (forward, loss, decoding)") {
-  for (const char* type : {"qwen2", "qwen3", "mixtral"}) {
+  for (const std::string type : {"qwen2", "qwen3", "mixtral", "qwen2_moe"}) {
     CAPTURE(type);
-    const auto ckpt = random_checkpoint(tiny_config(type, std::string(type) == "qwen2"), 11);
+    const auto ckpt = random_checkpoint(tiny_config(type, type.starts_with("qwen2")), 11);
     const Model f32(*ckpt);
     const StoredModel stored(*ckpt);
     const Batch batch = pack({kIds});

@@ -36,7 +36,7 @@ void top_k_row(int32_t* idx, const T* p, const T* bias, int64_t E, int64_t k) {
 
 template <class T>
 void router_forward(int32_t* idx, T* w, T* probs, const T* logits, const std::type_identity_t<T>* bias, int64_t N, int64_t E,
-                    int64_t k) {
+                    int64_t k, bool renormalise) {
   require_arg(k >= 1 && k <= E, "router", "top_k must be in [1, experts]");
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
@@ -45,24 +45,37 @@ void router_forward(int32_t* idx, T* w, T* probs, const T* logits, const std::ty
     top_k_row(idx + n * k, p, bias, E, k);
     double kept = 0;
     for (int64_t j = 0; j < k; ++j) kept += p[idx[n * k + j]];
+    if (!renormalise) kept = 1;
     for (int64_t j = 0; j < k; ++j) w[n * k + j] = T(p[idx[n * k + j]] / kept);
   }
 }
 
 template <class T>
-void router_backward(T* d_logits, const T* d_w, const T* w, const int32_t* idx, int64_t N, int64_t E, int64_t k) {
+void router_backward(T* d_logits, const T* d_w, const T* w, const T* probs, const int32_t* idx, int64_t N, int64_t E,
+                     int64_t k, bool renormalise) {
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
-    double mean_dw = 0;  // Σ_j d_w·w: the gradient's component along the renormalisation
+    double mean_dw = 0;  // Σ_j d_w·w: the gradient's component along the normalisation
     for (int64_t j = 0; j < k; ++j) mean_dw += double(d_w[n * k + j]) * double(w[n * k + j]);
-    for (int64_t j = 0; j < k; ++j)
-      d_logits[n * E + idx[n * k + j]] += T(double(w[n * k + j]) * (double(d_w[n * k + j]) - mean_dw));
+    if (renormalise) {
+      for (int64_t j = 0; j < k; ++j)
+        d_logits[n * E + idx[n * k + j]] += T(double(w[n * k + j]) * (double(d_w[n * k + j]) - mean_dw));
+      continue;
+    }
+    for (int64_t e = 0; e < E; ++e) {
+      double d_p = 0;  // the gradient of probs[n,e]: d_w where e was chosen
+      for (int64_t j = 0; j < k; ++j)
+        if (idx[n * k + j] == e) d_p = double(d_w[n * k + j]);
+      d_logits[n * E + e] += T(double(probs[n * E + e]) * (d_p - mean_dw));
+    }
   }
 }
 
-template void router_forward(int32_t*, float*, float*, const float*, const float*, int64_t, int64_t, int64_t);
-template void router_forward(int32_t*, double*, double*, const double*, const double*, int64_t, int64_t, int64_t);
-template void router_backward(float*, const float*, const float*, const int32_t*, int64_t, int64_t, int64_t);
-template void router_backward(double*, const double*, const double*, const int32_t*, int64_t, int64_t, int64_t);
+template void router_forward(int32_t*, float*, float*, const float*, const float*, int64_t, int64_t, int64_t, bool);
+template void router_forward(int32_t*, double*, double*, const double*, const double*, int64_t, int64_t, int64_t, bool);
+template void router_backward(float*, const float*, const float*, const float*, const int32_t*, int64_t, int64_t,
+                              int64_t, bool);
+template void router_backward(double*, const double*, const double*, const double*, const int32_t*, int64_t, int64_t,
+                              int64_t, bool);
 
 }  // namespace upcycle::ops
