@@ -25,6 +25,20 @@ json llama(int64_t vocab, int64_t hidden, int64_t inter, int64_t layers, int64_t
           {"eos_token_id", 2}};
 }
 
+// Qwen2.5's and Qwen3's fields over llama's: 151936 tokens, rope theta 1e6, eps 1e-6, tied.
+json qwen(const char* type, int64_t hidden, int64_t inter, int64_t layers, int64_t heads, int64_t kv) {
+  json j = llama(151936, hidden, inter, layers, heads, kv, true);
+  j["architectures"] = {std::string(type) == "qwen2" ? "Qwen2ForCausalLM" : "Qwen3ForCausalLM"};
+  j["model_type"] = type;
+  j["max_position_embeddings"] = 32768;
+  j["rms_norm_eps"] = 1e-6;
+  j["rope_theta"] = 1000000.0;
+  j["use_sliding_window"] = false;
+  j["bos_token_id"] = 151643;
+  j["eos_token_id"] = 151645;
+  return j;
+}
+
 struct Preset {
   const char* name;
   json (*make)();
@@ -55,6 +69,16 @@ const Preset kPresets[] = {
     {"bench-2gb", [] { return llama(32000, 2048, 5632, 9, 16, 8, false); }},
     // About 1.1 B parameters (TinyLlama's shape).
     {"llama-1b", [] { return llama(32000, 2048, 5632, 22, 32, 4, false); }},
+    // Qwen2.5-0.5B's shape (0.49 B parameters: q/k/v biases, tied embeddings).
+    {"qwen2.5-0.5b", [] { return qwen("qwen2", 896, 4864, 24, 14, 2); }},
+    // Qwen3-0.6B's shape (0.6 B parameters: per-head q/k norms, head_dim 128 apart from 1024 / 16).
+    {"qwen3-0.6b",
+     [] {
+       json j = qwen("qwen3", 1024, 3072, 28, 16, 8);
+       j["head_dim"] = 128;
+       j["attention_bias"] = false;
+       return j;
+     }},
     // Llama-2-7B's shape (6.7 B parameters, 13.5 GB in bf16): UpIT's LoRA setting.
     {"llama2-7b",
      [] {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Measures `upcycle convert` (dense checkpoints into a Mixtral) against a plain copy of the input
-# bytes and, when a Python with mergekit is given, against mergekit-moe assembling the same
-# Mixtral from the same checkpoints (gate_mode: random). The inputs are 4 synthetic Llama-shaped
-# checkpoints made by `upcycle init --preset P --seed k --std 0.02` (k = 0..3).
+# Measures `upcycle convert` (dense checkpoints into their family's MoE: Mixtral, Qwen2-MoE or
+# Qwen3-MoE) against a plain copy of the input bytes and, when a Python with mergekit is given,
+# against mergekit-moe assembling the same Mixtral from the same checkpoints (gate_mode: random).
+# The inputs are 4 synthetic checkpoints of a preset's shape made by `upcycle init --preset P
+# --seed k --std 0.02` (k = 0..3).
 #
 #   scripts/bench-convert.sh [--dir DIR] [--preset NAME] [--dtype bf16] [--experts E]
 #                            [--method both|upit|btx] [--mergekit PYTHON] [--json FILE]

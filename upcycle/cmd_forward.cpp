@@ -64,8 +64,8 @@ int cmd_forward(const Args& args) {
   spec.summary =
       "Runs the model's forward pass (f32 on the CPU, bf16 on the GPU) over one sequence of token\n"
       "ids (positions 0, 1, ...) and writes the logits to FILE as raw little-endian float32, shape\n"
-      "[tokens, vocab], row major. The model is any checkpoint (llama, mistral, qwen2, qwen3, mixtral or\n"
-      "qwen3_moe; any format). On the CPU its bf16, f16 and Q8_0 matrices are read as stored, never\n"
+      "[tokens, vocab], row major. The model is any checkpoint (llama, mistral, qwen2, qwen3, mixtral,\n"
+      "qwen2_moe or qwen3_moe; any format). On the CPU its bf16, f16 and Q8_0 matrices are read as stored, never\n"
       "widened whole.";
   spec.options.add_options()
       ("model", cli::po::value<std::string>()->required(), "checkpoint (folder, .h5 or .gguf)")

@@ -37,7 +37,7 @@ int cmd_init(const Args& args) {
       "Hugging Face folder (or HDF5 when OUT ends in .h5): linear and embedding weights normal(0, std)\n"
       "with std the config's initializer_range (default 0.02), norms one, biases zero. Each tensor\n"
       "draws from its own stream of the seed, so a seed gives byte-identical files.\n"
-      "Presets: tiny (4 layers, hidden 128), demo (tiny with vocab_size 258), smollm2-135m, bench-2gb (0.56 B params, 2.2 GB in f32), llama-1b, llama2-7b (6.7 B params, 13.5 GB in bf16).\n"
+      "Presets: tiny (4 layers, hidden 128), demo (tiny with vocab_size 258), smollm2-135m, bench-2gb (0.56 B params, 2.2 GB in f32), llama-1b, qwen2.5-0.5b, qwen3-0.6b, llama2-7b (6.7 B params, 13.5 GB in bf16).\n"
       "--tokenizer bytes adds a byte-level tokenizer (256 bytes, <|im_start|> = 256, <|im_end|> = 257,\n"
       "the ChatML template) for training from scratch; it needs vocab_size 258 (--preset demo).";
   spec.options.add_options()

@@ -11,8 +11,8 @@ int cmd_tune(const Args& args) {
   cli::Spec spec;
   spec.usage = "upcycle tune --model PATH --data FILE --out DIR (--steps N | --epochs X) [options]";
   spec.summary =
-      "Instruction-tunes a dense or MoE model (llama, mistral, qwen2, qwen3, mixtral, qwen3_moe) on the\n"
-      "CPU: AdamW on fp32 master weights (no weight decay on norms and biases), warmup then a cosine,\n"
+      "Instruction-tunes a dense or MoE model (llama, mistral, qwen2, qwen3, mixtral, qwen2_moe,\n"
+      "qwen3_moe) on the CPU: AdamW on fp32 master weights (no weight decay on norms and biases), warmup then a cosine,\n"
       "linear or constant schedule, gradient clipping and accumulation, and for MoE models the load-balancing\n"
       "loss (coef from the config's router_aux_loss_coef; per MoE layer, or --aux-loss global) and an\n"
       "optional router z-loss.\n"

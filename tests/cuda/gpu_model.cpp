@@ -16,6 +16,10 @@ ModelConfig gpu_config(const std::string& type) {
   };
   if (type == "mixtral") j["num_local_experts"] = 4, j["num_experts_per_tok"] = 2, j["router_aux_loss_coef"] = 0.02;
   if (type == "mistral") j["sliding_window"] = 16;
+  if (type == "qwen2_moe") {  // biases, a shared expert behind its gate, top-k not renormalised
+    j["num_experts"] = 4, j["num_experts_per_tok"] = 2, j["router_aux_loss_coef"] = 0.02;
+    j["moe_intermediate_size"] = 48, j["shared_expert_intermediate_size"] = 80, j["norm_topk_prob"] = false;
+  }
   return ModelConfig::from_json(j, "<gpu_config>");
 }
 

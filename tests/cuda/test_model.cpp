@@ -99,13 +99,13 @@ void check_training(const std::string& type, double tol) {
 }  // namespace
 
 // The f32 model is a chain of f32 ops, each within 1e-5 of the CPU: a few times that at the end.
-TEST_CASE("model: f32 logits, loss and gradients match the CPU (llama, mistral, mixtral)") {
-  for (const char* type : {"llama", "mistral", "mixtral"}) check_model<float>(type, 1e-4);
+TEST_CASE("model: f32 logits, loss and gradients match the CPU (llama, mistral, mixtral, qwen2_moe)") {
+  for (const char* type : {"llama", "mistral", "mixtral", "qwen2_moe"}) check_model<float>(type, 1e-4);
 }
 
 // bf16 rounds every activation: the logits and gradients hold to a few per cent of their scale.
-TEST_CASE("model: bf16 logits, loss and gradients follow the CPU (llama, mixtral)") {
-  for (const char* type : {"llama", "mixtral"}) check_model<cuda::bf16>(type, 5e-2);
+TEST_CASE("model: bf16 logits, loss and gradients follow the CPU (llama, mixtral, qwen2_moe)") {
+  for (const char* type : {"llama", "mixtral", "qwen2_moe"}) check_model<cuda::bf16>(type, 5e-2);
 }
 
 TEST_CASE("model: 50 training steps follow the CPU's loss curve (f32 and bf16, dense and MoE)") {
