@@ -17,6 +17,7 @@
 #include "core/random.hpp"
 #include "formats/checkpoint_writer.hpp"
 #include "formats/open_checkpoint.hpp"
+#include "text/chat_template.hpp"
 #include "trainer/batches.hpp"
 
 namespace upcycle {
@@ -247,7 +248,7 @@ OptionTable<O> make_table() {
       option<O>("router_epochs", "passes of router pre-optimisation", [](O& o) -> auto& { return o.router_epochs; }),
       option<O>("router_lr", "its learning rate (AdamW, constant)", [](O& o) -> auto& { return o.router_lr; }),
       option<O>("tokenizer", "for text seed data (default: checkpoint 0's)", [](O& o) -> auto& { return o.tokenizer; }),
-      option<O>("template", "chat template: auto, chatml, llama2, mistral, llama3, alpaca", [](O& o) -> auto& { return o.chat_template; }),
+      option<O>("template", "chat template: auto (the model's), " + chat_format_choices(), [](O& o) -> auto& { return o.chat_template; }),
       option<O>("seq_len", std::string(kSeqLenHelp) + " (seed samples)", [](O& o) -> auto& { return o.seq_len; }),
       option<O>("batch_tokens", "tokens per pass of the router stage (the seed's scoring and the routers' pre-optimisation)",
                 [](O& o) -> auto& { return o.batch_tokens; }),

@@ -11,11 +11,11 @@ namespace {
 
 std::string spelled(const Tokenizer& t, std::optional<TokenId> id) { return id ? t.token(*id) : std::string(); }
 
-// The format's needs of the vocabulary: Llama-2 writes BOS and EOS, Llama 3 BOS, Alpaca closes
-// replies with EOS.
+// The format's needs of the vocabulary: Llama-2 and Mistral write BOS and EOS, Llama 3 BOS, Alpaca
+// closes replies with EOS.
 void check_specials(const Tokenizer& t, const ChatTemplate& tmpl) {
   const std::string name = chat_format_name(tmpl.format);
-  if (tmpl.format == ChatFormat::Llama2 || tmpl.format == ChatFormat::Mistral || tmpl.format == ChatFormat::Alpaca)
+  if (ends_replies_with_eos(tmpl.format))
     require(t.eos_id().has_value(), t.path(), "the vocabulary has no EOS token, which the " + name + " template ends replies with");
   if (spells_bos(tmpl.format))
     require(t.bos_id().has_value(), t.path(), "the vocabulary has no BOS token, which the " + name + " template writes");
@@ -71,24 +71,31 @@ std::vector<TokenId> ChatEncoder::stop_ids() const {
   return ids;
 }
 
-std::unique_ptr<ChatEncoder> load_chat_encoder(const std::filesystem::path& model, const std::string& template_name) {
+std::unique_ptr<ChatEncoder> load_chat_encoder(const std::filesystem::path& model, const std::string& template_name,
+                                               const std::optional<std::filesystem::path>& adapter) {
   const ModelTextInfo info = read_model_text_info(model);
   const std::optional<ChatTemplate> own = info.chat_template ? recognise_chat_template(*info.chat_template) : std::nullopt;
+  // Recorded when the checkpoint (or the adapter) was tuned: the adapter's first.
+  std::optional<std::string> chosen = info.chosen_template;
+  std::filesystem::path chosen_by = model;
+  if (adapter && std::filesystem::is_regular_file(*adapter / "tokenizer_config.json")) {
+    if (auto c = read_model_text_info(*adapter).chosen_template) chosen = c, chosen_by = *adapter;
+  }
   ChatTemplate tmpl;
-  if (template_name == "auto" && info.chosen_template) {  // recorded when the checkpoint was tuned
-    const auto format = parse_chat_format(*info.chosen_template);
-    require(format.has_value(), model, std::string(kChosenTemplateKey) + " '" + *info.chosen_template + "' is not one of ours");
+  if (template_name == "auto" && chosen) {
+    const auto format = parse_chat_format(*chosen);
+    require(format.has_value(), chosen_by, std::string(kChosenTemplateKey) + " '" + *chosen + "' is not one of ours");
     tmpl = own && own->format == *format ? *own : ChatTemplate(*format);
   } else if (template_name == "auto") {
     require(info.chat_template.has_value(), model,
-            "has no chat template: choose one with --template chatml|llama2|mistral|llama3|alpaca");
+            "has no chat template: choose one with --template (" + chat_format_choices() + ")");
     require(own.has_value(), model,
-            "its chat template is not one of ours (ChatML, Llama-2, Mistral, Llama 3, Alpaca): choose one with --template");
+            "its chat template is not one of ours (" + chat_format_choices() + "): choose one with --template");
     tmpl = *own;
   } else {
     const auto format = parse_chat_format(template_name);
     if (!format)
-      throw UsageError("--template: '" + template_name + "' is not auto, chatml, llama2, mistral, llama3 or alpaca");
+      throw UsageError("--template: '" + template_name + "' is not auto, " + chat_format_choices());
     tmpl.format = *format;
     if (own && own->format == *format) tmpl = *own;  // its default system, thinking or preamble
   }

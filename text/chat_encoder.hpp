@@ -3,6 +3,7 @@
 #pragma once
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,9 +42,12 @@ class ChatEncoder {
 };
 
 // The tokenizer and chat template of a model (a GGUF file or a folder; see load_tokenizer).
-// template_name "auto" takes the template from the model's chat template metadata and is an
-// InputError when there is none or it is not one of ours; "chatml", "llama2" or "alpaca" choose
-// one (ChatML keeps the model's default system prompt when its own template is ChatML too).
-std::unique_ptr<ChatEncoder> load_chat_encoder(const std::filesystem::path& model, const std::string& template_name);
+// template_name "auto" takes the template recorded when the model (or `adapter`, a LoRA adapter
+// folder of it, first) was tuned with one given by hand, else the one its chat template metadata
+// stands for, and is an InputError when there is none or it is not one of ours; a format's name
+// (chat_format_choices) chooses one (keeping the model's default system prompt, thinking or
+// preamble when its own template is that format too).
+std::unique_ptr<ChatEncoder> load_chat_encoder(const std::filesystem::path& model, const std::string& template_name,
+                                               const std::optional<std::filesystem::path>& adapter = std::nullopt);
 
 }  // namespace upcycle

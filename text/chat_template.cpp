@@ -1,5 +1,6 @@
 #include "text/chat_template.hpp"
 
+#include <iterator>
 #include <stdexcept>
 #include <utility>
 
@@ -183,6 +184,28 @@ void render_mistral(Renderer& r, const std::vector<Message>& messages, const Spe
   }
 }
 
+// Mistral 7B Instruct v0.1 and v0.2's (and Mixtral 8x7B Instruct's): BOS once,
+// "[INST] question [/INST]answer" EOS; v0.1 writes a space after each EOS, here opening the next
+// turn so that the loss never counts it. The template refuses a system message; here it opens
+// the first user turn ("system\n\nquestion").
+void render_mistral_v1(Renderer& r, const ChatTemplate& t, const std::vector<Message>& messages,
+                       const SpecialTexts& s) {
+  const bool has_system = messages[0].role == "system";
+  bool first_user = true;
+  r.prompt(s.bos);
+  for (size_t i = has_system ? 1 : 0; i < messages.size(); ++i) {
+    const Message& m = messages[i];
+    if (m.role == "assistant") {
+      r.reply(m.content + s.eos);
+      continue;
+    }
+    const std::string opening = t.space_after_eos && !first_user ? " [INST] " : "[INST] ";
+    const std::string system = has_system && first_user ? messages[0].content + "\n\n" : "";
+    r.prompt(opening + system + user_text(m) + " [/INST]");
+    first_user = false;
+  }
+}
+
 // Stanford Alpaca's prompt, the first instruction after the preamble and every reply closed by EOS.
 void render_alpaca(Renderer& r, const std::vector<Message>& messages, const SpecialTexts& s) {
   size_t first = 0;
@@ -211,24 +234,32 @@ void render_alpaca(Renderer& r, const std::vector<Message>& messages, const Spec
 
 }  // namespace
 
+namespace {
+
+constexpr std::pair<ChatFormat, const char*> kFormatNames[] = {
+    {ChatFormat::ChatML, "chatml"},        {ChatFormat::Llama2, "llama2"}, {ChatFormat::Mistral, "mistral"},
+    {ChatFormat::MistralV1, "mistral-v1"}, {ChatFormat::Llama3, "llama3"}, {ChatFormat::Alpaca, "alpaca"},
+};
+
+}  // namespace
+
 std::optional<ChatFormat> parse_chat_format(std::string_view name) {
-  if (name == "chatml") return ChatFormat::ChatML;
-  if (name == "llama2") return ChatFormat::Llama2;
-  if (name == "mistral") return ChatFormat::Mistral;
-  if (name == "llama3") return ChatFormat::Llama3;
-  if (name == "alpaca") return ChatFormat::Alpaca;
+  for (const auto& [format, n] : kFormatNames)
+    if (name == n) return format;
   return std::nullopt;
 }
 
 const char* chat_format_name(ChatFormat format) {
-  switch (format) {
-    case ChatFormat::ChatML: return "chatml";
-    case ChatFormat::Llama2: return "llama2";
-    case ChatFormat::Mistral: return "mistral";
-    case ChatFormat::Llama3: return "llama3";
-    case ChatFormat::Alpaca: return "alpaca";
-  }
+  for (const auto& [f, name] : kFormatNames)
+    if (f == format) return name;
   return "?";
+}
+
+std::string chat_format_choices() {
+  std::string out;
+  for (size_t i = 0; i < std::size(kFormatNames); ++i)
+    out += (i == 0 ? "" : i + 1 == std::size(kFormatNames) ? " or " : ", ") + std::string(kFormatNames[i].second);
+  return out;
 }
 
 std::optional<ChatTemplate> recognise_chat_template(std::string_view jinja) {
@@ -243,9 +274,15 @@ std::optional<ChatTemplate> recognise_chat_template(std::string_view jinja) {
     return t;
   }
   if (jinja.find("[INST]") != std::string_view::npos) {
-    // Mistral's v0.3 and Nemo templates join "[INST]" to the text with no space and no <<SYS>>.
-    const bool tight = jinja.find("\"[INST]\" +") != std::string_view::npos || jinja.find("'[INST]' +") != std::string_view::npos;
-    return ChatTemplate{tight && jinja.find("<<SYS>>") == std::string_view::npos ? ChatFormat::Mistral : ChatFormat::Llama2};
+    // Llama 2's writes <<SYS>> and BOS before each [INST]; Mistral's write BOS once, and v0.3's
+    // and Nemo's join "[INST]" to the text where v0.1's and v0.2's put a space after it.
+    if (jinja.find("<<SYS>>") != std::string_view::npos || jinja.find("bos_token + '[INST]") != std::string_view::npos)
+      return ChatTemplate{ChatFormat::Llama2};
+    const bool spaced = jinja.find("'[INST] '") != std::string_view::npos || jinja.find("\"[INST] \"") != std::string_view::npos;
+    if (!spaced) return ChatTemplate{ChatFormat::Mistral};
+    ChatTemplate t{ChatFormat::MistralV1};
+    t.space_after_eos = jinja.find("eos_token + ' '") != std::string_view::npos;
+    return t;
   }
   if (jinja.find("### Instruction") != std::string_view::npos) return ChatTemplate{ChatFormat::Alpaca, {}};
   return std::nullopt;
@@ -259,6 +296,7 @@ std::vector<Segment> render_chat(const ChatTemplate& tmpl, const std::vector<Mes
     case ChatFormat::ChatML: render_chatml(r, tmpl, messages, add_generation_prompt); break;
     case ChatFormat::Llama2: render_llama2(r, messages, specials); break;
     case ChatFormat::Mistral: render_mistral(r, messages, specials); break;
+    case ChatFormat::MistralV1: render_mistral_v1(r, tmpl, messages, specials); break;
     case ChatFormat::Llama3: render_llama3(r, tmpl, messages, add_generation_prompt, specials); break;
     case ChatFormat::Alpaca: render_alpaca(r, messages, specials); break;
   }
@@ -271,7 +309,10 @@ std::string end_of_turn(const ChatTemplate& tmpl, const SpecialTexts& specials) 
 }
 
 bool spells_bos(ChatFormat format) {
-  return format == ChatFormat::Llama2 || format == ChatFormat::Mistral || format == ChatFormat::Llama3;
+  return format == ChatFormat::Llama2 || format == ChatFormat::Mistral || format == ChatFormat::MistralV1 ||
+         format == ChatFormat::Llama3;
 }
+
+bool ends_replies_with_eos(ChatFormat format) { return format != ChatFormat::ChatML && format != ChatFormat::Llama3; }
 
 }  // namespace upcycle

@@ -9,6 +9,7 @@
 #include "core/progress.hpp"
 #include "core/staged_path.hpp"
 #include "formats/open_checkpoint.hpp"
+#include "text/chat_template.hpp"
 #include "text/model_text.hpp"
 #include "trainer/accuracy.hpp"
 #include "trainer/batches.hpp"
@@ -36,7 +37,7 @@ struct EvalContext {
   }
 
   const ChatEncoder& chat() {
-    if (!encoder) encoder = load_chat_encoder(text_source, o.chat_template);
+    if (!encoder) encoder = load_chat_encoder(text_source, o.chat_template, o.adapter);
     return *encoder;
   }
   void warn_skipped(int64_t skipped) const {
@@ -157,7 +158,7 @@ OptionTable<O> make_table() {
       option<O>("metric", "loss, exact, choice, or routing (MoE: each task's reply tokens' share per expert and layer)",
                 [](O& o) -> auto& { return o.metric; }),
       option<O>("out", "also write the JSON object to this file", [](O& o) -> auto& { return o.out; }),
-      option<O>("template", "auto (the model's), chatml, llama2, mistral, llama3 or alpaca", [](O& o) -> auto& { return o.chat_template; }),
+      option<O>("template", "auto (the model's), " + chat_format_choices(), [](O& o) -> auto& { return o.chat_template; }),
       option<O>("tokenizer", "tokenizer (default: the model's)", [](O& o) -> auto& { return o.tokenizer; }),
       option<O>("batch_tokens", "tokens per forward pass (loss, routing)", [](O& o) -> auto& { return o.batch_tokens; }),
       option<O>("seq_len", std::string(kSeqLenHelp) + " (loss, routing)", [](O& o) -> auto& { return o.seq_len; }),

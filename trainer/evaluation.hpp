@@ -19,7 +19,7 @@ struct EvalOptions {
   std::filesystem::path data;   // JSONL data set
   std::string metric = "loss";  // loss, exact, choice or routing
   std::optional<std::filesystem::path> out;          // also written here (complete or not at all)
-  std::string chat_template = "auto";                // auto (the model's), chatml, llama2, mistral, llama3 or alpaca
+  std::string chat_template = "auto";                // auto (the model's), or a chat_format_name
   std::optional<std::filesystem::path> tokenizer;    // default: the model's
   int64_t batch_tokens = 4096;                       // loss: tokens per forward pass
   std::optional<int64_t> seq_len;                    // loss, routing: longer samples are cut (model_seq_len)

@@ -75,7 +75,7 @@ void save_checkpoint(const fs::path& dir, const Checkpoint& weights, DType dtype
 }
 
 void save_adapter_checkpoint(const fs::path& dir, const LoraAdapter& adapter, DType dtype, Engine& engine,
-                             const RunState& state) {
+                             const RunState& state, const std::optional<std::string>& chosen_template) {
   LoraAdapter stored{adapter.config, {}, {}};
   for (const LoraModule& m : adapter.modules)
     stored.modules.push_back({m.layer, m.module, m.a.to(dtype), m.b.to(dtype), m.expert});
@@ -85,6 +85,9 @@ void save_adapter_checkpoint(const fs::path& dir, const LoraAdapter& adapter, DT
     fs::create_directory(folder, ec);
     require(!ec, folder, "cannot create: " + ec.message());
     write_peft_adapter_files(stored, folder);
+    if (chosen_template)
+      write_text_file(folder / "tokenizer_config.json",
+                      nlohmann::json{{kChosenTemplateKey, *chosen_template}}.dump(2) + "\n");
   }, engine, state);
 }
 

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "core/checkpoint.hpp"
@@ -41,9 +42,12 @@ void save_checkpoint(const std::filesystem::path& dir, const Checkpoint& weights
 // that is not a JSON object.
 std::unique_ptr<Checkpoint> with_chosen_template(std::shared_ptr<const Checkpoint> weights, const std::string& format);
 
-// The same for a LoRA run: `dir` is a PEFT adapter folder (A and B as `dtype`) with the state.
+// The same for a LoRA run: `dir` is a PEFT adapter folder (A and B as `dtype`) with the state,
+// and with `chosen_template` (a template given by hand) a tokenizer_config.json that records it
+// alone, for load_chat_encoder's `adapter`.
 void save_adapter_checkpoint(const std::filesystem::path& dir, const LoraAdapter& adapter, DType dtype,
-                             Engine& engine, const RunState& state);
+                             Engine& engine, const RunState& state,
+                             const std::optional<std::string>& chosen_template = std::nullopt);
 
 // InputError naming the file when the state is missing or malformed.
 RunState load_run_state(const std::filesystem::path& dir);

@@ -149,6 +149,8 @@ class Trainer {
   void log_step(int64_t step, const StepStats& s, double lr, double norm, double step_seconds);
   void save(const std::string& folder);
   // The model's weights as a checkpoint, recording a --template given by hand.
+  // The template given by hand (--template other than auto), which saved checkpoints record.
+  std::optional<std::string> chosen_template() const;
   std::unique_ptr<Checkpoint> weights_to_save() const;
   TokenizedData read_data(const fs::path& file);
   std::unique_ptr<Engine> lora_engine(bool resumed, int64_t& trained, std::string& what);
@@ -315,7 +317,7 @@ TokenizedData Trainer::read_data(const fs::path& file) {
   const fs::path text_source = o_.tokenizer ? *o_.tokenizer : model_path_;
   auto encoder = [&]() -> const ChatEncoder& {
     if (!encoder_) {
-      encoder_ = load_chat_encoder(text_source, o_.chat_template);
+      encoder_ = load_chat_encoder(text_source, o_.chat_template, o_.adapter);
       spdlog::info("text data: {} template, {} tokenizer of {}", chat_format_name(encoder_->chat_template().format),
                    encoder_->tokenizer().description(), text_source.string());
     }
@@ -439,16 +441,21 @@ void Trainer::validate(int64_t step) {
   spdlog::info("step {}: validation loss {:.4f}, perplexity {:.3f} over {} tokens", step, e.loss(), e.ppl(), e.tokens);
 }
 
+std::optional<std::string> Trainer::chosen_template() const {
+  if (!encoder_ || o_.chat_template == "auto") return std::nullopt;
+  return chat_format_name(encoder_->chat_template().format);
+}
+
 std::unique_ptr<Checkpoint> Trainer::weights_to_save() const {
   std::unique_ptr<Checkpoint> weights = engine_->checkpoint(source_.get());
-  if (!encoder_ || o_.chat_template == "auto") return weights;
-  return with_chosen_template(std::move(weights), chat_format_name(encoder_->chat_template().format));
+  if (const auto chosen = chosen_template()) return with_chosen_template(std::move(weights), *chosen);
+  return weights;
 }
 
 void Trainer::save(const std::string& folder) {
   const fs::path dir = o_.out / folder;
   if (const auto adapter = engine_->trained_adapter())
-    save_adapter_checkpoint(dir, *adapter, o_.save_dtype, *engine_, state_);
+    save_adapter_checkpoint(dir, *adapter, o_.save_dtype, *engine_, state_, chosen_template());
   else
     save_checkpoint(dir, *weights_to_save(), o_.save_dtype, *engine_, state_);
   if (!o_.keep_all_states && !last_saved_.empty() && fs::absolute(last_saved_) != fs::absolute(dir))

@@ -1,5 +1,6 @@
 // `tune`'s options as a table, and their checks (trainer/train.hpp).
 #include "core/error.hpp"
+#include "text/chat_template.hpp"
 #include "trainer/batches.hpp"
 #include "trainer/lora_init.hpp"
 #include "trainer/train.hpp"
@@ -15,7 +16,7 @@ OptionTable<O> make_table() {
       option<O>("model", "starting checkpoint (folder, .h5 or .gguf)", [](O& o) -> auto& { return o.model; }),
       option<O>("data", "instruction JSONL (Alpaca, chat or pre-tokenized)", [](O& o) -> auto& { return o.data; }),
       option<O>("tokenizer", "tokenizer for text data (default: the model's)", [](O& o) -> auto& { return o.tokenizer; }),
-      option<O>("template", "chat template for text data: auto (the model's), chatml, llama2, mistral, llama3 or alpaca",
+      option<O>("template", "chat template for text data: auto (the model's), " + chat_format_choices(),
                 [](O& o) -> auto& { return o.chat_template; }),
       option<O>("val_data", "validation JSONL: its loss is logged to metrics.jsonl", [](O& o) -> auto& { return o.val_data; }),
       option<O>("val_fraction", "hold out this seeded share of --data instead", [](O& o) -> auto& { return o.val_fraction; }),

@@ -32,7 +32,9 @@ Prompt make_prompt(const cli::po::variables_map& vm) {
   if (vm.count("prompt") == vm.count("chat")) throw UsageError("give exactly one of --prompt and --chat");
   Prompt p;
   if (vm.count("chat")) {
-    p.chat = load_chat_encoder(source, vm["template"].as<std::string>());
+    const std::filesystem::path adapter = cli::adapter_option(vm);
+    p.chat = load_chat_encoder(source, vm["template"].as<std::string>(),
+                               adapter.empty() ? std::nullopt : std::optional(adapter));
     std::vector<Message> messages;
     if (vm.count("system")) messages.push_back({"system", vm["system"].as<std::string>(), {}});
     messages.push_back({"user", vm["chat"].as<std::string>(), {}});
@@ -91,12 +93,13 @@ int cmd_generate(const Args& args) {
       "--template) and stops at the end of the reply. Speed goes to the log: prefill and decoding\n"
       "tokens/s. --json prints one object instead: text, tokens, ids (the new tokens'), prompt_tokens,\n"
       "stopped, prefill_tokens_per_s, decode_tokens_per_s.";
+  const std::string template_help = "auto (the model's), " + chat_format_choices();
   spec.options.add_options()
       ("model", cli::po::value<std::string>()->required(), "checkpoint (folder, .h5 or .gguf)")
       ("prompt", cli::po::value<std::string>(), "text to continue")
       ("chat", cli::po::value<std::string>(), "a user message to answer")
       ("system", cli::po::value<std::string>(), "system message for --chat (default: the template's own)")
-      ("template", cli::po::value<std::string>()->default_value("auto"), "auto (the model's), chatml, llama2, mistral, llama3 or alpaca")
+      ("template", cli::po::value<std::string>()->default_value("auto"), template_help.c_str())
       ("tokenizer", cli::po::value<std::string>(), "tokenizer (default: the model's)")
       ("max-new-tokens", cli::po::value<int64_t>()->default_value(256), "most tokens to generate")
       ("temperature", cli::po::value<double>()->default_value(0.0), "0: greedy; else sample from softmax(logits/T)")

@@ -141,6 +141,19 @@ TEST_CASE("text: a --template given by hand is recorded in the tuned checkpoint,
   CHECK(config["upcycle_chat_template"] == "chatml");
   r = run_upcycle("generate --model " + q(dir / "run" / "final") + " --chat hi --max-new-tokens 2");
   CHECK_MESSAGE(r.code == 0, r.err);
+  // A LoRA run records it in its adapter folder, which generate and eval read beside the base.
+  r = run_upcycle("tune --model " + q(model) + " --data " + q(data) + " --out " + q(dir / "lora") +
+                  " --steps 1 --seq-len 128 --lora-rank 2 --template chatml");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const fs::path adapter = dir / "lora" / "final";
+  CHECK(json::parse(test::read_file(adapter / "tokenizer_config.json"))["upcycle_chat_template"] == "chatml");
+  r = run_upcycle("generate --model " + q(model) + " --adapter " + q(adapter) + " --chat hi --max-new-tokens 2");
+  CHECK_MESSAGE(r.code == 0, r.err);
+  r = run_upcycle("eval --model " + q(model) + " --adapter " + q(adapter) + " --data " + q(data) + " --metric loss");
+  CHECK_MESSAGE(r.code == 0, r.err);
+  r = run_upcycle("generate --model " + q(model) + " --chat hi --max-new-tokens 2");  // the base has none
+  CHECK(r.code == 2);
+  CHECK(r.err.find("has no chat template") != std::string::npos);
   // --template auto records nothing; the model's own template (ChatML with a system) stays.
   const fs::path own = chat_model(dir, "mistral", 7);
   r = run_upcycle("tune --model " + q(own) + " --data " + q(data) + " --out " + q(dir / "run2") + " --steps 1 --seq-len 128");

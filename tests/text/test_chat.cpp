@@ -243,3 +243,34 @@ TEST_CASE("chat: Mistral's [INST] without spaces or a system block, its system m
   CHECK(spells_bos(ChatFormat::Mistral));
   CHECK(parse_chat_format("mistral") == ChatFormat::Mistral);
 }
+
+// Expected texts: jinja2 on Mistral-7B-Instruct-v0.2's template (Mixtral-8x7B-Instruct's is the same)
+// and on v0.1's, which adds a space after each EOS.
+TEST_CASE("chat: Mistral v0.1 and v0.2's spaced [INST], BOS once, the system message in the first user turn") {
+  const std::string v2 =
+      "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + "
+      "message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + "
+      "eos_token}}{% endif %}{% endfor %}";
+  const auto m2 = recognise_chat_template(v2);
+  REQUIRE(m2.has_value());
+  CHECK(m2->format == ChatFormat::MistralV1);
+  CHECK_FALSE(m2->space_after_eos);
+  std::vector<Message> chat = {{"user", "Hi", {}}, {"assistant", "Hello", {}}, {"user", "2+2?", {}}, {"assistant", "4", {}}};
+  CHECK(joined(render_chat(*m2, chat, false, kSpecials)) == "<s>[INST] Hi [/INST]Hello</s>[INST] 2+2? [/INST]4</s>");
+  CHECK(joined(render_chat(*m2, chat, false, kSpecials), true) == "Hello</s>4</s>");
+  const std::string v1 = v2.substr(0, v2.find("eos_token}}")) + "eos_token + ' ' }}{% endif %}{% endfor %}";
+  const auto m1 = recognise_chat_template(v1);
+  REQUIRE(m1.has_value());
+  CHECK(m1->format == ChatFormat::MistralV1);
+  CHECK(m1->space_after_eos);
+  // The space after the last EOS, which the template writes too, ends nothing and is left out.
+  CHECK(joined(render_chat(*m1, chat, false, kSpecials)) == "<s>[INST] Hi [/INST]Hello</s> [INST] 2+2? [/INST]4</s>");
+  CHECK(joined(render_chat(*m1, chat, false, kSpecials), true) == "Hello</s>4</s>");  // never the space
+  chat.pop_back();
+  CHECK(joined(render_chat(*m1, chat, true, kSpecials)) == "<s>[INST] Hi [/INST]Hello</s> [INST] 2+2? [/INST]");
+  chat.insert(chat.begin(), Message{"system", "Be brief.", {}});  // the template refuses one
+  CHECK(joined(render_chat(*m2, chat, true, kSpecials)) == "<s>[INST] Be brief.\n\nHi [/INST]Hello</s>[INST] 2+2? [/INST]");
+  CHECK(spells_bos(ChatFormat::MistralV1));
+  CHECK(parse_chat_format("mistral-v1") == ChatFormat::MistralV1);
+  CHECK(chat_format_choices() == "chatml, llama2, mistral, mistral-v1, llama3 or alpaca");
+}
