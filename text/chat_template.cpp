@@ -163,15 +163,21 @@ void render_llama2(Renderer& r, const std::vector<Message>& messages, const Spec
   }
 }
 
-// Mistral's (v0.3, Nemo): BOS once, [INST]question[/INST]answer EOS, no spaces; the system message
-// opens the last user turn ("system\n\nquestion"). Its template writes the system message only
-// when that turn is the conversation's last message (a prompt): in training data, which end with
-// the reply, it would be lost, so here it goes into the turn the final reply answers in both.
-void render_mistral(Renderer& r, const std::vector<Message>& messages, const SpecialTexts& s) {
+// Mistral's [INST] templates: BOS once, each reply closed by EOS.
+// - v0.3 and Nemo (mistral): "[INST]question[/INST]answer", no spaces; the system message opens
+//   the last user turn ("system\n\nquestion"). Their template writes it only when that turn is
+//   the conversation's last message (a prompt): in training data, which end with the reply, it
+//   would be lost, so here it goes into the turn the final reply answers in both.
+// - v0.1, v0.2 and Mixtral 8x7B Instruct (mistral-v1): "[INST] question [/INST]answer". Their
+//   templates refuse a system message; here it opens the first user turn. v0.1 writes a space
+//   after each EOS, here opening the next turn so that the loss never counts it.
+void render_mistral(Renderer& r, const ChatTemplate& t, const std::vector<Message>& messages, const SpecialTexts& s) {
+  const bool spaced = t.format == ChatFormat::MistralV1;
   const bool has_system = messages[0].role == "system";
-  size_t last_user = 0;
+  std::vector<size_t> users;
   for (size_t i = 0; i < messages.size(); ++i)
-    if (messages[i].role == "user") last_user = i;
+    if (messages[i].role == "user") users.push_back(i);
+  const size_t system_turn = spaced ? users.front() : users.back();
   r.prompt(s.bos);
   for (size_t i = has_system ? 1 : 0; i < messages.size(); ++i) {
     const Message& m = messages[i];
@@ -179,30 +185,9 @@ void render_mistral(Renderer& r, const std::vector<Message>& messages, const Spe
       r.reply(m.content + s.eos);
       continue;
     }
-    const std::string system = has_system && i == last_user ? messages[0].content + "\n\n" : "";
-    r.prompt("[INST]" + system + user_text(m) + "[/INST]");
-  }
-}
-
-// Mistral 7B Instruct v0.1 and v0.2's (and Mixtral 8x7B Instruct's): BOS once,
-// "[INST] question [/INST]answer" EOS; v0.1 writes a space after each EOS, here opening the next
-// turn so that the loss never counts it. The template refuses a system message; here it opens
-// the first user turn ("system\n\nquestion").
-void render_mistral_v1(Renderer& r, const ChatTemplate& t, const std::vector<Message>& messages,
-                       const SpecialTexts& s) {
-  const bool has_system = messages[0].role == "system";
-  bool first_user = true;
-  r.prompt(s.bos);
-  for (size_t i = has_system ? 1 : 0; i < messages.size(); ++i) {
-    const Message& m = messages[i];
-    if (m.role == "assistant") {
-      r.reply(m.content + s.eos);
-      continue;
-    }
-    const std::string opening = t.space_after_eos && !first_user ? " [INST] " : "[INST] ";
-    const std::string system = has_system && first_user ? messages[0].content + "\n\n" : "";
-    r.prompt(opening + system + user_text(m) + " [/INST]");
-    first_user = false;
+    const std::string system = has_system && i == system_turn ? messages[0].content + "\n\n" : "";
+    const std::string after_eos = t.space_after_eos && i != users.front() ? " " : "";
+    r.prompt(after_eos + (spaced ? "[INST] " : "[INST]") + system + user_text(m) + (spaced ? " [/INST]" : "[/INST]"));
   }
 }
 
@@ -295,8 +280,8 @@ std::vector<Segment> render_chat(const ChatTemplate& tmpl, const std::vector<Mes
   switch (tmpl.format) {
     case ChatFormat::ChatML: render_chatml(r, tmpl, messages, add_generation_prompt); break;
     case ChatFormat::Llama2: render_llama2(r, messages, specials); break;
-    case ChatFormat::Mistral: render_mistral(r, messages, specials); break;
-    case ChatFormat::MistralV1: render_mistral_v1(r, tmpl, messages, specials); break;
+    case ChatFormat::Mistral:
+    case ChatFormat::MistralV1: render_mistral(r, tmpl, messages, specials); break;
     case ChatFormat::Llama3: render_llama3(r, tmpl, messages, add_generation_prompt, specials); break;
     case ChatFormat::Alpaca: render_alpaca(r, messages, specials); break;
   }
