@@ -302,10 +302,6 @@ void check_adapter_options(const O& o) {
     throw OptionError("dtype", option_name("dtype") + " for adapters is f32 or bf16");
 }
 
-namespace {
-
-// The MoE the checkpoints make is the one --arch names, unless it says auto; the options of
-// another family's MoE are refused.
 void check_arch(const O& o, const ModelConfig& made, const std::filesystem::path& checkpoint) {
   if (o.arch != "auto" && o.arch != made.model_type) {
     const std::string family = made.model_type == "mixtral" ? "llama or mistral"
@@ -322,8 +318,6 @@ void check_arch(const O& o, const ModelConfig& made, const std::filesystem::path
                                            "renormalises its top-k weights");
 }
 
-}  // namespace
-
 void check_convert_options(const O& o) {
   if (!o.checkpoints.empty() && !o.adapters.empty())
     throw OptionError("adapters", "give " + option_name("checkpoints") + " or " + option_name("adapters") + ", not both");
@@ -332,12 +326,10 @@ void check_convert_options(const O& o) {
   const bool adapters = !o.adapters.empty();
   if (o.arch != "auto" && o.arch != "mixtral" && o.arch != "qwen2_moe" && o.arch != "qwen3_moe")
     throw OptionError("arch", option_name("arch") + ": '" + o.arch + "' is not auto, mixtral, qwen2_moe or qwen3_moe");
-  if (adapters && o.arch != "auto" && o.arch != "mixtral")
-    throw OptionError("arch", option_name("arch") + " " + o.arch + ": --adapters make a MixLoRA folder, a Mixtral's");
-  if (adapters && (o.shared_expert || o.unnormalised_topk))
-    throw OptionError(o.shared_expert ? "shared_expert" : "unnormalised_topk",
-                      "--adapters make a MixLoRA folder, a Mixtral's: it has no shared expert and renormalises its "
-                      "top-k weights");
+  if (adapters && (o.arch == "qwen2_moe" || o.shared_expert || o.unnormalised_topk))
+    throw OptionError(o.shared_expert ? "shared_expert" : o.unnormalised_topk ? "unnormalised_topk" : "arch",
+                      "--adapters make a LoRA-MoE (a MixLoRA folder), which has no shared expert and renormalises "
+                      "its top-k weights: a Mixtral or a Qwen3-MoE");
   if (adapters && !o.base)
     throw OptionError("base", option_name("adapters") + " adapt a model: give it as " + option_name("base"));
   const size_t K = adapters ? o.adapters.size() : o.checkpoints.size();

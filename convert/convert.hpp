@@ -81,6 +81,11 @@ std::string router_init(const ConvertOptions& o);
 // adapter) or its parents, weights and seed.
 nlohmann::ordered_json recipe_json(const pool::ExpertRecipe& r);
 
+// The MoE the checkpoints (or adapters' base) make, `made`, is the one --arch names, unless it
+// says auto (InputError naming `checkpoint`); the options of another family's MoE are refused
+// (OptionError).
+void check_arch(const ConvertOptions& o, const ModelConfig& made, const std::filesystem::path& checkpoint);
+
 struct RouterStageOptions;
 // The router stage's options of o (convert/router_stage.hpp).
 RouterStageOptions router_stage_options(const ConvertOptions& o);

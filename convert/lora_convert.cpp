@@ -228,8 +228,9 @@ void convert_adapters(const O& o) {
           o.adapters[0] / "adapter_config.json",
           "no adapter of --adapters adapts an FFN module (gate_proj, up_proj, down_proj): the experts would not differ");
   require(o.overwrite || !std::filesystem::exists(o.out), o.out, "already exists (pass --overwrite to replace it)");
-  // InputError for a base that cannot be a LoRA-MoE (a Mixtral over it).
-  const ModelConfig moe_config = mixtral_config(config, E, o.top_k, config.router_aux_loss_coef, *o.base);
+  // InputError for a base that cannot be a LoRA-MoE.
+  const ModelConfig moe_config = lora_moe_config(config, E, o.top_k, *o.base);
+  check_arch(o, moe_config, *o.base);
 
   const std::string router = router_init(o);
   nlohmann::ordered_json report = {{"method", o.method}, {"experts", E}, {"top_k", o.top_k}, {"seed", o.seed},

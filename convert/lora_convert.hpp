@@ -1,6 +1,6 @@
 // UpIT over LoRA adapters (convert --base B --adapters A1 .. AK): the intermediate adapters of a
 // dense LoRA run become a LoRA-MoE over the frozen base, written as a MixLoRA folder (every
-// command reads it with --adapter; export --merge-adapter makes it a Mixtral).
+// command reads it with --adapter; export --merge-adapter makes it a Mixtral, or a Qwen3-MoE over qwen3).
 //   pool     each adapter's terms with its scale folded into B; a module an adapter lacks is a
 //            zero term there; ranks may differ (the output's rank is the largest)
 //   shared   the attention terms: the adapters' mean, brought back to the rank by a truncated SVD

@@ -11,12 +11,13 @@ namespace upcycle {
 
 namespace {
 
-// A LoRA-MoE needs a dense llama or mistral base (it becomes a Mixtral) and an FFN target (what
-// makes its experts differ).
+// A LoRA-MoE needs a dense llama, mistral (it becomes a Mixtral) or qwen3 base (a Qwen3-MoE;
+// lora_moe_config) and an FFN target (what makes its experts differ).
 void check_lora_moe(const LoraConfig& c, const ModelConfig& base) {
-  if (base.is_moe() || (base.model_type != "llama" && base.model_type != "mistral"))
+  if (base.is_moe() || (base.model_type != "llama" && base.model_type != "mistral" && base.model_type != "qwen3"))
     throw OptionError("lora_experts", option_name("lora_experts") + ": a LoRA-MoE is made over a dense llama or "
-                                          "mistral model (it exports as a Mixtral); this is a " + base.model_type);
+                                          "mistral model (it exports as a Mixtral) or a qwen3 one (a Qwen3-MoE); "
+                                          "this is a " + base.model_type);
   if (std::none_of(c.target_modules.begin(), c.target_modules.end(), lora_module_per_expert))
     throw OptionError("lora_targets", option_name("lora_targets") + " names no FFN module (gate_proj, up_proj, "
                                           "down_proj): the experts would not differ");

@@ -106,7 +106,8 @@ std::unique_ptr<Checkpoint> as_checkpoint(const StoredWeights& weights, const Mo
                                           const Checkpoint* like = nullptr);
 
 // The config a base computes with under `adapter`: the base's own, or for a MixLoRA adapter the
-// Mixtral of its experts (mixtral_config; InputError naming `source` for a base it cannot be).
+// MoE of its experts (lora_moe_config: a Mixtral or a Qwen3-MoE; InputError naming `source` for a
+// base it cannot be).
 ModelConfig adapted_config(const ModelConfig& base, const LoraAdapter& adapter, const std::filesystem::path& source);
 
 // Each module of a PEFT LoRA adapter (read against this model: formats/peft_adapter.hpp) added

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Interop for the LoRA-MoE: `upcycle tune --lora-experts` trains a MixLoRA folder on a tiny Llama
-that transformers wrote. Its logits under `upcycle forward --adapter` must equal (1) a torch
-MixLoRA written here from the folder's tensors alone (each layer's MLP replaced by a router,
-softmax, top-k renormalised, and experts that are the Llama MLP with their own B·A terms; the
-attention terms merged) and (2) transformers' MixtralForCausalLM loading what `upcycle export
---merge-adapter` wrote. Exits 77 (skipped) without torch and transformers, or without
+and on a tiny Qwen3 that transformers wrote. Its logits under `upcycle forward --adapter` must
+equal (1) a torch MixLoRA written here from the folder's tensors alone (each layer's MLP replaced
+by a router, softmax, top-k renormalised, and experts that are the base MLP with their own B·A
+terms; the attention terms merged) and (2) transformers' MixtralForCausalLM (Qwen3MoeForCausalLM
+for the Qwen3) loading what `upcycle export --merge-adapter` wrote. Exits 77 (skipped) without torch and transformers, or without
 UPCYCLE_BINARY."""
 import json
 import os
@@ -21,7 +21,7 @@ except ImportError as e:
     print(f"skipped: {e}")
     sys.exit(77)
 
-from tiny_llama import TOKENS, upcycle_binary, write_tiny_llama
+from tiny_llama import TOKENS, upcycle_binary, write_tiny_llama, write_tiny_qwen3
 
 BINARY = upcycle_binary()
 
@@ -73,7 +73,7 @@ class MixLoraMlp(torch.nn.Module):
 def torch_mixlora_logits(base, folder):
     config = json.load(open(os.path.join(folder, "adapter_config.json")))
     tensors = load_file(os.path.join(folder, "adapter_model.safetensors"))
-    model = transformers.LlamaForCausalLM.from_pretrained(base).eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(base).eval()
     scale = config["lora_alpha"] / config["r"]
     with torch.no_grad():
         for layer, block in enumerate(model.model.layers):
@@ -86,42 +86,47 @@ def torch_mixlora_logits(base, folder):
         return model(torch.tensor([TOKENS])).logits[0].numpy()
 
 
+def check_family(work, name, write_base, merged_class, failures):
+    base = os.path.join(work, name)
+    write_base(torch, transformers, base)
+    data = os.path.join(work, "train.jsonl")
+    with open(data, "w") as f:
+        for s in range(8):
+            ids = [(7 * s + 3 * i) % 40 for i in range(12)]
+            f.write(json.dumps({"input_ids": ids, "labels": ids}) + "\n")
+    run("tune", "--model", base, "--data", data, "--out", os.path.join(work, f"{name}_run"), "--steps", "6", "--lr",
+        "0.05", "--batch-tokens", "24", "--lora-rank", "2", "--lora-experts", "4", "--lora-top-k", "2")
+    folder = os.path.join(work, f"{name}_run", "final")
+    out = os.path.join(work, f"{name}_logits.f32")
+    run("forward", "--model", base, "--adapter", folder, "--tokens", ",".join(map(str, TOKENS)), "--out", out)
+    ours = np.fromfile(out, dtype=np.float32).reshape(len(TOKENS), -1)
+
+    reference = torch_mixlora_logits(base, folder)
+    plain = transformers.AutoModelForCausalLM.from_pretrained(base).eval()
+    with torch.no_grad():
+        base_logits = plain(torch.tensor([TOKENS])).logits[0].numpy()
+    moved = np.abs(reference - base_logits).max()
+    diff = np.abs(ours - reference).max()
+    print(f"{name}: torch MixLoRA: max |logit diff| {diff:.3g} (the adapter moved the logits by {moved:.3g})")
+    if not diff < 1e-4 or not moved > 1e-3:
+        failures.append(f"{name}: upcycle forward --adapter differs from the torch MixLoRA")
+
+    moe = os.path.join(work, f"{name}_moe")
+    run("export", base, moe, "--merge-adapter", folder, "--dtype", "f32", "-q")
+    merged = merged_class.from_pretrained(moe).eval()
+    with torch.no_grad():
+        theirs = merged(torch.tensor([TOKENS])).logits[0].numpy()
+    diff = np.abs(ours - theirs).max()
+    print(f"{name}: {merged_class.__name__} on the merged export: max |logit diff| {diff:.3g}")
+    if not diff < 1e-4:
+        failures.append(f"{name}: the merged {merged_class.__name__}'s logits differ from the LoRA-MoE's")
+
+
 def main():
+    failures = []
     with tempfile.TemporaryDirectory() as work:
-        base = os.path.join(work, "base")
-        write_tiny_llama(torch, transformers, base)
-        data = os.path.join(work, "train.jsonl")
-        with open(data, "w") as f:
-            for s in range(8):
-                ids = [(7 * s + 3 * i) % 40 for i in range(12)]
-                f.write(json.dumps({"input_ids": ids, "labels": ids}) + "\n")
-        run("tune", "--model", base, "--data", data, "--out", os.path.join(work, "run"), "--steps", "6", "--lr", "0.05",
-            "--batch-tokens", "24", "--lora-rank", "2", "--lora-experts", "4", "--lora-top-k", "2")
-        folder = os.path.join(work, "run", "final")
-        out = os.path.join(work, "logits.f32")
-        run("forward", "--model", base, "--adapter", folder, "--tokens", ",".join(map(str, TOKENS)), "--out", out)
-        ours = np.fromfile(out, dtype=np.float32).reshape(len(TOKENS), -1)
-
-        failures = []
-        reference = torch_mixlora_logits(base, folder)
-        plain = transformers.LlamaForCausalLM.from_pretrained(base).eval()
-        with torch.no_grad():
-            base_logits = plain(torch.tensor([TOKENS])).logits[0].numpy()
-        moved = np.abs(reference - base_logits).max()
-        diff = np.abs(ours - reference).max()
-        print(f"torch MixLoRA: max |logit diff| {diff:.3g} (the adapter moved the logits by {moved:.3g})")
-        if not diff < 1e-4 or not moved > 1e-3:
-            failures.append("upcycle forward --adapter differs from the torch MixLoRA")
-
-        mixtral = os.path.join(work, "mixtral")
-        run("export", base, mixtral, "--merge-adapter", folder, "--dtype", "f32", "-q")
-        merged = transformers.MixtralForCausalLM.from_pretrained(mixtral).eval()
-        with torch.no_grad():
-            theirs = merged(torch.tensor([TOKENS])).logits[0].numpy()
-        diff = np.abs(ours - theirs).max()
-        print(f"MixtralForCausalLM on the merged export: max |logit diff| {diff:.3g}")
-        if not diff < 1e-4:
-            failures.append("the merged Mixtral's logits differ from the LoRA-MoE's")
+        check_family(work, "llama", write_tiny_llama, transformers.MixtralForCausalLM, failures)
+        check_family(work, "qwen3", write_tiny_qwen3, transformers.Qwen3MoeForCausalLM, failures)
     if failures:
         sys.exit("\n".join(failures))
     print("ok")

@@ -137,6 +137,26 @@ TEST_CASE("lora_moe model: the merged Mixtral (export --merge-adapter) computes 
   CHECK_FALSE(test::same_tensor(g0, g1));
 }
 
+TEST_CASE("lora_moe model: over qwen3 the merged export is a Qwen3-MoE with its q/k norms, and computes the same") {
+  test::ScratchDir dir;
+  auto j = test::tiny_config("qwen3").to_json();
+  j["head_dim"] = 6;
+  const auto ckpt = test::random_checkpoint(ModelConfig::from_json(j, "<qwen3>"), 65);
+  write_peft_adapter(random_mixlora(ckpt->config(), false), dir / "moe", false);
+  const auto merged = merge_adapter(*ckpt, dir / "moe");
+  CHECK(merged->config().model_type == "qwen3_moe");
+  CHECK(merged->config().norm_topk_prob);
+  CHECK(merged->find("model.layers.1.self_attn.k_norm.weight") != nullptr);
+  CHECK(merged->find("model.layers.1.mlp.experts.2.gate_proj.weight") != nullptr);
+  const Batch batch = pack({kIds});
+  const auto want = make_cpu_inference_engine(*ckpt, Precision::F32, dir / "moe")->forward(batch);
+  CHECK(max_relative_error(Model(*merged).forward(batch), want) < 1e-5);
+  // A qwen2 base has no LoRA-MoE: its MoE's shared expert would have no terms.
+  const auto qwen2 = test::random_checkpoint(test::tiny_config("qwen2", true), 66);
+  write_peft_adapter(random_mixlora(qwen2->config(), false), dir / "moe2", false);
+  CHECK_THROWS_WITH_AS(merge_adapter(*qwen2, dir / "moe2"), doctest::Contains("shared expert"), InputError);
+}
+
 TEST_CASE("lora_moe model: the gradients of A, B and the routers are the merged Mixtral's by the chain rule") {
   const auto ckpt = test::random_checkpoint(test::tiny_config("llama"), 64);
   const LoraAdapter adapter = random_mixlora(ckpt->config(), false);
