@@ -49,6 +49,11 @@ json summary(const Checkpoint& ckpt) {
   j["dtypes"] = by;
   j["experts"] = c.num_local_experts;
   j["experts_per_token"] = c.num_experts_per_tok;
+  if (c.is_moe()) {
+    j["expert_intermediate_size"] = c.expert_intermediate_size();
+    j["norm_topk_prob"] = c.norm_topk_prob;
+  }
+  if (c.has_shared_expert()) j["shared_expert_intermediate_size"] = c.shared_expert_intermediate_size;
   j["layers"] = c.num_hidden_layers;
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.intermediate_size;
@@ -162,7 +167,11 @@ void print_readable(const json& j) {
   line("rope_theta", num(j["rope_theta"]));
   line("experts", j["experts"].get<int64_t>() == 0
                       ? std::string("0 (dense)")
-                      : num(j["experts"]) + " (top-" + num(j["experts_per_token"]) + ")");
+                      : num(j["experts"]) + " (top-" + num(j["experts_per_token"]) + ", " +
+                            (j["norm_topk_prob"].get<bool>() ? "renormalised" : "not renormalised") + "; width " +
+                            num(j["expert_intermediate_size"]) + ")");
+  if (j.contains("shared_expert_intermediate_size"))
+    line("shared expert", "width " + num(j["shared_expert_intermediate_size"]) + ", sigmoid-gated");
   line("parameters", num(j["params"]));
   line("tensors", num(j["tensors"]));
   print_dtypes(j);
