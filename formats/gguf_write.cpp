@@ -12,6 +12,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/background_writer.hpp"
 #include "core/error.hpp"
 #include "core/expected_tensors.hpp"
 #include "core/gguf_writer.hpp"
@@ -264,26 +265,37 @@ std::vector<GgufKeyValue> metadata(const Checkpoint& in, const Target& target, c
 // ---------------------------------------------------------------------------------------------
 // The bytes
 
-// Sequential writes at the file's offsets.
+// Sequential writes at the file's offsets, on a thread of their own past the page cache
+// (core/background_writer.hpp); unchanged bytes of a file copied file to file in the kernel.
 class FileBytes {
  public:
   explicit FileBytes(const fs::path& path) : path_(path) {
     fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd_ < 0) throw InputError(path, std::string("cannot create: ") + std::strerror(errno));
+    out_ = std::make_unique<BackgroundWriter>(fd_, path, true);
   }
   ~FileBytes() {
+    out_.reset();  // its queue finished before the file closes
     if (fd_ >= 0) ::close(fd_);
   }
   void write(std::span<const std::byte> bytes) {
-    write_all_at(fd_, bytes, at_, path_);
+    out_->write(bytes, at_);
     at_ += bytes.size();
+  }
+  // [offset, offset + length) of `from`.
+  void copy(std::shared_ptr<const ReadOnlyFile> from, uint64_t offset, uint64_t length) {
+    out_->copy(std::move(from), offset, length, at_);
+    at_ += length;
   }
   void pad_to(uint64_t at) {
     static constexpr std::byte kZeros[kGgufAlignment] = {};
     if (at > at_) write({kZeros, size_t(at - at_)});
   }
   uint64_t at() const { return at_; }
+  // Everything written and synced: the file may be renamed into place.
   void close() {
+    out_->drain();
+    out_.reset();
     const int fd = std::exchange(fd_, -1);
     if (::fsync(fd) != 0 || ::close(fd) != 0) throw InputError(path_, std::string("cannot write: ") + std::strerror(errno));
   }
@@ -291,6 +303,7 @@ class FileBytes {
  private:
   fs::path path_;
   int fd_ = -1;
+  std::unique_ptr<BackgroundWriter> out_;
   uint64_t at_ = 0;
 };
 
@@ -327,7 +340,10 @@ void write_piece(const Tensor& t, const Piece& piece, DType dtype, FileBytes& fi
     else file.write(bytes);
   };
   const DType written = q8 ? DType::F32 : dtype;
-  if (t.is_computed()) {
+  if (!q8 && !t.is_computed() && t.dtype() == dtype && t.file_span()) {  // the file's bytes as they are
+    const uint64_t element_bytes = dtype_info(dtype).block_bytes;
+    file.copy(t.file_span()->file, t.file_span()->offset + first * element_bytes, count * element_bytes);
+  } else if (t.is_computed()) {
     write_computed_range(t, written, first, count, sink);
   } else {
     const uint64_t element_bytes = dtype_info(t.dtype()).block_bytes;  // loaded tensors are plain

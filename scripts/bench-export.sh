@@ -16,11 +16,12 @@
 # In one run: warms the page cache by reading the input once, then times (with /usr/bin/time -v)
 # `cp -r IN COPY` followed by `sync` of the copied files (the writers fsync each weight file
 # before renaming it into place, so the copy flushes too), `upcycle export IN OUT --overwrite -q`
-# (f32 Hugging Face folder), the same to
-# OUT.h5 (HDF5) and with --dtype bf16. Each line gives seconds, throughput in MB/s of input
-# (10^6 bytes), the ratio to the copy's throughput and the peak resident memory. Outputs are
-# synced to disk and removed between runs (not timed). Builds upcycle first, with the settings
-# of scripts/test.sh (UPCYCLE_BUILD_DIR, CMAKE_ARGS, ...), unless UPCYCLE_BIN names a binary.
+# (f32 Hugging Face folder), the same to OUT.h5 (HDF5), with --dtype bf16, and to OUT.gguf
+# (llama.cpp's layout, f32 and --dtype q8_0). Each line gives seconds, throughput in MB/s of
+# input (10^6 bytes), the ratio to the copy's throughput and the peak resident memory. Outputs
+# are synced to disk and removed between runs (not timed). Builds upcycle first, with the
+# settings of scripts/test.sh (UPCYCLE_BUILD_DIR, CMAKE_ARGS, ...), unless UPCYCLE_BIN names a
+# binary.
 set -euo pipefail
 
 die() { printf 'bench-export: error: %s\n' "$*" >&2; exit 1; }
@@ -54,7 +55,7 @@ upcycle_bench_binary
 mkdir -p "$dir"
 in="$dir/input"
 stamp="$dir/input.stamp"
-outputs=("$dir/copy" "$dir/out-hf" "$dir/out.h5" "$dir/out-bf16")
+outputs=("$dir/copy" "$dir/out-hf" "$dir/out.h5" "$dir/out-bf16" "$dir/out.gguf" "$dir/out-q8_0.gguf")
 timing="$dir/time.txt"
 
 cleanup() {
@@ -133,6 +134,8 @@ measure "copy (cp -r + sync)" "${outputs[0]}" sh -c 'cp -r "$0" "$1" && sync "$1
 measure "export f32 HF folder" "${outputs[1]}" "$bin" export "$in" "${outputs[1]}" --overwrite -q
 measure "export f32 HDF5" "${outputs[2]}" "$bin" export "$in" "${outputs[2]}" --overwrite -q
 measure "export bf16 HF folder" "${outputs[3]}" "$bin" export "$in" "${outputs[3]}" --dtype bf16 --overwrite -q
+measure "export f32 GGUF" "${outputs[4]}" "$bin" export "$in" "${outputs[4]}" --overwrite -q
+measure "export q8_0 GGUF" "${outputs[5]}" "$bin" export "$in" "${outputs[5]}" --dtype q8_0 --overwrite -q
 
 # --- the report -------------------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="${mbps[0]}" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
