@@ -263,8 +263,9 @@ ModelConfig config_from_gguf(const GgufFile& f) {
     j["moe_intermediate_size"] = m.required_integer(p + "expert_feed_forward_length");
     // llama.cpp renormalises qwen3moe's top-k weights and not qwen2moe's
     j["norm_topk_prob"] = arch.model_type == "qwen3_moe";
-    if (arch.model_type == "qwen2_moe")
-      j["shared_expert_intermediate_size"] = m.integer(p + "expert_shared_feed_forward_length").value_or(0);
+    if (arch.model_type == "qwen2_moe")  // files from before the key: llama.cpp takes feed_forward_length
+      j["shared_expert_intermediate_size"] =
+          m.integer(p + "expert_shared_feed_forward_length").value_or(j["intermediate_size"].get<int64_t>());
   }
   if (!arch.model_type.starts_with("qwen2")) j["attention_bias"] = has_role(f, Role::QBias);
   j["tie_word_embeddings"] = !has_role(f, Role::LmHead);

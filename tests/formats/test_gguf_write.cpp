@@ -116,6 +116,26 @@ TEST_CASE("gguf write: each family reads back as the model written, bit for bit 
   }
 }
 
+TEST_CASE("gguf read: a qwen2moe file from before expert_shared_feed_forward_length takes feed_forward_length") {
+  ScratchDir dir;
+  auto j = config_of("qwen2_moe").to_json();
+  j["shared_expert_intermediate_size"] = j["intermediate_size"];  // what such files held
+  const auto src = random_checkpoint(ModelConfig::from_json(j, "<qwen2_moe>"), 4);
+  const fs::path path = dir / "old.gguf";
+  write_checkpoint(*src, path, quiet());
+  // The key renamed in place (the same length): a key this reader does not know.
+  std::string bytes = read_file(path);
+  const std::string key = "qwen2moe.expert_shared_feed_forward_length";
+  const size_t at = bytes.find(key);
+  REQUIRE(at != std::string::npos);
+  bytes[at + key.find("shared")] = 'S';
+  write_file(path, bytes);
+  const auto back = open_checkpoint(path);
+  CHECK(back->config().shared_expert_intermediate_size == j["intermediate_size"].get<int64_t>());
+  CHECK(tensor_values(*back, "model.layers.1.mlp.shared_expert.down_proj.weight") ==
+        tensor_values(*src, "model.layers.1.mlp.shared_expert.down_proj.weight"));
+}
+
 TEST_CASE("gguf write: matrices in f16, bf16 or Q8_0 as stated, vectors and routers in f32") {
   ScratchDir dir;
   const auto src = random_checkpoint(config_of("mixtral"), 4);
