@@ -189,8 +189,10 @@ class Assembler {
     if (!id) throw std::logic_error("assemble: unexpected tensor " + info.name);
     if (is_shared_expert(id->role)) return shared_expert(id->layer, id->role, info);
     switch (id->role) {
-      case Role::Router: return Tensor::from_f32(info.shape, router(id->layer, info, "router"));  // small
-      case Role::SharedRouter: return Tensor::from_f32(info.shape, router(id->layer, info, "shared expert gate"));
+      case Role::Router:  // small
+        return Tensor::from_f32(info.shape, opts_.routers.empty() ? drawn_rows(id->layer, info, "router")
+                                                                  : opts_.routers.at(size_t(id->layer)));
+      case Role::SharedRouter: return Tensor::from_f32(info.shape, drawn_rows(id->layer, info, "shared expert gate"));
       case Role::ExpertGate:
       case Role::ExpertUp:
       case Role::ExpertDown: return expert(id->layer, *role_info(id->role).dense, size_t(id->expert), info);
@@ -268,9 +270,8 @@ class Assembler {
   }
 
   // A router's rows (`what`: "router", or "shared expert gate", never zero: llama.cpp computes
-  // its sigmoid as silu(x)/x), normal(0, 0.02) from the seed unless given.
-  std::vector<float> router(int layer, const TensorInfo& info, const std::string& what) {
-    if (!opts_.routers.empty() && what == "router") return opts_.routers.at(size_t(layer));
+  // its sigmoid as silu(x)/x), normal(0, 0.02) from the seed.
+  std::vector<float> drawn_rows(int layer, const TensorInfo& info, const std::string& what) const {
     Rng rng = Rng::stream(opts_.seed, what + ", layer " + std::to_string(layer));  // the same in either layout
     std::vector<float> w(size_t(info.shape[0] * info.shape[1]));
     for (float& x : w) x = float(0.02 * rng.normal());

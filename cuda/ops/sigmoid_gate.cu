@@ -4,6 +4,7 @@
 
 #include "cuda/ops/convert.cuh"
 #include "cuda/ops/reduce.cuh"
+#include "cuda/ops/sigmoid.cuh"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda {
@@ -11,10 +12,6 @@ namespace upcycle::cuda {
 namespace {
 
 constexpr int kThreads = 256;  // forward: elements per block; backward: a row's threads
-
-// σ(x); far out expf overflows to inf and σ saturates to exactly 0 (or 1), never NaN. The
-// backward takes 1 − σ(x) as σ(−x), from its own exp, so it keeps the tail a subtraction loses.
-__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
 
 // thread: element i of [N,H], row i / H.
 template <class T>
@@ -26,7 +23,8 @@ __global__ void forward_kernel(T* out, const T* y, const float* logit, int64_t H
 }
 
 // block: row n; threads stride over its H columns, each summing its d_out·y in fp32, then the
-// block's fixed tree (reduce.cuh) in thread 0.
+// block's fixed tree (reduce.cuh) in thread 0. 1 − σ(x) is taken as σ(−x), from its own exp, so
+// it keeps the tail a subtraction loses.
 template <class T>
 __global__ void backward_kernel(T* d_y, float* d_logit, const T* d_out, const T* y, const float* logit, int64_t H) {
   const int64_t n = blockIdx.x;

@@ -1,6 +1,7 @@
 #include "cuda/ops/swiglu.hpp"
 
 #include "cuda/ops/convert.cuh"
+#include "cuda/ops/sigmoid.cuh"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda {
@@ -8,9 +9,6 @@ namespace upcycle::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-// σ(x); far out expf overflows to inf and σ saturates to exactly 0 (or 1), never NaN.
-__device__ inline float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
 
 template <class T>
 __global__ void forward(T* out, const T* gate, const T* up, int64_t count) {

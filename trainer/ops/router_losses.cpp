@@ -6,6 +6,7 @@
 
 #include "trainer/ops/check.hpp"
 #include "trainer/ops/ordered_sum.hpp"
+#include "trainer/ops/vector_math.hpp"
 
 namespace upcycle::ops {
 
@@ -49,12 +50,6 @@ int64_t counted_targets(const int32_t* targets, int64_t N, int64_t E) {
 
 // log(1 + e^z) without overflow, and without losing the small values for very negative z.
 double softplus(double z) { return std::max(z, 0.0) + std::log1p(std::exp(-std::abs(z))); }
-
-double sigmoid(double z) {
-  if (z >= 0) return 1.0 / (1.0 + std::exp(-z));
-  const double e = std::exp(z);
-  return e / (1.0 + e);
-}
 
 }  // namespace
 
@@ -133,7 +128,7 @@ void router_bce_loss_backward(T* d_logits, const T* logits, const int32_t* targe
     if (targets[n] < 0) continue;
     const T* z = logits + n * E;
     for (int64_t e = 0; e < E; ++e)
-      d_logits[n * E + e] += T(scale * (sigmoid(double(z[e])) - (e == targets[n] ? 1.0 : 0.0)));
+      d_logits[n * E + e] += T(scale * (logistic(double(z[e])) - (e == targets[n] ? 1.0 : 0.0)));
   }
 }
 

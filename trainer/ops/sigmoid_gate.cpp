@@ -1,5 +1,7 @@
 #include "trainer/ops/sigmoid_gate.hpp"
 
+#include "trainer/ops/vector_math.hpp"
+
 namespace upcycle::ops {
 
 template <class T, class S>

@@ -1,7 +1,6 @@
 // Qwen2-MoE's shared-expert gate: the shared expert's output y scaled per token by the logistic
 // sigmoid of one logit (x·shared_expert_gateᵀ) and added to the routed experts' output.
 #pragma once
-#include <cmath>
 #include <cstdint>
 
 namespace upcycle::ops {
@@ -15,8 +14,5 @@ template <class T, class S>
 void sigmoid_gate_forward(T* out, const T* y, const S* logit, int64_t N, int64_t H);
 template <class T, class S>
 void sigmoid_gate_backward(T* d_y, S* d_logit, const T* d_out, const T* y, const S* logit, int64_t N, int64_t H);
-
-// The logistic sigmoid in double, saturating to exactly 0 and 1 far out.
-inline double logistic(double x) { return x >= 0 ? 1 / (1 + std::exp(-x)) : std::exp(x) / (1 + std::exp(x)); }
 
 }  // namespace upcycle::ops

@@ -3,8 +3,10 @@
 // SwiGLU's logistic, spend most of their time here. libm's expf does not vectorise, and Eigen's
 // exp rounds differently where the CPU has FMA; this one is Cephes' expf written as plain float
 // arithmetic (no FMA under -ffp-contract=off), so only the vector width changes between builds.
+// Also the logistic in double, for the ops that take it a row at a time.
 #pragma once
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -33,6 +35,13 @@ namespace upcycle::ops {
   if (x < -86.0f) return 0.0f;
   if (x > 88.72283905f) return std::numeric_limits<float>::infinity();
   return y;
+}
+
+// 1 / (1 + e^−x) in double, saturating to exactly 0 and 1 far out (never e^x over e^x).
+inline double logistic(double x) {
+  if (x >= 0) return 1 / (1 + std::exp(-x));
+  const double e = std::exp(x);
+  return e / (1 + e);
 }
 
 // out[i] = scale · e^(in[i] − shift); in place is allowed.
