@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "core/error.hpp"
+#include "core/random.hpp"
 #include "formats/safetensors.hpp"
 
 namespace upcycle {
@@ -13,6 +14,20 @@ namespace upcycle {
 namespace {
 
 const char* const kSteps = "adamw_steps";
+
+DType slot_dtype(const MomentSlot& s) { return s.m16 ? DType::BF16 : DType::F32; }
+
+// What to do about moments stored as `got` that this run does not hold.
+std::string moments_hint(DType got) {
+  if (got == DType::BF16) return ": resume with --bf16-moments, as the run was";
+  if (got == DType::F32) return ": resume without --bf16-moments, as the run was";
+  return " (this tool writes them in f32, or in bf16 under --bf16-moments)";
+}
+
+// Bytes the caller keeps alive while they are read.
+std::shared_ptr<const std::byte> unowned(std::span<const std::byte> bytes) {
+  return {bytes.data(), [](const std::byte*) {}};
+}
 
 std::vector<MomentSlot> model_slots(Weights<float>& m, Weights<float>& v, const ModelConfig& config) {
   std::vector<MomentSlot> slots;
@@ -46,8 +61,13 @@ AdamW::AdamW(std::vector<TrainedTensor> tensors, const ops::AdamWConfig& hyper)
     : tensors_(std::move(tensors)), hyper_(hyper) {
   for (const TrainedTensor& t : tensors_) {
     if (t.values.size() != t.grad.size()) throw std::logic_error("AdamW: " + t.name + "'s gradient has another size");
-    m_.emplace_back(t.values.size(), 0.0f);
-    v_.emplace_back(t.values.size(), 0.0f);
+    if (hyper_.bf16_moments) {
+      m16_.emplace_back(t.values.size(), uint16_t(0));
+      v16_.emplace_back(t.values.size(), uint16_t(0));
+    } else {
+      m_.emplace_back(t.values.size(), 0.0f);
+      v_.emplace_back(t.values.size(), 0.0f);
+    }
   }
 }
 
@@ -70,27 +90,39 @@ void AdamW::step(double lr) {
   hyper.lr = lr;
   for (size_t i = 0; i < tensors_.size(); ++i) {
     const TrainedTensor& t = tensors_[i];
-    ops::adamw_step(t.values.data(), t.grad.data(), m_[i].data(), v_[i].data(), int64_t(t.values.size()), hyper,
-                    steps_, t.decay, grad_scale_, t.bf16_copy.empty() ? nullptr : t.bf16_copy.data());
+    uint16_t* copy = t.bf16_copy.empty() ? nullptr : t.bf16_copy.data();
+    const auto n = int64_t(t.values.size());
+    if (hyper_.bf16_moments)
+      ops::adamw_step_bf16_moments(t.values.data(), t.grad.data(), m16_[i].data(), v16_[i].data(), n, hyper, steps_,
+                                   t.decay, grad_scale_, copy, Rng::stream(uint64_t(steps_), std::to_string(i)).next());
+    else
+      ops::adamw_step(t.values.data(), t.grad.data(), m_[i].data(), v_[i].data(), n, hyper, steps_, t.decay,
+                      grad_scale_, copy);
   }
 }
 
 std::vector<MomentSlot> AdamW::slots() {
   std::vector<MomentSlot> out;
-  for (size_t i = 0; i < tensors_.size(); ++i) out.push_back({tensors_[i].name, tensors_[i].shape, &m_[i], &v_[i]});
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    if (hyper_.bf16_moments)
+      out.push_back({tensors_[i].name, tensors_[i].shape, nullptr, nullptr, &m16_[i], &v16_[i]});
+    else
+      out.push_back({tensors_[i].name, tensors_[i].shape, &m_[i], &v_[i]});
+  }
   return out;
 }
 
 void save_moments(const std::filesystem::path& file, std::span<const MomentSlot> slots, int64_t steps) {
   std::vector<TensorInfo> infos;
-  std::vector<const std::vector<float>*> data;
+  std::vector<std::span<const std::byte>> data;
   for (auto [prefix, second] : {std::pair{"exp_avg.", false}, std::pair{"exp_avg_sq.", true}})
     for (const MomentSlot& s : slots) {
-      infos.push_back({prefix + s.name, DType::F32, s.shape});
-      data.push_back(second ? s.v : s.m);
+      infos.push_back({prefix + s.name, slot_dtype(s), s.shape});
+      if (s.m16) data.push_back(std::as_bytes(std::span(second ? *s.v16 : *s.m16)));
+      else data.push_back(std::as_bytes(std::span(second ? *s.v : *s.m)));
     }
   SafetensorsWriter writer(file, infos, {{kSteps, std::to_string(steps)}});
-  for (size_t i = 0; i < infos.size(); ++i) writer.write(Tensor::from_f32(infos[i].shape, *data[i]));
+  for (size_t i = 0; i < infos.size(); ++i) writer.write(Tensor::borrowed(infos[i].dtype, infos[i].shape, unowned(data[i])));
   writer.finish();
 }
 
@@ -104,16 +136,24 @@ int64_t load_moments(const std::filesystem::path& file, std::span<const MomentSl
       const auto it = by_name.find(name);
       const std::string where = "tensor '" + name + "'";
       require(it != by_name.end(), file, where, "missing (was the run frozen differently?)");
-      // The moments are written in f32: another dtype is not this tool's state, and rounded
-      // moments would not resume the run exactly.
-      require(it->second->info.dtype == DType::F32, file, where,
-              "stored as " + std::string(dtype_name(it->second->info.dtype)) + ", but optimizer moments are f32");
+      // A run resumes with the moments' dtype it saved: rounded or widened moments would not
+      // continue it exactly.
+      const DType want = slot_dtype(slot);
+      const DType got = it->second->info.dtype;
+      require(got == want, file, where,
+              "stored as " + std::string(dtype_name(got)) + ", but this run's optimizer moments are " +
+                  std::string(dtype_name(want)) + moments_hint(got));
       const Tensor t = f.load(*it->second);
       require(t.shape() == slot.shape, file, where, "shape differs from the model's");
-      const auto s = t.span<float>();
-      require(std::all_of(s.begin(), s.end(), [&](float x) { return std::isfinite(x) && (!squares || x >= 0); }), file,
-              where, squares ? "holds a negative or non-finite value" : "holds a non-finite value");
-      (squares ? slot.v : slot.m)->assign(s.begin(), s.end());
+      const std::vector<float> values = t.to_f32_vector();
+      require(std::all_of(values.begin(), values.end(), [&](float x) { return std::isfinite(x) && (!squares || x >= 0); }),
+              file, where, squares ? "holds a negative or non-finite value" : "holds a non-finite value");
+      if (slot.m16) {
+        const auto bits = t.span<uint16_t>();
+        (squares ? slot.v16 : slot.m16)->assign(bits.begin(), bits.end());
+      } else {
+        (squares ? slot.v : slot.m)->assign(values.begin(), values.end());
+      }
       by_name.erase(it);
     }
   require(by_name.empty(), file, "tensor '" + (by_name.empty() ? "" : by_name.begin()->first) + "'",

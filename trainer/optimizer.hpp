@@ -28,16 +28,18 @@ struct TrainedTensor {
 std::vector<TrainedTensor> trained_tensors(Weights<float>& weights, Weights<float>& grads, const ModelConfig& config,
                                            Weights<uint16_t>* bf16_copies = nullptr);
 
-// A trained tensor's moments, by its name.
+// A trained tensor's moments, by its name: f32 (m, v) or bf16 (m16, v16; the others null).
 struct MomentSlot {
   std::string name;
   Shape shape;
   std::vector<float>*m, *v;
+  std::vector<uint16_t>*m16 = nullptr, *v16 = nullptr;
 };
 
-// AdamW's state in one safetensors file: exp_avg.NAME and exp_avg_sq.NAME for each slot, and the
-// step count in the metadata. load_moments fills the slots and returns the step count;
-// InputError naming the file when a tensor is missing, extra or of another shape.
+// AdamW's state in one safetensors file: exp_avg.NAME and exp_avg_sq.NAME for each slot, in the
+// slots' dtype, and the step count in the metadata. load_moments fills the slots and returns the
+// step count; InputError naming the file when a tensor is missing, extra, of another shape or
+// of another dtype (a run resumes with the moments it saved).
 void save_moments(const std::filesystem::path& file, std::span<const MomentSlot> slots, int64_t steps);
 int64_t load_moments(const std::filesystem::path& file, std::span<const MomentSlot> slots);
 // The same over a model's moments (the tensors non-empty in m and v), for the GPU's AdamW.
@@ -46,6 +48,8 @@ void save_moments(const std::filesystem::path& file, Weights<float>& m, Weights<
 int64_t load_moments(const std::filesystem::path& file, Weights<float>& m, Weights<float>& v,
                      const ModelConfig& config);
 
+// hyper.bf16_moments holds m and v in bf16 (ops::adamw_step_bf16_moments), each tensor's rounding
+// draws seeded by its place and the step.
 class AdamW {
  public:
   AdamW(std::vector<TrainedTensor> tensors, const ops::AdamWConfig& hyper);
@@ -68,7 +72,8 @@ class AdamW {
 
   std::vector<TrainedTensor> tensors_;
   ops::AdamWConfig hyper_;
-  std::vector<std::vector<float>> m_, v_;  // per tensor
+  std::vector<std::vector<float>> m_, v_;         // per tensor, f32 moments
+  std::vector<std::vector<uint16_t>> m16_, v16_;  // or bf16 ones
   int64_t steps_ = 0;
   float grad_scale_ = 1;  // clip's, until zero_grads()
 };

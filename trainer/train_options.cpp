@@ -36,6 +36,8 @@ OptionTable<O> make_table() {
       option<O>("beta1", "AdamW beta1", [](O& o) -> auto& { return o.adam.beta1; }),
       option<O>("beta2", "AdamW beta2", [](O& o) -> auto& { return o.adam.beta2; }),
       option<O>("adam_eps", "AdamW epsilon", [](O& o) -> auto& { return o.adam.eps; }),
+      option<O>("bf16_moments", "hold AdamW's moments in bf16, rounded stochastically: 12 bytes a trained parameter "
+                "instead of 16 (CPU; a fixed seed still gives the same bits)", [](O& o) -> auto& { return o.adam.bf16_moments; }),
       option<O>("clip", "clip the global gradient norm to this; 0: off", [](O& o) -> auto& { return o.clip; }),
       option<O>("aux_loss_coef", "load-balancing coefficient (default: the config's, else 0.01)",
                 [](O& o) -> auto& { return o.aux_loss_coef; }),
@@ -167,6 +169,8 @@ void check_train_options(const TrainOptions& o) {
   check_lora_options(o);
   if (o.recompute && o.device != "cpu")
     throw OptionError("recompute", option_name("recompute") + " runs on the CPU (not on " + o.device + " yet)");
+  if (o.adam.bf16_moments && o.device != "cpu")
+    throw OptionError("bf16_moments", option_name("bf16_moments") + " runs on the CPU (not on " + o.device + " yet)");
   if ((o.steps > 0) == (o.epochs > 0))
     throw OptionError("steps", "give exactly one of " + option_name("steps") + " and " + option_name("epochs"));
 }

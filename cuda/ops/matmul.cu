@@ -3,6 +3,7 @@
 #include <climits>
 
 #include "cuda/ops/convert.cuh"
+#include "cuda/ops/gemm.cuh"
 #include "trainer/ops/check.hpp"
 
 namespace upcycle::cuda {
@@ -10,23 +11,6 @@ namespace upcycle::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-template <class T>
-constexpr cudaDataType_t kDataType = CUDA_R_32F;
-template <>
-constexpr cudaDataType_t kDataType<bf16> = CUDA_R_16BF;
-
-// Column-major C[m,n] = op(A)·op(B) + beta·C with fp32 compute. The handle keeps the default
-// math mode, so float inputs run true fp32 (no TF32) and bf16 inputs run on tensor cores with
-// fp32 accumulation; with beta = 1 a bf16 C is read, added in fp32 and rounded once.
-template <class T, class C>
-void gemm(cudaStream_t stream, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m, int64_t n, int64_t k,
-          const T* A, int64_t lda, const T* B, int64_t ldb, float beta, C* c, int64_t ldc) {
-  const float alpha = 1.f;
-  UPCYCLE_CUDA(cublasGemmEx(blas(stream), op_a, op_b, int(m), int(n), int(k), &alpha, A, kDataType<T>, int(lda), B,
-                            kDataType<T>, int(ldb), &beta, c, kDataType<C>, int(ldc), CUBLAS_COMPUTE_32F,
-                            CUBLAS_GEMM_DEFAULT));
-}
 
 // out[n,o] = bias[o], before a GEMM with beta = 1 adds the product: one rounding for a bf16 out.
 template <class T, class Out>

@@ -273,7 +273,7 @@ TEST_CASE("tune: bad data and misuse are named") {
                 r.err);
   r = resume_broken("f16", [&](const fs::path& c) { rewrite_moments(c, DType::F16, false); });
   CHECK(r.code == 2);
-  CHECK_MESSAGE(r.err.find("stored as f16, but optimizer moments are f32") != std::string::npos, r.err);
+  CHECK_MESSAGE(r.err.find("stored as f16, but this run's optimizer moments are f32") != std::string::npos, r.err);
   // A sample longer than the model's context used to fail inside the forward pass, naming
   // neither file nor line ("position 64 outside the rope table"; issue 25).
   std::string ids = "1";

@@ -10,6 +10,7 @@
 
 #include "formats/checkpoint_writer.hpp"
 #include "formats/peft_adapter.hpp"
+#include "formats/safetensors.hpp"
 #include "tests/common/fixtures.hpp"
 
 using namespace upcycle;
@@ -127,6 +128,39 @@ TEST_CASE("tune --lora-rank: misuse is named") {
                              " --adapter " + q(dir / "run" / "final"));
   CHECK(r.code == 2);
   CHECK_MESSAGE(r.err.find("adapter_config.json") != std::string::npos, r.err);
+}
+
+TEST_CASE("tune --bf16-moments: bf16 moments saved, a stopped run resumed byte for byte, the dtype kept on resume") {
+  ScratchDir dir;
+  const fs::path model = tiny_model(dir, "llama", 5), data = write_sequences(dir / "data.jsonl", 16);
+  const std::string common = " --model " + q(model) + " --data " + q(data) +
+                             " --lr 1e-2 --batch-tokens 48 --seed 4 --lora-rank 2 --lora-experts 4";
+  auto r = run_upcycle("tune --out " + q(dir / "f32") + common + " --steps 8");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  r = run_upcycle("tune --out " + q(dir / "a") + common + " --steps 8 --bf16-moments");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const SafetensorsFile state = SafetensorsFile::open(dir / "a" / "final" / "optimizer.safetensors");
+  for (const auto& e : state.entries()) REQUIRE_MESSAGE(e.info.dtype == DType::BF16, e.info.name);
+  // The same run but for the moments' rounding: losses within a few per cent of f32's.
+  const auto f32 = read_losses(dir / "f32" / "metrics.jsonl"), bf16 = read_losses(dir / "a" / "metrics.jsonl");
+  REQUIRE(f32.size() == bf16.size());
+  CHECK(bf16.front() == f32.front());  // nothing updated yet
+  CHECK(bf16 != f32);
+  for (size_t i = 0; i < f32.size(); ++i) CHECK(std::abs(bf16[i] - f32[i]) < 0.05 * f32[i]);
+
+  REQUIRE(run_upcycle("tune --out " + q(dir / "b") + common + " --steps 8 --bf16-moments --stop-at 3").code == 0);
+  r = run_upcycle("tune --resume " + q(dir / "b" / "step-000003") + " --out " + q(dir / "b") + common +
+                  " --steps 8 --bf16-moments");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  for (const char* file : {"adapter_model.safetensors", "optimizer.safetensors"})
+    CHECK_MESSAGE(read_file(dir / "a" / "final" / file) == read_file(dir / "b" / "final" / file), file);
+  r = run_upcycle("tune --resume " + q(dir / "b" / "final") + " --out " + q(dir / "b") + common + " --steps 10");
+  CHECK(r.code == 2);
+  CHECK_MESSAGE(r.err.find("resume with --bf16-moments") != std::string::npos, r.err);
+  r = run_upcycle("tune --out " + q(dir / "c") + " --model " + q(model) + " --data " + q(data) +
+                  " --steps 1 --bf16-moments --device cuda");
+  CHECK(r.code == 1);
+  CHECK_MESSAGE(r.err.find("--bf16-moments runs on the CPU") != std::string::npos, r.err);
 }
 
 TEST_CASE("tune --lora-experts: a MixLoRA folder out, the first loss the base's, resumed or recomputed byte for byte, merged to a Mixtral") {

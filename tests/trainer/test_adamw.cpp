@@ -1,13 +1,18 @@
 // AdamW against torch.optim.AdamW's update written out; global norm and clipping.
 #include <doctest/doctest.h>
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <span>
 #include <stdexcept>
 #include <vector>
 
 #include "core/dtype.hpp"
+#include "core/error.hpp"
+#include "formats/safetensors.hpp"
 #include "tests/trainer/gradcheck.hpp"
 #include "trainer/ops/adamw.hpp"
 #include "trainer/optimizer.hpp"
@@ -120,4 +125,84 @@ TEST_CASE("AdamW: clip's scale reaches the steps until zero_grads, and the norm 
   const std::vector<float> clipped = run(true, false);
   CHECK(clipped == run(false, true));
   CHECK(clipped != run(false, false));
+}
+
+TEST_CASE("adamw with bf16 moments: v decays where rounding to nearest would hold it, unbiased over elements") {
+  // One gradient, then zeros: v should fall as β2^t. Each step's change (0.001 of v) is under
+  // half a bf16 step, so rounding to nearest would never move it; stochastic rounding does in
+  // expectation. 4096 elements of one value: their mean is the expectation to about 0.3%.
+  const AdamWConfig config{.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999};
+  const int64_t n = 4096, steps = 700;
+  std::vector<float> p(n, 1.0f), g(n, 1.0f), zero(n, 0.0f);
+  std::vector<uint16_t> m(n, 0), v(n, 0);
+  adamw_step_bf16_moments(p.data(), g.data(), m.data(), v.data(), n, config, 1, false, 1.0f, nullptr, 1);
+  for (int64_t t = 2; t <= steps; ++t)
+    adamw_step_bf16_moments(p.data(), zero.data(), m.data(), v.data(), n, config, t, false, 1.0f, nullptr,
+                            uint64_t(t));
+  double mean = 0;
+  for (uint16_t x : v) mean += upcycle::bf16_to_f32(x) / double(n);
+  const double want = 0.001 * std::pow(0.999, double(steps - 1));  // 0.497 of the first step's v
+  CHECK(std::abs(mean / want - 1) < 0.01);
+}
+
+TEST_CASE("adamw with bf16 moments: close to f32 moments over many steps, the same bits for any thread count") {
+  const AdamWConfig config{.lr = 1e-2, .weight_decay = 0.1};
+  const int64_t n = 10000;  // blocks of 4096 and a partial one
+  const std::vector<float> start = as<float>(random_vec(n, 21));
+  std::vector<float> p = start, m(n, 0.0f), v(n, 0.0f);
+  auto run_bf16 = [&](int threads) {
+    std::vector<float> q = start;
+    std::vector<uint16_t> m16(n, 0), v16(n, 0), copy(n, 0);
+    const int before = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    for (int64_t t = 1; t <= 50; ++t) {
+      const std::vector<float> g = as<float>(random_vec(n, 100 + uint64_t(t)));
+      adamw_step_bf16_moments(q.data(), g.data(), m16.data(), v16.data(), n, config, t, true, 1.0f, copy.data(),
+                              uint64_t(t));
+    }
+    omp_set_num_threads(before);
+    for (int64_t i = 0; i < n; ++i) REQUIRE(copy[size_t(i)] == upcycle::f32_to_bf16(q[size_t(i)]));
+    return q;
+  };
+  for (int64_t t = 1; t <= 50; ++t) {
+    const std::vector<float> g = as<float>(random_vec(n, 100 + uint64_t(t)));
+    adamw_step(p.data(), g.data(), m.data(), v.data(), n, config, t, true);
+  }
+  const std::vector<float> q = run_bf16(1);
+  CHECK(q == run_bf16(2));
+  // The run moved each value by about 50 steps of lr: the moments' rounding changes that by a
+  // few parts in a thousand (a wrong update would differ by the whole movement).
+  double moved = 0, apart = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    moved = std::max(moved, double(std::abs(p[size_t(i)] - start[size_t(i)])));
+    apart = std::max(apart, double(std::abs(q[size_t(i)] - p[size_t(i)])));
+  }
+  CHECK(moved > 0.1);
+  CHECK(apart < 0.02 * moved);
+}
+
+TEST_CASE("AdamW: bf16 moments save and load as bf16, resume the same bits, and refuse the other dtype") {
+  const int64_t n = 3000;
+  const std::vector<float> g = as<float>(random_vec(n, 31)), start = as<float>(random_vec(n, 32));
+  const upcycle::ops::AdamWConfig bf16{.lr = 1e-2, .bf16_moments = true}, f32{.lr = 1e-2};
+  const auto file = std::filesystem::temp_directory_path() / "upcycle_test_bf16_moments.safetensors";
+  std::vector<float> p = start, grad = g;
+  upcycle::AdamW straight({{"w", {n}, p, grad, true}}, bf16);
+  for (int i = 0; i < 3; ++i) straight.step(1e-2);
+  std::vector<float> q = start, grad2 = g;
+  {
+    upcycle::AdamW first({{"w", {n}, q, grad2, true}}, bf16);
+    first.step(1e-2);
+    first.save(file);
+  }
+  upcycle::AdamW resumed({{"w", {n}, q, grad2, true}}, bf16);
+  resumed.load(file);
+  CHECK(resumed.steps() == 1);
+  resumed.step(1e-2);
+  resumed.step(1e-2);
+  CHECK(p == q);
+  CHECK(upcycle::SafetensorsFile::open(file).entries()[0].info.dtype == upcycle::DType::BF16);
+  upcycle::AdamW other({{"w", {n}, q, grad2, true}}, f32);
+  CHECK_THROWS_WITH_AS(other.load(file), doctest::Contains("resume with --bf16-moments"), upcycle::InputError);
+  std::filesystem::remove(file);
 }

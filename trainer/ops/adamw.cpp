@@ -1,39 +1,90 @@
 #include "trainer/ops/adamw.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <span>
 #include <type_traits>
 
 #include "core/dtype.hpp"
+#include "core/random.hpp"
 #include "core/simd.hpp"
 #include "trainer/ops/check.hpp"
 #include "trainer/ops/ordered_sum.hpp"
 
 namespace upcycle::ops {
 
+namespace {
+
+// The update's constants at step t.
 template <class T>
-void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWConfig& c, int64_t t, bool decay,
-                T grad_scale, uint16_t* bf16_copy) {
-  require_arg(t >= 1, "adamw", "steps count from 1");
-  require_arg(!bf16_copy || std::is_same_v<T, float>, "adamw", "a bf16 copy is of f32 values");
-  const T b1 = T(c.beta1), b2 = T(c.beta2), eps = T(c.eps);
-  const T step_size = T(c.lr / (1.0 - std::pow(c.beta1, double(t))));
-  const T inv_sqrt_correction2 = T(1.0 / std::sqrt(1.0 - std::pow(c.beta2, double(t))));
-  const T keep = T(decay ? 1.0 - c.lr * c.weight_decay : 1.0);
-  // A block at a time, so that the copy rounds values still in cache.
-  constexpr int64_t kBlock = 4096;
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < n; b += kBlock) {
-    const int64_t end = std::min(n, b + kBlock);
-    for (int64_t i = b; i < end; ++i) {
+struct Update {
+  T b1, b2, eps, step_size, inv_sqrt_correction2, keep, grad_scale;
+  Update(const AdamWConfig& c, int64_t t, bool decay, T scale)
+      : b1(T(c.beta1)),
+        b2(T(c.beta2)),
+        eps(T(c.eps)),
+        step_size(T(c.lr / (1.0 - std::pow(c.beta1, double(t))))),
+        inv_sqrt_correction2(T(1.0 / std::sqrt(1.0 - std::pow(c.beta2, double(t))))),
+        keep(T(decay ? 1.0 - c.lr * c.weight_decay : 1.0)),
+        grad_scale(scale) {}
+  // Elements [0, n) of one block.
+  void operator()(T* param, const T* grad, T* m, T* v, int64_t n) const {
+    for (int64_t i = 0; i < n; ++i) {
       const T g = grad[i] * grad_scale;
       m[i] = b1 * m[i] + (T(1) - b1) * g;
       v[i] = b2 * v[i] + (T(1) - b2) * g * g;
       param[i] = param[i] * keep - step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_correction2 + eps);
     }
+  }
+};
+
+// A block at a time, so that the bf16 copy rounds values still in cache.
+constexpr int64_t kBlock = 4096;
+
+// x rounded to bf16, up with probability (x − lower) / (upper − lower) for the 16 random bits
+// `r`: they are added below the bf16 mantissa and the sum truncated. Non-finite values round to
+// nearest (a carry would change their kind).
+uint16_t round_stochastic(float x, uint32_t r) {
+  if (!std::isfinite(x)) return f32_to_bf16(x);
+  return uint16_t((std::bit_cast<uint32_t>(x) + (r & 0xffffu)) >> 16);
+}
+
+}  // namespace
+
+template <class T>
+void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWConfig& c, int64_t t, bool decay,
+                T grad_scale, uint16_t* bf16_copy) {
+  require_arg(t >= 1, "adamw", "steps count from 1");
+  require_arg(!bf16_copy || std::is_same_v<T, float>, "adamw", "a bf16 copy is of f32 values");
+  const Update<T> update(c, t, decay, grad_scale);
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t count = std::min(n, b + kBlock) - b;
+    update(param + b, grad + b, m + b, v + b, count);
     if constexpr (std::is_same_v<T, float>)
-      if (bf16_copy) convert(DType::F32, param + b, DType::BF16, bf16_copy + b, size_t(end - b));
+      if (bf16_copy) convert(DType::F32, param + b, DType::BF16, bf16_copy + b, size_t(count));
+  }
+}
+
+void adamw_step_bf16_moments(float* param, const float* grad, uint16_t* m, uint16_t* v, int64_t n,
+                             const AdamWConfig& c, int64_t t, bool decay, float grad_scale, uint16_t* bf16_copy,
+                             uint64_t seed) {
+  require_arg(t >= 1, "adamw", "steps count from 1");
+  const Update<float> update(c, t, decay, grad_scale);
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t count = std::min(n, b + kBlock) - b;
+    float m32[kBlock], v32[kBlock];
+    convert(DType::BF16, m + b, DType::F32, m32, size_t(count));
+    convert(DType::BF16, v + b, DType::F32, v32, size_t(count));
+    update(param + b, grad + b, m32, v32, count);
+    for (int64_t i = 0; i < count; ++i) {
+      const uint64_t r = Rng(seed + uint64_t(b + i) * 0x9e3779b97f4a7c15ull).next();  // element b+i's draw
+      m[b + i] = round_stochastic(m32[i], uint32_t(r));
+      v[b + i] = round_stochastic(v32[i], uint32_t(r >> 16));
+    }
+    if (bf16_copy) convert(DType::F32, param + b, DType::BF16, bf16_copy + b, size_t(count));
   }
 }
 

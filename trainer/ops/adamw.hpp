@@ -11,6 +11,7 @@ struct AdamWConfig {
   double beta1 = 0.9, beta2 = 0.999;
   double eps = 1e-8;
   double weight_decay = 0.0;
+  bool bf16_moments = false;  // m and v held in bf16 (adamw_step_bf16_moments): 12 bytes a parameter, not 16
 };
 
 // One step on a tensor of n elements, at step t >= 1 (the bias corrections' exponent):
@@ -24,6 +25,16 @@ struct AdamWConfig {
 template <class T>
 void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWConfig& config, int64_t t, bool decay,
                 T grad_scale = T(1), uint16_t* bf16_copy = nullptr);
+
+// adamw_step with m and v held in bf16 (half their memory) and read widened to f32: the same
+// update, each moment rounded back stochastically, up with probability the fraction of the bf16
+// step it lies above the lower value. Rounding to nearest would lose v's steps whenever they are
+// under half of bf16's 2⁻⁸ relative spacing (1 − β2 = 0.001 of v, so v could never decay); the
+// stochastic rounding keeps them in expectation. The draws are a function of (seed, element)
+// alone: the same bits for every thread count. The caller varies `seed` per tensor and step.
+void adamw_step_bf16_moments(float* param, const float* grad, uint16_t* m, uint16_t* v, int64_t n,
+                             const AdamWConfig& config, int64_t t, bool decay, float grad_scale, uint16_t* bf16_copy,
+                             uint64_t seed);
 
 // sqrt of the sum of squares over every element of every tensor, accumulated in double, in an
 // order that does not depend on the thread count.
