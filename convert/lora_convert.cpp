@@ -222,6 +222,7 @@ void convert_adapters(const O& o) {
   c.target_modules = p.targets;
   c.experts = E;
   c.top_k = o.top_k;
+  c.aux_loss_coef = o.aux_loss_coef;
   c.dropout = p.configs[0].dropout;
   c.base_model = p.configs[0].base_model.empty() ? o.base->string() : p.configs[0].base_model;
   require(std::any_of(c.target_modules.begin(), c.target_modules.end(), lora_module_per_expert),
@@ -229,7 +230,7 @@ void convert_adapters(const O& o) {
           "no adapter of --adapters adapts an FFN module (gate_proj, up_proj, down_proj): the experts would not differ");
   require(o.overwrite || !std::filesystem::exists(o.out), o.out, "already exists (pass --overwrite to replace it)");
   // InputError for a base that cannot be a LoRA-MoE.
-  const ModelConfig moe_config = lora_moe_config(config, E, o.top_k, *o.base);
+  const ModelConfig moe_config = lora_moe_config(config, E, o.top_k, c.aux_loss_coef, *o.base);
   check_arch(o, moe_config, *o.base);
 
   const std::string router = router_init(o);

@@ -313,11 +313,12 @@ ModelConfig upcycled_config(const ModelConfig& dense, const MoeShapeOptions& moe
   return ModelConfig::from_json(j, source);
 }
 
-ModelConfig lora_moe_config(const ModelConfig& dense, int64_t experts, int64_t top_k, const std::filesystem::path& source) {
+ModelConfig lora_moe_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,
+                            const std::filesystem::path& source) {
   require(dense.model_type != "qwen2", source,
           "is a qwen2 model: its MoE, a Qwen2-MoE, has a shared expert, which a LoRA-MoE (MixLoRA) has not; a LoRA-MoE "
           "is made over llama, mistral (a Mixtral) or qwen3 (a Qwen3-MoE)");
-  return upcycled_config(dense, {experts, top_k, dense.router_aux_loss_coef, true}, source);
+  return upcycled_config(dense, {experts, top_k, aux_loss_coef, true}, source);
 }
 
 ModelConfig mixtral_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,

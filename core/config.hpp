@@ -104,9 +104,10 @@ struct MoeShapeOptions {
 ModelConfig upcycled_config(const ModelConfig& dense, const MoeShapeOptions& moe, const std::filesystem::path& source);
 // The MoE a LoRA-MoE over `dense` computes (MixLoRA's: each expert the dense FFN with its own
 // low-rank terms, no shared expert): upcycled_config's Mixtral or Qwen3-MoE, top-k renormalised,
-// the dense config's router_aux_loss_coef; InputError for a qwen2 `dense` (its MoE, Qwen2-MoE,
+// balanced by `aux_loss_coef` (the adapter's router_aux_loss_coef); InputError for a qwen2 `dense` (its MoE, Qwen2-MoE,
 // has a shared expert that a LoRA-MoE has not) and as upcycled_config's.
-ModelConfig lora_moe_config(const ModelConfig& dense, int64_t experts, int64_t top_k, const std::filesystem::path& source);
+ModelConfig lora_moe_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,
+                            const std::filesystem::path& source);
 // The Mixtral config of an MoE made from the dense `dense` (a llama or mistral: Mixtral has no
 // attention biases); InputError as upcycled_config's.
 ModelConfig mixtral_config(const ModelConfig& dense, int64_t experts, int64_t top_k, double aux_loss_coef,

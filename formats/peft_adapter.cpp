@@ -184,7 +184,8 @@ void check_supported(const json& j, const fs::path& file) {
 
 // MixLoRA's fields: top-k routing over num_experts experts whose FFN terms are silu FFNs like
 // the base's. What it can do beyond that (other routers, jitter, experts of their own rank) is
-// refused; the router's training settings are only type-checked.
+// refused; of the router's training settings the load-balancing coefficient is kept, the others
+// only type-checked.
 void parse_moe_fields(const json& j, LoraConfig& c, const fs::path& file) {
   const json& routing = required(j, "routing_strategy", file);
   require_type(routing.is_string(), routing, "routing_strategy", "a string", file);
@@ -200,7 +201,10 @@ void parse_moe_fields(const json& j, LoraConfig& c, const fs::path& file) {
           "field 'act_fn' is '" + act + "': only silu experts (the base's activation) are supported");
   if (const std::optional<double> jitter = number_field(j, "jitter_noise", file))
     require(*jitter == 0, file, "field 'jitter_noise' is " + json(*jitter).dump() + ": router jitter is not supported");
-  number_field(j, "router_aux_loss_coef", file);
+  if (const std::optional<double> coef = number_field(j, "router_aux_loss_coef", file)) {
+    require(*coef >= 0 && *coef < 1e3, file, "field 'router_aux_loss_coef' must lie in [0, 1000)");
+    c.aux_loss_coef = *coef;
+  }
   number_field(j, "router_init_range", file);
   require_empty(j, "expert_lora", "experts with a rank or alpha of their own are not supported", file);
   require(std::any_of(c.target_modules.begin(), c.target_modules.end(),
@@ -505,8 +509,8 @@ ordered_json peft_config_json(const LoraConfig& c) {
 }
 
 // MixLoRA's: its LoRA fields, then its router's. Its loader checks lora_alpha is an int, so a
-// whole alpha is written as one; the router's training settings are MixLoRA's usual ones, as
-// nothing we read keeps them.
+// whole alpha is written as one; the load-balancing coefficient is the adapter's, the router's
+// other training settings MixLoRA's usual ones, as nothing we read keeps them.
 ordered_json mixlora_config_json(const LoraConfig& c) {
   const bool whole = c.alpha == std::trunc(c.alpha) && std::abs(c.alpha) < 0x1p53;
   return {{"peft_type", "MIXLORA"},
@@ -521,7 +525,7 @@ ordered_json mixlora_config_json(const LoraConfig& c) {
           {"num_experts", c.experts},
           {"top_k", c.top_k},
           {"act_fn", "silu"},
-          {"router_aux_loss_coef", 0.01},
+          {"router_aux_loss_coef", c.aux_loss_coef},
           {"router_init_range", 0.02},
           {"jitter_noise", 0.0},
           {"base_model_name_or_path", base_model_json(c)}};

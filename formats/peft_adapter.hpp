@@ -36,6 +36,7 @@ struct LoraConfig {
   // targets (gate_proj, up_proj, down_proj) are each expert's own, its attention targets shared.
   int64_t experts = 0;
   int64_t top_k = 0;
+  double aux_loss_coef = 0.01;  // MixLoRA's "router_aux_loss_coef" (its default): the LoRA-MoE's load balancing
   // What B·A is multiplied by: alpha / r, or alpha / sqrt(r) with rsLoRA.
   double scaling() const;
   bool is_moe() const { return experts > 0; }

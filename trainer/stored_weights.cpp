@@ -144,7 +144,7 @@ std::unique_ptr<Checkpoint> as_checkpoint(const StoredWeights& weights, const Mo
 
 ModelConfig adapted_config(const ModelConfig& base, const LoraAdapter& adapter, const std::filesystem::path& source) {
   const LoraConfig& c = adapter.config;
-  return c.is_moe() ? lora_moe_config(base, c.experts, c.top_k, source) : base;
+  return c.is_moe() ? lora_moe_config(base, c.experts, c.top_k, c.aux_loss_coef, source) : base;
 }
 
 namespace {

@@ -251,11 +251,8 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
     total += *shape_elements(t.shape);
     if (!lora && !lora_resume && !o.frozen[size_t(role_info(t.id.role).part)]) trained += *shape_elements(t.shape);
   }
-  if (engine_->config().is_moe() && !config_.is_moe()) {  // a LoRA-MoE over the dense base: its losses are an MoE's
-    const double aux = config_.router_aux_loss_coef;
-    config_ = engine_->config();
-    config_.router_aux_loss_coef = aux;
-  }
+  // A LoRA-MoE over the dense base: its losses are an MoE's, balanced by its adapter's coefficient.
+  if (engine_->config().is_moe() && !config_.is_moe()) config_ = engine_->config();
   start_selection_bias();
   if (o.resume) {
     engine_->load_optimizer(*o.resume / kOptimizerFile);
@@ -304,6 +301,7 @@ std::unique_ptr<Engine> Trainer::lora_engine(bool resumed, int64_t& trained, std
     start = init_lora_adapter(config_, complete_lora_config(o_.lora, config_), o_.seed);
   }
   start.config.base_model = o_.model.string();
+  if (o_.aux_loss_coef) start.config.aux_loss_coef = *o_.aux_loss_coef;  // a LoRA-MoE's, kept in its folders
   trained = start.parameter_count();
   const LoraConfig& c = start.config;
   what = fmt::format(" (LoRA rank {}, alpha {:g}{}, dropout {:g} on {}{}; the base frozen)", c.rank, c.alpha,

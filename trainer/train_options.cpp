@@ -39,7 +39,7 @@ OptionTable<O> make_table() {
       option<O>("bf16_moments", "hold AdamW's moments in bf16, rounded stochastically: 12 bytes a trained parameter "
                 "instead of 16 (CPU; a fixed seed still gives the same bits)", [](O& o) -> auto& { return o.adam.bf16_moments; }),
       option<O>("clip", "clip the global gradient norm to this; 0: off", [](O& o) -> auto& { return o.clip; }),
-      option<O>("aux_loss_coef", "load-balancing coefficient (default: the config's, else 0.01)",
+      option<O>("aux_loss_coef", "load-balancing coefficient (default: the config's, a LoRA-MoE adapter's router_aux_loss_coef, else 0.01); a LoRA-MoE's folders keep it",
                 [](O& o) -> auto& { return o.aux_loss_coef; }),
       text_option<O>("aux_loss",
                      "load balancing per MoE layer (per-layer: Switch, UpIT), over all layers' rows (global: "

@@ -116,9 +116,11 @@ TEST_CASE("convert --adapters: UpIT over a LoRA run's adapters is a MixLoRA fold
   for (const char* f : {"adapter_config.json", "adapter_model.safetensors", "upcycle_convert.json"})
     CHECK(read_file(run.dir / "a" / f) == read_file(run.dir / "b" / f));
   // The fitted routers are not the random ones they started from.
-  r = run_upcycle(run.convert(run.adapters, "random", "--experts 5 --candidates 3 --router random --seed 4"));
+  r = run_upcycle(run.convert(run.adapters, "random", "--experts 5 --candidates 3 --router random --seed 4 --aux-loss-coef 0.07"));
   REQUIRE_MESSAGE(r.code == 0, r.err);
   const LoraAdapter random = read_peft_adapter(run.dir / "random", base);
+  CHECK(random.config.aux_loss_coef == 0.07);  // --aux-loss-coef reaches the folder, as a Mixtral's config
+  CHECK(moe.config.aux_loss_coef == 0.01);  // convert's default
   CHECK(random.routers[0].to_f32_vector() != moe.routers[0].to_f32_vector());
   CHECK(random.modules.size() == moe.modules.size());
 }

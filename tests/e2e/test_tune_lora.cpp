@@ -110,7 +110,6 @@ TEST_CASE("tune --lora-rank: misuse is named") {
       {q(model) + " --lora-rank 2 --lora-targets q_proj,qkv", "'qkv' is not one of q_proj"},
       {q(model) + " --lora-rank 5000", "--lora-rank 5000 is above 4096"},
       {q(model) + " --lora-rank 2 --lora-dropout 1", "--lora-dropout must lie in [0, 1)"},
-      {q(model) + " --lora-rank 2 --device cuda", "LoRA training runs on the CPU"},
       {q(model) + " --lora-rank 2 --adapter " + q(dir / "x"), "adapter_config.json gives the LoRA settings"},
       {q(moe) + " --lora-rank 2 --lora-targets gate_proj", "a mixtral model has no gate_proj (its FFN is its experts)"},
       {q(model) + " --lora-rank 100", "--lora-rank 100 exceeds q_proj's smaller side"},
@@ -182,6 +181,20 @@ TEST_CASE("tune --lora-experts: a MixLoRA folder out, the first loss the base's,
   CHECK(config["peft_type"] == "MIXLORA");
   CHECK(config["num_experts"] == 4);
   CHECK(config["top_k"] == 2);
+  CHECK(config["router_aux_loss_coef"] == 0.01);  // MixLoRA's default
+  // --aux-loss-coef reaches the loss (the first step's routing is the same, so its aux is 20x)
+  // and the folder, whose coefficient a run from it then takes.
+  auto first_aux = [](const fs::path& metrics) {
+    return nlohmann::json::parse(read_file(metrics).substr(0, read_file(metrics).find('\n')))["aux_loss"].get<double>();
+  };
+  r = run_upcycle("tune --out " + q(dir / "k") + common + " --steps 1 --aux-loss-coef 0.2");
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(first_aux(dir / "k" / "metrics.jsonl") / first_aux(dir / "a" / "metrics.jsonl") == doctest::Approx(20).epsilon(1e-5));
+  CHECK(nlohmann::json::parse(read_file(dir / "k" / "final" / "adapter_config.json"))["router_aux_loss_coef"] == 0.2);
+  r = run_upcycle("tune --out " + q(dir / "k2") + " --model " + q(model) + " --data " + q(data) +
+                  " --lr 1e-2 --batch-tokens 48 --seed 4 --steps 1 --adapter " + q(dir / "k" / "final"));
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(nlohmann::json::parse(read_file(dir / "k2" / "final" / "adapter_config.json"))["router_aux_loss_coef"] == 0.2);
   const LoraAdapter read = read_peft_adapter(dir / "a" / "final", tiny_config("llama"));
   CHECK(read.routers.size() == 2);
   CHECK(read.modules.size() == 2 * (4 + 4 * 3));  // per layer: shared q, k, v, o; each expert's gate, up, down

@@ -500,6 +500,8 @@ TEST_CASE("peft adapter: MixLoRA's optional fields absent or null read, and a LO
     const LoraAdapter a = read_peft_adapter(folder, base);
     CHECK(a.config.experts == kExperts);
     CHECK(a.routers.size() == 2);
+    // The balancing coefficient is the file's (0.001), or MixLoRA's default where it has none.
+    CHECK(a.config.aux_loss_coef == (config.contains("router_aux_loss_coef") ? 0.001 : 0.01));
   }
   json config = valid_config();
   config["num_experts"] = 4;
@@ -537,6 +539,7 @@ TEST_CASE("peft adapter: MixLoRA configs it cannot apply exactly are refused nam
           {[](json& j) { j["jitter_noise"] = 0.1; }, "'jitter_noise' is 0.1: router jitter is not supported"},
           {[](json& j) { j["jitter_noise"] = "0"; }, "'jitter_noise' must be a number"},
           {[](json& j) { j["router_aux_loss_coef"] = "0.01"; }, "'router_aux_loss_coef' must be a number"},
+          {[](json& j) { j["router_aux_loss_coef"] = -0.5; }, "'router_aux_loss_coef' must lie in [0, 1000)"},
           {[](json& j) { j["router_init_range"] = true; }, "'router_init_range' must be a number"},
           {[](json& j) { j["expert_lora"] = {{"r", 4}}; }, "'expert_lora' is set"},
           {[](json& j) { j["target_modules"] = {"q_proj", "v_proj"}; },
