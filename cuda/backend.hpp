@@ -30,6 +30,9 @@ namespace upcycle::cuda {
 template <class T>
 using DeviceWeights = WeightsOf<DeviceBuffer<T>>;
 
+// Host values to the device as T (rounded to nearest even for bf16), complete on return.
+template <class T>
+DeviceBuffer<T> to_device(const std::vector<float>& host);
 // Host weights to the device as T, tensor by tensor (an empty tensor stays empty), and back.
 template <class T>
 DeviceWeights<T> upload(Weights<float>& host, const ModelConfig& config);

@@ -24,6 +24,14 @@ bool available(std::string* reason) {
   return why.empty();
 }
 
+std::string device_name() {
+  std::string reason;
+  if (!available(&reason)) throw std::runtime_error("--device cuda: " + reason);
+  cudaDeviceProp prop{};
+  UPCYCLE_CUDA(cudaGetDeviceProperties(&prop, 0));
+  return prop.name;
+}
+
 void fail(const std::string& message, const char* call, const char* file, int line) {
   throw std::runtime_error("CUDA error in " + std::string(call) + " at " + file + ":" + std::to_string(line) + ": " +
                            message);

@@ -19,6 +19,8 @@ using bf16 = __nv_bfloat16;
 // True when a CUDA device can run our kernels; otherwise false, with the reason (no device, a
 // driver older than this runtime, a device older than the architectures built) in *reason.
 bool available(std::string* reason = nullptr);
+// The usable device's name; std::runtime_error "--device cuda: REASON" when there is none.
+std::string device_name();
 
 // std::runtime_error "CUDA error in CALL at FILE:LINE: MESSAGE".
 [[noreturn]] void fail(const std::string& message, const char* call, const char* file, int line);

@@ -4,16 +4,20 @@
 namespace upcycle::cuda {
 
 template <class T>
+DeviceBuffer<T> to_device(const std::vector<float>& host) {
+  const std::vector<T> converted(host.begin(), host.end());  // rounds to nearest even for bf16
+  DeviceBuffer<T> device;
+  device.upload(converted);
+  UPCYCLE_CUDA(cudaStreamSynchronize(nullptr));  // `converted` must outlive the copy
+  return device;
+}
+
+template <class T>
 DeviceWeights<T> upload(Weights<float>& host, const ModelConfig& config) {
   DeviceWeights<T> device;
   auto targets = parameters(device, config);
   auto sources = parameters(host, config);
-  for (size_t i = 0; i < sources.size(); ++i) {
-    const std::vector<float>& src = *sources[i].values;
-    std::vector<T> converted(src.begin(), src.end());  // rounds to nearest even for bf16
-    targets[i].values->upload(converted);
-  }
-  UPCYCLE_CUDA(cudaStreamSynchronize(nullptr));  // `converted` must outlive the copies
+  for (size_t i = 0; i < sources.size(); ++i) *targets[i].values = to_device<T>(*sources[i].values);
   return device;
 }
 
@@ -41,6 +45,8 @@ DeviceWeights<float> zeros_like(Weights<float>& host, const ModelConfig& config,
   return device;
 }
 
+template DeviceBuffer<float> to_device<float>(const std::vector<float>&);
+template DeviceBuffer<bf16> to_device<bf16>(const std::vector<float>&);
 template DeviceWeights<float> upload<float>(Weights<float>&, const ModelConfig&);
 template DeviceWeights<bf16> upload<bf16>(Weights<float>&, const ModelConfig&);
 template Weights<float> download<float>(DeviceWeights<float>&, const ModelConfig&);

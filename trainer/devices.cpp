@@ -1,4 +1,5 @@
 // The engines by --device name (trainer/engine.hpp).
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -10,11 +11,12 @@ namespace upcycle {
 
 namespace {
 
-EngineFactory cpu() { return make_cpu_engine; }
+DeviceEngines cpu() { return {make_cpu_engine, nullptr}; }
 
 struct Devices {
   std::mutex mutex;
   std::map<std::string, DeviceLoader> loaders{{"cpu", cpu}};
+  std::vector<DeviceEngines> loaded;  // what the loaders have given so far
 };
 
 Devices& devices() {
@@ -44,7 +46,19 @@ EngineFactory engine_for_device(const std::string& name) {
     for (size_t i = 0; i < known.size(); ++i) list += (i == 0 ? "" : i + 1 == known.size() ? " or " : ", ") + known[i];
     throw UsageError("--device: '" + name + "' is not " + list);
   }
-  return load();
+  const DeviceEngines engines = load();
+  std::lock_guard lock(devices().mutex);
+  auto& loaded = devices().loaded;
+  if (std::none_of(loaded.begin(), loaded.end(), [&](const DeviceEngines& d) { return d.make == engines.make; }))
+    loaded.push_back(engines);
+  return engines.make;
+}
+
+LoraEngineFactory lora_engine_for(EngineFactory make) {
+  std::lock_guard lock(devices().mutex);
+  for (const DeviceEngines& d : devices().loaded)
+    if (d.make == make && d.make_lora) return d.make_lora;
+  return nullptr;
 }
 
 }  // namespace upcycle

@@ -65,9 +65,10 @@ class Engine {
   // step), with `like`'s side and generated files: by default host_weights() in f32; the frozen
   // parts of an engine that keeps them as stored, in their stored dtype.
   virtual std::unique_ptr<Checkpoint> checkpoint(const Checkpoint* like);
-  // The LoRA adapter an engine trains (make_cpu_lora_engine), its A, B (and a MixLoRA's routers)
-  // as they stand, f32 views of the engine's own values: valid until its next step or its end
-  // (copy them to keep them); none for an engine that trains the model's own weights.
+  // The LoRA adapter an engine trains (make_cpu_lora_engine, a LoraEngineFactory's with training),
+  // its A, B (and a MixLoRA's routers) as they stand, f32 (on the CPU, views of the engine's own
+  // values): valid until its next step or its end (copy them to keep them); none for an engine
+  // that trains the model's own weights.
   virtual std::optional<LoraAdapter> trained_adapter() { return std::nullopt; }
   // AdamW's moments and step count in one safetensors file (trainer/optimizer.hpp's format), and
   // back (InputError naming the file when a tensor is missing or of another shape).
@@ -77,6 +78,12 @@ class Engine {
 
 // A function pointer, so that the CUDA plugin's table can hold one.
 using EngineFactory = std::unique_ptr<Engine> (*)(EngineSpec&& spec);
+// An engine over `base` (which must outlive it) with a LoRA adapter (taken) applied unmerged:
+// with `training`, one that trains the adapter's A and B (and a MixLoRA's routers) by AdamW, as
+// make_cpu_lora_engine's; without, one for inference, as make_cpu_inference_engine's with an
+// adapter. A function pointer, so that the CUDA plugin's table can hold one.
+using LoraEngineFactory = std::unique_ptr<Engine> (*)(const Checkpoint& base, LoraAdapter adapter,
+                                                      const std::optional<ops::AdamWConfig>& training);
 
 std::unique_ptr<Engine> make_cpu_engine(EngineSpec&& spec);
 // The CPU's engine for inference: the checkpoint's weights as stored (bf16, f16 and GGUF's
@@ -113,19 +120,30 @@ inline constexpr const char* kPrecisionHelp =
     "with f32 sums, on oneDNN where the CPU has AMX or AVX512-BF16 (elsewhere as sgemm on the widened values): "
     "forward, eval and generate";
 
+// A device's engines: over f32 weights, and over a base with a LoRA adapter (null where the device
+// has none; the CPU's LoRA engines are make_cpu_lora_engine and make_cpu_inference_engine, which
+// take a precision).
+struct DeviceEngines {
+  EngineFactory make = nullptr;
+  LoraEngineFactory make_lora = nullptr;
+};
 // Engines by --device name: "cpu" always; others registered by the program at start (the CUDA
 // plugin's, upcycle/cuda_plugin.hpp), each loaded on first use. UsageError for an unknown name.
-using DeviceLoader = EngineFactory (*)();
+using DeviceLoader = DeviceEngines (*)();
 void register_device(const std::string& name, DeviceLoader load);
 EngineFactory engine_for_device(const std::string& name);
+// The LoRA engines of the device whose engines `make` makes (one engine_for_device has given);
+// null for the CPU and for a factory of no device loaded.
+LoraEngineFactory lora_engine_for(EngineFactory make);
 inline constexpr const char* kDeviceHelp =
     "cpu, or cuda: bf16 weights and activations with fp32 accumulation (and fp32 master weights and "
     "AdamW when training) on the GPU, through libupcycle_cuda.so beside upcycle";
 
 // An engine over a checkpoint's weights (InputError naming the file when they do not load), in
 // `precision` (none: the device's), with a LoRA `adapter` folder (empty: none). On the CPU
-// without training: make_cpu_inference_engine's; with it, load_training_engine's. UsageError for
-// f32 on the GPU, and for an adapter on the GPU or in training (not built there yet).
+// without training: make_cpu_inference_engine's; with it, load_training_engine's; on another
+// device with an adapter, its LoRA engine (lora_engine_for). UsageError for f32 on the GPU, and
+// for an adapter in training or on a device without LoRA engines.
 std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make = make_cpu_engine,
                                     std::optional<TrainSetup> training = {},
                                     std::optional<Precision> precision = {},
@@ -133,7 +151,7 @@ std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make =
 inline constexpr const char* kAdapterHelp =
     "a PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) for this model, "
     "applied unmerged: each adapted matrix adds scale x B x A to its products; or a MixLoRA folder, which makes the "
-    "model its LoRA-MoE (each expert the FFN with its own terms, a router per layer) (CPU)";
+    "model its LoRA-MoE (each expert the FFN with its own terms, a router per layer)";
 // An engine to train `config` (the checkpoint's, its router settings possibly changed) from the
 // checkpoint's weights: on the CPU with a frozen part or in bf16, make_cpu_stored_engine's (the
 // frozen parts never widened); otherwise `make`'s over f32 weights. InputError naming the file

@@ -2,10 +2,13 @@
 // rope_scaling.
 #include <string>
 
+#include <spdlog/spdlog.h>
+
 #include "core/error.hpp"
 
 #include "trainer/engine.hpp"
 #include "trainer/load_by_role.hpp"
+#include "trainer/lora_terms.hpp"
 #include "trainer/model.hpp"
 
 namespace upcycle {
@@ -35,12 +38,17 @@ ops::RopeScaling rope_scaling(const ModelConfig& config, const std::filesystem::
 
 std::unique_ptr<Engine> load_engine(const Checkpoint& ckpt, EngineFactory make, std::optional<TrainSetup> training,
                                     std::optional<Precision> precision, const std::filesystem::path& adapter) {
-  if (!adapter.empty() && (training || make != make_cpu_engine))
-    throw UsageError("--adapter: adapters are applied on the CPU, for forward, eval and generate");
+  if (!adapter.empty() && training)
+    throw UsageError("--adapter: adapters are applied for forward, eval and generate (tune --adapter trains one)");
   if (training) return load_training_engine(ckpt, ckpt.config(), make, *training, precision);
   if (make == make_cpu_engine) return make_cpu_inference_engine(ckpt, precision.value_or(Precision::F32), adapter);
   if (precision == Precision::F32) throw UsageError("--precision f32: the GPU computes in bf16");
-  return make({ckpt.config(), load_weights<float>(ckpt), ckpt.path(), std::nullopt});
+  if (adapter.empty()) return make({ckpt.config(), load_weights<float>(ckpt), ckpt.path(), std::nullopt});
+  const LoraEngineFactory make_lora = lora_engine_for(make);
+  if (!make_lora) throw UsageError("--adapter: this device has no LoRA engine");
+  LoraAdapter a = read_peft_adapter(adapter, ckpt.config());
+  spdlog::info("{}: {}", adapter.string(), lora_adapter_summary(a));
+  return make_lora(ckpt, std::move(a), std::nullopt);
 }
 
 std::unique_ptr<Engine> load_training_engine(const Checkpoint& ckpt, const ModelConfig& config, EngineFactory make,

@@ -4,13 +4,12 @@
 // AdamW updates and the model reads through views, every frozen one stays as stored; and training
 // a LoRA adapter's A and B (f32) on a base frozen as stored (tune --lora-rank), or a MixLoRA's
 // LoRA-MoE, its routers as masters beside them (tune --lora-experts).
-#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <vector>
 
-#include "core/random.hpp"
 #include "trainer/cpu_model_engine.hpp"
+#include "trainer/lora_terms.hpp"
 #include "trainer/stored_model.hpp"
 
 namespace upcycle {
@@ -20,14 +19,8 @@ namespace {
 // An adapter's terms as the model reads them, with their gradients, trained by AdamW (a
 // MixLoRA's routers are the model's own trained tensors).
 struct TrainedAdapter {
-  struct Module {
-    int64_t layer;
-    std::string name;
-    int64_t expert;
-    Shape a, b;
-  };
   LoraConfig config;
-  std::vector<Module> modules;  // where each term sits (its values are the term's)
+  std::vector<LoraPlace> modules;  // where each term sits (its values are the term's)
   std::vector<std::shared_ptr<LowRank>> terms;
   std::vector<std::vector<float>> d_a, d_b;
 };
@@ -36,8 +29,7 @@ struct TrainedAdapter {
 // (the adapter's own tensors are dropped, so that a large adapter is not held twice while the
 // optimizer's state is made).
 TrainedAdapter apply_trained(StoredWeights& weights, LoraAdapter&& adapter) {
-  TrainedAdapter out{adapter.config, {}, apply_adapter(weights, adapter), {}, {}};
-  for (const LoraModule& m : adapter.modules) out.modules.push_back({m.layer, m.module, m.expert, m.a.shape(), m.b.shape()});
+  TrainedAdapter out{adapter.config, lora_places(adapter), apply_adapter(weights, adapter), {}, {}};
   adapter = {};
   return out;
 }
@@ -91,9 +83,9 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
     if (!adapter_) return std::nullopt;
     LoraAdapter out{adapter_->config, {}, {}};
     for (size_t i = 0; i < adapter_->modules.size(); ++i) {
-      const TrainedAdapter::Module& m = adapter_->modules[i];
+      const LoraPlace& m = adapter_->modules[i];
       const LowRank& t = *adapter_->terms[i];
-      out.modules.push_back({m.layer, m.name, view(m.a, t.a), view(m.b, t.b), m.expert});
+      out.modules.push_back({m.layer, m.module, view(m.a, t.a), view(m.b, t.b), m.expert});
     }
     if (out.config.is_moe())
       for (const auto& layer : model_.weights().layers) out.routers.push_back(layer.router.tensor());
@@ -103,15 +95,7 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
   // With LoRA dropout, each term draws its masks for this micro-batch from opts.dropout_seed.
   LossReport accumulate(const Batch& batch, const std::vector<int32_t>& targets, const LossOptions& opts) override {
     if (!adapter_ || adapter_->config.dropout == 0) return CpuModelEngine::accumulate(batch, targets, opts);
-    struct Masks {  // evaluation (loss, forward) never drops: the seeds go back to 0
-      TrainedAdapter& a;
-      ~Masks() {
-        for (auto& t : a.terms) t->dropout.seed = 0;
-      }
-    } masks{*adapter_};
-    for (size_t i = 0; i < adapter_->terms.size(); ++i)
-      adapter_->terms[i]->dropout.seed =
-          opts.dropout_seed ? Rng::stream(opts.dropout_seed, std::to_string(i)).next() | 1 : 0;
+    const LoraDropoutSeeds<LowRank> seeds(adapter_->terms, opts.dropout_seed);
     return CpuModelEngine::accumulate(batch, targets, opts);
   }
 
@@ -130,18 +114,15 @@ class StoredEngine final : public CpuModelEngine<StoredModel, StoredDecoder> {
     std::vector<TrainedTensor> tensors;
     if (!train_terms) return tensors;
     for (size_t i = 0; i < adapter_->modules.size(); ++i) {
-      const TrainedAdapter::Module& m = adapter_->modules[i];
+      const LoraPlace& m = adapter_->modules[i];
       LowRank& t = *adapter_->terms[i];
       std::vector<float>& d_a = adapter_->d_a.emplace_back(t.a.size(), 0.0f);
       std::vector<float>& d_b = adapter_->d_b.emplace_back(t.b.size(), 0.0f);
       t.d_a = d_a.data();
       t.d_b = d_b.data();
       t.dropout.p = float(c.dropout);
-      for (const bool is_b : {false, true}) {
-        const std::string name = c.is_moe() ? lora_moe_tensor_name(m.layer, m.name, m.expert, is_b)
-                                            : lora_tensor_name(m.layer, m.name, is_b);
-        tensors.push_back({name, is_b ? m.b : m.a, is_b ? t.b : t.a, is_b ? d_b : d_a, true});
-      }
+      for (const bool is_b : {false, true})
+        tensors.push_back({lora_factor_name(c, m, is_b), is_b ? m.b : m.a, is_b ? t.b : t.a, is_b ? d_b : d_a, true});
     }
     return tensors;
   }
@@ -161,9 +142,7 @@ std::unique_ptr<Engine> make_cpu_inference_engine(const Checkpoint& ckpt, Precis
     const LoraAdapter a = read_peft_adapter(adapter, ckpt.config());
     config = adapted_config(config, a, adapter / "adapter_config.json");
     apply_adapter(weights, a);
-    spdlog::info("{}: LoRA adapter of rank {}, scale {:.4g}, on {} matrices{}", adapter.string(), a.config.rank,
-                 a.config.scaling(), a.modules.size(),
-                 a.config.is_moe() ? fmt::format(" ({} experts, top-{})", a.config.experts, a.config.top_k) : "");
+    spdlog::info("{}: {}", adapter.string(), lora_adapter_summary(a));
   }
   auto engine = std::make_unique<StoredEngine>(std::move(config), std::move(weights), ckpt.path(), std::nullopt,
                                                Precision::F32);  // converted as loaded

@@ -153,7 +153,7 @@ class Trainer {
   std::optional<std::string> chosen_template() const;
   std::unique_ptr<Checkpoint> weights_to_save() const;
   TokenizedData read_data(const fs::path& file);
-  std::unique_ptr<Engine> lora_engine(bool resumed, int64_t& trained, std::string& what);
+  std::unique_ptr<Engine> lora_engine(EngineFactory make, bool resumed, int64_t& trained, std::string& what);
   void validate(int64_t step);
   void write_metrics(const nlohmann::ordered_json& j);
   void start_selection_bias();
@@ -183,9 +183,6 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   const bool lora = o.lora.rank > 0 || o.adapter, lora_resume = o.resume && is_peft_adapter_folder(*o.resume);
   if (lora && o.resume && !lora_resume)
     throw InputError(*o.resume, "holds a model, not a LoRA run's adapter: resume a LoRA run from its step folder");
-  if (lora_resume && o.device != "cpu")
-    throw OptionError("device", "LoRA training runs on the CPU (" + option_name("device") + " " + o.device +
-                                    " does not have it yet)");
   if (lora_resume && o.model.empty())
     throw OptionError("model", option_name("resume") + " of a LoRA run needs " + option_name("model") + ", its base model");
   model_path_ = lora_resume || !o.resume ? o.model : *o.resume;
@@ -241,7 +238,7 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   int64_t total = 0, trained = 0;
   std::string what;  // what trains, for the log
   if (lora || lora_resume) {
-    engine_ = lora_engine(lora_resume, trained, what);
+    engine_ = lora_engine(make, lora_resume, trained, what);
   } else {
     engine_ = load_training_engine(*source_, config_, make, TrainSetup{o.adam, o.frozen},
                                    o.precision.empty() ? std::nullopt : std::optional(parse_precision(o.precision)));
@@ -272,10 +269,13 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
                o.grad_accum);
 }
 
-// A LoRA run's engine: the adapter of the step folder it resumes (its settings checked against
-// the options given), the one --adapter gives, or a fresh one; on the frozen base. Its trained
-// parameters and a description for the log go to `trained` and `what`.
-std::unique_ptr<Engine> Trainer::lora_engine(bool resumed, int64_t& trained, std::string& what) {
+// A LoRA run's engine on the device of `make`: the adapter of the step folder it resumes (its
+// settings checked against the options given), the one --adapter gives, or a fresh one; on the
+// frozen base. Its trained parameters and a description for the log go to `trained` and `what`.
+std::unique_ptr<Engine> Trainer::lora_engine(EngineFactory make, bool resumed, int64_t& trained, std::string& what) {
+  const LoraEngineFactory make_lora = make == make_cpu_engine ? nullptr : lora_engine_for(make);
+  if (make != make_cpu_engine && !make_lora)
+    throw OptionError("device", "LoRA training does not run on " + option_name("device") + " " + o_.device);
   LoraAdapter start;
   if (resumed) {
     start = read_peft_adapter(*o_.resume, config_);
@@ -307,6 +307,7 @@ std::unique_ptr<Engine> Trainer::lora_engine(bool resumed, int64_t& trained, std
   what = fmt::format(" (LoRA rank {}, alpha {:g}{}, dropout {:g} on {}{}; the base frozen)", c.rank, c.alpha,
                      c.use_rslora ? ", rsLoRA" : "", c.dropout, lora_targets_string(c.target_modules),
                      c.is_moe() ? fmt::format(", {} experts top-{}", c.experts, c.top_k) : "");
+  if (make_lora) return make_lora(*source_, std::move(start), o_.adam);
   return make_cpu_lora_engine(*source_, std::move(start), o_.adam,
                               o_.precision.empty() ? Precision::F32 : parse_precision(o_.precision));
 }

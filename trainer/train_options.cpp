@@ -55,8 +55,8 @@ OptionTable<O> make_table() {
       text_option<O>("freeze", "parts kept fixed: embeddings, attention, norms, router, experts (ffn), comma-separated",
                      [](O& o) -> auto& { return o.frozen; }, as_option("freeze", parse_parts), parts_string,
                      ValueKind::CommaList),
-      option<O>("lora_rank", "train a LoRA adapter of this rank on the frozen base instead of the model (CPU); "
-                "checkpoints are PEFT adapter folders", [](O& o) -> auto& { return o.lora.rank; }),
+      option<O>("lora_rank", "train a LoRA adapter of this rank on the frozen base instead of the model (CPU or "
+                "GPU); checkpoints are PEFT adapter folders", [](O& o) -> auto& { return o.lora.rank; }),
       option<O>("lora_alpha", "LoRA's alpha: the term is scaled by alpha/rank (default: the rank)",
                 [](O& o) -> auto& { return o.lora.alpha; }),
       text_option<O>("lora_targets",
@@ -123,9 +123,6 @@ void check_lora_options(const O& o) {
     throw OptionError("lora_rank", "the LoRA options need " + option_name("lora_rank"));
   if ((l.rank > 0 || o.adapter) && o.frozen.any())
     throw OptionError("freeze", option_name("freeze") + " does not go with LoRA, which freezes the whole base");
-  if ((l.rank > 0 || o.adapter) && o.device != "cpu")
-    throw OptionError("device", "LoRA training runs on the CPU (" + option_name("device") + " " + o.device +
-                                    " does not have it yet)");
 }
 
 }  // namespace

@@ -32,7 +32,9 @@ int cmd_tune(const Args& args) {
       "its base. --lora-experts E makes it a LoRA-MoE (MixLoRA's): per layer a router over E experts\n"
       "(top --lora-top-k, default 2), each the base FFN with its own LoRA on the FFN targets (B = 0 at\n"
       "the start), the attention targets shared; the routers train too, and the checkpoints are\n"
-      "MixLoRA folders (export --merge-adapter writes its Mixtral). CPU only, for now.";
+      "MixLoRA folders (export --merge-adapter writes its Mixtral). On --device cuda the base is held in\n"
+      "bf16 on the GPU, A, B (and the routers' masters) in fp32, trained by the GPU's AdamW; the folders\n"
+      "and the optimizer state are the CPU's, so a run resumes on either device.";
   cli::add_options(spec, train_option_table());
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;

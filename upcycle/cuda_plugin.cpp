@@ -38,7 +38,10 @@ const CudaPlugin& cuda_plugin() {
 }
 
 void register_cuda_device() {
-  register_device("cuda", [] { return cuda_plugin().make_engine; });
+  register_device("cuda", [] {
+    const CudaPlugin& plugin = cuda_plugin();
+    return DeviceEngines{plugin.make_engine, plugin.make_lora_engine};
+  });
 }
 
 }  // namespace upcycle

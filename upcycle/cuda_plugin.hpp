@@ -13,8 +13,8 @@ namespace upcycle {
 // file and the loader's reason when it is missing, does not load, or is of another build.
 const CudaPlugin& cuda_plugin();
 
-// Registers "cuda" as a --device (trainer/engine.hpp) whose engine is the plugin's, loaded on
-// first use; in a build without CUDA, using it is a UsageError saying so.
+// Registers "cuda" as a --device (trainer/engine.hpp) whose engines (its LoRA engines too) are
+// the plugin's, loaded on first use; in a build without CUDA, using it is a UsageError saying so.
 void register_cuda_device();
 
 }  // namespace upcycle

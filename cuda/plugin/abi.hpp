@@ -8,12 +8,13 @@
 
 namespace upcycle {
 
-inline constexpr int kCudaPluginAbi = 2;  // raised whenever CudaPlugin changes
+inline constexpr int kCudaPluginAbi = 3;  // raised whenever CudaPlugin changes
 
 struct CudaPlugin {
   int abi = kCudaPluginAbi;
   nlohmann::ordered_json (*bench)(const CudaBenchOptions&) = nullptr;
   EngineFactory make_engine = nullptr;  // bf16 weights and activations, fp32 masters
+  LoraEngineFactory make_lora_engine = nullptr;  // a bf16 base, the adapter's A and B in fp32
 };
 
 }  // namespace upcycle

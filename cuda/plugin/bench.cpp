@@ -89,18 +89,18 @@ Json bench_shape(const std::string& name, const CudaBenchOptions& o, double ceil
                c.hidden_size, c.num_local_experts, o.batch, o.seq_len);
   Weights<float> host = load_weights<float>(*random_init(c, 1));
   cuda::Transformer<cuda::bf16> model(c, cuda::upload<cuda::bf16>(host, c), "bench");
-  cuda::AdamW<cuda::bf16> optimizer(host, model.weights(), c, {}, {});
-  cuda::DeviceWeights<float> grads = cuda::zeros_like(host, c);
+  cuda::DeviceWeights<float> master = cuda::upload<float>(host, c), grads = cuda::zeros_like(host, c);
+  cuda::AdamW<cuda::bf16> optimizer(cuda::trained_tensors<cuda::bf16>(master, model.weights(), grads, c), {});
   host = {};
   const BenchBatch b = bench_batch(c, o);
   const double tokens = double(o.batch * o.seq_len);
 
   auto forward = [&] { model.loss(b.batch, b.targets); };
   auto train_step = [&] {
-    for (auto& p : parameters(grads, c)) p.values->zero();
+    optimizer.zero_grads();
     model.loss_and_grad(b.batch, b.targets, grads);
-    optimizer.clip(grads, 1.0);
-    optimizer.step(grads, 1e-5);
+    optimizer.clip(1.0);
+    optimizer.step(1e-5);
   };
   for (int64_t i = 0; i < o.warmup; ++i) forward(), train_step();
   const double forward_s = timed([&] { for (int64_t i = 0; i < o.steps; ++i) forward(); }) / double(o.steps);

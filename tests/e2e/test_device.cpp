@@ -1,7 +1,8 @@
-// --device on the commands that run a model (forward, eval, tune, convert's router stage;
-// generate's decoder is checked in test_cuda, as it needs a tokenizer here): on a
-// GPU machine the GPU's bf16 results follow the CPU's; elsewhere each command says why it cannot
-// run there (no usable GPU, or a build without the CUDA backend). Mistakes are refused first.
+// --device on the commands that run a model (forward, eval, tune, convert's router stage; with a
+// LoRA adapter: tune's LoRA and LoRA-MoE runs, forward --adapter; generate's decoder is checked in
+// test_cuda, as it needs a tokenizer here): on a GPU machine the GPU's bf16 results follow the
+// CPU's; elsewhere each command says why it cannot run there (no usable GPU, or a build without
+// the CUDA backend). Mistakes are refused first.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -70,6 +71,11 @@ TEST_CASE("--device cuda: forward, eval, tune and the router stage follow the CP
                                   " --steps 2 --device cuda");
     CHECK(tune.code == gpu.code);
     CHECK_FALSE(fs::exists(dir / "t" / "final"));
+    const auto lora = run_upcycle("tune --model " + q(model) + " --data " + q(data) + " --out " + q(dir / "l") +
+                                  " --steps 2 --lora-rank 2 --device cuda");
+    CHECK(lora.code == gpu.code);
+    CHECK(lora.err.find("--device cuda") != std::string::npos);
+    CHECK_FALSE(fs::exists(dir / "l"));
     MESSAGE("not run on a GPU: " << gpu.err);
     return;
   }
@@ -98,4 +104,44 @@ TEST_CASE("--device cuda: forward, eval, tune and the router stage follow the CP
   REQUIRE_MESSAGE(convert.code == 0, convert.err);
   const auto report = nlohmann::json::parse(read_file(dir / "moe" / "upcycle_convert.json"));
   CHECK(report["router_steps"].get<int64_t>() > 0);
+}
+
+TEST_CASE("--device cuda: LoRA and LoRA-MoE tuning and forward --adapter follow the CPU on a GPU, and resume across devices") {
+  ScratchDir dir;
+  const fs::path model = gpu_sized_model(dir, "m", 4), data = write_sequences(dir / "d.jsonl", 24);
+  const std::string probe = "forward --model " + q(model) + " --tokens 1,2 --out " + q(dir / "probe.bin") + " --device cuda";
+  if (run_upcycle(probe).code != 0) {
+    MESSAGE("not run: no usable GPU");  // the case above checks what each command says then
+    return;
+  }
+  for (const std::string lora : {" --lora-rank 4", " --lora-rank 4 --lora-experts 4 --lora-dropout 0.1"}) {
+    CAPTURE(lora);
+    const std::string tune = "tune --model " + q(model) + " --data " + q(data) +
+                             " --steps 12 --lr 1e-2 --batch-tokens 64 --seed 2 --save-every 6" + lora + " --out ";
+    const fs::path cpu = dir / "cpu", gpu = dir / "gpu";
+    fs::remove_all(cpu), fs::remove_all(gpu);
+    REQUIRE(run_upcycle(tune + q(cpu)).code == 0);
+    const auto tuned = run_upcycle(tune + q(gpu) + " --device cuda");
+    REQUIRE_MESSAGE(tuned.code == 0, tuned.err);
+    const auto l_cpu = read_losses(cpu / "metrics.jsonl"), l_gpu = read_losses(gpu / "metrics.jsonl");
+    REQUIRE(l_gpu.size() == l_cpu.size());
+    for (size_t s = 0; s < l_gpu.size(); ++s) CHECK(l_gpu[s] == doctest::Approx(l_cpu[s]).epsilon(5e-2));
+    CHECK(l_gpu.back() < l_gpu.front());
+    CHECK(fs::exists(gpu / "final" / "adapter_config.json"));
+    // The GPU's adapter served on either device.
+    const std::string forward = "forward --model " + q(model) + " --tokens 1,5,9,3,30,2,7 --adapter " +
+                                q(gpu / "final") + " --out ";
+    REQUIRE(run_upcycle(forward + q(dir / "a-cpu.bin")).code == 0);
+    const auto served = run_upcycle(forward + q(dir / "a-gpu.bin") + " --device cuda");
+    REQUIRE_MESSAGE(served.code == 0, served.err);
+    CHECK(relative_error(read_floats(dir / "a-gpu.bin"), read_floats(dir / "a-cpu.bin")) < 5e-2);
+    // A run stopped on the CPU continues on the GPU from its step folder (the CPU's optimizer state).
+    const auto resumed = run_upcycle("tune --resume " + q(cpu / "step-000006") + " --out " + q(cpu) + " --model " +
+                                     q(model) + " --data " + q(data) +
+                                     " --steps 12 --lr 1e-2 --batch-tokens 64 --seed 2 --save-every 6 --device cuda");
+    REQUIRE_MESSAGE(resumed.code == 0, resumed.err);
+    const auto l_resumed = read_losses(cpu / "metrics.jsonl");
+    REQUIRE(l_resumed.size() == l_cpu.size());
+    CHECK(l_resumed.back() == doctest::Approx(l_cpu.back()).epsilon(5e-2));
+  }
 }

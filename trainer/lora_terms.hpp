@@ -1,0 +1,57 @@
+// What the CPU's and the GPU's LoRA engines share (trainer/stored_engine.cpp, cuda/lora_engine.cpp):
+// where each of an adapter's terms sits, the names its A and B train under (and their AdamW
+// moments are saved under, so that a run resumes on either device), each term's dropout seed
+// for a micro-batch (so that the same seed drops the same elements on either), and the line that
+// describes an adapter in the log.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "formats/peft_adapter.hpp"
+
+namespace upcycle {
+
+// Where one of an adapter's modules adds its term, and the shapes of its factors.
+struct LoraPlace {
+  int64_t layer;
+  std::string module;
+  int64_t expert;  // MixLoRA: the expert whose FFN term it is; -1: shared
+  Shape a, b;      // A [r, I], B [O, r]
+};
+
+// Each module's place, in the adapter's order (the order of apply_adapter's terms).
+std::vector<LoraPlace> lora_places(const LoraAdapter& adapter);
+
+// The name a term's A (or B) trains under: its tensor's name in the adapter's folder, PEFT's or
+// MixLoRA's.
+std::string lora_factor_name(const LoraConfig& config, const LoraPlace& place, bool is_b);
+
+// Term `term`'s dropout seed in the micro-batch of seed `micro_batch` (LossOptions::dropout_seed):
+// 0 (no dropout) for 0, otherwise odd, each term drawing from its own stream.
+uint64_t lora_dropout_seed(uint64_t micro_batch, size_t term);
+
+// Each term's dropout seeded for one micro-batch for the life of this object, and none again
+// after it (evaluation never drops). Term is anything with an ops::LoraDropout `dropout`
+// (LowRank, cuda::DeviceLowRank); `terms` must outlive this.
+template <class Term>
+class LoraDropoutSeeds {
+ public:
+  LoraDropoutSeeds(const std::vector<std::shared_ptr<Term>>& terms, uint64_t micro_batch) : terms_(terms) {
+    for (size_t i = 0; i < terms_.size(); ++i) terms_[i]->dropout.seed = lora_dropout_seed(micro_batch, i);
+  }
+  ~LoraDropoutSeeds() {
+    for (const auto& t : terms_) t->dropout.seed = 0;
+  }
+  LoraDropoutSeeds(const LoraDropoutSeeds&) = delete;
+  LoraDropoutSeeds& operator=(const LoraDropoutSeeds&) = delete;
+
+ private:
+  const std::vector<std::shared_ptr<Term>>& terms_;
+};
+
+// "LoRA adapter of rank R, scale S, on M matrices" (and ", E experts, top-k" for a MixLoRA one).
+std::string lora_adapter_summary(const LoraAdapter& adapter);
+
+}  // namespace upcycle
