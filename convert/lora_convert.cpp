@@ -211,6 +211,24 @@ void fit_lora_routers(const Checkpoint& base, LoraAdapter& moe, const ModelConfi
     moe.routers[l] = Tensor::from_f32(moe.routers[l].shape(), std::move(routers[l]));
 }
 
+// The LoRA-MoE of the pool's adapters, its routers random: the search's experts (or the
+// method's), the shared terms, the config `c` completed with the rank. The pool, the search's
+// terms and the experts chosen go when it returns, before the router stage holds the LoRA-MoE
+// twice (its tensors and its engine's f32 terms): at 7B they are gigabytes.
+LoraAdapter assemble(AdapterPool p, LoraConfig& c, const O& o, const ModelConfig& config,
+                     nlohmann::ordered_json& report) {
+  const genetic::LoraFfnPool pool = ffn_pool(p, config);
+  const std::vector<genetic::LoraTerms> experts = choose_experts(o, pool, report);
+  c.rank = p.rank;
+  for (const auto& e : experts)
+    for (const LowRankFactors& t : e) c.rank = std::max(c.rank, t.rank);  // concatenated children's
+  c.alpha = double(c.rank);  // a scaling of 1: every scale is folded into B
+  report["rank"] = c.rank;
+  LoraAdapter moe = init_lora_adapter(config, c, o.seed);  // scratch experts and random routers
+  fill(moe, p, experts, o, config, o.dtype.value_or(DType::F32), report);
+  return moe;
+}
+
 }  // namespace
 
 void convert_adapters(const O& o) {
@@ -240,16 +258,7 @@ void convert_adapters(const O& o) {
   for (size_t k = 0; k < o.adapters.size(); ++k)
     adapters.push_back({{"path", o.adapters[k].string()}, {"rank", p.configs[k].rank}, {"scaling", p.configs[k].scaling()}});
   report["adapters"] = adapters;
-  const genetic::LoraFfnPool pool = ffn_pool(p, config);
-  const std::vector<genetic::LoraTerms> experts = choose_experts(o, pool, report);
-  c.rank = p.rank;
-  for (const auto& e : experts)
-    for (const LowRankFactors& t : e) c.rank = std::max(c.rank, t.rank);  // concatenated children's
-  c.alpha = double(c.rank);  // a scaling of 1: every scale is folded into B
-  report["rank"] = c.rank;
-
-  LoraAdapter moe = init_lora_adapter(config, c, o.seed);  // scratch experts and random routers
-  fill(moe, p, experts, o, config, o.dtype.value_or(DType::F32), report);
+  LoraAdapter moe = assemble(std::move(p), c, o, config, report);
   if (router != "random") {
     RouterStageOptions ro = router_stage_options(o);
     ro.hidden = router == "hidden";
