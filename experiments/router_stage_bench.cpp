@@ -103,7 +103,7 @@ nlohmann::ordered_json bench_router_stage(const RouterStageBench& o) {
                               {"fit", parts.fit.peak_rss_mb}};
   j["peak_rss_mb"] = peak_rss_mb();
   spdlog::info("router stage: scratch {:.1f} s, scoring {:.1f} s ({:.1f} tokens/s), fit {:.1f} s ({:.1f} tokens/s), "
-               "peak RSS {:.0f} MB",
+               "peak RSS {:.0f} MiB",
                j["scratch_s"].get<double>(), j["scoring_s"].get<double>(), j["scoring_tokens_per_s"].get<double>(),
                j["fit_s"].get<double>(), j["fit_tokens_per_s"].get<double>(), j["peak_rss_mb"].get<double>());
   return j;

@@ -165,7 +165,7 @@ ModelFigures bench_model(const std::string& label, const ModelConfig& c, const B
   ModelFigures f;
   f.forward_tokens_per_s = tokens / seconds_per_call(o, [&] { model.loss(batch, targets); });
   f.forward_peak_rss_mb = peak_rss_mb();
-  spdlog::info("{}: forward {:.0f} tokens/s, peak RSS {:.0f} MB", label, f.forward_tokens_per_s, f.forward_peak_rss_mb);
+  spdlog::info("{}: forward {:.0f} tokens/s, peak RSS {:.0f} MiB", label, f.forward_tokens_per_s, f.forward_peak_rss_mb);
   {
     const StoredModel bf16(c, load_stored_weights(*ckpt, Precision::BF16), ckpt->path());
     f.bf16_forward_tokens_per_s = tokens / seconds_per_call(o, [&] { bf16.loss(batch, targets); });
@@ -229,7 +229,7 @@ nlohmann::ordered_json bench_lora(const BenchOptions& o, const std::string& shap
     const double s = seconds_per_call(o, [&] { train_step(*engine, b, opts); });
     j[prefix + kind + "_train_tokens_per_s"] = b.tokens() / s;
     j[prefix + kind + "_step_s"] = s;
-    spdlog::info("LoRA training in {}: {:.1f} tokens/s ({:.2f} s per step), peak RSS so far {:.0f} MB",
+    spdlog::info("LoRA training in {}: {:.1f} tokens/s ({:.2f} s per step), peak RSS so far {:.0f} MiB",
                  precision_name(p), b.tokens() / s, s, peak_rss_mb());
   }
   j[kind + "_peak_rss_mb"] = peak_rss_mb();
