@@ -4,6 +4,7 @@
 #include "cuda/ops/lora.hpp"
 #include "cuda/ops/matmul.hpp"
 #include "cuda/ops/moe.hpp"
+#include "cuda/ops/moe_rows.cuh"
 #include "cuda/ops/reduce.cuh"
 #include "cuda/ops/swiglu.hpp"
 #include "trainer/ops/check.hpp"
@@ -13,38 +14,6 @@ namespace upcycle::cuda {
 namespace {
 
 constexpr int kThreads = 256;  // a multiple of 32, as block_sum needs
-
-// rows[r,:] = src[order[r] / k,:]: each permuted row is its slot's token's row: a block per row.
-//   rows [N·k, C], src [N, C]
-template <class T>
-__global__ void gather(T* rows, const T* src, const int32_t* order, int64_t k, int64_t C) {
-  const int64_t r = blockIdx.x;
-  const T* s = src + order[r] / k * C;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) rows[r * C + c] = s[c];
-}
-
-// dst[t,:] = (add ? dst[t,:] : 0) + Σ_j w[t,j]·rows[row_of[t·k+j],:] (w null: weights of 1), j in
-// slot order as the CPU's combine sums: a block per token, the only writer of its row.
-//   dst [N, C], rows [N·k, C]
-template <class T>
-__global__ void combine(T* dst, const T* rows, const int32_t* row_of, const float* w, int64_t k, int64_t C, bool add) {
-  const int64_t t = blockIdx.x;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    float acc = add ? to_float(dst[t * C + c]) : 0.f;
-    for (int64_t j = 0; j < k; ++j) acc += (w ? w[t * k + j] : 1.f) * to_float(rows[row_of[t * k + j] * C + c]);
-    dst[t * C + c] = from_float<T>(acc);
-  }
-}
-
-// rows[r,:] = w[s]·src[s / k,:], s = order[r]: a token's gradient for each of its experts, weighted
-// by the routing weight: a block per row.   rows [N·k, C], src [N, C]
-template <class T>
-__global__ void weighted_rows(T* rows, const T* src, const float* w, const int32_t* order, int64_t k, int64_t C) {
-  const int64_t r = blockIdx.x, s = order[r];
-  const float weight = w[s];
-  const T* g = src + s / k * C;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) rows[r * C + c] = from_float<T>(weight * to_float(g[c]));
-}
 
 // d_w[s] += act[r,:]·d_mixed[t,:] + y[r,:]·d_out[t,:] with r = row_of[s], t = s / k: token t's
 // output gradient dotted with expert e's output act·downᵀ + y, the first through down's
@@ -105,29 +74,18 @@ void lora_moe_forward(T* out, LoraMoeSaved<T>& s, const T* x, const int32_t* idx
   const int64_t N = shape.tokens, H = shape.hidden, I = shape.inter, E = shape.experts, k = shape.top_k;
   const int64_t rows = N * k;
   if (N == 0) return;
-  s.order.resize(size_t(rows));
-  s.row_of.resize(size_t(rows));
-  s.offsets.resize(size_t(E + 1));
-  s.x.resize(size_t(rows * H));
   s.gate.resize(size_t(rows * I));
   s.up.resize(size_t(rows * I));
   s.y.resize(size_t(rows * H));
-  group_by_expert(s.order.data(), s.row_of.data(), s.offsets.data(), idx, N, k, E, stream);
-  gather<<<unsigned(rows), kThreads, 0, stream>>>(s.x.data(), x, s.order.data(), k, H);
-  UPCYCLE_CUDA_LAUNCHED("lora_moe gather");
-  // Each expert's row range sizes its terms' products: the one host sync of the call.
-  s.host_offsets.resize(size_t(E + 1));
-  UPCYCLE_CUDA(cudaMemcpyAsync(s.host_offsets.data(), s.offsets.data(), size_t(E + 1) * sizeof(int64_t),
-                               cudaMemcpyDeviceToHost, stream));
-  UPCYCLE_CUDA(cudaStreamSynchronize(stream));
+  group_rows(s, x, idx, N, k, E, H, stream);
   const std::vector<int64_t>& at = s.host_offsets;
 
   DeviceBuffer<T> base(size_t(N * I), stream);  // [N,I] the base's gate, then up, product
   matmul_forward<T, T>(base.data(), x, experts.gate, nullptr, N, H, I, stream);
-  gather<<<unsigned(rows), kThreads, 0, stream>>>(s.gate.data(), base.data(), s.order.data(), k, I);
+  gather_rows<<<unsigned(rows), kThreads, 0, stream>>>(s.gate.data(), base.data(), s.order.data(), k, I);
   UPCYCLE_CUDA_LAUNCHED("lora_moe gather");
   matmul_forward<T, T>(base.data(), x, experts.up, nullptr, N, H, I, stream);
-  gather<<<unsigned(rows), kThreads, 0, stream>>>(s.up.data(), base.data(), s.order.data(), k, I);
+  gather_rows<<<unsigned(rows), kThreads, 0, stream>>>(s.up.data(), base.data(), s.order.data(), k, I);
   UPCYCLE_CUDA_LAUNCHED("lora_moe gather");
   terms_forward(s.gate.data(), s.x.data(), experts.gate_terms, at, H, I, stream);
   terms_forward(s.up.data(), s.x.data(), experts.up_terms, at, H, I, stream);
@@ -135,12 +93,12 @@ void lora_moe_forward(T* out, LoraMoeSaved<T>& s, const T* x, const int32_t* idx
   swiglu_forward(act.data(), s.gate.data(), s.up.data(), rows * I, stream);
 
   // base is now Σ_j w·act, the down product's input
-  combine<<<unsigned(N), kThreads, 0, stream>>>(base.data(), act.data(), s.row_of.data(), w, k, I, false);
+  combine_rows<<<unsigned(N), kThreads, 0, stream>>>(base.data(), act.data(), s.row_of.data(), w, k, I, false);
   UPCYCLE_CUDA_LAUNCHED("lora_moe combine");
   matmul_forward<T, T>(out, base.data(), experts.down, nullptr, N, I, H, stream);
   s.y.zero(stream);
   terms_forward(s.y.data(), act.data(), experts.down_terms, at, I, H, stream);
-  combine<<<unsigned(N), kThreads, 0, stream>>>(out, s.y.data(), s.row_of.data(), w, k, H, true);
+  combine_rows<<<unsigned(N), kThreads, 0, stream>>>(out, s.y.data(), s.row_of.data(), w, k, H, true);
   UPCYCLE_CUDA_LAUNCHED("lora_moe combine");
 }
 
@@ -185,11 +143,11 @@ void lora_moe_backward(T* d_x, float* d_w, const T* d_out, const float* w, const
   if (!d_x) return;
   T* d_base = d_mixed.data();  // [N,I] the base gate's, then up's, output gradient (d_mixed is spent)
   for (const auto& [d_rows_of, W] : {std::pair{&d_gate, experts.gate}, std::pair{&d_up, experts.up}}) {
-    combine<<<unsigned(N), kThreads, 0, stream>>>(d_base, d_rows_of->data(), s.row_of.data(), nullptr, k, I, false);
+    combine_rows<<<unsigned(N), kThreads, 0, stream>>>(d_base, d_rows_of->data(), s.row_of.data(), nullptr, k, I, false);
     UPCYCLE_CUDA_LAUNCHED("lora_moe combine");
     matmul_backward<T>(d_x, nullptr, nullptr, d_base, nullptr, W, N, H, I, stream);
   }
-  combine<<<unsigned(N), kThreads, 0, stream>>>(d_x, d_rows.data(), s.row_of.data(), nullptr, k, H, true);
+  combine_rows<<<unsigned(N), kThreads, 0, stream>>>(d_x, d_rows.data(), s.row_of.data(), nullptr, k, H, true);
   UPCYCLE_CUDA_LAUNCHED("lora_moe combine");
 }
 

@@ -5,6 +5,7 @@
 
 #include "cuda/ops/convert.cuh"
 #include "cuda/ops/matmul.hpp"
+#include "cuda/ops/moe_rows.cuh"
 #include "cuda/ops/swiglu.hpp"
 #include "trainer/ops/check.hpp"
 
@@ -42,29 +43,7 @@ __global__ void expert_offsets(int64_t* offsets, const uint32_t* sorted, int64_t
   offsets[e] = lo;
 }
 
-// ---- forward ----
-
-// xs[r,:] = x[order[r] / k,:]: each permuted row is its slot's token.   xs [N·k, H]
-template <class T>
-__global__ void gather(T* xs, const T* x, const int32_t* order, int64_t k, int64_t H) {
-  const int64_t r = blockIdx.x;
-  const T* src = x + order[r] / k * H;
-  for (int64_t c = threadIdx.x; c < H; c += blockDim.x) xs[r * H + c] = src[c];
-}
-
-// out[t,:] = Σ_j w[t,j]·y[row_of[t·k+j],:], j in slot order: a block per token, the only writer
-// of its row.   out [N, H], y [N·k, H]
-template <class T>
-__global__ void combine(T* out, const T* y, const int32_t* row_of, const float* w, int64_t k, int64_t H) {
-  const int64_t t = blockIdx.x;
-  for (int64_t c = threadIdx.x; c < H; c += blockDim.x) {
-    float acc = 0;
-    for (int64_t j = 0; j < k; ++j) acc += w[t * k + j] * to_float(y[row_of[t * k + j] * H + c]);
-    out[t * H + c] = from_float<T>(acc);
-  }
-}
-
-// ---- backward ----
+// ---- backward (the rows' kernels both directions use are in moe_rows.cuh) ----
 
 // Σ over the block's kThreads threads in a fixed tree (the same bits every run); valid in thread 0.
 __device__ float block_sum(float v) {
@@ -88,26 +67,6 @@ __global__ void weight_grad(float* d_w, const T* d_out, const T* y, const int32_
   for (int64_t c = threadIdx.x; c < H; c += blockDim.x) dot += to_float(g[c]) * to_float(ys[c]);
   dot = block_sum(dot);
   if (threadIdx.x == 0) d_w[s] += dot;
-}
-
-// d_y[r,:] = w[s]·d_out[s / k,:], s = order[r]: the gradient reaching each expert output row.
-template <class T>
-__global__ void scale_rows(T* d_y, const T* d_out, const float* w, const int32_t* order, int64_t k, int64_t H) {
-  const int64_t r = blockIdx.x, s = order[r];
-  const float weight = w[s];
-  const T* g = d_out + s / k * H;
-  for (int64_t c = threadIdx.x; c < H; c += blockDim.x) d_y[r * H + c] = from_float<T>(weight * to_float(g[c]));
-}
-
-// d_x[t,:] += Σ_j d_xs[row_of[t·k+j],:], j in slot order: a block per token, the only writer.
-template <class T>
-__global__ void scatter_add(T* d_x, const T* d_xs, const int32_t* row_of, int64_t k, int64_t H) {
-  const int64_t t = blockIdx.x;
-  for (int64_t c = threadIdx.x; c < H; c += blockDim.x) {
-    float acc = to_float(d_x[t * H + c]);
-    for (int64_t j = 0; j < k; ++j) acc += to_float(d_xs[row_of[t * k + j] * H + c]);
-    d_x[t * H + c] = from_float<T>(acc);
-  }
 }
 
 // Before anything is allocated for the N·k rows.
@@ -163,23 +122,11 @@ void moe_forward(T* out, MoeSaved<T>& s, const T* x, const int32_t* idx, const f
   const int64_t N = shape.tokens, H = shape.hidden, I = shape.inter, E = shape.experts, k = shape.top_k;
   const int64_t rows = N * k;
   if (N == 0) return;
-  s.order.resize(size_t(rows));
-  s.row_of.resize(size_t(rows));
-  s.offsets.resize(size_t(E + 1));
-  s.x.resize(size_t(rows * H));
   s.gate.resize(size_t(rows * I));
   s.up.resize(size_t(rows * I));
   s.act.resize(size_t(rows * I));
   s.y.resize(size_t(rows * H));
-
-  group_by_expert(s.order.data(), s.row_of.data(), s.offsets.data(), idx, N, k, E, stream);
-  gather<<<unsigned(rows), kThreads, 0, stream>>>(s.x.data(), x, s.order.data(), k, H);
-  UPCYCLE_CUDA_LAUNCHED("moe gather");
-  // The GEMM sizes: the one host sync of the call.
-  s.host_offsets.resize(size_t(E + 1));
-  UPCYCLE_CUDA(cudaMemcpyAsync(s.host_offsets.data(), s.offsets.data(), size_t(E + 1) * sizeof(int64_t),
-                               cudaMemcpyDeviceToHost, stream));
-  UPCYCLE_CUDA(cudaStreamSynchronize(stream));
+  group_rows(s, x, idx, N, k, E, H, stream);
   const std::vector<int64_t>& at = s.host_offsets;
 
   for (int64_t e = 0; e < E; ++e) {
@@ -195,7 +142,7 @@ void moe_forward(T* out, MoeSaved<T>& s, const T* x, const int32_t* idx, const f
     if (n == 0) continue;
     matmul_forward<T, T>(s.y.data() + at[e] * H, s.act.data() + at[e] * I, experts.down[e], nullptr, n, I, H, stream);
   }
-  combine<<<unsigned(N), kThreads, 0, stream>>>(out, s.y.data(), s.row_of.data(), w, k, H);
+  combine_rows<<<unsigned(N), kThreads, 0, stream>>>(out, s.y.data(), s.row_of.data(), w, k, H, false);
   UPCYCLE_CUDA_LAUNCHED("moe combine");
 }
 
@@ -218,8 +165,8 @@ void moe_backward(T* d_x, float* d_w, const ExpertGrads& d_experts, const T* d_o
     UPCYCLE_CUDA_LAUNCHED("moe weight_grad");
   }
   DeviceBuffer<T> d_y(size_t(rows * H), stream);
-  scale_rows<<<unsigned(rows), kThreads, 0, stream>>>(d_y.data(), d_out, w, s.order.data(), k, H);
-  UPCYCLE_CUDA_LAUNCHED("moe scale_rows");
+  weighted_rows<<<unsigned(rows), kThreads, 0, stream>>>(d_y.data(), d_out, w, s.order.data(), k, H);
+  UPCYCLE_CUDA_LAUNCHED("moe weighted_rows");
 
   // Through down: d_act [N·k, I], added into by the GEMMs, so zeroed first.
   DeviceBuffer<T> d_act(size_t(rows * I), stream);
@@ -249,7 +196,7 @@ void moe_backward(T* d_x, float* d_w, const ExpertGrads& d_experts, const T* d_o
                        stream);
   }
   if (!d_x) return;
-  scatter_add<<<unsigned(N), kThreads, 0, stream>>>(d_x, d_xs.data(), s.row_of.data(), k, H);
+  combine_rows<<<unsigned(N), kThreads, 0, stream>>>(d_x, d_xs.data(), s.row_of.data(), nullptr, k, H, true);
   UPCYCLE_CUDA_LAUNCHED("moe scatter_add");
 }
 

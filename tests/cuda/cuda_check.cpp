@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -14,6 +15,19 @@ std::vector<float> uniform(size_t n, uint64_t seed, float lo, float hi) {
   std::vector<float> x(n);
   for (float& v : x) v = dist(rng);
   return x;
+}
+
+std::vector<int32_t> routing(int64_t N, int64_t k, int64_t E, int32_t idle, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> experts;
+  for (int32_t e = 0; e < E; ++e)
+    if (e != idle) experts.push_back(e);
+  std::vector<int32_t> idx;
+  for (int64_t n = 0; n < N; ++n) {
+    std::shuffle(experts.begin(), experts.end(), rng);
+    idx.insert(idx.end(), experts.begin(), experts.begin() + k);
+  }
+  return idx;
 }
 
 std::vector<int32_t> uniform_ints(size_t n, uint64_t seed, int32_t lo, int32_t hi) {

@@ -17,6 +17,10 @@ std::vector<float> uniform(size_t n, uint64_t seed, float lo = -1.f, float hi = 
 // Seeded integers uniform in [lo, hi).
 std::vector<int32_t> uniform_ints(size_t n, uint64_t seed, int32_t lo, int32_t hi);
 
+// Each token's k distinct experts, drawn from all but `idle`, which gets no tokens: the MoE
+// blocks' tests' routing [N, k].
+std::vector<int32_t> routing(int64_t N, int64_t k, int64_t E, int32_t idle, uint64_t seed);
+
 // Each value rounded to bf16 (nearest even) and back: the CPU reference's inputs for a bf16 run.
 std::vector<float> round_bf16(const std::vector<float>& x);
 

@@ -31,20 +31,6 @@ double moe_tolerance() {
   return std::is_same_v<T, bf16> ? 6e-2 : tolerance<float>();
 }
 
-// Each token's k distinct experts, drawn from all but `idle`, which gets no tokens.
-std::vector<int32_t> routing(int64_t N, int64_t k, int64_t E, int32_t idle, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> experts;
-  for (int32_t e = 0; e < E; ++e)
-    if (e != idle) experts.push_back(e);
-  std::vector<int32_t> idx;
-  for (int64_t n = 0; n < N; ++n) {
-    std::shuffle(experts.begin(), experts.end(), rng);
-    idx.insert(idx.end(), experts.begin(), experts.begin() + k);
-  }
-  return idx;
-}
-
 void check_grouping(int64_t N, int64_t k, int64_t E, const std::vector<int32_t>& idx) {
   const size_t rows = size_t(N * k);
   std::vector<int32_t> order(rows), row_of(rows);
