@@ -133,9 +133,11 @@ struct LoraBackend : Backend<T> {
   static void linear_backward(T* d_in, float* d_W, float* d_bias, const T* d_out, const T* in, const Weight& W,
                               int64_t N, int64_t I, int64_t O) {
     cuda::matmul_backward<T>(d_in, d_W, d_bias, d_out, in, W.data(), N, I, O);
-    if (DeviceLowRank* t = W.low_rank())
-      cuda::lora_backward<T>(d_in, t->d_a.empty() ? nullptr : t->d_a.data(), t->d_b.empty() ? nullptr : t->d_b.data(),
-                             d_out, in, t->a.data(), t->b.data(), t->scale, N, I, O, t->rank, t->dropout);
+    if (DeviceLowRank* t = W.low_rank()) {
+      const LowRankTerm term = t->term();  // null gradients where it is frozen
+      cuda::lora_backward<T>(d_in, term.d_a, term.d_b, d_out, in, term.a, term.b, term.scale, N, I, O, term.rank,
+                             term.dropout);
+    }
   }
   static void moe_forward(T* out, MoeSaved& saved, const T* x, const int32_t* idx, const float* w,
                           const LayerExperts& experts, const ops::MoeShape& shape) {

@@ -1,8 +1,8 @@
 // What the CPU's and the GPU's LoRA engines share (trainer/stored_engine.cpp, cuda/lora_engine.cpp):
 // where each of an adapter's terms sits, the names its A and B train under (and their AdamW
 // moments are saved under, so that a run resumes on either device), each term's dropout seed
-// for a micro-batch (so that the same seed drops the same elements on either), and the line that
-// describes an adapter in the log.
+// for a micro-batch (so that the same seed drops the same elements on either), how an adapter is
+// attached to a model's weights, and the line that describes an adapter in the log.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "formats/peft_adapter.hpp"
+#include "trainer/parameters.hpp"
 
 namespace upcycle {
 
@@ -50,6 +51,37 @@ class LoraDropoutSeeds {
  private:
   const std::vector<std::shared_ptr<Term>>& terms_;
 };
+
+// `adapter` (read against this model) added to `weights` as unmerged terms: each module's Term
+// (LowRank, cuda::DeviceLowRank) given its A and B by `set_factors(term, module)`, its rank and
+// scale by the adapter, and attached by W::with_low_rank. A MixLoRA adapter first makes each
+// layer's dense FFN E experts that share it, the layer's router `make_router(adapter's router)`.
+// The terms, in the adapter's module order. What both devices' apply_adapter do.
+template <class Term, class W, class SetFactors, class MakeRouter>
+std::vector<std::shared_ptr<Term>> attach_lora(WeightsOf<W>& weights, const LoraAdapter& adapter,
+                                               SetFactors set_factors, MakeRouter make_router) {
+  const LoraConfig& c = adapter.config;
+  if (c.is_moe())
+    for (size_t l = 0; l < weights.layers.size(); ++l) {
+      LayerWeightsOf<W>& layer = weights.layers[l];
+      layer.expert_gate.assign(size_t(c.experts), layer.gate);
+      layer.expert_up.assign(size_t(c.experts), layer.up);
+      layer.expert_down.assign(size_t(c.experts), layer.down);
+      layer.gate = layer.up = layer.down = W();
+      layer.router = make_router(adapter.routers.at(l));
+    }
+  std::vector<std::shared_ptr<Term>> terms;
+  for (const LoraModule& m : adapter.modules) {
+    auto term = std::make_shared<Term>();
+    set_factors(*term, m);
+    term->rank = c.rank;
+    term->scale = float(c.scaling());
+    W& w = tensor_slot(weights, lora_module_tensor(m));
+    w = w.with_low_rank(term);
+    terms.push_back(std::move(term));
+  }
+  return terms;
+}
 
 // "LoRA adapter of rank R, scale S, on M matrices" (and ", E experts, top-k" for a MixLoRA one).
 std::string lora_adapter_summary(const LoraAdapter& adapter);

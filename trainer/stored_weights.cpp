@@ -8,6 +8,7 @@
 
 #include "core/error.hpp"
 #include "trainer/load_by_role.hpp"
+#include "trainer/lora_terms.hpp"
 #include "trainer/parameters.hpp"
 
 namespace upcycle {
@@ -147,37 +148,14 @@ ModelConfig adapted_config(const ModelConfig& base, const LoraAdapter& adapter, 
   return c.is_moe() ? lora_moe_config(base, c.experts, c.top_k, c.aux_loss_coef, source) : base;
 }
 
-namespace {
-
-// Each dense FFN made E experts that share it, the layer's router the adapter's.
-void share_ffn(StoredWeights& weights, const LoraAdapter& adapter) {
-  for (size_t l = 0; l < weights.layers.size(); ++l) {
-    LayerWeightsOf<StoredWeight>& layer = weights.layers[l];
-    const size_t E = size_t(adapter.config.experts);
-    layer.expert_gate.assign(E, layer.gate);
-    layer.expert_up.assign(E, layer.up);
-    layer.expert_down.assign(E, layer.down);
-    layer.gate = layer.up = layer.down = StoredWeight();
-    layer.router = StoredWeight(adapter.routers.at(l).to(DType::F32));
-  }
-}
-
-}  // namespace
-
 std::vector<std::shared_ptr<LowRank>> apply_adapter(StoredWeights& weights, const LoraAdapter& adapter) {
-  if (adapter.config.is_moe()) share_ffn(weights, adapter);
-  std::vector<std::shared_ptr<LowRank>> terms;
-  for (const LoraModule& m : adapter.modules) {
-    auto term = std::make_shared<LowRank>();
-    term->a = m.a.to_f32_vector();
-    term->b = m.b.to_f32_vector();
-    term->rank = adapter.config.rank;
-    term->scale = float(adapter.config.scaling());
-    StoredWeight& w = tensor_slot(weights, lora_module_tensor(m));
-    w = w.with_low_rank(term);
-    terms.push_back(std::move(term));
-  }
-  return terms;
+  return attach_lora<LowRank>(
+      weights, adapter,
+      [](LowRank& t, const LoraModule& m) {
+        t.a = m.a.to_f32_vector();
+        t.b = m.b.to_f32_vector();
+      },
+      [](const Tensor& router) { return StoredWeight(router.to(DType::F32)); });
 }
 
 bool experts_share_base(const LayerWeightsOf<StoredWeight>& layer) {
