@@ -30,6 +30,7 @@ done
 packages=(cmake g++ make pkg-config libeigen3-dev libopenblas-dev libopenblas-openmp-dev libhdf5-dev
           libboost-program-options-dev libspdlog-dev doctest-dev nlohmann-json3-dev
           libsentencepiece-dev libdnnl-dev time
+          libopenmpi-dev openmpi-bin  # multi-process training (mpirun -np N upcycle tune)
           ocl-icd-opencl-dev)  # the OpenCL library and headers that Debian's oneDNN CMake config requires
 if ! command -v python3 >/dev/null 2>&1; then
   packages+=(python3 python3-pip)

@@ -41,6 +41,7 @@ class CpuModelEngine : public Engine {
     return model_.loss_and_grad(batch, targets, grads_, opts);
   }
   double clip(double max_norm) override { return training().clip(max_norm); }
+  AdamW* host_optimizer() override { return optimizer_ ? &*optimizer_ : nullptr; }
   void step(double lr) override { training().step(lr); }
   int64_t steps() const override { return optimizer_ ? optimizer_->steps() : 0; }
   void save_optimizer(const std::filesystem::path& file) override { training().save(file); }

@@ -19,6 +19,8 @@
 
 namespace upcycle {
 
+class AdamW;  // trainer/optimizer.hpp
+
 // What training needs beyond the model: the optimizer's settings and the parts left as they are.
 struct TrainSetup {
   ops::AdamWConfig adam;  // lr is given to each step
@@ -56,6 +58,9 @@ class Engine {
   virtual double clip(double max_norm) = 0;
   virtual void step(double lr) = 0;
   virtual int64_t steps() const = 0;  // AdamW steps taken (restored by load_optimizer)
+  // The AdamW whose clip() and step() the engine's are, when it runs on the host (the CPU's
+  // engines): a data-parallel run spreads it over its processes (AdamW::spread). Null elsewhere.
+  virtual AdamW* host_optimizer() { return nullptr; }
 
   // The fp32 weights (the optimizer's masters when training), on the host, to read: valid until
   // the next step, and writes to them may not reach the device's copy. An engine that keeps

@@ -18,8 +18,10 @@ struct EvalLoss {
   double ppl() const { return std::exp(loss()); }
 };
 
-// on_batch (may be empty) is told the samples done so far, for progress.
+// on_batch (may be empty) is told the samples done so far, for progress. Of `parts` processes
+// sharing the work, this one (`part`) takes every parts-th micro-batch: their sums add up to the
+// whole's.
 EvalLoss evaluate_loss(Engine& model, const TokenizedData& data, int64_t seq_len, int64_t batch_tokens,
-                       const std::function<void(int64_t done)>& on_batch = {});
+                       const std::function<void(int64_t done)>& on_batch = {}, int part = 0, int parts = 1);
 
 }  // namespace upcycle

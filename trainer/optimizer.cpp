@@ -5,6 +5,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/random.hpp"
 #include "formats/safetensors.hpp"
@@ -59,16 +60,105 @@ std::vector<TrainedTensor> trained_tensors(Weights<float>& weights, Weights<floa
 
 AdamW::AdamW(std::vector<TrainedTensor> tensors, const ops::AdamWConfig& hyper)
     : tensors_(std::move(tensors)), hyper_(hyper) {
+  m_.resize(tensors_.size()), v_.resize(tensors_.size()), m16_.resize(tensors_.size()), v16_.resize(tensors_.size());
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    if (tensors_[i].values.size() != tensors_[i].grad.size())
+      throw std::logic_error("AdamW: " + tensors_[i].name + "'s gradient has another size");
+    hold(i);
+  }
+}
+
+void AdamW::hold(size_t i) {
+  const size_t n = tensors_[i].values.size();
+  if (hyper_.bf16_moments) m16_[i].assign(n, 0), v16_[i].assign(n, 0);
+  else m_[i].assign(n, 0.0f), v_[i].assign(n, 0.0f);
+}
+
+void AdamW::drop(size_t i) {
+  m_[i] = {}, v_[i] = {}, m16_[i] = {}, v16_[i] = {};
+}
+
+bool AdamW::holds(size_t i) const { return hyper_.bf16_moments ? !m16_[i].empty() : !m_[i].empty(); }
+
+std::vector<std::span<float>> AdamW::grads() const {
+  std::vector<std::span<float>> out;
+  for (const TrainedTensor& t : tensors_) out.push_back(t.grad);
+  return out;
+}
+
+std::vector<std::span<float>> AdamW::values() const {
+  std::vector<std::span<float>> out;
+  for (const TrainedTensor& t : tensors_) out.push_back(t.values);
+  return out;
+}
+
+void AdamW::spread(Communicator& comm, bool sharded) {
+  comm_ = &comm;
+  sharded_ = sharded && comm.size() > 1;
+  if (!sharded_) return;
+  const auto size = size_t(comm.size());
+  size_t total = 0;
+  for (const TrainedTensor& t : tensors_) total += t.values.size();
+  // A tensor belongs to the process whose even share of the elements holds its first element;
+  // the owners' runs are then whole tensors, in order.
+  owner_.clear();
+  bounds_.assign(size + 1, total);
+  bounds_[0] = 0;
+  size_t at = 0, rank = 0;
   for (const TrainedTensor& t : tensors_) {
-    if (t.values.size() != t.grad.size()) throw std::logic_error("AdamW: " + t.name + "'s gradient has another size");
-    if (hyper_.bf16_moments) {
-      m16_.emplace_back(t.values.size(), uint16_t(0));
-      v16_.emplace_back(t.values.size(), uint16_t(0));
-    } else {
-      m_.emplace_back(t.values.size(), 0.0f);
-      v_.emplace_back(t.values.size(), 0.0f);
+    owner_.push_back(int(std::min(size - 1, at * size / std::max<size_t>(1, total))));
+    while (rank < size_t(owner_.back())) bounds_[++rank] = at;
+    at += t.values.size();
+  }
+  for (size_t i = 0; i < tensors_.size(); ++i)
+    if (!owns(i)) drop(i);
+}
+
+void AdamW::sum_gradients() {
+  if (!comm_) return;
+  if (sharded_) sum_spans_to_owners(*comm_, grads(), bounds_);
+  else sum_spans(*comm_, grads());
+}
+
+double AdamW::bytes_sent_per_step() const {
+  if (!comm_) return 0;
+  double n = 0;
+  for (const TrainedTensor& t : tensors_) n += double(t.values.size());
+  // Unsharded: every chunk's values to its owner, its sum back. Sharded: the same, the sums'
+  // place taken by the updated values.
+  return 2.0 * double(comm_->size() - 1) / double(comm_->size()) * n * sizeof(float);
+}
+
+int64_t AdamW::held_elements(int64_t* total) const {
+  int64_t held = 0, all = 0;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    all += int64_t(tensors_[i].values.size());
+    if (holds(i)) held += int64_t(tensors_[i].values.size());
+  }
+  if (total) *total = all;
+  return held;
+}
+
+void AdamW::collect() {
+  if (!sharded_) return;
+  const auto bytes = [](auto& v) { return std::as_writable_bytes(std::span(v)); };
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    if (owner_[i] == 0) continue;
+    if (comm_->rank() == 0) {
+      hold(i);
+      for (auto* moment : {&m_[i], &v_[i]}) comm_->receive(owner_[i], bytes(*moment));
+      for (auto* moment : {&m16_[i], &v16_[i]}) comm_->receive(owner_[i], bytes(*moment));
+    } else if (owns(i)) {
+      for (auto* moment : {&m_[i], &v_[i]}) comm_->send(0, bytes(*moment));
+      for (auto* moment : {&m16_[i], &v16_[i]}) comm_->send(0, bytes(*moment));
     }
   }
+}
+
+void AdamW::release() {
+  if (!sharded_) return;
+  for (size_t i = 0; i < tensors_.size(); ++i)
+    if (!owns(i)) drop(i);
 }
 
 void AdamW::zero_grads() {
@@ -78,8 +168,14 @@ void AdamW::zero_grads() {
 
 double AdamW::clip(double max_norm) {
   std::vector<std::span<const float>> grads;
-  for (const TrainedTensor& t : tensors_) grads.push_back(t.grad);
-  const double norm = ops::global_norm<float>(grads);
+  for (size_t i = 0; i < tensors_.size(); ++i)
+    if (owns(i)) grads.push_back(tensors_[i].grad);
+  double norm = ops::global_norm<float>(grads);
+  if (sharded_) {  // each process knows its own tensors' sums alone
+    double squares = norm * norm;
+    comm_->sum(std::span(&squares, 1));
+    norm = std::sqrt(squares);
+  }
   grad_scale_ = max_norm > 0 ? float(ops::clip_scale(norm, max_norm)) : 1.0f;
   return norm;
 }
@@ -89,6 +185,7 @@ void AdamW::step(double lr) {
   ops::AdamWConfig hyper = hyper_;
   hyper.lr = lr;
   for (size_t i = 0; i < tensors_.size(); ++i) {
+    if (!owns(i)) continue;
     const TrainedTensor& t = tensors_[i];
     uint16_t* copy = t.bf16_copy.empty() ? nullptr : t.bf16_copy.data();
     const auto n = int64_t(t.values.size());
@@ -99,11 +196,20 @@ void AdamW::step(double lr) {
       ops::adamw_step(t.values.data(), t.grad.data(), m_[i].data(), v_[i].data(), n, hyper, steps_, t.decay,
                       grad_scale_, copy);
   }
+  if (!sharded_) return;
+  gather_spans_from_owners(*comm_, values(), bounds_);
+  for (size_t i = 0; i < tensors_.size(); ++i) {  // the copies the owners' updates made, made here
+    const TrainedTensor& t = tensors_[i];
+    if (owns(i) || t.bf16_copy.empty()) continue;
+#pragma omp parallel for schedule(static)
+    for (size_t e = 0; e < t.values.size(); ++e) t.bf16_copy[e] = f32_to_bf16(t.values[e]);
+  }
 }
 
 std::vector<MomentSlot> AdamW::slots() {
   std::vector<MomentSlot> out;
   for (size_t i = 0; i < tensors_.size(); ++i) {
+    if (!holds(i)) continue;
     if (hyper_.bf16_moments)
       out.push_back({tensors_[i].name, tensors_[i].shape, nullptr, nullptr, &m16_[i], &v16_[i]});
     else
@@ -126,7 +232,7 @@ void save_moments(const std::filesystem::path& file, std::span<const MomentSlot>
   writer.finish();
 }
 
-int64_t load_moments(const std::filesystem::path& file, std::span<const MomentSlot> slots) {
+int64_t load_moments(const std::filesystem::path& file, std::span<const MomentSlot> slots, bool others) {
   const SafetensorsFile f = SafetensorsFile::open(file);
   std::map<std::string, const SafetensorsEntry*> by_name;
   for (const auto& e : f.entries()) by_name[e.info.name] = &e;
@@ -156,7 +262,7 @@ int64_t load_moments(const std::filesystem::path& file, std::span<const MomentSl
       }
       by_name.erase(it);
     }
-  require(by_name.empty(), file, "tensor '" + (by_name.empty() ? "" : by_name.begin()->first) + "'",
+  require(others || by_name.empty(), file, "tensor '" + (by_name.empty() ? "" : by_name.begin()->first) + "'",
           "not a moment of this model's trained parameters (" + std::to_string(by_name.size()) +
               " such; was the run frozen differently?)");
   auto steps = f.metadata().find(kSteps);

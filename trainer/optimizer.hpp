@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "parallel/communicator.hpp"
 #include "trainer/ops/adamw.hpp"
 #include "trainer/parameters.hpp"
 
@@ -41,7 +42,8 @@ struct MomentSlot {
 // step count; InputError naming the file when a tensor is missing, extra, of another shape or
 // of another dtype (a run resumes with the moments it saved).
 void save_moments(const std::filesystem::path& file, std::span<const MomentSlot> slots, int64_t steps);
-int64_t load_moments(const std::filesystem::path& file, std::span<const MomentSlot> slots);
+// With `others`, the file may hold moments of tensors not in `slots` (another process's share).
+int64_t load_moments(const std::filesystem::path& file, std::span<const MomentSlot> slots, bool others = false);
 // The same over a model's moments (the tensors non-empty in m and v), for the GPU's AdamW.
 void save_moments(const std::filesystem::path& file, Weights<float>& m, Weights<float>& v, const ModelConfig& config,
                   int64_t steps);
@@ -50,6 +52,12 @@ int64_t load_moments(const std::filesystem::path& file, Weights<float>& m, Weigh
 
 // hyper.bf16_moments holds m and v in bf16 (ops::adamw_step_bf16_moments), each tensor's rounding
 // draws seeded by its place and the step.
+//
+// Data parallel (spread): the processes of a run each hold every tensor and its summed gradient
+// and take the same step. Sharded (ZeRO stage 1), each process keeps the moments of its own
+// tensors alone (whole tensors, a contiguous run of about 1/size of the elements) and updates
+// them alone: the gradients' sums go to their owners only, clip's norm is summed over the
+// processes, and step() sends every updated tensor from its owner to the others.
 class AdamW {
  public:
   AdamW(std::vector<TrainedTensor> tensors, const ops::AdamWConfig& hyper);
@@ -63,19 +71,43 @@ class AdamW {
   void step(double lr);
   int64_t steps() const { return steps_; }
 
-  // The moments and the step count (save_moments above), and back.
+  // Over the processes of `comm` (which must outlive it), sharded or not: before any step or load.
+  void spread(Communicator& comm, bool sharded);
+  // The gradients summed over the processes (each tensor's with its owner alone when sharded).
+  void sum_gradients();
+  // Bytes this process sends each step: the gradients' sums, and when sharded the updates.
+  double bytes_sent_per_step() const;
+  // Elements whose moments this process holds, of `total` (every trained element).
+  int64_t held_elements(int64_t* total = nullptr) const;
+  // Sharded: every moment sent to the first process, which save() then writes whole; release()
+  // frees what it was sent. Every process calls both (nothing to do unsharded).
+  void collect();
+  void release();
+
+  // The moments and the step count (save_moments above), and back: this process's share when
+  // sharded, from a file of every moment (written by any number of processes).
   void save(const std::filesystem::path& file) { save_moments(file, slots(), steps_); }
-  void load(const std::filesystem::path& file) { steps_ = load_moments(file, slots()); }
+  void load(const std::filesystem::path& file) { steps_ = load_moments(file, slots(), sharded_); }
 
  private:
-  std::vector<MomentSlot> slots();
+  std::vector<MomentSlot> slots();  // the tensors whose moments this process holds
+  bool owns(size_t i) const { return !sharded_ || owner_[i] == comm_->rank(); }
+  bool holds(size_t i) const;
+  void hold(size_t i);  // zero moments for tensor i
+  void drop(size_t i);
+  std::vector<std::span<float>> grads() const;
+  std::vector<std::span<float>> values() const;
 
   std::vector<TrainedTensor> tensors_;
   ops::AdamWConfig hyper_;
-  std::vector<std::vector<float>> m_, v_;         // per tensor, f32 moments
+  std::vector<std::vector<float>> m_, v_;         // per tensor, f32 moments (empty: not held)
   std::vector<std::vector<uint16_t>> m16_, v16_;  // or bf16 ones
   int64_t steps_ = 0;
   float grad_scale_ = 1;  // clip's, until zero_grads()
+  Communicator* comm_ = nullptr;
+  bool sharded_ = false;
+  std::vector<int> owner_;      // [tensor] its process, when sharded
+  std::vector<size_t> bounds_;  // [size + 1] the owners' runs of the tensors' elements taken in order
 };
 
 }  // namespace upcycle

@@ -1,6 +1,7 @@
 #include "trainer/train.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -14,10 +15,12 @@
 #include "core/random.hpp"
 #include "data/instruction_data.hpp"
 #include "formats/open_checkpoint.hpp"
+#include "parallel/processes.hpp"
 #include "trainer/batches.hpp"
 #include "trainer/collapse_watch.hpp"
 #include "trainer/eval_loss.hpp"
 #include "trainer/lora_init.hpp"
+#include "trainer/optimizer.hpp"
 #include "trainer/run_state.hpp"
 #include "trainer/selection_bias.hpp"
 #include "trainer/tensorboard.hpp"
@@ -40,6 +43,30 @@ struct StepStats {
   int64_t routed = 0;                               // tokens routed in each layer
   double loss() const { return counted ? ce_sum / double(counted) : 0.0; }
 };
+
+// Sums tokens routed and their [L][E] breakdown over the processes.
+void sum_routing(Communicator& comm, int64_t& routed, std::vector<std::vector<int64_t>>& per_expert) {
+  std::vector<int64_t> counts = {routed};
+  for (const auto& layer : per_expert) counts.insert(counts.end(), layer.begin(), layer.end());
+  comm.sum(std::span(counts));
+  routed = counts[0];
+  auto next = counts.begin() + 1;
+  for (auto& layer : per_expert) {
+    std::copy_n(next, layer.size(), layer.begin());
+    next += std::ptrdiff_t(layer.size());
+  }
+}
+
+// The processes' figures of one step summed (counted and tokens are the whole step's on each
+// already: every process samples every micro-batch).
+void sum_over_processes(Communicator& comm, StepStats& s) {
+  std::vector<double> reals = {s.ce_sum, s.aux, s.z};
+  reals.insert(reals.end(), s.entropy.begin(), s.entropy.end());
+  comm.sum(std::span(reals));
+  s.ce_sum = reals[0], s.aux = reals[1], s.z = reals[2];
+  std::copy(reals.begin() + 3, reals.end(), s.entropy.begin());
+  sum_routing(comm, s.routed, s.expert_tokens);
+}
 
 void add_routing(StepStats& s, const LossReport& r) {
   const auto& add = r.expert_tokens;
@@ -158,8 +185,16 @@ class Trainer {
   void write_metrics(const nlohmann::ordered_json& j);
   void start_selection_bias();
   void count_step_routing(const std::vector<MicroBatch>& micro, LossOptions& lo);
+  void check_processes() const;
+  // This process's micro-batches of a step's n: [first, last), a contiguous share.
+  std::pair<size_t, size_t> own_share(size_t n) const {
+    return {n * size_t(comm_.rank()) / size_t(comm_.size()), n * size_t(comm_.rank() + 1) / size_t(comm_.size())};
+  }
+  bool lead() const { return comm_.rank() == 0; }  // the process that logs and writes
 
   const TrainOptions& o_;
+  Communicator& comm_ = processes();
+  AdamW* spread_ = nullptr;  // the engine's optimizer, over the processes when there are several
   int64_t seq_len_ = 0;  // model_seq_len
   std::unique_ptr<ChatEncoder> encoder_;  // loaded for the first text record
   TokenizedData data_, val_;
@@ -180,6 +215,7 @@ class Trainer {
 
 Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   check_out(o);
+  check_processes();
   const bool lora = o.lora.rank > 0 || o.adapter, lora_resume = o.resume && is_peft_adapter_folder(*o.resume);
   if (lora && o.resume && !lora_resume)
     throw InputError(*o.resume, "holds a model, not a LoRA run's adapter: resume a LoRA run from its step folder");
@@ -251,15 +287,21 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
   // A LoRA-MoE over the dense base: its losses are an MoE's, balanced by its adapter's coefficient.
   if (engine_->config().is_moe() && !config_.is_moe()) config_ = engine_->config();
   start_selection_bias();
+  if (comm_.size() > 1) {
+    spread_ = engine_->host_optimizer();  // check_processes: the CPU's engines, which have one
+    spread_->spread(comm_, o.shard_optimizer);
+  }
   if (o.resume) {
     engine_->load_optimizer(*o.resume / kOptimizerFile);
     require(engine_->steps() == state_.step, *o.resume / kOptimizerFile, "its step count differs from the state's");
   }
   sampler_ = std::make_unique<BatchSampler>(data_, seq_len_, o.batch_tokens, o.seed);
   sampler_->seek(state_.cursor);
-  create_out(o.out);
-  metrics_ = open_metrics(o.out / kMetricsFile, state_.step);
-  if (o.tensorboard) tensorboard_ = std::make_unique<TensorBoardWriter>(*o.tensorboard);
+  if (lead()) {
+    create_out(o.out);
+    metrics_ = open_metrics(o.out / kMetricsFile, state_.step);
+    if (o.tensorboard) tensorboard_ = std::make_unique<TensorBoardWriter>(*o.tensorboard);
+  }
   first_step_ = state_.step + 1;
 
   spdlog::info("{} {} on {}: {} parameters, {} trained{}; {} samples{}, {} tokens per micro-batch x {}",
@@ -267,6 +309,28 @@ Trainer::Trainer(const TrainOptions& o, EngineFactory make) : o_(o) {
                data_.samples.size(),
                val_.samples.empty() ? "" : fmt::format(" (+{} for validation)", val_.samples.size()), o.batch_tokens,
                o.grad_accum);
+  if (spread_) {
+    int64_t all = 0;
+    const int64_t held = spread_->held_elements(&all);
+    spdlog::info("data parallel over {} processes: {} micro-batches each per step, gradients summed in rank order, "
+                 "{} sent by each process per step; AdamW's moments of {} of the {} trained parameters here{}",
+                 comm_.size(), o.grad_accum / comm_.size(), format_bytes(spread_->bytes_sent_per_step()), held, all,
+                 o.shard_optimizer ? " (sharded)" : "");
+  }
+}
+
+// Several processes (mpirun -np N) share each step's micro-batches: the CPU's engines alone (the
+// GPU's would need NCCL), and a step that splits evenly.
+void Trainer::check_processes() const {
+  const int n = comm_.size();
+  if (n == 1) return;
+  if (o_.device != "cpu")
+    throw OptionError("device", fmt::format("{} {} runs in one process (this build has no NCCL); it was launched as {}",
+                                            option_name("device"), o_.device, n));
+  if (o_.grad_accum % n != 0)
+    throw OptionError("grad_accum", fmt::format("{} {} does not split over {} processes: each takes an equal share of a "
+                                                "step's micro-batches (give a multiple of {})",
+                                                option_name("grad_accum"), o_.grad_accum, n, n));
 }
 
 // A LoRA run's engine on the device of `make`: the adapter of the step folder it resumes (its
@@ -344,7 +408,8 @@ StepStats Trainer::accumulate() {
   lo.normaliser = std::max<int64_t>(1, s.counted);
   lo.aux_scale = 1.0 / double(o_.grad_accum);
   engine_->zero_grads();
-  for (size_t a = 0; a < micro.size(); ++a) {
+  const auto [first, last] = own_share(micro.size());
+  for (size_t a = first; a < last; ++a) {
     const MicroBatch& mb = micro[a];
     lo.dropout_seed = Rng::stream(o_.seed, fmt::format("lora dropout {} {}", state_.step + 1, a)).next() | 1;
     const LossReport r = engine_->accumulate(mb.batch, mb.targets, lo);
@@ -352,6 +417,10 @@ StepStats Trainer::accumulate() {
     s.aux += r.aux * lo.aux_scale;
     s.z += r.z * lo.aux_scale;
     add_routing(s, r);
+  }
+  if (spread_) {
+    spread_->sum_gradients();
+    sum_over_processes(comm_, s);
   }
   return s;
 }
@@ -387,13 +456,15 @@ void Trainer::count_step_routing(const std::vector<MicroBatch>& micro, LossOptio
   LossOptions routing;
   routing.load_balancing = false;
   routing.selection_bias = lo.selection_bias;
-  for (const MicroBatch& mb : micro) {
-    const LossReport r = engine_->loss(mb.batch, mb.targets, routing);
+  const auto [first, last] = own_share(micro.size());  // not empty: a step splits evenly
+  for (size_t a = first; a < last; ++a) {
+    const LossReport r = engine_->loss(micro[a].batch, micro[a].targets, routing);
     if (lo.balance_counts.empty()) lo.balance_counts.assign(r.expert_tokens.size(), std::vector<int64_t>(r.expert_tokens[0].size(), 0));
     for (size_t l = 0; l < r.expert_tokens.size(); ++l)
       for (size_t e = 0; e < r.expert_tokens[l].size(); ++e) lo.balance_counts[l][e] += r.expert_tokens[l][e];
     lo.balance_tokens += r.routed;
   }
+  if (comm_.size() > 1) sum_routing(comm_, lo.balance_tokens, lo.balance_counts);
 }
 
 // --balance bias on an MoE: zeros for a fresh run, the saved bias for a resumed one (checked
@@ -415,6 +486,7 @@ void Trainer::start_selection_bias() {
 // A line of metrics.jsonl, and with --tensorboard its numbers as scalars: "loss", "val_loss",
 // per layer "load_idlest/layer0", per layer and expert "expert_load/layer0/expert3".
 void Trainer::write_metrics(const nlohmann::ordered_json& j) {
+  if (!lead()) return;
   metrics_ << j.dump() << "\n" << std::flush;
   if (!tensorboard_) return;
   std::vector<std::pair<std::string, double>> scalars;
@@ -433,7 +505,13 @@ void Trainer::write_metrics(const nlohmann::ordered_json& j) {
 }
 
 void Trainer::validate(int64_t step) {
-  const EvalLoss e = evaluate_loss(*engine_, val_, seq_len_, o_.batch_tokens);
+  EvalLoss e = evaluate_loss(*engine_, val_, seq_len_, o_.batch_tokens, {}, comm_.rank(), comm_.size());
+  if (comm_.size() > 1) {  // each process took its share of the micro-batches
+    comm_.sum(std::span(&e.ce_sum, 1));
+    std::array<int64_t, 2> counts = {e.tokens, e.samples};
+    comm_.sum(std::span(counts));
+    e.tokens = counts[0], e.samples = counts[1];
+  }
   const nlohmann::ordered_json j = {
       {"step", step}, {"val_loss", e.loss()}, {"val_ppl", e.ppl()}, {"val_tokens", e.tokens}};
   write_metrics(j);
@@ -451,16 +529,22 @@ std::unique_ptr<Checkpoint> Trainer::weights_to_save() const {
   return weights;
 }
 
+// The lead process writes (sharded moments sent to it first); the others go on to the next step's
+// sums, where they wait for it.
 void Trainer::save(const std::string& folder) {
   const fs::path dir = o_.out / folder;
-  if (const auto adapter = engine_->trained_adapter())
-    save_adapter_checkpoint(dir, *adapter, o_.save_dtype, *engine_, state_, chosen_template());
-  else
-    save_checkpoint(dir, *weights_to_save(), o_.save_dtype, *engine_, state_);
-  if (!o_.keep_all_states && !last_saved_.empty() && fs::absolute(last_saved_) != fs::absolute(dir))
-    drop_optimizer_state(last_saved_);
+  if (spread_) spread_->collect();
+  if (lead()) {
+    if (const auto adapter = engine_->trained_adapter())
+      save_adapter_checkpoint(dir, *adapter, o_.save_dtype, *engine_, state_, chosen_template());
+    else
+      save_checkpoint(dir, *weights_to_save(), o_.save_dtype, *engine_, state_);
+    if (!o_.keep_all_states && !last_saved_.empty() && fs::absolute(last_saved_) != fs::absolute(dir))
+      drop_optimizer_state(last_saved_);
+    spdlog::info("saved {}", dir.string());
+  }
+  if (spread_) spread_->release();
   last_saved_ = dir;
-  spdlog::info("saved {}", dir.string());
 }
 
 TrainResult Trainer::run() {
@@ -495,6 +579,7 @@ TrainResult Trainer::run() {
 }  // namespace
 
 TrainResult train(const TrainOptions& opts, EngineFactory make) {
+  set_peer_timeout(std::chrono::seconds(opts.timeout));
   return Trainer(opts, make ? make : engine_for_device(opts.device)).run();
 }
 

@@ -58,6 +58,8 @@ struct TrainOptions {
   std::string device = "cpu";        // where it runs (engine_for_device)
   std::string precision;             // f32 (the CPU's) or bf16 (the GPU's); empty: the device's
   bool recompute = false;            // LossOptions::recompute: one layer's activations held (CPU)
+  int64_t timeout = 900;             // seconds a process waits on another (parallel/processes.hpp)
+  bool shard_optimizer = false;      // several processes: AdamW's moments sharded (AdamW::spread)
 };
 
 struct TrainResult {
@@ -74,7 +76,10 @@ void check_train_options(const TrainOptions& o);
 
 // InputError for bad data or checkpoints; std::runtime_error naming the step when the loss or
 // the gradient is not finite (the checkpoints written before stay as they were). The model runs
-// on the engine `make` gives (by default that of opts.device).
+// on the engine `make` gives (by default that of opts.device). Launched as several processes
+// (parallel/processes.hpp), each takes an equal share of every step's micro-batches, the
+// gradients are summed over them in rank order and each takes the same AdamW step; the first
+// alone logs and writes.
 TrainResult train(const TrainOptions& opts, EngineFactory make = nullptr);
 
 }  // namespace upcycle

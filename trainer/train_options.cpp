@@ -89,6 +89,12 @@ OptionTable<O> make_table() {
                 [](O& o) -> auto& { return o.tensorboard; }),
       option<O>("overwrite", "start over in a DIR that holds a run", [](O& o) -> auto& { return o.overwrite; }),
       option<O>("device", kDeviceHelp, [](O& o) -> auto& { return o.device; }),
+      option<O>("timeout", "seconds a process of a multi-process run (mpirun -np N upcycle tune) waits on another "
+                "before the run ends with an error naming it; cover the longest checkpoint save",
+                [](O& o) -> auto& { return o.timeout; }),
+      option<O>("shard_optimizer", "several processes: each keeps AdamW's moments of its 1/N share of the trained "
+                "tensors alone and updates them (ZeRO stage 1); checkpoints hold every moment, as always",
+                [](O& o) -> auto& { return o.shard_optimizer; }),
       option<O>("recompute", "keep each layer's input alone and compute the layer again for its gradients: the "
                 "memory of one layer's activations instead of every layer's, for one more forward pass, the same "
                 "bits (CPU)", [](O& o) -> auto& { return o.recompute; }),
@@ -156,6 +162,8 @@ void check_train_options(const TrainOptions& o) {
   if (o.save_count < 0 || (o.save_count > 0 && o.save_every > 0))
     throw OptionError("save_count", option_name("save_count") + " must be positive, and given without " + option_name("save_every"));
   require_positive(double(o.log_every), "log_every");
+  if (o.timeout < 1 || o.timeout > 1'000'000)
+    throw OptionError("timeout", option_name("timeout") + " must lie in [1, 1000000] seconds");
   require_positive(o.bias_rate, "bias_rate");
   require_not_negative(double(o.steps), "steps");
   for (const auto& [key, value] : {std::pair{"stop_at", double(o.stop_at)}, {"save_every", double(o.save_every)},

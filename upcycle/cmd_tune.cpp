@@ -34,7 +34,12 @@ int cmd_tune(const Args& args) {
       "the start), the attention targets shared; the routers train too, and the checkpoints are\n"
       "MixLoRA folders (export --merge-adapter writes its Mixtral). On --device cuda the base is held in\n"
       "bf16 on the GPU, A, B (and the routers' masters) in fp32, trained by the GPU's AdamW; the folders\n"
-      "and the optimizer state are the CPU's, so a run resumes on either device.";
+      "and the optimizer state are the CPU's, so a run resumes on either device.\n"
+      "Several processes: `mpirun -np N upcycle tune ...` (or srun) shares each step's --grad-accum\n"
+      "micro-batches (a multiple of N) among N processes, which sum their gradients in rank order and take the\n"
+      "same step: the run N = 1 would make within rounding, the same bits at the same N. The first\n"
+      "process alone logs and writes; a run resumes at any N; a process silent for --timeout seconds\n"
+      "ends the run (exit 3) naming it.";
   cli::add_options(spec, train_option_table());
   auto vm = cli::parse(spec, args);
   if (!vm) return 0;

@@ -1,5 +1,6 @@
 // `upcycle COMMAND ...`: dispatch, and the one place errors become messages and exit codes
 // (usage 1, bad input 2).
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #ifdef __GLIBC__
@@ -8,6 +9,7 @@
 #include <iostream>
 #include <new>
 
+#include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -15,6 +17,7 @@
 #include "core/option_table.hpp"
 #include "upcycle/commands.hpp"
 #include "upcycle/cuda_plugin.hpp"
+#include "parallel/processes.hpp"
 #include "upcycle/version.hpp"
 
 namespace {
@@ -23,6 +26,7 @@ struct Entry {
   const char* name;
   int (*run)(const upcycle::Args&);
   const char* summary;
+  bool parallel = false;  // runs as several processes (mpirun -np N); the others refuse
 };
 
 const Entry kCommands[] = {
@@ -32,7 +36,7 @@ const Entry kCommands[] = {
     {"init", upcycle::cmd_init, "write a randomly initialised model of a given shape"},
     {"forward", upcycle::cmd_forward, "the logits of a token sequence (f32, CPU) as raw float32"},
     {"bench", upcycle::cmd_bench, "sgemm ceiling, forward and training throughput (dense and MoE)"},
-    {"tune", upcycle::cmd_tune, "instruction-tune a dense or MoE model (AdamW, resumable checkpoints)"},
+    {"tune", upcycle::cmd_tune, "instruction-tune a dense or MoE model (AdamW, resumable checkpoints)", true},
     {"convert", upcycle::cmd_convert, "dense checkpoints into a Mixtral MoE (UpIT, sparse, drop, btx)"},
     {"run", upcycle::cmd_run, "the whole UpIT pipeline from a JSON config, resumable stage by stage"},
     {"eval", upcycle::cmd_eval, "loss and perplexity, exact-match or multiple-choice accuracy on a data set"},
@@ -48,7 +52,44 @@ void print_help() {
       "Usage: upcycle COMMAND [OPTIONS]   (upcycle COMMAND --help for each)\n\nCommands:\n",
       upcycle::kVersion);
   for (const auto& c : kCommands) std::printf("  %-10s %s\n", c.name, c.summary);
-  std::printf("\nOptions:\n  --version  the version and the compiled backends\n  --help     this help\n");
+  std::printf("\nOptions:\n  --version  the version, the compiled backends and whether MPI is in\n  --help     this help\n");
+}
+
+// The command on the processes this one was started among (a rank of mpirun's, or alone), its
+// errors as messages and exit codes; a rank other than the first logs its errors alone.
+int run(const Entry& cmd, int argc, char** argv) {
+  try {
+    upcycle::open_processes(&argc, &argv, std::chrono::seconds(900));
+    upcycle::Communicator& processes = upcycle::processes();
+    if (processes.size() > 1) {
+      if (!cmd.parallel)
+        throw upcycle::UsageError(fmt::format("runs as one process, and it was launched as {} (mpirun -np N): only "
+                                              "tune runs across processes",
+                                              processes.size()));
+      if (processes.rank() > 0) spdlog::set_level(spdlog::level::err);
+      spdlog::set_pattern(fmt::format("[%H:%M:%S] [rank {}] %^%l%$ %v", processes.rank()));
+    }
+    return cmd.run(upcycle::Args(argv + 2, argv + argc));
+  } catch (const upcycle::UsageError& e) {
+    std::fprintf(stderr, "upcycle %s: %s\nTry 'upcycle %s --help'.\n", cmd.name, e.what(), cmd.name);
+    return 1;
+  } catch (const upcycle::OptionError& e) {  // an option found wrong once the model is known
+    std::fprintf(stderr, "upcycle %s: %s\nTry 'upcycle %s --help'.\n", cmd.name,
+                 upcycle::render_option_names(e.what(), true).c_str(), cmd.name);
+    return 1;
+  } catch (const upcycle::InputError& e) {
+    std::fprintf(stderr, "upcycle %s: error: %s\n", cmd.name, e.what());
+    return 2;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "upcycle %s: error: out of memory\n", cmd.name);
+    return 2;
+  } catch (const upcycle::PeerError& e) {
+    std::fprintf(stderr, "upcycle %s: error: %s\n", cmd.name, e.what());
+    return 3;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "upcycle %s: error: %s\n", cmd.name, e.what());
+    return 2;
+  }
 }
 
 }  // namespace
@@ -73,7 +114,8 @@ int main(int argc, char** argv) {
     return argc < 2 ? 1 : 0;
   }
   if (!std::strcmp(argv[1], "--version")) {
-    std::printf("upcycle %s\nbackends: %s\n", upcycle::kVersion, upcycle::kBackends);
+    std::printf("upcycle %s\nbackends: %s\nprocesses: %s\n", upcycle::kVersion, upcycle::kBackends,
+                upcycle::have_mpi() ? "MPI (mpirun -np N upcycle tune)" : "one (built without MPI)");
     return 0;
   }
   const Entry* cmd = nullptr;
@@ -84,23 +126,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   upcycle::register_cuda_device();
-  try {
-    return cmd->run(upcycle::Args(argv + 2, argv + argc));
-  } catch (const upcycle::UsageError& e) {
-    std::fprintf(stderr, "upcycle %s: %s\nTry 'upcycle %s --help'.\n", cmd->name, e.what(), cmd->name);
-    return 1;
-  } catch (const upcycle::OptionError& e) {  // an option found wrong once the model is known
-    std::fprintf(stderr, "upcycle %s: %s\nTry 'upcycle %s --help'.\n", cmd->name,
-                 upcycle::render_option_names(e.what(), true).c_str(), cmd->name);
-    return 1;
-  } catch (const upcycle::InputError& e) {
-    std::fprintf(stderr, "upcycle %s: error: %s\n", cmd->name, e.what());
-    return 2;
-  } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "upcycle %s: error: out of memory\n", cmd->name);
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "upcycle %s: error: %s\n", cmd->name, e.what());
-    return 2;
-  }
+  const int code = run(*cmd, argc, argv);
+  upcycle::close_processes(code);
+  return code;
 }

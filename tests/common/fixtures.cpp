@@ -155,10 +155,12 @@ std::string read_file(const fs::path& path) {
   return s.str();
 }
 
-RunResult run_upcycle(const std::string& args) {
+RunResult run_upcycle(const std::string& args) { return run_upcycle_with("", args); }
+
+RunResult run_upcycle_with(const std::string& prefix, const std::string& args) {
   ScratchDir dir;
   const char* binary = std::getenv("UPCYCLE_BINARY");  // a bundle's, on a machine it was carried to
-  std::string cmd = std::string("'") + (binary ? binary : UPCYCLE_BINARY) + "' " + args + " >'" + (dir / "out").string() + "' 2>'" +
+  std::string cmd = prefix + "'" + (binary ? binary : UPCYCLE_BINARY) + "' " + args + " >'" + (dir / "out").string() + "' 2>'" +
                     (dir / "err").string() + "'";
   int status = std::system(cmd.c_str());
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

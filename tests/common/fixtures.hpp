@@ -76,6 +76,8 @@ struct RunResult {
   std::string out, err;
 };
 RunResult run_upcycle(const std::string& args);
+// The same with a launcher before the binary: `PREFIX upcycle ARGS` ("mpirun -np 2 ").
+RunResult run_upcycle_with(const std::string& prefix, const std::string& args);
 // A path quoted for run_upcycle's shell: 'PATH'.
 inline std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 

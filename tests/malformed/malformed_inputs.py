@@ -411,7 +411,7 @@ def option_cases(c):
                         ("--warmup", "-1"), ("--epochs", "-2"), ("--save-every", "-1"), ("--lora-rank", "-1"),
                         ("--lora-rank", "5000"), ("--lora-alpha", "-1"), ("--lora-dropout", "1"),
                         ("--lora-targets", "qkv"), ("--lora-targets", "q_proj,q_proj"), ("--lora-experts", "-1"),
-                        ("--lora-experts", "300"), ("--lora-top-k", "2")]:
+                        ("--lora-experts", "300"), ("--lora-top-k", "2"), ("--timeout", "0")]:
         args = tune + (["--steps", "2"] if flag != "--steps" else []) + [flag, value]
         c.add(f"options: tune {flag} {value}", args, USAGE, flag, [Path("never")])
     c.add("options: tune --stop-at past the run", tune + ["--steps", "2", "--stop-at", "5"], USAGE, "--stop-at",
