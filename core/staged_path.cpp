@@ -22,13 +22,27 @@ namespace {
 
 constexpr std::string_view kPartial = ".partial-";
 
-// The process that staged `name` (".NAME.partial-PID", or its ".old" during a replace), if any.
+// This machine's name, which staging entries carry: a process id means nothing on another
+// machine sharing the folder (NFS), so only this machine's entries are checked for liveness.
+const std::string& host_name() {
+  static const std::string name = [] {
+    char buf[256] = {};
+    return ::gethostname(buf, sizeof buf - 1) == 0 ? std::string(buf) : std::string();
+  }();
+  return name;
+}
+
+// The process on this machine that staged `name` (".NAME.partial-PID@HOST", or its ".old"
+// during a replace; an entry without "@HOST" is taken as this machine's), if any.
 std::optional<pid_t> staging_process(const std::string& name) {
   if (name.empty() || name[0] != '.') return std::nullopt;
   const size_t at = name.rfind(kPartial);
   if (at == std::string::npos) return std::nullopt;
-  std::string_view digits = std::string_view(name).substr(at + kPartial.size());
-  if (digits.ends_with(".old")) digits.remove_suffix(4);
+  std::string_view rest = std::string_view(name).substr(at + kPartial.size());
+  if (rest.ends_with(".old")) rest.remove_suffix(4);
+  const size_t host_at = rest.find('@');
+  if (host_at != std::string_view::npos && rest.substr(host_at + 1) != host_name()) return std::nullopt;
+  const std::string_view digits = rest.substr(0, host_at);
   pid_t pid = 0;
   const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), pid);
   if (ec != std::errc() || end != digits.data() + digits.size() || pid <= 0) return std::nullopt;
@@ -57,7 +71,7 @@ StagedPath::StagedPath(fs::path final_path, bool overwrite) : final_(std::move(f
   require(fs::is_directory(parent), final_, "the folder it goes in does not exist");
   require(overwrite || !fs::exists(final_), final_, "already exists (pass --overwrite to replace it)");
   remove_stale_staging(parent);
-  temp_ = parent / ("." + final_.filename().string() + std::string(kPartial) + std::to_string(::getpid()));
+  temp_ = parent / ("." + final_.filename().string() + std::string(kPartial) + std::to_string(::getpid()) + "@" + host_name());
   std::error_code ec;
   fs::remove_all(temp_, ec);
 }

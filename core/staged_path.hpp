@@ -28,9 +28,10 @@ class StagedPath {
   bool overwrite_, committed_ = false;
 };
 
-// Removes the staging entries (".NAME.partial-PID", and their ".old") in `folder` whose process
-// no longer runs on this machine: what a killed writer left, each up to a whole checkpoint. Every
-// StagedPath does this in its folder; each removal is logged.
+// Removes the staging entries (".NAME.partial-PID@HOST", and their ".old") in `folder` whose
+// process no longer runs on this machine: what a killed writer left, each up to a whole
+// checkpoint. Entries of other machines sharing the folder are left alone. Every StagedPath does
+// this in its folder; each removal is logged.
 void remove_stale_staging(const std::filesystem::path& folder);
 
 // Writes `text` to `path` (replacing it); InputError naming the path on failure.

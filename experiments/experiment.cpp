@@ -7,6 +7,7 @@
 
 #include "core/checkpoint.hpp"
 #include "core/error.hpp"
+#include "core/file_lock.hpp"
 #include "core/json_file.hpp"
 #include "core/staged_path.hpp"
 #include "data/jsonl.hpp"
@@ -37,6 +38,15 @@ double timed_stage(const fs::path& done, const fs::path& time_file, F&& stage) {
   fs::create_directories(time_file.parent_path());
   replace_text_file(time_file, json{{"seconds", seconds}}.dump() + "\n");
   return seconds;
+}
+
+// timed_stage of a tuning into dir that cells running at once share (the base and dense runs):
+// under the lock beside dir, so that one process runs it and the others wait, then find it done.
+template <class F>
+void shared_tuning(const fs::path& dir, const std::string& name, F&& stage) {
+  fs::create_directories(dir.parent_path());
+  const FileLock lock(lock_file_of(dir), name + " " + dir.string());
+  timed_stage(dir / "final", dir / kTimeFile, stage);
 }
 
 // A model as the stages take it: a checkpoint, with an adapter folder on it under LoRA experts.
@@ -75,8 +85,8 @@ fs::path dense_run_for(const ExperimentMethod& m, const ExperimentOptions& o) {
   const fs::path dir = o.dense_dir.string() + fmt::format("-k{}", o.experts);
   TrainOptions t = o.dense_tune;
   t.save_count = o.experts;
-  timed_stage(dir / "final", dir / kTimeFile,
-              [&] { tune(t, {dense_start(o), {}}, o.train, dir, o.seed, fmt::format("dense run saving {}", o.experts)); });
+  const std::string name = fmt::format("dense run saving {}", o.experts);
+  shared_tuning(dir, name, [&] { tune(t, {dense_start(o), {}}, o.train, dir, o.seed, name); });
   return dir;
 }
 
@@ -226,12 +236,11 @@ int64_t active_parameters(const Checkpoint& model) {
 std::vector<MethodResult> run_experiment(const ExperimentOptions& o) {
   const fs::path start = dense_start(o);
   if (o.base_tune) {
-    timed_stage(o.base_dir / "final", o.base_dir / kTimeFile, [&] {
+    shared_tuning(o.base_dir, "base", [&] {
       tune(*o.base_tune, {o.init, {}}, o.base_train.empty() ? o.train : o.base_train, o.base_dir, o.base_seed, "base");
     });
   }
-  timed_stage(o.dense_dir / "final", o.dense_dir / kTimeFile,
-              [&] { tune(o.dense_tune, {start, {}}, o.train, o.dense_dir, o.seed, "dense run"); });
+  shared_tuning(o.dense_dir, "dense run", [&] { tune(o.dense_tune, {start, {}}, o.train, o.dense_dir, o.seed, "dense run"); });
   std::vector<MethodResult> results;
   for (const std::string& name : o.methods) {
     const ExperimentMethod* m = find_experiment_method(name);

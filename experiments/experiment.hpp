@@ -10,7 +10,8 @@
 // With LoRA experts (dense_tune.lora.rank > 0) the dense run trains an adapter on the model it
 // starts from, which stays frozen; its adapters are the pool, the MoEs LoRA-MoEs over that model
 // (convert --adapters), and every later stage is that model with an adapter folder.
-// Every stage is skipped when its result exists, so an interrupted experiment resumes.
+// Every stage is skipped when its result exists, so an interrupted experiment resumes. The base
+// and dense runs, which experiments run at once may share, run under a lock beside their folder.
 #pragma once
 #include <cstdint>
 #include <filesystem>

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
+#include "core/file_lock.hpp"
 #include "data/synthetic_tasks.hpp"
 #include "formats/checkpoint_writer.hpp"
 #include "formats/model_presets.hpp"
@@ -56,6 +57,8 @@ std::vector<fs::path> dense_checkpoints(const fs::path& dir) {
 void synth_data(const fs::path& file, const std::string& split, int64_t n, uint64_t seed) {
   if (fs::exists(file)) return;
   fs::create_directories(file.parent_path());
+  const FileLock lock(lock_file_of(file), file.string());
+  if (fs::exists(file)) return;  // another process made it while this one waited
   SynthOptions o;
   o.n = n;
   o.seed = seed;
@@ -65,6 +68,9 @@ void synth_data(const fs::path& file, const std::string& split, int64_t n, uint6
 
 void init_demo_model(const fs::path& dir, uint64_t seed) {
   if (fs::exists(dir)) return;
+  fs::create_directories(dir.parent_path());
+  const FileLock lock(lock_file_of(dir), dir.string());
+  if (fs::exists(dir)) return;  // another process made it while this one waited
   const ModelConfig config = ModelConfig::from_json(*preset_config("demo"), "preset demo");
   const auto model = random_init(config, seed, DType::F32, 0, byte_tokenizer_files());
   WriteOptions w;

@@ -1,5 +1,7 @@
 // The pieces every pipeline is made of (`run`, `demo`, `sweep`): each stage a typed call,
-// skipped when its result exists, resumed when it can be.
+// skipped when its result exists, resumed when it can be. The data and the initial model, which
+// sweep cells run at once share, are made under a lock beside them (core/file_lock.hpp): one
+// process makes each, the others wait and then find it made.
 #pragma once
 #include <cstdint>
 #include <filesystem>

@@ -1,14 +1,18 @@
 #include "experiments/sweep.hpp"
 
 #include <algorithm>
+#include <optional>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include "core/error.hpp"
+#include "core/file_lock.hpp"
 #include "core/progress.hpp"
 #include "experiments/methods.hpp"
 #include "experiments/stages.hpp"
+#include "report/row_file.hpp"
 #include "report/sweep_report.hpp"
 
 namespace upcycle {
@@ -41,29 +45,6 @@ std::string joined(const std::vector<T>& items) {
   return fmt::format("{}", fmt::join(items, ","));
 }
 
-// One experiment of the grid: a method at an expert count (1 for dense) on one data size and repeat.
-struct Cell {
-  int64_t data;
-  int repeat;
-  std::string method;
-  int experts;
-};
-
-std::vector<Cell> grid(const std::vector<int64_t>& sizes, int repeats, const std::vector<std::string>& methods,
-                       const std::vector<int64_t>& experts) {
-  std::vector<Cell> cells;
-  for (int64_t n : sizes)
-    for (int r = 0; r < repeats; ++r)
-      for (const std::string& m : methods) {
-        if (m == "dense") {
-          cells.push_back({n, r, m, 1});
-          continue;
-        }
-        for (int64_t e : experts) cells.push_back({n, r, m, int(e)});
-      }
-  return cells;
-}
-
 OptionTable<O> make_table() {
   OptionTable<O> t = {
       text_option<O>("experts", "expert counts of the MoE methods", [](O& o) -> auto& { return o.experts; },
@@ -81,6 +62,65 @@ OptionTable<O> make_table() {
   };
   add_settings_rows(t, [](O& o) -> auto& { return o.settings; });
   return t;
+}
+
+// The folder of a data size and repeat: its data and dense run, shared by its cells.
+fs::path size_folder(const O& s, const SweepCell& c) { return s.out / fmt::format("n{}-r{}", c.data, c.repeat); }
+
+// The folder of a cell's method: results, models, evaluations and sweep_row.json.
+fs::path cell_folder(const O& s, const SweepCell& c) {
+  const fs::path base = size_folder(s, c);
+  return (c.method == "dense" ? base : base / fmt::format("e{}", c.experts)) / c.method;
+}
+
+fs::path row_file(const O& s, const SweepCell& c) { return cell_folder(s, c) / "sweep_row.json"; }
+
+fs::path test_data(const O& s) { return s.out / "test.jsonl"; }
+
+// The experiment of one cell: its method on its data size, with its repeat's seed, initial model
+// and base tuning; the shared data made here unless it exists.
+ExperimentOptions cell_experiment(const O& s, const SweepCell& c) {
+  const uint64_t seed = s.settings.seed + uint64_t(c.repeat);
+  const fs::path base = size_folder(s, c);
+  ExperimentOptions o;
+  o.test = test_data(s);
+  synth_data(o.test, "test", s.settings.test_samples, s.settings.seed);
+  o.heldout = synth_heldout_sets(s.out, s.settings.test_samples, s.settings.seed);
+  o.train = base / "train.jsonl";
+  synth_data(o.train, "train", c.data, seed);
+  o.init = initial_model(s.settings, s.out / fmt::format("init-r{}", c.repeat), seed);
+  o.dense_dir = base / "dense-run";
+  o.out = cell_folder(s, c).parent_path();
+  o.methods = {c.method};
+  o.experts = c.experts;
+  o.top_k = s.settings.top_k;
+  o.seed = seed;
+  o.base_seed = seed;
+  set_experiment_tunings(s.settings, {0, s.dense_epochs}, {0, s.epochs}, o);
+  if (o.base_tune) {
+    o.base_dir = s.out / fmt::format("base-r{}", c.repeat);
+    o.base_train = s.out / fmt::format("base-r{}.jsonl", c.repeat);
+    synth_data(o.base_train, "train", s.base_samples, seed + 1000);
+  }
+  return o;
+}
+
+// The report's first paragraph: the grid and its settings, and how much of it the report holds.
+std::string setup_text(const O& s, const std::vector<SweepCell>& cells, const std::vector<size_t>& missing) {
+  std::string missing_text;
+  for (size_t i : missing) missing_text += fmt::format("{}cell {} ({})", missing_text.empty() ? "" : "; ", i, cell_name(cells[i]));
+  return fmt::format(
+      "Grid: training data {} samples, methods {}, experts {}, {} repeat(s); {}the dense run {} epoch(s) saving {} "
+      "checkpoints, each method {} epoch(s); top-{}; test set {} ({} samples); seed {}. {}",
+      joined(s.data), joined(s.methods), joined(s.experts), s.repeats,
+      s.settings.base_steps > 0 ? fmt::format("a base tuning of {} steps per repeat on {} other samples, then ",
+                                              s.settings.base_steps, s.base_samples)
+                                : std::string(),
+      s.dense_epochs, s.settings.checkpoints, s.epochs, s.settings.top_k, test_data(s).string(), s.settings.test_samples,
+      s.settings.seed,
+      missing.empty() ? fmt::format("All {} cells of the grid are in this report.", cells.size())
+                      : fmt::format("{} of the grid's {} cells are in this report; missing (not finished): {}.",
+                                    cells.size() - missing.size(), cells.size(), missing_text));
 }
 
 }  // namespace
@@ -102,55 +142,75 @@ void check_sweep_options(const O& s) {
   require_positive(double(s.base_samples), "base_samples");
 }
 
-void run_sweep(const O& s) {
-  const fs::path& out = s.out;
-  const uint64_t seed = s.settings.seed;
-  const int64_t base_steps = s.settings.base_steps;
-  fs::create_directories(out);
-  const fs::path test = out / "test.jsonl";
-  synth_data(test, "test", s.settings.test_samples, seed);
-  const std::vector<HeldoutSet> heldout = synth_heldout_sets(out, s.settings.test_samples, seed);
-  const std::vector<Cell> cells = grid(s.data, s.repeats, s.methods, s.experts);
+std::vector<SweepCell> sweep_cells(const O& s) {
+  std::vector<SweepCell> grid;
+  for (int64_t n : s.data)
+    for (int r = 0; r < s.repeats; ++r)
+      for (const std::string& m : s.methods) {
+        if (m == "dense") grid.push_back({n, r, m, 1, grid.size()});
+        else
+          for (int64_t e : s.experts) grid.push_back({n, r, m, int(e), grid.size()});
+      }
+  // The first cell of each data size and repeat: its dense cell (no conversion: the quickest),
+  // else its first.
+  const bool dense = std::find(s.methods.begin(), s.methods.end(), "dense") != s.methods.end();
+  auto first = [&](const SweepCell& c) {
+    return dense ? c.method == "dense" : c.method == s.methods.front() && c.experts == s.experts.front();
+  };
+  std::stable_partition(grid.begin(), grid.end(), first);
+  return grid;
+}
+
+size_t sweep_first_cells(const O& s) { return s.data.size() * size_t(s.repeats); }
+
+std::string cell_name(const SweepCell& c) {
+  return fmt::format("{} samples, repeat {}, {}{}", c.data, c.repeat, c.method,
+                     c.method == "dense" ? "" : fmt::format(" with {} experts", c.experts));
+}
+
+void run_sweep_cell(const O& s, const SweepCell& c) {
+  const fs::path row = row_file(s, c), folder = cell_folder(s, c);
+  if (fs::exists(row)) {
+    spdlog::info("cell {}: done, skipped ({})", cell_name(c), row.string());
+    return;
+  }
+  fs::create_directories(folder.parent_path());
+  const FileLock lock(lock_file_of(folder), "cell " + cell_name(c));
+  if (fs::exists(row)) return;  // another process ran it while this one waited
+  spdlog::info("running cell {} in {}", cell_name(c), folder.string());
+  const ExperimentOptions o = cell_experiment(s, c);
+  write_row_file(row, {c.data, c.repeat, o.seed, run_experiment(o).at(0)});
+}
+
+std::vector<size_t> report_sweep(const O& s) {
+  const std::vector<SweepCell> cells = sweep_cells(s);
+  std::vector<std::optional<RepeatRow>> by_row(cells.size());  // in sweep.csv's order
+  std::vector<size_t> missing;
+  for (size_t i = 0; i < cells.size(); ++i) {
+    const fs::path row = row_file(s, cells[i]);
+    if (fs::exists(row)) by_row[cells[i].row] = read_row_file(row);
+    else missing.push_back(i);
+  }
+  if (missing.size() == cells.size())
+    throw InputError(s.out, fmt::format("no cell of the grid's {} is done: nothing to report", cells.size()));
   std::vector<RepeatRow> rows;
+  for (std::optional<RepeatRow>& row : by_row)
+    if (row) rows.push_back(std::move(*row));
+  write_sweep_report(s.out, rows, setup_text(s, cells, missing));
+  return missing;
+}
+
+void run_sweep(const O& s) {
+  const std::vector<SweepCell> cells = sweep_cells(s);
   Progress progress("sweep", cells.size(), "cells");
-  for (const Cell& c : cells) {
-    const uint64_t cell_seed = seed + uint64_t(c.repeat);
-    const fs::path base = out / fmt::format("n{}-r{}", c.data, c.repeat);
-    ExperimentOptions o;
-    o.train = base / "train.jsonl";
-    o.test = test;
-    o.heldout = heldout;
-    synth_data(o.train, "train", c.data, cell_seed);
-    o.init = initial_model(s.settings, out / fmt::format("init-r{}", c.repeat), cell_seed);
-    o.dense_dir = base / "dense-run";
-    o.out = c.method == "dense" ? base : base / fmt::format("e{}", c.experts);
-    o.methods = {c.method};
-    o.experts = c.experts;
-    o.top_k = s.settings.top_k;
-    o.seed = cell_seed;
-    o.base_seed = cell_seed;
-    set_experiment_tunings(s.settings, {0, s.dense_epochs}, {0, s.epochs}, o);
-    if (o.base_tune) {
-      o.base_dir = out / fmt::format("base-r{}", c.repeat);
-      o.base_train = out / fmt::format("base-r{}.jsonl", c.repeat);
-      synth_data(o.base_train, "train", s.base_samples, cell_seed + 1000);
-    }
-    spdlog::info("sweep cell {}/{}: {} samples, repeat {}, {}{}", rows.size() + 1, cells.size(), c.data, c.repeat, c.method,
-                 c.method == "dense" ? "" : fmt::format(" with {} experts", c.experts));
-    rows.push_back({c.data, c.repeat, cell_seed, run_experiment(o).at(0)});
+  for (size_t i = 0; i < cells.size(); ++i) {
+    spdlog::info("sweep: cell {} of {} (--cell {})", i + 1, cells.size(), i);
+    run_sweep_cell(s, cells[i]);
     progress.advance(1);
   }
   progress.finish();
-  const std::string setup = fmt::format(
-      "Grid: training data {} samples, methods {}, experts {}, {} repeat(s); {}the dense run {} epoch(s) saving {} "
-      "checkpoints, each method {} epoch(s); top-{}; test set {} ({} samples); seed {}.",
-      joined(s.data), joined(s.methods), joined(s.experts), s.repeats,
-      base_steps > 0 ? fmt::format("a base tuning of {} steps per repeat on {} other samples, then ", base_steps,
-                                   s.base_samples)
-                     : std::string(),
-      s.dense_epochs, s.settings.checkpoints, s.epochs, s.settings.top_k, test.string(), s.settings.test_samples, seed);
-  write_sweep_report(out, rows, setup);
-  spdlog::info("sweep done: {}", (out / "report.md").string());
+  report_sweep(s);
+  spdlog::info("sweep done: {}", (s.out / "report.md").string());
 }
 
 }  // namespace upcycle

@@ -1,10 +1,13 @@
 // The processes over MPI: point-to-point messages, each wait polled against a deadline so that a
 // peer that died or hangs is named rather than waited on forever.
 #include <mpi.h>
+#include <omp.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -173,6 +176,28 @@ class MpiProcesses final : public Communicator {
 SingleProcess g_single;
 std::unique_ptr<MpiProcesses> g_mpi;
 
+// Processes on this machine, from the launchers' environment (0: not said).
+int local_processes() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
+    if (const char* v = std::getenv(name)) return std::max(0, std::atoi(v));
+  return 0;
+}
+
+// OpenMP starts as many threads as the process may run on cores. Processes that a launcher did
+// not bind to cores of their own (mpirun --bind-to none, srun without binding) would each start
+// one per core, and their threads spin against each other: on 2 cores, 2 processes of 2 threads
+// trained a tiny model 10x slower than of 1. Unless OMP_NUM_THREADS says otherwise, each then
+// takes its share of the cores.
+void share_cores() {
+  const int local = local_processes();
+  cpu_set_t set;
+  if (std::getenv("OMP_NUM_THREADS") || local <= 1 || sched_getaffinity(0, sizeof set, &set) != 0) return;
+  const int cpus = CPU_COUNT(&set);
+  if (cpus < int(std::thread::hardware_concurrency())) return;  // bound: the launcher shared them
+  omp_set_num_threads(std::max(1, cpus / local));
+  spdlog::debug("{} processes on this machine, not bound to cores: {} threads each", local, std::max(1, cpus / local));
+}
+
 }  // namespace
 
 bool have_mpi() { return true; }
@@ -182,6 +207,7 @@ void open_processes(int* argc, char*** argv, std::chrono::seconds timeout) {
   int provided = 0;
   MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
   g_mpi = std::make_unique<MpiProcesses>(timeout);
+  share_cores();
 }
 
 Communicator& processes() { return g_mpi ? static_cast<Communicator&>(*g_mpi) : g_single; }

@@ -1,6 +1,7 @@
 #include "trainer/optimizer.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 #include <stdexcept>
@@ -61,24 +62,28 @@ std::vector<TrainedTensor> trained_tensors(Weights<float>& weights, Weights<floa
 AdamW::AdamW(std::vector<TrainedTensor> tensors, const ops::AdamWConfig& hyper)
     : tensors_(std::move(tensors)), hyper_(hyper) {
   m_.resize(tensors_.size()), v_.resize(tensors_.size()), m16_.resize(tensors_.size()), v16_.resize(tensors_.size());
+  for (const TrainedTensor& t : tensors_)
+    if (t.values.size() != t.grad.size()) throw std::logic_error("AdamW: " + t.name + "'s gradient has another size");
+}
+
+// The moments are made at the first step, save or load, so that a sharded optimizer never
+// touches the pages of the moments it does not own (a heap that is never trimmed would keep them).
+void AdamW::place() {
+  if (placed_) return;
+  placed_ = true;
   for (size_t i = 0; i < tensors_.size(); ++i) {
-    if (tensors_[i].values.size() != tensors_[i].grad.size())
-      throw std::logic_error("AdamW: " + tensors_[i].name + "'s gradient has another size");
-    hold(i);
+    if (!owns(i)) continue;
+    const size_t n = tensors_[i].values.size();
+    if (hyper_.bf16_moments) m16_[i].assign(n, 0), v16_[i].assign(n, 0);
+    else m_[i].assign(n, 0.0f), v_[i].assign(n, 0.0f);
   }
 }
 
-void AdamW::hold(size_t i) {
-  const size_t n = tensors_[i].values.size();
-  if (hyper_.bf16_moments) m16_[i].assign(n, 0), v16_[i].assign(n, 0);
-  else m_[i].assign(n, 0.0f), v_[i].assign(n, 0.0f);
+// Tensor i's two moments as bytes (bf16 or f32, as held).
+std::array<std::span<std::byte>, 2> AdamW::moment_bytes(size_t i) {
+  if (hyper_.bf16_moments) return {std::as_writable_bytes(std::span(m16_[i])), std::as_writable_bytes(std::span(v16_[i]))};
+  return {std::as_writable_bytes(std::span(m_[i])), std::as_writable_bytes(std::span(v_[i]))};
 }
-
-void AdamW::drop(size_t i) {
-  m_[i] = {}, v_[i] = {}, m16_[i] = {}, v16_[i] = {};
-}
-
-bool AdamW::holds(size_t i) const { return hyper_.bf16_moments ? !m16_[i].empty() : !m_[i].empty(); }
 
 std::vector<std::span<float>> AdamW::grads() const {
   std::vector<std::span<float>> out;
@@ -93,6 +98,7 @@ std::vector<std::span<float>> AdamW::values() const {
 }
 
 void AdamW::spread(Communicator& comm, bool sharded) {
+  if (placed_) throw std::logic_error("AdamW::spread after the moments were made");
   comm_ = &comm;
   sharded_ = sharded && comm.size() > 1;
   if (!sharded_) return;
@@ -110,8 +116,6 @@ void AdamW::spread(Communicator& comm, bool sharded) {
     while (rank < size_t(owner_.back())) bounds_[++rank] = at;
     at += t.values.size();
   }
-  for (size_t i = 0; i < tensors_.size(); ++i)
-    if (!owns(i)) drop(i);
 }
 
 void AdamW::sum_gradients() {
@@ -133,32 +137,45 @@ int64_t AdamW::held_elements(int64_t* total) const {
   int64_t held = 0, all = 0;
   for (size_t i = 0; i < tensors_.size(); ++i) {
     all += int64_t(tensors_[i].values.size());
-    if (holds(i)) held += int64_t(tensors_[i].values.size());
+    if (owns(i)) held += int64_t(tensors_[i].values.size());
   }
   if (total) *total = all;
   return held;
 }
 
-void AdamW::collect() {
-  if (!sharded_) return;
-  const auto bytes = [](auto& v) { return std::as_writable_bytes(std::span(v)); };
-  for (size_t i = 0; i < tensors_.size(); ++i) {
-    if (owner_[i] == 0) continue;
-    if (comm_->rank() == 0) {
-      hold(i);
-      for (auto* moment : {&m_[i], &v_[i]}) comm_->receive(owner_[i], bytes(*moment));
-      for (auto* moment : {&m16_[i], &v16_[i]}) comm_->receive(owner_[i], bytes(*moment));
-    } else if (owns(i)) {
-      for (auto* moment : {&m_[i], &v_[i]}) comm_->send(0, bytes(*moment));
-      for (auto* moment : {&m16_[i], &v16_[i]}) comm_->send(0, bytes(*moment));
-    }
-  }
+void AdamW::serve_save() {
+  if (!sharded_ || comm_->rank() == 0) return;
+  place();
+  for (const int second : {0, 1})  // in the order save() writes them: every m, then every v
+    for (size_t i = 0; i < tensors_.size(); ++i)
+      if (owns(i)) comm_->send(0, moment_bytes(i)[size_t(second)]);
 }
 
-void AdamW::release() {
-  if (!sharded_) return;
-  for (size_t i = 0; i < tensors_.size(); ++i)
-    if (!owns(i)) drop(i);
+void AdamW::save(const std::filesystem::path& file) {
+  place();
+  if (!sharded_) {
+    save_moments(file, slots(), steps_);
+    return;
+  }
+  // Every tensor's moments, this process's from memory and the others' as their owners send
+  // them (serve_save), one tensor at a time: the file a single process would write.
+  const DType dtype = hyper_.bf16_moments ? DType::BF16 : DType::F32;
+  std::vector<TensorInfo> infos;
+  for (const char* prefix : {"exp_avg.", "exp_avg_sq."})
+    for (const TrainedTensor& t : tensors_) infos.push_back({prefix + t.name, dtype, t.shape});
+  SafetensorsWriter writer(file, infos, {{kSteps, std::to_string(steps_)}});
+  for (const int second : {0, 1})
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const TensorInfo& info = infos[size_t(second) * tensors_.size() + i];
+      if (owns(i)) {
+        writer.write(Tensor::borrowed(dtype, info.shape, unowned(moment_bytes(i)[size_t(second)])));
+        continue;
+      }
+      auto bytes = std::make_shared<std::vector<std::byte>>(tensors_[i].values.size() * (hyper_.bf16_moments ? 2 : 4));
+      comm_->receive(owner_[i], *bytes);
+      writer.write(Tensor::borrowed(dtype, info.shape, std::shared_ptr<const std::byte>(bytes, bytes->data())));
+    }
+  writer.finish();
 }
 
 void AdamW::zero_grads() {
@@ -181,6 +198,7 @@ double AdamW::clip(double max_norm) {
 }
 
 void AdamW::step(double lr) {
+  place();
   ++steps_;
   ops::AdamWConfig hyper = hyper_;
   hyper.lr = lr;
@@ -207,9 +225,10 @@ void AdamW::step(double lr) {
 }
 
 std::vector<MomentSlot> AdamW::slots() {
+  place();
   std::vector<MomentSlot> out;
   for (size_t i = 0; i < tensors_.size(); ++i) {
-    if (!holds(i)) continue;
+    if (!owns(i)) continue;
     if (hyper_.bf16_moments)
       out.push_back({tensors_[i].name, tensors_[i].shape, nullptr, nullptr, &m16_[i], &v16_[i]});
     else

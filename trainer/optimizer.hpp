@@ -2,6 +2,7 @@
 // tensors left out and without moments) or any others, such as a LoRA adapter's A and B.
 #pragma once
 #include <cstdint>
+#include <array>
 #include <filesystem>
 #include <span>
 #include <string>
@@ -79,27 +80,27 @@ class AdamW {
   double bytes_sent_per_step() const;
   // Elements whose moments this process holds, of `total` (every trained element).
   int64_t held_elements(int64_t* total = nullptr) const;
-  // Sharded: every moment sent to the first process, which save() then writes whole; release()
-  // frees what it was sent. Every process calls both (nothing to do unsharded).
-  void collect();
-  void release();
+  // Sharded, on every process but the first: sends its moments to the first, whose save() writes
+  // them; called while the first saves (nothing to do unsharded or on the first).
+  void serve_save();
 
-  // The moments and the step count (save_moments above), and back: this process's share when
-  // sharded, from a file of every moment (written by any number of processes).
-  void save(const std::filesystem::path& file) { save_moments(file, slots(), steps_); }
+  // The moments and the step count (save_moments above), and back: sharded, save() (on the first
+  // process) writes every moment, the others' as they send them (serve_save), a tensor at a time,
+  // and load() takes this process's share from a file of every moment (written at any N).
+  void save(const std::filesystem::path& file);
   void load(const std::filesystem::path& file) { steps_ = load_moments(file, slots(), sharded_); }
 
  private:
   std::vector<MomentSlot> slots();  // the tensors whose moments this process holds
   bool owns(size_t i) const { return !sharded_ || owner_[i] == comm_->rank(); }
-  bool holds(size_t i) const;
-  void hold(size_t i);  // zero moments for tensor i
-  void drop(size_t i);
+  void place();
+  std::array<std::span<std::byte>, 2> moment_bytes(size_t i);
   std::vector<std::span<float>> grads() const;
   std::vector<std::span<float>> values() const;
 
   std::vector<TrainedTensor> tensors_;
   ops::AdamWConfig hyper_;
+  bool placed_ = false;                           // the moments made (place())
   std::vector<std::vector<float>> m_, v_;         // per tensor, f32 moments (empty: not held)
   std::vector<std::vector<uint16_t>> m16_, v16_;  // or bf16 ones
   int64_t steps_ = 0;

@@ -529,11 +529,11 @@ std::unique_ptr<Checkpoint> Trainer::weights_to_save() const {
   return weights;
 }
 
-// The lead process writes (sharded moments sent to it first); the others go on to the next step's
-// sums, where they wait for it.
+// The lead process writes (the others sending it their shares of sharded moments meanwhile),
+// then the others wait for it at the next step's sums.
 void Trainer::save(const std::string& folder) {
   const fs::path dir = o_.out / folder;
-  if (spread_) spread_->collect();
+  if (spread_) spread_->serve_save();
   if (lead()) {
     if (const auto adapter = engine_->trained_adapter())
       save_adapter_checkpoint(dir, *adapter, o_.save_dtype, *engine_, state_, chosen_template());
@@ -543,7 +543,6 @@ void Trainer::save(const std::string& folder) {
       drop_optimizer_state(last_saved_);
     spdlog::info("saved {}", dir.string());
   }
-  if (spread_) spread_->release();
   last_saved_ = dir;
 }
 

@@ -1,9 +1,11 @@
 #include "upcycle/cli.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cmath>
 #include <iostream>
+#include <string_view>
 
 #include "core/error.hpp"
 
@@ -71,6 +73,16 @@ uint64_t parse_size(const std::string& text, const std::string& option) {
   if (scale < 0 || !std::isfinite(bytes) || bytes < 1 || bytes > 1e15)
     throw UsageError("--" + option + ": '" + text + "' is not a size between 1 B and 1 PB");
   return uint64_t(bytes);
+}
+
+std::string shell_quote(const std::string& word) {
+  const bool plain = !word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("@%+=:,./_-").find(c) != std::string_view::npos;
+  });
+  if (plain) return word;
+  std::string quoted = "'";
+  for (char c : word) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
 }
 
 nlohmann::json option_value(ValueKind kind, const std::string& key, const std::vector<std::string>& texts) {

@@ -53,6 +53,17 @@ void read_options(const po::variables_map& vm, const OptionTable<S>& table, S& i
 // A command-line text as the JSON value a kind takes; UsageError naming the flag otherwise.
 nlohmann::json option_value(ValueKind kind, const std::string& key, const std::vector<std::string>& texts);
 
+// The options of `values` that differ from the defaults (S{}), as the command-line words that
+// set them ("--lr=0.003", in the table's order): read_options reads them back to `values`,
+// whatever order and spelling the user wrote. "--flag=value" keeps a value that starts with '-'
+// a value.
+template <class S>
+std::vector<std::string> option_words(const OptionTable<S>& table, const S& values);
+
+// `word` as a POSIX shell reads it back: as it is when no shell treats any of its characters
+// specially, else in single quotes (each ' written '\'').
+std::string shell_quote(const std::string& word);
+
 template <class S>
 void add_options(Spec& spec, const OptionTable<S>& table, const S& defaults) {
   for (const OptionRow<S>& row : table) {
@@ -86,6 +97,26 @@ void read_options(const po::variables_map& vm, const OptionTable<S>& table, S& i
   } catch (const OptionError& e) {
     throw UsageError(render_option_names(e.what(), true));
   }
+}
+
+template <class S>
+std::vector<std::string> option_words(const OptionTable<S>& table, const S& values) {
+  const S defaults{};
+  std::vector<std::string> words;
+  for (const OptionRow<S>& row : table) {
+    const nlohmann::json value = row.get(values);
+    if (value.is_null() || value == row.get(defaults)) continue;
+    const std::string flag = option_flag(row.key);
+    if (row.kind == ValueKind::Switch) {
+      if (value.get<bool>()) words.push_back(flag);
+    } else if (row.kind == ValueKind::TextList) {
+      words.push_back(flag);
+      for (const auto& item : value) words.push_back(item.get<std::string>());
+    } else {
+      words.push_back(flag + "=" + default_text(value));
+    }
+  }
+  return words;
 }
 
 }  // namespace upcycle::cli

@@ -445,9 +445,14 @@ TEST_CASE("a staged output removes the staging entries of writers that no longer
   REQUIRE(child > 0);
   ::waitpid(child, nullptr, 0);  // a pid that ran and ended
   const std::string dead = std::to_string(child), alive = std::to_string(::getppid());
-  const std::vector<std::string> stale = {".step-000004.partial-" + dead, ".final.partial-" + dead + ".old"};
+  char host[256] = {};
+  REQUIRE(::gethostname(host, sizeof host - 1) == 0);
+  const std::vector<std::string> stale = {".step-000004.partial-" + dead, ".final.partial-" + dead + ".old",
+                                          ".init.partial-" + dead + "@" + host};
+  // Another machine's process ids say nothing here (a folder shared over NFS): its entries stay.
   const std::vector<std::string> kept = {".step-000008.partial-" + alive, "step.partial-" + dead,
-                                         ".x.partial-" + dead + "a", "plain"};
+                                         ".x.partial-" + dead + "a", "plain", ".test.jsonl.partial-" + dead + "@other-machine",
+                                         ".final.partial-" + dead + "@other-machine.old"};
   for (const auto& name : stale) std::filesystem::create_directories(dir / name / "inner");
   for (const auto& name : kept) test::write_file(dir / name, "x");
   { StagedPath staged(dir / "out", false); }

@@ -137,6 +137,9 @@ TEST_CASE("data parallel: sharded AdamW steps as unsharded, bf16 copies and mome
     losses(2, args + extra, dir / ("plain-" + tag));
     losses(2, args + extra + " --shard-optimizer", dir / ("sharded-" + tag));
     CHECK(weights("plain-" + tag) == weights("sharded-" + tag));
+    // The moments the first process gathered as it wrote: the unsharded run's file, byte for byte.
+    CHECK(read_file(dir / ("plain-" + tag) / "final" / "optimizer.safetensors") ==
+          read_file(dir / ("sharded-" + tag) / "final" / "optimizer.safetensors"));
   }
   // The first process holds the moments of its share alone.
   const RunResult r = run_ranks(2, args + " --shard-optimizer --out " + q(dir / "share"));
