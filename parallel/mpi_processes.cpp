@@ -38,11 +38,10 @@ class MpiProcesses final : public Communicator {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
     // Each rank's pid and host, for messages that name a peer.
-    std::array<char, 64> me{};
-    const std::string mine = fmt::format("{}@", getpid());
     std::array<char, 48> host{};
     gethostname(host.data(), host.size() - 1);
-    std::snprintf(me.data(), me.size(), "%s%s", mine.c_str(), host.data());
+    std::array<char, 64> me{};  // "PID@HOST", the same length on every rank
+    std::snprintf(me.data(), me.size(), "%d@%s", int(getpid()), host.data());
     std::vector<char> all(me.size() * size_t(size_));
     MPI_Allgather(me.data(), int(me.size()), MPI_CHAR, all.data(), int(me.size()), MPI_CHAR, MPI_COMM_WORLD);
     for (int r = 0; r < size_; ++r) {
@@ -164,8 +163,8 @@ class MpiProcesses final : public Communicator {
     std::sort(stuck.begin(), stuck.end());
     std::string names;
     for (int p : stuck) names += (names.empty() ? "" : ", ") + describe(p);
-    throw PeerError(fmt::format("{} has not answered in {} s ({}; --timeout sets the limit): it died or hangs",
-                                names, timeout_.count(), what));
+    throw PeerError(fmt::format("{} {} not answered in {} s ({}; --timeout sets the limit): died or hangs", names,
+                                stuck.size() == 1 ? "has" : "have", timeout_.count(), what));
   }
 
   int rank_ = 0, size_ = 1;

@@ -11,6 +11,8 @@
 #include <fstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/common/fixtures.hpp"
 
 using namespace upcycle;
@@ -98,6 +100,38 @@ TEST_CASE("data parallel: 2 processes train a dense model and an MoE as one, byt
       CHECK_MESSAGE(fs::exists(run / "final" / "model.safetensors"), run);
     CHECK(read_file(dir / "two" / "final" / "model.safetensors") == read_file(dir / "again" / "final" / "model.safetensors"));
   }
+}
+
+TEST_CASE("data parallel: the validation loss and --balance bias's selection bias at 2 processes as at 1") {
+  if (!mpi_built()) return;
+  ScratchDir dir;
+  const fs::path model = tiny_model(dir, "mixtral", 8), data = write_sequences(dir / "data.jsonl", 64);
+  const std::string args = "tune --model " + q(model) + " --data " + q(data) +
+                           " --steps 12 --lr 1e-2 --batch-tokens 48 --grad-accum 2 --seed 13 --val-fraction 0.25"
+                           " --eval-every 4 --balance bias --bias-rate 0.05";
+  for (const auto& [n, out] : {std::pair{0, "one"}, std::pair{2, "two"}}) {
+    const RunResult r = n ? run_ranks(n, args + " --out " + q(dir / out)) : run_upcycle(args + " --out " + q(dir / out));
+    REQUIRE_MESSAGE(r.code == 0, r.err);
+  }
+  std::ifstream one(dir / "one" / "metrics.jsonl"), two(dir / "two" / "metrics.jsonl");
+  int validations = 0;
+  for (std::string a, b; std::getline(one, a) && std::getline(two, b);) {
+    const auto x = nlohmann::json::parse(a), y = nlohmann::json::parse(b);
+    const char* key = x.contains("val_loss") ? "val_loss" : "loss";
+    CAPTURE(a);
+    validations += x.contains("val_loss");
+    CHECK(std::abs(x[key].get<double>() - y[key].get<double>()) <= 1e-5 * std::abs(x[key].get<double>()));
+    if (!x.contains("selection_bias")) continue;
+    bool moved = false;
+    for (size_t l = 0; l < x["selection_bias"].size(); ++l)
+      for (size_t e = 0; e < x["selection_bias"][l].size(); ++e) {
+        const double bx = x["selection_bias"][l][e].get<double>(), by = y["selection_bias"][l][e].get<double>();
+        CHECK(std::abs(bx - by) <= 1e-6);
+        moved |= bx != 0;
+      }
+    if (x["step"].get<int>() > 1) CHECK(moved);  // the bias is at work, not zero throughout
+  }
+  CHECK(validations == 3);
 }
 
 TEST_CASE("data parallel: a run stopped at 2 processes resumes at 1 as it would at 2") {
