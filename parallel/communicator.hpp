@@ -41,8 +41,6 @@ class Communicator {
   // Bytes from one process to another: every send is met by the peer's receive of its length.
   virtual void send(int to, std::span<const std::byte> bytes) = 0;
   virtual void receive(int from, std::span<std::byte> bytes) = 0;
-  // Waits for every process (PeerError as sum's).
-  virtual void barrier() = 0;
 };
 
 // [size + 1] offsets splitting n elements into size near-equal regions, rank r's [r n / size,
@@ -62,7 +60,6 @@ class SingleProcess final : public Communicator {
   void gather_from_owners(std::span<float>, std::span<const size_t>) override {}
   void send(int, std::span<const std::byte>) override;
   void receive(int, std::span<std::byte>) override;
-  void barrier() override {}
 };
 
 // Over the spans' elements taken in order as one array (a model's gradients or weights), packed

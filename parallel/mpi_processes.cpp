@@ -34,7 +34,7 @@ constexpr int kSumTag = 1, kGatherTag = 2, kPointTag = 3;
 
 class MpiProcesses final : public Communicator {
  public:
-  MpiProcesses(std::chrono::seconds timeout) : timeout_(timeout) {
+  MpiProcesses() {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
     // Each rank's pid and host, for messages that name a peer.
@@ -70,10 +70,6 @@ class MpiProcesses final : public Communicator {
     for (size_t at = 0; at < bytes.size(); at += kMessage)
       reqs.recv(bytes.data() + at, std::min(kMessage, bytes.size() - at), from, kPointTag, MPI_BYTE);
     wait(reqs, "receiving");
-  }
-  void barrier() override {
-    int64_t token = 0;
-    sum(std::span(&token, 1));
   }
   void set_timeout(std::chrono::seconds t) { timeout_ = t; }
 
@@ -168,7 +164,7 @@ class MpiProcesses final : public Communicator {
   }
 
   int rank_ = 0, size_ = 1;
-  std::chrono::seconds timeout_;
+  std::chrono::seconds timeout_ = kPeerTimeout;
   std::vector<std::string> names_;
 };
 
@@ -201,11 +197,11 @@ void share_cores() {
 
 bool have_mpi() { return true; }
 
-void open_processes(int* argc, char*** argv, std::chrono::seconds timeout) {
+void open_processes(int* argc, char*** argv) {
   if (launched_processes() <= 1) return;  // one process needs no MPI (and no launcher's daemon)
   int provided = 0;
   MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
-  g_mpi = std::make_unique<MpiProcesses>(timeout);
+  g_mpi = std::make_unique<MpiProcesses>();
   share_cores();
 }
 

@@ -13,10 +13,12 @@ namespace upcycle {
 // (OpenMPI, MPICH/PMI, Slurm's srun): 1 when none did.
 int launched_processes();
 
-// Opens the processes (MPI_Init when launched as several and built with MPI): `timeout` bounds
-// every wait on a peer (Communicator::sum's PeerError). std::runtime_error when launched as several
-// without MPI support.
-void open_processes(int* argc, char*** argv, std::chrono::seconds timeout);
+// How long a process waits on another (Communicator::sum's PeerError) unless set_peer_timeout says.
+inline constexpr std::chrono::seconds kPeerTimeout{900};
+
+// Opens the processes (MPI_Init when launched as several and built with MPI). std::runtime_error
+// when launched as several without MPI support.
+void open_processes(int* argc, char*** argv);
 // The processes opened (a SingleProcess before open_processes).
 Communicator& processes();
 // Sets the timeout of every later wait on a peer (tune --timeout).

@@ -14,7 +14,7 @@ SingleProcess g_single;
 
 bool have_mpi() { return false; }
 
-void open_processes(int*, char***, std::chrono::seconds) {
+void open_processes(int*, char***) {
   if (const int n = launched_processes(); n > 1)
     throw std::runtime_error(fmt::format(
         "launched as {} processes, but this upcycle was built without MPI: install OpenMPI (Debian's "

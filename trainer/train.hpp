@@ -9,6 +9,7 @@
 
 #include "core/dtype.hpp"
 #include "core/option_table.hpp"
+#include "parallel/processes.hpp"
 #include "trainer/engine.hpp"
 #include "trainer/ops/adamw.hpp"
 #include "trainer/parameters.hpp"
@@ -58,7 +59,7 @@ struct TrainOptions {
   std::string device = "cpu";        // where it runs (engine_for_device)
   std::string precision;             // f32 (the CPU's) or bf16 (the GPU's); empty: the device's
   bool recompute = false;            // LossOptions::recompute: one layer's activations held (CPU)
-  int64_t timeout = 900;             // seconds a process waits on another (parallel/processes.hpp)
+  int64_t timeout = kPeerTimeout.count();  // seconds a process waits on another
   bool shard_optimizer = false;      // several processes: AdamW's moments sharded (AdamW::spread)
 };
 

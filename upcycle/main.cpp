@@ -1,6 +1,5 @@
 // `upcycle COMMAND ...`: dispatch, and the one place errors become messages and exit codes
 // (usage 1, bad input 2).
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #ifdef __GLIBC__
@@ -59,7 +58,7 @@ void print_help() {
 // errors as messages and exit codes; a rank other than the first logs its errors alone.
 int run(const Entry& cmd, int argc, char** argv) {
   try {
-    upcycle::open_processes(&argc, &argv, std::chrono::seconds(900));
+    upcycle::open_processes(&argc, &argv);
     upcycle::Communicator& processes = upcycle::processes();
     if (processes.size() > 1) {
       if (!cmd.parallel)

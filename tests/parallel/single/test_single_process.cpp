@@ -16,7 +16,7 @@ TEST_CASE("without MPI: a launch of several processes says so, one process runs 
   ::setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
   CHECK(launched_processes() == 2);
   try {
-    open_processes(&argc, &argv, std::chrono::seconds(1));
+    open_processes(&argc, &argv);
     FAIL("a launch of 2 processes was accepted");
   } catch (const std::runtime_error& e) {
     const std::string what = e.what();
@@ -24,7 +24,7 @@ TEST_CASE("without MPI: a launch of several processes says so, one process runs 
   }
   ::unsetenv("OMPI_COMM_WORLD_SIZE");
   CHECK(launched_processes() == 1);
-  open_processes(&argc, &argv, std::chrono::seconds(1));
+  open_processes(&argc, &argv);
   CHECK(processes().size() == 1);
   CHECK(processes().rank() == 0);
 }
